@@ -1,0 +1,86 @@
+//! The incremental cache: for each file seen last time, its stat identity and content ids, so an
+//! unchanged file is not read again. Paths are stored only as keyed hashes; the cache lives in
+//! the state dir (mode 0700). Losing it costs re-reading, never re-uploading (dedup catches it).
+
+use crate::error::{IoContext, Result};
+use crate::format::tree::ChunkRef;
+use crate::id::BlobId;
+use crate::source::FileStat;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+const CACHE_VERSION: u32 = 1;
+
+/// What the cache remembers about one file.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CacheEntry {
+    pub stat: FileStat,
+    pub content: Vec<ChunkRef>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CacheFile {
+    version: u32,
+    files: HashMap<String, CacheEntry>,
+}
+
+/// One source's cache.
+pub struct FileCache {
+    path: PathBuf,
+    key: [u8; 32],
+    old: HashMap<String, CacheEntry>,
+    new: HashMap<String, CacheEntry>,
+}
+
+/// Create `dir` and parents with mode 0700, and tighten it if it already exists.
+pub fn private_dir(dir: &Path) -> Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).at(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).at(dir)
+}
+
+impl FileCache {
+    /// Open the cache for `source_key` (already a keyed hash) under `state_dir`. A missing or
+    /// unreadable cache is simply empty.
+    pub fn open(state_dir: &Path, repo_id: &str, source_key: &str, key: [u8; 32]) -> Result<Self> {
+        let dir = state_dir.join("cache").join(repo_id);
+        private_dir(state_dir)?;
+        private_dir(&dir)?;
+        let path = dir.join(format!("{source_key}.cache"));
+        let old = fs::read(&path)
+            .ok()
+            .and_then(|b| zstd::stream::decode_all(&b[..]).ok())
+            .and_then(|j| serde_json::from_slice::<CacheFile>(&j).ok())
+            .filter(|c| c.version == CACHE_VERSION)
+            .map(|c| c.files)
+            .unwrap_or_default();
+        Ok(FileCache { path, key, old, new: HashMap::new() })
+    }
+
+    /// Keyed hash of a path relative to the source root.
+    pub fn path_key(&self, rel: &Path) -> String {
+        blake3::keyed_hash(&self.key, rel.as_os_str().as_encoded_bytes()).to_hex().to_string()
+    }
+
+    /// Content ids of an unchanged file, if the cache has it and every id is still usable.
+    pub fn lookup(&self, key: &str, stat: &FileStat, usable: impl Fn(&BlobId) -> bool) -> Option<Vec<ChunkRef>> {
+        let entry = self.old.get(key)?;
+        (entry.stat == *stat && entry.content.iter().all(|c| usable(&c.0))).then(|| entry.content.clone())
+    }
+
+    /// Remember a file for next time.
+    pub fn record(&mut self, key: String, stat: FileStat, content: Vec<ChunkRef>) {
+        self.new.insert(key, CacheEntry { stat, content });
+    }
+
+    /// Replace the stored cache with what this run recorded (only after the snapshot committed).
+    pub fn save(self) -> Result<()> {
+        let json = serde_json::to_vec(&CacheFile { version: CACHE_VERSION, files: self.new }).unwrap_or_default();
+        let packed = zstd::bulk::compress(&json, 1).at(&self.path)?;
+        let tmp = self.path.with_extension("tmp");
+        fs::write(&tmp, packed).at(&tmp)?;
+        fs::rename(&tmp, &self.path).at(&self.path)
+    }
+}

@@ -1,0 +1,214 @@
+//! Backup: walk, reuse unchanged files from the cache, read and chunk the rest through the
+//! pipeline, build trees bottom-up, write the reference list, then commit in order:
+//! packs -> index -> snapshot head -> local cache.
+
+mod cache;
+mod pipeline;
+
+pub use cache::private_dir;
+pub use pipeline::Progress;
+
+use crate::crypto::seal_blob;
+use crate::error::{Error, Result};
+use crate::format::snapshot::{SnapshotHead, SnapshotStats, SNAPSHOT_VERSION};
+use crate::format::tree::{Node, NodeKind, SkippedEntry, SkippedList, Tree, TREE_VERSION};
+use crate::format::BlobKind;
+use crate::id::{BlobId, SnapshotId};
+use crate::repository::{PackUploader, PackWriter, Repository};
+use crate::source::{walk, Excludes, WalkEntry};
+use cache::FileCache;
+use pipeline::{FileJob, Pipeline};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// What to back up and how to label it.
+pub struct BackupOptions {
+    pub source: String,
+    /// Key domain; defaults to the source name.
+    pub domain: Option<String>,
+    pub path: PathBuf,
+    pub excludes: Vec<String>,
+    pub tags: Vec<String>,
+    pub host: String,
+    pub state_dir: PathBuf,
+    pub time: SystemTime,
+}
+
+/// A committed backup.
+pub struct BackupOutcome {
+    pub id: SnapshotId,
+    pub head: SnapshotHead,
+    /// Entries not backed up, with reasons (names: show to the operator, never log at info).
+    pub skipped: Vec<SkippedEntry>,
+}
+
+/// Run one backup and commit its snapshot.
+pub fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: &Progress) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    if opts.source.is_empty() || opts.source.contains('/') {
+        return Err(Error::Invalid(format!("source name '{}' must be non-empty and contain no '/'", opts.source)));
+    }
+    let domain = Arc::new(repo.domain_for_write(opts.domain.as_deref().unwrap_or(&opts.source))?);
+    let mut index = repo.load_index()?;
+    let recovered = repo.unindexed_packs(&index)?;
+    for pack in &recovered {
+        index.add_pack(pack);
+    }
+    let excludes = Excludes::new(&opts.excludes)?;
+    let walked = walk(&opts.path, &excludes)?;
+    crate::failpoint::pause("after-walk", 0);
+    let mut entries = walked.entries;
+    let mut skipped = walked.skipped;
+
+    let cache_key = repo.meta.derive("custodian 2026 cache path names");
+    let source_key = blake3::keyed_hash(&cache_key, format!("{}\0{}", opts.source, opts.path.display()).as_bytes()).to_hex();
+    let mut cache = FileCache::open(&opts.state_dir, &repo.config.repo_id.to_hex(), &source_key, cache_key)?;
+
+    let session = repo.start_session(&domain.recipient)?;
+    let uploader = Arc::new(PackUploader::start(repo.clone(), recovered));
+    let known: HashSet<BlobId> = index.blob_ids().copied().collect();
+    let pipeline = Pipeline::start(repo.clone(), domain.clone(), session, known, uploader.clone());
+
+    // Unchanged files come from the cache; the rest go to the readers.
+    let mut jobs = Vec::new();
+    let mut keys = vec![String::new(); entries.len()];
+    for (slot, e) in entries.iter_mut().enumerate() {
+        if e.node.kind != NodeKind::File {
+            continue;
+        }
+        keys[slot] = cache.path_key(&e.rel);
+        match cache.lookup(&keys[slot], &e.stat, |id| index.contains(id)) {
+            Some(content) => e.node.content = content,
+            None => {
+                progress.bytes_total.fetch_add(e.stat.size, Ordering::Relaxed);
+                jobs.push(FileJob { slot, path: e.path.clone() });
+            }
+        }
+    }
+    progress.files_total.store(jobs.len() as u64, Ordering::Relaxed);
+    let files_read = jobs.len() as u64;
+    let mut gone = vec![false; entries.len()];
+    let mut bytes_read = 0;
+    for done in pipeline.read_files(jobs, repo.config.chunker, progress) {
+        match done.result {
+            Ok((content, len)) => {
+                bytes_read += len;
+                let e = &mut entries[done.slot];
+                e.node.content = content;
+                e.node.size = len;
+            }
+            Err(reason) => {
+                skipped.push(SkippedEntry { path: crate::format::tree::Name::from_os(entries[done.slot].rel.as_os_str()), error: reason });
+                gone[done.slot] = true;
+            }
+        }
+    }
+
+    let mut refs: Vec<BlobId> = Vec::new();
+    let mut stats = SnapshotStats { files_read, bytes_read, ..Default::default() };
+    build_trees(&mut entries, &gone, &pipeline, &domain, &mut refs, &mut stats)?;
+    for (slot, e) in entries.iter().enumerate() {
+        if e.node.kind == NodeKind::File && !gone[slot] {
+            cache.record(std::mem::take(&mut keys[slot]), e.stat, e.node.content.clone());
+        }
+    }
+    let skipped_list = if skipped.is_empty() {
+        None
+    } else {
+        let json = serde_json::to_vec(&SkippedList { version: TREE_VERSION, entries: skipped.clone() }).unwrap_or_default();
+        let id = domain.blob_id(&json);
+        pipeline.submit(id, BlobKind::Tree, json)?;
+        refs.push(id);
+        Some(id)
+    };
+    let pstats = pipeline.finish()?;
+    refs.sort_unstable();
+    refs.dedup();
+    let ref_blobs = write_refs(&repo, &index, &uploader, &refs)?;
+    let uploader = Arc::try_unwrap(uploader).map_err(|_| Error::Invalid("internal error: uploader still in use".into()))?;
+    let uploaded = uploader.finish()?;
+
+    let root = entries.swap_remove(0).node;
+    stats.blobs_added = pstats.blobs_added.load(Ordering::Relaxed);
+    stats.bytes_added = pstats.bytes_added.load(Ordering::Relaxed);
+    stats.packs_added = uploaded.packs;
+    stats.duration_ms = started.elapsed().as_millis() as u64;
+    let parent = repo.list_snapshots()?.into_iter().rev().find(|s| s.head.source == opts.source).map(|s| s.id);
+    let head = SnapshotHead {
+        version: SNAPSHOT_VERSION,
+        time: humantime::format_rfc3339_nanos(opts.time).to_string(),
+        source: opts.source.clone(),
+        domain: domain.name.clone(),
+        host: opts.host.clone(),
+        root_path: opts.path.display().to_string(),
+        tags: opts.tags.clone(),
+        root,
+        refs: ref_blobs,
+        parent,
+        stats,
+        skipped: skipped.len() as u64,
+        skipped_list,
+    };
+    crate::failpoint::pause("before-snapshot", 0);
+    // Last write of the backup: everything it references is durable and indexed by now.
+    let id = repo.write_snapshot(&head)?;
+    crate::failpoint::pause("before-cache", 0);
+    cache.save()?;
+    Ok(BackupOutcome { id, head, skipped })
+}
+
+/// Fill every directory's subtree bottom-up (reverse pre-order visits children first).
+fn build_trees(entries: &mut [WalkEntry], gone: &[bool], pipeline: &Pipeline, domain: &crate::crypto::DomainKeys, refs: &mut Vec<BlobId>, stats: &mut SnapshotStats) -> Result<()> {
+    for slot in (0..entries.len()).rev() {
+        if gone[slot] {
+            continue;
+        }
+        match entries[slot].node.kind {
+            NodeKind::File => {
+                stats.files += 1;
+                stats.bytes += entries[slot].node.size;
+                refs.extend(entries[slot].node.content.iter().map(|c| c.0));
+            }
+            NodeKind::Dir => {
+                stats.dirs += 1;
+                let nodes: Vec<Node> =
+                    entries[slot].children.iter().filter(|&&c| !gone[c]).map(|&c| entries[c].node.clone()).collect();
+                let json = serde_json::to_vec(&Tree { version: TREE_VERSION, nodes }).unwrap_or_default();
+                let id = domain.blob_id(&json);
+                pipeline.submit(id, BlobKind::Tree, json)?;
+                refs.push(id);
+                entries[slot].node.subtree = Some(id);
+            }
+            NodeKind::Symlink | NodeKind::Fifo => {}
+        }
+    }
+    Ok(())
+}
+
+/// Store the reference list as metadata blobs; only blobs not already stored are written.
+fn write_refs(repo: &Arc<Repository>, index: &crate::repository::MasterIndex, uploader: &PackUploader, refs: &[BlobId]) -> Result<Vec<BlobId>> {
+    let mut ids = Vec::new();
+    let mut writer = PackWriter::new("", repo.config.pack_target);
+    let mut session = None;
+    let mut seen = HashSet::new();
+    for plain in crate::format::refs::encode(refs) {
+        let id = repo.meta.blob_id(&plain);
+        ids.push(id);
+        if index.contains(&id) || !seen.insert(id) {
+            continue;
+        }
+        if session.is_none() {
+            session = Some(repo.start_session(&repo.meta.identity.to_public())?);
+        }
+        if let Some(key) = &session {
+            writer.add(id, BlobKind::Refs, &seal_blob(key, &id, BlobKind::Refs.code(), crate::compress::RAW, &plain));
+        }
+    }
+    if !writer.is_empty() {
+        uploader.submit(writer.finish(repo)?)?;
+    }
+    Ok(ids)
+}

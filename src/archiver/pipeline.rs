@@ -1,0 +1,209 @@
+//! The backup pipeline: reader threads (read, chunk, hash, dedup) feed sealer threads (zstd,
+//! AEAD) through a bounded queue; one packer thread fills packs and hands them to the uploader.
+//! Every queue is bounded, so memory stays bounded whatever the file sizes; both cores compress.
+
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::compress;
+use crate::constants::{PACK_QUEUE, SEAL_QUEUE};
+use crate::crypto::{seal_blob, DomainKeys, SessionKey};
+use crate::error::{Error, Result};
+use crate::format::tree::ChunkRef;
+use crate::format::BlobKind;
+use crate::id::BlobId;
+use crate::repository::{PackUploader, PackWriter, Repository};
+use crossbeam_channel::{bounded, Receiver, Sender};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Live counters for progress display and the final summary.
+#[derive(Default)]
+pub struct Progress {
+    pub files_total: AtomicU64,
+    pub bytes_total: AtomicU64,
+    pub files_done: AtomicU64,
+    pub bytes_done: AtomicU64,
+}
+
+/// Counters the pipeline itself keeps.
+#[derive(Default)]
+pub struct PipelineStats {
+    pub blobs_added: AtomicU64,
+    pub bytes_added: AtomicU64,
+}
+
+struct SealJob {
+    id: BlobId,
+    kind: BlobKind,
+    data: Vec<u8>,
+}
+
+struct PackJob {
+    id: BlobId,
+    kind: BlobKind,
+    frame: Vec<u8>,
+}
+
+/// A file for the readers.
+pub struct FileJob {
+    pub slot: usize,
+    pub path: PathBuf,
+}
+
+/// What reading one file gave: its content ids and length, or why it was skipped.
+pub struct FileDone {
+    pub slot: usize,
+    pub result: std::result::Result<(Vec<ChunkRef>, u64), String>,
+}
+
+/// The running pipeline of one backup.
+pub struct Pipeline {
+    domain: Arc<DomainKeys>,
+    known: Arc<Mutex<HashSet<BlobId>>>,
+    seal_tx: Option<Sender<SealJob>>,
+    sealers: Vec<JoinHandle<()>>,
+    packer: Option<JoinHandle<Result<()>>>,
+    failed: Arc<AtomicBool>,
+    pub stats: Arc<PipelineStats>,
+}
+
+impl Pipeline {
+    /// Start sealers and the packer. `known` holds every blob id already stored.
+    pub fn start(repo: Arc<Repository>, domain: Arc<DomainKeys>, session: Arc<SessionKey>, known: HashSet<BlobId>, uploader: Arc<PackUploader>) -> Self {
+        let (seal_tx, seal_rx) = bounded::<SealJob>(SEAL_QUEUE);
+        let (pack_tx, pack_rx) = bounded::<PackJob>(PACK_QUEUE);
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let level = repo.config.zstd_level;
+        let sealers = (0..threads)
+            .map(|_| {
+                let (rx, tx, key) = (seal_rx.clone(), pack_tx.clone(), session.clone());
+                std::thread::spawn(move || seal_loop(rx, tx, &key, level))
+            })
+            .collect();
+        drop(pack_tx);
+        let stats = Arc::new(PipelineStats::default());
+        let failed = Arc::new(AtomicBool::new(false));
+        let packer = {
+            let (stats, failed, domain_name) = (stats.clone(), failed.clone(), domain.name.clone());
+            std::thread::spawn(move || {
+                let result = pack_loop(&repo, &domain_name, pack_rx, &uploader, &stats);
+                if result.is_err() {
+                    failed.store(true, Ordering::SeqCst);
+                }
+                result
+            })
+        };
+        Pipeline { domain, known: Arc::new(Mutex::new(known)), seal_tx: Some(seal_tx), sealers, packer: Some(packer), failed, stats }
+    }
+
+    /// Queue a blob unless an identical one is stored or queued (atomic insert-if-absent).
+    pub fn submit(&self, id: BlobId, kind: BlobKind, data: Vec<u8>) -> Result<()> {
+        submit(&self.known, self.seal_tx.as_ref(), &self.failed, id, kind, data)
+    }
+
+    /// Read, chunk and queue `jobs` on `readers` threads; results come back in any order.
+    pub fn read_files(&self, jobs: Vec<FileJob>, params: ChunkerParams, progress: &Progress) -> Vec<FileDone> {
+        let next = AtomicUsize::new(0);
+        let results = Mutex::new(Vec::with_capacity(jobs.len()));
+        let readers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        std::thread::scope(|scope| {
+            for _ in 0..readers {
+                scope.spawn(|| {
+                    let mut chunker = Chunker::new(params, self.domain.chunker_seed);
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(job) = jobs.get(i) else { break };
+                        if self.failed.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let result = self.read_one(&mut chunker, job, progress);
+                        progress.files_done.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut r) = results.lock() {
+                            r.push(FileDone { slot: job.slot, result });
+                        }
+                    }
+                });
+            }
+        });
+        results.into_inner().unwrap_or_default()
+    }
+
+    fn read_one(&self, chunker: &mut Chunker, job: &FileJob, progress: &Progress) -> std::result::Result<(Vec<ChunkRef>, u64), String> {
+        let file = std::fs::File::open(&job.path).map_err(|e| e.to_string())?;
+        let mut ids = Vec::new();
+        let read = chunker.chunk::<_, ChunkError>(file, |chunk| {
+            let id = self.domain.blob_id(chunk);
+            ids.push(ChunkRef(id, chunk.len() as u32));
+            progress.bytes_done.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            self.submit(id, BlobKind::Data, chunk.to_vec()).map_err(ChunkError::Pipeline)
+        });
+        match read {
+            Ok(n) => Ok((ids, n)),
+            Err(ChunkError::Read(e)) => Err(format!("read failed part-way: {e}")),
+            Err(ChunkError::Pipeline(e)) => Err(format!("backup stopped: {e}")),
+        }
+    }
+
+    /// Close the queues and wait for the last pack to reach the uploader.
+    pub fn finish(mut self) -> Result<Arc<PipelineStats>> {
+        drop(self.seal_tx.take());
+        for s in self.sealers.drain(..) {
+            let _ = s.join();
+        }
+        match self.packer.take().map(|p| p.join()) {
+            Some(Ok(result)) => result?,
+            _ => return Err(Error::Invalid("internal error: the packer thread stopped unexpectedly".into())),
+        }
+        Ok(self.stats.clone())
+    }
+}
+
+enum ChunkError {
+    Read(std::io::Error),
+    Pipeline(Error),
+}
+
+impl From<std::io::Error> for ChunkError {
+    fn from(e: std::io::Error) -> Self {
+        ChunkError::Read(e)
+    }
+}
+
+fn submit(known: &Mutex<HashSet<BlobId>>, tx: Option<&Sender<SealJob>>, failed: &AtomicBool, id: BlobId, kind: BlobKind, data: Vec<u8>) -> Result<()> {
+    let fresh = known.lock().map_err(|_| Error::Invalid("internal error: poisoned dedup set".into()))?.insert(id);
+    if !fresh {
+        return Ok(());
+    }
+    let stopped = || Error::Invalid("the pack writer stopped after an error (see the error above)".into());
+    if failed.load(Ordering::SeqCst) {
+        return Err(stopped());
+    }
+    tx.ok_or_else(stopped)?.send(SealJob { id, kind, data }).map_err(|_| stopped())
+}
+
+fn seal_loop(rx: Receiver<SealJob>, tx: Sender<PackJob>, key: &SessionKey, level: i32) {
+    for job in rx {
+        let (tag, payload) = compress::compress(&job.data, level);
+        let frame = seal_blob(key, &job.id, job.kind.code(), tag, &payload);
+        if tx.send(PackJob { id: job.id, kind: job.kind, frame }).is_err() {
+            return;
+        }
+    }
+}
+
+fn pack_loop(repo: &Repository, domain: &str, rx: Receiver<PackJob>, uploader: &PackUploader, stats: &PipelineStats) -> Result<()> {
+    let mut writer = PackWriter::new(domain, repo.config.pack_target);
+    for job in rx {
+        stats.blobs_added.fetch_add(1, Ordering::Relaxed);
+        stats.bytes_added.fetch_add(job.frame.len() as u64, Ordering::Relaxed);
+        if writer.add(job.id, job.kind, &job.frame) {
+            uploader.submit(writer.finish(repo)?)?;
+        }
+    }
+    if !writer.is_empty() {
+        uploader.submit(writer.finish(repo)?)?;
+    }
+    Ok(())
+}

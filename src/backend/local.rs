@@ -1,0 +1,166 @@
+//! A repository on a local (or mounted) file system. An object counts as written only after its
+//! bytes and its directory entry are fsynced: a power cut must not leave an index that names a
+//! pack the disk forgot. Create-if-absent uses link(2), which fails atomically if the name exists.
+
+use super::{Backend, BackendError, ErrorKind, ObjectInfo};
+use std::fs;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Prefix of in-progress files; listings skip them, prune may delete old ones.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// Objects as files under a root directory.
+pub struct LocalBackend {
+    root: PathBuf,
+}
+
+impl LocalBackend {
+    /// A backend rooted at `root` (which need not exist yet).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalBackend { root: root.into() }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    fn err(&self, operation: &'static str, name: &str, e: io::Error) -> BackendError {
+        let kind = match e.kind() {
+            io::ErrorKind::NotFound => ErrorKind::NotFound,
+            io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => ErrorKind::Transient,
+            _ => ErrorKind::Permanent,
+        };
+        BackendError { kind, operation, object: name.to_string(), location: self.location(), message: e.to_string() }
+    }
+
+    /// Create `dir` and its missing parents, fsyncing each new entry into its parent.
+    fn ensure_dir(&self, dir: &Path) -> io::Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            self.ensure_dir(parent)?;
+        }
+        match fs::create_dir(dir) {
+            Ok(()) => dir.parent().map_or(Ok(()), sync_dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn write_new(&self, name: &str, bytes: &[u8]) -> io::Result<bool> {
+        let path = self.path(name);
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        self.ensure_dir(&dir)?;
+        let tmp = dir.join(format!("{TEMP_PREFIX}{}", hex::encode(rand::random::<[u8; 8]>())));
+        let result = (|| {
+            let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            drop(file);
+            match fs::hard_link(&tmp, &path) {
+                Ok(()) => {
+                    sync_dir(&dir)?;
+                    Ok(true)
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            }
+        })();
+        // The temp name is never referenced; failing to remove it only leaves litter for prune.
+        let _ = fs::remove_file(&tmp);
+        result
+    }
+
+    fn walk(&self, dir: &Path, out: &mut Vec<ObjectInfo>) -> io::Result<()> {
+        let entries = match fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let file_name = entry.file_name();
+            let Some(text) = file_name.to_str() else { continue };
+            if text.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                self.walk(&entry.path(), out)?;
+            } else if let Ok(rel) = entry.path().strip_prefix(&self.root) {
+                out.push(ObjectInfo { name: rel.to_string_lossy().into_owned(), size: meta.len() });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+impl Backend for LocalBackend {
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn put_new(&self, name: &str, bytes: &[u8]) -> Result<bool, BackendError> {
+        self.write_new(name, bytes).map_err(|e| self.err("writing", name, e))
+    }
+
+    fn get(&self, name: &str) -> Result<Vec<u8>, BackendError> {
+        fs::read(self.path(name)).map_err(|e| self.err("reading", name, e))
+    }
+
+    fn get_range(&self, name: &str, start: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+        let read = || -> io::Result<Vec<u8>> {
+            let mut file = fs::File::open(self.path(name))?;
+            file.seek(SeekFrom::Start(start))?;
+            let mut buf = Vec::with_capacity(len as usize);
+            file.take(len).read_to_end(&mut buf)?;
+            if (buf.len() as u64) < len {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("object ends before byte {}", start + len)));
+            }
+            Ok(buf)
+        };
+        read().map_err(|e| self.err("reading", name, e))
+    }
+
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
+        let mut out = Vec::new();
+        self.walk(&self.path(prefix), &mut out).map_err(|e| self.err("listing", prefix, e))?;
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn delete(&self, name: &str) -> Result<(), BackendError> {
+        match fs::remove_file(self.path(name)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err("deleting", name, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_only_durable_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("repo"));
+        assert!(b.put_new("packs/ab/x", b"one").unwrap());
+        assert!(!b.put_new("packs/ab/x", b"two").unwrap(), "an existing object must not be replaced");
+        assert_eq!(b.get("packs/ab/x").unwrap(), b"one");
+        assert_eq!(b.get_range("packs/ab/x", 1, 2).unwrap(), b"ne");
+        assert!(b.get_range("packs/ab/x", 2, 5).is_err());
+        assert_eq!(b.list("packs/").unwrap(), vec![ObjectInfo { name: "packs/ab/x".into(), size: 3 }]);
+        assert_eq!(b.get("nothing").unwrap_err().kind, ErrorKind::NotFound);
+        b.delete("packs/ab/x").unwrap();
+        b.delete("packs/ab/x").unwrap();
+        assert!(b.list("packs/").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,53 @@
+//! Bytes in object stores. A handful of create-only methods, so the same repository works on a
+//! local disk and (later) any S3-compatible store. Errors are classified so that only transient
+//! ones are ever retried.
+
+pub mod local;
+
+pub use local::LocalBackend;
+
+/// How a backend failure should be treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    /// Worth retrying (timeouts, resets, 5xx).
+    Transient,
+    /// Retrying cannot help (permissions, full disk, 4xx).
+    Permanent,
+}
+
+/// A failed backend operation, naming the object.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} '{object}' in {location}: {message}")]
+pub struct BackendError {
+    pub kind: ErrorKind,
+    pub operation: &'static str,
+    pub object: String,
+    pub location: String,
+    pub message: String,
+}
+
+/// One listed object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Name relative to the repository root, `/`-separated.
+    pub name: String,
+    pub size: u64,
+}
+
+/// The storage interface every repository operation goes through.
+pub trait Backend: Send + Sync {
+    /// Where this is, for messages.
+    fn location(&self) -> String;
+    /// Store `bytes` durably under `name` unless it exists. Returns false if it already existed
+    /// (objects are immutable, so an existing object with that name is left untouched).
+    fn put_new(&self, name: &str, bytes: &[u8]) -> Result<bool, BackendError>;
+    /// Whole object.
+    fn get(&self, name: &str) -> Result<Vec<u8>, BackendError>;
+    /// `len` bytes from `start`.
+    fn get_range(&self, name: &str, start: u64, len: u64) -> Result<Vec<u8>, BackendError>;
+    /// Every object under `prefix` (a folder such as `packs/`), with sizes.
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError>;
+    /// Remove an object; removing a missing one is not an error.
+    fn delete(&self, name: &str) -> Result<(), BackendError>;
+}

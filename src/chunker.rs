@@ -1,0 +1,161 @@
+//! Content-defined chunking with a secret per-domain seed, so chunk boundaries (and so chunk
+//! sizes) do not fingerprint content across repositories. Boundaries depend only on the bytes
+//! since the previous boundary, so the result equals chunking the whole input at once.
+
+use fastcdc::v2020::{FastCDC, Normalization};
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read};
+
+/// Chunk size limits, fixed at init and stored in the repository config.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkerParams {
+    pub min: u32,
+    pub avg: u32,
+    pub max: u32,
+}
+
+impl ChunkerParams {
+    /// Whether fastcdc accepts these limits; checked at init and when opening.
+    pub fn validate(&self) -> Result<(), String> {
+        use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
+        let (min, avg, max) = (self.min as usize, self.avg as usize, self.max as usize);
+        let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&min)
+            && (AVERAGE_MIN..=AVERAGE_MAX).contains(&avg)
+            && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&max)
+            && min < avg
+            && avg < max
+            && [min, avg, max].iter().all(|v| v % 2 == 0);
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("chunker sizes min {min} / avg {avg} / max {max} are outside fastcdc's limits (even numbers, min<avg<max, max ≤ 16 MiB)"))
+        }
+    }
+}
+
+/// A reusable chunker: one per reader thread, so its buffer (twice the maximum chunk) is
+/// allocated once, not once per file.
+pub struct Chunker {
+    params: ChunkerParams,
+    seed: u64,
+    buf: Vec<u8>,
+}
+
+impl Chunker {
+    /// A chunker for one domain's seed.
+    pub fn new(params: ChunkerParams, seed: u64) -> Self {
+        Chunker { params, seed, buf: Vec::new() }
+    }
+
+    /// Split everything `reader` yields into chunks, calling `emit` for each in order.
+    /// Returns the number of bytes read.
+    pub fn chunk<R: Read, E: From<io::Error>>(
+        &mut self,
+        mut reader: R,
+        mut emit: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<u64, E> {
+        let max = self.params.max as usize;
+        if self.buf.len() < 2 * max {
+            self.buf.resize(2 * max, 0);
+        }
+        let (mut len, mut total, mut eof) = (0usize, 0u64, false);
+        loop {
+            while !eof && len < self.buf.len() {
+                match reader.read(&mut self.buf[len..]) {
+                    Ok(0) => eof = true,
+                    Ok(n) => len += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            total += len as u64;
+            if len == 0 {
+                return Ok(total);
+            }
+            let cdc = FastCDC::with_level_and_seed(
+                &self.buf[..len],
+                self.params.min as usize,
+                self.params.avg as usize,
+                max,
+                Normalization::Level1,
+                self.seed,
+            );
+            let mut consumed = 0;
+            for chunk in cdc {
+                let end = chunk.offset + chunk.length;
+                // A chunk that touches the end of a full buffer may have been cut short by the
+                // buffer, not by content: carry it over and cut it again with more data.
+                if end == len && !eof {
+                    break;
+                }
+                emit(&self.buf[chunk.offset..end])?;
+                consumed = end;
+            }
+            self.buf.copy_within(consumed..len, 0);
+            len -= consumed;
+            total -= len as u64;
+            if eof && len == 0 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn small() -> ChunkerParams {
+        ChunkerParams { min: 256, avg: 1024, max: 4096 }
+    }
+
+    fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect()
+    }
+
+    fn lengths(data: &[u8], seed: u64) -> Vec<usize> {
+        let mut out = Vec::new();
+        Chunker::new(small(), seed).chunk::<_, io::Error>(data, |c| Ok(out.push(c.len()))).unwrap();
+        out
+    }
+
+    #[test]
+    fn pinned_boundaries_on_seeded_data() {
+        // A silent change in chunking destroys deduplication against existing repositories.
+        let data = pseudo_random(20_000, 42);
+        assert_eq!(lengths(&data, 7), PINNED_SEED_7);
+        assert_ne!(lengths(&data, 7), lengths(&data, 8), "the seed must move boundaries");
+    }
+    const PINNED_SEED_7: &[usize] = &[1454, 1899, 2112, 1699, 1153, 1146, 1238, 1073, 1205, 1654, 994, 1447, 1127, 1034, 765];
+
+    #[test]
+    fn streaming_matches_whole_input_chunking() {
+        let params = small();
+        let data = pseudo_random(50_000, 9);
+        let whole: Vec<usize> =
+            FastCDC::with_level_and_seed(&data, 256, 1024, 4096, Normalization::Level1, 3).map(|c| c.length).collect();
+        assert_eq!(lengths(&data, 3), whole);
+        assert!(params.validate().is_ok());
+    }
+
+    proptest! {
+        #[test]
+        fn concatenated_chunks_equal_input(data in proptest::collection::vec(any::<u8>(), 0..30_000), seed in any::<u64>()) {
+            let mut joined = Vec::new();
+            let read = Chunker::new(small(), seed)
+                .chunk::<_, io::Error>(&data[..], |c| { assert!(c.len() <= 4096); joined.extend_from_slice(c); Ok(()) })
+                .unwrap();
+            prop_assert_eq!(read as usize, data.len());
+            prop_assert_eq!(joined, data);
+        }
+    }
+}

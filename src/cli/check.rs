@@ -1,0 +1,65 @@
+//! `check [--read-data [--read-data-subset N%|n/m]]`.
+
+use super::common::{self, human_bytes};
+use super::progress::Bar;
+use super::{KeyArgs, RepoArg};
+use anyhow::Result;
+use custodian::check::{check, CheckProgress, Subset};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    repo: RepoArg,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// Download packs and verify every blob (operator identity).
+    #[arg(long)]
+    read_data: bool,
+    /// Only part of the packs: `10%` (random) or `2/5` (part 2 of 5). Implies --read-data.
+    #[arg(long)]
+    read_data_subset: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: CheckArgs) -> Result<u8> {
+    let subset = match (&args.read_data_subset, args.read_data) {
+        (Some(s), _) => Some(Subset::parse(s)?),
+        (None, true) => Some(Subset::All),
+        (None, false) => None,
+    };
+    let repo = if subset.is_some() {
+        common::open_operator(&args.repo, &args.keys, "check --read-data")?
+    } else {
+        common::open(&args.repo, &args.keys, "check")?
+    };
+    let progress = Arc::new(CheckProgress::default());
+    let bar = {
+        let p = progress.clone();
+        Bar::start(common::interactive(args.json), "check", false, move || (p.done.load(Ordering::Relaxed), p.total.load(Ordering::Relaxed)))
+    };
+    let report = check(&repo, subset, &progress)?;
+    drop(bar);
+    if args.json {
+        common::print_json(&report)?;
+    } else {
+        println!(
+            "checked {} snapshots, {} packs, {} blobs; read {} packs ({})",
+            report.snapshots,
+            report.packs,
+            report.blobs,
+            report.packs_read,
+            human_bytes(report.bytes_read)
+        );
+        for w in &report.warnings {
+            println!("warning: {w}");
+        }
+        for e in &report.errors {
+            println!("error: {e}");
+        }
+        println!("{}", if report.errors.is_empty() { "no errors were found" } else { "the repository has errors" });
+    }
+    Ok(if report.errors.is_empty() { 0 } else { 1 })
+}

@@ -1,0 +1,79 @@
+//! Helpers every verb shares: logging, opening the repository with the right key, output.
+
+use super::{KeyArgs, RepoArg};
+use anyhow::Result;
+use custodian::backend::LocalBackend;
+use custodian::repository::{Credential, Repository};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Logs go to stderr; `RUST_LOG` raises detail. File names are never logged at info.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// The backend for a `--repo` value.
+pub fn backend(repo: &RepoArg) -> Arc<dyn custodian::backend::Backend> {
+    Arc::new(LocalBackend::new(repo.repo.clone()))
+}
+
+/// Open with the operator identity if given, else the writer credential.
+pub fn open(repo: &RepoArg, keys: &KeyArgs, what: &str) -> Result<Repository> {
+    let credential = match (&keys.identity, &keys.writer_key) {
+        (Some(id), _) => Credential::Operator(id.clone()),
+        (None, Some(w)) => Credential::Writer(w.clone()),
+        (None, None) => return Err(custodian::Error::NeedsKey { what: what.to_string() }.into()),
+    };
+    Ok(Repository::open(backend(repo), &credential)?)
+}
+
+/// Open for reading content: an operator identity is required.
+pub fn open_operator(repo: &RepoArg, keys: &KeyArgs, what: &str) -> Result<Repository> {
+    match &keys.identity {
+        Some(id) => Ok(Repository::open(backend(repo), &Credential::Operator(id.clone()))?),
+        None => Err(custodian::Error::NeedsIdentity { what: what.to_string() }.into()),
+    }
+}
+
+/// Progress bars only for people: a terminal on stdout and no `--json`.
+pub fn interactive(json: bool) -> bool {
+    !json && std::io::stdout().is_terminal()
+}
+
+/// Print a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Where caches live: `$CUSTODIAN_STATE_DIR`, else `~/.local/state/custodian`.
+pub fn state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CUSTODIAN_STATE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/lib/custodian"));
+    home.join(".local/state/custodian")
+}
+
+/// Bytes for people (binary units).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// This machine's host name, for snapshot labels.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+}

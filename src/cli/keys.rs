@@ -1,0 +1,79 @@
+//! `key generate` and `init`.
+
+use super::common;
+use super::RepoArg;
+use anyhow::Result;
+use custodian::chunker::ChunkerParams;
+use custodian::constants::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, PACK_TARGET, ZSTD_LEVEL};
+use custodian::crypto::keys::{identity_file_text, write_private};
+use custodian::repository::{init as init_repo, InitOptions};
+use std::path::PathBuf;
+
+#[derive(clap::Subcommand)]
+pub enum KeyCommand {
+    /// Create an operator age identity (mode 0600) and print its public recipient.
+    Generate {
+        /// Where to write the identity; refuses to overwrite.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    repo: RepoArg,
+    /// Operator public key (age1…); repeat for several operators.
+    #[arg(long = "recipient", required = true)]
+    recipients: Vec<String>,
+    /// Where to write the writer credential for the backing-up server (mode 0600).
+    #[arg(long)]
+    writer_key_out: PathBuf,
+    /// zstd level, fixed for the repository's life.
+    #[arg(long, default_value_t = ZSTD_LEVEL)]
+    zstd_level: i32,
+    /// Pack target size in bytes.
+    #[arg(long, default_value_t = PACK_TARGET)]
+    pack_size: u64,
+    /// Chunk sizes min,avg,max in bytes.
+    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [CHUNK_MIN, CHUNK_AVG, CHUNK_MAX])]
+    chunk_sizes: Vec<u32>,
+}
+
+pub fn key(cmd: KeyCommand) -> Result<u8> {
+    match cmd {
+        KeyCommand::Generate { output } => {
+            let identity = age::x25519::Identity::generate();
+            let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+            write_private(&output, &identity_file_text(&identity, &now))?;
+            eprintln!("wrote operator identity to {} (mode 0600); keep it offline. Its public recipient:", output.display());
+            println!("{}", identity.to_public());
+            Ok(0)
+        }
+    }
+}
+
+pub fn init(args: InitArgs) -> Result<u8> {
+    if args.writer_key_out.exists() {
+        anyhow::bail!("{} already exists; custodian never overwrites a key. Choose another --writer-key-out.", args.writer_key_out.display());
+    }
+    let [min, avg, max] = <[u32; 3]>::try_from(args.chunk_sizes).map_err(|_| anyhow::anyhow!("--chunk-sizes takes three numbers: min,avg,max"))?;
+    let initialized = init_repo(
+        common::backend(&args.repo),
+        InitOptions {
+            recipients: args.recipients,
+            chunker: ChunkerParams { min, avg, max },
+            zstd_level: args.zstd_level,
+            pack_target: args.pack_size,
+            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        },
+    )?;
+    write_private(&args.writer_key_out, &initialized.writer_credential)?;
+    println!(
+        "created repository {} at {}\nwriter credential: {} (give this to the backing-up server; it cannot read backups)",
+        initialized.repo.config.repo_id.short(),
+        args.repo.repo.display(),
+        args.writer_key_out.display()
+    );
+    Ok(0)
+}

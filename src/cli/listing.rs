@@ -1,0 +1,131 @@
+//! `snapshots` and `ls`.
+
+use super::common::{self, human_bytes};
+use super::{KeyArgs, RepoArg};
+use anyhow::Result;
+use custodian::format::tree::{Name, Node, NodeKind};
+use custodian::repository::{BlobReader, SnapshotSelector};
+use custodian::restorer::plan::descend;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct SnapshotsArgs {
+    #[command(flatten)]
+    repo: RepoArg,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// Only this record store.
+    #[arg(long)]
+    source: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    repo: RepoArg,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// Snapshot id prefix, or `latest`.
+    snapshot: String,
+    /// Directory inside the snapshot to list (default: everything).
+    path: Option<PathBuf>,
+    /// Source, for `latest`.
+    #[arg(long)]
+    source: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
+    let repo = common::open(&args.repo, &args.keys, "listing snapshots")?;
+    let list: Vec<_> = repo.list_snapshots()?.into_iter().filter(|s| args.source.as_ref().is_none_or(|src| &s.head.source == src)).collect();
+    if args.json {
+        let out: Vec<_> = list
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "id": s.id.to_hex(), "short_id": s.id.short(), "time": s.head.time, "source": s.head.source,
+                    "domain": s.head.domain, "host": s.head.host, "path": s.head.root_path, "tags": s.head.tags,
+                    "parent": s.head.parent.map(|p| p.to_hex()), "stats": s.head.stats, "skipped": s.head.skipped,
+                })
+            })
+            .collect();
+        common::print_json(&out)?;
+        return Ok(0);
+    }
+    println!("{:<10} {:<20} {:<14} {:<12} {:>8} {:>10} {:>7}  tags", "id", "time (UTC)", "source", "host", "files", "size", "skipped");
+    for s in &list {
+        let time: String = s.head.time.chars().take(19).collect::<String>().replace('T', " ");
+        println!(
+            "{:<10} {:<20} {:<14} {:<12} {:>8} {:>10} {:>7}  {}",
+            s.id.short(),
+            time,
+            s.head.source,
+            s.head.host,
+            s.head.stats.files,
+            human_bytes(s.head.stats.bytes),
+            s.head.skipped,
+            s.head.tags.join(",")
+        );
+    }
+    println!("{} snapshot(s)", list.len());
+    Ok(0)
+}
+
+pub fn ls(args: LsArgs) -> Result<u8> {
+    let repo = common::open_operator(&args.repo, &args.keys, "ls (listing file names)")?;
+    let snap = repo.find_snapshot(&SnapshotSelector::parse(&args.snapshot, args.source.as_deref()))?;
+    let index = repo.load_index()?;
+    let reader = BlobReader::new(&repo, &index);
+    let start = args.path.clone().unwrap_or_default();
+    let root = descend(&reader, &snap.head.root, &start)?;
+    let mut rows = Vec::new();
+    let base = Path::new("/").join(&start);
+    if root.kind == NodeKind::Dir {
+        walk(&reader, &root, &base, &mut rows)?;
+    } else {
+        rows.push((base, root));
+    }
+    if args.json {
+        let out: Vec<_> = rows.iter().map(|(p, n)| entry_json(p, n)).collect();
+        common::print_json(&out)?;
+    } else {
+        for (path, node) in &rows {
+            let suffix = match (&node.kind, &node.target) {
+                (NodeKind::Symlink, Some(t)) => format!(" -> {}", t.display()),
+                (NodeKind::Dir, _) => "/".into(),
+                _ => String::new(),
+            };
+            println!("{}{suffix}", path.display());
+        }
+    }
+    Ok(0)
+}
+
+fn walk(reader: &BlobReader, dir: &Node, path: &Path, rows: &mut Vec<(PathBuf, Node)>) -> Result<()> {
+    let Some(tree_id) = dir.subtree else { return Ok(()) };
+    for node in reader.tree(&tree_id)?.nodes {
+        let child = path.join(node.name.as_os());
+        rows.push((child.clone(), node.clone()));
+        if node.kind == NodeKind::Dir {
+            walk(reader, &node, &child, rows)?;
+        }
+    }
+    Ok(())
+}
+
+fn entry_json(path: &Path, node: &Node) -> serde_json::Value {
+    serde_json::json!({
+        "path": Name::from_os(path.as_os_str()),
+        "type": node.kind,
+        "size": node.size,
+        "mode": format!("{:04o}", node.mode),
+        "uid": node.uid,
+        "gid": node.gid,
+        "mtime": format!("{}.{:09}", node.mtime, node.mtime_ns),
+        "target": node.target,
+        "chunks": node.content.iter().map(|c| c.0.to_hex()).collect::<Vec<_>>(),
+    })
+}

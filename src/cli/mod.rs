@@ -1,0 +1,96 @@
+//! The command line: clap definitions, one module per verb, `--json` output, progress bars and
+//! exit codes. The only place that uses `anyhow`.
+
+mod backup;
+mod check;
+mod common;
+mod demo;
+mod keys;
+mod listing;
+mod progress;
+mod restore;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Exit code when a backup committed but skipped some files.
+pub const EXIT_PARTIAL: u8 = 3;
+
+const EXIT_HELP: &str = "Exit codes: 0 success; 1 error; 3 backup committed but some files were skipped (they are listed).
+Environment: CUSTODIAN_REPO, CUSTODIAN_WRITER_KEY, CUSTODIAN_IDENTITY stand in for --repo, --writer-key,
+--identity; CUSTODIAN_STATE_DIR sets the state dir (default ~/.local/state/custodian); RUST_LOG sets log detail.";
+
+#[derive(Parser)]
+#[command(name = "custodian", version, about = "Encrypted, deduplicated backups of customer records that the backing-up server cannot read.", after_help = EXIT_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Repository location, shared by every verb that opens one.
+#[derive(clap::Args, Clone)]
+pub struct RepoArg {
+    /// Repository path.
+    #[arg(long, env = "CUSTODIAN_REPO")]
+    repo: PathBuf,
+}
+
+/// Which key to open the repository with.
+#[derive(clap::Args, Clone)]
+pub struct KeyArgs {
+    /// Writer credential (made by `init --writer-key-out`): write and list, never read content.
+    #[arg(long, env = "CUSTODIAN_WRITER_KEY")]
+    writer_key: Option<PathBuf>,
+    /// Operator age identity: needed to read content (restore, ls, check --read-data).
+    #[arg(long, env = "CUSTODIAN_IDENTITY")]
+    identity: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage keys.
+    #[command(subcommand)]
+    Key(keys::KeyCommand),
+    /// Create a repository and its writer credential.
+    Init(keys::InitArgs),
+    /// Back up a record store (needs only the writer credential).
+    Backup(backup::BackupArgs),
+    /// List snapshots.
+    Snapshots(listing::SnapshotsArgs),
+    /// List the files in a snapshot (operator identity).
+    Ls(listing::LsArgs),
+    /// Restore a snapshot or part of it (operator identity).
+    Restore(restore::RestoreArgs),
+    /// Verify the repository: structure with any key, contents with --read-data.
+    Check(check::CheckArgs),
+    /// Run the whole job on sample records: backup, change, backup, restore, verify, report.
+    Demo(demo::DemoArgs),
+    /// Generate a deterministic sample record store (for benchmarks and trials).
+    #[command(hide = true)]
+    Sample(demo::SampleArgs),
+}
+
+/// Parse arguments, run, and turn the outcome into an exit code.
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    common::init_logging();
+    let result = match cli.command {
+        Command::Key(c) => keys::key(c),
+        Command::Init(a) => keys::init(a),
+        Command::Backup(a) => backup::run(a),
+        Command::Snapshots(a) => listing::snapshots(a),
+        Command::Ls(a) => listing::ls(a),
+        Command::Restore(a) => restore::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::Sample(a) => demo::sample(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

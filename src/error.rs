@@ -1,0 +1,99 @@
+//! The library's error type. Every message names the object it is about and, where there is one,
+//! the fix, because the person reading it may be an incident responder under stress.
+
+use crate::backend::BackendError;
+use std::path::PathBuf;
+
+/// Result with the library's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Problems decoding an on-repository type.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// Written by a newer custodian; refusing beats misreading.
+    #[error(
+        "{what} has format version {found}, but this custodian understands versions up to {supported}. \
+         Upgrade custodian to read this repository; do not write to it with this version."
+    )]
+    UnknownVersion { what: String, found: u32, supported: u32 },
+    /// Bytes that do not decode: damage or a foreign file.
+    #[error("{what} is malformed ({reason}). The object is damaged or not custodian's; run 'custodian check' on the repository.")]
+    Malformed { what: String, reason: String },
+}
+
+/// Problems with keys and sealed data.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    /// None of the keys we hold opens this object.
+    #[error("{what} cannot be decrypted with the key you gave. {hint}")]
+    NoMatchingKey { what: String, hint: String },
+    /// Authentication failed: the bytes were changed after they were written.
+    #[error("{what} failed authentication: its bytes were changed or damaged after it was written")]
+    Tampered { what: String },
+    /// age refused to encrypt (e.g. an empty recipient list).
+    #[error("encrypting {what} failed: {reason}")]
+    Encrypt { what: String, reason: String },
+}
+
+/// Everything the library can report.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "'{0}' is not a custodian repository: it has no 'config' object. Check --repo (or CUSTODIAN_REPO), \
+         or create a repository there with 'custodian init'."
+    )]
+    NotARepository(String),
+    #[error("'{0}' already holds a custodian repository; choose an empty location for 'custodian init'.")]
+    RepositoryExists(String),
+    #[error(
+        "{what} needs an operator identity: the writer credential can add backups but can never read them. \
+         Pass --identity FILE (or set CUSTODIAN_IDENTITY) with an operator's age identity."
+    )]
+    NeedsIdentity { what: String },
+    #[error("{what} needs a key: pass --writer-key FILE (or CUSTODIAN_WRITER_KEY), or --identity FILE (or CUSTODIAN_IDENTITY).")]
+    NeedsKey { what: String },
+    #[error(
+        "key file {} is readable by group or others (mode {mode:o}). Keys must be private: run 'chmod 600 {}'.",
+        path.display(), path.display()
+    )]
+    KeyFilePermissions { path: PathBuf, mode: u32 },
+    #[error("key file {}: {reason}", path.display())]
+    KeyFile { path: PathBuf, reason: String },
+    #[error("no snapshot matches '{0}'. List them with 'custodian snapshots'.")]
+    SnapshotNotFound(String),
+    #[error("'{prefix}' matches {count} snapshots ({examples}); give more characters of the id.")]
+    AmbiguousSnapshot { prefix: String, count: usize, examples: String },
+    #[error("restore target {} is not empty. Choose an empty directory, or pass --overwrite to replace files there.", .0.display())]
+    TargetNotEmpty(PathBuf),
+    #[error("{0}")]
+    Damaged(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// Attach a path to an I/O error.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}
+
+/// Extension to tag `io::Result`s with the path they are about.
+pub trait IoContext<T> {
+    /// Turn an io error into [`Error::Io`] naming `path`.
+    fn at(self, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(path, e))
+    }
+}

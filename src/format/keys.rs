@@ -1,0 +1,63 @@
+//! Key records stored under `keys/`, the session records under `sessions/`, and the writer
+//! credential file the daemon holds. Secrets appear here only inside age ciphertext or 0600 files.
+
+use crate::id::RepoId;
+use serde::{Deserialize, Serialize};
+
+/// Version of every key record type.
+pub const KEYS_VERSION: u32 = 1;
+
+/// `keys/metadata`, encrypted to the operators: lets them read bookkeeping.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MetadataKeyRecord {
+    pub version: u32,
+    pub identity: String,
+    pub dedup_key: String,
+}
+
+/// `keys/domains/<id>.operator`, encrypted to the operators: the domain's secret identity.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DomainOperatorRecord {
+    pub version: u32,
+    pub name: String,
+    pub identity: String,
+    pub dedup_key: String,
+    pub chunker_seed: u64,
+}
+
+/// `keys/domains/<id>.writer`, encrypted to the metadata identity: what a writer needs to back up
+/// into the domain (public recipient, dedup key, chunker seed) and nothing that reads it.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DomainWriterRecord {
+    pub version: u32,
+    pub name: String,
+    pub recipient: String,
+    pub dedup_key: String,
+    pub chunker_seed: u64,
+}
+
+/// `sessions/<id>`: one run's blob key, encrypted to its domain (or metadata) recipient.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SessionRecord {
+    pub version: u32,
+    pub key: String,
+}
+
+/// Marker in the credential file so a wrong file is recognised as such.
+pub const WRITER_KIND: &str = "custodian-writer-credential";
+
+/// The writer credential file (mode 0600) and its copy `keys/writer-<id>` for operators.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WriterCredential {
+    pub version: u32,
+    pub kind: String,
+    pub repo_id: RepoId,
+    pub credential_id: String,
+    pub metadata_identity: String,
+    pub metadata_dedup_key: String,
+}

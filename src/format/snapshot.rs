@@ -1,0 +1,51 @@
+//! Snapshot heads: the last object a backup writes. Encrypted to the metadata identity so the
+//! writer can list and prune snapshots; they name no customer file (only the source's root path).
+
+use super::tree::Node;
+use crate::id::{BlobId, SnapshotId};
+use serde::{Deserialize, Serialize};
+
+/// Version of snapshot heads.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// Counters a backup reports; also printed by `backup --json`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotStats {
+    pub files: u64,
+    pub dirs: u64,
+    /// Sum of file sizes in the snapshot.
+    pub bytes: u64,
+    /// Files whose content was read this run (the rest came from the cache).
+    pub files_read: u64,
+    pub bytes_read: u64,
+    /// New blobs and their stored (compressed, sealed) size.
+    pub blobs_added: u64,
+    pub bytes_added: u64,
+    pub packs_added: u64,
+    pub duration_ms: u64,
+}
+
+/// Contents of `snapshots/<id>`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotHead {
+    pub version: u32,
+    /// RFC 3339 with nanoseconds, UTC.
+    pub time: String,
+    pub source: String,
+    pub domain: String,
+    pub host: String,
+    pub root_path: String,
+    pub tags: Vec<String>,
+    /// The backed-up directory itself; its `subtree` is the root tree.
+    pub root: Node,
+    /// Reference-list blobs (metadata domain), covering every blob this snapshot needs.
+    pub refs: Vec<BlobId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<SnapshotId>,
+    pub stats: SnapshotStats,
+    pub skipped: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_list: Option<BlobId>,
+}

@@ -1,0 +1,30 @@
+//! custodian keeps customer records safe: deduplicated, compressed, encrypted snapshots that the
+//! backing-up server cannot read back, restored exactly by operators who hold the age identity.
+//!
+//! Data flows down the module list (docs/DESIGN.md has the map):
+//!
+//! ```text
+//! backup:  source::walk -> cache hit? reuse ids : read -> chunker -> keyed BLAKE3 -> dedup
+//!          -> compress -> crypto::seal_blob -> repository::PackWriter -> PackUploader (backend)
+//!          -> index -> trees + reference list -> snapshot head (last) -> local cache
+//! restore: snapshot -> trees -> restorer::plan (grouped by pack) -> fetch packs in parallel
+//!          -> open + verify each blob -> write files -> apply metadata
+//! ```
+
+pub mod archiver;
+pub mod backend;
+pub mod check;
+pub mod chunker;
+pub mod compress;
+pub mod constants;
+pub mod crypto;
+pub mod error;
+pub mod failpoint;
+pub mod format;
+pub mod id;
+pub mod repository;
+pub mod restorer;
+pub mod sample;
+pub mod source;
+
+pub use error::{Error, Result};

@@ -1,0 +1,151 @@
+//! The in-memory master index (blob id -> pack, offset, length), loaded from `index/` objects.
+//! Also recovers packs that a crashed run made durable but never indexed, so the next run reuses
+//! them instead of uploading again.
+
+use super::{pack_name, Repository};
+use crate::error::{FormatError, Result};
+use crate::format::index::{IndexFile, IndexPack, INDEX_VERSION};
+use crate::format::pack::{parse_trailer, PackHeader, PACK_HEADER_VERSION, TRAILER_LEN};
+use crate::format::{BlobKind, PackEntry};
+use crate::id::{content_hash, BlobId, IndexId, PackId};
+use std::collections::HashMap;
+
+/// A pack the index knows.
+#[derive(Clone, Debug)]
+pub struct PackInfo {
+    pub id: PackId,
+    pub domain: String,
+    pub size: u64,
+}
+
+/// Where a blob is.
+#[derive(Clone, Copy, Debug)]
+pub struct Location {
+    /// Slot in [`MasterIndex::packs`].
+    pub pack: u32,
+    pub offset: u64,
+    pub length: u32,
+    pub kind: BlobKind,
+}
+
+/// Every indexed blob.
+#[derive(Default)]
+pub struct MasterIndex {
+    pub packs: Vec<PackInfo>,
+    slots: HashMap<PackId, u32>,
+    blobs: HashMap<BlobId, Location>,
+    /// Names of the index objects this was loaded from.
+    pub objects: Vec<IndexId>,
+}
+
+impl MasterIndex {
+    /// Add one pack's entries; a blob already indexed elsewhere keeps its first location.
+    pub fn add_pack(&mut self, pack: &IndexPack) {
+        if self.slots.contains_key(&pack.id) {
+            return;
+        }
+        let slot = self.packs.len() as u32;
+        self.packs.push(PackInfo { id: pack.id, domain: pack.domain.clone(), size: pack.size });
+        self.slots.insert(pack.id, slot);
+        for b in &pack.blobs {
+            self.blobs.entry(b.id).or_insert(Location { pack: slot, offset: b.offset, length: b.length, kind: b.kind });
+        }
+    }
+
+    pub fn get(&self, id: &BlobId) -> Option<Location> {
+        self.blobs.get(id).copied()
+    }
+
+    pub fn contains(&self, id: &BlobId) -> bool {
+        self.blobs.contains_key(id)
+    }
+
+    pub fn has_pack(&self, id: &PackId) -> bool {
+        self.slots.contains_key(id)
+    }
+
+    /// The pack a location points into.
+    pub fn pack(&self, loc: &Location) -> &PackInfo {
+        &self.packs[loc.pack as usize]
+    }
+
+    pub fn blob_count(&self) -> usize {
+        self.blobs.len()
+    }
+
+    /// Every indexed blob id.
+    pub fn blob_ids(&self) -> impl Iterator<Item = &BlobId> {
+        self.blobs.keys()
+    }
+
+    /// Every (blob, location) pair.
+    pub fn entries(&self) -> impl Iterator<Item = (&BlobId, &Location)> {
+        self.blobs.iter()
+    }
+}
+
+impl Repository {
+    /// Load every index object.
+    pub fn load_index(&self) -> Result<MasterIndex> {
+        let mut index = MasterIndex::default();
+        for object in self.backend.list("index/")? {
+            let Some(id) = object.name.strip_prefix("index/").and_then(|n| n.parse::<IndexId>().ok()) else { continue };
+            let file: IndexFile = self.get_meta(&object.name, &format!("index {}", id.short()), INDEX_VERSION)?;
+            for pack in &file.packs {
+                index.add_pack(pack);
+            }
+            index.objects.push(id);
+        }
+        Ok(index)
+    }
+
+    /// Write one index object naming `packs`, which must already be durable.
+    pub fn write_index(&self, packs: Vec<IndexPack>) -> Result<IndexId> {
+        let sealed = self.seal_meta(&IndexFile { version: INDEX_VERSION, packs }, "index")?;
+        let id = IndexId(content_hash(&sealed));
+        self.backend.put_new(&format!("index/{id}"), &sealed)?;
+        Ok(id)
+    }
+
+    /// Read and decrypt a pack's header (two range reads: trailer, then header).
+    pub fn read_pack_header(&self, id: &PackId, size: u64) -> Result<PackHeader> {
+        let name = pack_name(id);
+        let what = format!("pack {}", id.short());
+        if size < TRAILER_LEN as u64 {
+            return Err(FormatError::Malformed { what, reason: "shorter than a pack trailer".into() }.into());
+        }
+        let tail = self.backend.get_range(&name, size - TRAILER_LEN as u64, TRAILER_LEN as u64)?;
+        let header_len = u64::from(parse_trailer(&tail, &what)?);
+        if header_len + TRAILER_LEN as u64 > size {
+            return Err(FormatError::Malformed { what, reason: "header length exceeds the pack".into() }.into());
+        }
+        let sealed = self.backend.get_range(&name, size - TRAILER_LEN as u64 - header_len, header_len)?;
+        let header: PackHeader = self.open_meta(&sealed, &format!("header of {what}"), PACK_HEADER_VERSION)?;
+        let data_end = size - TRAILER_LEN as u64 - header_len;
+        if header.blobs.iter().any(|b| b.offset + u64::from(b.length) > data_end) {
+            return Err(FormatError::Malformed { what, reason: "a blob extends past the data section".into() }.into());
+        }
+        Ok(header)
+    }
+
+    /// Packs present in storage but in no index (left by an interrupted run), with their headers.
+    /// Unreadable leftovers are ignored: they are garbage for prune, never data we rely on.
+    pub fn unindexed_packs(&self, index: &MasterIndex) -> Result<Vec<IndexPack>> {
+        let mut found = Vec::new();
+        for object in self.backend.list("packs/")? {
+            let Some(id) = object.name.rsplit('/').next().and_then(|n| n.parse::<PackId>().ok()) else { continue };
+            if index.has_pack(&id) {
+                continue;
+            }
+            if let Ok(header) = self.read_pack_header(&id, object.size) {
+                found.push(IndexPack { id, domain: header.domain, size: object.size, blobs: header.blobs });
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Turn a finished header into index entries (used by the packer).
+pub fn index_pack(id: PackId, domain: &str, size: u64, blobs: Vec<PackEntry>) -> IndexPack {
+    IndexPack { id, domain: domain.to_string(), size, blobs }
+}

@@ -1,0 +1,271 @@
+//! Creating and loading keys: repository init, the writer credential, key domains and session
+//! keys. The writer can create a domain (its secret identity goes straight to the operators,
+//! sealed, and is then forgotten) but can never load a domain's identity back.
+
+use super::Repository;
+use crate::backend::{Backend, ErrorKind};
+use crate::chunker::ChunkerParams;
+use crate::crypto::keys::{identity_secret, parse_identity, parse_recipient, random_key, read_private, DomainKeys, MetadataKeys};
+use crate::crypto::{self, SessionKey};
+use crate::error::{Error, FormatError, Result};
+use crate::format::config::{RepoConfig, REPO_VERSION};
+use crate::format::keys::*;
+use crate::format::decode_json;
+use crate::id::{RepoId, SessionId};
+use age::x25519;
+use std::path::Path;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+/// Choices fixed at `init`.
+pub struct InitOptions {
+    pub recipients: Vec<String>,
+    pub chunker: ChunkerParams,
+    pub zstd_level: i32,
+    pub pack_target: u64,
+    pub created: String,
+}
+
+/// A new repository and the writer credential to hand to the daemon.
+pub struct Initialized {
+    pub repo: Repository,
+    pub writer_credential: Zeroizing<String>,
+}
+
+fn metadata_object(config_metadata_recipient: &str) -> String {
+    format!("keys/metadata-{}", &hex::encode(crate::id::content_hash(config_metadata_recipient.as_bytes()))[..16])
+}
+
+fn decode_hex_key(text: &str, what: &str) -> Result<Zeroizing<[u8; 32]>> {
+    let mut key = Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(text, key.as_mut())
+        .map_err(|_| FormatError::Malformed { what: what.to_string(), reason: "key is not 64 hex characters".into() })?;
+    Ok(key)
+}
+
+/// Create a repository. `config` is written last, so an interrupted init leaves no repository.
+pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized> {
+    match backend.get("config") {
+        Ok(_) => return Err(Error::RepositoryExists(backend.location())),
+        Err(e) if e.kind == ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    if opts.recipients.is_empty() {
+        return Err(Error::Invalid("init needs at least one --recipient (an operator's age1… public key, from 'custodian key generate').".into()));
+    }
+    let operators = opts.recipients.iter().map(|r| parse_recipient(r, "--recipient")).collect::<Result<Vec<_>>>()?;
+    opts.chunker.validate().map_err(Error::Invalid)?;
+    let meta_identity = x25519::Identity::generate();
+    let meta_dedup = random_key();
+    let config = RepoConfig {
+        version: REPO_VERSION,
+        repo_id: RepoId::random(),
+        created: opts.created,
+        chunker: opts.chunker,
+        zstd_level: opts.zstd_level,
+        pack_target: opts.pack_target,
+        operator_recipients: operators.iter().map(|r| r.to_string()).collect(),
+        metadata_recipient: meta_identity.to_public().to_string(),
+    };
+    let record = MetadataKeyRecord {
+        version: KEYS_VERSION,
+        identity: identity_secret(&meta_identity).to_string(),
+        dedup_key: hex::encode(*meta_dedup),
+    };
+    let sealed = crypto::seal_to(&operators, &crate::compress::pack_json(&record), "metadata key")?;
+    backend.put_new(&metadata_object(&config.metadata_recipient), &sealed)?;
+    let credential = WriterCredential {
+        version: KEYS_VERSION,
+        kind: WRITER_KIND.into(),
+        repo_id: config.repo_id,
+        credential_id: crate::id::SessionId::random().to_hex(),
+        metadata_identity: record.identity.clone(),
+        metadata_dedup_key: record.dedup_key.clone(),
+    };
+    let credential_text = Zeroizing::new(serde_json::to_string_pretty(&credential).unwrap_or_default() + "\n");
+    // A copy for the operators, so they can re-issue the credential if the server's copy is lost.
+    let sealed = crypto::seal_to(&operators, credential_text.as_bytes(), "writer credential")?;
+    backend.put_new(&format!("keys/writer-{}", credential.credential_id), &sealed)?;
+    let config_json = serde_json::to_vec_pretty(&config).unwrap_or_default();
+    if !backend.put_new("config", &config_json)? {
+        return Err(Error::RepositoryExists(backend.location()));
+    }
+    let repo = Repository::open_with_meta(backend, config, MetadataKeys { identity: meta_identity, dedup_key: meta_dedup })?;
+    Ok(Initialized { repo, writer_credential: credential_text })
+}
+
+/// Load the writer credential file and check it belongs to this repository.
+pub fn load_writer_credential(path: &Path, config: &RepoConfig) -> Result<MetadataKeys> {
+    let text = read_private(path)?;
+    if text.trim_start().starts_with("AGE-SECRET-KEY") || text.trim_start().starts_with("# created") {
+        return Err(Error::KeyFile {
+            path: path.to_path_buf(),
+            reason: "is an operator identity, not a writer credential. Pass it with --identity instead of --writer-key.".into(),
+        });
+    }
+    let cred: WriterCredential = decode_json(text.as_bytes(), &format!("writer credential {}", path.display()), KEYS_VERSION)
+        .map_err(|e| match e {
+            FormatError::Malformed { .. } => Error::KeyFile {
+                path: path.to_path_buf(),
+                reason: "is not a custodian writer credential (made by 'custodian init --writer-key-out').".into(),
+            },
+            other => other.into(),
+        })?;
+    if cred.kind != WRITER_KIND {
+        return Err(Error::KeyFile { path: path.to_path_buf(), reason: "is not a custodian writer credential.".into() });
+    }
+    if cred.repo_id != config.repo_id {
+        return Err(Error::KeyFile {
+            path: path.to_path_buf(),
+            reason: format!(
+                "belongs to repository {}, not to this one ({}). Use the credential made when this repository was initialised.",
+                cred.repo_id.short(),
+                config.repo_id.short()
+            ),
+        });
+    }
+    Ok(MetadataKeys {
+        identity: parse_identity(&cred.metadata_identity, path)?,
+        dedup_key: decode_hex_key(&cred.metadata_dedup_key, "writer credential")?,
+    })
+}
+
+/// Unwrap the metadata key with an operator identity.
+pub fn load_metadata_as_operator(backend: &dyn Backend, identities: &[x25519::Identity], config: &RepoConfig, path: &Path) -> Result<MetadataKeys> {
+    let sealed = backend.get(&metadata_object(&config.metadata_recipient))?;
+    let refs: Vec<&x25519::Identity> = identities.iter().collect();
+    let hint = format!(
+        "The identity in {} (public key {}) is not one of this repository's operators ({}). Use an operator identity that was given to 'custodian init --recipient'.",
+        path.display(),
+        identities.first().map(|i| i.to_public().to_string()).unwrap_or_default(),
+        config.operator_recipients.join(", ")
+    );
+    let plain = crypto::open_with(&refs, &sealed, "the repository's metadata key", &hint)?;
+    let record: MetadataKeyRecord = crate::format::decode_packed(&plain, "metadata key record", KEYS_VERSION)?;
+    Ok(MetadataKeys { identity: parse_identity(&record.identity, path)?, dedup_key: decode_hex_key(&record.dedup_key, "metadata key record")? })
+}
+
+impl Repository {
+    fn open_with_meta(backend: Arc<dyn Backend>, config: RepoConfig, meta: MetadataKeys) -> Result<Repository> {
+        Ok(Repository {
+            meta_recipient: meta.identity.to_public(),
+            operator_recipients: config.operator_recipients.iter().map(|r| parse_recipient(r, "operator recipient")).collect::<Result<_>>()?,
+            backend,
+            config,
+            meta,
+            operator: None,
+            sessions: Default::default(),
+        })
+    }
+
+    fn domain_object(&self, name: &str) -> String {
+        let key = self.meta.derive("custodian 2026 domain object name");
+        format!("keys/domains/{}", &blake3::keyed_hash(&key, name.as_bytes()).to_hex()[..32])
+    }
+
+    /// The keys a writer needs for domain `name`, creating the domain on first use.
+    pub fn domain_for_write(&self, name: &str) -> Result<DomainKeys> {
+        let object = format!("{}.writer", self.domain_object(name));
+        for _attempt in 0..50 {
+            match self.backend.get(&object) {
+                Ok(bytes) => {
+                    let rec: DomainWriterRecord = self.open_meta(&bytes, &format!("key domain '{name}'"), KEYS_VERSION)?;
+                    return Ok(DomainKeys {
+                        name: rec.name,
+                        dedup_key: decode_hex_key(&rec.dedup_key, "domain record")?,
+                        chunker_seed: rec.chunker_seed,
+                        recipient: parse_recipient(&rec.recipient, "domain recipient")?,
+                        identity: None,
+                    });
+                }
+                Err(e) if e.kind == ErrorKind::NotFound => {
+                    if self.create_domain(name)? {
+                        continue;
+                    }
+                    // Another writer is creating it: its .writer record follows its .operator one.
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Damaged(format!("key domain '{name}' has an operator record but no writer record; run 'custodian check'.")))
+    }
+
+    /// Returns false when another process created the domain first.
+    fn create_domain(&self, name: &str) -> Result<bool> {
+        let identity = x25519::Identity::generate();
+        let dedup = random_key();
+        let seed: u64 = rand::random();
+        let operator = DomainOperatorRecord {
+            version: KEYS_VERSION,
+            name: name.to_string(),
+            identity: identity_secret(&identity).to_string(),
+            dedup_key: hex::encode(*dedup),
+            chunker_seed: seed,
+        };
+        let sealed = self.seal_to_operators(&crate::compress::pack_json(&operator), "domain key")?;
+        let base = self.domain_object(name);
+        // Operators' copy first: a domain a writer can use must always be readable by operators.
+        if !self.backend.put_new(&format!("{base}.operator"), &sealed)? {
+            return Ok(false);
+        }
+        let writer = DomainWriterRecord {
+            version: KEYS_VERSION,
+            name: name.to_string(),
+            recipient: identity.to_public().to_string(),
+            dedup_key: operator.dedup_key.clone(),
+            chunker_seed: seed,
+        };
+        self.backend.put_new(&format!("{base}.writer"), &self.seal_meta(&writer, "domain writer record")?)?;
+        Ok(true)
+    }
+
+    /// Full keys of domain `name`, including its identity: operators only.
+    pub fn domain_for_read(&self, name: &str) -> Result<DomainKeys> {
+        let identities = self.require_operator("reading backed-up content")?;
+        let sealed = self.backend.get(&format!("{}.operator", self.domain_object(name)))?;
+        let refs: Vec<&x25519::Identity> = identities.iter().collect();
+        let plain = crypto::open_with(&refs, &sealed, &format!("key domain '{name}'"), "Your identity is not an operator of this repository.")?;
+        let rec: DomainOperatorRecord = crate::format::decode_packed(&plain, "domain key record", KEYS_VERSION)?;
+        let identity = parse_identity(&rec.identity, Path::new("repository domain record"))?;
+        Ok(DomainKeys {
+            name: rec.name,
+            dedup_key: decode_hex_key(&rec.dedup_key, "domain record")?,
+            chunker_seed: rec.chunker_seed,
+            recipient: identity.to_public(),
+            identity: Some(identity),
+        })
+    }
+
+    /// Start a run's session: a fresh key, stored sealed to `recipient` before any blob uses it.
+    pub fn start_session(&self, recipient: &x25519::Recipient) -> Result<Arc<SessionKey>> {
+        let key = SessionKey::generate();
+        let record = SessionRecord { version: KEYS_VERSION, key: hex::encode(key.bytes()) };
+        let sealed = crypto::seal_to(std::slice::from_ref(recipient), &crate::compress::pack_json(&record), "session key")?;
+        self.backend.put_new(&format!("sessions/{}", key.id), &sealed)?;
+        Ok(Arc::new(key))
+    }
+
+    /// The key of session `id`: domain sessions need the domain identity, metadata ones (domain
+    /// `None`) the metadata identity. Cached, since every blob of a run shares one.
+    pub fn session_key(&self, id: SessionId, domain: Option<&DomainKeys>) -> Result<Arc<SessionKey>> {
+        if let Some(key) = self.sessions.lock().map_err(|_| poisoned())?.get(&id) {
+            return Ok(key.clone());
+        }
+        let identity = match domain {
+            None => &self.meta.identity,
+            Some(d) => d.identity.as_ref().ok_or_else(|| Error::NeedsIdentity { what: "opening file content".into() })?,
+        };
+        let sealed = self.backend.get(&format!("sessions/{id}"))?;
+        let plain = crypto::open_with(&[identity], &sealed, &format!("session {}", id), "The session belongs to another key domain.")?;
+        let rec: SessionRecord = crate::format::decode_packed(&plain, "session record", KEYS_VERSION)?;
+        let bytes = decode_hex_key(&rec.key, "session record")?;
+        let key = Arc::new(SessionKey::from_bytes(id, *bytes));
+        self.sessions.lock().map_err(|_| poisoned())?.insert(id, key.clone());
+        Ok(key)
+    }
+}
+
+fn poisoned() -> Error {
+    Error::Invalid("internal error: a worker thread panicked".into())
+}

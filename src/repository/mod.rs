@@ -1,0 +1,124 @@
+//! An opened repository: its backend, config and whatever keys the caller holds. Opening with the
+//! writer credential gives bookkeeping access only; opening with an operator identity adds the
+//! domain identities that read content. Every read-side method checks which one it has.
+
+mod blobs;
+mod index;
+mod keyring;
+mod packer;
+mod snapshots;
+
+pub use blobs::BlobReader;
+pub use index::{Location, MasterIndex};
+pub use keyring::{init, InitOptions, Initialized};
+pub use packer::{PackUploader, PackWriter};
+pub use snapshots::{SnapshotInfo, SnapshotSelector};
+
+use crate::backend::{Backend, ErrorKind};
+use crate::crypto::{self, MetadataKeys, SessionKey};
+use crate::error::{CryptoError, Error, Result};
+use crate::format::config::{RepoConfig, REPO_VERSION};
+use crate::format::decode_json;
+use age::x25519;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+/// Which key the caller brings.
+#[derive(Clone, Debug)]
+pub enum Credential {
+    /// The daemon's writer credential file: write and list, never read content.
+    Writer(PathBuf),
+    /// An operator's age identity file: everything.
+    Operator(PathBuf),
+}
+
+/// An open repository.
+pub struct Repository {
+    pub backend: Arc<dyn Backend>,
+    pub config: RepoConfig,
+    pub meta: MetadataKeys,
+    meta_recipient: x25519::Recipient,
+    operator_recipients: Vec<x25519::Recipient>,
+    operator: Option<Vec<x25519::Identity>>,
+    sessions: Mutex<HashMap<crate::id::SessionId, Arc<SessionKey>>>,
+}
+
+impl Repository {
+    /// Read and validate `config` without any key.
+    pub fn read_config(backend: &dyn Backend) -> Result<RepoConfig> {
+        let bytes = backend.get("config").map_err(|e| match e.kind {
+            ErrorKind::NotFound => Error::NotARepository(backend.location()),
+            _ => Error::Backend(e),
+        })?;
+        let config: RepoConfig = decode_json(&bytes, "repository config", REPO_VERSION)?;
+        config.chunker.validate().map_err(|reason| crate::error::FormatError::Malformed { what: "repository config".into(), reason })?;
+        Ok(config)
+    }
+
+    /// Open with a credential; fails with a clear message if it does not fit this repository.
+    pub fn open(backend: Arc<dyn Backend>, credential: &Credential) -> Result<Repository> {
+        let config = Self::read_config(backend.as_ref())?;
+        let meta_recipient = crypto::keys::parse_recipient(&config.metadata_recipient, "repository metadata recipient")?;
+        let operator_recipients = config
+            .operator_recipients
+            .iter()
+            .map(|r| crypto::keys::parse_recipient(r, "operator recipient in the repository config"))
+            .collect::<Result<Vec<_>>>()?;
+        let (meta, operator) = match credential {
+            Credential::Writer(path) => (keyring::load_writer_credential(path, &config)?, None),
+            Credential::Operator(path) => {
+                let identities = crypto::keys::load_identity_file(path)?;
+                (keyring::load_metadata_as_operator(backend.as_ref(), &identities, &config, path)?, Some(identities))
+            }
+        };
+        if meta.identity.to_public().to_string() != config.metadata_recipient {
+            return Err(Error::Invalid(format!(
+                "the metadata identity in your key does not match repository {} at {}: the key belongs to another repository.",
+                config.repo_id.short(),
+                backend.location()
+            )));
+        }
+        Ok(Repository { backend, config, meta, meta_recipient, operator_recipients, operator, sessions: Mutex::default() })
+    }
+
+    /// Whether an operator identity is loaded (content can be read).
+    pub fn can_read(&self) -> bool {
+        self.operator.is_some()
+    }
+
+    /// Fail with the "operator identity needed" message unless one is loaded.
+    pub fn require_operator(&self, what: &str) -> Result<&[x25519::Identity]> {
+        self.operator.as_deref().ok_or_else(|| Error::NeedsIdentity { what: what.to_string() })
+    }
+
+    /// Seal a bookkeeping object (zstd JSON) to the metadata identity.
+    pub fn seal_meta<T: Serialize>(&self, value: &T, what: &str) -> Result<Vec<u8>> {
+        Ok(crypto::seal_to(std::slice::from_ref(&self.meta_recipient), &crate::compress::pack_json(value), what)?)
+    }
+
+    /// Open a bookkeeping object sealed with [`Self::seal_meta`].
+    pub fn open_meta<T: DeserializeOwned>(&self, bytes: &[u8], what: &str, version: u32) -> Result<T> {
+        let plain = crypto::open_with(&[&self.meta.identity], bytes, what, "The object was not written for this repository's metadata key.")?;
+        Ok(crate::format::decode_packed(&plain, what, version)?)
+    }
+
+    /// Fetch and open a bookkeeping object by name.
+    pub fn get_meta<T: DeserializeOwned>(&self, name: &str, what: &str, version: u32) -> Result<T> {
+        let bytes = self.backend.get(name)?;
+        self.open_meta(&bytes, what, version)
+    }
+
+    /// Seal to every operator recipient (key records).
+    fn seal_to_operators(&self, plain: &[u8], what: &str) -> std::result::Result<Vec<u8>, CryptoError> {
+        crypto::seal_to(&self.operator_recipients, plain, what)
+    }
+}
+
+/// Object name of a pack: two-character fan-out keeps directories small.
+pub fn pack_name(id: &crate::id::PackId) -> String {
+    let hex = id.to_hex();
+    format!("packs/{}/{}", &hex[..2], hex)
+}

@@ -1,0 +1,151 @@
+//! Packing sealed blobs into pack files and uploading them. Commit order lives here: a pack is
+//! written durably before any index names it, and an index is written before any snapshot
+//! (written by the caller, after `finish`) can need it.
+
+use super::index::index_pack;
+use super::{pack_name, Repository};
+use crate::constants::{PACKS_PER_INDEX, UPLOAD_QUEUE, UPLOAD_THREADS};
+use crate::error::{Error, Result};
+use crate::format::index::IndexPack;
+use crate::format::pack::{trailer, PackHeader, PACK_HEADER_VERSION};
+use crate::format::{BlobKind, PackEntry};
+use crate::id::{content_hash, BlobId, IndexId, PackId};
+use crossbeam_channel::{bounded, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Accumulates one domain's frames until the pack reaches its target size.
+pub struct PackWriter {
+    domain: String,
+    target: u64,
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+/// A complete pack, ready to upload.
+pub struct FinishedPack {
+    pub id: PackId,
+    pub bytes: Vec<u8>,
+    pub index: IndexPack,
+}
+
+impl PackWriter {
+    /// A writer for `domain` ("" is the metadata domain).
+    pub fn new(domain: &str, target: u64) -> Self {
+        PackWriter { domain: domain.to_string(), target, buf: Vec::new(), entries: Vec::new() }
+    }
+
+    /// Append a sealed frame; returns true once the pack should be finished.
+    pub fn add(&mut self, id: BlobId, kind: BlobKind, frame: &[u8]) -> bool {
+        self.entries.push(PackEntry { id, kind, offset: self.buf.len() as u64, length: frame.len() as u32 });
+        self.buf.extend_from_slice(frame);
+        self.buf.len() as u64 >= self.target
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Seal the header, add the trailer, and name the pack by its hash.
+    pub fn finish(&mut self, repo: &Repository) -> Result<FinishedPack> {
+        let entries = std::mem::take(&mut self.entries);
+        let mut bytes = std::mem::take(&mut self.buf);
+        let header = PackHeader { version: PACK_HEADER_VERSION, domain: self.domain.clone(), blobs: entries.clone() };
+        let sealed = repo.seal_meta(&header, "pack header")?;
+        bytes.extend_from_slice(&sealed);
+        bytes.extend_from_slice(&trailer(sealed.len()));
+        let id = PackId(content_hash(&bytes));
+        let index = index_pack(id, &self.domain, bytes.len() as u64, entries);
+        Ok(FinishedPack { id, bytes, index })
+    }
+}
+
+/// What an upload session wrote.
+#[derive(Debug, Default, Clone)]
+pub struct UploadSummary {
+    pub packs: u64,
+    pub bytes: u64,
+    pub indexes: Vec<IndexId>,
+}
+
+#[derive(Default)]
+struct UploadState {
+    pending: Vec<IndexPack>,
+    summary: UploadSummary,
+}
+
+/// A bounded pool of upload threads plus the index bookkeeping for what they made durable.
+pub struct PackUploader {
+    repo: Arc<Repository>,
+    tx: Option<Sender<FinishedPack>>,
+    threads: Vec<JoinHandle<Result<()>>>,
+    state: Arc<Mutex<UploadState>>,
+}
+
+impl PackUploader {
+    /// Start the upload threads. `recovered` are durable packs from an interrupted run that the
+    /// first index written here will name.
+    pub fn start(repo: Arc<Repository>, recovered: Vec<IndexPack>) -> Self {
+        let (tx, rx) = bounded::<FinishedPack>(UPLOAD_QUEUE);
+        let state = Arc::new(Mutex::new(UploadState { pending: recovered, ..Default::default() }));
+        let threads = (0..UPLOAD_THREADS)
+            .map(|_| {
+                let (rx, repo, state) = (rx.clone(), repo.clone(), state.clone());
+                std::thread::spawn(move || -> Result<()> {
+                    for pack in rx {
+                        // Durable first; only then may an index mention the pack.
+                        repo.backend.put_new(&pack_name(&pack.id), &pack.bytes)?;
+                        let full = {
+                            let mut s = state.lock().map_err(|_| poisoned())?;
+                            s.summary.packs += 1;
+                            s.summary.bytes += pack.bytes.len() as u64;
+                            s.pending.push(pack.index);
+                            crate::failpoint::pause("pack", s.summary.packs);
+                            (s.pending.len() >= PACKS_PER_INDEX).then(|| std::mem::take(&mut s.pending))
+                        };
+                        if let Some(packs) = full {
+                            let id = repo.write_index(packs)?;
+                            state.lock().map_err(|_| poisoned())?.summary.indexes.push(id);
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        PackUploader { repo, tx: Some(tx), threads, state }
+    }
+
+    /// Queue a pack; blocks while the queue is full (the pipeline's back-pressure).
+    pub fn submit(&self, pack: FinishedPack) -> Result<()> {
+        let tx = self.tx.as_ref().ok_or_else(poisoned)?;
+        tx.send(pack).map_err(|_| Error::Invalid("pack upload stopped after an earlier error".into()))
+    }
+
+    /// Wait for every upload, then index whatever is not indexed yet.
+    pub fn finish(mut self) -> Result<UploadSummary> {
+        drop(self.tx.take());
+        let mut first_error = None;
+        for thread in self.threads.drain(..) {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => first_error = first_error.or(Some(e)),
+                Err(_) => first_error = first_error.or(Some(poisoned())),
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        let mut state = self.state.lock().map_err(|_| poisoned())?;
+        let pending = std::mem::take(&mut state.pending);
+        if !pending.is_empty() {
+            crate::failpoint::pause("before-index", 0);
+            let id = self.repo.write_index(pending)?;
+            state.summary.indexes.push(id);
+        }
+        Ok(state.summary.clone())
+    }
+}
+
+fn poisoned() -> Error {
+    Error::Invalid("internal error: an upload thread stopped unexpectedly".into())
+}

@@ -1,0 +1,269 @@
+//! Restore: plan from trees, create the skeleton, then fetch packs in parallel (whole or by
+//! ranges), open and verify every blob before a byte of it is written, and finish with links and
+//! metadata. A damaged blob fails the restore naming the file and the pack, and files left
+//! incomplete are removed, so wrong bytes are never left behind silently.
+
+mod metadata;
+pub mod plan;
+
+pub use metadata::running_as_root;
+pub use plan::{RestorePlan, Selection};
+
+use crate::constants::{RESTORE_RANGE_GAP, RESTORE_WHOLE_PACK_SHARE};
+use crate::error::{Error, IoContext, Result};
+use crate::format::tree::{Node, NodeKind};
+use crate::id::BlobId;
+use crate::repository::{pack_name, BlobReader, Location, Repository, SnapshotInfo};
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// What and where to restore.
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    /// Path inside the snapshot (`SNAPSHOT:sub/path`).
+    pub subpath: Option<PathBuf>,
+    pub include: Vec<String>,
+    pub overwrite: bool,
+}
+
+/// Live counters for a progress bar.
+#[derive(Default)]
+pub struct RestoreProgress {
+    pub bytes_total: AtomicU64,
+    pub bytes_done: AtomicU64,
+}
+
+/// What a restore did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct RestoreSummary {
+    pub files: u64,
+    pub dirs: u64,
+    pub links: u64,
+    pub bytes: u64,
+    pub blobs: u64,
+    pub packs: u64,
+}
+
+/// Restore `snapshot` according to `opts`.
+pub fn restore(repo: &Repository, snapshot: &SnapshotInfo, opts: &RestoreOptions, progress: &RestoreProgress) -> Result<RestoreSummary> {
+    repo.require_operator("restore")?;
+    let index = repo.load_index()?;
+    let reader = BlobReader::new(repo, &index);
+    let root = match &opts.subpath {
+        Some(sub) => plan::descend(&reader, &snapshot.head.root, sub)?,
+        None => snapshot.head.root.clone(),
+    };
+    let plan = plan::plan(&reader, &root, &Selection::new(&opts.include)?)?;
+    prepare_target(&opts.target, opts.overwrite)?;
+    progress.bytes_total.store(plan.bytes, Ordering::Relaxed);
+    let mut summary = RestoreSummary { bytes: plan.bytes, ..Default::default() };
+    create_skeleton(&opts.target, &plan, &mut summary)?;
+    let packs = write_content(&reader, &opts.target, &plan, progress)?;
+    summary.packs = packs;
+    summary.blobs = plan.blobs.len() as u64;
+    finish_metadata(&opts.target, &plan, &root)?;
+    Ok(summary)
+}
+
+fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {
+    match fs::read_dir(target) {
+        Ok(mut entries) => {
+            if entries.next().is_some() && !overwrite {
+                return Err(Error::TargetNotEmpty(target.to_path_buf()));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir_all(target).at(target),
+        Err(e) => Err(Error::io(target, e)),
+    }
+}
+
+/// Remove whatever is at `path` unless it is a directory we can reuse.
+fn clear(path: &Path, keep_dir: bool) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() && keep_dir => Ok(()),
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).at(path),
+        Ok(_) => fs::remove_file(path).at(path),
+        Err(_) => Ok(()),
+    }
+}
+
+fn create_skeleton(target: &Path, plan: &RestorePlan, summary: &mut RestoreSummary) -> Result<()> {
+    for entry in &plan.entries {
+        let path = target.join(&entry.rel);
+        let node = &entry.node;
+        clear(&path, node.kind == NodeKind::Dir)?;
+        match (node.kind, &entry.link_to) {
+            (NodeKind::Dir, _) => {
+                fs::create_dir_all(&path).at(&path)?;
+                summary.dirs += 1;
+            }
+            (NodeKind::File, None) => {
+                let file = fs::File::create(&path).at(&path)?;
+                // Holes from set_len stay holes: blocks of zeros are skipped when writing.
+                file.set_len(node.size).at(&path)?;
+                summary.files += 1;
+            }
+            (NodeKind::File, Some(_)) => summary.files += 1,
+            (NodeKind::Symlink, _) => {
+                let target_name = node.target.as_ref().map(|t| t.as_os().to_owned()).unwrap_or_default();
+                std::os::unix::fs::symlink(&target_name, &path).at(&path)?;
+                summary.links += 1;
+            }
+            (NodeKind::Fifo, _) => {
+                let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+                    .map_err(|_| Error::Invalid(format!("{} contains a NUL byte", path.display())))?;
+                // SAFETY: c_path is a valid NUL-terminated string for the duration of the call.
+                if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
+                    return Err(Error::io(&path, std::io::Error::last_os_error()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Blobs of one pack that the plan needs.
+struct PackWork {
+    pack: u32,
+    blobs: Vec<(BlobId, Location)>,
+}
+
+fn write_content(reader: &BlobReader, target: &Path, plan: &RestorePlan, progress: &RestoreProgress) -> Result<u64> {
+    let mut by_pack: HashMap<u32, Vec<(BlobId, Location)>> = HashMap::new();
+    for id in plan.blobs.keys() {
+        let loc = reader.locate(id)?;
+        by_pack.entry(loc.pack).or_default().push((*id, loc));
+    }
+    let mut work: Vec<PackWork> = by_pack.into_iter().map(|(pack, mut blobs)| {
+        blobs.sort_by_key(|(_, l)| l.offset);
+        PackWork { pack, blobs }
+    }).collect();
+    work.sort_by_key(|w| w.pack);
+    let pack_count = work.len() as u64;
+    // Blobs still to write per file: a file reaching zero is complete.
+    let remaining: Vec<AtomicUsize> = plan.entries.iter().map(|_| AtomicUsize::new(0)).collect();
+    for places in plan.blobs.values() {
+        for (slot, _) in places {
+            remaining[*slot].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(w) = work.get(i) else { break };
+                if failed.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Err(e) = restore_pack(reader, target, plan, w, progress, &remaining) {
+                    failed.store(true, Ordering::SeqCst);
+                    if let Ok(mut slot) = first_error.lock() {
+                        slot.get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        // Never leave a file that looks restored but is not: remove every incomplete one.
+        for (slot, left) in remaining.iter().enumerate() {
+            if left.load(Ordering::Relaxed) > 0 {
+                let _ = fs::remove_file(target.join(&plan.entries[slot].rel));
+            }
+        }
+        return Err(e);
+    }
+    Ok(pack_count)
+}
+
+fn restore_pack(reader: &BlobReader, target: &Path, plan: &RestorePlan, work: &PackWork, progress: &RestoreProgress, remaining: &[AtomicUsize]) -> Result<()> {
+    let pack = &reader.index.packs[work.pack as usize];
+    let name = pack_name(&pack.id);
+    let needed: u64 = work.blobs.iter().map(|(_, l)| u64::from(l.length)).sum();
+    // Read spans: the whole pack when most of it is needed, else coalesced ranges.
+    let spans: Vec<(u64, u64)> = if needed as f64 >= pack.size as f64 * RESTORE_WHOLE_PACK_SHARE {
+        vec![(0, pack.size)]
+    } else {
+        let mut spans: Vec<(u64, u64)> = Vec::new();
+        for (_, l) in &work.blobs {
+            let end = l.offset + u64::from(l.length);
+            match spans.last_mut() {
+                Some((_, e)) if l.offset <= *e + RESTORE_RANGE_GAP => *e = (*e).max(end),
+                _ => spans.push((l.offset, end)),
+            }
+        }
+        spans
+    };
+    let mut blobs = work.blobs.iter().peekable();
+    for (start, end) in spans {
+        let bytes = reader.repo.backend.get_range(&name, start, end - start)?;
+        while let Some((id, loc)) = blobs.next_if(|(_, l)| l.offset + u64::from(l.length) <= end) {
+            let lo = (loc.offset - start) as usize;
+            let frame = &bytes[lo..lo + loc.length as usize];
+            let places = plan.blobs.get(id).map(Vec::as_slice).unwrap_or_default();
+            let plain = reader.open(id, loc, frame).map_err(|e| {
+                let file = places.first().map(|(s, _)| plan.entries[*s].rel.display().to_string()).unwrap_or_default();
+                Error::Damaged(format!("restoring '{file}': {e}. Nothing of this blob was written; the file was removed. Run 'custodian check --read-data' and restore this file from an earlier snapshot."))
+            })?;
+            for (slot, offset) in places {
+                let path = target.join(&plan.entries[*slot].rel);
+                write_sparse(&path, *offset, &plain)?;
+                remaining[*slot].fetch_sub(1, Ordering::Relaxed);
+            }
+            progress.bytes_done.fetch_add(plain.len() as u64 * places.len() as u64, Ordering::Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// Write `data` at `offset`, skipping 4 KiB blocks of zeros so sparse files stay sparse.
+fn write_sparse(path: &Path, offset: u64, data: &[u8]) -> Result<()> {
+    const BLOCK: usize = 4096;
+    let file = fs::OpenOptions::new().write(true).open(path).at(path)?;
+    let mut pos = 0;
+    while pos < data.len() {
+        // Skip zero blocks, then write the next run of non-zero blocks in one call.
+        while pos < data.len() && data[pos..(pos + BLOCK).min(data.len())].iter().all(|&b| b == 0) {
+            pos += BLOCK;
+        }
+        let start = pos;
+        while pos < data.len() && !data[pos..(pos + BLOCK).min(data.len())].iter().all(|&b| b == 0) {
+            pos += BLOCK;
+        }
+        let end = pos.min(data.len());
+        if end > start {
+            file.write_all_at(&data[start..end], offset + start as u64).at(path)?;
+        }
+    }
+    Ok(())
+}
+
+fn finish_metadata(target: &Path, plan: &RestorePlan, root: &Node) -> Result<()> {
+    let as_root = running_as_root();
+    for entry in &plan.entries {
+        if let Some(first) = &entry.link_to {
+            let path = target.join(&entry.rel);
+            fs::hard_link(target.join(first), &path).at(&path)?;
+        }
+    }
+    for entry in plan.entries.iter().filter(|e| e.node.kind != NodeKind::Dir && e.link_to.is_none()) {
+        metadata::apply(&target.join(&entry.rel), &entry.node, as_root)?;
+    }
+    for entry in plan.entries.iter().rev().filter(|e| e.node.kind == NodeKind::Dir) {
+        metadata::apply(&target.join(&entry.rel), &entry.node, as_root)?;
+    }
+    if root.kind == NodeKind::Dir {
+        metadata::apply(target, root, as_root)?;
+    }
+    Ok(())
+}

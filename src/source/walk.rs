@@ -1,0 +1,209 @@
+//! Walks a record store into a flat pre-order list (index 0 is the root), so trees can later be
+//! built bottom-up by iterating in reverse. Anything that cannot be read is reported and
+//! skipped; the walk itself never fails on one bad entry.
+
+use crate::error::{Error, Result};
+use crate::format::tree::{Name, Node, NodeKind, SkippedEntry};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// Exclude patterns: one without `/` matches a name anywhere, one with `/` the path from the root.
+pub struct Excludes {
+    names: GlobSet,
+    paths: GlobSet,
+}
+
+impl Excludes {
+    /// Compile patterns; a bad pattern is an error naming it.
+    pub fn new(patterns: &[String]) -> Result<Self> {
+        let (mut names, mut paths) = (GlobSetBuilder::new(), GlobSetBuilder::new());
+        for p in patterns {
+            let glob = Glob::new(p.trim_start_matches('/'))
+                .map_err(|e| Error::Invalid(format!("exclude pattern '{p}' is not a valid glob: {e}")))?;
+            if p.contains('/') {
+                paths.add(glob);
+            } else {
+                names.add(glob);
+            }
+        }
+        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::Invalid(format!("exclude patterns: {e}")));
+        Ok(Excludes { names: build(names)?, paths: build(paths)? })
+    }
+
+    fn excluded(&self, rel: &Path, name: &std::ffi::OsStr) -> bool {
+        self.names.is_match(Path::new(name)) || self.paths.is_match(rel)
+    }
+}
+
+/// The identity of a file's content as far as the cache is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStat {
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_ns: i64,
+    pub ctime: i64,
+    pub ctime_ns: i64,
+    pub ino: u64,
+}
+
+/// One walked entry.
+pub struct WalkEntry {
+    pub path: PathBuf,
+    /// Path relative to the root (empty for the root).
+    pub rel: PathBuf,
+    pub node: Node,
+    pub stat: FileStat,
+    pub children: Vec<usize>,
+}
+
+/// The walk's output.
+pub struct WalkResult {
+    pub entries: Vec<WalkEntry>,
+    pub skipped: Vec<SkippedEntry>,
+}
+
+fn node_from(name: Name, kind: NodeKind, m: &fs::Metadata) -> Node {
+    Node {
+        name,
+        kind,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime: m.mtime(),
+        mtime_ns: m.mtime_nsec() as u32,
+        size: if kind == NodeKind::File { m.size() } else { 0 },
+        content: Vec::new(),
+        subtree: None,
+        target: None,
+        link_group: None,
+    }
+}
+
+fn stat_from(m: &fs::Metadata) -> FileStat {
+    FileStat { size: m.size(), mtime: m.mtime(), mtime_ns: m.mtime_nsec(), ctime: m.ctime(), ctime_ns: m.ctime_nsec(), ino: m.ino() }
+}
+
+struct Walker<'a> {
+    excludes: &'a Excludes,
+    out: WalkResult,
+    links: HashMap<(u64, u64), u64>,
+}
+
+impl Walker<'_> {
+    fn skip(&mut self, rel: &Path, error: impl ToString) {
+        self.out.skipped.push(SkippedEntry { path: Name::from_os(rel.as_os_str()), error: error.to_string() });
+    }
+
+    /// Add `path` and (for directories) everything below it; returns its slot.
+    fn visit(&mut self, path: PathBuf, rel: PathBuf, name: Name) -> Option<usize> {
+        let meta = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.skip(&rel, e);
+                return None;
+            }
+        };
+        let ft = meta.file_type();
+        let kind = if ft.is_file() {
+            NodeKind::File
+        } else if ft.is_dir() {
+            NodeKind::Dir
+        } else if ft.is_symlink() {
+            NodeKind::Symlink
+        } else if ft.is_fifo() {
+            NodeKind::Fifo
+        } else {
+            self.skip(&rel, "unsupported file type (socket or device); not backed up");
+            return None;
+        };
+        let mut node = node_from(name, kind, &meta);
+        if kind == NodeKind::Symlink {
+            match fs::read_link(&path) {
+                Ok(target) => node.target = Some(Name::from_os(target.as_os_str())),
+                Err(e) => {
+                    self.skip(&rel, e);
+                    return None;
+                }
+            }
+        }
+        if kind == NodeKind::File && meta.nlink() > 1 {
+            let next = self.links.len() as u64;
+            node.link_group = Some(*self.links.entry((meta.dev(), meta.ino())).or_insert(next));
+        }
+        let slot = self.out.entries.len();
+        self.out.entries.push(WalkEntry { path: path.clone(), rel: rel.clone(), node, stat: stat_from(&meta), children: Vec::new() });
+        if kind == NodeKind::Dir {
+            let children = self.read_children(&path, &rel);
+            self.out.entries[slot].children = children;
+        }
+        Some(slot)
+    }
+
+    fn read_children(&mut self, path: &Path, rel: &Path) -> Vec<usize> {
+        let listing = match fs::read_dir(path) {
+            Ok(l) => l,
+            Err(e) => {
+                self.skip(rel, format!("directory not readable, backed up empty: {e}"));
+                return Vec::new();
+            }
+        };
+        let mut names = Vec::new();
+        for entry in listing {
+            match entry {
+                Ok(entry) => names.push(entry.file_name()),
+                Err(e) => self.skip(rel, format!("directory listing failed part-way: {e}")),
+            }
+        }
+        names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+        let mut children = Vec::with_capacity(names.len());
+        for name in names {
+            let child_rel = rel.join(&name);
+            if self.excludes.excluded(&child_rel, &name) {
+                continue;
+            }
+            if let Some(slot) = self.visit(path.join(&name), child_rel, Name::from_os(&name)) {
+                children.push(slot);
+            }
+        }
+        children
+    }
+}
+
+/// Walk `root`. Fails only if the root itself is not a readable directory.
+pub fn walk(root: &Path, excludes: &Excludes) -> Result<WalkResult> {
+    let meta = fs::metadata(root).map_err(|e| Error::Invalid(format!("source path {} cannot be read: {e}. Check the path given to 'backup'.", root.display())))?;
+    if !meta.is_dir() {
+        return Err(Error::Invalid(format!("source path {} is not a directory; custodian backs up record-store directories.", root.display())));
+    }
+    let mut walker = Walker { excludes, out: WalkResult { entries: Vec::new(), skipped: Vec::new() }, links: HashMap::new() };
+    walker.visit(root.to_path_buf(), PathBuf::new(), Name(Vec::new()));
+    if walker.out.entries.is_empty() {
+        return Err(Error::Invalid(format!("source path {} vanished during the walk", root.display())));
+    }
+    Ok(walker.out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_orders_children_and_applies_excludes() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("b")).unwrap();
+        fs::write(dir.path().join("b/keep.csv"), "x").unwrap();
+        fs::write(dir.path().join("b/drop.tmp"), "x").unwrap();
+        fs::write(dir.path().join("a.txt"), "x").unwrap();
+        std::os::unix::fs::symlink("nowhere", dir.path().join("link")).unwrap();
+        let ex = Excludes::new(&["*.tmp".to_string()]).unwrap();
+        let result = walk(dir.path(), &ex).unwrap();
+        let names: Vec<String> = result.entries.iter().map(|e| e.rel.display().to_string()).collect();
+        assert_eq!(names, vec!["", "a.txt", "b", "b/keep.csv", "link"]);
+        assert_eq!(result.entries[4].node.target, Some(Name(b"nowhere".to_vec())));
+        assert!(result.skipped.is_empty());
+        assert!(Excludes::new(&["a[".to_string()]).is_err());
+    }
+}
