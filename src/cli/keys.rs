@@ -35,8 +35,8 @@ pub struct InitArgs {
     /// Pack target size in bytes.
     #[arg(long, default_value_t = PACK_TARGET)]
     pack_size: u64,
-    /// Chunk sizes min,avg,max in bytes.
-    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = [CHUNK_MIN, CHUNK_AVG, CHUNK_MAX])]
+    /// Chunk sizes min,avg,max in bytes, fixed for the repository's life.
+    #[arg(long, value_delimiter = ',', default_values_t = [CHUNK_MIN, CHUNK_AVG, CHUNK_MAX])]
     chunk_sizes: Vec<u32>,
 }
 

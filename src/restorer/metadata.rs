@@ -19,10 +19,11 @@ pub fn apply(path: &Path, node: &Node, as_root: bool) -> Result<()> {
     if as_root {
         std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)).at(path)?;
     }
-    let mtime = FileTime::from_unix_time(node.mtime, node.mtime_ns);
-    if node.kind == NodeKind::Symlink {
-        return filetime::set_symlink_file_times(path, mtime, mtime).at(path);
+    if node.kind != NodeKind::Symlink {
+        fs::set_permissions(path, fs::Permissions::from_mode(node.mode)).at(path)?;
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(node.mode)).at(path)?;
-    filetime::set_file_mtime(path, mtime).at(path)
+    // Path-based utimensat without following links: never opens the file (a FIFO would block).
+    // atime is not stored, so it is set to the mtime.
+    let mtime = FileTime::from_unix_time(node.mtime, node.mtime_ns);
+    filetime::set_symlink_file_times(path, mtime, mtime).at(path)
 }

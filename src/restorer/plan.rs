@@ -90,7 +90,7 @@ impl Planner<'_, '_> {
     /// Add the children of directory `node` at `rel`; returns whether anything was kept.
     fn dir(&mut self, node: &Node, rel: &Path, matched: bool) -> Result<bool> {
         let Some(tree_id) = node.subtree else { return Ok(false) };
-        let tree = self.reader.tree(&tree_id)?;
+        let tree = self.reader.tree(&tree_id).map_err(|e| Error::Damaged(format!("reading the listing of directory '/{}': {e}", rel.display())))?;
         let mut kept = false;
         for child in tree.nodes {
             let child_rel = rel.join(child.name.as_os());

@@ -1,0 +1,198 @@
+//! Helpers for integration tests: a scratch world (repository, keys, state dir) driven through
+//! the real `custodian` binary, and an exact tree comparison.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_custodian");
+
+/// A scratch directory with a repository, an operator identity and a writer credential.
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub repo: PathBuf,
+    pub operator: PathBuf,
+    pub writer: PathBuf,
+    pub state: PathBuf,
+}
+
+impl World {
+    /// A world with an initialised repository. `extra` are extra `init` arguments.
+    pub fn new(extra: &[&str]) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let w = World {
+            repo: dir.path().join("repo"),
+            operator: dir.path().join("ops.key"),
+            writer: dir.path().join("writer.key"),
+            state: dir.path().join("state"),
+            dir,
+        };
+        let out = w.cmd(&["key", "generate", "--output"]).arg(&w.operator).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let mut init = w.cmd(&["init", "--recipient", &recipient, "--writer-key-out"]);
+        init.arg(&w.writer).args(extra);
+        let out = init.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        w
+    }
+
+    /// `custodian ARGS…` with this world's repository and state dir in the environment.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args).env("CUSTODIAN_REPO", &self.repo).env("CUSTODIAN_STATE_DIR", &self.state).env_remove("CUSTODIAN_IDENTITY").env_remove("CUSTODIAN_WRITER_KEY").env_remove("RUST_LOG");
+        c
+    }
+
+    /// Same, with the writer credential.
+    pub fn writer_cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.cmd(args);
+        c.env("CUSTODIAN_WRITER_KEY", &self.writer);
+        c
+    }
+
+    /// Same, with the operator identity.
+    pub fn operator_cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.cmd(args);
+        c.env("CUSTODIAN_IDENTITY", &self.operator);
+        c
+    }
+
+    /// Back up `path` as `source`; returns the JSON summary. Panics unless the exit code is `want`.
+    pub fn backup_expect(&self, source: &str, path: &Path, want: i32) -> serde_json::Value {
+        let out = self.writer_cmd(&["backup", "--json", "--source", source]).arg(path).output().unwrap();
+        assert_eq!(out.status.code(), Some(want), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("backup --json: {e}: {}", text(&out)))
+    }
+
+    pub fn backup(&self, source: &str, path: &Path) -> serde_json::Value {
+        self.backup_expect(source, path, 0)
+    }
+
+    /// Restore `spec` into `target` with the operator identity; panics on failure.
+    pub fn restore(&self, spec: &str, target: &Path, extra: &[&str]) {
+        let mut c = self.operator_cmd(&["restore", spec, "--target"]);
+        c.arg(target).args(extra);
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+
+    /// `snapshots --json` as seen by the writer.
+    pub fn snapshots(&self) -> Vec<serde_json::Value> {
+        let out = self.writer_cmd(&["snapshots", "--json"]).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// stdout and stderr, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!("exit {:?}\nstdout:\n{}\nstderr:\n{}", out.status.code(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// Deterministic pseudo-random bytes (incompressible).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = custodian::sample::Rng::new(seed);
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        v.extend_from_slice(&rng.next().to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Assert two trees are identical: names, types, content, mode, owner, mtime (ns), symlink
+/// targets, and which files are hard links of each other. Directory mtimes included.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    compare(a, b, true);
+    assert_eq!(link_groups(a), link_groups(b), "hard link structure differs");
+}
+
+fn compare(a: &Path, b: &Path, is_root: bool) {
+    let (ma, mb) = (fs::symlink_metadata(a).unwrap(), fs::symlink_metadata(b).unwrap());
+    assert_eq!(ma.file_type(), mb.file_type(), "type of {}", b.display());
+    if !ma.file_type().is_symlink() {
+        assert_eq!(ma.permissions().mode() & 0o7777, mb.permissions().mode() & 0o7777, "mode of {}", b.display());
+    }
+    assert_eq!((ma.uid(), ma.gid()), (mb.uid(), mb.gid()), "owner of {}", b.display());
+    if !is_root || ma.is_dir() {
+        assert_eq!((ma.mtime(), ma.mtime_nsec()), (mb.mtime(), mb.mtime_nsec()), "mtime of {}", b.display());
+    }
+    if ma.file_type().is_symlink() {
+        assert_eq!(fs::read_link(a).unwrap(), fs::read_link(b).unwrap(), "target of {}", b.display());
+    } else if ma.is_file() {
+        assert!(fs::read(a).unwrap() == fs::read(b).unwrap(), "content of {}", b.display());
+    } else if ma.is_dir() {
+        let names = |p: &Path| {
+            let mut v: Vec<_> = fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name()).collect();
+            v.sort();
+            v
+        };
+        let (na, nb) = (names(a), names(b));
+        assert_eq!(na, nb, "entries of {}", b.display());
+        for n in na {
+            compare(&a.join(&n), &b.join(&n), false);
+        }
+    }
+}
+
+fn link_groups(root: &Path) -> Vec<Vec<PathBuf>> {
+    let mut by_inode: std::collections::BTreeMap<u64, Vec<PathBuf>> = Default::default();
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeMap<u64, Vec<PathBuf>>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let m = fs::symlink_metadata(e.path()).unwrap();
+            if m.is_dir() {
+                walk(root, &e.path(), out);
+            } else if m.is_file() && m.nlink() > 1 {
+                out.entry(m.ino()).or_default().push(e.path().strip_prefix(root).unwrap().to_path_buf());
+            }
+        }
+    }
+    walk(root, root, &mut by_inode);
+    let mut groups: Vec<Vec<PathBuf>> = by_inode.into_values().map(|mut g| {
+        g.sort();
+        g
+    }).collect();
+    groups.sort();
+    groups
+}
+
+/// Every file's bytes under `dir`, concatenated with names, for "is this string anywhere" tests.
+pub fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    fn walk(dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        for e in fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let p = e.path();
+            if e.file_type().unwrap().is_dir() {
+                walk(&p, out);
+            } else {
+                out.push((p.clone(), fs::read(&p).unwrap()));
+            }
+        }
+    }
+    walk(dir, &mut out);
+    out
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+pub fn os(s: &[u8]) -> &OsStr {
+    use std::os::unix::ffi::OsStrExt;
+    OsStr::from_bytes(s)
+}
+
+pub fn chmod(path: &Path, mode: u32) {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
