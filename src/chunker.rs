@@ -18,7 +18,9 @@ pub struct ChunkerParams {
 impl ChunkerParams {
     /// Whether fastcdc accepts these limits; checked at init and when opening.
     pub fn validate(&self) -> Result<(), String> {
-        use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
+        use fastcdc::v2020::{
+            AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
+        };
         let (min, avg, max) = (self.min as usize, self.avg as usize, self.max as usize);
         let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&min)
             && (AVERAGE_MIN..=AVERAGE_MAX).contains(&avg)
@@ -34,8 +36,12 @@ impl ChunkerParams {
     }
 }
 
-/// A reusable chunker: one per reader thread, so its buffer (twice the maximum chunk) is
-/// allocated once, not once per file.
+/// Bytes beyond one maximum chunk the buffer holds: any size above zero guarantees progress
+/// (the first chunk always ends before the buffer does); larger means fewer carry-over copies.
+pub const READ_AHEAD: usize = 2 * 1024 * 1024;
+
+/// A reusable chunker: one per reader thread, so its buffer (the maximum chunk plus
+/// [`READ_AHEAD`]) is allocated once, not once per file, and only touched as far as files reach.
 pub struct Chunker {
     params: ChunkerParams,
     seed: u64,
@@ -45,7 +51,11 @@ pub struct Chunker {
 impl Chunker {
     /// A chunker for one domain's seed.
     pub fn new(params: ChunkerParams, seed: u64) -> Self {
-        Chunker { params, seed, buf: Vec::new() }
+        Chunker {
+            params,
+            seed,
+            buf: Vec::new(),
+        }
     }
 
     /// Split everything `reader` yields into chunks, calling `emit` for each in order.
@@ -56,8 +66,9 @@ impl Chunker {
         mut emit: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<u64, E> {
         let max = self.params.max as usize;
-        if self.buf.len() < 2 * max {
-            self.buf.resize(2 * max, 0);
+        if self.buf.len() < max + READ_AHEAD {
+            // vec! of zeros is calloc'd: pages cost memory only once a large file touches them.
+            self.buf = vec![0u8; max + READ_AHEAD];
         }
         let (mut len, mut total, mut eof) = (0usize, 0u64, false);
         loop {
@@ -108,7 +119,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn small() -> ChunkerParams {
-        ChunkerParams { min: 256, avg: 1024, max: 4096 }
+        ChunkerParams {
+            min: 256,
+            avg: 1024,
+            max: 4096,
+        }
     }
 
     fn pseudo_random(len: usize, mut state: u64) -> Vec<u8> {
@@ -124,7 +139,12 @@ mod tests {
 
     fn lengths(data: &[u8], seed: u64) -> Vec<usize> {
         let mut out = Vec::new();
-        Chunker::new(small(), seed).chunk::<_, io::Error>(data, |c| Ok(out.push(c.len()))).unwrap();
+        Chunker::new(small(), seed)
+            .chunk::<_, io::Error>(data, |c| {
+                out.push(c.len());
+                Ok(())
+            })
+            .unwrap();
         out
     }
 
@@ -133,16 +153,24 @@ mod tests {
         // A silent change in chunking destroys deduplication against existing repositories.
         let data = pseudo_random(20_000, 42);
         assert_eq!(lengths(&data, 7), PINNED_SEED_7);
-        assert_ne!(lengths(&data, 7), lengths(&data, 8), "the seed must move boundaries");
+        assert_ne!(
+            lengths(&data, 7),
+            lengths(&data, 8),
+            "the seed must move boundaries"
+        );
     }
-    const PINNED_SEED_7: &[usize] = &[1454, 1899, 2112, 1699, 1153, 1146, 1238, 1073, 1205, 1654, 994, 1447, 1127, 1034, 765];
+    const PINNED_SEED_7: &[usize] = &[
+        1454, 1899, 2112, 1699, 1153, 1146, 1238, 1073, 1205, 1654, 994, 1447, 1127, 1034, 765,
+    ];
 
     #[test]
     fn streaming_matches_whole_input_chunking() {
         let params = small();
         let data = pseudo_random(50_000, 9);
         let whole: Vec<usize> =
-            FastCDC::with_level_and_seed(&data, 256, 1024, 4096, Normalization::Level1, 3).map(|c| c.length).collect();
+            FastCDC::with_level_and_seed(&data, 256, 1024, 4096, Normalization::Level1, 3)
+                .map(|c| c.length)
+                .collect();
         assert_eq!(lengths(&data, 3), whole);
         assert!(params.validate().is_ok());
     }

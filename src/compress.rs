@@ -21,7 +21,10 @@ pub fn decompress(tag: u8, payload: Vec<u8>, expected_max: usize) -> io::Result<
     match tag {
         RAW => Ok(payload),
         ZSTD => zstd::bulk::decompress(&payload, expected_max),
-        other => Err(io::Error::new(io::ErrorKind::InvalidData, format!("unknown compression tag {other}"))),
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unknown compression tag {other}"),
+        )),
     }
 }
 
@@ -47,9 +50,12 @@ mod tests {
         let (tag, packed) = compress(&text, 3);
         assert_eq!(tag, ZSTD);
         assert!(packed.len() < text.len() / 10);
-        assert_eq!(decompress(tag, packed.into_owned(), text.len()).unwrap(), text);
+        assert_eq!(
+            decompress(tag, packed.into_owned(), text.len()).unwrap(),
+            text
+        );
         let mut rng = crate::sample::Rng::new(1);
-        let noise: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
+        let noise: Vec<u8> = (0..4096).map(|_| rng.next_u64() as u8).collect();
         let (tag, stored) = compress(&noise, 3);
         assert_eq!((tag, stored.len()), (RAW, noise.len()));
     }

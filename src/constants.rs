@@ -19,10 +19,10 @@ pub const PACKS_PER_INDEX: usize = 64;
 pub const SEAL_QUEUE: usize = 8;
 
 /// Sealed blobs waiting for the packer.
-pub const PACK_QUEUE: usize = 16;
+pub const PACK_QUEUE: usize = 8;
 
 /// Finished packs waiting for upload: each is up to PACK_TARGET + one chunk.
-pub const UPLOAD_QUEUE: usize = 2;
+pub const UPLOAD_QUEUE: usize = 1;
 
 /// Parallel pack writes; local disks gain little beyond two.
 pub const UPLOAD_THREADS: usize = 2;

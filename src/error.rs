@@ -15,7 +15,11 @@ pub enum FormatError {
         "{what} has format version {found}, but this custodian understands versions up to {supported}. \
          Upgrade custodian to read this repository; do not write to it with this version."
     )]
-    UnknownVersion { what: String, found: u32, supported: u32 },
+    UnknownVersion {
+        what: String,
+        found: u32,
+        supported: u32,
+    },
     /// Bytes that do not decode: damage or a foreign file.
     #[error("{what} is malformed ({reason}). The object is damaged or not custodian's; run 'custodian check' on the repository.")]
     Malformed { what: String, reason: String },
@@ -28,7 +32,9 @@ pub enum CryptoError {
     #[error("{what} cannot be decrypted with the key you gave. {hint}")]
     NoMatchingKey { what: String, hint: String },
     /// Authentication failed: the bytes were changed after they were written.
-    #[error("{what} failed authentication: its bytes were changed or damaged after it was written")]
+    #[error(
+        "{what} failed authentication: its bytes were changed or damaged after it was written"
+    )]
     Tampered { what: String },
     /// age refused to encrypt (e.g. an empty recipient list).
     #[error("encrypting {what} failed: {reason}")]
@@ -45,7 +51,10 @@ pub enum Error {
     #[error(transparent)]
     Format(#[from] FormatError),
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(
         "'{0}' is not a custodian repository: it has no 'config' object. Check --repo (or CUSTODIAN_REPO), \
          or create a repository there with 'custodian init'."
@@ -70,7 +79,11 @@ pub enum Error {
     #[error("no snapshot matches '{0}'. List them with 'custodian snapshots'.")]
     SnapshotNotFound(String),
     #[error("'{prefix}' matches {count} snapshots ({examples}); give more characters of the id.")]
-    AmbiguousSnapshot { prefix: String, count: usize, examples: String },
+    AmbiguousSnapshot {
+        prefix: String,
+        count: usize,
+        examples: String,
+    },
     #[error("restore target {} is not empty. Choose an empty directory, or pass --overwrite to replace files there.", .0.display())]
     TargetNotEmpty(PathBuf),
     #[error("{0}")]
@@ -82,7 +95,10 @@ pub enum Error {
 impl Error {
     /// Attach a path to an I/O error.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }
 

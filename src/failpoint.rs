@@ -6,13 +6,19 @@ use std::sync::OnceLock;
 
 fn target() -> Option<&'static str> {
     static TARGET: OnceLock<Option<String>> = OnceLock::new();
-    TARGET.get_or_init(|| std::env::var("CUSTODIAN_TEST_PAUSE_AT").ok()).as_deref()
+    TARGET
+        .get_or_init(|| std::env::var("CUSTODIAN_TEST_PAUSE_AT").ok())
+        .as_deref()
 }
 
 /// Stop here if the test asked for `name` (with `count` when it is non-zero, e.g. `pack:3`).
 pub fn pause(name: &str, count: u64) {
     let Some(want) = target() else { return };
-    let here = if count == 0 { name.to_string() } else { format!("{name}:{count}") };
+    let here = if count == 0 {
+        name.to_string()
+    } else {
+        format!("{name}:{count}")
+    };
     if want == here {
         // SAFETY: raise() with a valid signal number has no memory-safety preconditions.
         unsafe {

@@ -14,7 +14,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -22,18 +22,40 @@ impl Rng {
         z ^ (z >> 31)
     }
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
     fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
+            let v = self.next_u64().to_le_bytes();
             chunk.copy_from_slice(&v[..chunk.len()]);
         }
     }
 }
 
-const NAMES: &[&str] = &["Okafor", "Lindqvist", "Moreau", "Tanaka", "Fischer", "Haddad", "Novak", "García", "O'Brien", "Kowalski", "Zoë Ng", "Sørensen"];
-const ITEMS: &[&str] = &["consulting", "annual audit", "payroll run", "VAT return", "bookkeeping", "tax advice", "year-end close", "invoice"];
+const NAMES: &[&str] = &[
+    "Okafor",
+    "Lindqvist",
+    "Moreau",
+    "Tanaka",
+    "Fischer",
+    "Haddad",
+    "Novak",
+    "García",
+    "O'Brien",
+    "Kowalski",
+    "Zoë Ng",
+    "Sørensen",
+];
+const ITEMS: &[&str] = &[
+    "consulting",
+    "annual audit",
+    "payroll run",
+    "VAT return",
+    "bookkeeping",
+    "tax advice",
+    "year-end close",
+    "invoice",
+];
 
 /// What a generated store holds.
 #[derive(Debug, Default)]
@@ -68,7 +90,12 @@ impl Gen {
             let client = self.rng.below(5000);
             let item = ITEMS[self.rng.below(ITEMS.len() as u64) as usize];
             let cents = self.rng.below(2_000_000);
-            let _ = writeln!(s, "2026-{m:02}-{d:02},CUST-{client:05},INV-{i:07},{item},{}.{:02},EUR", cents / 100, cents % 100);
+            let _ = writeln!(
+                s,
+                "2026-{m:02}-{d:02},CUST-{client:05},INV-{i:07},{item},{}.{:02},EUR",
+                cents / 100,
+                cents % 100
+            );
         }
         s
     }
@@ -78,11 +105,16 @@ impl Gen {
         for _ in 0..lines {
             let t = self.rng.below(86_400);
             let user = NAMES[self.rng.below(NAMES.len() as u64) as usize];
-            let action = ["opened", "edited", "exported", "printed", "signed"][self.rng.below(5) as usize];
+            let action =
+                ["opened", "edited", "exported", "printed", "signed"][self.rng.below(5) as usize];
             let _ = writeln!(
                 s,
                 r#"{{"ts":"2026-11-{:02}T{:02}:{:02}:{:02}Z","user":"{user}","action":"{action}","record":"CUST-{:05}","ok":true}}"#,
-                1 + self.rng.below(28), t / 3600, (t / 60) % 60, t % 60, self.rng.below(5000)
+                1 + self.rng.below(28),
+                t / 3600,
+                (t / 60) % 60,
+                t % 60,
+                self.rng.below(5000)
             );
         }
         s
@@ -108,17 +140,28 @@ impl Gen {
 }
 
 fn sqlite_db(path: &Path, rng: &mut Rng, rows: u64) -> Result<u64> {
-    let fail = |e: rusqlite::Error| Error::Invalid(format!("creating sample database {}: {e}", path.display()));
+    let fail = |e: rusqlite::Error| {
+        Error::Invalid(format!("creating sample database {}: {e}", path.display()))
+    };
     let mut conn = rusqlite::Connection::open(path).map_err(fail)?;
     conn.execute_batch("PRAGMA journal_mode=DELETE; CREATE TABLE IF NOT EXISTS clients(id INTEGER PRIMARY KEY, name TEXT, email TEXT, balance INTEGER, notes TEXT);")
         .map_err(fail)?;
     let tx = conn.transaction().map_err(fail)?;
     {
-        let mut stmt = tx.prepare("INSERT INTO clients(name, email, balance, notes) VALUES (?1, ?2, ?3, ?4)").map_err(fail)?;
+        let mut stmt = tx
+            .prepare("INSERT INTO clients(name, email, balance, notes) VALUES (?1, ?2, ?3, ?4)")
+            .map_err(fail)?;
         for i in 0..rows {
             let name = NAMES[rng.below(NAMES.len() as u64) as usize];
-            let notes = ITEMS[rng.below(ITEMS.len() as u64) as usize].repeat(1 + rng.below(8) as usize);
-            stmt.execute(rusqlite::params![name, format!("client{i}@example.org"), rng.below(1_000_000) as i64, notes]).map_err(fail)?;
+            let notes =
+                ITEMS[rng.below(ITEMS.len() as u64) as usize].repeat(1 + rng.below(8) as usize);
+            stmt.execute(rusqlite::params![
+                name,
+                format!("client{i}@example.org"),
+                rng.below(1_000_000) as i64,
+                notes
+            ])
+            .map_err(fail)?;
         }
     }
     tx.commit().map_err(fail)?;
@@ -128,7 +171,10 @@ fn sqlite_db(path: &Path, rng: &mut Rng, rows: u64) -> Result<u64> {
 
 /// Generate a store of about `size` bytes under `dir` (which must not exist or be empty).
 pub fn generate(dir: &Path, size: u64, seed: u64) -> Result<SampleStats> {
-    let mut g = Gen { rng: Rng::new(seed), stats: SampleStats::default() };
+    let mut g = Gen {
+        rng: Rng::new(seed),
+        stats: SampleStats::default(),
+    };
     let branches = if size > 200 << 20 { 4 } else { 2 };
     let per_branch = size / branches;
     let mut shared_scans: Vec<Vec<u8>> = Vec::new();
@@ -140,14 +186,20 @@ pub fn generate(dir: &Path, size: u64, seed: u64) -> Result<SampleStats> {
         for l in 0..ledgers {
             let rows = (ledger_bytes / ledgers / 60).max(50);
             let text = g.ledger(rows, 0);
-            g.write(&root.join(format!("ledgers/ledger-{:04}-{l:02}.csv", 2020 + l % 7)), text.as_bytes())?;
+            g.write(
+                &root.join(format!("ledgers/ledger-{:04}-{l:02}.csv", 2020 + l % 7)),
+                text.as_bytes(),
+            )?;
         }
         // Logs (20%).
         let log_bytes = per_branch * 20 / 100;
         let logs = (log_bytes / (16 << 20)).clamp(1, 32);
         for l in 0..logs {
             let text = g.log_lines((log_bytes / logs / 115).max(20));
-            g.write(&root.join(format!("logs/activity-{l:03}.jsonl")), text.as_bytes())?;
+            g.write(
+                &root.join(format!("logs/activity-{l:03}.jsonl")),
+                text.as_bytes(),
+            )?;
         }
         // Notes (5%): thousands of small files in client folders.
         let note_bytes = per_branch * 5 / 100;
@@ -155,7 +207,10 @@ pub fn generate(dir: &Path, size: u64, seed: u64) -> Result<SampleStats> {
         for n in 0..notes {
             let client = g.rng.below(notes / 4 + 1);
             let text = g.note(client);
-            g.write(&root.join(format!("clients/CUST-{client:05}/note-{n:05}.json")), text.as_bytes())?;
+            g.write(
+                &root.join(format!("clients/CUST-{client:05}/note-{n:05}.json")),
+                text.as_bytes(),
+            )?;
         }
         // Scans (30%): incompressible; some shared across branches (exact duplicates).
         let scan_bytes = per_branch * 30 / 100;
@@ -165,7 +220,10 @@ pub fn generate(dir: &Path, size: u64, seed: u64) -> Result<SampleStats> {
             let data = if b > 0 && s % 4 == 0 && !shared_scans.is_empty() {
                 shared_scans[s % shared_scans.len()].clone()
             } else {
-                let len = (64 << 10) + g.rng.below(if size > 200 << 20 { 4 << 20 } else { 400 << 10 }) as usize;
+                let len = (64 << 10)
+                    + g.rng
+                        .below(if size > 200 << 20 { 4 << 20 } else { 400 << 10 })
+                        as usize;
                 g.scan(len)
             };
             written += data.len() as u64;
@@ -185,7 +243,10 @@ pub fn generate(dir: &Path, size: u64, seed: u64) -> Result<SampleStats> {
     let first = dir.join("branch-01/ledgers/ledger-2020-00.csv");
     if let Ok(text) = fs::read_to_string(&first) {
         let edited = text.replacen("annual audit", "ANNUAL AUDIT", 3);
-        g.write(&dir.join("branch-02/ledgers/copy-of-branch-01-ledger.csv"), edited.as_bytes())?;
+        g.write(
+            &dir.join("branch-02/ledgers/copy-of-branch-01-ledger.csv"),
+            edited.as_bytes(),
+        )?;
     }
     Ok(g.stats)
 }
@@ -193,7 +254,10 @@ pub fn generate(dir: &Path, size: u64, seed: u64) -> Result<SampleStats> {
 /// Simulate a day of changes: appended ledger rows and logs, edited and new notes, a few new
 /// scans, deleted notes, and updated database rows. Returns the number of files touched.
 pub fn mutate(dir: &Path, seed: u64) -> Result<u64> {
-    let mut g = Gen { rng: Rng::new(seed ^ 0xDA7), stats: SampleStats::default() };
+    let mut g = Gen {
+        rng: Rng::new(seed ^ 0xDA7),
+        stats: SampleStats::default(),
+    };
     let mut files: Vec<PathBuf> = Vec::new();
     collect(dir, &mut files)?;
     files.sort();
@@ -213,9 +277,13 @@ pub fn mutate(dir: &Path, seed: u64) -> Result<u64> {
         } else if name.contains("/note-") && roll < 3 {
             fs::remove_file(path).at(path)?;
         } else if name.ends_with(".sqlite") {
-            let conn = rusqlite::Connection::open(path).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-            conn.execute("UPDATE clients SET balance = balance + 1 WHERE id % 97 = 0", [])
+            let conn = rusqlite::Connection::open(path)
                 .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+            conn.execute(
+                "UPDATE clients SET balance = balance + 1 WHERE id % 97 = 0",
+                [],
+            )
+            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
         } else {
             continue;
         }
@@ -223,7 +291,10 @@ pub fn mutate(dir: &Path, seed: u64) -> Result<u64> {
     }
     for n in 0..5 {
         let data = g.scan(300 << 10);
-        g.write(&dir.join(format!("branch-01/scans/new-scan-{n}.pdf")), &data)?;
+        g.write(
+            &dir.join(format!("branch-01/scans/new-scan-{n}.pdf")),
+            &data,
+        )?;
         touched += 1;
     }
     Ok(touched)
@@ -257,9 +328,16 @@ mod tests {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let sa = generate(a.path(), 2 << 20, 5).unwrap();
         generate(b.path(), 2 << 20, 5).unwrap();
-        assert!(sa.files > 200, "a demo store should have a few hundred files, got {}", sa.files);
+        assert!(
+            sa.files > 200,
+            "a demo store should have a few hundred files, got {}",
+            sa.files
+        );
         let pick = "branch-01/ledgers/ledger-2020-00.csv";
-        assert_eq!(fs::read(a.path().join(pick)).unwrap(), fs::read(b.path().join(pick)).unwrap());
+        assert_eq!(
+            fs::read(a.path().join(pick)).unwrap(),
+            fs::read(b.path().join(pick)).unwrap()
+        );
         assert!(mutate(a.path(), 1).unwrap() > 5);
     }
 }

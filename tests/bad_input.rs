@@ -26,31 +26,75 @@ fn world_with_snapshot() -> (World, std::path::PathBuf) {
 #[test]
 fn missing_and_wrong_keys() {
     let (w, _) = world_with_snapshot();
-    fails_with(w.cmd(&["snapshots"]).output().unwrap(), &["needs a key", "--writer-key"]);
-    fails_with(w.cmd(&["snapshots", "--writer-key", "/no/such.key"]).output().unwrap(), &["/no/such.key", "does not exist"]);
+    fails_with(
+        w.cmd(&["snapshots"]).output().unwrap(),
+        &["needs a key", "--writer-key"],
+    );
+    fails_with(
+        w.cmd(&["snapshots", "--writer-key", "/no/such.key"])
+            .output()
+            .unwrap(),
+        &["/no/such.key", "does not exist"],
+    );
     // An operator identity that is not one of this repository's operators.
     let stranger = w.dir.path().join("stranger.key");
-    assert!(w.cmd(&["key", "generate", "--output"]).arg(&stranger).output().unwrap().status.success());
-    fails_with(w.cmd(&["ls", "latest", "--identity"]).arg(&stranger).output().unwrap(), &["not one of this repository's operators"]);
+    assert!(w
+        .cmd(&["key", "generate", "--output"])
+        .arg(&stranger)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    fails_with(
+        w.cmd(&["ls", "latest", "--identity"])
+            .arg(&stranger)
+            .output()
+            .unwrap(),
+        &["not one of this repository's operators"],
+    );
     // A writer credential of another repository.
     let other = World::new(&[]);
-    fails_with(w.cmd(&["snapshots", "--writer-key"]).arg(&other.writer).output().unwrap(), &["belongs to repository"]);
+    fails_with(
+        w.cmd(&["snapshots", "--writer-key"])
+            .arg(&other.writer)
+            .output()
+            .unwrap(),
+        &["belongs to repository"],
+    );
     // The operator identity passed as a writer credential.
-    fails_with(w.cmd(&["snapshots", "--writer-key"]).arg(&w.operator).output().unwrap(), &["operator identity", "--identity"]);
+    fails_with(
+        w.cmd(&["snapshots", "--writer-key"])
+            .arg(&w.operator)
+            .output()
+            .unwrap(),
+        &["operator identity", "--identity"],
+    );
     // Garbage in a key file.
     let junk = w.dir.path().join("junk.key");
     fs::write(&junk, "hello").unwrap();
     chmod(&junk, 0o600);
-    fails_with(w.cmd(&["ls", "latest", "--identity"]).arg(&junk).output().unwrap(), &["junk.key", "AGE-SECRET-KEY"]);
+    fails_with(
+        w.cmd(&["ls", "latest", "--identity"])
+            .arg(&junk)
+            .output()
+            .unwrap(),
+        &["junk.key", "AGE-SECRET-KEY"],
+    );
 }
 
 #[test]
 fn key_readable_by_others_is_refused() {
     let (w, _) = world_with_snapshot();
     chmod(&w.writer, 0o644);
-    fails_with(w.writer_cmd(&["snapshots"]).output().unwrap(), &["readable by group or others", "chmod 600"]);
+    fails_with(
+        w.writer_cmd(&["snapshots"]).output().unwrap(),
+        &["readable by group or others", "chmod 600"],
+    );
     chmod(&w.operator, 0o640);
-    fails_with(w.operator_cmd(&["ls", "latest"]).output().unwrap(), &["chmod 600"]);
+    fails_with(
+        w.operator_cmd(&["ls", "latest"]).output().unwrap(),
+        &["chmod 600"],
+    );
 }
 
 #[test]
@@ -58,24 +102,44 @@ fn not_a_repository_and_unknown_version() {
     let (w, _) = world_with_snapshot();
     let empty = w.dir.path().join("empty");
     fs::create_dir_all(&empty).unwrap();
-    fails_with(w.writer_cmd(&["snapshots", "--repo"]).arg(&empty).output().unwrap(), &["is not a custodian repository", "custodian init"]);
+    fails_with(
+        w.writer_cmd(&["snapshots", "--repo"])
+            .arg(&empty)
+            .output()
+            .unwrap(),
+        &["is not a custodian repository", "custodian init"],
+    );
     let config = w.repo.join("config");
-    let text = fs::read_to_string(&config).unwrap().replace("\"version\": 1", "\"version\": 9");
+    let text = fs::read_to_string(&config)
+        .unwrap()
+        .replace("\"version\": 1", "\"version\": 9");
     fs::write(&config, text).unwrap();
-    fails_with(w.writer_cmd(&["snapshots"]).output().unwrap(), &["format version 9", "Upgrade custodian"]);
+    fails_with(
+        w.writer_cmd(&["snapshots"]).output().unwrap(),
+        &["format version 9", "Upgrade custodian"],
+    );
 }
 
 #[test]
 fn snapshot_names_that_match_nothing_or_several() {
     let (w, src) = world_with_snapshot();
-    fails_with(w.operator_cmd(&["ls", "deadbeef"]).output().unwrap(), &["no snapshot matches 'deadbeef'"]);
-    fails_with(w.operator_cmd(&["ls", "not-hex"]).output().unwrap(), &["no snapshot matches"]);
+    fails_with(
+        w.operator_cmd(&["ls", "deadbeef"]).output().unwrap(),
+        &["no snapshot matches 'deadbeef'"],
+    );
+    fails_with(
+        w.operator_cmd(&["ls", "not-hex"]).output().unwrap(),
+        &["no snapshot matches"],
+    );
     // Make snapshots until two share a first hex digit (at most 17 by pigeonhole).
     let mut seen = std::collections::HashMap::new();
     let mut shared = None;
     for i in 0..17 {
         fs::write(src.join("a.csv"), format!("row {i}\n")).unwrap();
-        let id = w.backup("customers", &src)["snapshot"].as_str().unwrap().to_string();
+        let id = w.backup("customers", &src)["snapshot"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let first = id[..1].to_string();
         if seen.insert(first.clone(), id).is_some() {
             shared = Some(first);
@@ -83,11 +147,22 @@ fn snapshot_names_that_match_nothing_or_several() {
         }
     }
     let prefix = shared.expect("pigeonhole");
-    fails_with(w.operator_cmd(&["ls", &prefix]).output().unwrap(), &["matches", "snapshots", "more characters"]);
+    fails_with(
+        w.operator_cmd(&["ls", &prefix]).output().unwrap(),
+        &["matches", "snapshots", "more characters"],
+    );
     // Two sources make a bare `latest` ambiguous.
     w.backup("ledgers", &src);
-    fails_with(w.operator_cmd(&["ls", "latest"]).output().unwrap(), &["--source"]);
-    assert!(w.operator_cmd(&["ls", "latest", "--source", "ledgers"]).output().unwrap().status.success());
+    fails_with(
+        w.operator_cmd(&["ls", "latest"]).output().unwrap(),
+        &["--source"],
+    );
+    assert!(w
+        .operator_cmd(&["ls", "latest", "--source", "ledgers"])
+        .output()
+        .unwrap()
+        .status
+        .success());
 }
 
 #[test]
@@ -96,21 +171,51 @@ fn non_empty_target_needs_overwrite() {
     let target = w.dir.path().join("busy");
     fs::create_dir_all(&target).unwrap();
     fs::write(target.join("a.csv"), b"stale").unwrap();
-    fails_with(w.operator_cmd(&["restore", "latest", "--target"]).arg(&target).output().unwrap(), &["is not empty", "--overwrite"]);
-    assert_eq!(fs::read(target.join("a.csv")).unwrap(), b"stale", "refusing must not touch the target");
+    fails_with(
+        w.operator_cmd(&["restore", "latest", "--target"])
+            .arg(&target)
+            .output()
+            .unwrap(),
+        &["is not empty", "--overwrite"],
+    );
+    assert_eq!(
+        fs::read(target.join("a.csv")).unwrap(),
+        b"stale",
+        "refusing must not touch the target"
+    );
     w.restore("latest", &target, &["--overwrite"]);
-    assert_eq!(fs::read(target.join("a.csv")).unwrap(), fs::read(src.join("a.csv")).unwrap());
+    assert_eq!(
+        fs::read(target.join("a.csv")).unwrap(),
+        fs::read(src.join("a.csv")).unwrap()
+    );
 }
 
 #[test]
 fn init_refuses_an_existing_repository_and_bad_recipients() {
     let (w, _) = world_with_snapshot();
     let fresh = w.dir.path().join("fresh-repo");
-    let out = w.cmd(&["init", "--recipient", "age1qqq", "--writer-key-out"]).arg(w.dir.path().join("w2.key")).arg("--repo").arg(&fresh).output().unwrap();
+    let out = w
+        .cmd(&["init", "--recipient", "age1qqq", "--writer-key-out"])
+        .arg(w.dir.path().join("w2.key"))
+        .arg("--repo")
+        .arg(&fresh)
+        .output()
+        .unwrap();
     fails_with(out, &["age1qqq", "not an age X25519 recipient"]);
-    assert!(!fresh.join("config").exists(), "a failed init must not leave a repository");
+    assert!(
+        !fresh.join("config").exists(),
+        "a failed init must not leave a repository"
+    );
     let id = fs::read_to_string(&w.operator).unwrap();
-    let recipient = id.lines().find_map(|l| l.strip_prefix("# public key: ")).unwrap().to_string();
-    let out = w.cmd(&["init", "--recipient", &recipient, "--writer-key-out"]).arg(w.dir.path().join("w3.key")).output().unwrap();
+    let recipient = id
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .to_string();
+    let out = w
+        .cmd(&["init", "--recipient", &recipient, "--writer-key-out"])
+        .arg(w.dir.path().join("w3.key"))
+        .output()
+        .unwrap();
     fails_with(out, &["already holds a custodian repository"]);
 }

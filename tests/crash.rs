@@ -14,27 +14,43 @@ fn wait_until_stopped(pid: u32) {
     loop {
         let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // Field 3, after the parenthesised command name, is the state; T = stopped.
-        if stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('T')) {
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('T'))
+        {
             return;
         }
-        assert!(Instant::now() < deadline, "backup never reached its pause point");
+        assert!(
+            Instant::now() < deadline,
+            "backup never reached its pause point"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn killed_backup(w: &World, src: &Path, point: &str) {
-    let mut child = w.writer_cmd(&["backup", "--source", "customers"]).arg(src).env("CUSTODIAN_TEST_PAUSE_AT", point).spawn().unwrap();
+    let mut child = w
+        .writer_cmd(&["backup", "--source", "customers"])
+        .arg(src)
+        .env("CUSTODIAN_TEST_PAUSE_AT", point)
+        .spawn()
+        .unwrap();
     wait_until_stopped(child.id());
     // SAFETY: sending a signal to our own child process.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
     let status = child.wait().unwrap();
-    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
 }
 
 /// Copy a flat directory keeping modes and mtimes, as the expected state of a snapshot.
 fn copy_tree(from: &Path, to: &Path) {
     fs::create_dir_all(to).unwrap();
-    let mtime = |p: &Path| filetime::FileTime::from_last_modification_time(&fs::metadata(p).unwrap());
+    let mtime =
+        |p: &Path| filetime::FileTime::from_last_modification_time(&fs::metadata(p).unwrap());
     for e in fs::read_dir(from).unwrap() {
         let e = e.unwrap();
         fs::copy(e.path(), to.join(e.file_name())).unwrap();
@@ -47,15 +63,30 @@ fn copy_tree(from: &Path, to: &Path) {
 #[test]
 fn kill_nine_at_every_stage_loses_nothing() {
     // Small packs and chunks so a few MiB make many packs.
-    let w = World::new(&["--pack-size", "262144", "--chunk-sizes", "65536,131072,262144"]);
+    let w = World::new(&[
+        "--pack-size",
+        "262144",
+        "--chunk-sizes",
+        "65536,131072,262144",
+    ]);
     let src = w.dir.path().join("records");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("base.csv"), b"id,name\n1,first\n").unwrap();
-    let first = w.backup("customers", &src)["snapshot"].as_str().unwrap().to_string();
+    let first = w.backup("customers", &src)["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let first_copy = w.dir.path().join("first-copy");
     copy_tree(&src, &first_copy);
 
-    let points = ["after-walk", "pack:1", "pack:4", "before-index", "before-snapshot", "before-cache"];
+    let points = [
+        "after-walk",
+        "pack:1",
+        "pack:4",
+        "before-index",
+        "before-snapshot",
+        "before-cache",
+    ];
     for (i, point) in points.iter().enumerate() {
         let new_file = src.join(format!("scan-{i}.pdf"));
         let new_bytes = 3 << 20;
@@ -65,9 +96,17 @@ fn kill_nine_at_every_stage_loses_nothing() {
 
         let after = w.snapshots();
         let committed = *point == "before-cache";
-        assert_eq!(after.len(), before + usize::from(committed), "{point}: a killed backup must not leave a visible partial snapshot");
+        assert_eq!(
+            after.len(),
+            before + usize::from(committed),
+            "{point}: a killed backup must not leave a visible partial snapshot"
+        );
         let out = w.writer_cmd(&["check", "--json"]).output().unwrap();
-        assert!(out.status.success(), "{point}: repository inconsistent after kill: {}", text(&out));
+        assert!(
+            out.status.success(),
+            "{point}: repository inconsistent after kill: {}",
+            text(&out)
+        );
 
         // The earliest snapshot still restores byte for byte.
         let restored = w.dir.path().join(format!("restore-first-{i}"));
@@ -78,9 +117,18 @@ fn kill_nine_at_every_stage_loses_nothing() {
         let next = w.backup("customers", &src);
         let added = next["stats"]["bytes_added"].as_u64().unwrap();
         match *point {
-            "after-walk" | "pack:1" => assert!(added > new_bytes as u64 / 2, "{point}: expected most data to be new, added {added}"),
-            "pack:4" => assert!(added < new_bytes as u64 * 3 / 4, "{point}: durable packs must be reused, added {added}"),
-            _ => assert!(added < 64 * 1024, "{point}: everything was uploaded already, yet {added} bytes were added"),
+            "after-walk" | "pack:1" => assert!(
+                added > new_bytes as u64 / 2,
+                "{point}: expected most data to be new, added {added}"
+            ),
+            "pack:4" => assert!(
+                added < new_bytes as u64 * 3 / 4,
+                "{point}: durable packs must be reused, added {added}"
+            ),
+            _ => assert!(
+                added < 64 * 1024,
+                "{point}: everything was uploaded already, yet {added} bytes were added"
+            ),
         }
         let latest = w.dir.path().join(format!("restore-latest-{i}"));
         w.restore("latest", &latest, &[]);

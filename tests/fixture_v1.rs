@@ -26,10 +26,20 @@ fn content_equal(a: &Path, b: &Path) {
         if e.file_type().unwrap().is_dir() {
             content_equal(&e.path(), &other);
         } else {
-            assert_eq!(fs::read(e.path()).unwrap(), fs::read(&other).unwrap(), "{}", other.display());
+            assert_eq!(
+                fs::read(e.path()).unwrap(),
+                fs::read(&other).unwrap(),
+                "{}",
+                other.display()
+            );
         }
     }
-    assert_eq!(fs::read_dir(a).unwrap().count(), fs::read_dir(b).unwrap().count(), "{}", b.display());
+    assert_eq!(
+        fs::read_dir(a).unwrap().count(),
+        fs::read_dir(b).unwrap().count(),
+        "{}",
+        b.display()
+    );
 }
 
 #[test]
@@ -52,10 +62,12 @@ fn version_1_repository_still_opens_checks_and_restores() {
         assert!(out.status.success(), "{args:?}: {}", text(&out));
         out.stdout
     };
-    let snaps: Vec<serde_json::Value> = serde_json::from_slice(&run(&["snapshots", "--json"])).unwrap();
+    let snaps: Vec<serde_json::Value> =
+        serde_json::from_slice(&run(&["snapshots", "--json"])).unwrap();
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0]["tags"][0], "fixture");
-    let report: serde_json::Value = serde_json::from_slice(&run(&["check", "--read-data", "--json"])).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&run(&["check", "--read-data", "--json"])).unwrap();
     assert_eq!(report["errors"].as_array().unwrap().len(), 0, "{report}");
     let target = dir.path().join("restored");
     run(&["restore", "latest", "--target", target.to_str().unwrap()]);

@@ -28,35 +28,76 @@ fn unreadable_entries_are_skipped_with_exit_code_3() {
             chmod(p, 0o777);
         }
         chmod(&src, 0o755);
-        let recipient = fs::read_to_string(&w.operator).unwrap().lines().find_map(|l| l.strip_prefix("# public key: ").map(String::from)).unwrap();
-        let out = w.cmd(&["init", "--recipient", &recipient, "--writer-key-out"]).arg(dir.join("writer.key")).arg("--repo").arg(dir.join("repo")).uid(NOBODY).gid(NOBODY).output().unwrap();
+        let recipient = fs::read_to_string(&w.operator)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("# public key: ").map(String::from))
+            .unwrap();
+        let out = w
+            .cmd(&["init", "--recipient", &recipient, "--writer-key-out"])
+            .arg(dir.join("writer.key"))
+            .arg("--repo")
+            .arg(dir.join("repo"))
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", text(&out));
         (dir.join("repo"), dir.join("writer.key"), dir.join("state"))
     } else {
         (w.repo.clone(), w.writer.clone(), w.state.clone())
     };
     let mut cmd = w.cmd(&["backup", "--json", "--source", "customers", "--writer-key"]);
-    cmd.arg(&writer).arg("--repo").arg(&repo).env("CUSTODIAN_STATE_DIR", &state).arg(&src);
+    cmd.arg(&writer)
+        .arg("--repo")
+        .arg(&repo)
+        .env("CUSTODIAN_STATE_DIR", &state)
+        .arg(&src);
     if is_root() {
         cmd.uid(NOBODY).gid(NOBODY);
     }
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let skipped: Vec<String> = summary["skipped"].as_array().unwrap().iter().map(|s| s["path"].as_str().unwrap().to_string()).collect();
-    assert!(skipped.contains(&"secret.csv".to_string()) && skipped.contains(&"locked-dir".to_string()), "{skipped:?}");
+    let skipped: Vec<String> = summary["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        skipped.contains(&"secret.csv".to_string()) && skipped.contains(&"locked-dir".to_string()),
+        "{skipped:?}"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("skipped secret.csv"));
 
-    let out = w.cmd(&["snapshots", "--json", "--identity"]).arg(&w.operator).arg("--repo").arg(&repo).output().unwrap();
+    let out = w
+        .cmd(&["snapshots", "--json", "--identity"])
+        .arg(&w.operator)
+        .arg("--repo")
+        .arg(&repo)
+        .output()
+        .unwrap();
     let snaps: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(snaps.len(), 1, "the backup must still commit");
     assert_eq!(snaps[0]["skipped"], 2);
     let target = w.dir.path().join("restored");
-    let out = w.cmd(&["restore", "latest", "--identity"]).arg(&w.operator).arg("--repo").arg(&repo).arg("--target").arg(&target).output().unwrap();
+    let out = w
+        .cmd(&["restore", "latest", "--identity"])
+        .arg(&w.operator)
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--target")
+        .arg(&target)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(fs::read(target.join("readable.csv")).unwrap(), b"fine");
     assert!(!target.join("secret.csv").exists());
-    assert!(target.join("locked-dir").is_dir(), "an unreadable directory is kept, empty");
+    assert!(
+        target.join("locked-dir").is_dir(),
+        "an unreadable directory is kept, empty"
+    );
     chmod(&src.join("locked-dir"), 0o755);
 }
 
@@ -67,9 +108,21 @@ fn a_file_that_vanishes_during_the_backup_is_skipped() {
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("stays.csv"), b"stays").unwrap();
     fs::write(src.join("goes.csv"), b"goes").unwrap();
-    let child = w.writer_cmd(&["backup", "--json", "--source", "customers"]).arg(&src).env("CUSTODIAN_TEST_PAUSE_AT", "after-walk").stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = w
+        .writer_cmd(&["backup", "--json", "--source", "customers"])
+        .arg(&src)
+        .env("CUSTODIAN_TEST_PAUSE_AT", "after-walk")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default().rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('T')) {
+    while !fs::read_to_string(format!("/proc/{}/stat", child.id()))
+        .unwrap_or_default()
+        .rsplit(')')
+        .next()
+        .is_some_and(|r| r.trim_start().starts_with('T'))
+    {
         assert!(Instant::now() < deadline);
         std::thread::sleep(Duration::from_millis(20));
     }

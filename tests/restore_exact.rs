@@ -14,7 +14,11 @@ use std::path::Path;
 fn awkward_tree(root: &Path) {
     fs::create_dir_all(root.join("clients/Zoë Ng")).unwrap();
     fs::create_dir_all(root.join("empty-dir")).unwrap();
-    fs::write(root.join("clients/Zoë Ng/ledger €.csv"), b"date,amount\n2026-01-01,10.00\n".repeat(500)).unwrap();
+    fs::write(
+        root.join("clients/Zoë Ng/ledger €.csv"),
+        b"date,amount\n2026-01-01,10.00\n".repeat(500),
+    )
+    .unwrap();
     fs::write(root.join("empty.txt"), b"").unwrap();
     fs::write(root.join("line\nbreak.txt"), b"newline in the name").unwrap();
     fs::write(root.join(os(b"latin1-\xe9t\xe9.txt")), b"non-UTF-8 name").unwrap();
@@ -40,13 +44,36 @@ fn awkward_tree(root: &Path) {
     }
     // Nanosecond mtimes everywhere, directories last (writing into them changes theirs).
     let t = FileTime::from_unix_time(1_700_000_000, 123_456_789);
-    for p in ["empty.txt", "big-scan.pdf", "sparse.img", "original.txt", "line\nbreak.txt"] {
+    for p in [
+        "empty.txt",
+        "big-scan.pdf",
+        "sparse.img",
+        "original.txt",
+        "line\nbreak.txt",
+    ] {
         filetime::set_file_mtime(root.join(p), t).unwrap();
     }
-    filetime::set_symlink_file_times(root.join("dangling"), t, FileTime::from_unix_time(1_600_000_000, 987_654_321)).unwrap();
-    filetime::set_file_mtime(root.join("clients/Zoë Ng"), FileTime::from_unix_time(1_650_000_000, 5)).unwrap();
-    filetime::set_file_mtime(root.join("empty-dir"), FileTime::from_unix_time(1_650_000_001, 6)).unwrap();
-    filetime::set_file_mtime(root.join("clients"), FileTime::from_unix_time(1_650_000_002, 7)).unwrap();
+    filetime::set_symlink_file_times(
+        root.join("dangling"),
+        t,
+        FileTime::from_unix_time(1_600_000_000, 987_654_321),
+    )
+    .unwrap();
+    filetime::set_file_mtime(
+        root.join("clients/Zoë Ng"),
+        FileTime::from_unix_time(1_650_000_000, 5),
+    )
+    .unwrap();
+    filetime::set_file_mtime(
+        root.join("empty-dir"),
+        FileTime::from_unix_time(1_650_000_001, 6),
+    )
+    .unwrap();
+    filetime::set_file_mtime(
+        root.join("clients"),
+        FileTime::from_unix_time(1_650_000_002, 7),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -61,9 +88,20 @@ fn restore_is_exact() {
     assert_same_tree(&src, &target);
     let m = fs::metadata(target.join("sparse.img")).unwrap();
     assert_eq!(m.len(), 8 << 20);
-    assert!(m.blocks() * 512 < 1 << 20, "sparse file restored dense: {} blocks", m.blocks());
-    let (a, b) = (fs::metadata(target.join("original.txt")).unwrap(), fs::metadata(target.join("clients/hardlink.txt")).unwrap());
-    assert_eq!(a.ino(), b.ino(), "hard links must be restored as hard links");
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "sparse file restored dense: {} blocks",
+        m.blocks()
+    );
+    let (a, b) = (
+        fs::metadata(target.join("original.txt")).unwrap(),
+        fs::metadata(target.join("clients/hardlink.txt")).unwrap(),
+    );
+    assert_eq!(
+        a.ino(),
+        b.ino(),
+        "hard links must be restored as hard links"
+    );
 }
 
 #[test]
@@ -71,18 +109,37 @@ fn partial_restore_by_path_and_include() {
     let w = World::new(&[]);
     let src = w.dir.path().join("records");
     awkward_tree(&src);
-    let id = w.backup("customers", &src)["snapshot"].as_str().unwrap().to_string();
+    let id = w.backup("customers", &src)["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let sub = w.dir.path().join("sub");
     w.restore(&format!("{}:clients/Zoë Ng", &id[..10]), &sub, &[]);
-    let names: Vec<_> = fs::read_dir(&sub).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(&sub)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("ledger €.csv")]);
-    assert_eq!(fs::read(sub.join("ledger €.csv")).unwrap(), fs::read(src.join("clients/Zoë Ng/ledger €.csv")).unwrap());
+    assert_eq!(
+        fs::read(sub.join("ledger €.csv")).unwrap(),
+        fs::read(src.join("clients/Zoë Ng/ledger €.csv")).unwrap()
+    );
 
     let inc = w.dir.path().join("inc");
-    w.restore(&id[..12], &inc, &["--include", "*.pdf", "--include", "clients/**"]);
+    w.restore(
+        &id[..12],
+        &inc,
+        &["--include", "*.pdf", "--include", "clients/**"],
+    );
     assert!(inc.join("big-scan.pdf").is_file());
-    assert!(inc.join("clients/hardlink.txt").is_file(), "a hard link whose first name was excluded still gets its content");
-    assert_eq!(fs::read(inc.join("clients/hardlink.txt")).unwrap(), b"hard linked");
+    assert!(
+        inc.join("clients/hardlink.txt").is_file(),
+        "a hard link whose first name was excluded still gets its content"
+    );
+    assert_eq!(
+        fs::read(inc.join("clients/hardlink.txt")).unwrap(),
+        b"hard linked"
+    );
     assert!(!inc.join("empty.txt").exists());
     assert!(!inc.join("empty-dir").exists());
 }
@@ -95,15 +152,31 @@ fn unchanged_files_are_not_reread_and_a_lost_cache_uploads_nothing() {
     let first = w.backup("customers", &src);
     assert!(first["stats"]["files_read"].as_u64().unwrap() > 100);
     let second = w.backup("customers", &src);
-    assert_eq!(second["stats"]["files_read"], 0, "no file changed, none may be read: {second}");
+    assert_eq!(
+        second["stats"]["files_read"], 0,
+        "no file changed, none may be read: {second}"
+    );
     assert_eq!(second["stats"]["blobs_added"], 0);
-    fs::write(src.join("branch-01/new-note.json"), b"{\"note\":\"new client\"}").unwrap();
+    fs::write(
+        src.join("branch-01/new-note.json"),
+        b"{\"note\":\"new client\"}",
+    )
+    .unwrap();
     let third = w.backup("customers", &src);
-    assert_eq!(third["stats"]["files_read"], 1, "only the new file is read: {third}");
+    assert_eq!(
+        third["stats"]["files_read"], 1,
+        "only the new file is read: {third}"
+    );
     fs::remove_dir_all(&w.state).unwrap();
     let fourth = w.backup("customers", &src);
-    assert_eq!(fourth["stats"]["files_read"], third["stats"]["files"], "a lost cache re-reads everything");
-    assert_eq!(fourth["stats"]["blobs_added"], 0, "…but uploads nothing: {fourth}");
+    assert_eq!(
+        fourth["stats"]["files_read"], third["stats"]["files"],
+        "a lost cache re-reads everything"
+    );
+    assert_eq!(
+        fourth["stats"]["blobs_added"], 0,
+        "…but uploads nothing: {fourth}"
+    );
     let snaps = w.snapshots();
     assert_eq!(snaps.len(), 4);
     assert_eq!(snaps[3]["parent"], snaps[2]["id"]);
@@ -122,6 +195,10 @@ fn state_dir_is_private_and_names_are_hashed() {
     assert_eq!(fs::metadata(&w.state).unwrap().mode() & 0o777, 0o700);
     for (path, bytes) in all_bytes(&w.state) {
         let plain = zstd::stream::decode_all(&bytes[..]).unwrap_or(bytes.clone());
-        assert!(!contains(&plain, b"Okafor"), "cache {} leaks a file name", path.display());
+        assert!(
+            !contains(&plain, b"Okafor"),
+            "cache {} leaks a file name",
+            path.display()
+        );
     }
 }

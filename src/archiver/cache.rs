@@ -37,7 +37,11 @@ pub struct FileCache {
 
 /// Create `dir` and parents with mode 0700, and tighten it if it already exists.
 pub fn private_dir(dir: &Path) -> Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).at(dir)?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .at(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).at(dir)
 }
 
@@ -56,18 +60,31 @@ impl FileCache {
             .filter(|c| c.version == CACHE_VERSION)
             .map(|c| c.files)
             .unwrap_or_default();
-        Ok(FileCache { path, key, old, new: HashMap::new() })
+        Ok(FileCache {
+            path,
+            key,
+            old,
+            new: HashMap::new(),
+        })
     }
 
     /// Keyed hash of a path relative to the source root.
     pub fn path_key(&self, rel: &Path) -> String {
-        blake3::keyed_hash(&self.key, rel.as_os_str().as_encoded_bytes()).to_hex().to_string()
+        blake3::keyed_hash(&self.key, rel.as_os_str().as_encoded_bytes())
+            .to_hex()
+            .to_string()
     }
 
     /// Content ids of an unchanged file, if the cache has it and every id is still usable.
-    pub fn lookup(&self, key: &str, stat: &FileStat, usable: impl Fn(&BlobId) -> bool) -> Option<Vec<ChunkRef>> {
+    pub fn lookup(
+        &self,
+        key: &str,
+        stat: &FileStat,
+        usable: impl Fn(&BlobId) -> bool,
+    ) -> Option<Vec<ChunkRef>> {
         let entry = self.old.get(key)?;
-        (entry.stat == *stat && entry.content.iter().all(|c| usable(&c.0))).then(|| entry.content.clone())
+        (entry.stat == *stat && entry.content.iter().all(|c| usable(&c.0)))
+            .then(|| entry.content.clone())
     }
 
     /// Remember a file for next time.
@@ -77,7 +94,11 @@ impl FileCache {
 
     /// Replace the stored cache with what this run recorded (only after the snapshot committed).
     pub fn save(self) -> Result<()> {
-        let json = serde_json::to_vec(&CacheFile { version: CACHE_VERSION, files: self.new }).unwrap_or_default();
+        let json = serde_json::to_vec(&CacheFile {
+            version: CACHE_VERSION,
+            files: self.new,
+        })
+        .unwrap_or_default();
         let packed = zstd::bulk::compress(&json, 1).at(&self.path)?;
         let tmp = self.path.with_extension("tmp");
         fs::write(&tmp, packed).at(&tmp)?;

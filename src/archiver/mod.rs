@@ -46,10 +46,17 @@ pub struct BackupOutcome {
 }
 
 /// Run one backup and commit its snapshot.
-pub fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: &Progress) -> Result<BackupOutcome> {
+pub fn backup(
+    repo: Arc<Repository>,
+    opts: &BackupOptions,
+    progress: &Progress,
+) -> Result<BackupOutcome> {
     let started = Instant::now();
     if opts.source.is_empty() || opts.source.contains('/') {
-        return Err(Error::Invalid(format!("source name '{}' must be non-empty and contain no '/'", opts.source)));
+        return Err(Error::Invalid(format!(
+            "source name '{}' must be non-empty and contain no '/'",
+            opts.source
+        )));
     }
     let domain = Arc::new(repo.domain_for_write(opts.domain.as_deref().unwrap_or(&opts.source))?);
     let mut index = repo.load_index()?;
@@ -64,13 +71,28 @@ pub fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: &Progress) 
     let mut skipped = walked.skipped;
 
     let cache_key = repo.meta.derive("custodian 2026 cache path names");
-    let source_key = blake3::keyed_hash(&cache_key, format!("{}\0{}", opts.source, opts.path.display()).as_bytes()).to_hex();
-    let mut cache = FileCache::open(&opts.state_dir, &repo.config.repo_id.to_hex(), &source_key, cache_key)?;
+    let source_key = blake3::keyed_hash(
+        &cache_key,
+        format!("{}\0{}", opts.source, opts.path.display()).as_bytes(),
+    )
+    .to_hex();
+    let mut cache = FileCache::open(
+        &opts.state_dir,
+        &repo.config.repo_id.to_hex(),
+        &source_key,
+        cache_key,
+    )?;
 
     let session = repo.start_session(&domain.recipient)?;
     let uploader = Arc::new(PackUploader::start(repo.clone(), recovered));
     let known: HashSet<BlobId> = index.blob_ids().copied().collect();
-    let pipeline = Pipeline::start(repo.clone(), domain.clone(), session, known, uploader.clone());
+    let pipeline = Pipeline::start(
+        repo.clone(),
+        domain.clone(),
+        session,
+        known,
+        uploader.clone(),
+    );
 
     // Unchanged files come from the cache; the rest go to the readers.
     let mut jobs = Vec::new();
@@ -83,12 +105,19 @@ pub fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: &Progress) 
         match cache.lookup(&keys[slot], &e.stat, |id| index.contains(id)) {
             Some(content) => e.node.content = content,
             None => {
-                progress.bytes_total.fetch_add(e.stat.size, Ordering::Relaxed);
-                jobs.push(FileJob { slot, path: e.path.clone() });
+                progress
+                    .bytes_total
+                    .fetch_add(e.stat.size, Ordering::Relaxed);
+                jobs.push(FileJob {
+                    slot,
+                    path: e.path.clone(),
+                });
             }
         }
     }
-    progress.files_total.store(jobs.len() as u64, Ordering::Relaxed);
+    progress
+        .files_total
+        .store(jobs.len() as u64, Ordering::Relaxed);
     let files_read = jobs.len() as u64;
     let mut gone = vec![false; entries.len()];
     let mut bytes_read = 0;
@@ -101,24 +130,46 @@ pub fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: &Progress) 
                 e.node.size = len;
             }
             Err(reason) => {
-                skipped.push(SkippedEntry { path: crate::format::tree::Name::from_os(entries[done.slot].rel.as_os_str()), error: reason });
+                skipped.push(SkippedEntry {
+                    path: crate::format::tree::Name::from_os(entries[done.slot].rel.as_os_str()),
+                    error: reason,
+                });
                 gone[done.slot] = true;
             }
         }
     }
 
     let mut refs: Vec<BlobId> = Vec::new();
-    let mut stats = SnapshotStats { files_read, bytes_read, ..Default::default() };
-    build_trees(&mut entries, &gone, &pipeline, &domain, &mut refs, &mut stats)?;
+    let mut stats = SnapshotStats {
+        files_read,
+        bytes_read,
+        ..Default::default()
+    };
+    build_trees(
+        &mut entries,
+        &gone,
+        &pipeline,
+        &domain,
+        &mut refs,
+        &mut stats,
+    )?;
     for (slot, e) in entries.iter().enumerate() {
         if e.node.kind == NodeKind::File && !gone[slot] {
-            cache.record(std::mem::take(&mut keys[slot]), e.stat, e.node.content.clone());
+            cache.record(
+                std::mem::take(&mut keys[slot]),
+                e.stat,
+                e.node.content.clone(),
+            );
         }
     }
     let skipped_list = if skipped.is_empty() {
         None
     } else {
-        let json = serde_json::to_vec(&SkippedList { version: TREE_VERSION, entries: skipped.clone() }).unwrap_or_default();
+        let json = serde_json::to_vec(&SkippedList {
+            version: TREE_VERSION,
+            entries: skipped.clone(),
+        })
+        .unwrap_or_default();
         let id = domain.blob_id(&json);
         pipeline.submit(id, BlobKind::Tree, json)?;
         refs.push(id);
@@ -128,7 +179,8 @@ pub fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: &Progress) 
     refs.sort_unstable();
     refs.dedup();
     let ref_blobs = write_refs(&repo, &index, &uploader, &refs)?;
-    let uploader = Arc::try_unwrap(uploader).map_err(|_| Error::Invalid("internal error: uploader still in use".into()))?;
+    let uploader = Arc::try_unwrap(uploader)
+        .map_err(|_| Error::Invalid("internal error: uploader still in use".into()))?;
     let uploaded = uploader.finish()?;
 
     let root = entries.swap_remove(0).node;
@@ -136,7 +188,12 @@ pub fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: &Progress) 
     stats.bytes_added = pstats.bytes_added.load(Ordering::Relaxed);
     stats.packs_added = uploaded.packs;
     stats.duration_ms = started.elapsed().as_millis() as u64;
-    let parent = repo.list_snapshots()?.into_iter().rev().find(|s| s.head.source == opts.source).map(|s| s.id);
+    let parent = repo
+        .list_snapshots()?
+        .into_iter()
+        .rev()
+        .find(|s| s.head.source == opts.source)
+        .map(|s| s.id);
     let head = SnapshotHead {
         version: SNAPSHOT_VERSION,
         time: humantime::format_rfc3339_nanos(opts.time).to_string(),
@@ -161,7 +218,14 @@ pub fn backup(repo: Arc<Repository>, opts: &BackupOptions, progress: &Progress) 
 }
 
 /// Fill every directory's subtree bottom-up (reverse pre-order visits children first).
-fn build_trees(entries: &mut [WalkEntry], gone: &[bool], pipeline: &Pipeline, domain: &crate::crypto::DomainKeys, refs: &mut Vec<BlobId>, stats: &mut SnapshotStats) -> Result<()> {
+fn build_trees(
+    entries: &mut [WalkEntry],
+    gone: &[bool],
+    pipeline: &Pipeline,
+    domain: &crate::crypto::DomainKeys,
+    refs: &mut Vec<BlobId>,
+    stats: &mut SnapshotStats,
+) -> Result<()> {
     for slot in (0..entries.len()).rev() {
         if gone[slot] {
             continue;
@@ -174,9 +238,17 @@ fn build_trees(entries: &mut [WalkEntry], gone: &[bool], pipeline: &Pipeline, do
             }
             NodeKind::Dir => {
                 stats.dirs += 1;
-                let nodes: Vec<Node> =
-                    entries[slot].children.iter().filter(|&&c| !gone[c]).map(|&c| entries[c].node.clone()).collect();
-                let json = serde_json::to_vec(&Tree { version: TREE_VERSION, nodes }).unwrap_or_default();
+                let nodes: Vec<Node> = entries[slot]
+                    .children
+                    .iter()
+                    .filter(|&&c| !gone[c])
+                    .map(|&c| entries[c].node.clone())
+                    .collect();
+                let json = serde_json::to_vec(&Tree {
+                    version: TREE_VERSION,
+                    nodes,
+                })
+                .unwrap_or_default();
                 let id = domain.blob_id(&json);
                 pipeline.submit(id, BlobKind::Tree, json)?;
                 refs.push(id);
@@ -189,7 +261,12 @@ fn build_trees(entries: &mut [WalkEntry], gone: &[bool], pipeline: &Pipeline, do
 }
 
 /// Store the reference list as metadata blobs; only blobs not already stored are written.
-fn write_refs(repo: &Arc<Repository>, index: &crate::repository::MasterIndex, uploader: &PackUploader, refs: &[BlobId]) -> Result<Vec<BlobId>> {
+fn write_refs(
+    repo: &Arc<Repository>,
+    index: &crate::repository::MasterIndex,
+    uploader: &PackUploader,
+    refs: &[BlobId],
+) -> Result<Vec<BlobId>> {
     let mut ids = Vec::new();
     let mut writer = PackWriter::new("", repo.config.pack_target);
     let mut session = None;
@@ -204,7 +281,17 @@ fn write_refs(repo: &Arc<Repository>, index: &crate::repository::MasterIndex, up
             session = Some(repo.start_session(&repo.meta.identity.to_public())?);
         }
         if let Some(key) = &session {
-            writer.add(id, BlobKind::Refs, &seal_blob(key, &id, BlobKind::Refs.code(), crate::compress::RAW, &plain));
+            writer.add(
+                id,
+                BlobKind::Refs,
+                &seal_blob(
+                    key,
+                    &id,
+                    BlobKind::Refs.code(),
+                    crate::compress::RAW,
+                    &plain,
+                ),
+            );
         }
     }
     if !writer.is_empty() {

@@ -71,7 +71,13 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Start sealers and the packer. `known` holds every blob id already stored.
-    pub fn start(repo: Arc<Repository>, domain: Arc<DomainKeys>, session: Arc<SessionKey>, known: HashSet<BlobId>, uploader: Arc<PackUploader>) -> Self {
+    pub fn start(
+        repo: Arc<Repository>,
+        domain: Arc<DomainKeys>,
+        session: Arc<SessionKey>,
+        known: HashSet<BlobId>,
+        uploader: Arc<PackUploader>,
+    ) -> Self {
         let (seal_tx, seal_rx) = bounded::<SealJob>(SEAL_QUEUE);
         let (pack_tx, pack_rx) = bounded::<PackJob>(PACK_QUEUE);
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -95,16 +101,36 @@ impl Pipeline {
                 result
             })
         };
-        Pipeline { domain, known: Arc::new(Mutex::new(known)), seal_tx: Some(seal_tx), sealers, packer: Some(packer), failed, stats }
+        Pipeline {
+            domain,
+            known: Arc::new(Mutex::new(known)),
+            seal_tx: Some(seal_tx),
+            sealers,
+            packer: Some(packer),
+            failed,
+            stats,
+        }
     }
 
     /// Queue a blob unless an identical one is stored or queued (atomic insert-if-absent).
     pub fn submit(&self, id: BlobId, kind: BlobKind, data: Vec<u8>) -> Result<()> {
-        submit(&self.known, self.seal_tx.as_ref(), &self.failed, id, kind, data)
+        submit(
+            &self.known,
+            self.seal_tx.as_ref(),
+            &self.failed,
+            id,
+            kind,
+            data,
+        )
     }
 
     /// Read, chunk and queue `jobs` on `readers` threads; results come back in any order.
-    pub fn read_files(&self, jobs: Vec<FileJob>, params: ChunkerParams, progress: &Progress) -> Vec<FileDone> {
+    pub fn read_files(
+        &self,
+        jobs: Vec<FileJob>,
+        params: ChunkerParams,
+        progress: &Progress,
+    ) -> Vec<FileDone> {
         let next = AtomicUsize::new(0);
         let results = Mutex::new(Vec::with_capacity(jobs.len()));
         let readers = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -121,7 +147,10 @@ impl Pipeline {
                         let result = self.read_one(&mut chunker, job, progress);
                         progress.files_done.fetch_add(1, Ordering::Relaxed);
                         if let Ok(mut r) = results.lock() {
-                            r.push(FileDone { slot: job.slot, result });
+                            r.push(FileDone {
+                                slot: job.slot,
+                                result,
+                            });
                         }
                     }
                 });
@@ -130,14 +159,22 @@ impl Pipeline {
         results.into_inner().unwrap_or_default()
     }
 
-    fn read_one(&self, chunker: &mut Chunker, job: &FileJob, progress: &Progress) -> std::result::Result<(Vec<ChunkRef>, u64), String> {
+    fn read_one(
+        &self,
+        chunker: &mut Chunker,
+        job: &FileJob,
+        progress: &Progress,
+    ) -> std::result::Result<(Vec<ChunkRef>, u64), String> {
         let file = std::fs::File::open(&job.path).map_err(|e| e.to_string())?;
         let mut ids = Vec::new();
         let read = chunker.chunk::<_, ChunkError>(file, |chunk| {
             let id = self.domain.blob_id(chunk);
             ids.push(ChunkRef(id, chunk.len() as u32));
-            progress.bytes_done.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            self.submit(id, BlobKind::Data, chunk.to_vec()).map_err(ChunkError::Pipeline)
+            progress
+                .bytes_done
+                .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            self.submit(id, BlobKind::Data, chunk.to_vec())
+                .map_err(ChunkError::Pipeline)
         });
         match read {
             Ok(n) => Ok((ids, n)),
@@ -154,7 +191,11 @@ impl Pipeline {
         }
         match self.packer.take().map(|p| p.join()) {
             Some(Ok(result)) => result?,
-            _ => return Err(Error::Invalid("internal error: the packer thread stopped unexpectedly".into())),
+            _ => {
+                return Err(Error::Invalid(
+                    "internal error: the packer thread stopped unexpectedly".into(),
+                ))
+            }
         }
         Ok(self.stats.clone())
     }
@@ -171,33 +212,61 @@ impl From<std::io::Error> for ChunkError {
     }
 }
 
-fn submit(known: &Mutex<HashSet<BlobId>>, tx: Option<&Sender<SealJob>>, failed: &AtomicBool, id: BlobId, kind: BlobKind, data: Vec<u8>) -> Result<()> {
-    let fresh = known.lock().map_err(|_| Error::Invalid("internal error: poisoned dedup set".into()))?.insert(id);
+fn submit(
+    known: &Mutex<HashSet<BlobId>>,
+    tx: Option<&Sender<SealJob>>,
+    failed: &AtomicBool,
+    id: BlobId,
+    kind: BlobKind,
+    data: Vec<u8>,
+) -> Result<()> {
+    let fresh = known
+        .lock()
+        .map_err(|_| Error::Invalid("internal error: poisoned dedup set".into()))?
+        .insert(id);
     if !fresh {
         return Ok(());
     }
-    let stopped = || Error::Invalid("the pack writer stopped after an error (see the error above)".into());
+    let stopped =
+        || Error::Invalid("the pack writer stopped after an error (see the error above)".into());
     if failed.load(Ordering::SeqCst) {
         return Err(stopped());
     }
-    tx.ok_or_else(stopped)?.send(SealJob { id, kind, data }).map_err(|_| stopped())
+    tx.ok_or_else(stopped)?
+        .send(SealJob { id, kind, data })
+        .map_err(|_| stopped())
 }
 
 fn seal_loop(rx: Receiver<SealJob>, tx: Sender<PackJob>, key: &SessionKey, level: i32) {
     for job in rx {
         let (tag, payload) = compress::compress(&job.data, level);
         let frame = seal_blob(key, &job.id, job.kind.code(), tag, &payload);
-        if tx.send(PackJob { id: job.id, kind: job.kind, frame }).is_err() {
+        if tx
+            .send(PackJob {
+                id: job.id,
+                kind: job.kind,
+                frame,
+            })
+            .is_err()
+        {
             return;
         }
     }
 }
 
-fn pack_loop(repo: &Repository, domain: &str, rx: Receiver<PackJob>, uploader: &PackUploader, stats: &PipelineStats) -> Result<()> {
+fn pack_loop(
+    repo: &Repository,
+    domain: &str,
+    rx: Receiver<PackJob>,
+    uploader: &PackUploader,
+    stats: &PipelineStats,
+) -> Result<()> {
     let mut writer = PackWriter::new(domain, repo.config.pack_target);
     for job in rx {
         stats.blobs_added.fetch_add(1, Ordering::Relaxed);
-        stats.bytes_added.fetch_add(job.frame.len() as u64, Ordering::Relaxed);
+        stats
+            .bytes_added
+            .fetch_add(job.frame.len() as u64, Ordering::Relaxed);
         if writer.add(job.id, job.kind, &job.frame) {
             uploader.submit(writer.finish(repo)?)?;
         }

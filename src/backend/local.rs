@@ -28,10 +28,18 @@ impl LocalBackend {
     fn err(&self, operation: &'static str, name: &str, e: io::Error) -> BackendError {
         let kind = match e.kind() {
             io::ErrorKind::NotFound => ErrorKind::NotFound,
-            io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => ErrorKind::Transient,
+            io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                ErrorKind::Transient
+            }
             _ => ErrorKind::Permanent,
         };
-        BackendError { kind, operation, object: name.to_string(), location: self.location(), message: e.to_string() }
+        BackendError {
+            kind,
+            operation,
+            object: name.to_string(),
+            location: self.location(),
+            message: e.to_string(),
+        }
     }
 
     /// Create `dir` and its missing parents, fsyncing each new entry into its parent.
@@ -53,9 +61,15 @@ impl LocalBackend {
         let path = self.path(name);
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         self.ensure_dir(&dir)?;
-        let tmp = dir.join(format!("{TEMP_PREFIX}{}", hex::encode(rand::random::<[u8; 8]>())));
+        let tmp = dir.join(format!(
+            "{TEMP_PREFIX}{}",
+            hex::encode(rand::random::<[u8; 8]>())
+        ));
         let result = (|| {
-            let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
             file.write_all(bytes)?;
             file.sync_all()?;
             drop(file);
@@ -82,7 +96,9 @@ impl LocalBackend {
         for entry in entries {
             let entry = entry?;
             let file_name = entry.file_name();
-            let Some(text) = file_name.to_str() else { continue };
+            let Some(text) = file_name.to_str() else {
+                continue;
+            };
             if text.starts_with(TEMP_PREFIX) {
                 continue;
             }
@@ -90,7 +106,10 @@ impl LocalBackend {
             if meta.is_dir() {
                 self.walk(&entry.path(), out)?;
             } else if let Ok(rel) = entry.path().strip_prefix(&self.root) {
-                out.push(ObjectInfo { name: rel.to_string_lossy().into_owned(), size: meta.len() });
+                out.push(ObjectInfo {
+                    name: rel.to_string_lossy().into_owned(),
+                    size: meta.len(),
+                });
             }
         }
         Ok(())
@@ -107,7 +126,8 @@ impl Backend for LocalBackend {
     }
 
     fn put_new(&self, name: &str, bytes: &[u8]) -> Result<bool, BackendError> {
-        self.write_new(name, bytes).map_err(|e| self.err("writing", name, e))
+        self.write_new(name, bytes)
+            .map_err(|e| self.err("writing", name, e))
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>, BackendError> {
@@ -121,7 +141,10 @@ impl Backend for LocalBackend {
             let mut buf = Vec::with_capacity(len as usize);
             file.take(len).read_to_end(&mut buf)?;
             if (buf.len() as u64) < len {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("object ends before byte {}", start + len)));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("object ends before byte {}", start + len),
+                ));
             }
             Ok(buf)
         };
@@ -130,7 +153,8 @@ impl Backend for LocalBackend {
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
         let mut out = Vec::new();
-        self.walk(&self.path(prefix), &mut out).map_err(|e| self.err("listing", prefix, e))?;
+        self.walk(&self.path(prefix), &mut out)
+            .map_err(|e| self.err("listing", prefix, e))?;
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
@@ -153,11 +177,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b = LocalBackend::new(dir.path().join("repo"));
         assert!(b.put_new("packs/ab/x", b"one").unwrap());
-        assert!(!b.put_new("packs/ab/x", b"two").unwrap(), "an existing object must not be replaced");
+        assert!(
+            !b.put_new("packs/ab/x", b"two").unwrap(),
+            "an existing object must not be replaced"
+        );
         assert_eq!(b.get("packs/ab/x").unwrap(), b"one");
         assert_eq!(b.get_range("packs/ab/x", 1, 2).unwrap(), b"ne");
         assert!(b.get_range("packs/ab/x", 2, 5).is_err());
-        assert_eq!(b.list("packs/").unwrap(), vec![ObjectInfo { name: "packs/ab/x".into(), size: 3 }]);
+        assert_eq!(
+            b.list("packs/").unwrap(),
+            vec![ObjectInfo {
+                name: "packs/ab/x".into(),
+                size: 3
+            }]
+        );
         assert_eq!(b.get("nothing").unwrap_err().kind, ErrorKind::NotFound);
         b.delete("packs/ab/x").unwrap();
         b.delete("packs/ab/x").unwrap();

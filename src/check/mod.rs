@@ -25,13 +25,24 @@ pub enum Subset {
 impl Subset {
     /// Parse `10%` or `2/5`.
     pub fn parse(text: &str) -> Result<Subset> {
-        let bad = || Error::Invalid(format!("--read-data-subset '{text}' is not a percentage (10%) or a part (2/5)"));
+        let bad = || {
+            Error::Invalid(format!(
+                "--read-data-subset '{text}' is not a percentage (10%) or a part (2/5)"
+            ))
+        };
         if let Some(p) = text.strip_suffix('%') {
             let v: f64 = p.trim().parse().map_err(|_| bad())?;
-            return if v > 0.0 && v <= 100.0 { Ok(Subset::Percent(v)) } else { Err(bad()) };
+            return if v > 0.0 && v <= 100.0 {
+                Ok(Subset::Percent(v))
+            } else {
+                Err(bad())
+            };
         }
         let (n, m) = text.split_once('/').ok_or_else(bad)?;
-        let (n, m): (u32, u32) = (n.trim().parse().map_err(|_| bad())?, m.trim().parse().map_err(|_| bad())?);
+        let (n, m): (u32, u32) = (
+            n.trim().parse().map_err(|_| bad())?,
+            m.trim().parse().map_err(|_| bad())?,
+        );
         if n == 0 || m == 0 || n > m {
             return Err(bad());
         }
@@ -41,11 +52,19 @@ impl Subset {
     fn select(&self, packs: &[PackId]) -> Vec<PackId> {
         match *self {
             Subset::All => packs.to_vec(),
-            Subset::Part(n, m) => packs.iter().enumerate().filter(|(i, _)| *i as u32 % m == n - 1).map(|(_, p)| *p).collect(),
+            Subset::Part(n, m) => packs
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i as u32 % m == n - 1)
+                .map(|(_, p)| *p)
+                .collect(),
             Subset::Percent(p) => {
                 use rand::seq::SliceRandom;
                 let count = ((packs.len() as f64 * p / 100.0).ceil() as usize).min(packs.len());
-                packs.choose_multiple(&mut rand::thread_rng(), count).copied().collect()
+                packs
+                    .choose_multiple(&mut rand::thread_rng(), count)
+                    .copied()
+                    .collect()
             }
         }
     }
@@ -71,7 +90,11 @@ pub struct CheckProgress {
 }
 
 /// Run the checks; `read_data` needs an operator identity.
-pub fn check(repo: &Repository, read_data: Option<Subset>, progress: &CheckProgress) -> Result<CheckReport> {
+pub fn check(
+    repo: &Repository,
+    read_data: Option<Subset>,
+    progress: &CheckProgress,
+) -> Result<CheckReport> {
     if read_data.is_some() {
         repo.require_operator("check --read-data")?;
     }
@@ -81,7 +104,13 @@ pub fn check(repo: &Repository, read_data: Option<Subset>, progress: &CheckProgr
         .backend
         .list("packs/")?
         .into_iter()
-        .filter_map(|o| o.name.rsplit('/').next().and_then(|n| n.parse().ok()).map(|id| (id, o.size)))
+        .filter_map(|o| {
+            o.name
+                .rsplit('/')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .map(|id| (id, o.size))
+        })
         .collect();
     report.packs = index.packs.len() as u64;
     report.blobs = index.blob_count() as u64;
@@ -89,7 +118,12 @@ pub fn check(repo: &Repository, read_data: Option<Subset>, progress: &CheckProgr
     let reader = BlobReader::new(repo, &index);
     check_snapshots(repo, &reader, &mut report)?;
     if let Some(subset) = read_data {
-        let ids: Vec<PackId> = index.packs.iter().map(|p| p.id).filter(|id| stored.contains_key(id)).collect();
+        let ids: Vec<PackId> = index
+            .packs
+            .iter()
+            .map(|p| p.id)
+            .filter(|id| stored.contains_key(id))
+            .collect();
         let chosen = subset.select(&ids);
         progress.total.store(chosen.len() as u64, Ordering::Relaxed);
         progress.done.store(0, Ordering::Relaxed);
@@ -98,33 +132,60 @@ pub fn check(repo: &Repository, read_data: Option<Subset>, progress: &CheckProgr
     Ok(report)
 }
 
-fn check_packs(repo: &Repository, index: &MasterIndex, stored: &BTreeMap<PackId, u64>, report: &mut CheckReport, progress: &CheckProgress) {
-    let mut in_index: HashMap<PackId, Vec<(crate::id::BlobId, u64, u32, BlobKind)>> = HashMap::new();
+fn check_packs(
+    repo: &Repository,
+    index: &MasterIndex,
+    stored: &BTreeMap<PackId, u64>,
+    report: &mut CheckReport,
+    progress: &CheckProgress,
+) {
+    let mut in_index: HashMap<PackId, Vec<(crate::id::BlobId, u64, u32, BlobKind)>> =
+        HashMap::new();
     for (id, loc) in index.entries() {
-        in_index.entry(index.pack(loc).id).or_default().push((*id, loc.offset, loc.length, loc.kind));
+        in_index
+            .entry(index.pack(loc).id)
+            .or_default()
+            .push((*id, loc.offset, loc.length, loc.kind));
     }
-    progress.total.store(index.packs.len() as u64, Ordering::Relaxed);
+    progress
+        .total
+        .store(index.packs.len() as u64, Ordering::Relaxed);
     for pack in &index.packs {
         progress.done.fetch_add(1, Ordering::Relaxed);
         let Some(&size) = stored.get(&pack.id) else {
-            report.errors.push(format!("pack {} is named by the index but missing from storage", pack.id));
+            report.errors.push(format!(
+                "pack {} is named by the index but missing from storage",
+                pack.id
+            ));
             continue;
         };
         if size != pack.size {
-            report.errors.push(format!("pack {} is {size} bytes in storage but {} in the index (truncated or replaced)", pack.id, pack.size));
+            report.errors.push(format!(
+                "pack {} is {size} bytes in storage but {} in the index (truncated or replaced)",
+                pack.id, pack.size
+            ));
             continue;
         }
         match repo.read_pack_header(&pack.id, size) {
             Ok(header) => {
-                let mut listed: Vec<_> = header.blobs.iter().map(|b| (b.id, b.offset, b.length, b.kind)).collect();
+                let mut listed: Vec<_> = header
+                    .blobs
+                    .iter()
+                    .map(|b| (b.id, b.offset, b.length, b.kind))
+                    .collect();
                 listed.sort_by_key(|b| b.1);
                 let mut indexed = in_index.remove(&pack.id).unwrap_or_default();
                 indexed.sort_by_key(|b| b.1);
                 if indexed.iter().any(|b| !listed.contains(b)) {
-                    report.errors.push(format!("pack {}: its header disagrees with the index", pack.id));
+                    report.errors.push(format!(
+                        "pack {}: its header disagrees with the index",
+                        pack.id
+                    ));
                 }
             }
-            Err(e) => report.errors.push(format!("pack {}: header unreadable: {e}", pack.id)),
+            Err(e) => report
+                .errors
+                .push(format!("pack {}: header unreadable: {e}", pack.id)),
         }
     }
     let orphans = stored.keys().filter(|id| !index.has_pack(id)).count();
@@ -135,9 +196,19 @@ fn check_packs(repo: &Repository, index: &MasterIndex, stored: &BTreeMap<PackId,
 
 fn check_snapshots(repo: &Repository, reader: &BlobReader, report: &mut CheckReport) -> Result<()> {
     for object in repo.backend.list("snapshots/")? {
-        let Some(id) = object.name.strip_prefix("snapshots/").and_then(|n| n.parse::<SnapshotId>().ok()) else { continue };
+        let Some(id) = object
+            .name
+            .strip_prefix("snapshots/")
+            .and_then(|n| n.parse::<SnapshotId>().ok())
+        else {
+            continue;
+        };
         report.snapshots += 1;
-        let head: SnapshotHead = match repo.get_meta(&object.name, &format!("snapshot {}", id.short()), SNAPSHOT_VERSION) {
+        let head: SnapshotHead = match repo.get_meta(
+            &object.name,
+            &format!("snapshot {}", id.short()),
+            SNAPSHOT_VERSION,
+        ) {
             Ok(h) => h,
             Err(e) => {
                 report.errors.push(format!("snapshot {id}: {e}"));
@@ -147,7 +218,12 @@ fn check_snapshots(repo: &Repository, reader: &BlobReader, report: &mut CheckRep
         let mut missing = 0usize;
         let mut has_root = head.root.subtree.is_none();
         for refs_id in &head.refs {
-            let ids = reader.read(refs_id).and_then(|plain| Ok(refs::decode(&plain, &format!("reference list of snapshot {}", id.short()))?));
+            let ids = reader.read(refs_id).and_then(|plain| {
+                Ok(refs::decode(
+                    &plain,
+                    &format!("reference list of snapshot {}", id.short()),
+                )?)
+            });
             match ids {
                 Ok(ids) => {
                     missing += ids.iter().filter(|b| !reader.index.contains(b)).count();
@@ -160,16 +236,27 @@ fn check_snapshots(repo: &Repository, reader: &BlobReader, report: &mut CheckRep
             report.errors.push(format!("snapshot {id}: {missing} referenced blob(s) are in no index; it cannot be fully restored"));
         }
         if !has_root {
-            report.errors.push(format!("snapshot {id}: its root tree is not in its reference list"));
+            report.errors.push(format!(
+                "snapshot {id}: its root tree is not in its reference list"
+            ));
         }
     }
     Ok(())
 }
 
-fn read_packs(reader: &BlobReader, packs: &[PackId], report: &mut CheckReport, progress: &CheckProgress) {
-    let mut blobs_by_pack: HashMap<PackId, Vec<(crate::id::BlobId, crate::repository::Location)>> = HashMap::new();
+fn read_packs(
+    reader: &BlobReader,
+    packs: &[PackId],
+    report: &mut CheckReport,
+    progress: &CheckProgress,
+) {
+    let mut blobs_by_pack: HashMap<PackId, Vec<(crate::id::BlobId, crate::repository::Location)>> =
+        HashMap::new();
     for (id, loc) in reader.index.entries() {
-        blobs_by_pack.entry(reader.index.pack(loc).id).or_default().push((*id, *loc));
+        blobs_by_pack
+            .entry(reader.index.pack(loc).id)
+            .or_default()
+            .push((*id, *loc));
     }
     for pack in packs {
         progress.done.fetch_add(1, Ordering::Relaxed);
@@ -183,11 +270,20 @@ fn read_packs(reader: &BlobReader, packs: &[PackId], report: &mut CheckReport, p
         report.packs_read += 1;
         report.bytes_read += bytes.len() as u64;
         if content_hash(&bytes) != pack.0 {
-            report.errors.push(format!("pack {pack}: its bytes do not match its name (damaged in storage)"));
+            report.errors.push(format!(
+                "pack {pack}: its bytes do not match its name (damaged in storage)"
+            ));
         }
-        for (id, loc) in blobs_by_pack.get(pack).map(Vec::as_slice).unwrap_or_default() {
+        for (id, loc) in blobs_by_pack
+            .get(pack)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
             let end = loc.offset as usize + loc.length as usize;
-            let result = bytes.get(loc.offset as usize..end).ok_or_else(|| Error::Damaged("blob lies outside the pack".into())).and_then(|f| reader.open(id, loc, f));
+            let result = bytes
+                .get(loc.offset as usize..end)
+                .ok_or_else(|| Error::Damaged("blob lies outside the pack".into()))
+                .and_then(|f| reader.open(id, loc, f));
             if let Err(e) = result {
                 report.errors.push(format!("pack {pack}: {e}"));
             }

@@ -40,7 +40,10 @@ pub struct BackupArgs {
 }
 
 pub fn run(args: BackupArgs) -> Result<u8> {
-    let repo = Arc::new(Repository::open(common::backend(&args.repo), &Credential::Writer(args.writer_key.clone()))?);
+    let repo = Arc::new(Repository::open(
+        common::backend(&args.repo),
+        &Credential::Writer(args.writer_key.clone()),
+    )?);
     let path = std::path::absolute(&args.path).unwrap_or(args.path.clone());
     let opts = BackupOptions {
         source: args.source,
@@ -56,7 +59,10 @@ pub fn run(args: BackupArgs) -> Result<u8> {
     let bar = {
         let p = progress.clone();
         Bar::start(common::interactive(args.json), "backup", true, move || {
-            (p.bytes_done.load(Ordering::Relaxed), p.bytes_total.load(Ordering::Relaxed))
+            (
+                p.bytes_done.load(Ordering::Relaxed),
+                p.bytes_total.load(Ordering::Relaxed),
+            )
         })
     };
     let outcome = backup(repo, &opts, &progress)?;

@@ -38,7 +38,12 @@ pub fn run(args: CheckArgs) -> Result<u8> {
     let progress = Arc::new(CheckProgress::default());
     let bar = {
         let p = progress.clone();
-        Bar::start(common::interactive(args.json), "check", false, move || (p.done.load(Ordering::Relaxed), p.total.load(Ordering::Relaxed)))
+        Bar::start(common::interactive(args.json), "check", false, move || {
+            (
+                p.done.load(Ordering::Relaxed),
+                p.total.load(Ordering::Relaxed),
+            )
+        })
     };
     let report = check(&repo, subset, &progress)?;
     drop(bar);
@@ -59,7 +64,14 @@ pub fn run(args: CheckArgs) -> Result<u8> {
         for e in &report.errors {
             println!("error: {e}");
         }
-        println!("{}", if report.errors.is_empty() { "no errors were found" } else { "the repository has errors" });
+        println!(
+            "{}",
+            if report.errors.is_empty() {
+                "no errors were found"
+            } else {
+                "the repository has errors"
+            }
+        );
     }
     Ok(if report.errors.is_empty() { 0 } else { 1 })
 }

@@ -10,8 +10,13 @@ use std::sync::Arc;
 
 /// Logs go to stderr; `RUST_LOG` raises detail. File names are never logged at info.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 /// The backend for a `--repo` value.
@@ -24,7 +29,12 @@ pub fn open(repo: &RepoArg, keys: &KeyArgs, what: &str) -> Result<Repository> {
     let credential = match (&keys.identity, &keys.writer_key) {
         (Some(id), _) => Credential::Operator(id.clone()),
         (None, Some(w)) => Credential::Writer(w.clone()),
-        (None, None) => return Err(custodian::Error::NeedsKey { what: what.to_string() }.into()),
+        (None, None) => {
+            return Err(custodian::Error::NeedsKey {
+                what: what.to_string(),
+            }
+            .into())
+        }
     };
     Ok(Repository::open(backend(repo), &credential)?)
 }
@@ -32,8 +42,14 @@ pub fn open(repo: &RepoArg, keys: &KeyArgs, what: &str) -> Result<Repository> {
 /// Open for reading content: an operator identity is required.
 pub fn open_operator(repo: &RepoArg, keys: &KeyArgs, what: &str) -> Result<Repository> {
     match &keys.identity {
-        Some(id) => Ok(Repository::open(backend(repo), &Credential::Operator(id.clone()))?),
-        None => Err(custodian::Error::NeedsIdentity { what: what.to_string() }.into()),
+        Some(id) => Ok(Repository::open(
+            backend(repo),
+            &Credential::Operator(id.clone()),
+        )?),
+        None => Err(custodian::Error::NeedsIdentity {
+            what: what.to_string(),
+        }
+        .into()),
     }
 }
 
@@ -53,7 +69,9 @@ pub fn state_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CUSTODIAN_STATE_DIR") {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/lib/custodian"));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/custodian"));
     home.join(".local/state/custodian")
 }
 
@@ -75,5 +93,7 @@ pub fn human_bytes(n: u64) -> String {
 
 /// This machine's host name, for snapshot labels.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }

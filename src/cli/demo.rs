@@ -53,7 +53,9 @@ fn parse_size(text: &str) -> Result<u64, String> {
         Some((i, 'G' | 'g')) => (&t[..i], 1 << 30),
         _ => (t, 1),
     };
-    num.parse::<f64>().map(|n| (n * mult as f64) as u64).map_err(|_| format!("'{text}' is not a size like 24M or 1.5G"))
+    num.parse::<f64>()
+        .map(|n| (n * mult as f64) as u64)
+        .map_err(|_| format!("'{text}' is not a size like 24M or 1.5G"))
 }
 
 pub fn sample(args: SampleArgs) -> Result<u8> {
@@ -62,10 +64,18 @@ pub fn sample(args: SampleArgs) -> Result<u8> {
         println!("changed {touched} files under {}", args.dir.display());
     } else {
         if args.dir.exists() {
-            bail!("{} already exists; give a new directory for the sample store", args.dir.display());
+            bail!(
+                "{} already exists; give a new directory for the sample store",
+                args.dir.display()
+            );
         }
         let stats = sample::generate(&args.dir, args.size, args.seed)?;
-        println!("generated {} files, {} under {}", stats.files, human_bytes(stats.bytes), args.dir.display());
+        println!(
+            "generated {} files, {} under {}",
+            stats.files,
+            human_bytes(stats.bytes),
+            args.dir.display()
+        );
     }
     Ok(0)
 }
@@ -73,12 +83,19 @@ pub fn sample(args: SampleArgs) -> Result<u8> {
 fn fresh_dir(dir: &Path) -> Result<()> {
     if dir.exists() {
         if !dir.join(MARKER).exists() && fs::read_dir(dir)?.next().is_some() {
-            bail!("{} exists and was not made by the demo; remove it or pass --dir elsewhere", dir.display());
+            bail!(
+                "{} exists and was not made by the demo; remove it or pass --dir elsewhere",
+                dir.display()
+            );
         }
-        fs::remove_dir_all(dir).with_context(|| format!("removing the previous demo at {}", dir.display()))?;
+        fs::remove_dir_all(dir)
+            .with_context(|| format!("removing the previous demo at {}", dir.display()))?;
     }
     fs::create_dir_all(dir)?;
-    fs::write(dir.join(MARKER), "made by 'custodian demo'; safe to delete\n")?;
+    fs::write(
+        dir.join(MARKER),
+        "made by 'custodian demo'; safe to delete\n",
+    )?;
     Ok(())
 }
 
@@ -99,9 +116,13 @@ fn dir_size(dir: &Path) -> u64 {
 /// Compare two trees: same names, types, contents, modes and mtimes. Returns files compared.
 fn verify_same(a: &Path, b: &Path) -> Result<u64> {
     let mut count = 0;
-    let mut names: Vec<_> = fs::read_dir(a)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+    let mut names: Vec<_> = fs::read_dir(a)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
     names.sort();
-    let mut other: Vec<_> = fs::read_dir(b)?.map(|e| e.map(|e| e.file_name())).collect::<Result<_, _>>()?;
+    let mut other: Vec<_> = fs::read_dir(b)?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()?;
     other.sort();
     if names != other {
         bail!("{} and {} hold different names", a.display(), b.display());
@@ -109,7 +130,9 @@ fn verify_same(a: &Path, b: &Path) -> Result<u64> {
     for name in names {
         let (pa, pb) = (a.join(&name), b.join(&name));
         let (ma, mb) = (fs::symlink_metadata(&pa)?, fs::symlink_metadata(&pb)?);
-        if ma.mode() != mb.mode() || (!ma.is_dir() && (ma.mtime(), ma.mtime_nsec()) != (mb.mtime(), mb.mtime_nsec())) {
+        if ma.mode() != mb.mode()
+            || (!ma.is_dir() && (ma.mtime(), ma.mtime_nsec()) != (mb.mtime(), mb.mtime_nsec()))
+        {
             bail!("{} differs in mode or mtime after restore", pb.display());
         }
         if ma.is_dir() {
@@ -127,11 +150,18 @@ fn verify_same(a: &Path, b: &Path) -> Result<u64> {
 pub fn run(args: DemoArgs) -> Result<u8> {
     let dir = std::path::absolute(&args.dir)?;
     fresh_dir(&dir)?;
-    let (records, repo_dir, keys, state, scratch) =
-        (dir.join("records"), dir.join("repo"), dir.join("keys"), dir.join("state"), dir.join("restore"));
+    let (records, repo_dir, keys, state, scratch) = (
+        dir.join("records"),
+        dir.join("repo"),
+        dir.join("keys"),
+        dir.join("state"),
+        dir.join("restore"),
+    );
     fs::create_dir_all(&keys)?;
     let mut timeline: Vec<(String, f64)> = Vec::new();
-    let mut step = |label: &str, started: Instant| timeline.push((label.to_string(), started.elapsed().as_secs_f64()));
+    let mut step = |label: &str, started: Instant| {
+        timeline.push((label.to_string(), started.elapsed().as_secs_f64()))
+    };
 
     let t = Instant::now();
     let stats = sample::generate(&records, args.size, 2026)?;
@@ -140,13 +170,23 @@ pub fn run(args: DemoArgs) -> Result<u8> {
     let t = Instant::now();
     let operator = age::x25519::Identity::generate();
     let operator_key = keys.join("operator.key");
-    write_private(&operator_key, &identity_file_text(&operator, &humantime::format_rfc3339_seconds(SystemTime::now()).to_string()))?;
+    write_private(
+        &operator_key,
+        &identity_file_text(
+            &operator,
+            &humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        ),
+    )?;
     let backend: Arc<dyn custodian::backend::Backend> = Arc::new(LocalBackend::new(&repo_dir));
     let initialized = init(
         backend.clone(),
         InitOptions {
             recipients: vec![operator.to_public().to_string()],
-            chunker: custodian::chunker::ChunkerParams { min: custodian::constants::CHUNK_MIN, avg: custodian::constants::CHUNK_AVG, max: custodian::constants::CHUNK_MAX },
+            chunker: custodian::chunker::ChunkerParams {
+                min: custodian::constants::CHUNK_MIN,
+                avg: custodian::constants::CHUNK_AVG,
+                max: custodian::constants::CHUNK_MAX,
+            },
             zstd_level: custodian::constants::ZSTD_LEVEL,
             pack_target: custodian::constants::PACK_TARGET,
             created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
@@ -156,7 +196,10 @@ pub fn run(args: DemoArgs) -> Result<u8> {
     write_private(&writer_key, &initialized.writer_credential)?;
     step("generate keys, init repository", t);
 
-    let writer = Arc::new(Repository::open(backend.clone(), &Credential::Writer(writer_key.clone()))?);
+    let writer = Arc::new(Repository::open(
+        backend.clone(),
+        &Credential::Writer(writer_key.clone()),
+    )?);
     let opts = |time| BackupOptions {
         source: "customers".into(),
         domain: None,
@@ -168,7 +211,11 @@ pub fn run(args: DemoArgs) -> Result<u8> {
         time,
     };
     let t = Instant::now();
-    let first = backup(writer.clone(), &opts(SystemTime::now()), &Progress::default())?;
+    let first = backup(
+        writer.clone(),
+        &opts(SystemTime::now()),
+        &Progress::default(),
+    )?;
     step("first backup (writer credential)", t);
 
     let t = Instant::now();
@@ -176,7 +223,11 @@ pub fn run(args: DemoArgs) -> Result<u8> {
     step("change records (a day of work)", t);
 
     let t = Instant::now();
-    let second = backup(writer.clone(), &opts(SystemTime::now()), &Progress::default())?;
+    let second = backup(
+        writer.clone(),
+        &opts(SystemTime::now()),
+        &Progress::default(),
+    )?;
     step("second backup (incremental)", t);
 
     let t = Instant::now();
@@ -185,14 +236,24 @@ pub fn run(args: DemoArgs) -> Result<u8> {
     let restored = restore(
         &operator_repo,
         &latest,
-        &RestoreOptions { target: scratch.clone(), subpath: None, include: vec![], overwrite: false },
+        &RestoreOptions {
+            target: scratch.clone(),
+            subpath: None,
+            include: vec![],
+            overwrite: false,
+        },
         &RestoreProgress::default(),
     )?;
     step("restore latest (operator identity)", t);
 
     let t = Instant::now();
-    let compared = verify_same(&records, &scratch).context("verifying the restore against the records")?;
-    let report = check(&operator_repo, Some(custodian::check::Subset::All), &CheckProgress::default())?;
+    let compared =
+        verify_same(&records, &scratch).context("verifying the restore against the records")?;
+    let report = check(
+        &operator_repo,
+        Some(custodian::check::Subset::All),
+        &CheckProgress::default(),
+    )?;
     if !report.errors.is_empty() {
         bail!("check found errors: {}", report.errors.join("; "));
     }
@@ -201,25 +262,57 @@ pub fn run(args: DemoArgs) -> Result<u8> {
     let repo_size = dir_size(&repo_dir);
     let logical = first.head.stats.bytes + second.head.stats.bytes;
     println!("custodian demo: all steps passed\n");
-    println!("  sample records   {} files, {} in {}", stats.files, human_bytes(stats.bytes), records.display());
-    println!("  snapshots        {} (first), {} (after {touched} files changed)", first.id.short(), second.id.short());
+    println!(
+        "  sample records   {} files, {} in {}",
+        stats.files,
+        human_bytes(stats.bytes),
+        records.display()
+    );
+    println!(
+        "  snapshots        {} (first), {} (after {touched} files changed)",
+        first.id.short(),
+        second.id.short()
+    );
     println!(
         "  second backup    read {} of {} files, added {}",
         second.head.stats.files_read,
         second.head.stats.files,
         human_bytes(second.head.stats.bytes_added)
     );
-    println!("  repository       {} for {} backed up: dedup+compression ratio {:.2}x", human_bytes(repo_size), human_bytes(logical), logical as f64 / repo_size.max(1) as f64);
-    println!("  restore          {} files, {} verified byte for byte in {}", restored.files, compared, scratch.display());
-    println!("  check            {} packs, {} blobs read and verified, no errors", report.packs_read, report.blobs);
+    println!(
+        "  repository       {} for {} backed up: dedup+compression ratio {:.2}x",
+        human_bytes(repo_size),
+        human_bytes(logical),
+        logical as f64 / repo_size.max(1) as f64
+    );
+    println!(
+        "  restore          {} files, {} verified byte for byte in {}",
+        restored.files,
+        compared,
+        scratch.display()
+    );
+    println!(
+        "  check            {} packs, {} blobs read and verified, no errors",
+        report.packs_read, report.blobs
+    );
     println!("\n  timeline");
     for (label, secs) in &timeline {
         println!("    {secs:>7.2}s  {label}");
     }
     println!("\n  where things are");
     println!("    repository        {}", repo_dir.display());
-    println!("    operator identity {}  (reads backups; keep offline)", operator_key.display());
-    println!("    writer credential {}  (for the server; cannot read backups)", writer_key.display());
-    println!("\n  try: custodian snapshots --repo {} --writer-key {}", repo_dir.display(), writer_key.display());
+    println!(
+        "    operator identity {}  (reads backups; keep offline)",
+        operator_key.display()
+    );
+    println!(
+        "    writer credential {}  (for the server; cannot read backups)",
+        writer_key.display()
+    );
+    println!(
+        "\n  try: custodian snapshots --repo {} --writer-key {}",
+        repo_dir.display(),
+        writer_key.display()
+    );
     Ok(0)
 }

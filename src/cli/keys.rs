@@ -46,7 +46,10 @@ pub fn key(cmd: KeyCommand) -> Result<u8> {
             let identity = age::x25519::Identity::generate();
             let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
             write_private(&output, &identity_file_text(&identity, &now))?;
-            eprintln!("wrote operator identity to {} (mode 0600); keep it offline. Its public recipient:", output.display());
+            eprintln!(
+                "wrote operator identity to {} (mode 0600); keep it offline. Its public recipient:",
+                output.display()
+            );
             println!("{}", identity.to_public());
             Ok(0)
         }
@@ -55,9 +58,13 @@ pub fn key(cmd: KeyCommand) -> Result<u8> {
 
 pub fn init(args: InitArgs) -> Result<u8> {
     if args.writer_key_out.exists() {
-        anyhow::bail!("{} already exists; custodian never overwrites a key. Choose another --writer-key-out.", args.writer_key_out.display());
+        anyhow::bail!(
+            "{} already exists; custodian never overwrites a key. Choose another --writer-key-out.",
+            args.writer_key_out.display()
+        );
     }
-    let [min, avg, max] = <[u32; 3]>::try_from(args.chunk_sizes).map_err(|_| anyhow::anyhow!("--chunk-sizes takes three numbers: min,avg,max"))?;
+    let [min, avg, max] = <[u32; 3]>::try_from(args.chunk_sizes)
+        .map_err(|_| anyhow::anyhow!("--chunk-sizes takes three numbers: min,avg,max"))?;
     let initialized = init_repo(
         common::backend(&args.repo),
         InitOptions {

@@ -40,7 +40,11 @@ pub struct LsArgs {
 
 pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
     let repo = common::open(&args.repo, &args.keys, "listing snapshots")?;
-    let list: Vec<_> = repo.list_snapshots()?.into_iter().filter(|s| args.source.as_ref().is_none_or(|src| &s.head.source == src)).collect();
+    let list: Vec<_> = repo
+        .list_snapshots()?
+        .into_iter()
+        .filter(|s| args.source.as_ref().is_none_or(|src| &s.head.source == src))
+        .collect();
     if args.json {
         let out: Vec<_> = list
             .iter()
@@ -55,9 +59,18 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
         common::print_json(&out)?;
         return Ok(0);
     }
-    println!("{:<10} {:<20} {:<14} {:<12} {:>8} {:>10} {:>7}  tags", "id", "time (UTC)", "source", "host", "files", "size", "skipped");
+    println!(
+        "{:<10} {:<20} {:<14} {:<12} {:>8} {:>10} {:>7}  tags",
+        "id", "time (UTC)", "source", "host", "files", "size", "skipped"
+    );
     for s in &list {
-        let time: String = s.head.time.chars().take(19).collect::<String>().replace('T', " ");
+        let time: String = s
+            .head
+            .time
+            .chars()
+            .take(19)
+            .collect::<String>()
+            .replace('T', " ");
         println!(
             "{:<10} {:<20} {:<14} {:<12} {:>8} {:>10} {:>7}  {}",
             s.id.short(),
@@ -76,7 +89,10 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
 
 pub fn ls(args: LsArgs) -> Result<u8> {
     let repo = common::open_operator(&args.repo, &args.keys, "ls (listing file names)")?;
-    let snap = repo.find_snapshot(&SnapshotSelector::parse(&args.snapshot, args.source.as_deref()))?;
+    let snap = repo.find_snapshot(&SnapshotSelector::parse(
+        &args.snapshot,
+        args.source.as_deref(),
+    ))?;
     let index = repo.load_index()?;
     let reader = BlobReader::new(&repo, &index);
     let start = args.path.clone().unwrap_or_default();
@@ -104,8 +120,15 @@ pub fn ls(args: LsArgs) -> Result<u8> {
     Ok(0)
 }
 
-fn walk(reader: &BlobReader, dir: &Node, path: &Path, rows: &mut Vec<(PathBuf, Node)>) -> Result<()> {
-    let Some(tree_id) = dir.subtree else { return Ok(()) };
+fn walk(
+    reader: &BlobReader,
+    dir: &Node,
+    path: &Path,
+    rows: &mut Vec<(PathBuf, Node)>,
+) -> Result<()> {
+    let Some(tree_id) = dir.subtree else {
+        return Ok(());
+    };
     for node in reader.tree(&tree_id)?.nodes {
         let child = path.join(node.name.as_os());
         rows.push((child.clone(), node.clone()));

@@ -14,7 +14,12 @@ pub struct Bar {
 
 impl Bar {
     /// Draw `done`/`total` as bytes (or plain counts) with `label`, if `enabled`.
-    pub fn start(enabled: bool, label: &'static str, bytes: bool, read: impl Fn() -> (u64, u64) + Send + 'static) -> Bar {
+    pub fn start(
+        enabled: bool,
+        label: &'static str,
+        bytes: bool,
+        read: impl Fn() -> (u64, u64) + Send + 'static,
+    ) -> Bar {
         let stop = Arc::new(AtomicBool::new(false));
         if !enabled {
             return Bar { stop, thread: None };
@@ -38,7 +43,10 @@ impl Bar {
             }
             bar.finish_and_clear();
         });
-        Bar { stop, thread: Some(thread) }
+        Bar {
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 

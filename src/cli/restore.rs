@@ -46,16 +46,26 @@ pub fn run(args: RestoreArgs) -> Result<u8> {
     let bar = {
         let p = progress.clone();
         Bar::start(common::interactive(args.json), "restore", true, move || {
-            (p.bytes_done.load(Ordering::Relaxed), p.bytes_total.load(Ordering::Relaxed))
+            (
+                p.bytes_done.load(Ordering::Relaxed),
+                p.bytes_total.load(Ordering::Relaxed),
+            )
         })
     };
     let started = Instant::now();
-    let opts = RestoreOptions { target: args.target.clone(), subpath: sub, include: args.include, overwrite: args.overwrite };
+    let opts = RestoreOptions {
+        target: args.target.clone(),
+        subpath: sub,
+        include: args.include,
+        overwrite: args.overwrite,
+    };
     let summary = restore(&repo, &snap, &opts, &progress)?;
     drop(bar);
     let secs = started.elapsed().as_secs_f64();
     if args.json {
-        common::print_json(&serde_json::json!({"snapshot": snap.id.to_hex(), "target": args.target, "summary": summary, "seconds": secs}))?;
+        common::print_json(
+            &serde_json::json!({"snapshot": snap.id.to_hex(), "target": args.target, "summary": summary, "seconds": secs}),
+        )?;
     } else {
         println!(
             "restored snapshot {} to {}: {} files, {} dirs, {} links, {} from {} packs in {secs:.2}s (every blob verified)",

@@ -29,12 +29,18 @@ impl SessionKey {
     pub fn generate() -> Self {
         let mut key = Zeroizing::new([0u8; 32]);
         rand::thread_rng().fill_bytes(key.as_mut());
-        SessionKey { id: SessionId::random(), key }
+        SessionKey {
+            id: SessionId::random(),
+            key,
+        }
     }
 
     /// Rebuild from stored bytes.
     pub fn from_bytes(id: SessionId, bytes: [u8; 32]) -> Self {
-        SessionKey { id, key: Zeroizing::new(bytes) }
+        SessionKey {
+            id,
+            key: Zeroizing::new(bytes),
+        }
     }
 
     /// Raw key bytes, for wrapping into the session object.
@@ -56,7 +62,13 @@ fn aad(id: &BlobId, kind: u8) -> Vec<u8> {
 }
 
 /// Seal `compression_tag || payload` into a frame under `key`.
-pub fn seal_blob(key: &SessionKey, id: &BlobId, kind: u8, compression_tag: u8, payload: &[u8]) -> Vec<u8> {
+pub fn seal_blob(
+    key: &SessionKey,
+    id: &BlobId,
+    kind: u8,
+    compression_tag: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut frame = Vec::with_capacity(FRAME_OVERHEAD + 1 + payload.len());
     frame.push(FRAME_VERSION);
     frame.extend_from_slice(&key.id.0);
@@ -67,7 +79,11 @@ pub fn seal_blob(key: &SessionKey, id: &BlobId, kind: u8, compression_tag: u8, p
     frame.extend_from_slice(payload);
     let tag = key
         .cipher()
-        .encrypt_in_place_detached(XNonce::from_slice(&nonce), &aad(id, kind), &mut frame[FRAME_HEADER_LEN..])
+        .encrypt_in_place_detached(
+            XNonce::from_slice(&nonce),
+            &aad(id, kind),
+            &mut frame[FRAME_HEADER_LEN..],
+        )
         // XChaCha20 fails only beyond 256 GiB per message; a blob is at most a chunk.
         .unwrap_or_else(|_| unreachable!("a blob is far below the AEAD's length limit"));
     frame.extend_from_slice(&tag);
@@ -83,8 +99,16 @@ pub fn frame_session(frame: &[u8]) -> Option<SessionId> {
 }
 
 /// Open a frame, returning `(compression_tag, payload)`. Fails on any change to its bytes.
-pub fn open_blob(key: &SessionKey, id: &BlobId, kind: u8, frame: &[u8], what: &str) -> Result<(u8, Vec<u8>), CryptoError> {
-    let tampered = || CryptoError::Tampered { what: what.to_string() };
+pub fn open_blob(
+    key: &SessionKey,
+    id: &BlobId,
+    kind: u8,
+    frame: &[u8],
+    what: &str,
+) -> Result<(u8, Vec<u8>), CryptoError> {
+    let tampered = || CryptoError::Tampered {
+        what: what.to_string(),
+    };
     if frame_session(frame) != Some(key.id) {
         return Err(tampered());
     }
@@ -92,7 +116,9 @@ pub fn open_blob(key: &SessionKey, id: &BlobId, kind: u8, frame: &[u8], what: &s
     let body_end = frame.len() - 16;
     let mut body = frame[FRAME_HEADER_LEN..body_end].to_vec();
     let tag = Tag::from_slice(&frame[body_end..]);
-    key.cipher().decrypt_in_place_detached(nonce, &aad(id, kind), &mut body, tag).map_err(|_| tampered())?;
+    key.cipher()
+        .decrypt_in_place_detached(nonce, &aad(id, kind), &mut body, tag)
+        .map_err(|_| tampered())?;
     let compression = body.remove(0);
     Ok((compression, body))
 }
@@ -123,7 +149,10 @@ mod tests {
         for i in 0..frame.len() {
             let mut bad = frame.clone();
             bad[i] ^= 0x40;
-            assert!(open_blob(&key, &id, 0, &bad, "b").is_err(), "flip at {i} went unnoticed");
+            assert!(
+                open_blob(&key, &id, 0, &bad, "b").is_err(),
+                "flip at {i} went unnoticed"
+            );
         }
         assert!(open_blob(&key, &BlobId::random(), 0, &frame, "b").is_err());
         assert!(open_blob(&key, &id, 1, &frame, "b").is_err());

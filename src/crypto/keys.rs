@@ -77,13 +77,18 @@ pub fn check_private(path: &Path) -> Result<()> {
     let meta = fs::metadata(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::KeyFile {
             path: path.to_path_buf(),
-            reason: "does not exist. Check the path, or create a key with 'custodian key generate'.".into(),
+            reason:
+                "does not exist. Check the path, or create a key with 'custodian key generate'."
+                    .into(),
         },
         _ => Error::io(path, e),
     })?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(Error::KeyFilePermissions { path: path.to_path_buf(), mode });
+        return Err(Error::KeyFilePermissions {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
     Ok(())
 }
@@ -122,7 +127,10 @@ pub fn load_identity_file(path: &Path) -> Result<Vec<x25519::Identity>> {
         .map(|l| parse_identity(l, path))
         .collect::<Result<Vec<_>>>()?;
     if identities.is_empty() {
-        return Err(Error::KeyFile { path: path.to_path_buf(), reason: "holds no age identity (AGE-SECRET-KEY-1…).".into() });
+        return Err(Error::KeyFile {
+            path: path.to_path_buf(),
+            reason: "holds no age identity (AGE-SECRET-KEY-1…).".into(),
+        });
     }
     Ok(identities)
 }
@@ -147,9 +155,18 @@ mod tests {
         let id = x25519::Identity::generate();
         write_private(&path, &identity_file_text(&id, "now")).unwrap();
         let loaded = load_identity_file(&path).unwrap();
-        assert_eq!(loaded[0].to_public().to_string(), id.to_public().to_string());
-        assert!(matches!(write_private(&path, "x"), Err(Error::KeyFile { .. })));
+        assert_eq!(
+            loaded[0].to_public().to_string(),
+            id.to_public().to_string()
+        );
+        assert!(matches!(
+            write_private(&path, "x"),
+            Err(Error::KeyFile { .. })
+        ));
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-        assert!(matches!(load_identity_file(&path), Err(Error::KeyFilePermissions { mode: 0o640, .. })));
+        assert!(matches!(
+            load_identity_file(&path),
+            Err(Error::KeyFilePermissions { mode: 0o640, .. })
+        ));
     }
 }

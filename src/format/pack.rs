@@ -66,7 +66,10 @@ pub fn trailer(len: usize) -> [u8; TRAILER_LEN] {
 
 /// Read the sealed header's length from a pack's last bytes.
 pub fn parse_trailer(tail: &[u8], what: &str) -> Result<u32, FormatError> {
-    let malformed = |reason: &str| FormatError::Malformed { what: what.to_string(), reason: reason.to_string() };
+    let malformed = |reason: &str| FormatError::Malformed {
+        what: what.to_string(),
+        reason: reason.to_string(),
+    };
     if tail.len() != TRAILER_LEN {
         return Err(malformed("too short to be a pack"));
     }
@@ -95,7 +98,10 @@ mod tests {
         assert_eq!(parse_trailer(&t, "p").unwrap(), 1234);
         let mut future = t;
         future[11] = b'2';
-        assert!(matches!(parse_trailer(&future, "p"), Err(FormatError::UnknownVersion { found: 2, .. })));
+        assert!(matches!(
+            parse_trailer(&future, "p"),
+            Err(FormatError::UnknownVersion { found: 2, .. })
+        ));
         assert!(parse_trailer(&t[1..], "p").is_err());
     }
 }

@@ -38,18 +38,28 @@ fn new_blob() -> Vec<u8> {
 
 /// Ids in one reference-blob plaintext.
 pub fn decode(plain: &[u8], what: &str) -> Result<Vec<BlobId>, FormatError> {
-    let malformed = |reason: &str| FormatError::Malformed { what: what.to_string(), reason: reason.to_string() };
+    let malformed = |reason: &str| FormatError::Malformed {
+        what: what.to_string(),
+        reason: reason.to_string(),
+    };
     if plain.len() < 5 || &plain[..4] != MAGIC {
         return Err(malformed("not a reference list"));
     }
     if plain[4] != REFS_VERSION {
-        return Err(FormatError::UnknownVersion { what: what.to_string(), found: u32::from(plain[4]), supported: 1 });
+        return Err(FormatError::UnknownVersion {
+            what: what.to_string(),
+            found: u32::from(plain[4]),
+            supported: 1,
+        });
     }
     let body = &plain[5..];
-    if body.len() % 32 != 0 {
+    if !body.len().is_multiple_of(32) {
         return Err(malformed("length is not a whole number of ids"));
     }
-    Ok(body.chunks_exact(32).filter_map(BlobId::from_slice).collect())
+    Ok(body
+        .chunks_exact(32)
+        .filter_map(BlobId::from_slice)
+        .collect())
 }
 
 #[cfg(test)]
@@ -68,6 +78,9 @@ mod tests {
         more.push(BlobId::random());
         more.sort();
         let shared = encode(&more).iter().filter(|b| blobs.contains(b)).count();
-        assert!(shared + 2 >= blobs.len(), "one new id must change at most two blobs");
+        assert!(
+            shared + 2 >= blobs.len(),
+            "one new id must change at most two blobs"
+        );
     }
 }

@@ -135,11 +135,19 @@ mod tests {
 
     #[test]
     fn names_survive_json_whatever_their_bytes() {
-        for raw in [b"plain.csv".to_vec(), "Zoë ledger €.csv".as_bytes().to_vec(), b"new\nline".to_vec(), vec![0xff, 0xfe, b'a']] {
+        for raw in [
+            b"plain.csv".to_vec(),
+            "Zoë ledger €.csv".as_bytes().to_vec(),
+            b"new\nline".to_vec(),
+            vec![0xff, 0xfe, b'a'],
+        ] {
             let name = Name(raw.clone());
             let json = serde_json::to_string(&name).unwrap();
             assert_eq!(serde_json::from_str::<Name>(&json).unwrap().0, raw);
         }
-        assert_eq!(serde_json::to_string(&Name(vec![0xff])).unwrap(), r#"{"hex":"ff"}"#);
+        assert_eq!(
+            serde_json::to_string(&Name(vec![0xff])).unwrap(),
+            r#"{"hex":"ff"}"#
+        );
     }
 }

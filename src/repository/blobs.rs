@@ -21,12 +21,19 @@ pub struct BlobReader<'a> {
 
 impl<'a> BlobReader<'a> {
     pub fn new(repo: &'a Repository, index: &'a MasterIndex) -> Self {
-        BlobReader { repo, index, domains: Mutex::default() }
+        BlobReader {
+            repo,
+            index,
+            domains: Mutex::default(),
+        }
     }
 
     /// Keys of a content domain (operators only).
     pub fn domain(&self, name: &str) -> Result<Arc<DomainKeys>> {
-        let mut cache = self.domains.lock().map_err(|_| Error::Invalid("internal error: poisoned lock".into()))?;
+        let mut cache = self
+            .domains
+            .lock()
+            .map_err(|_| Error::Invalid("internal error: poisoned lock".into()))?;
         if let Some(d) = cache.get(name) {
             return Ok(d.clone());
         }
@@ -37,14 +44,22 @@ impl<'a> BlobReader<'a> {
 
     /// Where a blob is, or a "missing" error naming it.
     pub fn locate(&self, id: &BlobId) -> Result<Location> {
-        self.index.get(id).ok_or_else(|| Error::Damaged(format!("blob {} is not in the index: the repository is incomplete; run 'custodian check'.", id.short())))
+        self.index.get(id).ok_or_else(|| {
+            Error::Damaged(format!(
+                "blob {} is not in the index: the repository is incomplete; run 'custodian check'.",
+                id.short()
+            ))
+        })
     }
 
     /// Fetch and open one blob.
     pub fn read(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
         let pack = self.index.pack(&loc);
-        let frame = self.repo.backend.get_range(&pack_name(&pack.id), loc.offset, u64::from(loc.length))?;
+        let frame =
+            self.repo
+                .backend
+                .get_range(&pack_name(&pack.id), loc.offset, u64::from(loc.length))?;
         self.open(id, &loc, &frame)
     }
 
@@ -52,12 +67,20 @@ impl<'a> BlobReader<'a> {
     pub fn open(&self, id: &BlobId, loc: &Location, frame: &[u8]) -> Result<Vec<u8>> {
         let pack = self.index.pack(loc);
         let what = format!("blob {} in pack {}", id.short(), pack.id.short());
-        let session = frame_session(frame).ok_or_else(|| Error::Damaged(format!("{what} is damaged: no valid frame header")))?;
-        let domain = if loc.kind == BlobKind::Refs { None } else { Some(self.domain(&pack.domain)?) };
+        let session = frame_session(frame)
+            .ok_or_else(|| Error::Damaged(format!("{what} is damaged: no valid frame header")))?;
+        let domain = if loc.kind == BlobKind::Refs {
+            None
+        } else {
+            Some(self.domain(&pack.domain)?)
+        };
         let key = self.repo.session_key(session, domain.as_deref())?;
-        let (tag, payload) = open_blob(&key, id, loc.kind.code(), frame, &what).map_err(|e| Error::Damaged(format!("{e}")))?;
+        let (tag, payload) = open_blob(&key, id, loc.kind.code(), frame, &what)
+            .map_err(|e| Error::Damaged(format!("{e}")))?;
         let plain = match loc.kind {
-            BlobKind::Data => compress::decompress(tag, payload, self.repo.config.chunker.max as usize),
+            BlobKind::Data => {
+                compress::decompress(tag, payload, self.repo.config.chunker.max as usize)
+            }
             _ if tag == compress::ZSTD => zstd::stream::decode_all(&payload[..]),
             _ => compress::decompress(tag, payload, 0),
         }
@@ -67,7 +90,9 @@ impl<'a> BlobReader<'a> {
             None => self.repo.meta.blob_id(&plain),
         };
         if actual != *id {
-            return Err(Error::Damaged(format!("{what} holds content that does not match its id")));
+            return Err(Error::Damaged(format!(
+                "{what} holds content that does not match its id"
+            )));
         }
         Ok(plain)
     }
@@ -75,6 +100,9 @@ impl<'a> BlobReader<'a> {
     /// Read and decode a tree blob.
     pub fn tree(&self, id: &BlobId) -> Result<Tree> {
         let plain = self.read(id)?;
-        Ok(crate::format::decode_json(&plain, &format!("tree {}", id.short()), TREE_VERSION).map_err(|e: FormatError| e)?)
+        Ok(
+            crate::format::decode_json(&plain, &format!("tree {}", id.short()), TREE_VERSION)
+                .map_err(|e: FormatError| e)?,
+        )
     }
 }

@@ -45,10 +45,19 @@ impl MasterIndex {
             return;
         }
         let slot = self.packs.len() as u32;
-        self.packs.push(PackInfo { id: pack.id, domain: pack.domain.clone(), size: pack.size });
+        self.packs.push(PackInfo {
+            id: pack.id,
+            domain: pack.domain.clone(),
+            size: pack.size,
+        });
         self.slots.insert(pack.id, slot);
         for b in &pack.blobs {
-            self.blobs.entry(b.id).or_insert(Location { pack: slot, offset: b.offset, length: b.length, kind: b.kind });
+            self.blobs.entry(b.id).or_insert(Location {
+                pack: slot,
+                offset: b.offset,
+                length: b.length,
+                kind: b.kind,
+            });
         }
     }
 
@@ -89,8 +98,18 @@ impl Repository {
     pub fn load_index(&self) -> Result<MasterIndex> {
         let mut index = MasterIndex::default();
         for object in self.backend.list("index/")? {
-            let Some(id) = object.name.strip_prefix("index/").and_then(|n| n.parse::<IndexId>().ok()) else { continue };
-            let file: IndexFile = self.get_meta(&object.name, &format!("index {}", id.short()), INDEX_VERSION)?;
+            let Some(id) = object
+                .name
+                .strip_prefix("index/")
+                .and_then(|n| n.parse::<IndexId>().ok())
+            else {
+                continue;
+            };
+            let file: IndexFile = self.get_meta(
+                &object.name,
+                &format!("index {}", id.short()),
+                INDEX_VERSION,
+            )?;
             for pack in &file.packs {
                 index.add_pack(pack);
             }
@@ -101,7 +120,13 @@ impl Repository {
 
     /// Write one index object naming `packs`, which must already be durable.
     pub fn write_index(&self, packs: Vec<IndexPack>) -> Result<IndexId> {
-        let sealed = self.seal_meta(&IndexFile { version: INDEX_VERSION, packs }, "index")?;
+        let sealed = self.seal_meta(
+            &IndexFile {
+                version: INDEX_VERSION,
+                packs,
+            },
+            "index",
+        )?;
         let id = IndexId(content_hash(&sealed));
         self.backend.put_new(&format!("index/{id}"), &sealed)?;
         Ok(id)
@@ -112,18 +137,39 @@ impl Repository {
         let name = pack_name(id);
         let what = format!("pack {}", id.short());
         if size < TRAILER_LEN as u64 {
-            return Err(FormatError::Malformed { what, reason: "shorter than a pack trailer".into() }.into());
+            return Err(FormatError::Malformed {
+                what,
+                reason: "shorter than a pack trailer".into(),
+            }
+            .into());
         }
-        let tail = self.backend.get_range(&name, size - TRAILER_LEN as u64, TRAILER_LEN as u64)?;
+        let tail = self
+            .backend
+            .get_range(&name, size - TRAILER_LEN as u64, TRAILER_LEN as u64)?;
         let header_len = u64::from(parse_trailer(&tail, &what)?);
         if header_len + TRAILER_LEN as u64 > size {
-            return Err(FormatError::Malformed { what, reason: "header length exceeds the pack".into() }.into());
+            return Err(FormatError::Malformed {
+                what,
+                reason: "header length exceeds the pack".into(),
+            }
+            .into());
         }
-        let sealed = self.backend.get_range(&name, size - TRAILER_LEN as u64 - header_len, header_len)?;
-        let header: PackHeader = self.open_meta(&sealed, &format!("header of {what}"), PACK_HEADER_VERSION)?;
+        let sealed =
+            self.backend
+                .get_range(&name, size - TRAILER_LEN as u64 - header_len, header_len)?;
+        let header: PackHeader =
+            self.open_meta(&sealed, &format!("header of {what}"), PACK_HEADER_VERSION)?;
         let data_end = size - TRAILER_LEN as u64 - header_len;
-        if header.blobs.iter().any(|b| b.offset + u64::from(b.length) > data_end) {
-            return Err(FormatError::Malformed { what, reason: "a blob extends past the data section".into() }.into());
+        if header
+            .blobs
+            .iter()
+            .any(|b| b.offset + u64::from(b.length) > data_end)
+        {
+            return Err(FormatError::Malformed {
+                what,
+                reason: "a blob extends past the data section".into(),
+            }
+            .into());
         }
         Ok(header)
     }
@@ -133,12 +179,24 @@ impl Repository {
     pub fn unindexed_packs(&self, index: &MasterIndex) -> Result<Vec<IndexPack>> {
         let mut found = Vec::new();
         for object in self.backend.list("packs/")? {
-            let Some(id) = object.name.rsplit('/').next().and_then(|n| n.parse::<PackId>().ok()) else { continue };
+            let Some(id) = object
+                .name
+                .rsplit('/')
+                .next()
+                .and_then(|n| n.parse::<PackId>().ok())
+            else {
+                continue;
+            };
             if index.has_pack(&id) {
                 continue;
             }
             if let Ok(header) = self.read_pack_header(&id, object.size) {
-                found.push(IndexPack { id, domain: header.domain, size: object.size, blobs: header.blobs });
+                found.push(IndexPack {
+                    id,
+                    domain: header.domain,
+                    size: object.size,
+                    blobs: header.blobs,
+                });
             }
         }
         Ok(found)
@@ -147,5 +205,10 @@ impl Repository {
 
 /// Turn a finished header into index entries (used by the packer).
 pub fn index_pack(id: PackId, domain: &str, size: u64, blobs: Vec<PackEntry>) -> IndexPack {
-    IndexPack { id, domain: domain.to_string(), size, blobs }
+    IndexPack {
+        id,
+        domain: domain.to_string(),
+        size,
+        blobs,
+    }
 }

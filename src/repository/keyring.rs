@@ -5,12 +5,15 @@
 use super::Repository;
 use crate::backend::{Backend, ErrorKind};
 use crate::chunker::ChunkerParams;
-use crate::crypto::keys::{identity_secret, parse_identity, parse_recipient, random_key, read_private, DomainKeys, MetadataKeys};
+use crate::crypto::keys::{
+    identity_secret, parse_identity, parse_recipient, random_key, read_private, DomainKeys,
+    MetadataKeys,
+};
 use crate::crypto::{self, SessionKey};
 use crate::error::{Error, FormatError, Result};
 use crate::format::config::{RepoConfig, REPO_VERSION};
-use crate::format::keys::*;
 use crate::format::decode_json;
+use crate::format::keys::*;
 use crate::id::{RepoId, SessionId};
 use age::x25519;
 use std::path::Path;
@@ -33,13 +36,20 @@ pub struct Initialized {
 }
 
 fn metadata_object(config_metadata_recipient: &str) -> String {
-    format!("keys/metadata-{}", &hex::encode(crate::id::content_hash(config_metadata_recipient.as_bytes()))[..16])
+    format!(
+        "keys/metadata-{}",
+        &hex::encode(crate::id::content_hash(
+            config_metadata_recipient.as_bytes()
+        ))[..16]
+    )
 }
 
 fn decode_hex_key(text: &str, what: &str) -> Result<Zeroizing<[u8; 32]>> {
     let mut key = Zeroizing::new([0u8; 32]);
-    hex::decode_to_slice(text, key.as_mut())
-        .map_err(|_| FormatError::Malformed { what: what.to_string(), reason: "key is not 64 hex characters".into() })?;
+    hex::decode_to_slice(text, key.as_mut()).map_err(|_| FormatError::Malformed {
+        what: what.to_string(),
+        reason: "key is not 64 hex characters".into(),
+    })?;
     Ok(key)
 }
 
@@ -53,7 +63,11 @@ pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized>
     if opts.recipients.is_empty() {
         return Err(Error::Invalid("init needs at least one --recipient (an operator's age1… public key, from 'custodian key generate').".into()));
     }
-    let operators = opts.recipients.iter().map(|r| parse_recipient(r, "--recipient")).collect::<Result<Vec<_>>>()?;
+    let operators = opts
+        .recipients
+        .iter()
+        .map(|r| parse_recipient(r, "--recipient"))
+        .collect::<Result<Vec<_>>>()?;
     opts.chunker.validate().map_err(Error::Invalid)?;
     let meta_identity = x25519::Identity::generate();
     let meta_dedup = random_key();
@@ -72,7 +86,11 @@ pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized>
         identity: identity_secret(&meta_identity).to_string(),
         dedup_key: hex::encode(*meta_dedup),
     };
-    let sealed = crypto::seal_to(&operators, &crate::compress::pack_json(&record), "metadata key")?;
+    let sealed = crypto::seal_to(
+        &operators,
+        &crate::compress::pack_json(&record),
+        "metadata key",
+    )?;
     backend.put_new(&metadata_object(&config.metadata_recipient), &sealed)?;
     let credential = WriterCredential {
         version: KEYS_VERSION,
@@ -82,37 +100,61 @@ pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized>
         metadata_identity: record.identity.clone(),
         metadata_dedup_key: record.dedup_key.clone(),
     };
-    let credential_text = Zeroizing::new(serde_json::to_string_pretty(&credential).unwrap_or_default() + "\n");
+    let credential_text =
+        Zeroizing::new(serde_json::to_string_pretty(&credential).unwrap_or_default() + "\n");
     // A copy for the operators, so they can re-issue the credential if the server's copy is lost.
     let sealed = crypto::seal_to(&operators, credential_text.as_bytes(), "writer credential")?;
-    backend.put_new(&format!("keys/writer-{}", credential.credential_id), &sealed)?;
+    backend.put_new(
+        &format!("keys/writer-{}", credential.credential_id),
+        &sealed,
+    )?;
     let config_json = serde_json::to_vec_pretty(&config).unwrap_or_default();
     if !backend.put_new("config", &config_json)? {
         return Err(Error::RepositoryExists(backend.location()));
     }
-    let repo = Repository::open_with_meta(backend, config, MetadataKeys { identity: meta_identity, dedup_key: meta_dedup })?;
-    Ok(Initialized { repo, writer_credential: credential_text })
+    let repo = Repository::open_with_meta(
+        backend,
+        config,
+        MetadataKeys {
+            identity: meta_identity,
+            dedup_key: meta_dedup,
+        },
+    )?;
+    Ok(Initialized {
+        repo,
+        writer_credential: credential_text,
+    })
 }
 
 /// Load the writer credential file and check it belongs to this repository.
 pub fn load_writer_credential(path: &Path, config: &RepoConfig) -> Result<MetadataKeys> {
     let text = read_private(path)?;
-    if text.trim_start().starts_with("AGE-SECRET-KEY") || text.trim_start().starts_with("# created") {
+    if text.trim_start().starts_with("AGE-SECRET-KEY") || text.trim_start().starts_with("# created")
+    {
         return Err(Error::KeyFile {
             path: path.to_path_buf(),
             reason: "is an operator identity, not a writer credential. Pass it with --identity instead of --writer-key.".into(),
         });
     }
-    let cred: WriterCredential = decode_json(text.as_bytes(), &format!("writer credential {}", path.display()), KEYS_VERSION)
-        .map_err(|e| match e {
-            FormatError::Malformed { .. } => Error::KeyFile {
-                path: path.to_path_buf(),
-                reason: "is not a custodian writer credential (made by 'custodian init --writer-key-out').".into(),
-            },
-            other => other.into(),
-        })?;
+    let cred: WriterCredential = decode_json(
+        text.as_bytes(),
+        &format!("writer credential {}", path.display()),
+        KEYS_VERSION,
+    )
+    .map_err(|e| match e {
+        FormatError::Malformed { .. } => Error::KeyFile {
+            path: path.to_path_buf(),
+            reason:
+                "is not a custodian writer credential (made by 'custodian init --writer-key-out')."
+                    .into(),
+        },
+        other => other.into(),
+    })?;
     if cred.kind != WRITER_KIND {
-        return Err(Error::KeyFile { path: path.to_path_buf(), reason: "is not a custodian writer credential.".into() });
+        return Err(Error::KeyFile {
+            path: path.to_path_buf(),
+            reason: "is not a custodian writer credential.".into(),
+        });
     }
     if cred.repo_id != config.repo_id {
         return Err(Error::KeyFile {
@@ -131,7 +173,12 @@ pub fn load_writer_credential(path: &Path, config: &RepoConfig) -> Result<Metada
 }
 
 /// Unwrap the metadata key with an operator identity.
-pub fn load_metadata_as_operator(backend: &dyn Backend, identities: &[x25519::Identity], config: &RepoConfig, path: &Path) -> Result<MetadataKeys> {
+pub fn load_metadata_as_operator(
+    backend: &dyn Backend,
+    identities: &[x25519::Identity],
+    config: &RepoConfig,
+    path: &Path,
+) -> Result<MetadataKeys> {
     let sealed = backend.get(&metadata_object(&config.metadata_recipient))?;
     let refs: Vec<&x25519::Identity> = identities.iter().collect();
     let hint = format!(
@@ -141,15 +188,27 @@ pub fn load_metadata_as_operator(backend: &dyn Backend, identities: &[x25519::Id
         config.operator_recipients.join(", ")
     );
     let plain = crypto::open_with(&refs, &sealed, "the repository's metadata key", &hint)?;
-    let record: MetadataKeyRecord = crate::format::decode_packed(&plain, "metadata key record", KEYS_VERSION)?;
-    Ok(MetadataKeys { identity: parse_identity(&record.identity, path)?, dedup_key: decode_hex_key(&record.dedup_key, "metadata key record")? })
+    let record: MetadataKeyRecord =
+        crate::format::decode_packed(&plain, "metadata key record", KEYS_VERSION)?;
+    Ok(MetadataKeys {
+        identity: parse_identity(&record.identity, path)?,
+        dedup_key: decode_hex_key(&record.dedup_key, "metadata key record")?,
+    })
 }
 
 impl Repository {
-    fn open_with_meta(backend: Arc<dyn Backend>, config: RepoConfig, meta: MetadataKeys) -> Result<Repository> {
+    fn open_with_meta(
+        backend: Arc<dyn Backend>,
+        config: RepoConfig,
+        meta: MetadataKeys,
+    ) -> Result<Repository> {
         Ok(Repository {
             meta_recipient: meta.identity.to_public(),
-            operator_recipients: config.operator_recipients.iter().map(|r| parse_recipient(r, "operator recipient")).collect::<Result<_>>()?,
+            operator_recipients: config
+                .operator_recipients
+                .iter()
+                .map(|r| parse_recipient(r, "operator recipient"))
+                .collect::<Result<_>>()?,
             backend,
             config,
             meta,
@@ -160,7 +219,10 @@ impl Repository {
 
     fn domain_object(&self, name: &str) -> String {
         let key = self.meta.derive("custodian 2026 domain object name");
-        format!("keys/domains/{}", &blake3::keyed_hash(&key, name.as_bytes()).to_hex()[..32])
+        format!(
+            "keys/domains/{}",
+            &blake3::keyed_hash(&key, name.as_bytes()).to_hex()[..32]
+        )
     }
 
     /// The keys a writer needs for domain `name`, creating the domain on first use.
@@ -169,7 +231,8 @@ impl Repository {
         for _attempt in 0..50 {
             match self.backend.get(&object) {
                 Ok(bytes) => {
-                    let rec: DomainWriterRecord = self.open_meta(&bytes, &format!("key domain '{name}'"), KEYS_VERSION)?;
+                    let rec: DomainWriterRecord =
+                        self.open_meta(&bytes, &format!("key domain '{name}'"), KEYS_VERSION)?;
                     return Ok(DomainKeys {
                         name: rec.name,
                         dedup_key: decode_hex_key(&rec.dedup_key, "domain record")?,
@@ -203,7 +266,8 @@ impl Repository {
             dedup_key: hex::encode(*dedup),
             chunker_seed: seed,
         };
-        let sealed = self.seal_to_operators(&crate::compress::pack_json(&operator), "domain key")?;
+        let sealed =
+            self.seal_to_operators(&crate::compress::pack_json(&operator), "domain key")?;
         let base = self.domain_object(name);
         // Operators' copy first: a domain a writer can use must always be readable by operators.
         if !self.backend.put_new(&format!("{base}.operator"), &sealed)? {
@@ -216,17 +280,28 @@ impl Repository {
             dedup_key: operator.dedup_key.clone(),
             chunker_seed: seed,
         };
-        self.backend.put_new(&format!("{base}.writer"), &self.seal_meta(&writer, "domain writer record")?)?;
+        self.backend.put_new(
+            &format!("{base}.writer"),
+            &self.seal_meta(&writer, "domain writer record")?,
+        )?;
         Ok(true)
     }
 
     /// Full keys of domain `name`, including its identity: operators only.
     pub fn domain_for_read(&self, name: &str) -> Result<DomainKeys> {
         let identities = self.require_operator("reading backed-up content")?;
-        let sealed = self.backend.get(&format!("{}.operator", self.domain_object(name)))?;
+        let sealed = self
+            .backend
+            .get(&format!("{}.operator", self.domain_object(name)))?;
         let refs: Vec<&x25519::Identity> = identities.iter().collect();
-        let plain = crypto::open_with(&refs, &sealed, &format!("key domain '{name}'"), "Your identity is not an operator of this repository.")?;
-        let rec: DomainOperatorRecord = crate::format::decode_packed(&plain, "domain key record", KEYS_VERSION)?;
+        let plain = crypto::open_with(
+            &refs,
+            &sealed,
+            &format!("key domain '{name}'"),
+            "Your identity is not an operator of this repository.",
+        )?;
+        let rec: DomainOperatorRecord =
+            crate::format::decode_packed(&plain, "domain key record", KEYS_VERSION)?;
         let identity = parse_identity(&rec.identity, Path::new("repository domain record"))?;
         Ok(DomainKeys {
             name: rec.name,
@@ -240,28 +315,51 @@ impl Repository {
     /// Start a run's session: a fresh key, stored sealed to `recipient` before any blob uses it.
     pub fn start_session(&self, recipient: &x25519::Recipient) -> Result<Arc<SessionKey>> {
         let key = SessionKey::generate();
-        let record = SessionRecord { version: KEYS_VERSION, key: hex::encode(key.bytes()) };
-        let sealed = crypto::seal_to(std::slice::from_ref(recipient), &crate::compress::pack_json(&record), "session key")?;
-        self.backend.put_new(&format!("sessions/{}", key.id), &sealed)?;
+        let record = SessionRecord {
+            version: KEYS_VERSION,
+            key: hex::encode(key.bytes()),
+        };
+        let sealed = crypto::seal_to(
+            std::slice::from_ref(recipient),
+            &crate::compress::pack_json(&record),
+            "session key",
+        )?;
+        self.backend
+            .put_new(&format!("sessions/{}", key.id), &sealed)?;
         Ok(Arc::new(key))
     }
 
     /// The key of session `id`: domain sessions need the domain identity, metadata ones (domain
     /// `None`) the metadata identity. Cached, since every blob of a run shares one.
-    pub fn session_key(&self, id: SessionId, domain: Option<&DomainKeys>) -> Result<Arc<SessionKey>> {
+    pub fn session_key(
+        &self,
+        id: SessionId,
+        domain: Option<&DomainKeys>,
+    ) -> Result<Arc<SessionKey>> {
         if let Some(key) = self.sessions.lock().map_err(|_| poisoned())?.get(&id) {
             return Ok(key.clone());
         }
         let identity = match domain {
             None => &self.meta.identity,
-            Some(d) => d.identity.as_ref().ok_or_else(|| Error::NeedsIdentity { what: "opening file content".into() })?,
+            Some(d) => d.identity.as_ref().ok_or_else(|| Error::NeedsIdentity {
+                what: "opening file content".into(),
+            })?,
         };
         let sealed = self.backend.get(&format!("sessions/{id}"))?;
-        let plain = crypto::open_with(&[identity], &sealed, &format!("session {}", id), "The session belongs to another key domain.")?;
-        let rec: SessionRecord = crate::format::decode_packed(&plain, "session record", KEYS_VERSION)?;
+        let plain = crypto::open_with(
+            &[identity],
+            &sealed,
+            &format!("session {}", id),
+            "The session belongs to another key domain.",
+        )?;
+        let rec: SessionRecord =
+            crate::format::decode_packed(&plain, "session record", KEYS_VERSION)?;
         let bytes = decode_hex_key(&rec.key, "session record")?;
         let key = Arc::new(SessionKey::from_bytes(id, *bytes));
-        self.sessions.lock().map_err(|_| poisoned())?.insert(id, key.clone());
+        self.sessions
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(id, key.clone());
         Ok(key)
     }
 }

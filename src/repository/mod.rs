@@ -54,24 +54,43 @@ impl Repository {
             _ => Error::Backend(e),
         })?;
         let config: RepoConfig = decode_json(&bytes, "repository config", REPO_VERSION)?;
-        config.chunker.validate().map_err(|reason| crate::error::FormatError::Malformed { what: "repository config".into(), reason })?;
+        config
+            .chunker
+            .validate()
+            .map_err(|reason| crate::error::FormatError::Malformed {
+                what: "repository config".into(),
+                reason,
+            })?;
         Ok(config)
     }
 
     /// Open with a credential; fails with a clear message if it does not fit this repository.
     pub fn open(backend: Arc<dyn Backend>, credential: &Credential) -> Result<Repository> {
         let config = Self::read_config(backend.as_ref())?;
-        let meta_recipient = crypto::keys::parse_recipient(&config.metadata_recipient, "repository metadata recipient")?;
+        let meta_recipient = crypto::keys::parse_recipient(
+            &config.metadata_recipient,
+            "repository metadata recipient",
+        )?;
         let operator_recipients = config
             .operator_recipients
             .iter()
-            .map(|r| crypto::keys::parse_recipient(r, "operator recipient in the repository config"))
+            .map(|r| {
+                crypto::keys::parse_recipient(r, "operator recipient in the repository config")
+            })
             .collect::<Result<Vec<_>>>()?;
         let (meta, operator) = match credential {
             Credential::Writer(path) => (keyring::load_writer_credential(path, &config)?, None),
             Credential::Operator(path) => {
                 let identities = crypto::keys::load_identity_file(path)?;
-                (keyring::load_metadata_as_operator(backend.as_ref(), &identities, &config, path)?, Some(identities))
+                (
+                    keyring::load_metadata_as_operator(
+                        backend.as_ref(),
+                        &identities,
+                        &config,
+                        path,
+                    )?,
+                    Some(identities),
+                )
             }
         };
         if meta.identity.to_public().to_string() != config.metadata_recipient {
@@ -81,7 +100,15 @@ impl Repository {
                 backend.location()
             )));
         }
-        Ok(Repository { backend, config, meta, meta_recipient, operator_recipients, operator, sessions: Mutex::default() })
+        Ok(Repository {
+            backend,
+            config,
+            meta,
+            meta_recipient,
+            operator_recipients,
+            operator,
+            sessions: Mutex::default(),
+        })
     }
 
     /// Whether an operator identity is loaded (content can be read).
@@ -91,17 +118,35 @@ impl Repository {
 
     /// Fail with the "operator identity needed" message unless one is loaded.
     pub fn require_operator(&self, what: &str) -> Result<&[x25519::Identity]> {
-        self.operator.as_deref().ok_or_else(|| Error::NeedsIdentity { what: what.to_string() })
+        self.operator
+            .as_deref()
+            .ok_or_else(|| Error::NeedsIdentity {
+                what: what.to_string(),
+            })
     }
 
     /// Seal a bookkeeping object (zstd JSON) to the metadata identity.
     pub fn seal_meta<T: Serialize>(&self, value: &T, what: &str) -> Result<Vec<u8>> {
-        Ok(crypto::seal_to(std::slice::from_ref(&self.meta_recipient), &crate::compress::pack_json(value), what)?)
+        Ok(crypto::seal_to(
+            std::slice::from_ref(&self.meta_recipient),
+            &crate::compress::pack_json(value),
+            what,
+        )?)
     }
 
     /// Open a bookkeeping object sealed with [`Self::seal_meta`].
-    pub fn open_meta<T: DeserializeOwned>(&self, bytes: &[u8], what: &str, version: u32) -> Result<T> {
-        let plain = crypto::open_with(&[&self.meta.identity], bytes, what, "The object was not written for this repository's metadata key.")?;
+    pub fn open_meta<T: DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+        what: &str,
+        version: u32,
+    ) -> Result<T> {
+        let plain = crypto::open_with(
+            &[&self.meta.identity],
+            bytes,
+            what,
+            "The object was not written for this repository's metadata key.",
+        )?;
         Ok(crate::format::decode_packed(&plain, what, version)?)
     }
 
@@ -112,7 +157,11 @@ impl Repository {
     }
 
     /// Seal to every operator recipient (key records).
-    fn seal_to_operators(&self, plain: &[u8], what: &str) -> std::result::Result<Vec<u8>, CryptoError> {
+    fn seal_to_operators(
+        &self,
+        plain: &[u8],
+        what: &str,
+    ) -> std::result::Result<Vec<u8>, CryptoError> {
         crypto::seal_to(&self.operator_recipients, plain, what)
     }
 }

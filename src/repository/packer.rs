@@ -32,12 +32,27 @@ pub struct FinishedPack {
 impl PackWriter {
     /// A writer for `domain` ("" is the metadata domain).
     pub fn new(domain: &str, target: u64) -> Self {
-        PackWriter { domain: domain.to_string(), target, buf: Vec::new(), entries: Vec::new() }
+        PackWriter {
+            domain: domain.to_string(),
+            target,
+            buf: Vec::new(),
+            entries: Vec::new(),
+        }
     }
 
     /// Append a sealed frame; returns true once the pack should be finished.
     pub fn add(&mut self, id: BlobId, kind: BlobKind, frame: &[u8]) -> bool {
-        self.entries.push(PackEntry { id, kind, offset: self.buf.len() as u64, length: frame.len() as u32 });
+        if self.buf.capacity() == 0 {
+            // Room for a full pack plus one large frame and the header, so the buffer never
+            // doubles (a doubled 16 MiB buffer would be the pipeline's largest allocation).
+            self.buf.reserve_exact(self.target as usize + frame.len().max(1 << 20) + (64 << 10));
+        }
+        self.entries.push(PackEntry {
+            id,
+            kind,
+            offset: self.buf.len() as u64,
+            length: frame.len() as u32,
+        });
         self.buf.extend_from_slice(frame);
         self.buf.len() as u64 >= self.target
     }
@@ -50,7 +65,11 @@ impl PackWriter {
     pub fn finish(&mut self, repo: &Repository) -> Result<FinishedPack> {
         let entries = std::mem::take(&mut self.entries);
         let mut bytes = std::mem::take(&mut self.buf);
-        let header = PackHeader { version: PACK_HEADER_VERSION, domain: self.domain.clone(), blobs: entries.clone() };
+        let header = PackHeader {
+            version: PACK_HEADER_VERSION,
+            domain: self.domain.clone(),
+            blobs: entries.clone(),
+        };
         let sealed = repo.seal_meta(&header, "pack header")?;
         bytes.extend_from_slice(&sealed);
         bytes.extend_from_slice(&trailer(sealed.len()));
@@ -87,7 +106,10 @@ impl PackUploader {
     /// first index written here will name.
     pub fn start(repo: Arc<Repository>, recovered: Vec<IndexPack>) -> Self {
         let (tx, rx) = bounded::<FinishedPack>(UPLOAD_QUEUE);
-        let state = Arc::new(Mutex::new(UploadState { pending: recovered, ..Default::default() }));
+        let state = Arc::new(Mutex::new(UploadState {
+            pending: recovered,
+            ..Default::default()
+        }));
         let threads = (0..UPLOAD_THREADS)
             .map(|_| {
                 let (rx, repo, state) = (rx.clone(), repo.clone(), state.clone());
@@ -101,24 +123,36 @@ impl PackUploader {
                             s.summary.bytes += pack.bytes.len() as u64;
                             s.pending.push(pack.index);
                             crate::failpoint::pause("pack", s.summary.packs);
-                            (s.pending.len() >= PACKS_PER_INDEX).then(|| std::mem::take(&mut s.pending))
+                            (s.pending.len() >= PACKS_PER_INDEX)
+                                .then(|| std::mem::take(&mut s.pending))
                         };
                         if let Some(packs) = full {
                             let id = repo.write_index(packs)?;
-                            state.lock().map_err(|_| poisoned())?.summary.indexes.push(id);
+                            state
+                                .lock()
+                                .map_err(|_| poisoned())?
+                                .summary
+                                .indexes
+                                .push(id);
                         }
                     }
                     Ok(())
                 })
             })
             .collect();
-        PackUploader { repo, tx: Some(tx), threads, state }
+        PackUploader {
+            repo,
+            tx: Some(tx),
+            threads,
+            state,
+        }
     }
 
     /// Queue a pack; blocks while the queue is full (the pipeline's back-pressure).
     pub fn submit(&self, pack: FinishedPack) -> Result<()> {
         let tx = self.tx.as_ref().ok_or_else(poisoned)?;
-        tx.send(pack).map_err(|_| Error::Invalid("pack upload stopped after an earlier error".into()))
+        tx.send(pack)
+            .map_err(|_| Error::Invalid("pack upload stopped after an earlier error".into()))
     }
 
     /// Wait for every upload, then index whatever is not indexed yet.

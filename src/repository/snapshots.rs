@@ -47,10 +47,23 @@ impl Repository {
     pub fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         let mut out = Vec::new();
         for object in self.backend.list("snapshots/")? {
-            let Some(id) = object.name.strip_prefix("snapshots/").and_then(|n| n.parse::<SnapshotId>().ok()) else { continue };
-            let head: SnapshotHead = self.get_meta(&object.name, &format!("snapshot {}", id.short()), SNAPSHOT_VERSION)?;
+            let Some(id) = object
+                .name
+                .strip_prefix("snapshots/")
+                .and_then(|n| n.parse::<SnapshotId>().ok())
+            else {
+                continue;
+            };
+            let head: SnapshotHead = self.get_meta(
+                &object.name,
+                &format!("snapshot {}", id.short()),
+                SNAPSHOT_VERSION,
+            )?;
             let time = humantime::parse_rfc3339_weak(&head.time).map_err(|e| {
-                crate::error::FormatError::Malformed { what: format!("snapshot {}", id.short()), reason: format!("bad time: {e}") }
+                crate::error::FormatError::Malformed {
+                    what: format!("snapshot {}", id.short()),
+                    reason: format!("bad time: {e}"),
+                }
             })?;
             out.push(SnapshotInfo { id, head, time });
         }
@@ -63,7 +76,8 @@ impl Repository {
         let all = self.list_snapshots()?;
         match selector {
             SnapshotSelector::Latest(source) => {
-                let sources: std::collections::BTreeSet<&str> = all.iter().map(|s| s.head.source.as_str()).collect();
+                let sources: std::collections::BTreeSet<&str> =
+                    all.iter().map(|s| s.head.source.as_str()).collect();
                 if source.is_none() && sources.len() > 1 {
                     return Err(Error::Invalid(format!(
                         "'latest' is ambiguous: the repository holds several sources ({}). Add --source NAME.",
@@ -73,21 +87,37 @@ impl Repository {
                 all.into_iter()
                     .rev()
                     .find(|s| source.is_none_or(|src| s.head.source == src))
-                    .ok_or_else(|| Error::SnapshotNotFound(format!("latest{}", source.map(|s| format!(" (source {s})")).unwrap_or_default())))
+                    .ok_or_else(|| {
+                        Error::SnapshotNotFound(format!(
+                            "latest{}",
+                            source.map(|s| format!(" (source {s})")).unwrap_or_default()
+                        ))
+                    })
             }
             SnapshotSelector::Prefix(prefix) => {
                 let prefix = prefix.to_ascii_lowercase();
                 if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
                     return Err(Error::SnapshotNotFound(prefix));
                 }
-                let matches: Vec<SnapshotInfo> = all.into_iter().filter(|s| s.id.to_hex().starts_with(&prefix)).collect();
+                let matches: Vec<SnapshotInfo> = all
+                    .into_iter()
+                    .filter(|s| s.id.to_hex().starts_with(&prefix))
+                    .collect();
                 match matches.len() {
                     0 => Err(Error::SnapshotNotFound(prefix)),
-                    1 => Ok(matches.into_iter().next().ok_or_else(|| Error::SnapshotNotFound(prefix.clone()))?),
+                    1 => Ok(matches
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| Error::SnapshotNotFound(prefix.clone()))?),
                     count => Err(Error::AmbiguousSnapshot {
                         prefix,
                         count,
-                        examples: matches.iter().take(3).map(|s| s.id.short()).collect::<Vec<_>>().join(", "),
+                        examples: matches
+                            .iter()
+                            .take(3)
+                            .map(|s| s.id.short())
+                            .collect::<Vec<_>>()
+                            .join(", "),
                     }),
                 }
             }

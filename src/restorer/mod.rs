@@ -50,7 +50,12 @@ pub struct RestoreSummary {
 }
 
 /// Restore `snapshot` according to `opts`.
-pub fn restore(repo: &Repository, snapshot: &SnapshotInfo, opts: &RestoreOptions, progress: &RestoreProgress) -> Result<RestoreSummary> {
+pub fn restore(
+    repo: &Repository,
+    snapshot: &SnapshotInfo,
+    opts: &RestoreOptions,
+    progress: &RestoreProgress,
+) -> Result<RestoreSummary> {
     repo.require_operator("restore")?;
     let index = repo.load_index()?;
     let reader = BlobReader::new(repo, &index);
@@ -59,10 +64,13 @@ pub fn restore(repo: &Repository, snapshot: &SnapshotInfo, opts: &RestoreOptions
         None => snapshot.head.root.clone(),
     };
     let plan = plan::plan(&reader, &root, &Selection::new(&opts.include)?)?;
-    prepare_target(&opts.target, opts.overwrite)?;
+    let target_was_empty = prepare_target(&opts.target, opts.overwrite)?;
     progress.bytes_total.store(plan.bytes, Ordering::Relaxed);
-    let mut summary = RestoreSummary { bytes: plan.bytes, ..Default::default() };
-    create_skeleton(&opts.target, &plan, &mut summary)?;
+    let mut summary = RestoreSummary {
+        bytes: plan.bytes,
+        ..Default::default()
+    };
+    create_skeleton(&opts.target, &plan, !target_was_empty, &mut summary)?;
     let packs = write_content(&reader, &opts.target, &plan, progress)?;
     summary.packs = packs;
     summary.blobs = plan.blobs.len() as u64;
@@ -70,15 +78,17 @@ pub fn restore(repo: &Repository, snapshot: &SnapshotInfo, opts: &RestoreOptions
     Ok(summary)
 }
 
-fn prepare_target(target: &Path, overwrite: bool) -> Result<()> {
+/// Check and create the target; returns whether it is empty (then nothing needs clearing).
+fn prepare_target(target: &Path, overwrite: bool) -> Result<bool> {
     match fs::read_dir(target) {
         Ok(mut entries) => {
-            if entries.next().is_some() && !overwrite {
+            let empty = entries.next().is_none();
+            if !empty && !overwrite {
                 return Err(Error::TargetNotEmpty(target.to_path_buf()));
             }
-            Ok(())
+            Ok(empty)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir_all(target).at(target),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir_all(target).at(target).map(|()| true),
         Err(e) => Err(Error::io(target, e)),
     }
 }
@@ -93,31 +103,44 @@ fn clear(path: &Path, keep_dir: bool) -> Result<()> {
     }
 }
 
-fn create_skeleton(target: &Path, plan: &RestorePlan, summary: &mut RestoreSummary) -> Result<()> {
+/// Directories, links and empty files. Files with content are created by their first write,
+/// so each costs one open: file creation dominates restore time on many file systems.
+fn create_skeleton(target: &Path, plan: &RestorePlan, overwrite: bool, summary: &mut RestoreSummary) -> Result<()> {
     for entry in &plan.entries {
         let path = target.join(&entry.rel);
         let node = &entry.node;
-        clear(&path, node.kind == NodeKind::Dir)?;
+        if overwrite {
+            clear(&path, node.kind == NodeKind::Dir)?;
+        }
         match (node.kind, &entry.link_to) {
             (NodeKind::Dir, _) => {
-                fs::create_dir_all(&path).at(&path)?;
+                // Parents come first in the plan, so a plain mkdir suffices.
+                match fs::create_dir(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(Error::io(&path, e)),
+                    _ => {}
+                }
                 summary.dirs += 1;
             }
             (NodeKind::File, None) => {
-                let file = fs::File::create(&path).at(&path)?;
-                // Holes from set_len stay holes: blocks of zeros are skipped when writing.
-                file.set_len(node.size).at(&path)?;
+                if node.content.is_empty() {
+                    fs::File::create(&path).at(&path)?.set_len(node.size).at(&path)?;
+                }
                 summary.files += 1;
             }
             (NodeKind::File, Some(_)) => summary.files += 1,
             (NodeKind::Symlink, _) => {
-                let target_name = node.target.as_ref().map(|t| t.as_os().to_owned()).unwrap_or_default();
+                let target_name = node
+                    .target
+                    .as_ref()
+                    .map(|t| t.as_os().to_owned())
+                    .unwrap_or_default();
                 std::os::unix::fs::symlink(&target_name, &path).at(&path)?;
                 summary.links += 1;
             }
             (NodeKind::Fifo, _) => {
-                let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-                    .map_err(|_| Error::Invalid(format!("{} contains a NUL byte", path.display())))?;
+                let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+                    Error::Invalid(format!("{} contains a NUL byte", path.display()))
+                })?;
                 // SAFETY: c_path is a valid NUL-terminated string for the duration of the call.
                 if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
                     return Err(Error::io(&path, std::io::Error::last_os_error()));
@@ -134,16 +157,24 @@ struct PackWork {
     blobs: Vec<(BlobId, Location)>,
 }
 
-fn write_content(reader: &BlobReader, target: &Path, plan: &RestorePlan, progress: &RestoreProgress) -> Result<u64> {
+fn write_content(
+    reader: &BlobReader,
+    target: &Path,
+    plan: &RestorePlan,
+    progress: &RestoreProgress,
+) -> Result<u64> {
     let mut by_pack: HashMap<u32, Vec<(BlobId, Location)>> = HashMap::new();
     for id in plan.blobs.keys() {
         let loc = reader.locate(id)?;
         by_pack.entry(loc.pack).or_default().push((*id, loc));
     }
-    let mut work: Vec<PackWork> = by_pack.into_iter().map(|(pack, mut blobs)| {
-        blobs.sort_by_key(|(_, l)| l.offset);
-        PackWork { pack, blobs }
-    }).collect();
+    let mut work: Vec<PackWork> = by_pack
+        .into_iter()
+        .map(|(pack, mut blobs)| {
+            blobs.sort_by_key(|(_, l)| l.offset);
+            PackWork { pack, blobs }
+        })
+        .collect();
     work.sort_by_key(|w| w.pack);
     let pack_count = work.len() as u64;
     // Blobs still to write per file: a file reaching zero is complete.
@@ -156,7 +187,9 @@ fn write_content(reader: &BlobReader, target: &Path, plan: &RestorePlan, progres
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(2);
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| loop {
@@ -186,7 +219,14 @@ fn write_content(reader: &BlobReader, target: &Path, plan: &RestorePlan, progres
     Ok(pack_count)
 }
 
-fn restore_pack(reader: &BlobReader, target: &Path, plan: &RestorePlan, work: &PackWork, progress: &RestoreProgress, remaining: &[AtomicUsize]) -> Result<()> {
+fn restore_pack(
+    reader: &BlobReader,
+    target: &Path,
+    plan: &RestorePlan,
+    work: &PackWork,
+    progress: &RestoreProgress,
+    remaining: &[AtomicUsize],
+) -> Result<()> {
     let pack = &reader.index.packs[work.pack as usize];
     let name = pack_name(&pack.id);
     let needed: u64 = work.blobs.iter().map(|(_, l)| u64::from(l.length)).sum();
@@ -217,32 +257,48 @@ fn restore_pack(reader: &BlobReader, target: &Path, plan: &RestorePlan, work: &P
             })?;
             for (slot, offset) in places {
                 let path = target.join(&plan.entries[*slot].rel);
-                write_sparse(&path, *offset, &plain)?;
+                write_sparse(&path, *offset, &plain, plan.entries[*slot].node.size)?;
                 remaining[*slot].fetch_sub(1, Ordering::Relaxed);
             }
-            progress.bytes_done.fetch_add(plain.len() as u64 * places.len() as u64, Ordering::Relaxed);
+            progress
+                .bytes_done
+                .fetch_add(plain.len() as u64 * places.len() as u64, Ordering::Relaxed);
         }
     }
     Ok(())
 }
 
-/// Write `data` at `offset`, skipping 4 KiB blocks of zeros so sparse files stay sparse.
-fn write_sparse(path: &Path, offset: u64, data: &[u8]) -> Result<()> {
+/// Write `data` at `offset`, skipping 4 KiB blocks of zeros so sparse files stay sparse. The
+/// first write creates the file; the write that ends the file sets its length, so trailing
+/// zeros become a hole too.
+fn write_sparse(path: &Path, offset: u64, data: &[u8], file_size: u64) -> Result<()> {
     const BLOCK: usize = 4096;
-    let file = fs::OpenOptions::new().write(true).open(path).at(path)?;
+    let file = fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).at(path)?;
+    if offset + data.len() as u64 == file_size {
+        file.set_len(file_size).at(path)?;
+    }
     let mut pos = 0;
     while pos < data.len() {
         // Skip zero blocks, then write the next run of non-zero blocks in one call.
-        while pos < data.len() && data[pos..(pos + BLOCK).min(data.len())].iter().all(|&b| b == 0) {
+        while pos < data.len()
+            && data[pos..(pos + BLOCK).min(data.len())]
+                .iter()
+                .all(|&b| b == 0)
+        {
             pos += BLOCK;
         }
         let start = pos;
-        while pos < data.len() && !data[pos..(pos + BLOCK).min(data.len())].iter().all(|&b| b == 0) {
+        while pos < data.len()
+            && !data[pos..(pos + BLOCK).min(data.len())]
+                .iter()
+                .all(|&b| b == 0)
+        {
             pos += BLOCK;
         }
         let end = pos.min(data.len());
         if end > start {
-            file.write_all_at(&data[start..end], offset + start as u64).at(path)?;
+            file.write_all_at(&data[start..end], offset + start as u64)
+                .at(path)?;
         }
     }
     Ok(())
@@ -256,10 +312,19 @@ fn finish_metadata(target: &Path, plan: &RestorePlan, root: &Node) -> Result<()>
             fs::hard_link(target.join(first), &path).at(&path)?;
         }
     }
-    for entry in plan.entries.iter().filter(|e| e.node.kind != NodeKind::Dir && e.link_to.is_none()) {
+    for entry in plan
+        .entries
+        .iter()
+        .filter(|e| e.node.kind != NodeKind::Dir && e.link_to.is_none())
+    {
         metadata::apply(&target.join(&entry.rel), &entry.node, as_root)?;
     }
-    for entry in plan.entries.iter().rev().filter(|e| e.node.kind == NodeKind::Dir) {
+    for entry in plan
+        .entries
+        .iter()
+        .rev()
+        .filter(|e| e.node.kind == NodeKind::Dir)
+    {
         metadata::apply(&target.join(&entry.rel), &entry.node, as_root)?;
     }
     if root.kind == NodeKind::Dir {

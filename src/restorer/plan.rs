@@ -40,9 +40,16 @@ impl Selection {
         }
         let mut b = GlobSetBuilder::new();
         for p in include {
-            b.add(Glob::new(p.trim_start_matches('/')).map_err(|e| Error::Invalid(format!("--include '{p}' is not a valid glob: {e}")))?);
+            b.add(Glob::new(p.trim_start_matches('/')).map_err(|e| {
+                Error::Invalid(format!("--include '{p}' is not a valid glob: {e}"))
+            })?);
         }
-        Ok(Selection { include: Some(b.build().map_err(|e| Error::Invalid(format!("--include: {e}")))?) })
+        Ok(Selection {
+            include: Some(
+                b.build()
+                    .map_err(|e| Error::Invalid(format!("--include: {e}")))?,
+            ),
+        })
     }
 
     fn matches(&self, rel: &Path) -> bool {
@@ -54,22 +61,39 @@ impl Selection {
 pub fn descend(reader: &BlobReader, root: &Node, sub: &Path) -> Result<Node> {
     let mut node = root.clone();
     for part in sub.components() {
-        let std::path::Component::Normal(name) = part else { continue };
-        let tree_id = node.subtree.filter(|_| node.kind == NodeKind::Dir).ok_or_else(|| not_found(sub))?;
+        let std::path::Component::Normal(name) = part else {
+            continue;
+        };
+        let tree_id = node
+            .subtree
+            .filter(|_| node.kind == NodeKind::Dir)
+            .ok_or_else(|| not_found(sub))?;
         let tree = reader.tree(&tree_id)?;
         let wanted = Name::from_os(name);
-        node = tree.nodes.into_iter().find(|n| n.name == wanted).ok_or_else(|| not_found(sub))?;
+        node = tree
+            .nodes
+            .into_iter()
+            .find(|n| n.name == wanted)
+            .ok_or_else(|| not_found(sub))?;
     }
     Ok(node)
 }
 
 fn not_found(sub: &Path) -> Error {
-    Error::Invalid(format!("path '{}' is not in the snapshot. List what is there with 'custodian ls SNAPSHOT'.", sub.display()))
+    Error::Invalid(format!(
+        "path '{}' is not in the snapshot. List what is there with 'custodian ls SNAPSHOT'.",
+        sub.display()
+    ))
 }
 
 /// Build the plan for `root`: a directory's contents go into the target, a file goes in by name.
 pub fn plan(reader: &BlobReader, root: &Node, selection: &Selection) -> Result<RestorePlan> {
-    let mut planner = Planner { reader, selection, plan: RestorePlan::default(), links: HashMap::new() };
+    let mut planner = Planner {
+        reader,
+        selection,
+        plan: RestorePlan::default(),
+        links: HashMap::new(),
+    };
     if root.kind == NodeKind::Dir {
         planner.dir(root, Path::new(""), false)?;
     } else {
@@ -89,15 +113,26 @@ struct Planner<'a, 'b> {
 impl Planner<'_, '_> {
     /// Add the children of directory `node` at `rel`; returns whether anything was kept.
     fn dir(&mut self, node: &Node, rel: &Path, matched: bool) -> Result<bool> {
-        let Some(tree_id) = node.subtree else { return Ok(false) };
-        let tree = self.reader.tree(&tree_id).map_err(|e| Error::Damaged(format!("reading the listing of directory '/{}': {e}", rel.display())))?;
+        let Some(tree_id) = node.subtree else {
+            return Ok(false);
+        };
+        let tree = self.reader.tree(&tree_id).map_err(|e| {
+            Error::Damaged(format!(
+                "reading the listing of directory '/{}': {e}",
+                rel.display()
+            ))
+        })?;
         let mut kept = false;
         for child in tree.nodes {
             let child_rel = rel.join(child.name.as_os());
             let child_matched = matched || self.selection.matches(&child_rel);
             if child.kind == NodeKind::Dir {
                 let slot = self.plan.entries.len();
-                self.plan.entries.push(PlannedEntry { rel: child_rel.clone(), node: child.clone(), link_to: None });
+                self.plan.entries.push(PlannedEntry {
+                    rel: child_rel.clone(),
+                    node: child.clone(),
+                    link_to: None,
+                });
                 if self.dir(&child, &child_rel, child_matched)? || child_matched {
                     kept = true;
                 } else {
@@ -123,7 +158,11 @@ impl Planner<'_, '_> {
         if node.kind == NodeKind::File && link_to.is_none() {
             let mut offset = 0;
             for chunk in &node.content {
-                self.plan.blobs.entry(chunk.0).or_default().push((slot, offset));
+                self.plan
+                    .blobs
+                    .entry(chunk.0)
+                    .or_default()
+                    .push((slot, offset));
                 offset += u64::from(chunk.1);
             }
             self.plan.bytes += node.size;

@@ -21,16 +21,23 @@ impl Excludes {
     pub fn new(patterns: &[String]) -> Result<Self> {
         let (mut names, mut paths) = (GlobSetBuilder::new(), GlobSetBuilder::new());
         for p in patterns {
-            let glob = Glob::new(p.trim_start_matches('/'))
-                .map_err(|e| Error::Invalid(format!("exclude pattern '{p}' is not a valid glob: {e}")))?;
+            let glob = Glob::new(p.trim_start_matches('/')).map_err(|e| {
+                Error::Invalid(format!("exclude pattern '{p}' is not a valid glob: {e}"))
+            })?;
             if p.contains('/') {
                 paths.add(glob);
             } else {
                 names.add(glob);
             }
         }
-        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::Invalid(format!("exclude patterns: {e}")));
-        Ok(Excludes { names: build(names)?, paths: build(paths)? })
+        let build = |b: GlobSetBuilder| {
+            b.build()
+                .map_err(|e| Error::Invalid(format!("exclude patterns: {e}")))
+        };
+        Ok(Excludes {
+            names: build(names)?,
+            paths: build(paths)?,
+        })
     }
 
     fn excluded(&self, rel: &Path, name: &std::ffi::OsStr) -> bool {
@@ -83,7 +90,14 @@ fn node_from(name: Name, kind: NodeKind, m: &fs::Metadata) -> Node {
 }
 
 fn stat_from(m: &fs::Metadata) -> FileStat {
-    FileStat { size: m.size(), mtime: m.mtime(), mtime_ns: m.mtime_nsec(), ctime: m.ctime(), ctime_ns: m.ctime_nsec(), ino: m.ino() }
+    FileStat {
+        size: m.size(),
+        mtime: m.mtime(),
+        mtime_ns: m.mtime_nsec(),
+        ctime: m.ctime(),
+        ctime_ns: m.ctime_nsec(),
+        ino: m.ino(),
+    }
 }
 
 struct Walker<'a> {
@@ -94,7 +108,10 @@ struct Walker<'a> {
 
 impl Walker<'_> {
     fn skip(&mut self, rel: &Path, error: impl ToString) {
-        self.out.skipped.push(SkippedEntry { path: Name::from_os(rel.as_os_str()), error: error.to_string() });
+        self.out.skipped.push(SkippedEntry {
+            path: Name::from_os(rel.as_os_str()),
+            error: error.to_string(),
+        });
     }
 
     /// Add `path` and (for directories) everything below it; returns its slot.
@@ -116,7 +133,10 @@ impl Walker<'_> {
         } else if ft.is_fifo() {
             NodeKind::Fifo
         } else {
-            self.skip(&rel, "unsupported file type (socket or device); not backed up");
+            self.skip(
+                &rel,
+                "unsupported file type (socket or device); not backed up",
+            );
             return None;
         };
         let mut node = node_from(name, kind, &meta);
@@ -134,7 +154,13 @@ impl Walker<'_> {
             node.link_group = Some(*self.links.entry((meta.dev(), meta.ino())).or_insert(next));
         }
         let slot = self.out.entries.len();
-        self.out.entries.push(WalkEntry { path: path.clone(), rel: rel.clone(), node, stat: stat_from(&meta), children: Vec::new() });
+        self.out.entries.push(WalkEntry {
+            path: path.clone(),
+            rel: rel.clone(),
+            node,
+            stat: stat_from(&meta),
+            children: Vec::new(),
+        });
         if kind == NodeKind::Dir {
             let children = self.read_children(&path, &rel);
             self.out.entries[slot].children = children;
@@ -174,14 +200,32 @@ impl Walker<'_> {
 
 /// Walk `root`. Fails only if the root itself is not a readable directory.
 pub fn walk(root: &Path, excludes: &Excludes) -> Result<WalkResult> {
-    let meta = fs::metadata(root).map_err(|e| Error::Invalid(format!("source path {} cannot be read: {e}. Check the path given to 'backup'.", root.display())))?;
+    let meta = fs::metadata(root).map_err(|e| {
+        Error::Invalid(format!(
+            "source path {} cannot be read: {e}. Check the path given to 'backup'.",
+            root.display()
+        ))
+    })?;
     if !meta.is_dir() {
-        return Err(Error::Invalid(format!("source path {} is not a directory; custodian backs up record-store directories.", root.display())));
+        return Err(Error::Invalid(format!(
+            "source path {} is not a directory; custodian backs up record-store directories.",
+            root.display()
+        )));
     }
-    let mut walker = Walker { excludes, out: WalkResult { entries: Vec::new(), skipped: Vec::new() }, links: HashMap::new() };
+    let mut walker = Walker {
+        excludes,
+        out: WalkResult {
+            entries: Vec::new(),
+            skipped: Vec::new(),
+        },
+        links: HashMap::new(),
+    };
     walker.visit(root.to_path_buf(), PathBuf::new(), Name(Vec::new()));
     if walker.out.entries.is_empty() {
-        return Err(Error::Invalid(format!("source path {} vanished during the walk", root.display())));
+        return Err(Error::Invalid(format!(
+            "source path {} vanished during the walk",
+            root.display()
+        )));
     }
     Ok(walker.out)
 }
@@ -200,9 +244,16 @@ mod tests {
         std::os::unix::fs::symlink("nowhere", dir.path().join("link")).unwrap();
         let ex = Excludes::new(&["*.tmp".to_string()]).unwrap();
         let result = walk(dir.path(), &ex).unwrap();
-        let names: Vec<String> = result.entries.iter().map(|e| e.rel.display().to_string()).collect();
+        let names: Vec<String> = result
+            .entries
+            .iter()
+            .map(|e| e.rel.display().to_string())
+            .collect();
         assert_eq!(names, vec!["", "a.txt", "b", "b/keep.csv", "link"]);
-        assert_eq!(result.entries[4].node.target, Some(Name(b"nowhere".to_vec())));
+        assert_eq!(
+            result.entries[4].node.target,
+            Some(Name(b"nowhere".to_vec()))
+        );
         assert!(result.skipped.is_empty());
         assert!(Excludes::new(&["a[".to_string()]).is_err());
     }

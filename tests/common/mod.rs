@@ -30,7 +30,11 @@ impl World {
             state: dir.path().join("state"),
             dir,
         };
-        let out = w.cmd(&["key", "generate", "--output"]).arg(&w.operator).output().unwrap();
+        let out = w
+            .cmd(&["key", "generate", "--output"])
+            .arg(&w.operator)
+            .output()
+            .unwrap();
         assert!(out.status.success(), "{}", text(&out));
         let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
         let mut init = w.cmd(&["init", "--recipient", &recipient, "--writer-key-out"]);
@@ -43,7 +47,12 @@ impl World {
     /// `custodian ARGS…` with this world's repository and state dir in the environment.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
-        c.args(args).env("CUSTODIAN_REPO", &self.repo).env("CUSTODIAN_STATE_DIR", &self.state).env_remove("CUSTODIAN_IDENTITY").env_remove("CUSTODIAN_WRITER_KEY").env_remove("RUST_LOG");
+        c.args(args)
+            .env("CUSTODIAN_REPO", &self.repo)
+            .env("CUSTODIAN_STATE_DIR", &self.state)
+            .env_remove("CUSTODIAN_IDENTITY")
+            .env_remove("CUSTODIAN_WRITER_KEY")
+            .env_remove("RUST_LOG");
         c
     }
 
@@ -63,9 +72,14 @@ impl World {
 
     /// Back up `path` as `source`; returns the JSON summary. Panics unless the exit code is `want`.
     pub fn backup_expect(&self, source: &str, path: &Path, want: i32) -> serde_json::Value {
-        let out = self.writer_cmd(&["backup", "--json", "--source", source]).arg(path).output().unwrap();
+        let out = self
+            .writer_cmd(&["backup", "--json", "--source", source])
+            .arg(path)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(want), "{}", text(&out));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("backup --json: {e}: {}", text(&out)))
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("backup --json: {e}: {}", text(&out)))
     }
 
     pub fn backup(&self, source: &str, path: &Path) -> serde_json::Value {
@@ -90,7 +104,12 @@ impl World {
 
 /// stdout and stderr, for assertion messages.
 pub fn text(out: &Output) -> String {
-    format!("exit {:?}\nstdout:\n{}\nstderr:\n{}", out.status.code(), String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// Deterministic pseudo-random bytes (incompressible).
@@ -98,7 +117,7 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = custodian::sample::Rng::new(seed);
     let mut v = Vec::with_capacity(len + 8);
     while v.len() < len {
-        v.extend_from_slice(&rng.next().to_le_bytes());
+        v.extend_from_slice(&rng.next_u64().to_le_bytes());
     }
     v.truncate(len);
     v
@@ -108,26 +127,60 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
 /// targets, and which files are hard links of each other. Directory mtimes included.
 pub fn assert_same_tree(a: &Path, b: &Path) {
     compare(a, b, true);
-    assert_eq!(link_groups(a), link_groups(b), "hard link structure differs");
+    assert_eq!(
+        link_groups(a),
+        link_groups(b),
+        "hard link structure differs"
+    );
 }
 
 fn compare(a: &Path, b: &Path, is_root: bool) {
-    let (ma, mb) = (fs::symlink_metadata(a).unwrap(), fs::symlink_metadata(b).unwrap());
+    let (ma, mb) = (
+        fs::symlink_metadata(a).unwrap(),
+        fs::symlink_metadata(b).unwrap(),
+    );
     assert_eq!(ma.file_type(), mb.file_type(), "type of {}", b.display());
     if !ma.file_type().is_symlink() {
-        assert_eq!(ma.permissions().mode() & 0o7777, mb.permissions().mode() & 0o7777, "mode of {}", b.display());
+        assert_eq!(
+            ma.permissions().mode() & 0o7777,
+            mb.permissions().mode() & 0o7777,
+            "mode of {}",
+            b.display()
+        );
     }
-    assert_eq!((ma.uid(), ma.gid()), (mb.uid(), mb.gid()), "owner of {}", b.display());
+    assert_eq!(
+        (ma.uid(), ma.gid()),
+        (mb.uid(), mb.gid()),
+        "owner of {}",
+        b.display()
+    );
     if !is_root || ma.is_dir() {
-        assert_eq!((ma.mtime(), ma.mtime_nsec()), (mb.mtime(), mb.mtime_nsec()), "mtime of {}", b.display());
+        assert_eq!(
+            (ma.mtime(), ma.mtime_nsec()),
+            (mb.mtime(), mb.mtime_nsec()),
+            "mtime of {}",
+            b.display()
+        );
     }
     if ma.file_type().is_symlink() {
-        assert_eq!(fs::read_link(a).unwrap(), fs::read_link(b).unwrap(), "target of {}", b.display());
+        assert_eq!(
+            fs::read_link(a).unwrap(),
+            fs::read_link(b).unwrap(),
+            "target of {}",
+            b.display()
+        );
     } else if ma.is_file() {
-        assert!(fs::read(a).unwrap() == fs::read(b).unwrap(), "content of {}", b.display());
+        assert!(
+            fs::read(a).unwrap() == fs::read(b).unwrap(),
+            "content of {}",
+            b.display()
+        );
     } else if ma.is_dir() {
         let names = |p: &Path| {
-            let mut v: Vec<_> = fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name()).collect();
+            let mut v: Vec<_> = fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
             v.sort();
             v
         };
@@ -148,15 +201,20 @@ fn link_groups(root: &Path) -> Vec<Vec<PathBuf>> {
             if m.is_dir() {
                 walk(root, &e.path(), out);
             } else if m.is_file() && m.nlink() > 1 {
-                out.entry(m.ino()).or_default().push(e.path().strip_prefix(root).unwrap().to_path_buf());
+                out.entry(m.ino())
+                    .or_default()
+                    .push(e.path().strip_prefix(root).unwrap().to_path_buf());
             }
         }
     }
     walk(root, root, &mut by_inode);
-    let mut groups: Vec<Vec<PathBuf>> = by_inode.into_values().map(|mut g| {
-        g.sort();
-        g
-    }).collect();
+    let mut groups: Vec<Vec<PathBuf>> = by_inode
+        .into_values()
+        .map(|mut g| {
+            g.sort();
+            g
+        })
+        .collect();
     groups.sort();
     groups
 }
