@@ -1,6 +1,7 @@
 //! zstd before encryption; a chunk that does not shrink is stored raw so incompressible scans
 //! cost almost nothing to restore.
 
+use std::cell::RefCell;
 use std::io;
 
 /// Tag byte inside the sealed payload: stored as is.
@@ -8,9 +9,42 @@ pub const RAW: u8 = 0;
 /// Tag byte inside the sealed payload: zstd frame.
 pub const ZSTD: u8 = 1;
 
+thread_local! {
+    // A zstd context costs megabytes to set up; building one per chunk doubled backup CPU time.
+    // Pipeline threads live for a whole run, so one context per thread is reused thousands of times.
+    static COMPRESSOR: RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { RefCell::new(None) };
+    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn compress_with_context(data: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.as_ref().is_none_or(|(l, _)| *l != level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        match slot.as_mut() {
+            Some((_, c)) => c.compress(data),
+            None => zstd::bulk::compress(data, level),
+        }
+    })
+}
+
+fn decompress_with_context(data: &[u8], capacity: usize) -> io::Result<Vec<u8>> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress(data, capacity),
+            None => zstd::bulk::decompress(data, capacity),
+        }
+    })
+}
+
 /// Compress `data`, returning the tag and the bytes to store (borrowed when raw).
 pub fn compress(data: &[u8], level: i32) -> (u8, std::borrow::Cow<'_, [u8]>) {
-    match zstd::bulk::compress(data, level) {
+    match compress_with_context(data, level) {
         Ok(packed) if packed.len() < data.len() => (ZSTD, packed.into()),
         _ => (RAW, data.into()),
     }
@@ -20,7 +54,7 @@ pub fn compress(data: &[u8], level: i32) -> (u8, std::borrow::Cow<'_, [u8]>) {
 pub fn decompress(tag: u8, payload: Vec<u8>, expected_max: usize) -> io::Result<Vec<u8>> {
     match tag {
         RAW => Ok(payload),
-        ZSTD => zstd::bulk::decompress(&payload, expected_max),
+        ZSTD => decompress_with_context(&payload, expected_max),
         other => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("unknown compression tag {other}"),

@@ -16,13 +16,14 @@ pub const PACK_TARGET: u64 = 16 * 1024 * 1024;
 pub const PACKS_PER_INDEX: usize = 64;
 
 /// Chunks in flight between readers and sealers; with 8 MiB maximum chunks this bounds memory.
-pub const SEAL_QUEUE: usize = 8;
+pub const SEAL_QUEUE: usize = 4;
 
 /// Sealed blobs waiting for the packer.
 pub const PACK_QUEUE: usize = 8;
 
-/// Finished packs waiting for upload: each is up to PACK_TARGET + one chunk.
-pub const UPLOAD_QUEUE: usize = 1;
+/// Finished packs waiting for upload beyond those being written: 0 is a hand-over, so at most
+/// one pack being filled plus one per upload thread is in memory (each ~17 MiB).
+pub const UPLOAD_QUEUE: usize = 0;
 
 /// Parallel pack writes; local disks gain little beyond two.
 pub const UPLOAD_THREADS: usize = 2;

@@ -219,3 +219,28 @@ fn init_refuses_an_existing_repository_and_bad_recipients() {
         .unwrap();
     fails_with(out, &["already holds a custodian repository"]);
 }
+
+#[test]
+fn a_relative_repository_path_that_does_not_exist_yet_works() {
+    let w = World::new(&[]);
+    let recipient = fs::read_to_string(&w.operator)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(String::from))
+        .unwrap();
+    let out = w
+        .cmd(&[
+            "init",
+            "--recipient",
+            &recipient,
+            "--writer-key-out",
+            "w.key",
+            "--repo",
+            "new/nested/repo",
+        ])
+        .current_dir(w.dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(w.dir.path().join("new/nested/repo/config").is_file());
+}

@@ -44,7 +44,8 @@ impl LocalBackend {
 
     /// Create `dir` and its missing parents, fsyncing each new entry into its parent.
     fn ensure_dir(&self, dir: &Path) -> io::Result<()> {
-        if dir.is_dir() {
+        // An empty path is the current directory (a relative root's parent).
+        if dir.as_os_str().is_empty() || dir.is_dir() {
             return Ok(());
         }
         if let Some(parent) = dir.parent() {
@@ -117,6 +118,11 @@ impl LocalBackend {
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
     fs::File::open(dir)?.sync_all()
 }
 

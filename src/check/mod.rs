@@ -244,49 +244,80 @@ fn check_snapshots(repo: &Repository, reader: &BlobReader, report: &mut CheckRep
     Ok(())
 }
 
+/// Download and verify `packs`, one worker per core; findings are merged into `report`.
 fn read_packs(
     reader: &BlobReader,
     packs: &[PackId],
     report: &mut CheckReport,
     progress: &CheckProgress,
 ) {
-    let mut blobs_by_pack: HashMap<PackId, Vec<(crate::id::BlobId, crate::repository::Location)>> =
-        HashMap::new();
+    type Blobs = Vec<(crate::id::BlobId, crate::repository::Location)>;
+    let mut blobs_by_pack: HashMap<PackId, Blobs> = HashMap::new();
     for (id, loc) in reader.index.entries() {
         blobs_by_pack
             .entry(reader.index.pack(loc).id)
             .or_default()
             .push((*id, *loc));
     }
-    for pack in packs {
-        progress.done.fetch_add(1, Ordering::Relaxed);
-        let bytes = match reader.repo.backend.get(&pack_name(pack)) {
-            Ok(b) => b,
-            Err(e) => {
-                report.errors.push(format!("pack {pack}: {e}"));
-                continue;
-            }
-        };
-        report.packs_read += 1;
-        report.bytes_read += bytes.len() as u64;
-        if content_hash(&bytes) != pack.0 {
-            report.errors.push(format!(
-                "pack {pack}: its bytes do not match its name (damaged in storage)"
-            ));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let merged = std::sync::Mutex::new(CheckReport::default());
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                let mut local = CheckReport::default();
+                while let Some(pack) = packs.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let blobs = blobs_by_pack
+                        .get(pack)
+                        .map(Vec::as_slice)
+                        .unwrap_or_default();
+                    verify_pack(reader, pack, blobs, &mut local);
+                    progress.done.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Ok(mut m) = merged.lock() {
+                    m.packs_read += local.packs_read;
+                    m.bytes_read += local.bytes_read;
+                    m.errors.append(&mut local.errors);
+                }
+            });
         }
-        for (id, loc) in blobs_by_pack
-            .get(pack)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-        {
-            let end = loc.offset as usize + loc.length as usize;
-            let result = bytes
-                .get(loc.offset as usize..end)
-                .ok_or_else(|| Error::Damaged("blob lies outside the pack".into()))
-                .and_then(|f| reader.open(id, loc, f));
-            if let Err(e) = result {
-                report.errors.push(format!("pack {pack}: {e}"));
-            }
+    });
+    if let Ok(m) = merged.into_inner() {
+        report.packs_read += m.packs_read;
+        report.bytes_read += m.bytes_read;
+        report.errors.extend(m.errors);
+    }
+}
+
+/// Check one pack's hash and open every blob in it.
+fn verify_pack(
+    reader: &BlobReader,
+    pack: &PackId,
+    blobs: &[(crate::id::BlobId, crate::repository::Location)],
+    report: &mut CheckReport,
+) {
+    let bytes = match reader.repo.backend.get(&pack_name(pack)) {
+        Ok(b) => b,
+        Err(e) => {
+            report.errors.push(format!("pack {pack}: {e}"));
+            return;
+        }
+    };
+    report.packs_read += 1;
+    report.bytes_read += bytes.len() as u64;
+    if content_hash(&bytes) != pack.0 {
+        report.errors.push(format!(
+            "pack {pack}: its bytes do not match its name (damaged in storage)"
+        ));
+    }
+    for (id, loc) in blobs {
+        let end = loc.offset as usize + loc.length as usize;
+        let result = bytes
+            .get(loc.offset as usize..end)
+            .ok_or_else(|| Error::Damaged("blob lies outside the pack".into()))
+            .and_then(|f| reader.open(id, loc, f));
+        if let Err(e) = result {
+            report.errors.push(format!("pack {pack}: {e}"));
         }
     }
 }

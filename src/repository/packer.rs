@@ -45,7 +45,8 @@ impl PackWriter {
         if self.buf.capacity() == 0 {
             // Room for a full pack plus one large frame and the header, so the buffer never
             // doubles (a doubled 16 MiB buffer would be the pipeline's largest allocation).
-            self.buf.reserve_exact(self.target as usize + frame.len().max(1 << 20) + (64 << 10));
+            self.buf
+                .reserve_exact(self.target as usize + frame.len().max(1 << 20) + (64 << 10));
         }
         self.entries.push(PackEntry {
             id,

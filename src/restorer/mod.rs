@@ -88,7 +88,9 @@ fn prepare_target(target: &Path, overwrite: bool) -> Result<bool> {
             }
             Ok(empty)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir_all(target).at(target).map(|()| true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(target).at(target).map(|()| true)
+        }
         Err(e) => Err(Error::io(target, e)),
     }
 }
@@ -105,7 +107,12 @@ fn clear(path: &Path, keep_dir: bool) -> Result<()> {
 
 /// Directories, links and empty files. Files with content are created by their first write,
 /// so each costs one open: file creation dominates restore time on many file systems.
-fn create_skeleton(target: &Path, plan: &RestorePlan, overwrite: bool, summary: &mut RestoreSummary) -> Result<()> {
+fn create_skeleton(
+    target: &Path,
+    plan: &RestorePlan,
+    overwrite: bool,
+    summary: &mut RestoreSummary,
+) -> Result<()> {
     for entry in &plan.entries {
         let path = target.join(&entry.rel);
         let node = &entry.node;
@@ -116,14 +123,19 @@ fn create_skeleton(target: &Path, plan: &RestorePlan, overwrite: bool, summary: 
             (NodeKind::Dir, _) => {
                 // Parents come first in the plan, so a plain mkdir suffices.
                 match fs::create_dir(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(Error::io(&path, e)),
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                        return Err(Error::io(&path, e))
+                    }
                     _ => {}
                 }
                 summary.dirs += 1;
             }
             (NodeKind::File, None) => {
                 if node.content.is_empty() {
-                    fs::File::create(&path).at(&path)?.set_len(node.size).at(&path)?;
+                    fs::File::create(&path)
+                        .at(&path)?
+                        .set_len(node.size)
+                        .at(&path)?;
                 }
                 summary.files += 1;
             }
@@ -273,7 +285,12 @@ fn restore_pack(
 /// zeros become a hole too.
 fn write_sparse(path: &Path, offset: u64, data: &[u8], file_size: u64) -> Result<()> {
     const BLOCK: usize = 4096;
-    let file = fs::OpenOptions::new().write(true).create(true).truncate(false).open(path).at(path)?;
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .at(path)?;
     if offset + data.len() as u64 == file_size {
         file.set_len(file_size).at(path)?;
     }
