@@ -206,12 +206,7 @@ fn init_refuses_an_existing_repository_and_bad_recipients() {
         !fresh.join("config").exists(),
         "a failed init must not leave a repository"
     );
-    let id = fs::read_to_string(&w.operator).unwrap();
-    let recipient = id
-        .lines()
-        .find_map(|l| l.strip_prefix("# public key: "))
-        .unwrap()
-        .to_string();
+    let recipient = w.recipient();
     let out = w
         .cmd(&["init", "--recipient", &recipient, "--writer-key-out"])
         .arg(w.dir.path().join("w3.key"))
@@ -223,11 +218,7 @@ fn init_refuses_an_existing_repository_and_bad_recipients() {
 #[test]
 fn a_relative_repository_path_that_does_not_exist_yet_works() {
     let w = World::new(&[]);
-    let recipient = fs::read_to_string(&w.operator)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("# public key: ").map(String::from))
-        .unwrap();
+    let recipient = w.recipient();
     let out = w
         .cmd(&[
             "init",

@@ -7,27 +7,6 @@ mod common;
 use common::*;
 use std::fs;
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-fn wait_until_stopped(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Field 3, after the parenthesised command name, is the state; T = stopped.
-        if stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('T'))
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "backup never reached its pause point"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn killed_backup(w: &World, src: &Path, point: &str) {
     let mut child = w

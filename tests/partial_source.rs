@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use std::fs;
 use std::os::unix::process::CommandExt;
-use std::time::{Duration, Instant};
 
 const NOBODY: u32 = 65534;
 
@@ -28,11 +27,7 @@ fn unreadable_entries_are_skipped_with_exit_code_3() {
             chmod(p, 0o777);
         }
         chmod(&src, 0o755);
-        let recipient = fs::read_to_string(&w.operator)
-            .unwrap()
-            .lines()
-            .find_map(|l| l.strip_prefix("# public key: ").map(String::from))
-            .unwrap();
+        let recipient = w.recipient();
         let out = w
             .cmd(&["init", "--recipient", &recipient, "--writer-key-out"])
             .arg(dir.join("writer.key"))
@@ -116,16 +111,7 @@ fn a_file_that_vanishes_during_the_backup_is_skipped() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !fs::read_to_string(format!("/proc/{}/stat", child.id()))
-        .unwrap_or_default()
-        .rsplit(')')
-        .next()
-        .is_some_and(|r| r.trim_start().starts_with('T'))
-    {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_stopped(child.id());
     fs::remove_file(src.join("goes.csv")).unwrap();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };

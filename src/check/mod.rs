@@ -101,16 +101,9 @@ pub fn check(
     let mut report = CheckReport::default();
     let index = repo.load_index()?;
     let stored: BTreeMap<PackId, u64> = repo
-        .backend
-        .list("packs/")?
+        .list_ids::<PackId>("packs/")?
         .into_iter()
-        .filter_map(|o| {
-            o.name
-                .rsplit('/')
-                .next()
-                .and_then(|n| n.parse().ok())
-                .map(|id| (id, o.size))
-        })
+        .map(|(id, o)| (id, o.size))
         .collect();
     report.packs = index.packs.len() as u64;
     report.blobs = index.blob_count() as u64;
@@ -195,14 +188,7 @@ fn check_packs(
 }
 
 fn check_snapshots(repo: &Repository, reader: &BlobReader, report: &mut CheckReport) -> Result<()> {
-    for object in repo.backend.list("snapshots/")? {
-        let Some(id) = object
-            .name
-            .strip_prefix("snapshots/")
-            .and_then(|n| n.parse::<SnapshotId>().ok())
-        else {
-            continue;
-        };
+    for (id, object) in repo.list_ids::<SnapshotId>("snapshots/")? {
         report.snapshots += 1;
         let head: SnapshotHead = match repo.get_meta(
             &object.name,

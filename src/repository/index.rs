@@ -97,14 +97,7 @@ impl Repository {
     /// Load every index object.
     pub fn load_index(&self) -> Result<MasterIndex> {
         let mut index = MasterIndex::default();
-        for object in self.backend.list("index/")? {
-            let Some(id) = object
-                .name
-                .strip_prefix("index/")
-                .and_then(|n| n.parse::<IndexId>().ok())
-            else {
-                continue;
-            };
+        for (id, object) in self.list_ids::<IndexId>("index/")? {
             let file: IndexFile = self.get_meta(
                 &object.name,
                 &format!("index {}", id.short()),
@@ -178,15 +171,7 @@ impl Repository {
     /// Unreadable leftovers are ignored: they are garbage for prune, never data we rely on.
     pub fn unindexed_packs(&self, index: &MasterIndex) -> Result<Vec<IndexPack>> {
         let mut found = Vec::new();
-        for object in self.backend.list("packs/")? {
-            let Some(id) = object
-                .name
-                .rsplit('/')
-                .next()
-                .and_then(|n| n.parse::<PackId>().ok())
-            else {
-                continue;
-            };
+        for (id, object) in self.list_ids::<PackId>("packs/")? {
             if index.has_pack(&id) {
                 continue;
             }

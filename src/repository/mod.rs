@@ -166,6 +166,28 @@ impl Repository {
     }
 }
 
+impl Repository {
+    /// Objects under `folder` whose last name component parses as an id, with name and size.
+    /// Other names (temporary files, foreign files) are ignored.
+    pub fn list_ids<T: std::str::FromStr>(
+        &self,
+        folder: &str,
+    ) -> Result<Vec<(T, crate::backend::ObjectInfo)>> {
+        Ok(self
+            .backend
+            .list(folder)?
+            .into_iter()
+            .filter_map(|o| {
+                o.name
+                    .rsplit('/')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .map(|id| (id, o))
+            })
+            .collect())
+    }
+}
+
 /// Object name of a pack: two-character fan-out keeps directories small.
 pub fn pack_name(id: &crate::id::PackId) -> String {
     let hex = id.to_hex();

@@ -46,14 +46,7 @@ impl Repository {
     /// Every snapshot, oldest first.
     pub fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         let mut out = Vec::new();
-        for object in self.backend.list("snapshots/")? {
-            let Some(id) = object
-                .name
-                .strip_prefix("snapshots/")
-                .and_then(|n| n.parse::<SnapshotId>().ok())
-            else {
-                continue;
-            };
+        for (id, object) in self.list_ids::<SnapshotId>("snapshots/")? {
             let head: SnapshotHead = self.get_meta(
                 &object.name,
                 &format!("snapshot {}", id.short()),

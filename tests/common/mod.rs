@@ -44,6 +44,15 @@ impl World {
         w
     }
 
+    /// The operator's public recipient (age1…), read from the identity file's comment.
+    pub fn recipient(&self) -> String {
+        fs::read_to_string(&self.operator)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("# public key: ").map(String::from))
+            .unwrap()
+    }
+
     /// `custodian ARGS…` with this world's repository and state dir in the environment.
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
@@ -253,4 +262,25 @@ pub fn os(s: &[u8]) -> &OsStr {
 
 pub fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Wait until process `pid` has stopped itself (state T) at a CUSTODIAN_TEST_PAUSE_AT point.
+pub fn wait_until_stopped(pid: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Field 3, after the parenthesised command name, is the state.
+        if stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('T'))
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process never reached its pause point"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
