@@ -36,7 +36,7 @@ pub const RESTORE_WHOLE_PACK_SHARE: f64 = 0.5;
 /// Gaps between needed blobs below this are read through rather than split into two requests.
 pub const RESTORE_RANGE_GAP: u64 = 1024 * 1024;
 
-/// Reference lists are split after an id whose first two bytes are 0 modulo this: about 512 ids
+/// Reference lists are split after an id whose last two bytes are 0 modulo this: about 512 ids
 /// (16 KiB) per blob, at boundaries that depend on content so consecutive snapshots share blobs.
 pub const REFS_SPLIT_MODULUS: u16 = 512;
 

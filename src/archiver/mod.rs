@@ -176,24 +176,23 @@ pub fn backup(
         Some(id)
     };
     let pstats = pipeline.finish()?;
-    refs.sort_unstable();
-    refs.dedup();
-    let ref_blobs = write_refs(&repo, &index, &uploader, &refs)?;
+    let parent = repo
+        .list_snapshots()?
+        .into_iter()
+        .rev()
+        .find(|s| s.head.source == opts.source);
+    let refs = order_refs(&repo, &index, parent.as_ref().map(|p| &p.head), refs);
+    let (ref_blobs, refs_added, refs_bytes) = write_refs(&repo, &index, &uploader, &refs)?;
     let uploader = Arc::try_unwrap(uploader)
         .map_err(|_| Error::Invalid("internal error: uploader still in use".into()))?;
     let uploaded = uploader.finish()?;
 
     let root = entries.swap_remove(0).node;
-    stats.blobs_added = pstats.blobs_added.load(Ordering::Relaxed);
-    stats.bytes_added = pstats.bytes_added.load(Ordering::Relaxed);
+    stats.blobs_added = pstats.blobs_added.load(Ordering::Relaxed) + refs_added;
+    stats.bytes_added = pstats.bytes_added.load(Ordering::Relaxed) + refs_bytes;
     stats.packs_added = uploaded.packs;
     stats.duration_ms = started.elapsed().as_millis() as u64;
-    let parent = repo
-        .list_snapshots()?
-        .into_iter()
-        .rev()
-        .find(|s| s.head.source == opts.source)
-        .map(|s| s.id);
+    let parent = parent.map(|p| p.id);
     let head = SnapshotHead {
         version: SNAPSHOT_VERSION,
         time: humantime::format_rfc3339_nanos(opts.time).to_string(),
@@ -260,13 +259,56 @@ fn build_trees(
     Ok(())
 }
 
+/// Order the reference set by first appearance: the parent's ids that are still needed, in the
+/// parent's order, then the new ones ascending. Ids are random, so a sorted list would move
+/// every split boundary's contents when a few hundred new ids arrive; in this order unchanged
+/// runs produce identical reference blobs, which deduplicate. A parent list that cannot be read
+/// only costs that sharing.
+fn order_refs(
+    repo: &Repository,
+    index: &crate::repository::MasterIndex,
+    parent: Option<&SnapshotHead>,
+    mut refs: Vec<BlobId>,
+) -> Vec<BlobId> {
+    refs.sort_unstable();
+    refs.dedup();
+    let Some(parent) = parent else { return refs };
+    let reader = crate::repository::BlobReader::new(repo, index);
+    let mut previous = Vec::new();
+    for id in &parent.refs {
+        match reader.read(id).and_then(|plain| {
+            Ok(crate::format::refs::decode(
+                &plain,
+                "parent reference list",
+            )?)
+        }) {
+            Ok(ids) => previous.extend(ids),
+            Err(e) => {
+                tracing::warn!(error = %e, "parent reference list unreadable; writing a fresh one");
+                return refs;
+            }
+        }
+    }
+    let mut placed: HashSet<BlobId> = HashSet::with_capacity(refs.len());
+    let mut ordered = Vec::with_capacity(refs.len());
+    for id in previous {
+        if refs.binary_search(&id).is_ok() && placed.insert(id) {
+            ordered.push(id);
+        }
+    }
+    ordered.extend(refs.into_iter().filter(|id| !placed.contains(id)));
+    ordered
+}
+
 /// Store the reference list as metadata blobs; only blobs not already stored are written.
+/// Returns the list's blob ids and the count and stored bytes of the new ones.
 fn write_refs(
     repo: &Arc<Repository>,
     index: &crate::repository::MasterIndex,
     uploader: &PackUploader,
     refs: &[BlobId],
-) -> Result<Vec<BlobId>> {
+) -> Result<(Vec<BlobId>, u64, u64)> {
+    let (mut added, mut bytes) = (0, 0);
     let mut ids = Vec::new();
     let mut writer = PackWriter::new("", repo.config.pack_target);
     let mut session = None;
@@ -281,21 +323,20 @@ fn write_refs(
             session = Some(repo.start_session(&repo.meta.identity.to_public())?);
         }
         if let Some(key) = &session {
-            writer.add(
-                id,
-                BlobKind::Refs,
-                &seal_blob(
-                    key,
-                    &id,
-                    BlobKind::Refs.code(),
-                    crate::compress::RAW,
-                    &plain,
-                ),
+            let frame = seal_blob(
+                key,
+                &id,
+                BlobKind::Refs.code(),
+                crate::compress::RAW,
+                &plain,
             );
+            added += 1;
+            bytes += frame.len() as u64;
+            writer.add(id, BlobKind::Refs, &frame);
         }
     }
     if !writer.is_empty() {
         uploader.submit(writer.finish(repo)?)?;
     }
-    Ok(ids)
+    Ok((ids, added, bytes))
 }

@@ -1,6 +1,8 @@
-//! Reference lists: the sorted ids of every blob a snapshot needs, so prune can compute
-//! reachability without decrypting trees. Split at content-defined points so consecutive
-//! snapshots share nearly all of their reference blobs. Plaintext: `"CREF" | version | id*`.
+//! Reference lists: the ids of every blob a snapshot needs, so prune can compute reachability
+//! without decrypting trees. Readers treat a list as a set; the writer keeps each id in the
+//! position it first appeared (see `archiver::order_refs`) and splits at content-defined points,
+//! so consecutive snapshots share nearly all of their reference blobs.
+//! Plaintext: `"CREF" | version | id*`.
 
 use crate::constants::{REFS_MAX_IDS, REFS_SPLIT_MODULUS};
 use crate::error::FormatError;
@@ -9,7 +11,7 @@ use crate::id::BlobId;
 const MAGIC: &[u8; 4] = b"CREF";
 const REFS_VERSION: u8 = 1;
 
-/// Split a sorted, de-duplicated id list into reference-blob plaintexts.
+/// Split a de-duplicated id list into reference-blob plaintexts (order is kept).
 pub fn encode(ids: &[BlobId]) -> Vec<Vec<u8>> {
     let mut blobs = Vec::new();
     let mut current = new_blob();
@@ -17,7 +19,9 @@ pub fn encode(ids: &[BlobId]) -> Vec<Vec<u8>> {
     for id in ids {
         current.extend_from_slice(&id.0);
         count += 1;
-        let boundary = u16::from_le_bytes([id.0[0], id.0[1]]) % REFS_SPLIT_MODULUS == 0;
+        // The last bytes, not the first: ids are often sorted, and sorting correlates the first
+        // bytes with position, which would bunch every boundary at the start of the list.
+        let boundary = u16::from_le_bytes([id.0[30], id.0[31]]) % REFS_SPLIT_MODULUS == 0;
         if boundary || count == REFS_MAX_IDS {
             blobs.push(std::mem::replace(&mut current, new_blob()));
             count = 0;
@@ -71,7 +75,15 @@ mod tests {
         let mut ids: Vec<BlobId> = (0..5000).map(|_| BlobId::random()).collect();
         ids.sort();
         let blobs = encode(&ids);
-        assert!(blobs.len() > 3, "5000 ids should split into several blobs");
+        assert!(
+            blobs.len() > 5,
+            "5000 ids should split into about ten blobs, got {}",
+            blobs.len()
+        );
+        assert!(
+            blobs.iter().all(|b| b.len() < 5 + 32 * 3000),
+            "no part may approach the forced cap"
+        );
         let back: Vec<BlobId> = blobs.iter().flat_map(|b| decode(b, "r").unwrap()).collect();
         assert_eq!(back, ids);
         let mut more = ids.clone();
