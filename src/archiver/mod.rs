@@ -10,6 +10,7 @@ pub use pipeline::Progress;
 
 use crate::crypto::seal_blob;
 use crate::error::{Error, Result};
+use crate::format::refs::RefKey;
 use crate::format::snapshot::{SnapshotHead, SnapshotStats, SNAPSHOT_VERSION};
 use crate::format::tree::{Node, NodeKind, SkippedEntry, SkippedList, Tree, TREE_VERSION};
 use crate::format::BlobKind;
@@ -268,8 +269,9 @@ fn order_refs(
     repo: &Repository,
     index: &crate::repository::MasterIndex,
     parent: Option<&SnapshotHead>,
-    mut refs: Vec<BlobId>,
-) -> Vec<BlobId> {
+    refs: Vec<BlobId>,
+) -> Vec<RefKey> {
+    let mut refs: Vec<RefKey> = refs.iter().map(RefKey::from).collect();
     refs.sort_unstable();
     refs.dedup();
     let Some(parent) = parent else { return refs };
@@ -289,7 +291,7 @@ fn order_refs(
             }
         }
     }
-    let mut placed: HashSet<BlobId> = HashSet::with_capacity(refs.len());
+    let mut placed: HashSet<RefKey> = HashSet::with_capacity(refs.len());
     let mut ordered = Vec::with_capacity(refs.len());
     for id in previous {
         if refs.binary_search(&id).is_ok() && placed.insert(id) {
@@ -306,7 +308,7 @@ fn write_refs(
     repo: &Arc<Repository>,
     index: &crate::repository::MasterIndex,
     uploader: &PackUploader,
-    refs: &[BlobId],
+    refs: &[RefKey],
 ) -> Result<(Vec<BlobId>, u64, u64)> {
     let (mut added, mut bytes) = (0, 0);
     let mut ids = Vec::new();

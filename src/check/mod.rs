@@ -188,6 +188,9 @@ fn check_packs(
 }
 
 fn check_snapshots(repo: &Repository, reader: &BlobReader, report: &mut CheckReport) -> Result<()> {
+    // Reference lists name blobs by 16-byte keys.
+    let indexed: std::collections::HashSet<refs::RefKey> =
+        reader.index.blob_ids().map(refs::RefKey::from).collect();
     for (id, object) in repo.list_ids::<SnapshotId>("snapshots/")? {
         report.snapshots += 1;
         let head: SnapshotHead = match repo.get_meta(
@@ -203,6 +206,7 @@ fn check_snapshots(repo: &Repository, reader: &BlobReader, report: &mut CheckRep
         };
         let mut missing = 0usize;
         let mut has_root = head.root.subtree.is_none();
+        let root_key = head.root.subtree.as_ref().map(refs::RefKey::from);
         for refs_id in &head.refs {
             let ids = reader.read(refs_id).and_then(|plain| {
                 Ok(refs::decode(
@@ -212,8 +216,8 @@ fn check_snapshots(repo: &Repository, reader: &BlobReader, report: &mut CheckRep
             });
             match ids {
                 Ok(ids) => {
-                    missing += ids.iter().filter(|b| !reader.index.contains(b)).count();
-                    has_root |= head.root.subtree.is_some_and(|t| ids.contains(&t));
+                    missing += ids.iter().filter(|k| !indexed.contains(k)).count();
+                    has_root |= root_key.is_some_and(|t| ids.contains(&t));
                 }
                 Err(e) => report.errors.push(format!("snapshot {id}: {e}")),
             }

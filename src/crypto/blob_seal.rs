@@ -1,6 +1,11 @@
-//! Blob frames: `version(1) | session id(16) | nonce(24) | XChaCha20-Poly1305(payload) | tag(16)`.
+//! Blob frames: `version(1) | session id(16) | XChaCha20-Poly1305(payload) | tag(16)`.
 //! The associated data binds the ciphertext to its blob id and kind, so a blob moved to another
 //! id or kind fails to open. Frames are self-describing, so prune can copy them without keys.
+//!
+//! The nonce is synthetic (as in SIV modes): a keyed hash of the blob id and kind under a key
+//! derived from the session key. The id is itself a keyed hash of the plaintext, so two
+//! different plaintexts never share a nonce under one key, and the 24 bytes need not be stored
+//! (about 1 MB saved per 40,000 blobs). docs/DESIGN.md records the reasoning.
 
 use crate::error::CryptoError;
 use crate::id::{BlobId, SessionId};
@@ -9,10 +14,12 @@ use chacha20poly1305::{Key, Tag, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use zeroize::Zeroizing;
 
+const NONCE_CONTEXT: &str = "custodian 2026 blob nonce v1";
+
 /// Frame format version written by this build.
 pub const FRAME_VERSION: u8 = 1;
 /// Bytes before the ciphertext.
-pub const FRAME_HEADER_LEN: usize = 1 + SessionId::LEN + 24;
+pub const FRAME_HEADER_LEN: usize = 1 + SessionId::LEN;
 /// Total bytes a frame adds to its plaintext.
 pub const FRAME_OVERHEAD: usize = FRAME_HEADER_LEN + 16;
 const AAD_PREFIX: &[u8] = b"custodian-blob-v1";
@@ -22,24 +29,24 @@ pub struct SessionKey {
     /// Which `sessions/<id>` object holds this key wrapped to its domain.
     pub id: SessionId,
     key: Zeroizing<[u8; 32]>,
+    nonce_key: Zeroizing<[u8; 32]>,
 }
 
 impl SessionKey {
     /// A fresh random key for one run.
     pub fn generate() -> Self {
-        let mut key = Zeroizing::new([0u8; 32]);
-        rand::thread_rng().fill_bytes(key.as_mut());
-        SessionKey {
-            id: SessionId::random(),
-            key,
-        }
+        let mut key = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut key);
+        Self::from_bytes(SessionId::random(), key)
     }
 
     /// Rebuild from stored bytes.
     pub fn from_bytes(id: SessionId, bytes: [u8; 32]) -> Self {
+        let nonce_key = Zeroizing::new(blake3::derive_key(NONCE_CONTEXT, &bytes));
         SessionKey {
             id,
             key: Zeroizing::new(bytes),
+            nonce_key,
         }
     }
 
@@ -50,6 +57,14 @@ impl SessionKey {
 
     fn cipher(&self) -> XChaCha20Poly1305 {
         XChaCha20Poly1305::new(Key::from_slice(self.key.as_ref()))
+    }
+
+    /// The synthetic nonce of blob `id` of `kind` under this key.
+    fn nonce(&self, id: &BlobId, kind: u8) -> XNonce {
+        let mut hasher = blake3::Hasher::new_keyed(&self.nonce_key);
+        hasher.update(&id.0);
+        hasher.update(&[kind]);
+        *XNonce::from_slice(&hasher.finalize().as_bytes()[..24])
     }
 }
 
@@ -72,15 +87,12 @@ pub fn seal_blob(
     let mut frame = Vec::with_capacity(FRAME_OVERHEAD + 1 + payload.len());
     frame.push(FRAME_VERSION);
     frame.extend_from_slice(&key.id.0);
-    let mut nonce = [0u8; 24];
-    rand::thread_rng().fill_bytes(&mut nonce);
-    frame.extend_from_slice(&nonce);
     frame.push(compression_tag);
     frame.extend_from_slice(payload);
     let tag = key
         .cipher()
         .encrypt_in_place_detached(
-            XNonce::from_slice(&nonce),
+            &key.nonce(id, kind),
             &aad(id, kind),
             &mut frame[FRAME_HEADER_LEN..],
         )
@@ -112,12 +124,11 @@ pub fn open_blob(
     if frame_session(frame) != Some(key.id) {
         return Err(tampered());
     }
-    let nonce = XNonce::from_slice(&frame[1 + SessionId::LEN..FRAME_HEADER_LEN]);
     let body_end = frame.len() - 16;
     let mut body = frame[FRAME_HEADER_LEN..body_end].to_vec();
     let tag = Tag::from_slice(&frame[body_end..]);
     key.cipher()
-        .decrypt_in_place_detached(nonce, &aad(id, kind), &mut body, tag)
+        .decrypt_in_place_detached(&key.nonce(id, kind), &aad(id, kind), &mut body, tag)
         .map_err(|_| tampered())?;
     let compression = body.remove(0);
     Ok((compression, body))
