@@ -3,8 +3,19 @@
 //! ones are ever retried.
 
 pub mod local;
+pub mod object;
 
 pub use local::LocalBackend;
+pub use object::ObjectStoreBackend;
+
+/// Open the backend a `--repo` value names: `s3://bucket/prefix` or a local path.
+pub fn open(repo: &str) -> Result<std::sync::Arc<dyn Backend>, BackendError> {
+    if repo.starts_with("s3://") {
+        Ok(std::sync::Arc::new(ObjectStoreBackend::s3(repo)?))
+    } else {
+        Ok(std::sync::Arc::new(LocalBackend::new(repo)))
+    }
+}
 
 /// How a backend failure should be treated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

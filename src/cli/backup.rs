@@ -41,7 +41,7 @@ pub struct BackupArgs {
 
 pub fn run(args: BackupArgs) -> Result<u8> {
     let repo = Arc::new(Repository::open(
-        common::backend(&args.repo),
+        common::backend(&args.repo)?,
         &Credential::Writer(args.writer_key.clone()),
     )?);
     let path = std::path::absolute(&args.path).unwrap_or(args.path.clone());

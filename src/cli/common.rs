@@ -2,7 +2,6 @@
 
 use super::{KeyArgs, RepoArg};
 use anyhow::Result;
-use custodian::backend::LocalBackend;
 use custodian::repository::{Credential, Repository};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -20,8 +19,8 @@ pub fn init_logging() {
 }
 
 /// The backend for a `--repo` value.
-pub fn backend(repo: &RepoArg) -> Arc<dyn custodian::backend::Backend> {
-    Arc::new(LocalBackend::new(repo.repo.clone()))
+pub fn backend(repo: &RepoArg) -> Result<Arc<dyn custodian::backend::Backend>> {
+    Ok(custodian::backend::open(&repo.repo)?)
 }
 
 /// Open with the operator identity if given, else the writer credential.
@@ -36,14 +35,14 @@ pub fn open(repo: &RepoArg, keys: &KeyArgs, what: &str) -> Result<Repository> {
             .into())
         }
     };
-    Ok(Repository::open(backend(repo), &credential)?)
+    Ok(Repository::open(backend(repo)?, &credential)?)
 }
 
 /// Open for reading content: an operator identity is required.
 pub fn open_operator(repo: &RepoArg, keys: &KeyArgs, what: &str) -> Result<Repository> {
     match &keys.identity {
         Some(id) => Ok(Repository::open(
-            backend(repo),
+            backend(repo)?,
             &Credential::Operator(id.clone()),
         )?),
         None => Err(custodian::Error::NeedsIdentity {

@@ -66,7 +66,7 @@ pub fn init(args: InitArgs) -> Result<u8> {
     let [min, avg, max] = <[u32; 3]>::try_from(args.chunk_sizes)
         .map_err(|_| anyhow::anyhow!("--chunk-sizes takes three numbers: min,avg,max"))?;
     let initialized = init_repo(
-        common::backend(&args.repo),
+        common::backend(&args.repo)?,
         InitOptions {
             recipients: args.recipients,
             chunker: ChunkerParams { min, avg, max },
@@ -79,7 +79,7 @@ pub fn init(args: InitArgs) -> Result<u8> {
     println!(
         "created repository {} at {}\nwriter credential: {} (give this to the backing-up server; it cannot read backups)",
         initialized.repo.config.repo_id.short(),
-        args.repo.repo.display(),
+        args.repo.repo,
         args.writer_key_out.display()
     );
     Ok(0)

@@ -31,9 +31,10 @@ pub struct Cli {
 /// Repository location, shared by every verb that opens one.
 #[derive(clap::Args, Clone)]
 pub struct RepoArg {
-    /// Repository path.
+    /// Repository: a local path, or s3://BUCKET/PREFIX (credentials and endpoint from the
+    /// usual AWS_* environment variables).
     #[arg(long, env = "CUSTODIAN_REPO")]
-    repo: PathBuf,
+    repo: String,
 }
 
 /// Which key to open the repository with.

@@ -284,3 +284,59 @@ pub fn wait_until_stopped(pid: u32) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// A fresh bucket on the loopback S3 server that scripts/test starts, with the AWS_* variables
+/// set for this process. None (and a note) when no server is configured; in CI that is a failure.
+pub fn s3_bucket() -> Option<String> {
+    let Ok(endpoint) = std::env::var("CUSTODIAN_TEST_S3_ENDPOINT") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the S3 tests: use scripts/test, which starts moto"
+        );
+        eprintln!("skipped: CUSTODIAN_TEST_S3_ENDPOINT is not set (scripts/test starts a server)");
+        return None;
+    };
+    static ENV: std::sync::Once = std::sync::Once::new();
+    ENV.call_once(|| {
+        for (k, v) in s3_env(&endpoint) {
+            std::env::set_var(k, v);
+        }
+    });
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let bucket = format!(
+        "t{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
+    create_bucket(&endpoint, &bucket);
+    Some(bucket)
+}
+
+/// The environment that points custodian at the test server.
+pub fn s3_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
+        ("AWS_ALLOW_HTTP", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "custodian-test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "custodian-test-secret".into()),
+        ("AWS_REGION", "us-east-1".into()),
+    ]
+}
+
+/// moto creates a bucket on a plain HTTP PUT of /BUCKET.
+pub fn create_bucket(endpoint: &str, bucket: &str) {
+    use std::io::{Read, Write};
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut conn = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        conn,
+        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "creating bucket {bucket}: {answer}"
+    );
+}
