@@ -56,6 +56,7 @@ fn backup_restore_and_check_on_s3() {
     assert!(out.status.success(), "{}", text(&out));
     let src = d.join("records");
     custodian::sample::generate(&src, 3 << 20, 3).unwrap();
+    let mut puts = Vec::new();
     for _ in 0..2 {
         let out = run(
             d,
@@ -72,7 +73,13 @@ fn backup_restore_and_check_on_s3() {
             ],
         );
         assert!(out.status.success(), "{}", text(&out));
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        puts.push(summary["requests"]["put"].as_u64().unwrap());
     }
+    // First backup: 2 domain key records, 2 sessions, a data pack, a reference pack, an index
+    // and a snapshot. An unchanged backup writes only its session key and snapshot head.
+    assert!(puts[0] <= 10, "a 3 MiB first backup took {} PUTs", puts[0]);
+    assert!(puts[1] <= 2, "an unchanged backup took {} PUTs", puts[1]);
     let out = run(
         d,
         &env,
@@ -133,7 +140,9 @@ fn missing_bucket_and_unreachable_endpoint_fail_fast_and_clearly() {
         &["snapshots", "--writer-key", "w.key"],
     );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.contains("the bucket does not exist"), "{err}");
     // Unreachable: a port nothing listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

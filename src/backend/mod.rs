@@ -2,9 +2,11 @@
 //! local disk and (later) any S3-compatible store. Errors are classified so that only transient
 //! ones are ever retried.
 
+pub mod counting;
 pub mod local;
 pub mod object;
 
+pub use counting::{Counting, RequestCounts};
 pub use local::LocalBackend;
 pub use object::ObjectStoreBackend;
 

@@ -124,19 +124,30 @@ impl ObjectStoreBackend {
     }
 
     fn err(&self, operation: &'static str, name: &str, e: object_store::Error) -> BackendError {
-        let kind = match &e {
-            object_store::Error::NotFound { .. } => ErrorKind::NotFound,
-            object_store::Error::Generic { source, .. } if is_transient(source.as_ref()) => {
-                ErrorKind::Transient
-            }
-            _ => ErrorKind::Permanent,
+        let text = e.to_string();
+        let (kind, message) = if text.contains("NoSuchBucket") {
+            (ErrorKind::Permanent, "the bucket does not exist. Create it first, or check the bucket name, AWS_REGION and AWS_ENDPOINT_URL.".to_string())
+        } else if text.contains("AccessDenied")
+            || text.contains("SignatureDoesNotMatch")
+            || text.contains("InvalidAccessKeyId")
+        {
+            (ErrorKind::Permanent, format!("access denied: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket policy ({text})"))
+        } else {
+            let kind = match &e {
+                object_store::Error::NotFound { .. } => ErrorKind::NotFound,
+                object_store::Error::Generic { source, .. } if is_transient(source.as_ref()) => {
+                    ErrorKind::Transient
+                }
+                _ => ErrorKind::Permanent,
+            };
+            (kind, text)
         };
         BackendError {
             kind,
             operation,
             object: name.to_string(),
             location: self.location.clone(),
-            message: e.to_string(),
+            message,
         }
     }
 }

@@ -77,6 +77,7 @@ pub fn run(args: BackupArgs) -> Result<u8> {
             "source": outcome.head.source,
             "time": outcome.head.time,
             "stats": s,
+            "requests": common::requests(),
             "skipped": outcome.skipped.iter().map(|e| serde_json::json!({"path": e.path, "error": e.error})).collect::<Vec<_>>(),
         }))?;
     } else {

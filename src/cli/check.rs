@@ -48,7 +48,9 @@ pub fn run(args: CheckArgs) -> Result<u8> {
     let report = check(&repo, subset, &progress)?;
     drop(bar);
     if args.json {
-        common::print_json(&report)?;
+        let mut value = serde_json::to_value(&report)?;
+        value["requests"] = serde_json::to_value(common::requests())?;
+        common::print_json(&value)?;
     } else {
         println!(
             "checked {} snapshots, {} packs, {} blobs; read {} packs ({})",

@@ -2,6 +2,7 @@
 
 use super::{KeyArgs, RepoArg};
 use anyhow::Result;
+use custodian::backend::{Counting, RequestCounts};
 use custodian::repository::{Credential, Repository};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -19,8 +20,19 @@ pub fn init_logging() {
 }
 
 /// The backend for a `--repo` value.
+/// Requests are counted for the whole process (one repository per command) and reported in
+/// `--json` summaries.
+static COUNTER: std::sync::OnceLock<Arc<Counting>> = std::sync::OnceLock::new();
+
 pub fn backend(repo: &RepoArg) -> Result<Arc<dyn custodian::backend::Backend>> {
-    Ok(custodian::backend::open(&repo.repo)?)
+    let counting = Arc::new(Counting::new(custodian::backend::open(&repo.repo)?));
+    let _ = COUNTER.set(counting.clone());
+    Ok(counting)
+}
+
+/// Requests made so far by this command.
+pub fn requests() -> RequestCounts {
+    COUNTER.get().map(|c| c.counts()).unwrap_or_default()
 }
 
 /// Open with the operator identity if given, else the writer credential.

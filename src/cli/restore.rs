@@ -64,7 +64,7 @@ pub fn run(args: RestoreArgs) -> Result<u8> {
     let secs = started.elapsed().as_secs_f64();
     if args.json {
         common::print_json(
-            &serde_json::json!({"snapshot": snap.id.to_hex(), "target": args.target, "summary": summary, "seconds": secs}),
+            &serde_json::json!({"snapshot": snap.id.to_hex(), "target": args.target, "summary": summary, "seconds": secs, "requests": common::requests()}),
         )?;
     } else {
         println!(
