@@ -25,11 +25,6 @@ pub const PACK_QUEUE: usize = 8;
 /// one pack being filled plus one per upload thread is in memory (each ~17 MiB).
 pub const UPLOAD_QUEUE: usize = 0;
 
-/// Parallel pack writes. On local disk one writer outpaces both sealers (a 16 MiB pack is
-/// written and fsynced faster than it is filled), and each extra writer holds one more pack in
-/// memory (~17 MiB). High-latency stores (S3, issue #3) need this configurable and higher.
-pub const UPLOAD_THREADS: usize = 1;
-
 /// Restore reads whole packs when it needs more than this share of them, ranges otherwise.
 pub const RESTORE_WHOLE_PACK_SHARE: f64 = 0.5;
 

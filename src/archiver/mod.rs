@@ -36,6 +36,8 @@ pub struct BackupOptions {
     pub host: String,
     pub state_dir: PathBuf,
     pub time: SystemTime,
+    /// Parallel uploads; default: what the backend prefers (1 local, 4 S3).
+    pub connections: Option<usize>,
 }
 
 /// A committed backup.
@@ -85,7 +87,10 @@ pub fn backup(
     )?;
 
     let session = repo.start_session(&domain.recipient)?;
-    let uploader = Arc::new(PackUploader::start(repo.clone(), recovered));
+    let connections = opts
+        .connections
+        .unwrap_or_else(|| repo.backend.connections());
+    let uploader = Arc::new(PackUploader::start(repo.clone(), recovered, connections));
     let known: HashSet<BlobId> = index.blob_ids().copied().collect();
     let pipeline = Pipeline::start(
         repo.clone(),

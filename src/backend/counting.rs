@@ -74,4 +74,8 @@ impl Backend for Counting {
         self.delete.fetch_add(1, Ordering::Relaxed);
         self.inner.delete(name)
     }
+
+    fn connections(&self) -> usize {
+        self.inner.connections()
+    }
 }

@@ -63,4 +63,9 @@ pub trait Backend: Send + Sync {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError>;
     /// Remove an object; removing a missing one is not an error.
     fn delete(&self, name: &str) -> Result<(), BackendError>;
+    /// How many requests to keep in flight: a local disk needs one writer, a remote store several
+    /// to hide latency. Each in-flight pack upload holds one pack (~17 MiB) in memory.
+    fn connections(&self) -> usize {
+        1
+    }
 }

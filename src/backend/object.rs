@@ -23,6 +23,8 @@ const MAX_RETRIES: usize = 4;
 const RETRY_TIMEOUT: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests in flight against a remote store by default (`backup --connections` overrides).
+const S3_CONNECTIONS: usize = 4;
 
 /// An `object_store` store seen through the [`Backend`] trait.
 pub struct ObjectStoreBackend {
@@ -237,6 +239,10 @@ impl Backend for ObjectStoreBackend {
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    fn connections(&self) -> usize {
+        S3_CONNECTIONS
     }
 
     fn delete(&self, name: &str) -> Result<(), BackendError> {

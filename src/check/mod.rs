@@ -251,7 +251,9 @@ fn read_packs(
     }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let merged = std::sync::Mutex::new(CheckReport::default());
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let workers = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .max(reader.repo.backend.connections());
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {

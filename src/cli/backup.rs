@@ -32,6 +32,9 @@ pub struct BackupArgs {
     /// Host name recorded in the snapshot.
     #[arg(long)]
     host: Option<String>,
+    /// Parallel uploads (default: 1 on local disk, 4 on S3). Each holds one pack (~17 MiB).
+    #[arg(long)]
+    connections: Option<usize>,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -54,6 +57,7 @@ pub fn run(args: BackupArgs) -> Result<u8> {
         host: args.host.unwrap_or_else(common::hostname),
         state_dir: common::state_dir(),
         time: std::time::SystemTime::now(),
+        connections: args.connections,
     };
     let progress = Arc::new(Progress::default());
     let bar = {

@@ -209,6 +209,7 @@ pub fn run(args: DemoArgs) -> Result<u8> {
         host: "demo-host".into(),
         state_dir: state.clone(),
         time,
+        connections: None,
     };
     let t = Instant::now();
     let first = backup(

@@ -4,7 +4,7 @@
 
 use super::index::index_pack;
 use super::{pack_name, Repository};
-use crate::constants::{PACKS_PER_INDEX, UPLOAD_QUEUE, UPLOAD_THREADS};
+use crate::constants::{PACKS_PER_INDEX, UPLOAD_QUEUE};
 use crate::error::{Error, Result};
 use crate::format::index::IndexPack;
 use crate::format::pack::{trailer, PackHeader, PACK_HEADER_VERSION};
@@ -103,15 +103,16 @@ pub struct PackUploader {
 }
 
 impl PackUploader {
-    /// Start the upload threads. `recovered` are durable packs from an interrupted run that the
-    /// first index written here will name.
-    pub fn start(repo: Arc<Repository>, recovered: Vec<IndexPack>) -> Self {
+    /// Start `connections` upload threads (on local disk one writer outpaces both sealers; each
+    /// extra one holds a pack in memory). `recovered` are durable packs from an interrupted run
+    /// that the first index written here will name.
+    pub fn start(repo: Arc<Repository>, recovered: Vec<IndexPack>, connections: usize) -> Self {
         let (tx, rx) = bounded::<FinishedPack>(UPLOAD_QUEUE);
         let state = Arc::new(Mutex::new(UploadState {
             pending: recovered,
             ..Default::default()
         }));
-        let threads = (0..UPLOAD_THREADS)
+        let threads = (0..connections.max(1))
             .map(|_| {
                 let (rx, repo, state) = (rx.clone(), repo.clone(), state.clone());
                 std::thread::spawn(move || -> Result<()> {

@@ -199,9 +199,10 @@ fn write_content(
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    // One worker per core, or more on remote stores where each waits on the network.
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
-        .max(2);
+        .max(reader.repo.backend.connections());
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| loop {
