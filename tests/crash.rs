@@ -42,12 +42,7 @@ fn copy_tree(from: &Path, to: &Path) {
 #[test]
 fn kill_nine_at_every_stage_loses_nothing() {
     // Small packs and chunks so a few MiB make many packs.
-    let w = World::new(&[
-        "--pack-size",
-        "262144",
-        "--chunk-sizes",
-        "65536,131072,262144",
-    ]);
+    let w = World::new(SMALL_PACKS);
     let src = w.dir.path().join("records");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("base.csv"), b"id,name\n1,first\n").unwrap();

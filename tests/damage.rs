@@ -95,12 +95,7 @@ fn structure_check_sees_truncation_and_missing_packs_without_keys_to_content() {
 
 #[test]
 fn read_data_subset_reads_only_part() {
-    let w = World::new(&[
-        "--pack-size",
-        "262144",
-        "--chunk-sizes",
-        "65536,131072,262144",
-    ]);
+    let w = World::new(SMALL_PACKS);
     let src = w.dir.path().join("records");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("scan.pdf"), noise(4 << 20, 9)).unwrap();

@@ -29,16 +29,29 @@ impl Bar {
         } else {
             "{prefix} [{bar:30}] {pos}/{len} eta {eta}"
         };
-        let bar = ProgressBar::new(0).with_prefix(label);
-        if let Ok(style) = ProgressStyle::with_template(template) {
-            bar.set_style(style.progress_chars("=> "));
+        // Until the work is sized (the walk, the plan) a spinner says so instead of a full bar.
+        let bar = ProgressBar::new_spinner().with_prefix(label);
+        if let Ok(style) = ProgressStyle::with_template("{prefix} {spinner} scanning… {elapsed}")
+        {
+            bar.set_style(style);
         }
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
+            let mut sized = false;
             while !flag.load(Ordering::Relaxed) {
                 let (done, total) = read();
-                bar.set_length(total.max(done));
-                bar.set_position(done);
+                if total > 0 && !sized {
+                    sized = true;
+                    if let Ok(style) = ProgressStyle::with_template(template) {
+                        bar.set_style(style.progress_chars("=> "));
+                    }
+                }
+                if sized {
+                    bar.set_length(total.max(done));
+                    bar.set_position(done);
+                } else {
+                    bar.tick();
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
             bar.finish_and_clear();

@@ -10,6 +10,14 @@ use std::process::{Command, Output};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_custodian");
 
+/// `init` arguments for 256 KiB packs and small chunks, so a few MiB make many packs.
+pub const SMALL_PACKS: &[&str] = &[
+    "--pack-size",
+    "262144",
+    "--chunk-sizes",
+    "65536,131072,262144",
+];
+
 /// A scratch directory with a repository, an operator identity and a writer credential.
 pub struct World {
     pub dir: tempfile::TempDir,
