@@ -1,15 +1,22 @@
 #!/usr/bin/env python3
-"""Run a command and print one JSON line: wall seconds, CPU seconds (user+sys), peak RSS (MiB).
+"""Run a command and print one JSON line: wall seconds, CPU seconds (user+sys), peak RSS (MiB),
+and, when the command prints a JSON summary with "requests" (custodian --json), those counts.
 
-Usage: measure.py LABEL -- CMD [ARGS...]   (the command's own output goes to stderr)
+Usage: measure.py LABEL -- CMD [ARGS...]   (the command's output is echoed to stderr)
 """
 import json, os, resource, subprocess, sys, time
 
 label = sys.argv[1]
 cmd = sys.argv[sys.argv.index("--") + 1:]
 start = time.monotonic()
-proc = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr)
+proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=sys.stderr)
 wall = time.monotonic() - start
+sys.stderr.buffer.write(proc.stdout)
+requests = None
+try:
+    requests = json.loads(proc.stdout).get("requests")
+except (ValueError, AttributeError):
+    pass
 usage = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({
     "label": label,
@@ -17,5 +24,6 @@ print(json.dumps({
     "cpu": round(usage.ru_utime + usage.ru_stime, 3),
     "rss_mib": round(usage.ru_maxrss / 1024, 1),
     "exit": proc.returncode,
+    "requests": requests,
 }))
 sys.exit(0 if proc.returncode in (0, 3) else proc.returncode)

@@ -39,7 +39,7 @@ mkdir -p "$WORK/keys"
 "$BIN" key generate --output "$WORK/keys/ops.key" > "$WORK/keys/ops.pub"
 "$BIN" init --repo "$WORK/repo-custodian" --recipient "$(cat "$WORK/keys/ops.pub")" --writer-key-out "$WORK/keys/writer.key" >&2
 export CUSTODIAN_REPO=$WORK/repo-custodian CUSTODIAN_STATE_DIR=$WORK/state
-C_W="$BIN backup --writer-key $WORK/keys/writer.key --source bench $DATA"
+C_W="$BIN backup --json --writer-key $WORK/keys/writer.key --source bench $DATA"
 HAVE_RESTIC=0
 if command -v restic >/dev/null; then
   HAVE_RESTIC=1
@@ -58,8 +58,8 @@ step initial "$C_W" "restic backup --quiet $DATA"
 step no-change "$C_W" "restic backup --quiet $DATA"
 "$BIN" sample "$DATA" --mutate >&2
 step after-changes "$C_W" "restic backup --quiet $DATA"
-step restore "$BIN restore latest --identity $WORK/keys/ops.key --target $WORK/restore/custodian" "restic restore latest --quiet --target $WORK/restore/restic"
-step check-read-data "$BIN check --read-data --identity $WORK/keys/ops.key" "restic check --read-data --quiet"
+step restore "$BIN restore latest --json --identity $WORK/keys/ops.key --target $WORK/restore/custodian" "restic restore latest --quiet --target $WORK/restore/restic"
+step check-read-data "$BIN check --read-data --json --identity $WORK/keys/ops.key" "restic check --read-data --quiet"
 echo "{\"label\": \"custodian repo\", \"bytes\": $(size_of "$WORK/repo-custodian")}" >> "$RESULTS"
 [ $HAVE_RESTIC = 1 ] && echo "{\"label\": \"restic repo\", \"bytes\": $(size_of "$WORK/repo-restic")}" >> "$RESULTS"
 
@@ -69,13 +69,15 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 data = int(sys.argv[2])
 by = {r["label"]: r for r in rows}
 print(f"\ndata set: {data / 2**30:.2f} GiB\n")
-print("| step | custodian wall s | cpu s | peak RSS MiB | MB/s | restic wall s | cpu s | peak RSS MiB | speed ratio | RSS ratio |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("| step | custodian wall s | cpu s | peak RSS MiB | MB/s | requests PUT/GET/LIST | restic wall s | cpu s | peak RSS MiB | speed ratio | RSS ratio |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for step in ["initial", "no-change", "after-changes", "restore", "check-read-data"]:
     c = by.get(f"custodian {step}"); r = by.get(f"restic {step}")
     if not c: continue
     mbs = data / 1e6 / c["wall"] if step in ("initial", "restore") else float("nan")
-    line = f"| {step} | {c['wall']:.2f} | {c['cpu']:.2f} | {c['rss_mib']:.0f} | {mbs:.0f} |"
+    q = c.get("requests") or {}
+    reqs = f"{q.get('put', '–')}/{q.get('get', '–')}/{q.get('list', '–')}"
+    line = f"| {step} | {c['wall']:.2f} | {c['cpu']:.2f} | {c['rss_mib']:.0f} | {mbs:.0f} | {reqs} |"
     if r:
         line += f" {r['wall']:.2f} | {r['cpu']:.2f} | {r['rss_mib']:.0f} | {r['wall'] / c['wall']:.2f}x | {r['rss_mib'] / c['rss_mib']:.2f}x |"
     else:
