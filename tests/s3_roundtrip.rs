@@ -100,10 +100,22 @@ fn backup_restore_and_check_on_s3() {
             "ops.key",
             "--target",
             "restored",
+            "--json",
         ],
     );
     assert!(out.status.success(), "{}", text(&out));
     assert_same_tree(&src, &d.join("restored"));
+    // Trees are fetched in batches by pack, not one request per directory.
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (gets, dirs) = (
+        summary["requests"]["get"].as_u64().unwrap(),
+        snaps[1]["stats"]["dirs"].as_u64().unwrap(),
+    );
+    eprintln!("restore on S3: {gets} GETs for {dirs} directories");
+    assert!(
+        dirs > 30 && gets < dirs,
+        "restore took {gets} GETs for {dirs} directories"
+    );
     let out = run(
         d,
         &env,

@@ -282,19 +282,16 @@ fn order_refs(
     let Some(parent) = parent else { return refs };
     let reader = crate::repository::BlobReader::new(repo, index);
     let mut previous = Vec::new();
-    for id in &parent.refs {
-        match reader.read(id).and_then(|plain| {
-            Ok(crate::format::refs::decode(
-                &plain,
-                "parent reference list",
-            )?)
-        }) {
-            Ok(ids) => previous.extend(ids),
-            Err(e) => {
-                tracing::warn!(error = %e, "parent reference list unreadable; writing a fresh one");
-                return refs;
-            }
+    let decoded = reader.read_many(&parent.refs).and_then(|plains| {
+        for id in &parent.refs {
+            let plain = plains.get(id).map(Vec::as_slice).unwrap_or_default();
+            previous.extend(crate::format::refs::decode(plain, "parent reference list")?);
         }
+        Ok(())
+    });
+    if let Err(e) = decoded {
+        tracing::warn!(error = %e, "parent reference list unreadable; writing a fresh one");
+        return refs;
     }
     let mut placed: HashSet<RefKey> = HashSet::with_capacity(refs.len());
     let mut ordered = Vec::with_capacity(refs.len());

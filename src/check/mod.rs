@@ -207,8 +207,15 @@ fn check_snapshots(repo: &Repository, reader: &BlobReader, report: &mut CheckRep
         let mut missing = 0usize;
         let mut has_root = head.root.subtree.is_none();
         let root_key = head.root.subtree.as_ref().map(refs::RefKey::from);
+        // One batched read per snapshot; if anything in it is damaged, read one by one so each
+        // error names its blob.
+        let batch = reader.read_many(&head.refs).ok();
         for refs_id in &head.refs {
-            let ids = reader.read(refs_id).and_then(|plain| {
+            let plain = match batch.as_ref().and_then(|b| b.get(refs_id)) {
+                Some(plain) => Ok(plain.clone()),
+                None => reader.read(refs_id),
+            };
+            let ids = plain.and_then(|plain| {
                 Ok(refs::decode(
                     &plain,
                     &format!("reference list of snapshot {}", id.short()),

@@ -97,6 +97,10 @@ pub fn ls(args: LsArgs) -> Result<u8> {
     let reader = BlobReader::new(&repo, &index);
     let start = args.path.clone().unwrap_or_default();
     let root = descend(&reader, &snap.head.root, &start)?;
+    if let Some(subtree) = root.subtree {
+        // Best effort: on a damaged tree, the walk below reads it alone and reports the error.
+        let _ = reader.prefetch_trees(&subtree);
+    }
     let mut rows = Vec::new();
     let base = Path::new("/").join(&start);
     if root.kind == NodeKind::Dir {

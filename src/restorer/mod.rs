@@ -63,6 +63,10 @@ pub fn restore(
         Some(sub) => plan::descend(&reader, &snapshot.head.root, sub)?,
         None => snapshot.head.root.clone(),
     };
+    if let Some(subtree) = root.subtree {
+        // Best effort: on a damaged tree, planning reads trees one by one and names the directory.
+        let _ = reader.prefetch_trees(&subtree);
+    }
     let plan = plan::plan(&reader, &root, &Selection::new(&opts.include)?)?;
     let target_was_empty = prepare_target(&opts.target, opts.overwrite)?;
     progress.bytes_total.store(plan.bytes, Ordering::Relaxed);
