@@ -6,10 +6,9 @@
 use crate::error::{Error, Result};
 use crate::format::refs;
 use crate::format::snapshot::{SnapshotHead, SNAPSHOT_VERSION};
-use crate::format::BlobKind;
 use crate::id::{content_hash, PackId, SnapshotId};
 use crate::repository::{pack_name, BlobReader, MasterIndex, Repository};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Which packs `--read-data` downloads.
@@ -132,14 +131,7 @@ fn check_packs(
     report: &mut CheckReport,
     progress: &CheckProgress,
 ) {
-    let mut in_index: HashMap<PackId, Vec<(crate::id::BlobId, u64, u32, BlobKind)>> =
-        HashMap::new();
-    for (id, loc) in index.entries() {
-        in_index
-            .entry(index.pack(loc).id)
-            .or_default()
-            .push((*id, loc.offset, loc.length, loc.kind));
-    }
+    let mut in_index = index.blobs_by_pack();
     progress
         .total
         .store(index.packs.len() as u64, Ordering::Relaxed);
@@ -161,15 +153,16 @@ fn check_packs(
         }
         match repo.read_pack_header(&pack.id, size) {
             Ok(header) => {
-                let mut listed: Vec<_> = header
+                let listed: Vec<_> = header
                     .blobs
                     .iter()
                     .map(|b| (b.id, b.offset, b.length, b.kind))
                     .collect();
-                listed.sort_by_key(|b| b.1);
-                let mut indexed = in_index.remove(&pack.id).unwrap_or_default();
-                indexed.sort_by_key(|b| b.1);
-                if indexed.iter().any(|b| !listed.contains(b)) {
+                let indexed = in_index.remove(&pack.id).unwrap_or_default();
+                if indexed
+                    .iter()
+                    .any(|(id, l)| !listed.contains(&(*id, l.offset, l.length, l.kind)))
+                {
                     report.errors.push(format!(
                         "pack {}: its header disagrees with the index",
                         pack.id
@@ -248,14 +241,7 @@ fn read_packs(
     report: &mut CheckReport,
     progress: &CheckProgress,
 ) {
-    type Blobs = Vec<(crate::id::BlobId, crate::repository::Location)>;
-    let mut blobs_by_pack: HashMap<PackId, Blobs> = HashMap::new();
-    for (id, loc) in reader.index.entries() {
-        blobs_by_pack
-            .entry(reader.index.pack(loc).id)
-            .or_default()
-            .push((*id, *loc));
-    }
+    let blobs_by_pack = reader.index.blobs_by_pack();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let merged = std::sync::Mutex::new(CheckReport::default());
     let workers = std::thread::available_parallelism()

@@ -10,8 +10,11 @@ use crate::error::{Error, FormatError, Result};
 use crate::format::tree::{Tree, TREE_VERSION};
 use crate::format::BlobKind;
 use crate::id::BlobId;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+
+/// Blobs of one pack with their locations, sorted by offset.
+pub type PackBlobs = Vec<(BlobId, Location)>;
 
 /// Reads and verifies blobs, caching domain keys.
 pub struct BlobReader<'a> {
@@ -102,43 +105,59 @@ impl<'a> BlobReader<'a> {
         Ok(plain)
     }
 
-    /// Read many blobs with few requests: grouped by pack, adjacent frames (gaps under
-    /// [`RESTORE_RANGE_GAP`]) fetched in one ranged read. Every blob is verified as in [`Self::read`].
-    pub fn read_many(&self, ids: &[BlobId]) -> Result<HashMap<BlobId, Vec<u8>>> {
-        let mut by_pack: HashMap<u32, Vec<(BlobId, Location)>> = HashMap::new();
+    /// Locate `ids` and group them by pack slot, each group sorted by offset: the unit of
+    /// work for every batched read (restore, prefetch, reference lists).
+    pub fn group_by_pack<'i>(
+        &self,
+        ids: impl IntoIterator<Item = &'i BlobId>,
+    ) -> Result<BTreeMap<u32, PackBlobs>> {
+        let mut groups: BTreeMap<u32, PackBlobs> = BTreeMap::new();
         for id in ids {
             let loc = self.locate(id)?;
-            by_pack.entry(loc.pack).or_default().push((*id, loc));
+            groups.entry(loc.pack).or_default().push((*id, loc));
         }
-        let mut out = HashMap::with_capacity(ids.len());
-        for (pack, mut blobs) in by_pack {
+        for blobs in groups.values_mut() {
             blobs.sort_by_key(|(_, l)| l.offset);
-            let name = pack_name(&self.index.packs[pack as usize].id);
-            let mut start = 0;
-            while start < blobs.len() {
-                // Extend the span while the next frame is close enough to read through.
-                let mut end = start;
-                let span_start = blobs[start].1.offset;
-                let mut span_end = span_start + u64::from(blobs[start].1.length);
-                while end + 1 < blobs.len()
-                    && blobs[end + 1].1.offset <= span_end + RESTORE_RANGE_GAP
-                {
-                    end += 1;
-                    span_end = span_end.max(blobs[end].1.offset + u64::from(blobs[end].1.length));
-                }
-                let bytes =
-                    self.repo
-                        .backend
-                        .get_range(&name, span_start, span_end - span_start)?;
-                for (id, loc) in &blobs[start..=end] {
-                    let lo = (loc.offset - span_start) as usize;
-                    out.insert(
-                        *id,
-                        self.open(id, loc, &bytes[lo..lo + loc.length as usize])?,
-                    );
-                }
-                start = end + 1;
+        }
+        Ok(groups)
+    }
+
+    /// Fetch `spans` of pack slot `pack` and open each of `blobs` (sorted by offset, all inside
+    /// the spans), handing every verified plaintext to `each`.
+    pub fn read_spans(
+        &self,
+        pack: u32,
+        spans: &[(u64, u64)],
+        blobs: &[(BlobId, Location)],
+        mut each: impl FnMut(&BlobId, &Location, Result<Vec<u8>>) -> Result<()>,
+    ) -> Result<()> {
+        let name = pack_name(&self.index.packs[pack as usize].id);
+        let mut blobs = blobs.iter().peekable();
+        for &(start, end) in spans {
+            let bytes = self.repo.backend.get_range(&name, start, end - start)?;
+            while let Some((id, loc)) =
+                blobs.next_if(|(_, l)| l.offset + u64::from(l.length) <= end)
+            {
+                let lo = (loc.offset - start) as usize;
+                each(
+                    id,
+                    loc,
+                    self.open(id, loc, &bytes[lo..lo + loc.length as usize]),
+                )?;
             }
+        }
+        Ok(())
+    }
+
+    /// Read many blobs with few requests: grouped by pack, neighbouring frames fetched in one
+    /// ranged read (see [`coalesce`]). Every blob is verified as in [`Self::read`].
+    pub fn read_many(&self, ids: &[BlobId]) -> Result<HashMap<BlobId, Vec<u8>>> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for (pack, blobs) in self.group_by_pack(ids)? {
+            self.read_spans(pack, &coalesce(&blobs), &blobs, |id, _, plain| {
+                out.insert(*id, plain?);
+                Ok(())
+            })?;
         }
         Ok(out)
     }
@@ -175,6 +194,20 @@ impl<'a> BlobReader<'a> {
         let plain = self.read(id)?;
         decode_tree(id, &plain)
     }
+}
+
+/// Byte ranges covering `blobs` (sorted by offset), merging neighbours whose gap is under
+/// [`RESTORE_RANGE_GAP`]: reading a little extra beats another request.
+pub fn coalesce(blobs: &[(BlobId, Location)]) -> Vec<(u64, u64)> {
+    let mut spans: Vec<(u64, u64)> = Vec::new();
+    for (_, l) in blobs {
+        let end = l.offset + u64::from(l.length);
+        match spans.last_mut() {
+            Some((_, e)) if l.offset <= *e + RESTORE_RANGE_GAP => *e = (*e).max(end),
+            _ => spans.push((l.offset, end)),
+        }
+    }
+    spans
 }
 
 fn decode_tree(id: &BlobId, plain: &[u8]) -> Result<Tree> {

@@ -6,7 +6,7 @@ use super::{pack_name, Repository};
 use crate::error::{FormatError, Result};
 use crate::format::index::{IndexFile, IndexPack, INDEX_VERSION};
 use crate::format::pack::{parse_trailer, PackHeader, PACK_HEADER_VERSION, TRAILER_LEN};
-use crate::format::{BlobKind, PackEntry};
+use crate::format::BlobKind;
 use crate::id::{content_hash, BlobId, IndexId, PackId};
 use std::collections::HashMap;
 
@@ -85,6 +85,22 @@ impl MasterIndex {
     /// Every indexed blob id.
     pub fn blob_ids(&self) -> impl Iterator<Item = &BlobId> {
         self.blobs.keys()
+    }
+
+    /// Every indexed blob grouped by pack, each group sorted by offset (for whole-repository
+    /// passes such as `check`).
+    pub fn blobs_by_pack(&self) -> HashMap<PackId, Vec<(BlobId, Location)>> {
+        let mut groups: HashMap<PackId, Vec<(BlobId, Location)>> = HashMap::new();
+        for (id, loc) in &self.blobs {
+            groups
+                .entry(self.pack(loc).id)
+                .or_default()
+                .push((*id, *loc));
+        }
+        for blobs in groups.values_mut() {
+            blobs.sort_by_key(|(_, l)| l.offset);
+        }
+        groups
     }
 
     /// Every (blob, location) pair.
@@ -185,15 +201,5 @@ impl Repository {
             }
         }
         Ok(found)
-    }
-}
-
-/// Turn a finished header into index entries (used by the packer).
-pub fn index_pack(id: PackId, domain: &str, size: u64, blobs: Vec<PackEntry>) -> IndexPack {
-    IndexPack {
-        id,
-        domain: domain.to_string(),
-        size,
-        blobs,
     }
 }

@@ -8,7 +8,7 @@ mod keyring;
 mod packer;
 mod snapshots;
 
-pub use blobs::BlobReader;
+pub use blobs::{coalesce, BlobReader, PackBlobs};
 pub use index::{Location, MasterIndex};
 pub use keyring::{init, InitOptions, Initialized};
 pub use packer::{PackUploader, PackWriter};

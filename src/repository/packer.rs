@@ -2,7 +2,6 @@
 //! written durably before any index names it, and an index is written before any snapshot
 //! (written by the caller, after `finish`) can need it.
 
-use super::index::index_pack;
 use super::{pack_name, Repository};
 use crate::constants::{PACKS_PER_INDEX, UPLOAD_QUEUE};
 use crate::error::{Error, Result};
@@ -75,7 +74,12 @@ impl PackWriter {
         bytes.extend_from_slice(&sealed);
         bytes.extend_from_slice(&trailer(sealed.len()));
         let id = PackId(content_hash(&bytes));
-        let index = index_pack(id, &self.domain, bytes.len() as u64, entries);
+        let index = IndexPack {
+            id,
+            domain: self.domain.clone(),
+            size: bytes.len() as u64,
+            blobs: entries,
+        };
         Ok(FinishedPack { id, bytes, index })
     }
 }

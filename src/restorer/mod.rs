@@ -9,12 +9,10 @@ pub mod plan;
 pub use metadata::running_as_root;
 pub use plan::{RestorePlan, Selection};
 
-use crate::constants::{RESTORE_RANGE_GAP, RESTORE_WHOLE_PACK_SHARE};
+use crate::constants::RESTORE_WHOLE_PACK_SHARE;
 use crate::error::{Error, IoContext, Result};
 use crate::format::tree::{Node, NodeKind};
-use crate::id::BlobId;
-use crate::repository::{pack_name, BlobReader, Location, Repository, SnapshotInfo};
-use std::collections::HashMap;
+use crate::repository::{coalesce, BlobReader, PackBlobs, Repository, SnapshotInfo};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
@@ -170,7 +168,7 @@ fn create_skeleton(
 /// Blobs of one pack that the plan needs.
 struct PackWork {
     pack: u32,
-    blobs: Vec<(BlobId, Location)>,
+    blobs: PackBlobs,
 }
 
 fn write_content(
@@ -179,19 +177,11 @@ fn write_content(
     plan: &RestorePlan,
     progress: &RestoreProgress,
 ) -> Result<u64> {
-    let mut by_pack: HashMap<u32, Vec<(BlobId, Location)>> = HashMap::new();
-    for id in plan.blobs.keys() {
-        let loc = reader.locate(id)?;
-        by_pack.entry(loc.pack).or_default().push((*id, loc));
-    }
-    let mut work: Vec<PackWork> = by_pack
+    let work: Vec<PackWork> = reader
+        .group_by_pack(plan.blobs.keys())?
         .into_iter()
-        .map(|(pack, mut blobs)| {
-            blobs.sort_by_key(|(_, l)| l.offset);
-            PackWork { pack, blobs }
-        })
+        .map(|(pack, blobs)| PackWork { pack, blobs })
         .collect();
-    work.sort_by_key(|w| w.pack);
     let pack_count = work.len() as u64;
     // Blobs still to write per file: a file reaching zero is complete.
     let remaining: Vec<AtomicUsize> = plan.entries.iter().map(|_| AtomicUsize::new(0)).collect();
@@ -245,44 +235,27 @@ fn restore_pack(
     remaining: &[AtomicUsize],
 ) -> Result<()> {
     let pack = &reader.index.packs[work.pack as usize];
-    let name = pack_name(&pack.id);
     let needed: u64 = work.blobs.iter().map(|(_, l)| u64::from(l.length)).sum();
-    // Read spans: the whole pack when most of it is needed, else coalesced ranges.
-    let spans: Vec<(u64, u64)> = if needed as f64 >= pack.size as f64 * RESTORE_WHOLE_PACK_SHARE {
+    // Read the whole pack when most of it is needed, else coalesced ranges.
+    let spans = if needed as f64 >= pack.size as f64 * RESTORE_WHOLE_PACK_SHARE {
         vec![(0, pack.size)]
     } else {
-        let mut spans: Vec<(u64, u64)> = Vec::new();
-        for (_, l) in &work.blobs {
-            let end = l.offset + u64::from(l.length);
-            match spans.last_mut() {
-                Some((_, e)) if l.offset <= *e + RESTORE_RANGE_GAP => *e = (*e).max(end),
-                _ => spans.push((l.offset, end)),
-            }
-        }
-        spans
+        coalesce(&work.blobs)
     };
-    let mut blobs = work.blobs.iter().peekable();
-    for (start, end) in spans {
-        let bytes = reader.repo.backend.get_range(&name, start, end - start)?;
-        while let Some((id, loc)) = blobs.next_if(|(_, l)| l.offset + u64::from(l.length) <= end) {
-            let lo = (loc.offset - start) as usize;
-            let frame = &bytes[lo..lo + loc.length as usize];
-            let places = plan.blobs.get(id).map(Vec::as_slice).unwrap_or_default();
-            let plain = reader.open(id, loc, frame).map_err(|e| {
-                let file = places.first().map(|(s, _)| plan.entries[*s].rel.display().to_string()).unwrap_or_default();
-                Error::Damaged(format!("restoring '{file}': {e}. Nothing of this blob was written; the file was removed. Run 'custodian check --read-data' and restore this file from an earlier snapshot."))
-            })?;
-            for (slot, offset) in places {
-                let path = target.join(&plan.entries[*slot].rel);
-                write_sparse(&path, *offset, &plain, plan.entries[*slot].node.size)?;
-                remaining[*slot].fetch_sub(1, Ordering::Relaxed);
-            }
-            progress
-                .bytes_done
-                .fetch_add(plain.len() as u64 * places.len() as u64, Ordering::Relaxed);
+    reader.read_spans(work.pack, &spans, &work.blobs, |id, _, plain| {
+        let places = plan.blobs.get(id).map(Vec::as_slice).unwrap_or_default();
+        let plain = plain.map_err(|e| {
+            let file = places.first().map(|(s, _)| plan.entries[*s].rel.display().to_string()).unwrap_or_default();
+            Error::Damaged(format!("restoring '{file}': {e}. Nothing of this blob was written; the file was removed. Run 'custodian check --read-data' and restore this file from an earlier snapshot."))
+        })?;
+        for (slot, offset) in places {
+            let path = target.join(&plan.entries[*slot].rel);
+            write_sparse(&path, *offset, &plain, plan.entries[*slot].node.size)?;
+            remaining[*slot].fetch_sub(1, Ordering::Relaxed);
         }
-    }
-    Ok(())
+        progress.bytes_done.fetch_add(plain.len() as u64 * places.len() as u64, Ordering::Relaxed);
+        Ok(())
+    })
 }
 
 /// Write `data` at `offset`, skipping 4 KiB blocks of zeros so sparse files stay sparse. The
