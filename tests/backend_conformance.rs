@@ -3,10 +3,22 @@
 
 mod common;
 
-use custodian::backend::{Backend, ErrorKind, LocalBackend, ObjectInfo, ObjectStoreBackend};
+use common::proxy::{Fault, FaultProxy};
+use custodian::backend::probe::{self, CreateIfAbsent};
+use custodian::backend::{
+    Backend, ErrorKind, LocalBackend, ObjectInfo, ObjectStoreBackend, S3Settings,
+};
 use std::sync::Arc;
 
-fn conformance(b: Arc<dyn Backend>) {
+fn conformance(b: Arc<dyn Backend>, expected: CreateIfAbsent) {
+    let verdict = probe::at_init(b.as_ref()).unwrap();
+    assert_eq!(
+        verdict,
+        expected,
+        "{}: create-if-absent probe",
+        b.location()
+    );
+    assert_eq!(probe::at_open(b.as_ref()).unwrap(), expected);
     assert!(b.put_new("config", b"one").unwrap());
     assert!(
         !b.put_new("config", b"two").unwrap(),
@@ -71,6 +83,15 @@ fn conformance(b: Arc<dyn Backend>) {
         .filter(|(_, w)| *w)
         .map(|(i, _)| *i)
         .collect();
+    let stored = b.get("locks/race").unwrap();
+    assert!(
+        won.iter()
+            .any(|i| stored == format!("writer {i}").as_bytes()),
+        "the stored bytes are a winner's"
+    );
+    if !verdict.is_atomic() {
+        return;
+    }
     assert_eq!(
         won.len(),
         1,
@@ -85,21 +106,58 @@ fn conformance(b: Arc<dyn Backend>) {
 
 #[test]
 fn in_memory_backend_conforms() {
-    conformance(Arc::new(ObjectStoreBackend::memory().unwrap()));
+    conformance(
+        Arc::new(ObjectStoreBackend::memory().unwrap()),
+        CreateIfAbsent::Atomic,
+    );
 }
 
 #[test]
 fn local_backend_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    conformance(Arc::new(LocalBackend::new(dir.path().join("repo"))));
+    conformance(
+        Arc::new(LocalBackend::new(dir.path().join("repo"))),
+        CreateIfAbsent::Atomic,
+    );
 }
 
 #[test]
-fn s3_backend_conforms() {
-    let Some(bucket) = common::s3_bucket() else {
-        return;
-    };
-    conformance(Arc::new(
-        ObjectStoreBackend::s3(&format!("s3://{bucket}/some/prefix")).unwrap(),
-    ));
+fn s3_backends_conform() {
+    for server in common::s3_servers() {
+        let url = format!("s3://{}/some/prefix", server.bucket());
+        eprintln!("conformance: {}", server.name);
+        // s3s-fs checks the condition without a lock: concurrent creators all succeed.
+        let expected = match server.name {
+            "s3s-fs" => CreateIfAbsent::Racy,
+            _ => CreateIfAbsent::Atomic,
+        };
+        conformance(
+            Arc::new(ObjectStoreBackend::s3_with(&url, &server.settings()).unwrap()),
+            expected,
+        );
+    }
+}
+
+#[test]
+fn a_store_that_ignores_create_if_absent_is_detected() {
+    // As Garage 2.5 does: the proxy drops If-None-Match before the request reaches the server.
+    // Only moto: it takes any signature, and s3s-fs rightly refuses the altered request.
+    for server in common::s3_servers()
+        .into_iter()
+        .filter(|s| s.name == "moto")
+    {
+        let proxy = FaultProxy::start(&server.endpoint, |_| Fault::StripConditional);
+        let url = format!("s3://{}/p", server.bucket());
+        let settings = S3Settings {
+            endpoint: Some(proxy.endpoint.clone()),
+            ..server.settings()
+        };
+        let b = ObjectStoreBackend::s3_with(&url, &settings).unwrap();
+        assert_eq!(probe::at_init(&b).unwrap(), CreateIfAbsent::Ignored);
+        assert_eq!(probe::at_open(&b).unwrap(), CreateIfAbsent::Ignored);
+        assert!(
+            proxy.log().iter().any(|l| l.starts_with("PUT ")),
+            "the probe went through the proxy"
+        );
+    }
 }

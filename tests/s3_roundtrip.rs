@@ -7,12 +7,11 @@ use common::*;
 use std::fs;
 use std::time::{Duration, Instant};
 
-fn s3_world(bucket: &str) -> (tempfile::TempDir, Vec<(&'static str, String)>, String) {
-    let endpoint = std::env::var("CUSTODIAN_TEST_S3_ENDPOINT").unwrap();
+fn s3_world(server: &S3Server) -> (tempfile::TempDir, Vec<(&'static str, String)>, String) {
     (
         tempfile::tempdir().unwrap(),
-        s3_env(&endpoint),
-        format!("s3://{bucket}/backups/main"),
+        server.env(),
+        format!("s3://{}/backups/main", server.bucket()),
     )
 }
 
@@ -35,8 +34,14 @@ fn run(
 
 #[test]
 fn backup_restore_and_check_on_s3() {
-    let Some(bucket) = s3_bucket() else { return };
-    let (dir, env, repo) = s3_world(&bucket);
+    for server in s3_servers() {
+        eprintln!("server: {}", server.name);
+        backup_restore_and_check(&server);
+    }
+}
+
+fn backup_restore_and_check(server: &S3Server) {
+    let (dir, env, repo) = s3_world(server);
     let d = dir.path();
     let out = run(d, &env, &repo, &["key", "generate", "--output", "ops.key"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -77,9 +82,10 @@ fn backup_restore_and_check_on_s3() {
         puts.push(summary["requests"]["put"].as_u64().unwrap());
     }
     // First backup: 2 domain key records, 2 sessions, a data pack, a reference pack, an index
-    // and a snapshot. An unchanged backup writes only its session key and snapshot head.
+    // and a snapshot. An unchanged backup writes only its session key, snapshot head and the
+    // create-if-absent probe (refused, so nothing is stored).
     assert!(puts[0] <= 10, "a 3 MiB first backup took {} PUTs", puts[0]);
-    assert!(puts[1] <= 2, "an unchanged backup took {} PUTs", puts[1]);
+    assert!(puts[1] <= 3, "an unchanged backup took {} PUTs", puts[1]);
     let out = run(
         d,
         &env,
@@ -142,19 +148,33 @@ fn backup_restore_and_check_on_s3() {
 
 #[test]
 fn missing_bucket_and_unreachable_endpoint_fail_fast_and_clearly() {
-    let Some(_) = s3_bucket() else { return };
-    let (dir, mut env, _) = s3_world("unused");
+    let servers = s3_servers();
+    let Some(first) = servers.first() else { return };
     let started = Instant::now();
-    let out = run(
-        dir.path(),
-        &env,
-        "s3://no-such-bucket-here/x",
-        &["snapshots", "--writer-key", "w.key"],
-    );
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(err.contains("the bucket does not exist"), "{err}");
+    for server in &servers {
+        let dir = tempfile::tempdir().unwrap();
+        let out = run(
+            dir.path(),
+            &server.env(),
+            "s3://no-such-bucket-here/x",
+            &["snapshots", "--writer-key", "w.key"],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}: {}",
+            server.name,
+            text(&out)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            err.contains("the bucket does not exist"),
+            "{}: {err}",
+            server.name
+        );
+    }
+    let (dir, mut env, _) = s3_world(first);
     // Unreachable: a port nothing listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -180,4 +200,36 @@ fn missing_bucket_and_unreachable_endpoint_fail_fast_and_clearly() {
         "bad endpoints must fail in bounded time, took {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn wrong_credentials_fail_fast_and_clearly() {
+    // moto accepts any credentials; s3s-fs checks signatures.
+    for server in s3_servers().into_iter().filter(|s| s.name == "s3s-fs") {
+        let (dir, mut env, repo) = s3_world(&server);
+        for (k, v) in env.iter_mut() {
+            if *k == "AWS_SECRET_ACCESS_KEY" {
+                *v = "not-the-secret".into();
+            }
+        }
+        let started = Instant::now();
+        let out = run(
+            dir.path(),
+            &env,
+            &repo,
+            &["snapshots", "--writer-key", "w.key"],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(
+            err.contains("access denied") && err.contains("AWS_SECRET_ACCESS_KEY"),
+            "the error must say what to fix: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "one clear error: {err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "4xx is never retried"
+        );
+    }
 }

@@ -5,10 +5,11 @@
 pub mod counting;
 pub mod local;
 pub mod object;
+pub mod probe;
 
 pub use counting::{Counting, RequestCounts};
 pub use local::LocalBackend;
-pub use object::ObjectStoreBackend;
+pub use object::{ObjectStoreBackend, S3Settings};
 
 /// Open the backend a `--repo` value names: `s3://bucket/prefix` or a local path.
 pub fn open(repo: &str) -> Result<std::sync::Arc<dyn Backend>, BackendError> {

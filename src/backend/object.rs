@@ -16,15 +16,78 @@ use object_store::{
 };
 use std::sync::Arc;
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 /// Retries per request, and the most time one request may take with its retries: an
 /// unreachable or misconfigured endpoint must fail in bounded time, not hang a backup.
 const MAX_RETRIES: usize = 4;
 const RETRY_TIMEOUT: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Overrides REQUEST_TIMEOUT (humantime, e.g. `20s`): slow links need more, tests less.
+const REQUEST_TIMEOUT_VAR: &str = "CUSTODIAN_S3_REQUEST_TIMEOUT";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests in flight against a remote store by default (`backup --connections` overrides).
 const S3_CONNECTIONS: usize = 4;
+
+/// Where and how to reach an S3-compatible store. Secrets stay out of `Debug`.
+#[derive(Clone)]
+pub struct S3Settings {
+    /// `https://host:port` of a non-AWS store; path-style requests are used with it.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Zeroizing<String>>,
+    /// Plain HTTP only when asked for: credentials and metadata would cross the wire unprotected.
+    pub allow_http: bool,
+    /// One request's limit, retries aside: a stalled upload must fail, not hang a backup.
+    pub request_timeout: Duration,
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        S3Settings {
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            allow_http: false,
+            request_timeout: REQUEST_TIMEOUT,
+        }
+    }
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("allow_http", &self.allow_http)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Settings {
+    /// The settings the AWS tools read from the environment (`AWS_ENDPOINT_URL`, `AWS_REGION`,
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP=true`), plus
+    /// `CUSTODIAN_S3_REQUEST_TIMEOUT`. Unset values stay unset, for the AWS defaults and files.
+    pub fn from_env() -> Result<S3Settings, String> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let request_timeout = match var(REQUEST_TIMEOUT_VAR) {
+            None => REQUEST_TIMEOUT,
+            Some(v) => humantime::parse_duration(&v).map_err(|e| {
+                format!("{REQUEST_TIMEOUT_VAR}='{v}' is not a duration ({e}); write e.g. 30s")
+            })?,
+        };
+        Ok(S3Settings {
+            endpoint: var("AWS_ENDPOINT_URL").or_else(|| var("AWS_ENDPOINT")),
+            region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")),
+            access_key_id: var("AWS_ACCESS_KEY_ID"),
+            secret_access_key: var("AWS_SECRET_ACCESS_KEY").map(Zeroizing::new),
+            allow_http: var("AWS_ALLOW_HTTP").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+            request_timeout,
+        })
+    }
+}
 
 /// An `object_store` store seen through the [`Backend`] trait.
 pub struct ObjectStoreBackend {
@@ -61,10 +124,21 @@ impl ObjectStoreBackend {
         })
     }
 
-    /// `s3://bucket[/prefix]`, configured from the standard AWS environment variables
-    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`,
-    /// `AWS_ALLOW_HTTP=true` for a plain-HTTP endpoint such as a loopback test server).
+    /// `s3://bucket[/prefix]`, configured from the standard AWS environment variables.
     pub fn s3(url: &str) -> Result<Self, BackendError> {
+        let settings = S3Settings::from_env().map_err(|message| BackendError {
+            kind: ErrorKind::Permanent,
+            operation: "opening",
+            object: String::new(),
+            location: url.to_string(),
+            message,
+        })?;
+        Self::s3_with(url, &settings)
+    }
+
+    /// `s3://bucket[/prefix]` with explicit settings; anything left unset falls back to the
+    /// AWS environment variables and files, as the AWS tools do.
+    pub fn s3_with(url: &str, settings: &S3Settings) -> Result<Self, BackendError> {
         let bad = |message: String| BackendError {
             kind: ErrorKind::Permanent,
             operation: "opening",
@@ -91,18 +165,24 @@ impl ObjectStoreBackend {
             })
             .with_client_options(
                 ClientOptions::new()
-                    .with_timeout(REQUEST_TIMEOUT)
+                    .with_timeout(settings.request_timeout)
                     .with_connect_timeout(CONNECT_TIMEOUT)
-                    .with_allow_http(
-                        std::env::var("AWS_ALLOW_HTTP")
-                            .is_ok_and(|v| v.eq_ignore_ascii_case("true")),
-                    ),
+                    .with_allow_http(settings.allow_http),
             );
-        if std::env::var_os("AWS_ENDPOINT_URL").is_some()
-            || std::env::var_os("AWS_ENDPOINT").is_some()
-        {
+        if let Some(endpoint) = &settings.endpoint {
             // Custom endpoints (MinIO, Garage, moto…) almost always want path-style requests.
-            builder = builder.with_virtual_hosted_style_request(false);
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_virtual_hosted_style_request(false);
+        }
+        if let Some(region) = &settings.region {
+            builder = builder.with_region(region);
+        }
+        if let Some(key) = &settings.access_key_id {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &settings.secret_access_key {
+            builder = builder.with_secret_access_key(secret.as_str());
         }
         let store = builder.build().map_err(|e| {
             bad(format!(

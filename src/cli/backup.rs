@@ -47,6 +47,7 @@ pub fn run(args: BackupArgs) -> Result<u8> {
         common::backend(&args.repo)?,
         &Credential::Writer(args.writer_key.clone()),
     )?);
+    let create_if_absent = repo.probe_create_if_absent()?;
     let path = std::path::absolute(&args.path).unwrap_or(args.path.clone());
     let opts = BackupOptions {
         source: args.source,
@@ -82,6 +83,7 @@ pub fn run(args: BackupArgs) -> Result<u8> {
             "time": outcome.head.time,
             "stats": s,
             "requests": common::requests(),
+            "create_if_absent": create_if_absent,
             "skipped": outcome.skipped.iter().map(|e| serde_json::json!({"path": e.path, "error": e.error})).collect::<Vec<_>>(),
         }))?;
     } else {

@@ -3,6 +3,7 @@
 //! sealed, and is then forgotten) but can never load a domain's identity back.
 
 use super::Repository;
+use crate::backend::probe::CreateIfAbsent;
 use crate::backend::{Backend, ErrorKind};
 use crate::chunker::ChunkerParams;
 use crate::crypto::keys::{
@@ -17,7 +18,7 @@ use crate::format::keys::*;
 use crate::id::{RepoId, SessionId};
 use age::x25519;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use zeroize::Zeroizing;
 
 /// Choices fixed at `init`.
@@ -59,6 +60,10 @@ pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized>
         Ok(_) => return Err(Error::RepositoryExists(backend.location())),
         Err(e) if e.kind == ErrorKind::NotFound => {}
         Err(e) => return Err(e.into()),
+    }
+    let create_if_absent = crate::backend::probe::at_init(backend.as_ref())?;
+    if !create_if_absent.is_atomic() {
+        super::exclusive::warn_safe_mode(&backend.location(), create_if_absent);
     }
     if opts.recipients.is_empty() {
         return Err(Error::Invalid("init needs at least one --recipient (an operator's age1… public key, from 'custodian key generate').".into()));
@@ -109,17 +114,18 @@ pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized>
         &sealed,
     )?;
     let config_json = serde_json::to_vec_pretty(&config).unwrap_or_default();
-    if !backend.put_new("config", &config_json)? {
-        return Err(Error::RepositoryExists(backend.location()));
-    }
     let repo = Repository::open_with_meta(
-        backend,
-        config,
+        backend.clone(),
+        config.clone(),
         MetadataKeys {
             identity: meta_identity,
             dedup_key: meta_dedup,
         },
+        create_if_absent,
     )?;
+    if !repo.create_exclusive("config", &config_json)? {
+        return Err(Error::RepositoryExists(backend.location()));
+    }
     Ok(Initialized {
         repo,
         writer_credential: credential_text,
@@ -201,6 +207,7 @@ impl Repository {
         backend: Arc<dyn Backend>,
         config: RepoConfig,
         meta: MetadataKeys,
+        create_if_absent: CreateIfAbsent,
     ) -> Result<Repository> {
         Ok(Repository {
             meta_recipient: meta.identity.to_public(),
@@ -214,6 +221,7 @@ impl Repository {
             meta,
             operator: None,
             sessions: Default::default(),
+            create_if_absent: OnceLock::from(create_if_absent),
         })
     }
 
@@ -228,7 +236,10 @@ impl Repository {
     /// The keys a writer needs for domain `name`, creating the domain on first use.
     pub fn domain_for_write(&self, name: &str) -> Result<DomainKeys> {
         let object = format!("{}.writer", self.domain_object(name));
-        for _attempt in 0..50 {
+        // Another writer creating the domain writes .writer after .operator (in safe mode, a few
+        // seconds after).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
             match self.backend.get(&object) {
                 Ok(bytes) => {
                     let rec: DomainWriterRecord =
@@ -270,7 +281,7 @@ impl Repository {
             self.seal_to_operators(&crate::compress::pack_json(&operator), "domain key")?;
         let base = self.domain_object(name);
         // Operators' copy first: a domain a writer can use must always be readable by operators.
-        if !self.backend.put_new(&format!("{base}.operator"), &sealed)? {
+        if !self.create_exclusive(&format!("{base}.operator"), &sealed)? {
             return Ok(false);
         }
         let writer = DomainWriterRecord {

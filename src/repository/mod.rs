@@ -3,6 +3,7 @@
 //! domain identities that read content. Every read-side method checks which one it has.
 
 mod blobs;
+mod exclusive;
 mod index;
 mod keyring;
 mod packer;
@@ -24,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Which key the caller brings.
 #[derive(Clone, Debug)]
@@ -44,15 +45,23 @@ pub struct Repository {
     operator_recipients: Vec<x25519::Recipient>,
     operator: Option<Vec<x25519::Identity>>,
     sessions: Mutex<HashMap<crate::id::SessionId, Arc<SessionKey>>>,
+    /// What the store does with create-if-absent, once probed.
+    create_if_absent: OnceLock<crate::backend::probe::CreateIfAbsent>,
 }
 
 impl Repository {
     /// Read and validate `config` without any key.
     pub fn read_config(backend: &dyn Backend) -> Result<RepoConfig> {
-        let bytes = backend.get("config").map_err(|e| match e.kind {
-            ErrorKind::NotFound => Error::NotARepository(backend.location()),
-            _ => Error::Backend(e),
-        })?;
+        let bytes = match backend.get("config") {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                // Some stores answer a missing bucket with NoSuchKey on GET; a listing tells them
+                // apart, so the message says "no bucket" rather than "no repository".
+                backend.list("config")?;
+                return Err(Error::NotARepository(backend.location()));
+            }
+            Err(e) => return Err(e.into()),
+        };
         let config: RepoConfig = decode_json(&bytes, "repository config", REPO_VERSION)?;
         config
             .chunker
@@ -108,6 +117,7 @@ impl Repository {
             operator_recipients,
             operator,
             sessions: Mutex::default(),
+            create_if_absent: OnceLock::new(),
         })
     }
 

@@ -2,6 +2,8 @@
 //! the real `custodian` binary, and an exact tree comparison.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -293,46 +295,103 @@ pub fn wait_until_stopped(pid: u32) {
     }
 }
 
-/// A fresh bucket on the loopback S3 server that scripts/test starts, with the AWS_* variables
-/// set for this process. None (and a note) when no server is configured; in CI that is a failure.
-pub fn s3_bucket() -> Option<String> {
-    let Ok(endpoint) = std::env::var("CUSTODIAN_TEST_S3_ENDPOINT") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run the S3 tests: use scripts/test, which starts moto"
-        );
-        eprintln!("skipped: CUSTODIAN_TEST_S3_ENDPOINT is not set (scripts/test starts a server)");
-        return None;
-    };
-    static ENV: std::sync::Once = std::sync::Once::new();
-    ENV.call_once(|| {
-        for (k, v) in s3_env(&endpoint) {
-            std::env::set_var(k, v);
-        }
-    });
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let bucket = format!(
-        "t{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-    );
-    create_bucket(&endpoint, &bucket);
-    Some(bucket)
+/// A real S3-compatible server on loopback that scripts/test started: moto (faithful S3
+/// semantics, any credentials) and s3s-fs (checks signatures, a bucket is a directory).
+#[derive(Clone, Debug)]
+pub struct S3Server {
+    pub name: &'static str,
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret_key: String,
+    /// s3s-fs keeps each bucket as a directory under this root.
+    root: Option<PathBuf>,
 }
 
-/// The environment that points custodian at the test server.
-pub fn s3_env(endpoint: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("AWS_ENDPOINT_URL", endpoint.to_string()),
-        ("AWS_ALLOW_HTTP", "true".into()),
-        ("AWS_ACCESS_KEY_ID", "custodian-test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "custodian-test-secret".into()),
-        ("AWS_REGION", "us-east-1".into()),
-    ]
+/// Every configured test server. Empty (and a note) when none is configured; in CI a missing
+/// server is a failure, so the S3 tests can never be skipped silently there.
+pub fn s3_servers() -> Vec<S3Server> {
+    let mut servers = Vec::new();
+    if let Ok(endpoint) = std::env::var("CUSTODIAN_TEST_S3_ENDPOINT") {
+        servers.push(S3Server {
+            name: "moto",
+            endpoint,
+            access_key: "custodian-test".into(),
+            secret_key: "custodian-test-secret".into(),
+            root: None,
+        });
+    }
+    if let (Ok(endpoint), Ok(root)) = (
+        std::env::var("CUSTODIAN_TEST_S3FS_ENDPOINT"),
+        std::env::var("CUSTODIAN_TEST_S3FS_ROOT"),
+    ) {
+        servers.push(S3Server {
+            name: "s3s-fs",
+            endpoint,
+            access_key: std::env::var("CUSTODIAN_TEST_S3FS_ACCESS_KEY").unwrap(),
+            secret_key: std::env::var("CUSTODIAN_TEST_S3FS_SECRET_KEY").unwrap(),
+            root: Some(root.into()),
+        });
+    }
+    if servers.len() < 2 {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the S3 tests against moto and s3s-fs: use scripts/test, which starts them"
+        );
+        eprintln!(
+            "note: {} S3 test server(s) configured (scripts/test starts moto and s3s-fs)",
+            servers.len()
+        );
+    }
+    servers
+}
+
+impl S3Server {
+    /// A fresh, empty bucket.
+    pub fn bucket(&self) -> String {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let bucket = format!(
+            "t{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        match &self.root {
+            Some(root) => fs::create_dir_all(root.join(&bucket)).unwrap(),
+            None => create_bucket(&self.endpoint, &bucket),
+        }
+        bucket
+    }
+
+    /// The environment that points custodian at this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        self.env_via(&self.endpoint)
+    }
+
+    /// The same, through another endpoint (a fault proxy in front of this server).
+    pub fn env_via(&self, endpoint: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", endpoint.to_string()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", self.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY", self.secret_key.clone()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+
+    /// Settings for an in-process backend.
+    pub fn settings(&self) -> custodian::backend::S3Settings {
+        custodian::backend::S3Settings {
+            endpoint: Some(self.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some(self.access_key.clone()),
+            secret_access_key: Some(self.secret_key.clone().into()),
+            allow_http: true,
+            ..Default::default()
+        }
+    }
 }
 
 /// moto creates a bucket on a plain HTTP PUT of /BUCKET.
-pub fn create_bucket(endpoint: &str, bucket: &str) {
+fn create_bucket(endpoint: &str, bucket: &str) {
     use std::io::{Read, Write};
     let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
     let mut conn = std::net::TcpStream::connect(host).unwrap();

@@ -1,0 +1,65 @@
+//! Creating an object only if it is absent, even on stores whose create-if-absent cannot be
+//! trusted (safe mode). Only names shared between writers need this (`config`, key domains,
+//! later locks); every other name is random or content-addressed and can never collide.
+//!
+//! Safe mode is check, write, settle, verify: look for the name, write it, wait at least twice
+//! as long as the check-to-write took plus [`SETTLE`], then read it back. Two writers whose checks
+//! both missed wrote within one check-to-write gap of each other, so after the wait both writes
+//! are visible to both read-backs, both see the same last write, and exactly one keeps its own.
+//! This needs read-after-write consistency (S3 has it since 2020) and a peer whose gap is under
+//! the wait, which is why the wait is seconds while a gap is one request.
+
+use super::Repository;
+use crate::backend::probe::{self, CreateIfAbsent};
+use crate::backend::ErrorKind;
+use crate::error::Result;
+use std::time::{Duration, Instant};
+
+/// The least wait between writing and verifying in safe mode.
+const SETTLE: Duration = Duration::from_secs(2);
+
+impl Repository {
+    /// Probe the store's create-if-absent (two requests) before writing, and warn once if
+    /// custodian has to fall back to safe mode. Writers call it when they open.
+    pub fn probe_create_if_absent(&self) -> Result<CreateIfAbsent> {
+        if let Some(found) = self.create_if_absent.get() {
+            return Ok(*found);
+        }
+        let found = probe::at_open(self.backend.as_ref())?;
+        if !found.is_atomic() {
+            warn_safe_mode(&self.backend.location(), found);
+        }
+        Ok(*self.create_if_absent.get_or_init(|| found))
+    }
+
+    /// Create `name` unless it exists; false if another writer has it (or got there first).
+    pub(crate) fn create_exclusive(&self, name: &str, bytes: &[u8]) -> Result<bool> {
+        if self.probe_create_if_absent()?.is_atomic() {
+            return Ok(self.backend.put_new(name, bytes)?);
+        }
+        let started = Instant::now();
+        match self.backend.get(name) {
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind == ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        if !self.backend.put_new(name, bytes)? {
+            return Ok(false);
+        }
+        std::thread::sleep(SETTLE + started.elapsed() * 2);
+        Ok(self.backend.get(name)? == bytes)
+    }
+}
+
+/// The one warning a user of such a store sees, naming the store and what custodian does.
+pub(crate) fn warn_safe_mode(location: &str, found: CreateIfAbsent) {
+    let how = match found {
+        CreateIfAbsent::Ignored => "ignores create-if-absent (a conditional PUT overwrote)",
+        _ => "does not keep create-if-absent under concurrent writers",
+    };
+    tracing::warn!(
+        "the store at {location} {how}; custodian runs in safe mode: shared names (new key \
+         domains) are written with check, write, settle, verify, which adds a few seconds the \
+         first time a source is backed up. See docs/DESIGN.md, \"Safe mode\"."
+    );
+}
