@@ -91,6 +91,8 @@ pub fn backup(
         .connections
         .unwrap_or_else(|| repo.backend.connections());
     let uploader = Arc::new(PackUploader::start(repo.clone(), recovered, connections));
+    // Downstream "stopped" errors give way to the upload error that caused them.
+    let root_cause = |e: Error| uploader.take_failure().unwrap_or(e);
     let known: HashSet<BlobId> = index.blob_ids().copied().collect();
     let pipeline = Pipeline::start(
         repo.clone(),
@@ -158,7 +160,8 @@ pub fn backup(
         &domain,
         &mut refs,
         &mut stats,
-    )?;
+    )
+    .map_err(root_cause)?;
     for (slot, e) in entries.iter().enumerate() {
         if e.node.kind == NodeKind::File && !gone[slot] {
             cache.record(
@@ -177,18 +180,21 @@ pub fn backup(
         })
         .unwrap_or_default();
         let id = domain.blob_id(&json);
-        pipeline.submit(id, BlobKind::Tree, json)?;
+        pipeline
+            .submit(id, BlobKind::Tree, json)
+            .map_err(root_cause)?;
         refs.push(id);
         Some(id)
     };
-    let pstats = pipeline.finish()?;
+    let pstats = pipeline.finish().map_err(root_cause)?;
     let parent = repo
         .list_snapshots()?
         .into_iter()
         .rev()
         .find(|s| s.head.source == opts.source);
     let refs = order_refs(&repo, &index, parent.as_ref().map(|p| &p.head), refs);
-    let (ref_blobs, refs_added, refs_bytes) = write_refs(&repo, &index, &uploader, &refs)?;
+    let (ref_blobs, refs_added, refs_bytes) =
+        write_refs(&repo, &index, &uploader, &refs).map_err(root_cause)?;
     let uploader = Arc::try_unwrap(uploader)
         .map_err(|_| Error::Invalid("internal error: uploader still in use".into()))?;
     let uploaded = uploader.finish()?;

@@ -22,6 +22,8 @@ use zeroize::Zeroizing;
 /// unreachable or misconfigured endpoint must fail in bounded time, not hang a backup.
 const MAX_RETRIES: usize = 4;
 const RETRY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts per request at custodian's level, for transport failures (see `retrying`).
+const TRANSPORT_ATTEMPTS: u32 = 4;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Overrides REQUEST_TIMEOUT (humantime, e.g. `20s`): slow links need more, tests less.
 const REQUEST_TIMEOUT_VAR: &str = "CUSTODIAN_S3_REQUEST_TIMEOUT";
@@ -205,6 +207,41 @@ impl ObjectStoreBackend {
         Path::from(format!("{}{}", self.prefix, name))
     }
 
+    /// Run a request, again after transport failures that object_store leaves to us (it does
+    /// not repeat a create-if-absent PUT whose connection dropped or timed out). Bounded in
+    /// attempts and time. Returns the result and how many attempts it took.
+    fn retrying<T, F, Fut>(
+        &self,
+        operation: &str,
+        name: &str,
+        request: F,
+    ) -> (Result<T, object_store::Error>, u32)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, object_store::Error>>,
+    {
+        let started = std::time::Instant::now();
+        let mut attempt = 1;
+        loop {
+            match self.runtime.block_on(request()) {
+                Err(e)
+                    if attempt < TRANSPORT_ATTEMPTS
+                        && is_transport_failure(&e)
+                        && started.elapsed() < RETRY_TIMEOUT =>
+                {
+                    let pause = Duration::from_millis(200 << attempt);
+                    tracing::info!(
+                        "{operation} '{name}' in {} failed ({e}); trying again in {pause:?}",
+                        self.location
+                    );
+                    std::thread::sleep(pause);
+                    attempt += 1;
+                }
+                result => return (result, attempt),
+            }
+        }
+    }
+
     fn err(&self, operation: &'static str, name: &str, e: object_store::Error) -> BackendError {
         let text = e.to_string();
         let (kind, message) = if text.contains("NoSuchBucket") {
@@ -215,14 +252,19 @@ impl ObjectStoreBackend {
         {
             (ErrorKind::Permanent, format!("access denied: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket policy ({text})"))
         } else {
-            let kind = match &e {
-                object_store::Error::NotFound { .. } => ErrorKind::NotFound,
-                object_store::Error::Generic { source, .. } if is_transient(source.as_ref()) => {
-                    ErrorKind::Transient
-                }
-                _ => ErrorKind::Permanent,
-            };
-            (kind, text)
+            let server_error = text.contains("non-2xx status code: 5");
+            match &e {
+                object_store::Error::NotFound { .. } => (ErrorKind::NotFound, text),
+                _ if server_error || is_transport_failure(&e) => (
+                    ErrorKind::Transient,
+                    format!(
+                        "{text}. The store kept failing after retries; custodian commits nothing after such a \
+                         failure and earlier snapshots are intact: run the command again when the \
+                         store answers"
+                    ),
+                ),
+                _ => (ErrorKind::Permanent, text),
+            }
         };
         BackendError {
             kind,
@@ -234,21 +276,21 @@ impl ObjectStoreBackend {
     }
 }
 
-/// Timeouts and connection failures are worth retrying at a higher level; the rest is not.
-fn is_transient(e: &(dyn std::error::Error + 'static)) -> bool {
+/// A request that never got an answer: the connection failed, dropped or timed out. (Answers
+/// with a 5xx status were already retried by object_store.)
+fn is_transport_failure(e: &object_store::Error) -> bool {
     let text = e.to_string().to_ascii_lowercase();
-    [
-        "timed out",
-        "timeout",
-        "connection",
-        "reset",
-        "503",
-        "500",
-        "502",
-        "504",
-    ]
-    .iter()
-    .any(|w| text.contains(w))
+    !text.contains("server returned non-2xx")
+        && [
+            "error sending request",
+            "timed out",
+            "timeout",
+            "connection",
+            "reset",
+            "broken pipe",
+        ]
+        .iter()
+        .any(|w| text.contains(w))
 }
 
 impl Backend for ObjectStoreBackend {
@@ -257,37 +299,44 @@ impl Backend for ObjectStoreBackend {
     }
 
     fn put_new(&self, name: &str, bytes: &[u8]) -> Result<bool, BackendError> {
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
+        let path = self.path(name);
         let payload = PutPayload::from(bytes.to_vec());
-        match self
-            .runtime
-            .block_on(self.store.put_opts(&self.path(name), payload, opts))
-        {
+        let (result, attempts) = self.retrying("writing", name, || {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..Default::default()
+            };
+            self.store.put_opts(&path, payload.clone(), opts)
+        });
+        match result {
             Ok(_) => Ok(true),
-            // Some stores answer an existing name with 412 Precondition Failed instead.
+            // Some stores answer an existing name with 412 Precondition Failed instead. After a
+            // retry it may be this very write, whose answer was lost: then it is ours.
             Err(
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },
-            ) => Ok(false),
+            ) => Ok(attempts > 1 && self.get(name)? == bytes),
             Err(e) => Err(self.err("writing", name, e)),
         }
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>, BackendError> {
         let path = self.path(name);
-        self.runtime
-            .block_on(async { self.store.get(&path).await?.bytes().await })
-            .map(|b| b.to_vec())
-            .map_err(|e| self.err("reading", name, e))
+        self.retrying("reading", name, || async {
+            self.store.get(&path).await?.bytes().await
+        })
+        .0
+        .map(|b| b.to_vec())
+        .map_err(|e| self.err("reading", name, e))
     }
 
     fn get_range(&self, name: &str, start: u64, len: u64) -> Result<Vec<u8>, BackendError> {
+        let path = self.path(name);
         let bytes = self
-            .runtime
-            .block_on(self.store.get_range(&self.path(name), start..start + len))
+            .retrying("reading", name, || {
+                self.store.get_range(&path, start..start + len)
+            })
+            .0
             .map_err(|e| self.err("reading", name, e))?;
         if (bytes.len() as u64) < len {
             return Err(BackendError {
@@ -304,8 +353,10 @@ impl Backend for ObjectStoreBackend {
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, BackendError> {
         let base = self.path(prefix.trim_end_matches('/'));
         let listed: Vec<object_store::ObjectMeta> = self
-            .runtime
-            .block_on(self.store.list(Some(&base)).try_collect())
+            .retrying("listing", prefix, || {
+                self.store.list(Some(&base)).try_collect()
+            })
+            .0
             .map_err(|e| self.err("listing", prefix, e))?;
         let mut out: Vec<ObjectInfo> = listed
             .into_iter()

@@ -96,6 +96,8 @@ pub struct UploadSummary {
 struct UploadState {
     pending: Vec<IndexPack>,
     summary: UploadSummary,
+    /// The first upload error: the root cause that every later "stopped" error points to.
+    failure: Option<Error>,
 }
 
 /// A bounded pool of upload threads plus the index bookkeeping for what they made durable.
@@ -120,27 +122,11 @@ impl PackUploader {
             .map(|_| {
                 let (rx, repo, state) = (rx.clone(), repo.clone(), state.clone());
                 std::thread::spawn(move || -> Result<()> {
-                    for pack in rx {
-                        // Durable first; only then may an index mention the pack.
-                        repo.backend.put_new(&pack_name(&pack.id), &pack.bytes)?;
-                        let full = {
-                            let mut s = state.lock().map_err(|_| poisoned())?;
-                            s.summary.packs += 1;
-                            s.summary.bytes += pack.bytes.len() as u64;
-                            s.pending.push(pack.index);
-                            crate::failpoint::pause("pack", s.summary.packs);
-                            (s.pending.len() >= PACKS_PER_INDEX)
-                                .then(|| std::mem::take(&mut s.pending))
-                        };
-                        if let Some(packs) = full {
-                            let id = repo.write_index(packs)?;
-                            state
-                                .lock()
-                                .map_err(|_| poisoned())?
-                                .summary
-                                .indexes
-                                .push(id);
-                        }
+                    let result = upload_loop(&repo, &rx, &state);
+                    if let Err(e) = result {
+                        let mut s = state.lock().map_err(|_| poisoned())?;
+                        s.failure.get_or_insert(e);
+                        return Err(Error::Invalid("pack upload failed".into()));
                     }
                     Ok(())
                 })
@@ -154,9 +140,20 @@ impl PackUploader {
         }
     }
 
+    /// The error that stopped the uploads, if any, so callers report it instead of the
+    /// "stopped" errors it caused downstream.
+    pub fn take_failure(&self) -> Option<Error> {
+        self.state.lock().ok()?.failure.take()
+    }
+
     /// Queue a pack; blocks while the queue is full (the pipeline's back-pressure).
     pub fn submit(&self, pack: FinishedPack) -> Result<()> {
         let tx = self.tx.as_ref().ok_or_else(poisoned)?;
+        if self.state.lock().map_err(|_| poisoned())?.failure.is_some() {
+            return Err(Error::Invalid(
+                "pack upload stopped after an earlier error".into(),
+            ));
+        }
         tx.send(pack)
             .map_err(|_| Error::Invalid("pack upload stopped after an earlier error".into()))
     }
@@ -172,10 +169,10 @@ impl PackUploader {
                 Err(_) => first_error = first_error.or(Some(poisoned())),
             }
         }
-        if let Some(e) = first_error {
+        let mut state = self.state.lock().map_err(|_| poisoned())?;
+        if let Some(e) = state.failure.take().or(first_error) {
             return Err(e);
         }
-        let mut state = self.state.lock().map_err(|_| poisoned())?;
         let pending = std::mem::take(&mut state.pending);
         if !pending.is_empty() {
             crate::failpoint::pause("before-index", 0);
@@ -184,6 +181,36 @@ impl PackUploader {
         }
         Ok(state.summary.clone())
     }
+}
+
+/// One upload thread: store each pack durably, then let the index mention it.
+fn upload_loop(
+    repo: &Repository,
+    rx: &crossbeam_channel::Receiver<FinishedPack>,
+    state: &Mutex<UploadState>,
+) -> Result<()> {
+    for pack in rx {
+        // Durable first; only then may an index mention the pack.
+        repo.backend.put_new(&pack_name(&pack.id), &pack.bytes)?;
+        let full = {
+            let mut s = state.lock().map_err(|_| poisoned())?;
+            s.summary.packs += 1;
+            s.summary.bytes += pack.bytes.len() as u64;
+            s.pending.push(pack.index);
+            crate::failpoint::pause("pack", s.summary.packs);
+            (s.pending.len() >= PACKS_PER_INDEX).then(|| std::mem::take(&mut s.pending))
+        };
+        if let Some(packs) = full {
+            let id = repo.write_index(packs)?;
+            state
+                .lock()
+                .map_err(|_| poisoned())?
+                .summary
+                .indexes
+                .push(id);
+        }
+    }
+    Ok(())
 }
 
 fn poisoned() -> Error {

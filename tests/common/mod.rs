@@ -27,17 +27,30 @@ pub struct World {
     pub operator: PathBuf,
     pub writer: PathBuf,
     pub state: PathBuf,
+    /// For a repository on an S3 server: its `s3://` URL and the server's environment.
+    pub s3: Option<(String, Vec<(&'static str, String)>)>,
 }
 
 impl World {
     /// A world with an initialised repository. `extra` are extra `init` arguments.
     pub fn new(extra: &[&str]) -> World {
+        World::create(None, extra)
+    }
+
+    /// The same with the repository in a fresh bucket on `server`.
+    pub fn on_s3(server: &S3Server, extra: &[&str]) -> World {
+        let url = format!("s3://{}/repo", server.bucket());
+        World::create(Some((url, server.env())), extra)
+    }
+
+    fn create(s3: Option<(String, Vec<(&'static str, String)>)>, extra: &[&str]) -> World {
         let dir = tempfile::tempdir().unwrap();
         let w = World {
             repo: dir.path().join("repo"),
             operator: dir.path().join("ops.key"),
             writer: dir.path().join("writer.key"),
             state: dir.path().join("state"),
+            s3,
             dir,
         };
         let out = w
@@ -72,6 +85,10 @@ impl World {
             .env_remove("CUSTODIAN_IDENTITY")
             .env_remove("CUSTODIAN_WRITER_KEY")
             .env_remove("RUST_LOG");
+        if let Some((url, env)) = &self.s3 {
+            c.env("CUSTODIAN_REPO", url)
+                .envs(env.iter().map(|(k, v)| (k, v)));
+        }
         c
     }
 
