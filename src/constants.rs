@@ -11,6 +11,10 @@ pub const ZSTD_LEVEL: i32 = 3;
 
 /// Pack target size: 16 MiB makes a 1.5 GiB backup about a hundred objects, not thousands.
 pub const PACK_TARGET: u64 = 16 * 1024 * 1024;
+/// Bounds for `init --pack-size`: small packs waste requests; each in-flight pack is held in
+/// memory once per upload connection.
+pub const PACK_TARGET_MIN: u64 = 64 * 1024;
+pub const PACK_TARGET_MAX: u64 = 512 * 1024 * 1024;
 
 /// Write an index object after this many packs so a crash loses little bookkeeping.
 pub const PACKS_PER_INDEX: usize = 64;

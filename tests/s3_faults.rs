@@ -216,3 +216,46 @@ fn a_bucket_without_permission_fails_fast_and_clearly() {
         assert!(started.elapsed() < Duration::from_secs(10));
     }
 }
+
+#[test]
+fn large_packs_go_up_in_parts_and_a_dropped_part_is_retried() {
+    for server in s3_servers() {
+        let w = World::on_s3(&server, &["--pack-size", &(40 << 20).to_string()]);
+        let src = w.dir.path().join("records");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::write(src.join("scans.bin"), noise(45 << 20, 21)).unwrap();
+        let proxy = FaultProxy::start(
+            &server.endpoint,
+            first_attempts(|r| r.target.contains("partNumber=2"), Fault::Drop),
+        );
+        let out = w
+            .writer_cmd(&["backup", "--json", "--source", "scans"])
+            .arg(&src)
+            .env("AWS_ENDPOINT_URL", &proxy.endpoint)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {}", server.name, text(&out));
+        let log = proxy.log();
+        let started = log
+            .iter()
+            .filter(|l| l.starts_with("POST ") && l.contains("?uploads"))
+            .count();
+        let parts = log
+            .iter()
+            .filter(|l| l.starts_with("PUT ") && l.contains("partNumber="))
+            .count();
+        eprintln!(
+            "{}: {started} multipart uploads, {parts} part PUTs",
+            server.name
+        );
+        assert!(started >= 1 && parts >= 3, "{log:#?}");
+        assert!(log
+            .iter()
+            .any(|l| l.contains("partNumber=2") && l.ends_with("Drop")));
+        let target = w.dir.path().join("restored");
+        w.restore("latest", &target, &[]);
+        assert_same_tree(&src, &target);
+        let out = w.operator_cmd(&["check", "--read-data"]).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+}

@@ -55,6 +55,12 @@ impl Backend for Counting {
         self.inner.put_new(name, bytes)
     }
 
+    fn put_immutable(&self, name: &str, bytes: &[u8]) -> Result<u64, BackendError> {
+        let requests = self.inner.put_immutable(name, bytes)?;
+        self.put.fetch_add(requests, Ordering::Relaxed);
+        Ok(requests)
+    }
+
     fn get(&self, name: &str) -> Result<Vec<u8>, BackendError> {
         self.get.fetch_add(1, Ordering::Relaxed);
         self.inner.get(name)

@@ -56,6 +56,12 @@ pub trait Backend: Send + Sync {
     /// Store `bytes` durably under `name` unless it exists. Returns false if it already existed
     /// (objects are immutable, so an existing object with that name is left untouched).
     fn put_new(&self, name: &str, bytes: &[u8]) -> Result<bool, BackendError>;
+    /// Store content-addressed bytes (a pack): any object already under the name holds the same
+    /// bytes, so no condition is needed and large objects may go up in parts. Returns the
+    /// number of requests made (multipart uploads take several).
+    fn put_immutable(&self, name: &str, bytes: &[u8]) -> Result<u64, BackendError> {
+        self.put_new(name, bytes).map(|_| 1)
+    }
     /// Whole object.
     fn get(&self, name: &str) -> Result<Vec<u8>, BackendError>;
     /// `len` bytes from `start`.

@@ -22,6 +22,10 @@ use zeroize::Zeroizing;
 /// unreachable or misconfigured endpoint must fail in bounded time, not hang a backup.
 const MAX_RETRIES: usize = 4;
 const RETRY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Objects from this size go up as multipart uploads in parts of MULTIPART_PART (S3 wants parts
+/// of at least 5 MiB). Default packs (16 MiB) stay single PUTs: fewer requests.
+const MULTIPART_THRESHOLD: usize = 32 << 20;
+const MULTIPART_PART: usize = 16 << 20;
 /// Attempts per request at custodian's level, for transport failures (see `retrying`).
 const TRANSPORT_ATTEMPTS: u32 = 4;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -318,6 +322,32 @@ impl Backend for ObjectStoreBackend {
             ) => Ok(attempts > 1 && self.get(name)? == bytes),
             Err(e) => Err(self.err("writing", name, e)),
         }
+    }
+
+    fn put_immutable(&self, name: &str, bytes: &[u8]) -> Result<u64, BackendError> {
+        if bytes.len() < MULTIPART_THRESHOLD {
+            return self.put_new(name, bytes).map(|_| 1);
+        }
+        // Multipart: a failed part costs one part, not the pack. object_store cannot make it
+        // conditional, which a content-addressed name does not need.
+        let path = self.path(name);
+        let (result, _) = self.retrying("writing", name, || async {
+            let mut upload = self.store.put_multipart(&path).await?;
+            let parts: Vec<_> = bytes
+                .chunks(MULTIPART_PART)
+                .map(|part| upload.put_part(PutPayload::from(part.to_vec())))
+                .collect();
+            match futures::future::try_join_all(parts).await {
+                Ok(_) => upload.complete().await.map(|_| ()),
+                Err(e) => {
+                    // Best effort: a store keeps unfinished parts (and bills them) until aborted.
+                    let _ = upload.abort().await;
+                    Err(e)
+                }
+            }
+        });
+        result.map_err(|e| self.err("writing", name, e))?;
+        Ok(2 + bytes.len().div_ceil(MULTIPART_PART) as u64)
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>, BackendError> {

@@ -74,6 +74,14 @@ pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized>
         .map(|r| parse_recipient(r, "--recipient"))
         .collect::<Result<Vec<_>>>()?;
     opts.chunker.validate().map_err(Error::Invalid)?;
+    use crate::constants::{PACK_TARGET_MAX, PACK_TARGET_MIN};
+    if !(PACK_TARGET_MIN..=PACK_TARGET_MAX).contains(&opts.pack_target) {
+        return Err(Error::Invalid(format!(
+            "--pack-size {} is out of range: choose between {PACK_TARGET_MIN} (64 KiB) and \
+             {PACK_TARGET_MAX} (512 MiB) bytes; the default is 16 MiB.",
+            opts.pack_target
+        )));
+    }
     let meta_identity = x25519::Identity::generate();
     let meta_dedup = random_key();
     let config = RepoConfig {

@@ -191,7 +191,8 @@ fn upload_loop(
 ) -> Result<()> {
     for pack in rx {
         // Durable first; only then may an index mention the pack.
-        repo.backend.put_new(&pack_name(&pack.id), &pack.bytes)?;
+        repo.backend
+            .put_immutable(&pack_name(&pack.id), &pack.bytes)?;
         let full = {
             let mut s = state.lock().map_err(|_| poisoned())?;
             s.summary.packs += 1;
