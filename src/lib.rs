@@ -17,6 +17,7 @@ pub mod check;
 pub mod chunker;
 pub mod compress;
 pub mod constants;
+pub mod copy;
 pub mod crypto;
 pub mod error;
 pub mod failpoint;

@@ -4,6 +4,7 @@
 mod backup;
 mod check;
 mod common;
+mod copy;
 mod demo;
 mod keys;
 mod listing;
@@ -65,6 +66,8 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// Verify the repository: structure with any key, contents with --read-data.
     Check(check::CheckArgs),
+    /// Copy snapshots to another repository of the same key set (local <-> S3), verified.
+    Copy(copy::CopyArgs),
     /// Run the whole job on sample records: backup, change, backup, restore, verify, report.
     Demo(demo::DemoArgs),
     /// Generate a deterministic sample record store (for benchmarks and trials).
@@ -84,6 +87,7 @@ pub fn run() -> ExitCode {
         Command::Ls(a) => listing::ls(a),
         Command::Restore(a) => restore::run(a),
         Command::Check(a) => check::run(a),
+        Command::Copy(a) => copy::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Sample(a) => demo::sample(a),
     };

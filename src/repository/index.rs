@@ -69,6 +69,10 @@ impl MasterIndex {
         self.blobs.contains_key(id)
     }
 
+    pub fn pack_info(&self, id: &PackId) -> Option<&PackInfo> {
+        self.slots.get(id).map(|&slot| &self.packs[slot as usize])
+    }
+
     pub fn has_pack(&self, id: &PackId) -> bool {
         self.slots.contains_key(id)
     }

@@ -1,0 +1,92 @@
+//! `custodian copy`: mirror snapshots into another repository of the same key set.
+
+use super::common::{self, human_bytes};
+use super::KeyArgs;
+use anyhow::Result;
+use custodian::backend::Counting;
+use custodian::copy::{copy, CopyOptions};
+use custodian::repository::{Credential, Repository};
+use std::sync::Arc;
+
+#[derive(clap::Args)]
+pub struct CopyArgs {
+    /// Repository to copy from (a local path or s3://BUCKET/PREFIX).
+    #[arg(long)]
+    from: String,
+    /// Repository to copy to: an empty location (the mirror is created there, with the same
+    /// keys) or a mirror made by an earlier copy.
+    #[arg(long)]
+    to: String,
+    /// Only snapshots of this source.
+    #[arg(long)]
+    source: Option<String>,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// Print the completeness summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Snapshots to copy (`latest` or id prefixes); all of them when none is given.
+    snapshots: Vec<String>,
+}
+
+pub fn run(args: CopyArgs) -> Result<u8> {
+    let credential = match (&args.keys.identity, &args.keys.writer_key) {
+        (Some(id), _) => Credential::Operator(id.clone()),
+        (None, Some(w)) => Credential::Writer(w.clone()),
+        (None, None) => {
+            return Err(custodian::Error::NeedsKey {
+                what: "copy".into(),
+            }
+            .into())
+        }
+    };
+    let from_backend = Arc::new(Counting::new(custodian::backend::open(&args.from)?));
+    let to_backend = Arc::new(Counting::new(custodian::backend::open(&args.to)?));
+    let from = Repository::open(from_backend.clone(), &credential)?;
+    let opts = CopyOptions {
+        source: args.source,
+        snapshots: args.snapshots,
+    };
+    let report = copy(&from, to_backend.clone(), &credential, &opts)?;
+    if args.json {
+        common::print_json(&serde_json::json!({
+            "from": {"repository": args.from, "objects": report.from.objects,
+                     "bytes": report.from.bytes, "requests": from_backend.counts()},
+            "to": {"repository": args.to, "objects": report.to.objects,
+                   "bytes": report.to.bytes, "requests": to_backend.counts()},
+            "objects_copied": report.objects_copied,
+            "bytes_copied": report.bytes_copied,
+            "objects_skipped": report.objects_skipped,
+            "objects_verified": report.objects_verified,
+            "snapshots": report.snapshots,
+        }))?;
+        return Ok(0);
+    }
+    for s in &report.snapshots {
+        println!(
+            "snapshot {} ({}, {}): {}, {} packs present and whole",
+            &s.id[..8],
+            s.source,
+            s.time,
+            s.status,
+            s.packs
+        );
+    }
+    println!(
+        "copied {} objects ({}), {} already there; {} read back and verified",
+        report.objects_copied,
+        human_bytes(report.bytes_copied),
+        report.objects_skipped,
+        report.objects_verified
+    );
+    println!(
+        "{}: {} objects, {}\n{}: {} objects, {}",
+        args.from,
+        report.from.objects,
+        human_bytes(report.from.bytes),
+        args.to,
+        report.to.objects,
+        human_bytes(report.to.bytes)
+    );
+    Ok(0)
+}
