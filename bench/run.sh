@@ -6,6 +6,8 @@
 #
 #   bench/run.sh                 # ~1.5 GiB store under $BENCH_DIR (default /tmp/custodian-bench, kept)
 #   BENCH_SIZE=256M bench/run.sh # smaller, for a quick look
+#   BENCH_S3=1 bench/run.sh      # both tools against an S3 server on loopback (s3s-fs, installed
+#                                # into ~/.cache like scripts/test does), with request counts
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${BENCH_SIZE:-1536M}
@@ -31,26 +33,43 @@ fi
 # aside here (a rename frees nothing) and deleted only after every measurement.
 TRASH=$WORK/trash
 mkdir -p "$TRASH"
-for old in "$DATA" "$WORK/repo-custodian" "$WORK/repo-restic" "$WORK/restore" "$WORK/state" "$WORK/keys" "$WORK/restic-cache"; do
+for old in "$DATA" "$WORK/repo-custodian" "$WORK/repo-restic" "$WORK/restore" "$WORK/state" "$WORK/keys" "$WORK/restic-cache" "$WORK/s3s"; do
   [ -e "$old" ] && mv "$old" "$TRASH/$(basename "$old")-$(date +%s%N)"
 done
 cp -a "$PRISTINE" "$DATA"
 mkdir -p "$WORK/keys"
+C_REPO=$WORK/repo-custodian C_STORE=$WORK/repo-custodian
+R_REPO=$WORK/repo-restic R_STORE=$WORK/repo-restic
+if [ "${BENCH_S3:-0}" = 1 ]; then
+  S3S=${CUSTODIAN_TEST_S3S:-${XDG_CACHE_HOME:-$HOME/.cache}/custodian/s3s-fs-0.14.1}
+  [ -x "$S3S/bin/s3s-fs" ] || cargo install s3s-fs --version 0.14.1 --locked --features binary --root "$S3S" --quiet
+  PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p "$WORK/s3s/bench"
+  "$S3S/bin/s3s-fs" --host 127.0.0.1 --port "$PORT" --access-key bench --secret-key bench-secret "$WORK/s3s" > "$WORK/s3s.log" 2>&1 &
+  S3S_PID=$!
+  trap 'kill "$S3S_PID" 2>/dev/null || true' EXIT
+  until python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 0.2)" 2>/dev/null; do sleep 0.1; done
+  export AWS_ENDPOINT_URL=http://127.0.0.1:$PORT AWS_ALLOW_HTTP=true AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1
+  C_REPO=s3://bench/custodian C_STORE=$WORK/s3s/bench/custodian
+  R_REPO=s3:http://127.0.0.1:$PORT/bench/restic R_STORE=$WORK/s3s/bench/restic
+  echo "S3 mode: s3s-fs on 127.0.0.1:$PORT" >&2
+fi
 "$BIN" key generate --output "$WORK/keys/ops.key" > "$WORK/keys/ops.pub"
-"$BIN" init --repo "$WORK/repo-custodian" --recipient "$(cat "$WORK/keys/ops.pub")" --writer-key-out "$WORK/keys/writer.key" >&2
-export CUSTODIAN_REPO=$WORK/repo-custodian CUSTODIAN_STATE_DIR=$WORK/state
+"$BIN" init --repo "$C_REPO" --recipient "$(cat "$WORK/keys/ops.pub")" --writer-key-out "$WORK/keys/writer.key" >&2
+export CUSTODIAN_REPO=$C_REPO CUSTODIAN_STATE_DIR=$WORK/state
 C_W="$BIN backup --json --writer-key $WORK/keys/writer.key --source bench $DATA"
 HAVE_RESTIC=0
 if command -v restic >/dev/null; then
   HAVE_RESTIC=1
-  export RESTIC_REPOSITORY=$WORK/repo-restic RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$WORK/restic-cache
-  restic init --quiet >&2
+  export RESTIC_REPOSITORY=$R_REPO RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$WORK/restic-cache
+  restic init --quiet >&2 || { echo "restic init failed: comparing custodian alone" >&2; HAVE_RESTIC=0; }
 fi
 
 step() { # step NAME custodian-cmd restic-cmd
   sync; echo "== $1" >&2
   $M "custodian $1" -- $2 >> "$RESULTS"
-  if [ $HAVE_RESTIC = 1 ]; then sync; $M "restic $1" -- $3 >> "$RESULTS"; fi
+  # restic's failures are reported in the table, not fatal (its check fails on s3s-fs listings).
+  if [ $HAVE_RESTIC = 1 ]; then sync; $M "restic $1" -- $3 >> "$RESULTS" || echo "restic $1 failed" >&2; fi
 }
 size_of() { du -sb "$1" | cut -f1; }
 
@@ -60,15 +79,17 @@ step no-change "$C_W" "restic backup --quiet $DATA"
 step after-changes "$C_W" "restic backup --quiet $DATA"
 step restore "$BIN restore latest --json --identity $WORK/keys/ops.key --target $WORK/restore/custodian" "restic restore latest --quiet --target $WORK/restore/restic"
 step check-read-data "$BIN check --read-data --json --identity $WORK/keys/ops.key" "restic check --read-data --quiet"
-echo "{\"label\": \"custodian repo\", \"bytes\": $(size_of "$WORK/repo-custodian")}" >> "$RESULTS"
-[ $HAVE_RESTIC = 1 ] && echo "{\"label\": \"restic repo\", \"bytes\": $(size_of "$WORK/repo-restic")}" >> "$RESULTS"
+echo "{\"label\": \"custodian repo\", \"bytes\": $(size_of "$C_STORE")}" >> "$RESULTS"
+[ $HAVE_RESTIC = 1 ] && echo "{\"label\": \"restic repo\", \"bytes\": $(size_of "$R_STORE")}" >> "$RESULTS"
 
 python3 - "$RESULTS" "$(size_of "$PRISTINE")" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 data = int(sys.argv[2])
 by = {r["label"]: r for r in rows}
-print(f"\ndata set: {data / 2**30:.2f} GiB\n")
+import os
+where = "S3 (s3s-fs on loopback)" if os.environ.get("BENCH_S3") == "1" else "local disk"
+print(f"\ndata set: {data / 2**30:.2f} GiB, repositories on {where}\n")
 print("| step | custodian wall s | cpu s | peak RSS MiB | MB/s | requests PUT/GET/LIST | restic wall s | cpu s | peak RSS MiB | speed ratio | RSS ratio |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for step in ["initial", "no-change", "after-changes", "restore", "check-read-data"]:
@@ -78,7 +99,9 @@ for step in ["initial", "no-change", "after-changes", "restore", "check-read-dat
     q = c.get("requests") or {}
     reqs = f"{q.get('put', '–')}/{q.get('get', '–')}/{q.get('list', '–')}"
     line = f"| {step} | {c['wall']:.2f} | {c['cpu']:.2f} | {c['rss_mib']:.0f} | {mbs:.0f} | {reqs} |"
-    if r:
+    if r and r["exit"] not in (0, 3):
+        line += f" failed (exit {r['exit']}) | – | – | – | – |"
+    elif r:
         line += f" {r['wall']:.2f} | {r['cpu']:.2f} | {r['rss_mib']:.0f} | {r['wall'] / c['wall']:.2f}x | {r['rss_mib'] / c['rss_mib']:.2f}x |"
     else:
         line += " – | – | – | – | – |"

@@ -16,6 +16,7 @@ pub mod backend;
 pub mod check;
 pub mod chunker;
 pub mod compress;
+pub mod config;
 pub mod constants;
 pub mod copy;
 pub mod crypto;

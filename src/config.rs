@@ -1,0 +1,553 @@
+//! The daemon's configuration file (TOML; every key is documented in docs/CONFIG.md and
+//! config/custodian.toml). Parsing is strict: unknown keys, bad durations, cron expressions or
+//! addresses, duplicate source names and missing paths are errors that name the file, the line
+//! and the key, before anything runs. Secrets are given by file reference only.
+
+use crate::backend::S3Settings;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+use toml::Spanned;
+use zeroize::Zeroizing;
+
+/// A configuration problem, located for the person who has to fix it.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {key}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+}
+
+/// Where the repository is and how to write to it.
+#[derive(Clone, Debug)]
+pub struct RepositoryConfig {
+    pub url: String,
+    pub writer_key_file: PathBuf,
+    pub state_dir: PathBuf,
+    /// Only for `s3://` URLs.
+    pub s3: S3Settings,
+    pub connections: Option<usize>,
+}
+
+/// How the daemon schedules.
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    /// Backups running at once, over all sources.
+    pub max_concurrent: usize,
+    /// A random delay up to this much before each scheduled run (spreads load across servers).
+    pub jitter: Duration,
+    /// How often a watched source is walked in full even without events (the safety net).
+    pub full_scan_interval: Duration,
+    /// First wait before retrying a failed run; doubles up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+/// What kind of record store a source is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    #[default]
+    Directory,
+    /// One SQLite database file, captured with SQLite's online backup API.
+    Sqlite,
+}
+
+/// One record store.
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    pub name: String,
+    pub path: PathBuf,
+    pub exclude: Vec<String>,
+    pub one_file_system: bool,
+    pub domain: Option<String>,
+    pub schedule: Option<Schedule>,
+    pub watch: bool,
+    pub debounce: Duration,
+    pub max_delay: Duration,
+    pub kind: SourceKind,
+}
+
+/// A cron schedule with the text it came from.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub text: String,
+    pub cron: cron::Schedule,
+}
+
+impl Schedule {
+    /// Standard 5-field expressions (minute hour day month weekday) and 6/7-field ones that
+    /// start with seconds (as the `cron` crate reads them).
+    pub fn parse(text: &str) -> Result<Schedule, String> {
+        let fields = text.split_whitespace().count();
+        let full = match fields {
+            5 => format!("0 {text}"),
+            6 | 7 => text.to_string(),
+            n => {
+                return Err(format!(
+                    "'{text}' has {n} fields; write a standard 5-field cron expression such as \
+                     \"0 * * * *\" (minute hour day-of-month month day-of-week)"
+                ))
+            }
+        };
+        let cron = cron::Schedule::from_str(&full)
+            .map_err(|e| format!("'{text}' is not a valid cron expression: {e}"))?;
+        Ok(Schedule {
+            text: text.to_string(),
+            cron,
+        })
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub file: PathBuf,
+    pub repository: RepositoryConfig,
+    pub daemon: DaemonConfig,
+    /// Loopback address for Prometheus metrics; none when `[metrics]` is absent.
+    pub metrics: Option<SocketAddr>,
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    repository: Spanned<RawRepository>,
+    #[serde(default)]
+    daemon: RawDaemon,
+    metrics: Option<RawMetrics>,
+    #[serde(default)]
+    source: Vec<Spanned<RawSource>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRepository {
+    url: Spanned<String>,
+    writer_key_file: Spanned<PathBuf>,
+    state_dir: Option<PathBuf>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    access_key_id_file: Option<Spanned<PathBuf>>,
+    secret_access_key_file: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    allow_http: bool,
+    request_timeout: Option<Spanned<String>>,
+    connections: Option<Spanned<usize>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawDaemon {
+    max_concurrent: Option<Spanned<usize>>,
+    jitter: Option<Spanned<String>>,
+    full_scan_interval: Option<Spanned<String>>,
+    retry_initial: Option<Spanned<String>>,
+    retry_max: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawMetrics {
+    listen: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawSource {
+    name: Spanned<String>,
+    path: Spanned<PathBuf>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    one_file_system: bool,
+    domain: Option<String>,
+    schedule: Option<Spanned<String>>,
+    #[serde(default)]
+    watch: bool,
+    debounce: Option<Spanned<String>>,
+    max_delay: Option<Spanned<String>>,
+    #[serde(default)]
+    kind: SourceKind,
+}
+
+/// Default state directory of the daemon (systemd's `StateDirectory=custodian`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/custodian";
+
+/// Turns spans into line numbers and builds located errors.
+struct Locator<'a> {
+    file: &'a Path,
+    text: &'a str,
+}
+
+impl Locator<'_> {
+    fn line(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|&b| b == b'\n')
+            .count()
+            + 1
+    }
+
+    fn err(&self, offset: usize, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.display().to_string(),
+            line: self.line(offset),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn duration(
+        &self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) => humantime::parse_duration(v.get_ref()).map_err(|e| {
+                self.err(
+                    v.span().start,
+                    key,
+                    format!(
+                        "'{}' is not a duration ({e}); write e.g. \"30s\", \"5m\" or \"24h\"",
+                        v.get_ref()
+                    ),
+                )
+            }),
+        }
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a configuration file.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.display().to_string(),
+            line: 0,
+            key: "(file)".into(),
+            message: format!("cannot be read: {e}. Pass the right file with --config."),
+        })?;
+        Config::parse(file, &text)
+    }
+
+    /// Parse and validate configuration text (`file` is only for messages).
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let at = Locator { file, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            at.err(offset, "(syntax)", e.message().trim().to_string())
+        })?;
+        let repository = repository(&at, raw.repository.get_ref())?;
+        let d = &raw.daemon;
+        let daemon = DaemonConfig {
+            max_concurrent: match &d.max_concurrent {
+                Some(n) if *n.get_ref() == 0 => {
+                    return Err(at.err(
+                        n.span().start,
+                        "daemon.max-concurrent",
+                        "must be at least 1",
+                    ))
+                }
+                Some(n) => *n.get_ref(),
+                None => 1,
+            },
+            jitter: at.duration(&d.jitter, "daemon.jitter", Duration::ZERO)?,
+            full_scan_interval: at.duration(
+                &d.full_scan_interval,
+                "daemon.full-scan-interval",
+                Duration::from_secs(24 * 3600),
+            )?,
+            retry_initial: at.duration(
+                &d.retry_initial,
+                "daemon.retry-initial",
+                Duration::from_secs(30),
+            )?,
+            retry_max: at.duration(&d.retry_max, "daemon.retry-max", Duration::from_secs(3600))?,
+        };
+        let metrics = match &raw.metrics {
+            None => None,
+            Some(m) => {
+                let addr: SocketAddr = m.listen.get_ref().parse().map_err(|_| {
+                    at.err(
+                        m.listen.span().start,
+                        "metrics.listen",
+                        format!(
+                            "'{}' is not an address; write e.g. \"127.0.0.1:9184\"",
+                            m.listen.get_ref()
+                        ),
+                    )
+                })?;
+                if !addr.ip().is_loopback() {
+                    return Err(at.err(m.listen.span().start, "metrics.listen", format!("{addr} is not a loopback address; metrics are served without authentication, so bind 127.0.0.1 or ::1 and scrape through a proxy")));
+                }
+                Some(addr)
+            }
+        };
+        if raw.source.is_empty() {
+            return Err(at.err(
+                raw.repository.span().start,
+                "source",
+                "no [[source]] is configured; add one with name, path and schedule or watch",
+            ));
+        }
+        let mut sources: Vec<SourceConfig> = Vec::new();
+        for (i, s) in raw.source.iter().enumerate() {
+            let source = source(&at, i, s.get_ref())?;
+            if sources.iter().any(|o| o.name == source.name) {
+                return Err(at.err(
+                    s.get_ref().name.span().start,
+                    &format!("source[{i}].name"),
+                    format!(
+                        "'{}' is used by an earlier source; names must be unique",
+                        source.name
+                    ),
+                ));
+            }
+            sources.push(source);
+        }
+        Ok(Config {
+            file: file.to_path_buf(),
+            repository,
+            daemon,
+            metrics,
+            sources,
+        })
+    }
+}
+
+fn read_secret(
+    at: &Locator,
+    file: &Spanned<PathBuf>,
+    key: &str,
+) -> Result<Zeroizing<String>, ConfigError> {
+    std::fs::read_to_string(file.get_ref())
+        .map(|s| Zeroizing::new(s.trim().to_string()))
+        .map_err(|e| {
+            at.err(
+                file.span().start,
+                key,
+                format!("{} cannot be read: {e}", file.get_ref().display()),
+            )
+        })
+}
+
+fn repository(at: &Locator, r: &RawRepository) -> Result<RepositoryConfig, ConfigError> {
+    let url = r.url.get_ref().clone();
+    if url.trim().is_empty() {
+        return Err(at.err(
+            r.url.span().start,
+            "repository.url",
+            "is empty; write a local path or s3://BUCKET/PREFIX",
+        ));
+    }
+    let is_s3 = url.starts_with("s3://");
+    let s3_only = [
+        ("endpoint", r.endpoint.is_some()),
+        ("region", r.region.is_some()),
+        ("access-key-id-file", r.access_key_id_file.is_some()),
+        ("secret-access-key-file", r.secret_access_key_file.is_some()),
+        ("allow-http", r.allow_http),
+    ];
+    if let Some((key, _)) = s3_only.iter().find(|(_, set)| *set && !is_s3) {
+        return Err(at.err(
+            r.url.span().start,
+            &format!("repository.{key}"),
+            "applies only to s3:// repositories",
+        ));
+    }
+    let mut s3 = S3Settings::from_env().map_err(|m| at.err(0, "(environment)", m))?;
+    if let Some(e) = &r.endpoint {
+        s3.endpoint = Some(e.clone());
+    }
+    if let Some(region) = &r.region {
+        s3.region = Some(region.clone());
+    }
+    if let Some(f) = &r.access_key_id_file {
+        s3.access_key_id = Some(read_secret(at, f, "repository.access-key-id-file")?.to_string());
+    }
+    if let Some(f) = &r.secret_access_key_file {
+        s3.secret_access_key = Some(read_secret(at, f, "repository.secret-access-key-file")?);
+    }
+    s3.allow_http |= r.allow_http;
+    s3.request_timeout = at.duration(
+        &r.request_timeout,
+        "repository.request-timeout",
+        s3.request_timeout,
+    )?;
+    let connections = match &r.connections {
+        Some(n) if *n.get_ref() == 0 || *n.get_ref() > 64 => {
+            return Err(at.err(
+                n.span().start,
+                "repository.connections",
+                "must be between 1 and 64",
+            ))
+        }
+        other => other.as_ref().map(|n| *n.get_ref()),
+    };
+    Ok(RepositoryConfig {
+        url,
+        writer_key_file: r.writer_key_file.get_ref().clone(),
+        state_dir: r
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+        s3,
+        connections,
+    })
+}
+
+fn source(at: &Locator, i: usize, s: &RawSource) -> Result<SourceConfig, ConfigError> {
+    let key = |k: &str| format!("source[{i}].{k}");
+    let name = s.name.get_ref().trim().to_string();
+    if name.is_empty() || name.contains('/') {
+        return Err(at.err(
+            s.name.span().start,
+            &key("name"),
+            "must be a non-empty name without '/'",
+        ));
+    }
+    let path = s.path.get_ref().clone();
+    let meta = std::fs::metadata(&path).map_err(|e| {
+        at.err(
+            s.path.span().start,
+            &key("path"),
+            format!("{} cannot be read: {e}", path.display()),
+        )
+    })?;
+    match s.kind {
+        SourceKind::Directory if !meta.is_dir() => {
+            return Err(at.err(
+                s.path.span().start,
+                &key("path"),
+                format!(
+                    "{} is not a directory (for one SQLite file, set kind = \"sqlite\")",
+                    path.display()
+                ),
+            ))
+        }
+        SourceKind::Sqlite if !meta.is_file() => {
+            return Err(at.err(
+                s.path.span().start,
+                &key("path"),
+                format!(
+                    "{} is not a file; a sqlite source names the database file",
+                    path.display()
+                ),
+            ))
+        }
+        _ => {}
+    }
+    crate::source::walk::Excludes::new(&s.exclude)
+        .map_err(|e| at.err(s.name.span().start, &key("exclude"), e.to_string()))?;
+    let schedule = match &s.schedule {
+        None => None,
+        Some(text) => Some(
+            Schedule::parse(text.get_ref())
+                .map_err(|m| at.err(text.span().start, &key("schedule"), m))?,
+        ),
+    };
+    if schedule.is_none() && !s.watch {
+        return Err(at.err(
+            s.name.span().start,
+            &key("schedule"),
+            "the source has neither a schedule nor watch = true, so it would never be backed up",
+        ));
+    }
+    let debounce = at.duration(&s.debounce, &key("debounce"), Duration::from_secs(30))?;
+    let max_delay = at.duration(&s.max_delay, &key("max-delay"), Duration::from_secs(300))?;
+    if max_delay < debounce {
+        let span = s
+            .max_delay
+            .as_ref()
+            .map_or(s.name.span().start, |m| m.span().start);
+        return Err(at.err(
+            span,
+            &key("max-delay"),
+            format!(
+                "{} is shorter than debounce ({})",
+                humantime::format_duration(max_delay),
+                humantime::format_duration(debounce)
+            ),
+        ));
+    }
+    Ok(SourceConfig {
+        name,
+        path,
+        exclude: s.exclude.clone(),
+        one_file_system: s.one_file_system,
+        domain: s.domain.clone(),
+        schedule,
+        watch: s.watch,
+        debounce,
+        max_delay,
+        kind: s.kind,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("test.toml"), text)
+    }
+
+    const GOOD: &str = r#"
+[repository]
+url = "/srv/backup"
+writer-key-file = "/etc/custodian/writer.key"
+
+[[source]]
+name = "customers"
+path = "/"
+schedule = "*/15 * * * *"
+"#;
+
+    #[test]
+    fn a_minimal_config_gets_defaults() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.sources[0].debounce, Duration::from_secs(30));
+        assert_eq!(c.sources[0].max_delay, Duration::from_secs(300));
+        assert_eq!(c.daemon.max_concurrent, 1);
+        assert_eq!(c.repository.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert!(c.metrics.is_none());
+        let mut next = c.sources[0]
+            .schedule
+            .as_ref()
+            .unwrap()
+            .cron
+            .upcoming(chrono::Utc);
+        let (a, b) = (next.next().unwrap(), next.next().unwrap());
+        assert_eq!(
+            (b - a).num_minutes(),
+            15,
+            "5-field expressions are minute-based"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line_and_key() {
+        let e = parse(&GOOD.replace("schedule = \"*/15 * * * *\"", "schedule = \"*/15 * *\""))
+            .unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (9, "source[0].schedule"), "{e}");
+        let e = parse(&format!("{GOOD}colour = \"blue\"\n")).unwrap_err();
+        assert_eq!(e.line, 10, "{e}");
+        assert!(e.message.contains("colour"), "{e}");
+        let e = parse(&GOOD.replace("path = \"/\"", "path = \"/no/such/dir\"")).unwrap_err();
+        assert_eq!((e.line, e.key.as_str()), (8, "source[0].path"), "{e}");
+        let e = parse(&format!("{GOOD}[metrics]\nlisten = \"0.0.0.0:9184\"\n")).unwrap_err();
+        assert!(e.message.contains("loopback"), "{e}");
+        let e = parse(&format!(
+            "{GOOD}[[source]]\nname = \"customers\"\npath = \"/\"\nwatch = true\n"
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("unique"), "{e}");
+    }
+}
