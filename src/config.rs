@@ -183,6 +183,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/custodian";
 struct Locator<'a> {
     file: &'a Path,
     text: &'a str,
+    /// Off to check an example config's form on a machine without its paths and secrets.
+    check_files: bool,
 }
 
 impl Locator<'_> {
@@ -237,9 +239,23 @@ impl Config {
         Config::parse(file, &text)
     }
 
-    /// Parse and validate configuration text (`file` is only for messages).
+    /// Parse and validate configuration text (`file` is only for messages and relative paths).
     pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
-        let at = Locator { file, text };
+        Config::parse_with(file, text, true)
+    }
+
+    /// The same without touching the file system: source paths are not checked and secret files
+    /// not read (for validating shipped examples).
+    pub fn parse_form(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        Config::parse_with(file, text, false)
+    }
+
+    fn parse_with(file: &Path, text: &str, check_files: bool) -> Result<Config, ConfigError> {
+        let at = Locator {
+            file,
+            text,
+            check_files,
+        };
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
             let offset = e.span().map_or(0, |s| s.start);
             at.err(offset, "(syntax)", e.message().trim().to_string())
@@ -327,6 +343,9 @@ fn read_secret(
     file: &Spanned<PathBuf>,
     key: &str,
 ) -> Result<Zeroizing<String>, ConfigError> {
+    if !at.check_files {
+        return Ok(Zeroizing::new(String::new()));
+    }
     std::fs::read_to_string(file.get_ref())
         .map(|s| Zeroizing::new(s.trim().to_string()))
         .map_err(|e| {
@@ -393,7 +412,7 @@ fn repository(at: &Locator, r: &RawRepository) -> Result<RepositoryConfig, Confi
     };
     Ok(RepositoryConfig {
         url,
-        writer_key_file: r.writer_key_file.get_ref().clone(),
+        writer_key_file: resolve_key_file(at.file, r.writer_key_file.get_ref()),
         state_dir: r
             .state_dir
             .clone()
@@ -401,6 +420,18 @@ fn repository(at: &Locator, r: &RawRepository) -> Result<RepositoryConfig, Confi
         s3,
         connections,
     })
+}
+
+/// A relative key path is a systemd credential name when `$CREDENTIALS_DIRECTORY` is set
+/// (`LoadCredential=writer.key:…`), else relative to the config file's directory.
+fn resolve_key_file(config_file: &Path, key: &Path) -> PathBuf {
+    if key.is_absolute() {
+        return key.to_path_buf();
+    }
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) => Path::new(&dir).join(key),
+        None => config_file.parent().unwrap_or(Path::new(".")).join(key),
+    }
 }
 
 fn source(at: &Locator, i: usize, s: &RawSource) -> Result<SourceConfig, ConfigError> {
@@ -414,35 +445,8 @@ fn source(at: &Locator, i: usize, s: &RawSource) -> Result<SourceConfig, ConfigE
         ));
     }
     let path = s.path.get_ref().clone();
-    let meta = std::fs::metadata(&path).map_err(|e| {
-        at.err(
-            s.path.span().start,
-            &key("path"),
-            format!("{} cannot be read: {e}", path.display()),
-        )
-    })?;
-    match s.kind {
-        SourceKind::Directory if !meta.is_dir() => {
-            return Err(at.err(
-                s.path.span().start,
-                &key("path"),
-                format!(
-                    "{} is not a directory (for one SQLite file, set kind = \"sqlite\")",
-                    path.display()
-                ),
-            ))
-        }
-        SourceKind::Sqlite if !meta.is_file() => {
-            return Err(at.err(
-                s.path.span().start,
-                &key("path"),
-                format!(
-                    "{} is not a file; a sqlite source names the database file",
-                    path.display()
-                ),
-            ))
-        }
-        _ => {}
+    if at.check_files {
+        check_source_path(at, s, &key("path"))?;
     }
     crate::source::walk::Excludes::new(&s.exclude)
         .map_err(|e| at.err(s.name.span().start, &key("exclude"), e.to_string()))?;
@@ -489,6 +493,42 @@ fn source(at: &Locator, i: usize, s: &RawSource) -> Result<SourceConfig, ConfigE
         max_delay,
         kind: s.kind,
     })
+}
+
+/// The source path exists and is what its kind needs.
+fn check_source_path(at: &Locator, s: &RawSource, key: &str) -> Result<(), ConfigError> {
+    let path = s.path.get_ref();
+    let meta = std::fs::metadata(path).map_err(|e| {
+        at.err(
+            s.path.span().start,
+            key,
+            format!("{} cannot be read: {e}", path.display()),
+        )
+    })?;
+    match s.kind {
+        SourceKind::Directory if !meta.is_dir() => {
+            return Err(at.err(
+                s.path.span().start,
+                key,
+                format!(
+                    "{} is not a directory (for one SQLite file, set kind = \"sqlite\")",
+                    path.display()
+                ),
+            ))
+        }
+        SourceKind::Sqlite if !meta.is_file() => {
+            return Err(at.err(
+                s.path.span().start,
+                key,
+                format!(
+                    "{} is not a file; a sqlite source names the database file",
+                    path.display()
+                ),
+            ))
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 #[cfg(test)]

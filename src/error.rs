@@ -86,6 +86,8 @@ pub enum Error {
     },
     #[error("restore target {} is not empty. Choose an empty directory, or pass --overwrite to replace files there.", .0.display())]
     TargetNotEmpty(PathBuf),
+    #[error("the backup was stopped before it committed (shutdown requested); no partial snapshot was written, and the next run reuses what was uploaded")]
+    Cancelled,
     #[error("{0}")]
     Damaged(String),
     #[error("{0}")]

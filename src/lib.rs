@@ -20,6 +20,7 @@ pub mod config;
 pub mod constants;
 pub mod copy;
 pub mod crypto;
+pub mod daemon;
 pub mod error;
 pub mod failpoint;
 pub mod format;

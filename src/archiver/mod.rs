@@ -38,6 +38,13 @@ pub struct BackupOptions {
     pub time: SystemTime,
     /// Parallel uploads; default: what the backend prefers (1 local, 4 S3).
     pub connections: Option<usize>,
+    /// Stay on the file system of `path` (mount points below it are recorded, not entered).
+    pub one_file_system: bool,
+    /// The path to record in the snapshot when `path` is a staging copy (SQLite sources).
+    pub display_path: Option<PathBuf>,
+    /// Set by a shutdown: the backup stops reading and returns [`Error::Cancelled`] before it
+    /// commits anything (uploaded packs stay for the next run to reuse).
+    pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// A committed backup.
@@ -68,7 +75,7 @@ pub fn backup(
         index.add_pack(pack);
     }
     let excludes = Excludes::new(&opts.excludes)?;
-    let walked = walk(&opts.path, &excludes)?;
+    let walked = walk(&opts.path, &excludes, opts.one_file_system)?;
     crate::failpoint::pause("after-walk", 0);
     let mut entries = walked.entries;
     let mut skipped = walked.skipped;
@@ -94,12 +101,14 @@ pub fn backup(
     // Downstream "stopped" errors give way to the upload error that caused them.
     let root_cause = |e: Error| uploader.take_failure().unwrap_or(e);
     let known: HashSet<BlobId> = index.blob_ids().copied().collect();
+    let cancel = opts.cancel.clone().unwrap_or_default();
     let pipeline = Pipeline::start(
         repo.clone(),
         domain.clone(),
         session,
         known,
         uploader.clone(),
+        cancel.clone(),
     );
 
     // Unchanged files come from the cache; the rest go to the readers.
@@ -147,6 +156,11 @@ pub fn backup(
         }
     }
 
+    if cancel.load(Ordering::SeqCst) {
+        // Finish the packs in flight so they are durable and reusable, then stop uncommitted.
+        pipeline.finish().map_err(root_cause)?;
+        return Err(Error::Cancelled);
+    }
     let mut refs: Vec<BlobId> = Vec::new();
     let mut stats = SnapshotStats {
         files_read,
@@ -211,7 +225,12 @@ pub fn backup(
         source: opts.source.clone(),
         domain: domain.name.clone(),
         host: opts.host.clone(),
-        root_path: opts.path.display().to_string(),
+        root_path: opts
+            .display_path
+            .as_ref()
+            .unwrap_or(&opts.path)
+            .display()
+            .to_string(),
         tags: opts.tags.clone(),
         root,
         refs: ref_blobs,

@@ -66,6 +66,8 @@ pub struct Pipeline {
     sealers: Vec<JoinHandle<()>>,
     packer: Option<JoinHandle<Result<()>>>,
     failed: Arc<AtomicBool>,
+    /// A shutdown: readers stop taking files.
+    cancel: Arc<AtomicBool>,
     pub stats: Arc<PipelineStats>,
 }
 
@@ -77,6 +79,7 @@ impl Pipeline {
         session: Arc<SessionKey>,
         known: HashSet<BlobId>,
         uploader: Arc<PackUploader>,
+        cancel: Arc<AtomicBool>,
     ) -> Self {
         let (seal_tx, seal_rx) = bounded::<SealJob>(SEAL_QUEUE);
         let (pack_tx, pack_rx) = bounded::<PackJob>(PACK_QUEUE);
@@ -108,6 +111,7 @@ impl Pipeline {
             sealers,
             packer: Some(packer),
             failed,
+            cancel,
             stats,
         }
     }
@@ -141,7 +145,8 @@ impl Pipeline {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(job) = jobs.get(i) else { break };
-                        if self.failed.load(Ordering::SeqCst) {
+                        if self.failed.load(Ordering::SeqCst) || self.cancel.load(Ordering::SeqCst)
+                        {
                             break;
                         }
                         let result = self.read_one(&mut chunker, job, progress);

@@ -59,6 +59,9 @@ pub fn run(args: BackupArgs) -> Result<u8> {
         state_dir: common::state_dir(),
         time: std::time::SystemTime::now(),
         connections: args.connections,
+        one_file_system: false,
+        display_path: None,
+        cancel: None,
     };
     let progress = Arc::new(Progress::default());
     let bar = {

@@ -8,16 +8,24 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Logs go to stderr; `RUST_LOG` raises detail. File names are never logged at info.
-pub fn init_logging() {
+/// Logs go to stderr at `default_level` (`RUST_LOG` overrides): plain lines, without
+/// timestamps under systemd (the journal adds them), or JSON objects. File names are never
+/// logged at info.
+pub fn init_logging(default_level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = if json {
+        builder.json().try_init()
+    } else if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.without_time().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// The backend for a `--repo` value.
@@ -105,7 +113,5 @@ pub fn human_bytes(n: u64) -> String {
 
 /// This machine's host name, for snapshot labels.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
+    custodian::source::hostname()
 }

@@ -210,6 +210,9 @@ pub fn run(args: DemoArgs) -> Result<u8> {
         state_dir: state.clone(),
         time,
         connections: None,
+        one_file_system: false,
+        display_path: None,
+        cancel: None,
     };
     let t = Instant::now();
     let first = backup(

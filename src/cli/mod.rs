@@ -5,6 +5,7 @@ mod backup;
 mod check;
 mod common;
 mod copy;
+mod daemon;
 mod demo;
 mod keys;
 mod listing;
@@ -68,6 +69,13 @@ enum Command {
     Check(check::CheckArgs),
     /// Copy snapshots to another repository of the same key set (local <-> S3), verified.
     Copy(copy::CopyArgs),
+    /// Run as a service: scheduled and change-triggered snapshots of the configured sources.
+    Daemon(daemon::DaemonArgs),
+    /// Configuration files.
+    #[command(subcommand)]
+    Config(daemon::ConfigCommand),
+    /// Each source's last snapshot, its age, the next run and the last error.
+    Status(daemon::StatusArgs),
     /// Run the whole job on sample records: backup, change, backup, restore, verify, report.
     Demo(demo::DemoArgs),
     /// Generate a deterministic sample record store (for benchmarks and trials).
@@ -78,7 +86,10 @@ enum Command {
 /// Parse arguments, run, and turn the outcome into an exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    common::init_logging();
+    match &cli.command {
+        Command::Daemon(a) => common::init_logging("info", a.log_format == "json"),
+        _ => common::init_logging("warn", false),
+    }
     let result = match cli.command {
         Command::Key(c) => keys::key(c),
         Command::Init(a) => keys::init(a),
@@ -88,6 +99,9 @@ pub fn run() -> ExitCode {
         Command::Restore(a) => restore::run(a),
         Command::Check(a) => check::run(a),
         Command::Copy(a) => copy::run(a),
+        Command::Daemon(a) => daemon::run(a),
+        Command::Config(c) => daemon::config(c),
+        Command::Status(a) => daemon::status(a),
         Command::Demo(a) => demo::run(a),
         Command::Sample(a) => demo::sample(a),
     };

@@ -102,6 +102,8 @@ fn stat_from(m: &fs::Metadata) -> FileStat {
 
 struct Walker<'a> {
     excludes: &'a Excludes,
+    /// With one-file-system: the root's device; directories on others are recorded empty.
+    device: Option<u64>,
     out: WalkResult,
     links: HashMap<(u64, u64), u64>,
 }
@@ -161,6 +163,10 @@ impl Walker<'_> {
             stat: stat_from(&meta),
             children: Vec::new(),
         });
+        if kind == NodeKind::Dir && self.device.is_some_and(|d| d != meta.dev()) {
+            // A mount point: kept as an empty directory, as restic and borg do.
+            return Some(slot);
+        }
         if kind == NodeKind::Dir {
             let children = self.read_children(&path, &rel);
             self.out.entries[slot].children = children;
@@ -198,8 +204,9 @@ impl Walker<'_> {
     }
 }
 
-/// Walk `root`. Fails only if the root itself is not a readable directory.
-pub fn walk(root: &Path, excludes: &Excludes) -> Result<WalkResult> {
+/// Walk `root`, staying on its file system if `one_file_system`. Fails only if the root itself
+/// is not a readable directory.
+pub fn walk(root: &Path, excludes: &Excludes, one_file_system: bool) -> Result<WalkResult> {
     let meta = fs::metadata(root).map_err(|e| {
         Error::Invalid(format!(
             "source path {} cannot be read: {e}. Check the path given to 'backup'.",
@@ -214,6 +221,7 @@ pub fn walk(root: &Path, excludes: &Excludes) -> Result<WalkResult> {
     }
     let mut walker = Walker {
         excludes,
+        device: one_file_system.then(|| meta.dev()),
         out: WalkResult {
             entries: Vec::new(),
             skipped: Vec::new(),
@@ -243,7 +251,7 @@ mod tests {
         fs::write(dir.path().join("a.txt"), "x").unwrap();
         std::os::unix::fs::symlink("nowhere", dir.path().join("link")).unwrap();
         let ex = Excludes::new(&["*.tmp".to_string()]).unwrap();
-        let result = walk(dir.path(), &ex).unwrap();
+        let result = walk(dir.path(), &ex, false).unwrap();
         let names: Vec<String> = result
             .entries
             .iter()

@@ -1,0 +1,129 @@
+//! `custodian daemon`, `custodian config check` and `custodian status`.
+
+use super::common;
+use anyhow::Result;
+use custodian::config::Config;
+use custodian::daemon::{self, status, StatusDoc};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Where the packaged service looks for its configuration.
+const DEFAULT_CONFIG: &str = "/etc/custodian/custodian.toml";
+
+#[derive(clap::Args)]
+pub struct DaemonArgs {
+    /// Configuration file (see config/custodian.toml and docs/CONFIG.md).
+    #[arg(long, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// `plain` (journald-friendly lines) or `json` (one object per line).
+    #[arg(long, default_value = "plain", value_parser = ["plain", "json"])]
+    pub log_format: String,
+}
+
+#[derive(clap::Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration file without running anything.
+    Check {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct StatusArgs {
+    /// The daemon's configuration (for its state dir).
+    #[arg(long, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Read this state dir instead of the config's.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: DaemonArgs) -> Result<u8> {
+    daemon::run(&args.config)?;
+    Ok(0)
+}
+
+pub fn config(command: ConfigCommand) -> Result<u8> {
+    let ConfigCommand::Check { config } = command;
+    let c = Config::load(&config)?;
+    println!(
+        "{}: valid; repository {}; {} source(s): {}",
+        config.display(),
+        c.repository.url,
+        c.sources.len(),
+        c.sources
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(0)
+}
+
+pub fn status(args: StatusArgs) -> Result<u8> {
+    let state_dir = match args.state_dir {
+        Some(dir) => dir,
+        None => Config::load(&args.config)?.repository.state_dir,
+    };
+    let doc = status::fetch(&state_dir)?;
+    if args.json {
+        common::print_json(&doc)?;
+    } else {
+        print_status(&doc);
+    }
+    Ok(0)
+}
+
+fn ago(t: Option<u64>, now: u64) -> String {
+    match t {
+        Some(t) => format!(
+            "{} ago",
+            humantime::format_duration(std::time::Duration::from_secs(now.saturating_sub(t)))
+        ),
+        None => "never".into(),
+    }
+}
+
+fn print_status(doc: &StatusDoc) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match (doc.live, doc.pid) {
+        (true, Some(pid)) => println!("daemon running (pid {pid}), repository {}", doc.repository),
+        _ => println!(
+            "daemon not running; last recorded state, repository {}",
+            doc.repository
+        ),
+    }
+    for s in &doc.sources {
+        let next = match s.next_run {
+            Some(t) if t > now => format!(
+                "in {}",
+                humantime::format_duration(std::time::Duration::from_secs(t - now))
+            ),
+            Some(_) => "due".into(),
+            None => "on change".into(),
+        };
+        println!(
+            "{}: last snapshot {} ({}), {}; next run {}; watcher {}",
+            s.name,
+            s.last_snapshot
+                .as_deref()
+                .map_or("none", |id| &id[..8.min(id.len())]),
+            ago(s.last_success, now),
+            s.last_result,
+            next,
+            if s.watcher.is_empty() {
+                "off"
+            } else {
+                &s.watcher
+            }
+        );
+        if let Some(e) = &s.last_error {
+            println!("  last error: {e}");
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Prometheus metrics on a loopback address, through `metrics` and its Prometheus exporter.
+//! One gauge family per fact, labelled by source; names follow Prometheus conventions.
+
+use super::state::SourceStatus;
+use crate::error::{Error, Result};
+use std::net::SocketAddr;
+
+/// Start the exporter (its own small runtime thread) and install the global recorder.
+pub fn install(listen: SocketAddr) -> Result<()> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(listen)
+        .install()
+        .map_err(|e| {
+            Error::Invalid(format!(
+                "metrics endpoint {listen} could not start: {e}. Choose a free loopback port in \
+                 [metrics] listen."
+            ))
+        })
+}
+
+/// Publish a source's status; `now` (Unix seconds) gives the RPO age.
+pub fn publish(s: &SourceStatus, now: u64) {
+    let g = |name: &'static str, value: f64| {
+        metrics::gauge!(name, "source" => s.name.clone()).set(value);
+    };
+    if let Some(t) = s.last_success {
+        g("custodian_source_last_success_timestamp_seconds", t as f64);
+        g(
+            "custodian_source_rpo_age_seconds",
+            now.saturating_sub(t) as f64,
+        );
+    }
+    let result = match s.last_result.as_str() {
+        "ok" => 1.0,
+        "never" | "" => -1.0,
+        _ => 0.0,
+    };
+    g("custodian_source_last_result", result);
+    g(
+        "custodian_source_last_duration_seconds",
+        s.last_duration_ms as f64 / 1000.0,
+    );
+    g("custodian_source_files", s.files as f64);
+    g("custodian_source_bytes", s.bytes as f64);
+    g("custodian_source_read_bytes", s.bytes_read as f64);
+    g("custodian_source_new_bytes", s.bytes_added as f64);
+    g("custodian_source_snapshots", s.snapshots as f64);
+    g(
+        "custodian_source_consecutive_failures",
+        f64::from(s.consecutive_failures),
+    );
+    let watcher = match s.watcher.as_str() {
+        "healthy" => 1.0,
+        "failed" => -1.0,
+        _ => 0.0,
+    };
+    g("custodian_source_watcher_state", watcher);
+}
+
+/// Count a finished run by result (`ok`, `failed`, `cancelled`).
+pub fn count_run(source: &str, result: &'static str) {
+    metrics::counter!("custodian_backup_runs_total", "source" => source.to_string(), "result" => result)
+        .increment(1);
+}

@@ -1,0 +1,92 @@
+//! What the daemon knows about each source, kept on disk (`daemon-status.json` in the state
+//! dir) so that `custodian status` works while the daemon is down and a run missed while it was
+//! down can be caught up at start-up. Holds no file names.
+
+use crate::error::{Error, IoContext, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// File name of the persisted status, in the state dir.
+const STATUS_FILE: &str = "daemon-status.json";
+
+/// One source's last results.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SourceStatus {
+    pub name: String,
+    /// Unix seconds.
+    pub last_success: Option<u64>,
+    pub last_attempt: Option<u64>,
+    /// `ok`, `failed`, `cancelled` or `never`.
+    pub last_result: String,
+    pub last_error: Option<String>,
+    pub last_snapshot: Option<String>,
+    pub last_duration_ms: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub bytes_read: u64,
+    pub bytes_added: u64,
+    /// Snapshots of this source in the repository.
+    pub snapshots: u64,
+    pub consecutive_failures: u32,
+    pub next_run: Option<u64>,
+    /// `off`, `healthy` or `failed` (a failed watcher falls back to full scans).
+    pub watcher: String,
+}
+
+/// The whole status document (`custodian status --json` prints it).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct StatusDoc {
+    /// True when read from the running daemon, false when read from disk.
+    pub live: bool,
+    pub pid: Option<u32>,
+    pub started: Option<u64>,
+    pub config: String,
+    pub repository: String,
+    pub sources: Vec<SourceStatus>,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn status_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(STATUS_FILE)
+}
+
+/// The last status the daemon wrote; an empty one if there is none.
+pub fn load(state_dir: &Path) -> Result<StatusDoc> {
+    let path = status_path(state_dir);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            Error::Invalid(format!(
+                "{} is not a status file ({e}); delete it and the daemon writes a new one",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StatusDoc::default()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Write atomically (temporary file, fsync, rename), mode 0600.
+pub fn save(state_dir: &Path, doc: &StatusDoc) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = status_path(state_dir);
+    let tmp = state_dir.join(format!(".{STATUS_FILE}.tmp"));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .at(&tmp)?;
+    file.write_all(&serde_json::to_vec_pretty(doc).unwrap_or_default())
+        .at(&tmp)?;
+    file.sync_all().at(&tmp)?;
+    std::fs::rename(&tmp, &path).at(&path)
+}

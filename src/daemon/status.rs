@@ -1,0 +1,58 @@
+//! `custodian status`: the running daemon answers on a unix socket in its state dir (mode
+//! 0600, so only its user and root can ask); without a daemon, the status file on disk answers.
+
+use super::state::{self, StatusDoc};
+use crate::error::{Error, IoContext, Result};
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Socket file name in the state dir.
+const SOCKET: &str = "daemon.sock";
+
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(SOCKET)
+}
+
+/// Serve `doc` to every connection, on a thread of its own, until the process ends.
+pub fn serve(state_dir: &Path, doc: Arc<Mutex<StatusDoc>>) -> Result<()> {
+    let path = socket_path(state_dir);
+    // A socket left by a killed daemon would make bind fail.
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).at(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).at(&path)?;
+    std::thread::Builder::new()
+        .name("status".into())
+        .spawn(move || {
+            for mut conn in listener.incoming().flatten() {
+                let text = doc
+                    .lock()
+                    .map(|d| serde_json::to_vec(&*d).unwrap_or_default())
+                    .unwrap_or_default();
+                let _ = conn.write_all(&text);
+            }
+        })
+        .map_err(|e| Error::io(&path, e))?;
+    Ok(())
+}
+
+/// Ask the running daemon, else read the status it last wrote.
+pub fn fetch(state_dir: &Path) -> Result<StatusDoc> {
+    let path = socket_path(state_dir);
+    if let Ok(mut conn) = UnixStream::connect(&path) {
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut text = Vec::new();
+        if conn.read_to_end(&mut text).is_ok() {
+            if let Ok(mut doc) = serde_json::from_slice::<StatusDoc>(&text) {
+                doc.live = true;
+                return Ok(doc);
+            }
+        }
+    }
+    let mut doc = state::load(state_dir)?;
+    doc.live = false;
+    Ok(doc)
+}

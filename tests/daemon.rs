@@ -1,0 +1,437 @@
+//! The daemon as a server runs it: the real binary, real signals, the real metrics endpoint, a
+//! real SQLite writer.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `custodian daemon` with its config and log file.
+struct Daemon {
+    child: Child,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A config for world `w` with the given `[[source]]` blocks (and metrics on `port`).
+fn write_config(w: &World, port: u16, sources: &str) -> PathBuf {
+    let path = w.dir.path().join("custodian.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[repository]\nurl = {:?}\nwriter-key-file = {:?}\nstate-dir = {:?}\n\n\
+             [daemon]\nretry-initial = \"1s\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n{sources}",
+            w.repo, w.writer, w.state
+        ),
+    )
+    .unwrap();
+    path
+}
+
+impl Daemon {
+    fn start(config: &Path) -> Daemon {
+        let log = config.with_extension("log");
+        let child = Command::new(BIN)
+            .args(["daemon", "--config"])
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child,
+            config: config.to_path_buf(),
+            log,
+        };
+        d.wait_for_log("daemon ready", Duration::from_secs(30));
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_for_log(&self, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "no '{text}' in the daemon log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, signal: i32) {
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, signal) }, 0);
+    }
+
+    /// SIGTERM, then the exit code (it must come within `limit`).
+    fn stop(mut self, limit: Duration) -> (Option<i32>, String) {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not stop in {limit:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--config"])
+            .arg(&self.config)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `GET /metrics` over plain HTTP, parsed into (name{labels}, value) pairs.
+fn scrape(port: u16) -> Vec<(String, f64)> {
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        conn,
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (name, value) = l.rsplit_once(' ').unwrap();
+            (name.to_string(), value.parse::<f64>().unwrap())
+        })
+        .collect()
+}
+
+fn metric(metrics: &[(String, f64)], name: &str, source: &str) -> Option<f64> {
+    let key = format!("{name}{{source=\"{source}\"}}");
+    metrics.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+}
+
+fn snapshot_count(w: &World, source: &str) -> usize {
+    w.snapshots()
+        .iter()
+        .filter(|s| s["source"] == source)
+        .count()
+}
+
+#[test]
+fn per_second_schedule_snapshots_metrics_status_and_clean_stop() {
+    let w = World::new(&[]);
+    let src = w.dir.path().join("records");
+    custodian::sample::generate(&src, 200 << 10, 61).unwrap();
+    let port = free_port();
+    let config = write_config(
+        &w,
+        port,
+        &format!("[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"* * * * * *\"\n"),
+    );
+    let d = Daemon::start(&config);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while snapshot_count(&w, "customers") < 3 {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let m = scrape(port);
+    assert_eq!(
+        metric(&m, "custodian_source_last_result", "customers"),
+        Some(1.0),
+        "{m:?}"
+    );
+    assert!(metric(&m, "custodian_source_snapshots", "customers").unwrap() >= 3.0);
+    assert!(metric(&m, "custodian_source_rpo_age_seconds", "customers").unwrap() < 10.0);
+    assert!(metric(&m, "custodian_source_files", "customers").unwrap() > 10.0);
+    let status = d.status();
+    assert_eq!(status["live"], true, "{status}");
+    assert_eq!(status["sources"][0]["last_result"], "ok");
+    let (code, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        !log.contains(src.to_str().unwrap()),
+        "no file names at info level:\n{log}"
+    );
+    // Stopped: status comes from disk.
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["live"], false, "{status}");
+    assert_eq!(status["sources"][0]["name"], "customers");
+    let out = w.operator_cmd(&["check"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn a_burst_of_changes_in_a_watched_store_makes_one_snapshot() {
+    let w = World::new(&[]);
+    let src = w.dir.path().join("records");
+    custodian::sample::generate(&src, 100 << 10, 62).unwrap();
+    let config = write_config(
+        &w,
+        free_port(),
+        &format!(
+            "[[source]]\nname = \"customers\"\npath = {src:?}\nwatch = true\ndebounce = \"1s\"\nmax-delay = \"20s\"\n"
+        ),
+    );
+    let d = Daemon::start(&config);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        snapshot_count(&w, "customers"),
+        0,
+        "nothing runs without a change"
+    );
+    // A burst, including a new subdirectory whose own change must be seen too.
+    for i in 0..5 {
+        std::fs::write(src.join(format!("new-{i}.txt")), format!("note {i}")).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::create_dir(src.join("branch-new")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(src.join("branch-new/ledger.csv"), "a,b\n1,2\n").unwrap();
+    d.wait_for_log("backup committed", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(snapshot_count(&w, "customers"), 1, "{}", d.log());
+    let target = w.dir.path().join("restored");
+    w.restore("latest", &target, &[]);
+    assert_same_tree(&src, &target);
+    let (code, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn sigterm_during_a_large_backup_stops_cleanly_and_loses_nothing() {
+    let w = World::new(SMALL_PACKS);
+    let src = w.dir.path().join("records");
+    custodian::sample::generate(&src, 300 << 10, 63).unwrap();
+    let pristine = w.dir.path().join("pristine");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(&pristine)
+        .status()
+        .unwrap()
+        .success());
+    w.backup("customers", &src);
+    for i in 0..6 {
+        std::fs::write(src.join(format!("scan-{i}.bin")), noise(24 << 20, 70 + i)).unwrap();
+    }
+    let config = write_config(
+        &w,
+        free_port(),
+        &format!("[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"* * * * * *\"\n"),
+    );
+    let d = Daemon::start(&config);
+    d.wait_for_log("backup started", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, log) = d.stop(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("stopped at a safe point"),
+        "the backup was still running:\n{log}"
+    );
+    let out = w.operator_cmd(&["check", "--read-data"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let snaps = w.snapshots();
+    assert_eq!(snaps.len(), 1, "no partial snapshot");
+    let target = w.dir.path().join("restored");
+    w.restore(snaps[0]["id"].as_str().unwrap(), &target, &[]);
+    assert_same_tree(&pristine, &target);
+    // The next run completes and reuses what the stopped one uploaded.
+    let summary = w.backup("customers", &src);
+    assert!(summary["stats"]["files_read"].as_u64().unwrap() >= 6);
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_old_one_running() {
+    let w = World::new(&[]);
+    let src = w.dir.path().join("records");
+    custodian::sample::generate(&src, 100 << 10, 64).unwrap();
+    let config = write_config(
+        &w,
+        free_port(),
+        &format!("[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"* * * * * *\"\n"),
+    );
+    let d = Daemon::start(&config);
+    d.wait_for_log("backup committed", Duration::from_secs(20));
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, good.replace("* * * * * *", "every second please")).unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_for_log("still running the previous one", Duration::from_secs(10));
+    let before = snapshot_count(&w, "customers");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(
+        snapshot_count(&w, "customers") > before,
+        "the old schedule keeps running"
+    );
+    assert!(
+        d.log().contains("custodian.toml:"),
+        "the error names the file and line"
+    );
+    // A good config is taken: this one only watches, so scheduled runs stop.
+    std::fs::write(
+        &config,
+        good.replace("schedule = \"* * * * * *\"", "watch = true"),
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_for_log("configuration reloaded", Duration::from_secs(10));
+    let (code, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn a_live_sqlite_database_is_captured_consistently() {
+    let w = World::new(&[]);
+    let db_dir = w.dir.path().join("branch");
+    std::fs::create_dir(&db_dir).unwrap();
+    let db = db_dir.join("ledger.sqlite");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         CREATE TABLE entries(id INTEGER PRIMARY KEY, amount INTEGER NOT NULL, memo TEXT);
+         CREATE TABLE totals(n INTEGER NOT NULL); INSERT INTO totals VALUES (0);",
+    )
+    .unwrap();
+    drop(conn);
+    // A writer that keeps inserting, each transaction adding a row and bumping the total.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (db, stop) = (db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            conn.busy_timeout(Duration::from_secs(10)).unwrap();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                conn.execute_batch(&format!(
+                    "BEGIN; INSERT INTO entries(amount, memo) VALUES ({n}, '{}');
+                     UPDATE totals SET n = n + 1; COMMIT;",
+                    "x".repeat(200)
+                ))
+                .unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let config = write_config(
+        &w,
+        free_port(),
+        &format!(
+            "[[source]]\nname = \"ledger\"\nkind = \"sqlite\"\npath = {db:?}\nschedule = \"* * * * * *\"\n"
+        ),
+    );
+    let d = Daemon::start(&config);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while snapshot_count(&w, "ledger") < 2 {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, log) = d.stop(Duration::from_secs(30));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let written = writer.join().unwrap();
+    assert_eq!(code, Some(0), "{log}");
+    let target = w.dir.path().join("restored");
+    w.restore("latest", &target, &[]);
+    let restored = rusqlite::Connection::open(target.join("ledger.sqlite")).unwrap();
+    let check: String = restored
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let (rows, total): (i64, i64) = restored
+        .query_row(
+            "SELECT (SELECT count(*) FROM entries), (SELECT n FROM totals)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    eprintln!("snapshot holds {rows} of {written} rows written");
+    assert_eq!(rows, total, "every transaction is wholly in or wholly out");
+    assert!(rows > 0 && (rows as u64) <= written);
+    assert_eq!(w.snapshots()[0]["path"], db.to_str().unwrap());
+}
+
+#[test]
+fn bad_configs_and_keys_fail_at_start_before_anything_runs() {
+    let w = World::new(&[]);
+    let src = w.dir.path().join("records");
+    custodian::sample::generate(&src, 50 << 10, 65).unwrap();
+    let good =
+        format!("[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"* * * * * *\"\n");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            good.replace("* * * * * *", "61 * * * *"),
+            "source[0].schedule",
+        ),
+        (
+            good.replace(src.to_str().unwrap(), "/no/such/records"),
+            "source[0].path",
+        ),
+        (format!("{good}colour = \"blue\"\n"), "colour"),
+    ];
+    for (sources, expected) in cases {
+        let config = write_config(&w, free_port(), &sources);
+        for verb in [
+            &["daemon", "--config"][..],
+            &["config", "check", "--config"][..],
+        ] {
+            let started = Instant::now();
+            let out = Command::new(BIN).args(verb).arg(&config).output().unwrap();
+            assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("custodian.toml:") && err.contains(expected),
+                "{err}"
+            );
+            assert!(!err.contains("panicked"), "{err}");
+            assert!(started.elapsed() < Duration::from_secs(10));
+        }
+    }
+    // An unreadable writer key: the daemon refuses to start.
+    let config = write_config(&w, free_port(), &good);
+    let text_with_bad_key = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(w.writer.to_str().unwrap(), "/no/such/writer.key");
+    std::fs::write(&config, text_with_bad_key).unwrap();
+    let out = Command::new(BIN)
+        .args(["daemon", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/writer.key"));
+    assert!(w.snapshots().is_empty(), "nothing ran");
+}
