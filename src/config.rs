@@ -573,6 +573,22 @@ schedule = "*/15 * * * *"
     }
 
     #[test]
+    fn every_shipped_config_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let c = Config::parse_form(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+                assert!(!c.sources.is_empty());
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "no config under {}", dir.display());
+    }
+
+    #[test]
     fn errors_name_the_line_and_key() {
         let e = parse(&GOOD.replace("schedule = \"*/15 * * * *\"", "schedule = \"*/15 * *\""))
             .unwrap_err();
