@@ -230,13 +230,15 @@ impl Locator<'_> {
 impl Config {
     /// Read, parse and validate a configuration file.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
-            file: file.display().to_string(),
-            line: 0,
-            key: "(file)".into(),
-            message: format!("cannot be read: {e}. Pass the right file with --config."),
-        })?;
+        let text = read_config_text(file)?;
         Config::parse(file, &text)
+    }
+
+    /// Read and check a file's form only (for `status`, which must work while a source is
+    /// missing).
+    pub fn load_form(file: &Path) -> Result<Config, ConfigError> {
+        let text = read_config_text(file)?;
+        Config::parse_form(file, &text)
     }
 
     /// Parse and validate configuration text (`file` is only for messages and relative paths).
@@ -419,6 +421,15 @@ fn repository(at: &Locator, r: &RawRepository) -> Result<RepositoryConfig, Confi
             .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         s3,
         connections,
+    })
+}
+
+fn read_config_text(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|e| ConfigError {
+        file: file.display().to_string(),
+        line: 0,
+        key: "(file)".into(),
+        message: format!("cannot be read: {e}. Pass the right file with --config."),
     })
 }
 

@@ -435,3 +435,157 @@ fn bad_configs_and_keys_fail_at_start_before_anything_runs() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/writer.key"));
     assert!(w.snapshots().is_empty(), "nothing ran");
 }
+
+#[test]
+fn systemd_hears_ready_status_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let w = World::new(&[]);
+    let src = w.dir.path().join("records");
+    custodian::sample::generate(&src, 50 << 10, 66).unwrap();
+    let config = write_config(
+        &w,
+        free_port(),
+        &format!("[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"0 3 * * *\"\n"),
+    );
+    let socket_path = w.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let child = Command::new(BIN)
+        .args(["daemon", "--log-format", "json", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut heard = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline
+        && !(heard.iter().any(|m: &String| m.contains("READY=1"))
+            && heard.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3)
+    {
+        let n = socket.recv(&mut buf).unwrap();
+        heard.push(String::from_utf8_lossy(&buf[..n]).to_string());
+    }
+    assert!(heard.iter().any(|m| m.contains("READY=1")), "{heard:?}");
+    assert!(
+        heard.iter().any(|m| m.contains("STATUS=1 sources")),
+        "{heard:?}"
+    );
+    assert!(
+        heard.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3,
+        "pings at half of WatchdogSec: {heard:?}"
+    );
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let mut stopping = false;
+    while let Ok(n) = socket.recv(&mut buf) {
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "STOPPING=1 on SIGTERM");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    // --log-format json: one object per line.
+    let log = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"] == "custodian daemon ready"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_run_missed_while_down_runs_at_start_and_failures_retry_without_stopping() {
+    let w = World::new(&[]);
+    let src = w.dir.path().join("records");
+    custodian::sample::generate(&src, 50 << 10, 67).unwrap();
+    let config = write_config(
+        &w,
+        free_port(),
+        &format!("[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"0 * * * *\"\n"),
+    );
+    // The daemon last tried two hours ago: the hourly run in between was missed.
+    std::fs::create_dir_all(&w.state).unwrap();
+    let two_hours_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 7200;
+    std::fs::write(
+        w.state.join("daemon-status.json"),
+        format!(r#"{{"sources": [{{"name": "customers", "last_attempt": {two_hours_ago}, "last_result": "ok"}}]}}"#),
+    )
+    .unwrap();
+    let d = Daemon::start(&config);
+    d.wait_for_log("backup committed", Duration::from_secs(20));
+    assert!(
+        d.log().contains("missed while the daemon was down"),
+        "{}",
+        d.log()
+    );
+    assert_eq!(snapshot_count(&w, "customers"), 1);
+    drop(d);
+
+    // Failures: the store disappears; runs fail, are counted and retried; the daemon stays up.
+    let config = write_config(
+        &w,
+        free_port(),
+        &format!("[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"* * * * * *\"\n"),
+    );
+    let port = {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let at = text.find("127.0.0.1:").unwrap() + "127.0.0.1:".len();
+        text[at..]
+            .split('"')
+            .next()
+            .unwrap()
+            .parse::<u16>()
+            .unwrap()
+    };
+    let d = Daemon::start(&config);
+    let moved = w.dir.path().join("records-away");
+    std::fs::rename(&src, &moved).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let failures = metric(
+            &scrape(port),
+            "custodian_source_consecutive_failures",
+            "customers",
+        );
+        if failures.is_some_and(|f| f >= 2.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let status = d.status();
+    assert_eq!(status["sources"][0]["last_result"], "failed", "{status}");
+    assert!(d.log().contains("retrying later"));
+    std::fs::rename(&moved, &src).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&scrape(port), "custodian_source_last_result", "customers") != Some(1.0) {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        metric(
+            &scrape(port),
+            "custodian_source_consecutive_failures",
+            "customers"
+        ),
+        Some(0.0)
+    );
+    let (code, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+}

@@ -66,7 +66,7 @@ pub fn config(command: ConfigCommand) -> Result<u8> {
 pub fn status(args: StatusArgs) -> Result<u8> {
     let state_dir = match args.state_dir {
         Some(dir) => dir,
-        None => Config::load(&args.config)?.repository.state_dir,
+        None => Config::load_form(&args.config)?.repository.state_dir,
     };
     let doc = status::fetch(&state_dir)?;
     if args.json {

@@ -292,6 +292,9 @@ impl Daemon {
     /// How long to sleep: until the next thing is due, at most a tick.
     fn wait(&self, now: SystemTime) -> Duration {
         let mut wait = TICK;
+        if let Some((every, _)) = self.watchdog {
+            wait = wait.min(every);
+        }
         for s in &self.sources {
             for t in [s.next_run, s.retry_at].into_iter().flatten() {
                 wait = wait.min(t.duration_since(now).unwrap_or_default());
