@@ -21,12 +21,14 @@ pub mod constants;
 pub mod copy;
 pub mod crypto;
 pub mod daemon;
+pub mod drill;
 pub mod error;
 pub mod failpoint;
 pub mod format;
 pub mod id;
 pub mod repository;
 pub mod restorer;
+pub mod runbook;
 pub mod sample;
 pub mod source;
 

@@ -9,8 +9,10 @@ use custodian::archiver::{backup, BackupOptions, Progress};
 use custodian::backend::LocalBackend;
 use custodian::check::{check, CheckProgress};
 use custodian::crypto::keys::{identity_file_text, write_private};
+use custodian::drill::{drill, DrillOptions};
 use custodian::repository::{init, Credential, InitOptions, Repository, SnapshotSelector};
 use custodian::restorer::{restore, RestoreOptions, RestoreProgress};
+use custodian::runbook::Runbook;
 use custodian::sample;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -147,6 +149,9 @@ fn verify_same(a: &Path, b: &Path) -> Result<u64> {
     Ok(count)
 }
 
+/// The runbook the demo drills, as shipped.
+const DEMO_RUNBOOK: &str = include_str!("../../runbooks/whole-store-lost.md");
+
 pub fn run(args: DemoArgs) -> Result<u8> {
     let dir = std::path::absolute(&args.dir)?;
     fresh_dir(&dir)?;
@@ -263,6 +268,24 @@ pub fn run(args: DemoArgs) -> Result<u8> {
     }
     step("verify byte for byte + check --read-data", t);
 
+    // The emergency plan, rehearsed: the shipped "whole store lost" runbook as a drill.
+    let t = Instant::now();
+    let runbook = Runbook::parse(Path::new("runbooks/whole-store-lost.md"), DEMO_RUNBOOK)?;
+    let drilled = drill(
+        &operator_repo,
+        &runbook,
+        &DrillOptions {
+            scratch_parent: state.join("scratch"),
+            now: SystemTime::now(),
+        },
+    )?;
+    let report_file = dir.join("drill-report.txt");
+    fs::write(&report_file, drilled.render())?;
+    if !drilled.passed {
+        bail!("the drill failed:\n{}", drilled.render());
+    }
+    step("restore drill (runbook whole-store-lost)", t);
+
     let repo_size = dir_size(&repo_dir);
     let logical = first.head.stats.bytes + second.head.stats.bytes;
     println!("custodian demo: all steps passed\n");
@@ -299,12 +322,23 @@ pub fn run(args: DemoArgs) -> Result<u8> {
         "  check            {} packs, {} blobs read and verified, no errors",
         report.packs_read, report.blobs
     );
+    println!(
+        "  drill            {} '{}': RTO {:.1}s of {:.0}s, RPO {}s of {}s, {} checks passed",
+        if drilled.passed { "PASS" } else { "FAIL" },
+        drilled.runbook,
+        drilled.rto.achieved_seconds,
+        drilled.rto.target_seconds,
+        drilled.rpo.newest_age_seconds,
+        drilled.rpo.target_seconds,
+        drilled.checks.iter().filter(|c| c.passed).count()
+    );
     println!("\n  timeline");
     for (label, secs) in &timeline {
         println!("    {secs:>7.2}s  {label}");
     }
     println!("\n  where things are");
     println!("    repository        {}", repo_dir.display());
+    println!("    drill report      {}", report_file.display());
     println!(
         "    operator identity {}  (reads backups; keep offline)",
         operator_key.display()

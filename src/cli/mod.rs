@@ -7,6 +7,7 @@ mod common;
 mod copy;
 mod daemon;
 mod demo;
+mod drill;
 mod keys;
 mod listing;
 mod progress;
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 /// Exit code when a backup committed but skipped some files.
 pub const EXIT_PARTIAL: u8 = 3;
 
-const EXIT_HELP: &str = "Exit codes: 0 success; 1 error; 3 backup committed but some files were skipped (they are listed).
+const EXIT_HELP: &str = "Exit codes: 0 success; 1 error (a drill: it failed); 2 a drill could not run; 3 backup committed but some files were skipped (they are listed).
 Environment: CUSTODIAN_REPO, CUSTODIAN_WRITER_KEY, CUSTODIAN_IDENTITY stand in for --repo, --writer-key,
 --identity; CUSTODIAN_STATE_DIR sets the state dir (default ~/.local/state/custodian); RUST_LOG sets log detail.";
 
@@ -76,6 +77,11 @@ enum Command {
     Config(daemon::ConfigCommand),
     /// Each source's last snapshot, its age, the next run and the last error.
     Status(daemon::StatusArgs),
+    /// Run a restore drill from a runbook (operator identity); `drill reports` lists results.
+    Drill(drill::DrillArgs),
+    /// Emergency-plan runbooks.
+    #[command(subcommand)]
+    Runbook(drill::RunbookCommand),
     /// Run the whole job on sample records: backup, change, backup, restore, verify, report.
     Demo(demo::DemoArgs),
     /// Generate a deterministic sample record store (for benchmarks and trials).
@@ -102,6 +108,8 @@ pub fn run() -> ExitCode {
         Command::Daemon(a) => daemon::run(a),
         Command::Config(c) => daemon::config(c),
         Command::Status(a) => daemon::status(a),
+        Command::Drill(a) => drill::run(a),
+        Command::Runbook(c) => drill::runbook(c),
         Command::Demo(a) => demo::run(a),
         Command::Sample(a) => demo::sample(a),
     };

@@ -174,6 +174,23 @@ impl Repository {
     ) -> std::result::Result<Vec<u8>, CryptoError> {
         crypto::seal_to(&self.operator_recipients, plain, what)
     }
+
+    /// Seal something only operators may read (drill reports name customer files).
+    pub fn seal_for_operators(&self, plain: &[u8], what: &str) -> Result<Vec<u8>> {
+        Ok(self.seal_to_operators(plain, what)?)
+    }
+
+    /// Open what [`Self::seal_for_operators`] sealed; needs an operator identity.
+    pub fn open_for_operators(&self, sealed: &[u8], what: &str) -> Result<Vec<u8>> {
+        let identities = self.require_operator(what)?;
+        let refs: Vec<&x25519::Identity> = identities.iter().collect();
+        Ok(crypto::open_with(
+            &refs,
+            sealed,
+            what,
+            "Your identity is not an operator of this repository.",
+        )?)
+    }
 }
 
 impl Repository {

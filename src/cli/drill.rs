@@ -1,0 +1,208 @@
+//! `custodian drill`, `custodian drill reports` and `custodian runbook lint|show`.
+
+use super::common;
+use super::{KeyArgs, RepoArg};
+use anyhow::Result;
+use custodian::drill::{drill, DrillOptions, DrillReport};
+use custodian::runbook::{self, Runbook};
+use std::path::{Path, PathBuf};
+
+/// Exit code of a drill that could not run (no snapshot, no key, bad runbook).
+pub const EXIT_COULD_NOT_RUN: u8 = 2;
+
+#[derive(clap::Args)]
+pub struct DrillArgs {
+    /// A runbook file or id (in --runbooks), or `reports` to list past results.
+    runbook: Option<String>,
+    /// Drill every runbook in --runbooks.
+    #[arg(long)]
+    all: bool,
+    /// Directory of runbooks.
+    #[arg(long, default_value = "runbooks")]
+    runbooks: PathBuf,
+    #[command(flatten)]
+    repo: RepoArg,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// Where the human-readable and JSON reports are written (mode 0700).
+    #[arg(long)]
+    report_dir: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Subcommand)]
+pub enum RunbookCommand {
+    /// Validate every runbook: unknown keys, bad durations or cron, unknown sources.
+    Lint {
+        #[arg(long, default_value = "runbooks")]
+        runbooks: PathBuf,
+        /// The daemon's config, to check that every runbook source exists.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn find(runbooks: &Path, name: &str) -> Result<Runbook> {
+    let path = Path::new(name);
+    if path.is_file() {
+        return Ok(Runbook::load(path)?);
+    }
+    runbook::load_dir(runbooks)?
+        .into_iter()
+        .find(|r| r.id == name)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no runbook '{name}': give a file, or an id of a runbook in {}",
+                runbooks.display()
+            )
+        })
+}
+
+pub fn run(args: DrillArgs) -> Result<u8> {
+    if args.runbook.as_deref() == Some("reports") {
+        return reports(&args);
+    }
+    // Anything that stops the drill from running at all is exit 2, not 1.
+    match run_drills(&args) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            Ok(EXIT_COULD_NOT_RUN)
+        }
+    }
+}
+
+fn run_drills(args: &DrillArgs) -> Result<u8> {
+    let books = match (&args.runbook, args.all) {
+        (Some(name), false) => vec![find(&args.runbooks, name)?],
+        (None, true) => runbook::load_dir(&args.runbooks)?,
+        _ => anyhow::bail!("name one runbook (file or id), or pass --all"),
+    };
+    let repo = common::open_operator(&args.repo, &args.keys, "a restore drill")?;
+    let report_dir = args
+        .report_dir
+        .clone()
+        .unwrap_or_else(|| common::state_dir().join("drills"));
+    custodian::archiver::private_dir(&report_dir)?;
+    let mut reports = Vec::new();
+    for rb in &books {
+        let opts = DrillOptions {
+            scratch_parent: common::state_dir().join("scratch"),
+            now: std::time::SystemTime::now(),
+        };
+        let report = drill(&repo, rb, &opts)?;
+        let stored = repo.store_drill_report(&report)?;
+        let stem = report_dir.join(format!(
+            "{}-{}",
+            report.time.replace(':', ""),
+            report.runbook
+        ));
+        std::fs::write(
+            stem.with_extension("json"),
+            serde_json::to_vec_pretty(&report)?,
+        )?;
+        std::fs::write(stem.with_extension("txt"), report.render())?;
+        if !args.json {
+            print!("{}", report.render());
+            println!(
+                "report: {}.txt (and .json); in the repository as {stored}\n",
+                stem.display()
+            );
+        }
+        reports.push(report);
+    }
+    if args.json {
+        common::print_json(&reports)?;
+    }
+    Ok(if reports.iter().all(|r| r.passed) {
+        0
+    } else {
+        1
+    })
+}
+
+fn reports(args: &DrillArgs) -> Result<u8> {
+    let repo = common::open_operator(&args.repo, &args.keys, "reading drill reports")?;
+    let all: Vec<DrillReport> = repo.drill_reports()?;
+    if args.json {
+        common::print_json(&all)?;
+        return Ok(0);
+    }
+    for r in &all {
+        println!(
+            "{}  {}  {:<24} RTO {:.1}s/{:.0}s  RPO {}s/{}s  {}",
+            r.time,
+            if r.passed { "PASS" } else { "FAIL" },
+            r.runbook,
+            r.rto.achieved_seconds,
+            r.rto.target_seconds,
+            r.rpo.newest_age_seconds,
+            r.rpo.target_seconds,
+            r.reasons.first().map_or("", |s| s.as_str())
+        );
+    }
+    Ok(0)
+}
+
+pub fn runbook(command: RunbookCommand) -> Result<u8> {
+    let RunbookCommand::Lint { runbooks, config } = command;
+    let sources: Option<Vec<String>> = match &config {
+        Some(c) => Some(
+            custodian::config::Config::load_form(c)?
+                .sources
+                .into_iter()
+                .map(|s| s.name)
+                .collect(),
+        ),
+        None => None,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&runbooks)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", runbooks.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    files.sort();
+    let (mut ok, mut bad) = (0, 0);
+    for file in files {
+        let text = std::fs::read_to_string(&file)?;
+        if !text.starts_with("+++\n") {
+            continue;
+        }
+        match Runbook::parse(&file, &text) {
+            Ok(rb) => {
+                let unknown: Vec<&String> = sources
+                    .as_ref()
+                    .map(|known| rb.sources.iter().filter(|s| !known.contains(s)).collect())
+                    .unwrap_or_default();
+                if unknown.is_empty() {
+                    ok += 1;
+                } else {
+                    bad += 1;
+                    let line = text
+                        .lines()
+                        .position(|l| l.trim_start().starts_with("sources"))
+                        .map_or(1, |i| i + 1);
+                    eprintln!(
+                        "{}:{line}: sources: {} not in {}",
+                        file.display(),
+                        unknown
+                            .iter()
+                            .map(|s| format!("'{s}'"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        config
+                            .as_ref()
+                            .map_or(String::new(), |c| c.display().to_string())
+                    );
+                }
+            }
+            Err(e) => {
+                bad += 1;
+                eprintln!("{e}");
+            }
+        }
+    }
+    println!("{ok} runbook(s) valid, {bad} with errors");
+    Ok(if bad == 0 { 0 } else { 1 })
+}
