@@ -111,6 +111,8 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// Loopback address for Prometheus metrics; none when `[metrics]` is absent.
     pub metrics: Option<SocketAddr>,
+    /// When a backup is flagged suspicious (ransomware).
+    pub anomaly: crate::archiver::changes::AnomalyThresholds,
     pub sources: Vec<SourceConfig>,
 }
 
@@ -122,7 +124,18 @@ struct RawConfig {
     daemon: RawDaemon,
     metrics: Option<RawMetrics>,
     #[serde(default)]
+    anomaly: RawAnomaly,
+    #[serde(default)]
     source: Vec<Spanned<RawSource>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawAnomaly {
+    min_files: Option<u64>,
+    changed_share: Option<Spanned<f64>>,
+    incompressible_share: Option<Spanned<f64>>,
+    deleted_share: Option<Spanned<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -308,6 +321,35 @@ impl Config {
                 Some(addr)
             }
         };
+        let defaults = crate::archiver::changes::AnomalyThresholds::default();
+        let share = |v: &Option<Spanned<f64>>, key: &str, default: f64| match v {
+            None => Ok(default),
+            Some(s) if (0.0..=1.0).contains(s.get_ref()) => Ok(*s.get_ref()),
+            Some(s) => Err(at.err(
+                s.span().start,
+                key,
+                "must be a share between 0 and 1, e.g. 0.25",
+            )),
+        };
+        let a = &raw.anomaly;
+        let anomaly = crate::archiver::changes::AnomalyThresholds {
+            min_files: a.min_files.unwrap_or(defaults.min_files),
+            changed_share: share(
+                &a.changed_share,
+                "anomaly.changed-share",
+                defaults.changed_share,
+            )?,
+            incompressible_share: share(
+                &a.incompressible_share,
+                "anomaly.incompressible-share",
+                defaults.incompressible_share,
+            )?,
+            deleted_share: share(
+                &a.deleted_share,
+                "anomaly.deleted-share",
+                defaults.deleted_share,
+            )?,
+        };
         if raw.source.is_empty() {
             return Err(at.err(
                 raw.repository.span().start,
@@ -335,6 +377,7 @@ impl Config {
             repository,
             daemon,
             metrics,
+            anomaly,
             sources,
         })
     }

@@ -275,3 +275,73 @@ fn lint_catches_each_class_of_error_with_file_and_line() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// Rewrite every other file under `dir` with random bytes of the same length, as ransomware does.
+fn encrypt_half(dir: &Path, seed: u64) -> usize {
+    let mut files: Vec<PathBuf> = all_bytes(dir).into_iter().map(|(p, _)| p).collect();
+    files.sort();
+    let mut n = 0;
+    for (i, path) in files.iter().enumerate().filter(|(i, _)| i % 2 == 0) {
+        let len = std::fs::metadata(path).unwrap().len() as usize;
+        std::fs::write(path, noise(len.max(512), seed + i as u64)).unwrap();
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn a_ransomware_pass_is_flagged_and_its_runbook_restores_the_snapshot_before_it() {
+    let w = World::new(&[]);
+    let src = w.dir.path().join("records");
+    custodian::sample::generate(&src, 2 << 20, 91).unwrap();
+    let first = w.backup("customers", &src);
+    custodian::sample::mutate(&src, 92).unwrap();
+    let second = w.backup("customers", &src);
+    let before_attack = w.dir.path().join("before-attack");
+    assert!(std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&src)
+        .arg(&before_attack)
+        .status()
+        .unwrap()
+        .success());
+    let encrypted = encrypt_half(&src, 93);
+    assert!(encrypted > 20);
+    let attacked = w.backup("customers", &src);
+    for (summary, flagged) in [(&first, false), (&second, false), (&attacked, true)] {
+        assert_eq!(summary["changes"]["suspicious"], flagged, "{summary:#}");
+    }
+    let snaps = w.snapshots();
+    assert_eq!(snaps[2]["suspicious"], true);
+    let out = w.writer_cmd(&["snapshots"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("SUSPICIOUS"),
+        "{}",
+        text(&out)
+    );
+    // One more ordinary backup after the attack: not flagged itself, but encrypted all the same.
+    std::fs::write(src.join("after.txt"), "written after the attack").unwrap();
+    w.backup("customers", &src);
+
+    let runbook = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks/ransomware.md"),
+    )
+    .unwrap();
+    let file = w.dir.path().join("ransomware.md");
+    std::fs::write(&file, runbook).unwrap();
+    let out = w
+        .operator_cmd(&["drill", "--json", "--report-dir"])
+        .arg(w.dir.path().join("reports"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report[0]["sources"][0]["snapshot"], second["snapshot"],
+        "{report:#}"
+    );
+    let target = w.dir.path().join("restored");
+    w.restore(second["snapshot"].as_str().unwrap(), &target, &[]);
+    assert_same_tree(&before_attack, &target);
+}

@@ -228,9 +228,11 @@ fn new_files_add_only_a_few_reference_blobs() {
     }
     let second = w.backup("customers", &src);
     let added = second["stats"]["blobs_added"].as_u64().unwrap();
-    // 200 data blobs, 2 trees (new dir, root), and the tail of the reference list. A sorted list
-    // of ~6,000 random ids (about 12 blobs) would have had every blob rewritten.
-    assert!(added <= 205, "expected at most 205 new blobs, got {added}");
+    // 200 data blobs, 2 trees (new dir, root), and the tail of the reference list: one blob plus
+    // one per content-defined boundary among the 200 new ids (0.4 expected; 5 or more happens
+    // about once in 10,000 runs). A sorted list of ~6,000 random ids (about 12 blobs) would have
+    // had every blob rewritten (219 new blobs measured).
+    assert!(added <= 207, "expected at most 207 new blobs, got {added}");
     let target = w.dir.path().join("r");
     w.restore("latest", &target, &[]);
     assert_same_tree(&src, &target);

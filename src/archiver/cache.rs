@@ -19,6 +19,9 @@ const CACHE_VERSION: u32 = 1;
 pub struct CacheEntry {
     pub stat: FileStat,
     pub content: Vec<ChunkRef>,
+    /// Most of the content looked incompressible when last read (for the ransomware flag).
+    #[serde(default)]
+    pub incompressible: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -87,9 +90,40 @@ impl FileCache {
             .then(|| entry.content.clone())
     }
 
+    /// What the previous backup knew about a file, if anything.
+    pub fn previous(&self, key: &str) -> Option<&CacheEntry> {
+        self.old.get(key)
+    }
+
+    /// Files the previous backup knew.
+    pub fn known(&self) -> u64 {
+        self.old.len() as u64
+    }
+
+    /// Known files this run has not recorded (deleted, or unreadable now).
+    pub fn not_seen(&self) -> u64 {
+        self.old
+            .keys()
+            .filter(|k| !self.new.contains_key(*k))
+            .count() as u64
+    }
+
     /// Remember a file for next time.
-    pub fn record(&mut self, key: String, stat: FileStat, content: Vec<ChunkRef>) {
-        self.new.insert(key, CacheEntry { stat, content });
+    pub fn record(
+        &mut self,
+        key: String,
+        stat: FileStat,
+        content: Vec<ChunkRef>,
+        incompressible: bool,
+    ) {
+        self.new.insert(
+            key,
+            CacheEntry {
+                stat,
+                content,
+                incompressible,
+            },
+        );
     }
 
     /// Replace the stored cache with what this run recorded (only after the snapshot committed).

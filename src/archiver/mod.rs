@@ -3,6 +3,7 @@
 //! packs -> index -> snapshot head -> local cache.
 
 mod cache;
+pub mod changes;
 mod pipeline;
 
 pub use cache::private_dir;
@@ -45,6 +46,8 @@ pub struct BackupOptions {
     /// Set by a shutdown: the backup stops reading and returns [`Error::Cancelled`] before it
     /// commits anything (uploaded packs stay for the next run to reuse).
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// When to flag the snapshot suspicious (ransomware).
+    pub anomaly: changes::AnomalyThresholds,
 }
 
 /// A committed backup.
@@ -114,13 +117,20 @@ pub fn backup(
     // Unchanged files come from the cache; the rest go to the readers.
     let mut jobs = Vec::new();
     let mut keys = vec![String::new(); entries.len()];
+    // Per file: whether its content looks incompressible (carried over for unchanged files).
+    let mut incompressible = vec![false; entries.len()];
     for (slot, e) in entries.iter_mut().enumerate() {
         if e.node.kind != NodeKind::File {
             continue;
         }
         keys[slot] = cache.path_key(&e.rel);
         match cache.lookup(&keys[slot], &e.stat, |id| index.contains(id)) {
-            Some(content) => e.node.content = content,
+            Some(content) => {
+                e.node.content = content;
+                incompressible[slot] = cache
+                    .previous(&keys[slot])
+                    .is_some_and(|p| p.incompressible);
+            }
             None => {
                 progress
                     .bytes_total
@@ -138,13 +148,21 @@ pub fn backup(
     let files_read = jobs.len() as u64;
     let mut gone = vec![false; entries.len()];
     let mut bytes_read = 0;
+    let mut changes = changes::ChangeTracker::default();
     for done in pipeline.read_files(jobs, repo.config.chunker, progress) {
         match done.result {
-            Ok((content, len)) => {
-                bytes_read += len;
+            Ok(read) => {
+                bytes_read += read.len;
+                match cache.previous(&keys[done.slot]) {
+                    Some(before) => {
+                        changes.modified(read.len, read.high_entropy_bytes, before.incompressible)
+                    }
+                    None => changes.added(),
+                }
+                incompressible[done.slot] = read.high_entropy_bytes * 2 > read.len;
                 let e = &mut entries[done.slot];
-                e.node.content = content;
-                e.node.size = len;
+                e.node.content = read.content;
+                e.node.size = read.len;
             }
             Err(reason) => {
                 skipped.push(SkippedEntry {
@@ -182,8 +200,17 @@ pub fn backup(
                 std::mem::take(&mut keys[slot]),
                 e.stat,
                 e.node.content.clone(),
+                incompressible[slot],
             );
         }
+    }
+    let change_summary = changes.finish(cache.known(), cache.not_seen(), &opts.anomaly);
+    if change_summary.suspicious {
+        tracing::warn!(
+            source = %opts.source,
+            reasons = %change_summary.reasons.join("; "),
+            "this backup looks like ransomware at work: the snapshot is flagged suspicious"
+        );
     }
     let skipped_list = if skipped.is_empty() {
         None
@@ -238,6 +265,7 @@ pub fn backup(
         stats,
         skipped: skipped.len() as u64,
         skipped_list,
+        changes: Some(change_summary),
     };
     crate::failpoint::pause("before-snapshot", 0);
     // Last write of the backup: everything it references is durable and indexed by now.

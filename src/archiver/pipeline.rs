@@ -52,10 +52,17 @@ pub struct FileJob {
     pub path: PathBuf,
 }
 
-/// What reading one file gave: its content ids and length, or why it was skipped.
+/// What reading one file gave, or why it was skipped.
 pub struct FileDone {
     pub slot: usize,
-    pub result: std::result::Result<(Vec<ChunkRef>, u64), String>,
+    pub result: std::result::Result<FileRead, String>,
+}
+
+/// A file's content ids, length, and how many of its bytes look incompressible.
+pub struct FileRead {
+    pub content: Vec<ChunkRef>,
+    pub len: u64,
+    pub high_entropy_bytes: u64,
 }
 
 /// The running pipeline of one backup.
@@ -169,12 +176,16 @@ impl Pipeline {
         chunker: &mut Chunker,
         job: &FileJob,
         progress: &Progress,
-    ) -> std::result::Result<(Vec<ChunkRef>, u64), String> {
+    ) -> std::result::Result<FileRead, String> {
         let file = std::fs::File::open(&job.path).map_err(|e| e.to_string())?;
         let mut ids = Vec::new();
+        let mut high = 0u64;
         let read = chunker.chunk::<_, ChunkError>(file, |chunk| {
             let id = self.domain.blob_id(chunk);
             ids.push(ChunkRef(id, chunk.len() as u32));
+            if super::changes::high_entropy(chunk) {
+                high += chunk.len() as u64;
+            }
             progress
                 .bytes_done
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
@@ -182,7 +193,11 @@ impl Pipeline {
                 .map_err(ChunkError::Pipeline)
         });
         match read {
-            Ok(n) => Ok((ids, n)),
+            Ok(n) => Ok(FileRead {
+                content: ids,
+                len: n,
+                high_entropy_bytes: high,
+            }),
             Err(ChunkError::Read(e)) => Err(format!("read failed part-way: {e}")),
             Err(ChunkError::Pipeline(e)) => Err(format!("backup stopped: {e}")),
         }

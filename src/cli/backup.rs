@@ -4,6 +4,7 @@ use super::common::{self, human_bytes};
 use super::progress::Bar;
 use super::{RepoArg, EXIT_PARTIAL};
 use anyhow::Result;
+use custodian::archiver::changes::AnomalyThresholds;
 use custodian::archiver::{backup, BackupOptions, Progress};
 use custodian::repository::{Credential, Repository};
 use std::path::PathBuf;
@@ -38,6 +39,12 @@ pub struct BackupArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Flag the snapshot suspicious (ransomware) when this share of known files changed…
+    #[arg(long, default_value_t = AnomalyThresholds::default().changed_share)]
+    suspicious_changed_share: f64,
+    /// …and this share of the changed bytes turned incompressible.
+    #[arg(long, default_value_t = AnomalyThresholds::default().incompressible_share)]
+    suspicious_incompressible_share: f64,
     /// The record store directory.
     path: PathBuf,
 }
@@ -62,6 +69,11 @@ pub fn run(args: BackupArgs) -> Result<u8> {
         one_file_system: false,
         display_path: None,
         cancel: None,
+        anomaly: AnomalyThresholds {
+            changed_share: args.suspicious_changed_share,
+            incompressible_share: args.suspicious_incompressible_share,
+            ..Default::default()
+        },
     };
     let progress = Arc::new(Progress::default());
     let bar = {
@@ -87,6 +99,7 @@ pub fn run(args: BackupArgs) -> Result<u8> {
             "stats": s,
             "requests": common::requests(),
             "create_if_absent": create_if_absent,
+            "changes": outcome.head.changes,
             "skipped": outcome.skipped.iter().map(|e| serde_json::json!({"path": e.path, "error": e.error})).collect::<Vec<_>>(),
         }))?;
     } else {

@@ -218,6 +218,7 @@ pub fn run(args: DemoArgs) -> Result<u8> {
         one_file_system: false,
         display_path: None,
         cancel: None,
+        anomaly: Default::default(),
     };
     let t = Instant::now();
     let first = backup(

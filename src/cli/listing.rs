@@ -17,8 +17,16 @@ pub struct SnapshotsArgs {
     /// Only this record store.
     #[arg(long)]
     source: Option<String>,
+    /// Only snapshots taken before this time (RFC 3339, e.g. 2026-11-20T08:00:00Z).
+    #[arg(long, value_parser = parse_time)]
+    before: Option<std::time::SystemTime>,
     #[arg(long)]
     json: bool,
+}
+
+fn parse_time(text: &str) -> Result<std::time::SystemTime, String> {
+    humantime::parse_rfc3339_weak(text)
+        .map_err(|e| format!("'{text}' is not a time ({e}); write e.g. 2026-11-20T08:00:00Z"))
 }
 
 #[derive(clap::Args)]
@@ -44,6 +52,7 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
         .list_snapshots()?
         .into_iter()
         .filter(|s| args.source.as_ref().is_none_or(|src| &s.head.source == src))
+        .filter(|s| args.before.is_none_or(|t| s.time < t))
         .collect();
     if args.json {
         let out: Vec<_> = list
@@ -53,6 +62,7 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
                     "id": s.id.to_hex(), "short_id": s.id.short(), "time": s.head.time, "source": s.head.source,
                     "domain": s.head.domain, "host": s.head.host, "path": s.head.root_path, "tags": s.head.tags,
                     "parent": s.head.parent.map(|p| p.to_hex()), "stats": s.head.stats, "skipped": s.head.skipped,
+                    "suspicious": s.head.changes.as_ref().is_some_and(|c| c.suspicious), "changes": s.head.changes,
                 })
             })
             .collect();
@@ -60,7 +70,7 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
         return Ok(0);
     }
     println!(
-        "{:<10} {:<20} {:<14} {:<12} {:>8} {:>10} {:>7}  tags",
+        "{:<10} {:<20} {:<14} {:<12} {:>8} {:>10} {:>7}  tags / flags",
         "id", "time (UTC)", "source", "host", "files", "size", "skipped"
     );
     for s in &list {
@@ -71,8 +81,12 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
             .take(19)
             .collect::<String>()
             .replace('T', " ");
+        let flag = match &s.head.changes {
+            Some(c) if c.suspicious => format!("  SUSPICIOUS ({})", c.reasons.join("; ")),
+            _ => String::new(),
+        };
         println!(
-            "{:<10} {:<20} {:<14} {:<12} {:>8} {:>10} {:>7}  {}",
+            "{:<10} {:<20} {:<14} {:<12} {:>8} {:>10} {:>7}  {}{flag}",
             s.id.short(),
             time,
             s.head.source,

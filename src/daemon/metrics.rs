@@ -46,6 +46,10 @@ pub fn publish(s: &SourceStatus, now: u64) {
     g("custodian_source_new_bytes", s.bytes_added as f64);
     g("custodian_source_snapshots", s.snapshots as f64);
     g(
+        "custodian_source_suspicious",
+        if s.suspicious { 1.0 } else { 0.0 },
+    );
+    g(
         "custodian_source_consecutive_failures",
         f64::from(s.consecutive_failures),
     );

@@ -356,16 +356,17 @@ impl Daemon {
         s.running = Some(cancel.clone());
         s.status.last_attempt = Some(unix(SystemTime::now()));
         let (cfg, repo, tx) = (s.cfg.clone(), self.repo.clone(), self.tx.clone());
-        let (state_dir, connections) = (
+        let (state_dir, connections, anomaly) = (
             self.config.repository.state_dir.clone(),
             self.config.repository.connections,
+            self.config.anomaly,
         );
         tracing::info!(source = %cfg.name, "backup started");
         let spawned = std::thread::Builder::new()
             .name(format!("backup-{}", cfg.name))
             .spawn(move || {
                 let started = Instant::now();
-                let result = run_backup(repo, &cfg, &state_dir, connections, cancel);
+                let result = run_backup(repo, &cfg, &state_dir, (connections, anomaly), cancel);
                 let _ = tx.send(Msg::Done {
                     source: cfg.name.clone(),
                     result: Box::new(result),
@@ -415,6 +416,7 @@ impl Daemon {
                 s.status.bytes_read = stats.bytes_read;
                 s.status.bytes_added = stats.bytes_added;
                 s.status.snapshots += 1;
+                s.status.suspicious = outcome.head.changes.as_ref().is_some_and(|c| c.suspicious);
                 s.status.consecutive_failures = 0;
                 if s.cfg.watch && s.watcher.is_some() {
                     s.status.watcher = "healthy".into();
@@ -574,7 +576,7 @@ fn run_backup(
     repo: Arc<Repository>,
     cfg: &SourceConfig,
     state_dir: &Path,
-    connections: Option<usize>,
+    (connections, anomaly): (Option<usize>, crate::archiver::changes::AnomalyThresholds),
     cancel: Arc<AtomicBool>,
 ) -> Result<BackupOutcome> {
     let staging = state_dir.join("staging").join(&cfg.name);
@@ -598,6 +600,7 @@ fn run_backup(
         one_file_system: cfg.one_file_system,
         display_path,
         cancel: Some(cancel),
+        anomaly,
     };
     let result = backup(repo, &opts, &Progress::default());
     if cfg.kind == SourceKind::Sqlite {

@@ -30,6 +30,8 @@ pub struct SourceStatus {
     /// Snapshots of this source in the repository.
     pub snapshots: u64,
     pub consecutive_failures: u32,
+    /// The last snapshot was flagged as looking like ransomware.
+    pub suspicious: bool,
     pub next_run: Option<u64>,
     /// `off`, `healthy` or `failed` (a failed watcher falls back to full scans).
     pub watcher: String,

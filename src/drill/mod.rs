@@ -110,11 +110,20 @@ fn select<'a>(
             )
         }),
         Select::LatestBeforeSuspicious => {
-            // Anomaly flags are not recorded yet (issue #5's detector): with none flagged, the
-            // newest snapshot is the last one before any suspicious one.
-            snaps
-                .last()
-                .map(|s| (*s, "latest (no snapshot is flagged suspicious)".into()))
+            // The snapshot just before the most recent flagged one: later snapshots hold the
+            // encrypted files too, even when they changed too little to be flagged themselves.
+            let suspicious =
+                |s: &SnapshotInfo| s.head.changes.as_ref().is_some_and(|c| c.suspicious);
+            match snaps.iter().rposition(|s| suspicious(s)) {
+                None => snaps
+                    .last()
+                    .map(|s| (*s, "latest (no snapshot is flagged suspicious)".into())),
+                Some(0) => None,
+                Some(i) => Some((
+                    snaps[i - 1],
+                    format!("latest before suspicious snapshot {}", snaps[i].id.short()),
+                )),
+            }
         }
         Select::RandomWithin(days) => {
             let since = now - Duration::from_secs(u64::from(*days) * 86_400);

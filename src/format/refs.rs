@@ -89,7 +89,10 @@ mod tests {
 
     #[test]
     fn split_round_trips_and_is_stable_under_insertion() {
-        let mut ids: Vec<RefKey> = (0..5000).map(|_| RefKey::from(&BlobId::random())).collect();
+        // Fixed ids: boundaries are a property of the ids, so random ones made this test flaky
+        // (5,000 ids give ten boundaries on average, and sometimes five).
+        let id = |i: u32| RefKey::from(&BlobId(crate::id::content_hash(&i.to_le_bytes())));
+        let mut ids: Vec<RefKey> = (0..5000).map(id).collect();
         ids.sort();
         let blobs = encode(&ids);
         assert!(
@@ -104,7 +107,7 @@ mod tests {
         let back: Vec<RefKey> = blobs.iter().flat_map(|b| decode(b, "r").unwrap()).collect();
         assert_eq!(back, ids);
         let mut more = ids.clone();
-        more.push(RefKey::from(&BlobId::random()));
+        more.push(id(5000));
         more.sort();
         let shared = encode(&more).iter().filter(|b| blobs.contains(b)).count();
         assert!(

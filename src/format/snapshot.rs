@@ -26,6 +26,27 @@ pub struct SnapshotStats {
     pub duration_ms: u64,
 }
 
+/// How much changed since the previous backup of the source, and whether it looks like
+/// ransomware. Counts only, never names. Absent in snapshots from before this existed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeSummary {
+    /// Files the previous backup knew (0: no baseline, e.g. a lost cache; no verdict then).
+    pub files_before: u64,
+    pub files_added: u64,
+    pub files_modified: u64,
+    pub files_deleted: u64,
+    /// Bytes of modified files; of those, the bytes of files that were compressible before;
+    /// and of those, the bytes that are incompressible (high entropy) now: what encryption in
+    /// place looks like. Files that were incompressible already (scans, archives) say nothing.
+    pub bytes_modified: u64,
+    pub bytes_were_compressible: u64,
+    pub bytes_became_incompressible: u64,
+    pub suspicious: bool,
+    /// Which thresholds were crossed.
+    pub reasons: Vec<String>,
+}
+
 /// Contents of `snapshots/<id>`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,4 +69,6 @@ pub struct SnapshotHead {
     pub skipped: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skipped_list: Option<BlobId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<ChangeSummary>,
 }
