@@ -26,6 +26,7 @@ pub mod error;
 pub mod failpoint;
 pub mod format;
 pub mod id;
+pub mod incident;
 pub mod repository;
 pub mod restorer;
 pub mod runbook;

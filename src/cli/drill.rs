@@ -33,6 +33,18 @@ pub struct DrillArgs {
 
 #[derive(clap::Subcommand)]
 pub enum RunbookCommand {
+    /// Show a runbook's human steps with live facts: the newest snapshots of its sources and
+    /// the exact restore commands (writer credential or operator identity).
+    Show {
+        /// Runbook id (in --runbooks) or file.
+        runbook: String,
+        #[arg(long, default_value = "runbooks")]
+        runbooks: PathBuf,
+        #[command(flatten)]
+        repo: RepoArg,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
     /// Validate every runbook: unknown keys, bad durations or cron, unknown sources.
     Lint {
         #[arg(long, default_value = "runbooks")]
@@ -146,8 +158,91 @@ fn reports(args: &DrillArgs) -> Result<u8> {
 }
 
 pub fn runbook(command: RunbookCommand) -> Result<u8> {
-    let RunbookCommand::Lint { runbooks, config } = command;
-    let sources: Option<Vec<String>> = match &config {
+    match command {
+        RunbookCommand::Lint { runbooks, config } => lint(&runbooks, config.as_deref()),
+        RunbookCommand::Show {
+            runbook,
+            runbooks,
+            repo,
+            keys,
+        } => show(&find(&runbooks, &runbook)?, &repo, &keys),
+    }
+}
+
+fn show(rb: &Runbook, repo_arg: &RepoArg, keys: &KeyArgs) -> Result<u8> {
+    let repo = common::open(repo_arg, keys, "runbook show")?;
+    let now = std::time::SystemTime::now();
+    let all = repo.list_snapshots()?;
+    let age = |t: std::time::SystemTime| {
+        humantime::format_duration(std::time::Duration::from_secs(
+            now.duration_since(t).unwrap_or_default().as_secs(),
+        ))
+        .to_string()
+    };
+    println!("{} ({})", rb.title, rb.id);
+    println!(
+        "owner {} · RTO {} · RPO {}\n",
+        rb.owner,
+        humantime::format_duration(rb.rto),
+        humantime::format_duration(rb.rpo)
+    );
+    println!("LIVE FACTS at {}", humantime::format_rfc3339_seconds(now));
+    let mut commands = Vec::new();
+    for source in &rb.sources {
+        let of: Vec<_> = all.iter().filter(|s| &s.head.source == source).collect();
+        let Some(newest) = of.last() else {
+            println!("  {source}: NO SNAPSHOT in {}", repo.backend.location());
+            continue;
+        };
+        let rpo_note = if now.duration_since(newest.time).unwrap_or_default() > rb.rpo {
+            "  <- older than the RPO"
+        } else {
+            ""
+        };
+        println!(
+            "  {source}: newest snapshot {} taken {} ago ({}){rpo_note}; {} snapshots",
+            newest.id.short(),
+            age(newest.time),
+            newest.head.time,
+            of.len()
+        );
+        for s in of.iter().rev().take(5).skip(1) {
+            println!("      earlier {} {} ago", s.id.short(), age(s.time));
+        }
+        match custodian::drill::select(&of, &rb.select, now) {
+            Some((chosen, how)) => {
+                if chosen.head.changes.as_ref().is_some_and(|c| c.suspicious) {
+                    println!("      WARNING: {} is flagged suspicious", chosen.id.short());
+                }
+                println!("      this runbook restores {} ({how})", chosen.id.short());
+                let paths: Vec<String> = if rb.scope.is_empty() {
+                    vec![chosen.id.short()]
+                } else {
+                    rb.scope
+                        .iter()
+                        .map(|p| format!("{}:{p}", chosen.id.short()))
+                        .collect()
+                };
+                for p in paths {
+                    commands.push(format!(
+                        "custodian restore {p} --source {source} --repo {} --identity OPERATOR.key --target /srv/restore/{source}",
+                        repo_arg.repo
+                    ));
+                }
+            }
+            None => println!("      no snapshot matches select = {:?}", rb.select),
+        }
+    }
+    println!("\nRESTORE COMMANDS");
+    for c in &commands {
+        println!("  {c}");
+    }
+    println!("\n{}", rb.body);
+    Ok(0)
+}
+
+fn lint(runbooks: &Path, config: Option<&Path>) -> Result<u8> {
+    let sources: Option<Vec<String>> = match config {
         Some(c) => Some(
             custodian::config::Config::load_form(c)?
                 .sources
@@ -157,7 +252,7 @@ pub fn runbook(command: RunbookCommand) -> Result<u8> {
         ),
         None => None,
     };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&runbooks)
+    let mut files: Vec<PathBuf> = std::fs::read_dir(runbooks)
         .map_err(|e| anyhow::anyhow!("{}: {e}", runbooks.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "md"))
@@ -191,9 +286,7 @@ pub fn runbook(command: RunbookCommand) -> Result<u8> {
                             .map(|s| format!("'{s}'"))
                             .collect::<Vec<_>>()
                             .join(", "),
-                        config
-                            .as_ref()
-                            .map_or(String::new(), |c| c.display().to_string())
+                        config.map_or(String::new(), |c| c.display().to_string())
                     );
                 }
             }

@@ -8,6 +8,7 @@ mod copy;
 mod daemon;
 mod demo;
 mod drill;
+mod incident;
 mod keys;
 mod listing;
 mod progress;
@@ -77,6 +78,12 @@ enum Command {
     Config(daemon::ConfigCommand),
     /// Each source's last snapshot, its age, the next run and the last error.
     Status(daemon::StatusArgs),
+    /// What changed between two snapshots (operator identity).
+    Diff(incident::DiffArgs),
+    /// Which snapshots hold a path, with size and mtime of each version (operator identity).
+    Find(incident::FindArgs),
+    /// Write one file of a snapshot to standard output (operator identity).
+    Dump(incident::DumpArgs),
     /// Run a restore drill from a runbook (operator identity); `drill reports` lists results.
     Drill(drill::DrillArgs),
     /// Emergency-plan runbooks.
@@ -109,6 +116,9 @@ pub fn run() -> ExitCode {
         Command::Config(c) => daemon::config(c),
         Command::Status(a) => daemon::status(a),
         Command::Drill(a) => drill::run(a),
+        Command::Diff(a) => incident::diff(a),
+        Command::Find(a) => incident::find(a),
+        Command::Dump(a) => incident::dump(a),
         Command::Runbook(c) => drill::runbook(c),
         Command::Demo(a) => demo::run(a),
         Command::Sample(a) => demo::sample(a),

@@ -96,7 +96,7 @@ pub fn drill(repo: &Repository, rb: &Runbook, opts: &DrillOptions) -> Result<Dri
 }
 
 /// Pick the snapshot the runbook asks for; returns it and how it was chosen.
-fn select<'a>(
+pub fn select<'a>(
     snaps: &[&'a SnapshotInfo],
     how: &Select,
     now: SystemTime,

@@ -1,0 +1,151 @@
+//! `custodian diff`, `find` and `dump`: the incident responder's tools (operator identity).
+
+use super::common::{self, human_bytes};
+use super::{KeyArgs, RepoArg};
+use anyhow::Result;
+use custodian::incident::{self, Pattern};
+use custodian::repository::{BlobReader, SnapshotSelector};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct DiffArgs {
+    /// The earlier snapshot (id prefix or `latest`).
+    from: String,
+    /// The later snapshot.
+    to: String,
+    /// Which source `latest` means.
+    #[arg(long)]
+    source: Option<String>,
+    #[command(flatten)]
+    repo: RepoArg,
+    #[command(flatten)]
+    keys: KeyArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct FindArgs {
+    /// A glob: without '/' it matches a name anywhere (`'*.sqlite'`), with '/' a path from the
+    /// snapshot root (`'branch-01/clients/CUST-0004*'`).
+    pattern: String,
+    /// Only snapshots of this source.
+    #[arg(long)]
+    source: Option<String>,
+    #[command(flatten)]
+    repo: RepoArg,
+    #[command(flatten)]
+    keys: KeyArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct DumpArgs {
+    /// SNAPSHOT:PATH, e.g. latest:branch-01/ledger.sqlite
+    target: String,
+    /// Which source `latest` means.
+    #[arg(long)]
+    source: Option<String>,
+    #[command(flatten)]
+    repo: RepoArg,
+    #[command(flatten)]
+    keys: KeyArgs,
+}
+
+pub fn diff(args: DiffArgs) -> Result<u8> {
+    let repo = common::open_operator(&args.repo, &args.keys, "diff")?;
+    let source = args.source.as_deref();
+    let a = repo.find_snapshot(&SnapshotSelector::parse(&args.from, source))?;
+    let b = repo.find_snapshot(&SnapshotSelector::parse(&args.to, source))?;
+    let index = repo.load_index()?;
+    let reader = BlobReader::new(&repo, &index);
+    let changes = incident::diff(&reader, &a, &b)?;
+    if args.json {
+        common::print_json(&changes)?;
+        return Ok(0);
+    }
+    for c in &changes {
+        let size = match (c.size_before, c.size_after) {
+            (Some(x), Some(y)) if x != y => format!("{} → {}", human_bytes(x), human_bytes(y)),
+            (_, Some(y)) => human_bytes(y),
+            (Some(x), None) => human_bytes(x),
+            (None, None) => String::new(),
+        };
+        let mark = match c.change {
+            "added" => "+",
+            "removed" => "-",
+            "modified" => "M",
+            _ => "U",
+        };
+        println!("{mark} {:<60} {size}", c.path);
+    }
+    let count = |k: &str| changes.iter().filter(|c| c.change == k).count();
+    println!(
+        "{} → {}: {} added, {} removed, {} modified, {} metadata only",
+        a.id.short(),
+        b.id.short(),
+        count("added"),
+        count("removed"),
+        count("modified"),
+        count("metadata")
+    );
+    Ok(0)
+}
+
+pub fn find(args: FindArgs) -> Result<u8> {
+    let repo = common::open_operator(&args.repo, &args.keys, "find")?;
+    let pattern = Pattern::new(&args.pattern)?;
+    let snaps: Vec<_> = repo
+        .list_snapshots()?
+        .into_iter()
+        .filter(|s| args.source.as_ref().is_none_or(|src| &s.head.source == src))
+        .collect();
+    let index = repo.load_index()?;
+    let reader = BlobReader::new(&repo, &index);
+    let found = incident::find(&reader, &snaps, &pattern)?;
+    if args.json {
+        common::print_json(&found)?;
+        return Ok(0);
+    }
+    for f in &found {
+        let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(f.mtime.max(0) as u64);
+        println!(
+            "{}  {}  {:<12} {:>10}  mtime {}  {}",
+            &f.snapshot[..8],
+            &f.time[..19.min(f.time.len())],
+            f.source,
+            human_bytes(f.size),
+            humantime::format_rfc3339_seconds(mtime),
+            f.path
+        );
+    }
+    let snapshots: std::collections::BTreeSet<&str> =
+        found.iter().map(|f| f.snapshot.as_str()).collect();
+    eprintln!(
+        "{} match(es) in {} of {} snapshot(s)",
+        found.len(),
+        snapshots.len(),
+        snaps.len()
+    );
+    Ok(if found.is_empty() { 1 } else { 0 })
+}
+
+pub fn dump(args: DumpArgs) -> Result<u8> {
+    let (spec, path) = args.target.split_once(':').ok_or_else(|| {
+        anyhow::anyhow!("write SNAPSHOT:PATH, e.g. latest:branch-01/ledger.sqlite")
+    })?;
+    let repo = common::open_operator(&args.repo, &args.keys, "dump")?;
+    let snap = repo.find_snapshot(&SnapshotSelector::parse(spec, args.source.as_deref()))?;
+    let index = repo.load_index()?;
+    let reader = BlobReader::new(&repo, &index);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    incident::dump(
+        &reader,
+        &snap,
+        &PathBuf::from(path.trim_start_matches('/')),
+        &mut out,
+    )?;
+    Ok(0)
+}
