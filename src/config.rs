@@ -103,6 +103,16 @@ impl Schedule {
     }
 }
 
+/// Restore drills the daemon runs on the runbooks' schedules. They need an operator identity
+/// on this host, which the writer-only model otherwise keeps off backup servers: configure this
+/// on a separate drill host.
+#[derive(Clone, Debug)]
+pub struct DrillsConfig {
+    pub runbooks: Vec<crate::runbook::Runbook>,
+    pub runbooks_dir: PathBuf,
+    pub identity_file: PathBuf,
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -113,6 +123,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// When a backup is flagged suspicious (ransomware).
     pub anomaly: crate::archiver::changes::AnomalyThresholds,
+    /// Scheduled restore drills; none when `[drills]` is absent.
+    pub drills: Option<DrillsConfig>,
     pub sources: Vec<SourceConfig>,
 }
 
@@ -125,8 +137,16 @@ struct RawConfig {
     metrics: Option<RawMetrics>,
     #[serde(default)]
     anomaly: RawAnomaly,
+    drills: Option<Spanned<RawDrills>>,
     #[serde(default)]
     source: Vec<Spanned<RawSource>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawDrills {
+    runbooks: PathBuf,
+    identity_file: PathBuf,
 }
 
 #[derive(Default, Deserialize)]
@@ -350,11 +370,27 @@ impl Config {
                 defaults.deleted_share,
             )?,
         };
-        if raw.source.is_empty() {
+        let drills = match &raw.drills {
+            None => None,
+            Some(d) => {
+                let runbooks_dir = resolve_relative(file, &d.get_ref().runbooks);
+                let runbooks = if check_files {
+                    crate::runbook::load_dir(&runbooks_dir)?
+                } else {
+                    Vec::new()
+                };
+                Some(DrillsConfig {
+                    runbooks,
+                    runbooks_dir,
+                    identity_file: resolve_key_file(file, &d.get_ref().identity_file),
+                })
+            }
+        };
+        if raw.source.is_empty() && drills.is_none() {
             return Err(at.err(
                 raw.repository.span().start,
                 "source",
-                "no [[source]] is configured; add one with name, path and schedule or watch",
+                "no [[source]] (and no [drills]) is configured; add one with name, path and schedule or watch",
             ));
         }
         let mut sources: Vec<SourceConfig> = Vec::new();
@@ -378,6 +414,7 @@ impl Config {
             daemon,
             metrics,
             anomaly,
+            drills,
             sources,
         })
     }
@@ -474,6 +511,15 @@ fn read_config_text(file: &Path) -> Result<String, ConfigError> {
         key: "(file)".into(),
         message: format!("cannot be read: {e}. Pass the right file with --config."),
     })
+}
+
+/// A relative path is relative to the config file's directory.
+fn resolve_relative(config_file: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        config_file.parent().unwrap_or(Path::new(".")).join(path)
+    }
 }
 
 /// A relative key path is a systemd credential name when `$CREDENTIALS_DIRECTORY` is set
@@ -635,7 +681,7 @@ schedule = "*/15 * * * *"
             if path.extension().is_some_and(|e| e == "toml") {
                 let text = std::fs::read_to_string(&path).unwrap();
                 let c = Config::parse_form(&path, &text).unwrap_or_else(|e| panic!("{e}"));
-                assert!(!c.sources.is_empty());
+                assert!(!c.sources.is_empty() || c.drills.is_some());
                 seen += 1;
             }
         }

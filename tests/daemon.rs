@@ -589,3 +589,53 @@ fn a_run_missed_while_down_runs_at_start_and_failures_retry_without_stopping() {
     let (code, log) = d.stop(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{log}");
 }
+
+#[test]
+fn scheduled_drills_run_and_export_their_margins() {
+    let w = World::new(&[]);
+    let src = w.dir.path().join("records");
+    custodian::sample::generate(&src, 300 << 10, 68).unwrap();
+    let runbooks = w.dir.path().join("runbooks");
+    std::fs::create_dir(&runbooks).unwrap();
+    std::fs::write(
+        runbooks.join("every-second.md"),
+        "+++\nid = \"every-second\"\ntitle = \"Drill\"\nsources = [\"customers\"]\nowner = \"tests\"\n\
+         rto = \"10m\"\nrpo = \"1h\"\nschedule = \"* * * * * *\"\n[checks.files]\nmin-files = 5\n+++\n# Steps\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let config = write_config(
+        &w,
+        port,
+        &format!(
+            "[drills]\nrunbooks = {runbooks:?}\nidentity-file = {:?}\n\n\
+             [[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"* * * * * *\"\n",
+            w.operator
+        ),
+    );
+    let d = Daemon::start(&config);
+    d.wait_for_log("drill passed", Duration::from_secs(30));
+    let m = scrape(port);
+    let get = |name: &str| {
+        let key = format!("{name}{{runbook=\"every-second\"}}");
+        m.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    };
+    assert_eq!(get("custodian_drill_last_result"), Some(1.0), "{m:?}");
+    assert!(get("custodian_drill_rto_margin_seconds").unwrap() > 500.0);
+    assert!(get("custodian_drill_rpo_margin_seconds").unwrap() > 3000.0);
+    let status = d.status();
+    assert_eq!(status["drills"][0]["last_result"], "pass", "{status}");
+    let (code, log) = d.stop(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{log}");
+    let out = w
+        .operator_cmd(&["drill", "reports", "--json"])
+        .output()
+        .unwrap();
+    let reports: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!reports.is_empty() && reports.iter().all(|r| r["passed"] == true));
+    let scratch = w.state.join("scratch");
+    assert!(
+        std::fs::read_dir(&scratch).map_or(true, |mut d| d.next().is_none()),
+        "restored data left behind"
+    );
+}

@@ -126,4 +126,17 @@ fn print_status(doc: &StatusDoc) {
             println!("  last error: {e}");
         }
     }
+    for d in &doc.drills {
+        println!(
+            "drill {}: {} {}; RTO margin {:.0}s, RPO margin {:.0}s",
+            d.runbook,
+            d.last_result,
+            ago(d.last_run, now),
+            d.rto_margin_seconds,
+            d.rpo_margin_seconds
+        );
+        if let Some(e) = &d.last_error {
+            println!("  last error: {e}");
+        }
+    }
 }

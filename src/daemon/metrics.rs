@@ -61,6 +61,26 @@ pub fn publish(s: &SourceStatus, now: u64) {
     g("custodian_source_watcher_state", watcher);
 }
 
+/// Publish a scheduled drill's last result.
+pub fn publish_drill(d: &super::state::DrillStatus) {
+    let g = |name: &'static str, value: f64| {
+        metrics::gauge!(name, "runbook" => d.runbook.clone()).set(value);
+    };
+    let result = match d.last_result.as_str() {
+        "pass" => 1.0,
+        "fail" => 0.0,
+        "error" => -2.0,
+        _ => -1.0,
+    };
+    g("custodian_drill_last_result", result);
+    if let Some(t) = d.last_run {
+        g("custodian_drill_last_run_timestamp_seconds", t as f64);
+        g("custodian_drill_duration_seconds", d.duration_seconds);
+        g("custodian_drill_rto_margin_seconds", d.rto_margin_seconds);
+        g("custodian_drill_rpo_margin_seconds", d.rpo_margin_seconds);
+    }
+}
+
 /// Count a finished run by result (`ok`, `failed`, `cancelled`).
 pub fn count_run(source: &str, result: &'static str) {
     metrics::counter!("custodian_backup_runs_total", "source" => source.to_string(), "result" => result)

@@ -12,7 +12,7 @@ pub mod state;
 pub mod status;
 mod watch;
 
-pub use state::{SourceStatus, StatusDoc};
+pub use state::{DrillStatus, SourceStatus, StatusDoc};
 
 use crate::archiver::{backup, private_dir, BackupOptions, BackupOutcome, Progress};
 use crate::backend::{Backend, LocalBackend, ObjectStoreBackend};
@@ -49,6 +49,19 @@ enum Msg {
         result: Box<Result<BackupOutcome>>,
         took: Duration,
     },
+    DrillDone {
+        runbook: String,
+        result: Box<Result<crate::drill::DrillReport>>,
+        took: Duration,
+    },
+}
+
+/// A runbook the daemon drills on its schedule.
+struct DrillJob {
+    runbook: crate::runbook::Runbook,
+    next_run: Option<SystemTime>,
+    running: bool,
+    status: DrillStatus,
 }
 
 /// One source as the loop tracks it.
@@ -70,9 +83,19 @@ struct Source {
 /// Run the daemon with the configuration in `config_file` until SIGTERM.
 pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
     let config = Config::load(config_file)?;
-    let repo = Arc::new(open_repository(&config)?);
+    let backend = open_backend(&config)?;
+    let repo = Arc::new(open_writer(&config, backend.clone())?);
     let state_dir = config.repository.state_dir.clone();
     private_dir(&state_dir)?;
+    // Restored customer data from a drill that a crash or SIGKILL interrupted.
+    remove_stale_scratch(&state_dir.join("scratch"));
+    let operator = match &config.drills {
+        Some(d) => Some(Arc::new(Repository::open(
+            backend,
+            &Credential::Operator(d.identity_file.clone()),
+        )?)),
+        None => None,
+    };
     let persisted = state::load(&state_dir)?;
     let (tx, rx) = crossbeam_channel::unbounded();
     listen_for_signals(tx.clone())?;
@@ -87,9 +110,12 @@ pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
             config: config.file.display().to_string(),
             repository: config.repository.url.clone(),
             sources: Vec::new(),
+            drills: Vec::new(),
         })),
         sources: Vec::new(),
+        drills: Vec::new(),
         repo,
+        operator,
         tx,
         stopping: false,
         watchdog: sd_notify::watchdog_enabled().map(|d| (d / 2, Instant::now())),
@@ -98,6 +124,7 @@ pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
     };
     let counts = daemon.snapshot_counts()?;
     daemon.install_sources(&persisted, &counts);
+    daemon.install_drills(&persisted);
     status::serve(&state_dir, daemon.doc.clone())?;
     daemon.publish(SystemTime::now());
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -113,14 +140,35 @@ pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
     Ok(())
 }
 
-/// Open the configured repository with the writer credential, probing create-if-absent.
-pub fn open_repository(config: &Config) -> Result<Repository> {
+/// The configured repository's storage.
+pub fn open_backend(config: &Config) -> Result<Arc<dyn Backend>> {
     let url = &config.repository.url;
-    let backend: Arc<dyn Backend> = if url.starts_with("s3://") {
+    Ok(if url.starts_with("s3://") {
         Arc::new(ObjectStoreBackend::s3_with(url, &config.repository.s3)?)
     } else {
         Arc::new(LocalBackend::new(url))
+    })
+}
+
+/// Scratch directories of drills that never finished hold restored customer data: remove them.
+fn remove_stale_scratch(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
     };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().starts_with("drill-") {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => tracing::warn!("removed the restore of an interrupted drill"),
+                Err(err) => {
+                    tracing::error!(error = %err, path = %e.path().display(), "cannot remove an interrupted drill's restore")
+                }
+            }
+        }
+    }
+}
+
+/// Open the repository with the writer credential, probing create-if-absent.
+fn open_writer(config: &Config, backend: Arc<dyn Backend>) -> Result<Repository> {
     let repo = Repository::open(
         backend,
         &Credential::Writer(config.repository.writer_key_file.clone()),
@@ -164,7 +212,10 @@ fn next_fire(cfg: &SourceConfig, after: SystemTime, jitter: Duration) -> Option<
 struct Daemon {
     config: Config,
     repo: Arc<Repository>,
+    /// Opened with the drill identity, only when `[drills]` is configured.
+    operator: Option<Arc<Repository>>,
     sources: Vec<Source>,
+    drills: Vec<DrillJob>,
     tx: Sender<Msg>,
     doc: Arc<Mutex<StatusDoc>>,
     stopping: bool,
@@ -246,6 +297,116 @@ impl Daemon {
         }
     }
 
+    /// (Re)build the scheduled drills from the config.
+    fn install_drills(&mut self, previous: &StatusDoc) {
+        let now = SystemTime::now();
+        let Some(cfg) = &self.config.drills else {
+            self.drills.clear();
+            return;
+        };
+        let old: Vec<DrillJob> = std::mem::take(&mut self.drills);
+        for rb in &cfg.runbooks {
+            let status = old
+                .iter()
+                .find(|d| d.runbook.id == rb.id)
+                .map(|d| d.status.clone())
+                .or_else(|| previous.drills.iter().find(|d| d.runbook == rb.id).cloned())
+                .unwrap_or_else(|| DrillStatus {
+                    runbook: rb.id.clone(),
+                    last_result: "never".into(),
+                    ..Default::default()
+                });
+            let running = old.iter().any(|d| d.runbook.id == rb.id && d.running);
+            let next_run = rb.schedule.as_ref().and_then(|s| {
+                s.cron
+                    .after(&DateTime::<Local>::from(now))
+                    .next()
+                    .map(SystemTime::from)
+            });
+            self.drills.push(DrillJob {
+                runbook: rb.clone(),
+                next_run,
+                running,
+                status,
+            });
+        }
+    }
+
+    fn dispatch_drills(&mut self, now: SystemTime) {
+        let Some(operator) = self.operator.clone() else {
+            return;
+        };
+        for job in &mut self.drills {
+            if job.running || job.next_run.is_none_or(|t| t > now) {
+                continue;
+            }
+            job.next_run = job.runbook.schedule.as_ref().and_then(|s| {
+                s.cron
+                    .after(&DateTime::<Local>::from(now))
+                    .next()
+                    .map(SystemTime::from)
+            });
+            job.running = true;
+            let (rb, repo, tx) = (job.runbook.clone(), operator.clone(), self.tx.clone());
+            let state_dir = self.config.repository.state_dir.clone();
+            tracing::info!(runbook = %rb.id, "drill started");
+            let spawned = std::thread::Builder::new()
+                .name(format!("drill-{}", rb.id))
+                .spawn(move || {
+                    let started = Instant::now();
+                    let result = run_drill(&repo, &rb, &state_dir);
+                    let _ = tx.send(Msg::DrillDone {
+                        runbook: rb.id.clone(),
+                        result: Box::new(result),
+                        took: started.elapsed(),
+                    });
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a drill thread");
+                job.running = false;
+            }
+        }
+    }
+
+    fn on_drill_done(
+        &mut self,
+        id: &str,
+        result: Result<crate::drill::DrillReport>,
+        took: Duration,
+    ) {
+        let Some(job) = self.drills.iter_mut().find(|d| d.runbook.id == id) else {
+            return;
+        };
+        job.running = false;
+        let s = &mut job.status;
+        s.last_run = Some(unix(SystemTime::now()));
+        s.duration_seconds = took.as_secs_f64();
+        match result {
+            Ok(report) => {
+                s.last_result = if report.passed { "pass" } else { "fail" }.into();
+                s.last_error = None;
+                s.rto_margin_seconds = report.rto.target_seconds - report.rto.achieved_seconds;
+                let used = report
+                    .rpo
+                    .newest_age_seconds
+                    .max(report.rpo.worst_gap_seconds);
+                s.rpo_margin_seconds = report.rpo.target_seconds as f64 - used as f64;
+                if report.passed {
+                    tracing::info!(runbook = %id, rto_margin = s.rto_margin_seconds, rpo_margin = s.rpo_margin_seconds, "drill passed");
+                } else {
+                    // Reasons can quote restored file names: they stay in the (private) report.
+                    tracing::warn!(runbook = %id, reasons = report.reasons.len(), "drill FAILED; see its report ('custodian drill reports')");
+                }
+            }
+            Err(e) => {
+                s.last_result = "error".into();
+                s.last_error = Some(e.to_string());
+                tracing::error!(runbook = %id, error = %e, "drill could not run");
+            }
+        }
+        self.save();
+    }
+
     fn start_watcher(&self, source: &mut Source) {
         source.status.watcher = "off".into();
         if !source.cfg.watch {
@@ -270,8 +431,15 @@ impl Daemon {
         loop {
             let now = SystemTime::now();
             self.dispatch(now);
+            if !self.stopping {
+                self.dispatch_drills(now);
+            }
             self.publish(now);
-            if self.stopping && self.sources.iter().all(|s| s.running.is_none()) {
+            // A running drill finishes (and removes its restore) before the daemon exits.
+            if self.stopping
+                && self.sources.iter().all(|s| s.running.is_none())
+                && self.drills.iter().all(|d| !d.running)
+            {
                 return;
             }
             match rx.recv_timeout(self.wait(now)) {
@@ -283,6 +451,11 @@ impl Daemon {
                     result,
                     took,
                 }) => self.on_done(&source, *result, took),
+                Ok(Msg::DrillDone {
+                    runbook,
+                    result,
+                    took,
+                }) => self.on_drill_done(&runbook, *result, took),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
@@ -299,6 +472,9 @@ impl Daemon {
             for t in [s.next_run, s.retry_at].into_iter().flatten() {
                 wait = wait.min(t.duration_since(now).unwrap_or_default());
             }
+        }
+        for t in self.drills.iter().filter_map(|d| d.next_run) {
+            wait = wait.min(t.duration_since(now).unwrap_or_default());
         }
         wait.max(Duration::from_millis(5))
     }
@@ -509,6 +685,11 @@ impl Daemon {
         self.config.metrics = keep_metrics;
         let doc = self.doc.lock().map(|d| d.clone()).unwrap_or_default();
         self.install_sources(&doc, &HashMap::new());
+        if self.operator.is_some() {
+            self.install_drills(&doc);
+        } else if self.config.drills.is_some() {
+            tracing::warn!("[drills] was added: it takes effect on restart");
+        }
         tracing::info!(sources = self.sources.len(), "configuration reloaded");
     }
 
@@ -519,8 +700,13 @@ impl Daemon {
             s.status.next_run = s.next_run.map(unix);
             metrics::publish(&s.status, now_unix);
         }
+        for d in &mut self.drills {
+            d.status.next_run = d.next_run.map(unix);
+            metrics::publish_drill(&d.status);
+        }
         if let Ok(mut doc) = self.doc.lock() {
             doc.sources = self.sources.iter().map(|s| s.status.clone()).collect();
+            doc.drills = self.drills.iter().map(|d| d.status.clone()).collect();
         }
         let failing = self
             .sources
@@ -563,12 +749,41 @@ impl Daemon {
         let doc = self.doc.lock().map(|d| d.clone()).unwrap_or_default();
         let doc = StatusDoc {
             sources: self.sources.iter().map(|s| s.status.clone()).collect(),
+            drills: self.drills.iter().map(|d| d.status.clone()).collect(),
             ..doc
         };
         if let Err(e) = state::save(&self.config.repository.state_dir, &doc) {
             tracing::warn!(error = %e, "cannot save the daemon status");
         }
     }
+}
+
+/// One drill: run it, keep the report locally (state dir, mode 0700) and in the repository.
+fn run_drill(
+    repo: &Repository,
+    rb: &crate::runbook::Runbook,
+    state_dir: &Path,
+) -> Result<crate::drill::DrillReport> {
+    let report = crate::drill::drill(
+        repo,
+        rb,
+        &crate::drill::DrillOptions {
+            scratch_parent: state_dir.join("scratch"),
+            now: SystemTime::now(),
+        },
+    )?;
+    repo.store_drill_report(&report)?;
+    let dir = state_dir.join("drills");
+    private_dir(&dir)?;
+    let stem = dir.join(format!(
+        "{}-{}",
+        report.time.replace(':', ""),
+        report.runbook
+    ));
+    let json = serde_json::to_vec_pretty(&report).unwrap_or_default();
+    std::fs::write(stem.with_extension("json"), json).map_err(|e| Error::io(&stem, e))?;
+    std::fs::write(stem.with_extension("txt"), report.render()).map_err(|e| Error::io(&stem, e))?;
+    Ok(report)
 }
 
 /// One backup of one source (a SQLite source is first copied consistently into the state dir).

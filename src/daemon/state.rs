@@ -37,6 +37,22 @@ pub struct SourceStatus {
     pub watcher: String,
 }
 
+/// One scheduled drill's last result.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct DrillStatus {
+    pub runbook: String,
+    pub last_run: Option<u64>,
+    /// `pass`, `fail`, `error` (could not run) or `never`.
+    pub last_result: String,
+    pub last_error: Option<String>,
+    pub duration_seconds: f64,
+    /// Target minus achieved: negative when the promise was missed.
+    pub rto_margin_seconds: f64,
+    pub rpo_margin_seconds: f64,
+    pub next_run: Option<u64>,
+}
+
 /// The whole status document (`custodian status --json` prints it).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -48,6 +64,7 @@ pub struct StatusDoc {
     pub config: String,
     pub repository: String,
     pub sources: Vec<SourceStatus>,
+    pub drills: Vec<DrillStatus>,
 }
 
 /// Seconds since the Unix epoch.
