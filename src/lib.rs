@@ -29,6 +29,7 @@ pub mod id;
 pub mod incident;
 pub mod repository;
 pub mod restorer;
+pub mod retention;
 pub mod runbook;
 pub mod sample;
 pub mod source;

@@ -270,9 +270,43 @@ pub fn backup(
     crate::failpoint::pause("before-snapshot", 0);
     // Last write of the backup: everything it references is durable and indexed by now.
     let id = repo.write_snapshot(&head)?;
+    if head.changes.as_ref().is_some_and(|c| c.suspicious) {
+        hold_last_good(&repo, &opts.source, &id);
+    }
     crate::failpoint::pause("before-cache", 0);
     cache.save()?;
     Ok(BackupOutcome { id, head, skipped })
+}
+
+/// Hold the newest unflagged snapshot of `source` before `suspicious`, so no retention rule can
+/// forget the copy an incident responder will want. Best effort: the backup has committed.
+fn hold_last_good(repo: &Repository, source: &str, suspicious: &SnapshotId) {
+    let result = repo.list_snapshots().and_then(|all| {
+        let good = all
+            .iter()
+            .rev()
+            .filter(|s| s.head.source == source && s.id != *suspicious)
+            .find(|s| !s.head.changes.as_ref().is_some_and(|c| c.suspicious));
+        match good {
+            Some(s) => repo
+                .hold(
+                    &s.id,
+                    &format!(
+                        "automatic: the next snapshot {} looks like ransomware",
+                        suspicious.short()
+                    ),
+                )
+                .map(|_| Some(s.id)),
+            None => Ok(None),
+        }
+    });
+    match result {
+        Ok(Some(id)) => {
+            tracing::warn!(source, held = %id.short(), "held the last good snapshot before the suspicious one")
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(source, error = %e, "could not hold the last good snapshot"),
+    }
 }
 
 /// Fill every directory's subtree bottom-up (reverse pre-order visits children first).

@@ -48,6 +48,7 @@ pub struct LsArgs {
 
 pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
     let repo = common::open(&args.repo, &args.keys, "listing snapshots")?;
+    let holds = repo.holds()?;
     let list: Vec<_> = repo
         .list_snapshots()?
         .into_iter()
@@ -63,6 +64,7 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
                     "domain": s.head.domain, "host": s.head.host, "path": s.head.root_path, "tags": s.head.tags,
                     "parent": s.head.parent.map(|p| p.to_hex()), "stats": s.head.stats, "skipped": s.head.skipped,
                     "suspicious": s.head.changes.as_ref().is_some_and(|c| c.suspicious), "changes": s.head.changes,
+                    "held": holds.get(&s.id).map(|h| &h.reason),
                 })
             })
             .collect();
@@ -81,10 +83,13 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
             .take(19)
             .collect::<String>()
             .replace('T', " ");
-        let flag = match &s.head.changes {
+        let mut flag = match &s.head.changes {
             Some(c) if c.suspicious => format!("  SUSPICIOUS ({})", c.reasons.join("; ")),
             _ => String::new(),
         };
+        if let Some(h) = holds.get(&s.id) {
+            flag.push_str(&format!("  HELD ({})", h.reason));
+        }
         println!(
             "{:<10} {:<20} {:<14} {:<12} {:>8} {:>10} {:>7}  {}{flag}",
             s.id.short(),

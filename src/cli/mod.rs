@@ -13,6 +13,7 @@ mod keys;
 mod listing;
 mod progress;
 mod restore;
+mod retention;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -78,6 +79,14 @@ enum Command {
     Config(daemon::ConfigCommand),
     /// Each source's last snapshot, its age, the next run and the last error.
     Status(daemon::StatusArgs),
+    /// Apply a retention policy: keep or remove each snapshot, and say which rule decided.
+    Forget(retention::ForgetArgs),
+    /// Put a snapshot on hold (legal hold, incident): never forgotten or pruned.
+    Hold(retention::HoldArgs),
+    /// Release a hold (operator identity).
+    Release(retention::HoldArgs),
+    /// List destruction records: what was destroyed, when, why and by whom.
+    DestructionRecords(retention::RecordsArgs),
     /// What changed between two snapshots (operator identity).
     Diff(incident::DiffArgs),
     /// Which snapshots hold a path, with size and mtime of each version (operator identity).
@@ -117,6 +126,10 @@ pub fn run() -> ExitCode {
         Command::Status(a) => daemon::status(a),
         Command::Drill(a) => drill::run(a),
         Command::Diff(a) => incident::diff(a),
+        Command::Forget(a) => retention::forget(a),
+        Command::Hold(a) => retention::hold(a),
+        Command::Release(a) => retention::release(a),
+        Command::DestructionRecords(a) => retention::records(a),
         Command::Find(a) => incident::find(a),
         Command::Dump(a) => incident::dump(a),
         Command::Runbook(c) => drill::runbook(c),

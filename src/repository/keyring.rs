@@ -140,6 +140,13 @@ pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized>
     })
 }
 
+/// The id of a writer credential file (for records of who did what), if it parses.
+pub fn writer_credential_id(path: &Path) -> Option<String> {
+    let text = read_private(path).ok()?;
+    let cred: WriterCredential = serde_json::from_str(&text).ok()?;
+    Some(cred.credential_id)
+}
+
 /// Load the writer credential file and check it belongs to this repository.
 pub fn load_writer_credential(path: &Path, config: &RepoConfig) -> Result<MetadataKeys> {
     let text = read_private(path)?;
@@ -230,6 +237,7 @@ impl Repository {
             operator: None,
             sessions: Default::default(),
             create_if_absent: OnceLock::from(create_if_absent),
+            opened_by: "init".into(),
         })
     }
 

@@ -7,12 +7,14 @@ mod exclusive;
 mod index;
 mod keyring;
 mod packer;
+mod records;
 mod snapshots;
 
 pub use blobs::{coalesce, BlobReader, PackBlobs};
 pub use index::{Location, MasterIndex};
 pub use keyring::{init, InitOptions, Initialized};
 pub use packer::{PackUploader, PackWriter};
+pub use records::{DestroyedSnapshot, DestructionRecord, Hold};
 pub use snapshots::{SnapshotInfo, SnapshotSelector};
 
 use crate::backend::{Backend, ErrorKind};
@@ -47,6 +49,9 @@ pub struct Repository {
     sessions: Mutex<HashMap<crate::id::SessionId, Arc<SessionKey>>>,
     /// What the store does with create-if-absent, once probed.
     create_if_absent: OnceLock<crate::backend::probe::CreateIfAbsent>,
+    /// Which credential opened this, for destruction records and holds ("writer credential
+    /// 3f9a…", "operator age1…").
+    pub opened_by: String,
 }
 
 impl Repository {
@@ -87,6 +92,13 @@ impl Repository {
                 crypto::keys::parse_recipient(r, "operator recipient in the repository config")
             })
             .collect::<Result<Vec<_>>>()?;
+        let opened_by = match credential {
+            Credential::Writer(path) => format!(
+                "writer credential {}",
+                keyring::writer_credential_id(path).unwrap_or_else(|| "unknown".into())
+            ),
+            Credential::Operator(_) => String::new(),
+        };
         let (meta, operator) = match credential {
             Credential::Writer(path) => (keyring::load_writer_credential(path, &config)?, None),
             Credential::Operator(path) => {
@@ -115,6 +127,13 @@ impl Repository {
             meta,
             meta_recipient,
             operator_recipients,
+            opened_by: match &operator {
+                Some(ids) => ids
+                    .first()
+                    .map(|i| format!("operator {}", i.to_public()))
+                    .unwrap_or_default(),
+                None => opened_by,
+            },
             operator,
             sessions: Mutex::default(),
             create_if_absent: OnceLock::new(),

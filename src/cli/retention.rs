@@ -1,0 +1,239 @@
+//! `custodian forget`, `hold`, `release` and `destruction-records`.
+
+use super::common;
+use super::{KeyArgs, RepoArg};
+use anyhow::Result;
+use custodian::repository::{DestroyedSnapshot, SnapshotSelector};
+use custodian::retention::{decide, Candidate, Policy};
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("'{text}' is not a duration ({e}); write e.g. 30d or 7y"))
+}
+
+#[derive(clap::Args)]
+pub struct ForgetArgs {
+    #[command(flatten)]
+    repo: RepoArg,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// Only this source (each source is decided on its own snapshots anyway).
+    #[arg(long)]
+    source: Option<String>,
+    /// Keep the newest N snapshots.
+    #[arg(long)]
+    keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours (UTC) that have one.
+    #[arg(long)]
+    keep_hourly: Option<u32>,
+    #[arg(long)]
+    keep_daily: Option<u32>,
+    #[arg(long)]
+    keep_weekly: Option<u32>,
+    #[arg(long)]
+    keep_monthly: Option<u32>,
+    #[arg(long)]
+    keep_yearly: Option<u32>,
+    /// Keep everything within this long of the newest snapshot (e.g. 30d).
+    #[arg(long, value_parser = duration)]
+    keep_within: Option<Duration>,
+    /// The legal maximum: destroy anything older, whatever else would keep it (holds excepted).
+    #[arg(long, value_parser = duration)]
+    max_age: Option<Duration>,
+    /// Never forget anything younger.
+    #[arg(long, value_parser = duration)]
+    min_age: Option<Duration>,
+    /// Show the decisions, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct HoldArgs {
+    /// Snapshot id prefix (or `latest` with --source).
+    snapshot: String,
+    /// Why (legal hold, incident number…): kept with the hold.
+    #[arg(long)]
+    reason: Option<String>,
+    #[arg(long)]
+    source: Option<String>,
+    #[command(flatten)]
+    repo: RepoArg,
+    #[command(flatten)]
+    keys: KeyArgs,
+}
+
+#[derive(clap::Args)]
+pub struct RecordsArgs {
+    #[command(flatten)]
+    repo: RepoArg,
+    #[command(flatten)]
+    keys: KeyArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn forget(args: ForgetArgs) -> Result<u8> {
+    let policy = Policy {
+        keep_last: args.keep_last,
+        keep_hourly: args.keep_hourly,
+        keep_daily: args.keep_daily,
+        keep_weekly: args.keep_weekly,
+        keep_monthly: args.keep_monthly,
+        keep_yearly: args.keep_yearly,
+        keep_within: args.keep_within,
+        max_age: args.max_age,
+        min_age: args.min_age,
+    };
+    if policy.is_empty() {
+        anyhow::bail!("forget needs a policy: give at least one --keep-* option or --max-age (use --dry-run to see the decisions first)");
+    }
+    policy.validate().map_err(anyhow::Error::msg)?;
+    let repo = common::open(&args.repo, &args.keys, "forget")?;
+    let holds = repo.holds()?;
+    let now = SystemTime::now();
+    let mut by_source: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    for s in repo.list_snapshots()? {
+        if args
+            .source
+            .as_ref()
+            .is_none_or(|want| &s.head.source == want)
+        {
+            by_source.entry(s.head.source.clone()).or_default().push(s);
+        }
+    }
+    let mut report = Vec::new();
+    let mut doomed = Vec::new();
+    for (source, snaps) in &by_source {
+        let candidates: Vec<Candidate> = snaps
+            .iter()
+            .map(|s| Candidate {
+                id: s.id.to_hex(),
+                time: s.time,
+                hold: holds.get(&s.id).map(|h| h.reason.clone()),
+            })
+            .collect();
+        for (snap, d) in snaps.iter().zip(decide(&policy, &candidates, now)) {
+            if !d.keep {
+                doomed.push((
+                    snap.id,
+                    DestroyedSnapshot {
+                        id: snap.id.to_hex(),
+                        source: source.clone(),
+                        time: snap.head.time.clone(),
+                        reason: d.reasons.join("; "),
+                    },
+                ));
+            }
+            report.push(serde_json::json!({
+                "id": snap.id.to_hex(), "short_id": snap.id.short(), "source": source,
+                "time": snap.head.time, "keep": d.keep, "reasons": d.reasons,
+            }));
+        }
+    }
+    let record = if args.dry_run || doomed.is_empty() {
+        None
+    } else {
+        Some(repo.forget(&doomed, &common::state_dir().join("destruction"))?)
+    };
+    if args.json {
+        common::print_json(&serde_json::json!({
+            "dry_run": args.dry_run, "snapshots": report, "forgotten": doomed.len(),
+            "destruction_record": record,
+        }))?;
+        return Ok(0);
+    }
+    for r in &report {
+        println!(
+            "{} {:<10} {:<14} {}  {}",
+            if r["keep"] == true {
+                "keep  "
+            } else {
+                "remove"
+            },
+            r["short_id"].as_str().unwrap_or(""),
+            r["source"].as_str().unwrap_or(""),
+            r["time"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(19)
+                .collect::<String>(),
+            r["reasons"]
+                .as_array()
+                .map(|a| a
+                    .iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "))
+                .unwrap_or_default()
+        );
+    }
+    match (&record, args.dry_run) {
+        (_, true) => println!("dry run: {} snapshot(s) would be forgotten", doomed.len()),
+        (Some(r), _) => println!(
+            "forgot {} snapshot(s); destruction record written (data stays until 'custodian prune'): {}",
+            r.snapshots.len(),
+            r.time
+        ),
+        (None, _) => println!("nothing to forget"),
+    }
+    Ok(0)
+}
+
+pub fn hold(args: HoldArgs) -> Result<u8> {
+    let repo = common::open(&args.repo, &args.keys, "hold")?;
+    let snap = repo.find_snapshot(&SnapshotSelector::parse(
+        &args.snapshot,
+        args.source.as_deref(),
+    ))?;
+    let reason = args.reason.unwrap_or_else(|| "held by hand".into());
+    if repo.hold(&snap.id, &reason)? {
+        println!("snapshot {} is held: {reason}", snap.id.short());
+    } else {
+        println!("snapshot {} was already held", snap.id.short());
+    }
+    Ok(0)
+}
+
+pub fn release(args: HoldArgs) -> Result<u8> {
+    let repo = common::open_operator(&args.repo, &args.keys, "releasing a hold")?;
+    let snap = repo.find_snapshot(&SnapshotSelector::parse(
+        &args.snapshot,
+        args.source.as_deref(),
+    ))?;
+    repo.release(&snap.id)?;
+    println!("snapshot {} is no longer held", snap.id.short());
+    Ok(0)
+}
+
+pub fn records(args: RecordsArgs) -> Result<u8> {
+    let repo = common::open(&args.repo, &args.keys, "listing destruction records")?;
+    let records = repo.destruction_records()?;
+    if args.json {
+        common::print_json(&records)?;
+        return Ok(0);
+    }
+    for r in &records {
+        println!(
+            "{}  {:<8} by {}: {} snapshot(s) covering {} .. {}, {} object(s), {} bytes",
+            r.time,
+            r.action,
+            r.by,
+            r.snapshots.len(),
+            r.data_from.as_deref().unwrap_or("-"),
+            r.data_to.as_deref().unwrap_or("-"),
+            r.objects_deleted,
+            r.bytes_deleted
+        );
+        for s in &r.snapshots {
+            println!("    {} {} {} ({})", &s.id[..8], s.source, s.time, s.reason);
+        }
+    }
+    println!("{} destruction record(s)", records.len());
+    Ok(0)
+}

@@ -1,0 +1,186 @@
+//! Holds and destruction records: small objects sealed to the metadata identity, so writers and
+//! operators can list them and neither names a customer file.
+//!
+//! - `holds/<snapshot id>`: a held snapshot is never forgotten or pruned. Anyone with a key can
+//!   place a hold (the daemon holds the last good snapshot before a suspicious one); only an
+//!   operator can release one.
+//! - `destruction/<hash>`: what a forget (or, later, prune or erase) destroyed, when, why and by
+//!   which credential. Written before anything is deleted, so a crash can leave a record of a
+//!   destruction that then completes on the next run, never a destruction without a record.
+
+use super::Repository;
+use crate::backend::ErrorKind;
+use crate::error::{Error, Result};
+use crate::id::SnapshotId;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::Path;
+
+const RECORD_VERSION: u32 = 1;
+
+/// Contents of `holds/<id>`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Hold {
+    pub version: u32,
+    pub snapshot: String,
+    pub reason: String,
+    pub time: String,
+    pub by: String,
+}
+
+/// One destroyed snapshot in a record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DestroyedSnapshot {
+    pub id: String,
+    pub source: String,
+    /// When the snapshot was taken: the data it covered.
+    pub time: String,
+    /// The rule or reason that destroyed it.
+    pub reason: String,
+}
+
+/// Contents of `destruction/<hash>`: the certificate compliance asks for.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DestructionRecord {
+    pub version: u32,
+    /// `forget` (snapshot heads), `prune` (data), `erase`, `destroy-domain`.
+    pub action: String,
+    pub time: String,
+    pub by: String,
+    pub snapshots: Vec<DestroyedSnapshot>,
+    /// Oldest and newest time of data covered by the destroyed snapshots.
+    pub data_from: Option<String>,
+    pub data_to: Option<String>,
+    pub objects_deleted: u64,
+    pub bytes_deleted: u64,
+    /// What the record does not cover (e.g. data still in packs until a prune).
+    pub note: String,
+}
+
+fn now_text() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+impl Repository {
+    /// Hold a snapshot; holding a held one keeps the first hold.
+    pub fn hold(&self, id: &SnapshotId, reason: &str) -> Result<bool> {
+        let hold = Hold {
+            version: RECORD_VERSION,
+            snapshot: id.to_hex(),
+            reason: reason.to_string(),
+            time: now_text(),
+            by: self.opened_by.clone(),
+        };
+        let sealed = self.seal_meta(&hold, "hold")?;
+        Ok(self.backend.put_new(&format!("holds/{id}"), &sealed)?)
+    }
+
+    /// Release a hold: operators only, so a compromised server cannot lift a legal hold.
+    pub fn release(&self, id: &SnapshotId) -> Result<()> {
+        self.require_operator("releasing a hold")?;
+        let name = format!("holds/{id}");
+        match self.backend.get(&name) {
+            Ok(_) => Ok(self.backend.delete(&name)?),
+            Err(e) if e.kind == ErrorKind::NotFound => Err(Error::Invalid(format!(
+                "snapshot {} is not held",
+                id.short()
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every hold, by snapshot.
+    pub fn holds(&self) -> Result<HashMap<SnapshotId, Hold>> {
+        let mut out = HashMap::new();
+        for (id, object) in self.list_ids::<SnapshotId>("holds/")? {
+            let hold: Hold = self.get_meta(&object.name, "hold", RECORD_VERSION)?;
+            out.insert(id, hold);
+        }
+        Ok(out)
+    }
+
+    /// Store a destruction record in the repository and a copy under `local_dir` (mode 0700).
+    pub fn record_destruction(
+        &self,
+        record: &DestructionRecord,
+        local_dir: &Path,
+    ) -> Result<String> {
+        let sealed = self.seal_meta(record, "destruction record")?;
+        let name = format!(
+            "destruction/{}",
+            hex::encode(crate::id::content_hash(&sealed))
+        );
+        self.backend.put_new(&name, &sealed)?;
+        crate::archiver::private_dir(local_dir)?;
+        let file = local_dir.join(format!(
+            "{}-{}.json",
+            record.time.replace(':', ""),
+            record.action
+        ));
+        std::fs::write(&file, serde_json::to_vec_pretty(record).unwrap_or_default())
+            .map_err(|e| Error::io(&file, e))?;
+        Ok(name)
+    }
+
+    /// Every destruction record, oldest first.
+    pub fn destruction_records(&self) -> Result<Vec<DestructionRecord>> {
+        let mut out = Vec::new();
+        for o in self.backend.list("destruction/")? {
+            out.push(self.get_meta::<DestructionRecord>(
+                &o.name,
+                "destruction record",
+                RECORD_VERSION,
+            )?);
+        }
+        out.sort_by(|a, b| a.time.cmp(&b.time));
+        Ok(out)
+    }
+
+    /// Forget snapshots: record first, then delete their heads (data stays until a prune).
+    pub fn forget(
+        &self,
+        doomed: &[(SnapshotId, DestroyedSnapshot)],
+        local_dir: &Path,
+    ) -> Result<DestructionRecord> {
+        let holds = self.holds()?;
+        if let Some((id, _)) = doomed.iter().find(|(id, _)| holds.contains_key(id)) {
+            return Err(Error::Invalid(format!(
+                "snapshot {} is held ({}); release it first",
+                id.short(),
+                holds[id].reason
+            )));
+        }
+        let sizes: HashMap<String, u64> = self
+            .backend
+            .list("snapshots/")?
+            .into_iter()
+            .map(|o| (o.name, o.size))
+            .collect();
+        let names: Vec<String> = doomed
+            .iter()
+            .map(|(id, _)| format!("snapshots/{id}"))
+            .collect();
+        let times: Vec<&String> = doomed.iter().map(|(_, d)| &d.time).collect();
+        let record = DestructionRecord {
+            version: RECORD_VERSION,
+            action: "forget".into(),
+            time: now_text(),
+            by: self.opened_by.clone(),
+            snapshots: doomed.iter().map(|(_, d)| d.clone()).collect(),
+            data_from: times.iter().min().map(|t| t.to_string()),
+            data_to: times.iter().max().map(|t| t.to_string()),
+            objects_deleted: names.len() as u64,
+            bytes_deleted: names.iter().filter_map(|n| sizes.get(n)).sum(),
+            note: "Snapshot heads deleted. Their data stays in packs, unreadable through these \
+                   snapshots, until a prune removes what no snapshot references. Copies the storage \
+                   provider keeps (versioning, backups, replicas) are outside what custodian can \
+                   destroy or attest."
+                .into(),
+        };
+        self.record_destruction(&record, local_dir)?;
+        for name in &names {
+            self.backend.delete(name)?;
+        }
+        Ok(record)
+    }
+}
