@@ -161,3 +161,62 @@ fn a_suspicious_backup_holds_the_last_good_snapshot() {
         "the held snapshot survives keep-last 1"
     );
 }
+
+#[test]
+fn destroying_a_key_domain_leaves_nothing_decryptable_and_records_it() {
+    let w = World::new(&[]);
+    let (a, b) = (w.dir.path().join("client-a"), w.dir.path().join("client-b"));
+    custodian::sample::generate(&a, 200 << 10, 121).unwrap();
+    custodian::sample::generate(&b, 200 << 10, 122).unwrap();
+    w.backup("client-a", &a);
+    w.backup("client-b", &b);
+    let out = w
+        .operator_cmd(&["key", "destroy-domain", "client-a", "--confirm", "client-b"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a wrong confirmation is refused"
+    );
+    let out = w
+        .operator_cmd(&["key", "destroy-domain", "client-a", "--confirm", "client-a"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let snaps = w.snapshots();
+    assert_eq!(snaps.len(), 1);
+    assert_eq!(snaps[0]["source"], "client-b");
+    // Every pack of the destroyed domain is still there, and no operator can open any blob of it.
+    let out = w
+        .operator_cmd(&["check", "--read-data", "--json"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let errors = report["errors"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !out.status.success() && !errors.is_empty(),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.as_str().unwrap().contains("keys/domains/")),
+        "every unreadable blob is unreadable for want of the destroyed domain key: {errors:?}"
+    );
+    // The other domain is untouched.
+    let target = w.dir.path().join("restored-b");
+    w.restore("latest", &target, &["--source", "client-b"]);
+    assert_same_tree(&b, &target);
+    let records = json(
+        w.writer_cmd(&["destruction-records", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(records[0]["action"], "destroy-domain");
+    assert!(records[0]["by"]
+        .as_str()
+        .unwrap()
+        .starts_with("operator age1"));
+}

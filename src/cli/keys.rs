@@ -1,7 +1,7 @@
 //! `key generate` and `init`.
 
 use super::common;
-use super::RepoArg;
+use super::{KeyArgs, RepoArg};
 use anyhow::Result;
 use custodian::chunker::ChunkerParams;
 use custodian::constants::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, PACK_TARGET, ZSTD_LEVEL};
@@ -16,6 +16,19 @@ pub enum KeyCommand {
         /// Where to write the identity; refuses to overwrite.
         #[arg(long, short)]
         output: PathBuf,
+    },
+    /// Crypto-shred a key domain: nothing of it can be decrypted by anyone afterwards. Its
+    /// snapshots are forgotten; a destruction record is written (operator identity).
+    DestroyDomain {
+        /// The key domain (by default a source's name).
+        domain: String,
+        /// Type the domain name again: there is no undo.
+        #[arg(long)]
+        confirm: String,
+        #[command(flatten)]
+        repo: RepoArg,
+        #[command(flatten)]
+        keys: KeyArgs,
     },
 }
 
@@ -51,6 +64,24 @@ pub fn key(cmd: KeyCommand) -> Result<u8> {
                 output.display()
             );
             println!("{}", identity.to_public());
+            Ok(0)
+        }
+        KeyCommand::DestroyDomain {
+            domain,
+            confirm,
+            repo,
+            keys,
+        } => {
+            if confirm != domain {
+                anyhow::bail!("--confirm must repeat the domain name exactly ('{domain}'): destroying a key domain cannot be undone");
+            }
+            let repo = common::open_operator(&repo, &keys, "destroying a key domain")?;
+            let record = repo.destroy_domain(&domain, &common::state_dir().join("destruction"))?;
+            println!(
+                "key domain '{domain}' destroyed: {} snapshot(s) forgotten, {} object(s) deleted; destruction record written",
+                record.snapshots.len(),
+                record.objects_deleted
+            );
             Ok(0)
         }
     }

@@ -314,6 +314,82 @@ impl Repository {
         Ok(true)
     }
 
+    /// Crypto-shred key domain `name`: delete its writer and operator records (the only copies
+    /// of its identity) and the session keys sealed to it, after recording the destruction.
+    /// Packs stay until a prune but nobody can decrypt them. Operators only.
+    pub fn destroy_domain(&self, name: &str, local_dir: &Path) -> Result<super::DestructionRecord> {
+        let keys = self.domain_for_read(name).map_err(|e| match e {
+            Error::Backend(b) if b.kind == ErrorKind::NotFound => Error::Invalid(format!(
+                "there is no key domain '{name}' in this repository"
+            )),
+            other => other,
+        })?;
+        let Some(identity) = keys.identity.as_ref() else {
+            return Err(Error::Invalid(
+                "the domain identity could not be opened".into(),
+            ));
+        };
+        let base = self.domain_object(name);
+        let mut doomed: Vec<(String, u64)> = vec![
+            (format!("{base}.writer"), 0),
+            (format!("{base}.operator"), 0),
+        ];
+        for o in self.backend.list("sessions/")? {
+            let sealed = self.backend.get(&o.name)?;
+            if crypto::open_with(&[identity], &sealed, "session key", "").is_ok() {
+                doomed.push((o.name, o.size));
+            }
+        }
+        let snapshots: Vec<_> = self
+            .list_snapshots()?
+            .into_iter()
+            .filter(|s| s.head.domain == name)
+            .collect();
+        let sizes: std::collections::HashMap<String, u64> = self
+            .backend
+            .list("snapshots/")?
+            .into_iter()
+            .map(|o| (o.name, o.size))
+            .collect();
+        for s in &snapshots {
+            let object = format!("snapshots/{}", s.id);
+            let size = sizes.get(&object).copied().unwrap_or(0);
+            doomed.push((object, size));
+        }
+        let times: Vec<&String> = snapshots.iter().map(|s| &s.head.time).collect();
+        let record = super::DestructionRecord {
+            version: 1,
+            action: "destroy-domain".into(),
+            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            by: self.opened_by.clone(),
+            snapshots: snapshots
+                .iter()
+                .map(|s| super::DestroyedSnapshot {
+                    id: s.id.to_hex(),
+                    source: s.head.source.clone(),
+                    time: s.head.time.clone(),
+                    reason: format!("key domain '{name}' destroyed"),
+                })
+                .collect(),
+            data_from: times.iter().min().map(|t| t.to_string()),
+            data_to: times.iter().max().map(|t| t.to_string()),
+            objects_deleted: doomed.len() as u64,
+            bytes_deleted: doomed.iter().map(|(_, s)| s).sum(),
+            note: format!(
+                "Key domain '{name}' crypto-shredded: its identity and session keys were deleted, \
+                 so its blobs cannot be decrypted by anyone; the packs holding them are removed by \
+                 a later prune. Not covered: copies of the repository made before this (mirrors, \
+                 'custodian copy' targets) and copies the storage provider keeps (versioning, \
+                 replicas), which still hold the deleted key records."
+            ),
+        };
+        self.record_destruction(&record, local_dir)?;
+        for (object, _) in &doomed {
+            self.backend.delete(object)?;
+        }
+        Ok(record)
+    }
+
     /// Full keys of domain `name`, including its identity: operators only.
     pub fn domain_for_read(&self, name: &str) -> Result<DomainKeys> {
         let identities = self.require_operator("reading backed-up content")?;
