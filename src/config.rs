@@ -45,6 +45,8 @@ pub struct DaemonConfig {
     /// First wait before retrying a failed run; doubles up to `retry_max`.
     pub retry_initial: Duration,
     pub retry_max: Duration,
+    /// When sources' retention policies are applied (`forget`).
+    pub forget_schedule: Schedule,
 }
 
 /// What kind of record store a source is.
@@ -70,6 +72,8 @@ pub struct SourceConfig {
     pub debounce: Duration,
     pub max_delay: Duration,
     pub kind: SourceKind,
+    /// Retention; empty means keep everything.
+    pub retention: crate::retention::Policy,
 }
 
 /// A cron schedule with the text it came from.
@@ -182,6 +186,7 @@ struct RawDaemon {
     full_scan_interval: Option<Spanned<String>>,
     retry_initial: Option<Spanned<String>>,
     retry_max: Option<Spanned<String>>,
+    forget_schedule: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -207,7 +212,20 @@ struct RawSource {
     max_delay: Option<Spanned<String>>,
     #[serde(default)]
     kind: SourceKind,
+    keep_last: Option<u32>,
+    keep_hourly: Option<u32>,
+    keep_daily: Option<u32>,
+    keep_weekly: Option<u32>,
+    keep_monthly: Option<u32>,
+    keep_yearly: Option<u32>,
+    keep_within: Option<Spanned<String>>,
+    max_age: Option<Spanned<String>>,
+    min_age: Option<Spanned<String>>,
 }
+
+/// When the daemon applies retention by default: daily at 03:17 (off the hour, when backups
+/// scheduled on the hour are not starting).
+pub const DEFAULT_FORGET_SCHEDULE: &str = "17 3 * * *";
 
 /// Default state directory of the daemon (systemd's `StateDirectory=custodian`).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/custodian";
@@ -321,6 +339,12 @@ impl Config {
                 Duration::from_secs(30),
             )?,
             retry_max: at.duration(&d.retry_max, "daemon.retry-max", Duration::from_secs(3600))?,
+            forget_schedule: match &d.forget_schedule {
+                None => Schedule::parse(DEFAULT_FORGET_SCHEDULE)
+                    .map_err(|m| at.err(0, "daemon.forget-schedule", m))?,
+                Some(s) => Schedule::parse(s.get_ref())
+                    .map_err(|m| at.err(s.span().start, "daemon.forget-schedule", m))?,
+            },
         };
         let metrics = match &raw.metrics {
             None => None,
@@ -592,7 +616,41 @@ fn source(at: &Locator, i: usize, s: &RawSource) -> Result<SourceConfig, ConfigE
         debounce,
         max_delay,
         kind: s.kind,
+        retention: retention(at, s, &key)?,
     })
+}
+
+fn retention(
+    at: &Locator,
+    s: &RawSource,
+    key: &dyn Fn(&str) -> String,
+) -> Result<crate::retention::Policy, ConfigError> {
+    let optional =
+        |v: &Option<Spanned<String>>, k: &str| -> Result<Option<Duration>, ConfigError> {
+            match v {
+                None => Ok(None),
+                Some(_) => at.duration(v, &key(k), Duration::ZERO).map(Some),
+            }
+        };
+    let policy = crate::retention::Policy {
+        keep_last: s.keep_last,
+        keep_hourly: s.keep_hourly,
+        keep_daily: s.keep_daily,
+        keep_weekly: s.keep_weekly,
+        keep_monthly: s.keep_monthly,
+        keep_yearly: s.keep_yearly,
+        keep_within: optional(&s.keep_within, "keep-within")?,
+        max_age: optional(&s.max_age, "max-age")?,
+        min_age: optional(&s.min_age, "min-age")?,
+    };
+    policy.validate().map_err(|m| {
+        let span = s
+            .min_age
+            .as_ref()
+            .map_or(s.name.span().start, |m| m.span().start);
+        at.err(span, &key("min-age"), m)
+    })?;
+    Ok(policy)
 }
 
 /// The source path exists and is what its kind needs.

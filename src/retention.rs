@@ -168,6 +168,45 @@ pub fn decide(policy: &Policy, candidates: &[Candidate], now: SystemTime) -> Vec
         .collect()
 }
 
+/// Decide for one source's snapshots (with their holds): every decision, and the snapshots to
+/// forget as a destruction record will list them.
+pub fn plan(
+    snapshots: &[&crate::repository::SnapshotInfo],
+    holds: &std::collections::HashMap<crate::id::SnapshotId, crate::repository::Hold>,
+    policy: &Policy,
+    now: SystemTime,
+) -> (
+    Vec<Decision>,
+    Vec<(crate::id::SnapshotId, crate::repository::DestroyedSnapshot)>,
+) {
+    let candidates: Vec<Candidate> = snapshots
+        .iter()
+        .map(|s| Candidate {
+            id: s.id.to_hex(),
+            time: s.time,
+            hold: holds.get(&s.id).map(|h| h.reason.clone()),
+        })
+        .collect();
+    let decisions = decide(policy, &candidates, now);
+    let doomed = snapshots
+        .iter()
+        .zip(&decisions)
+        .filter(|(_, d)| !d.keep)
+        .map(|(s, d)| {
+            (
+                s.id,
+                crate::repository::DestroyedSnapshot {
+                    id: s.id.to_hex(),
+                    source: s.head.source.clone(),
+                    time: s.head.time.clone(),
+                    reason: d.reasons.join("; "),
+                },
+            )
+        })
+        .collect();
+    (decisions, doomed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,12 +26,17 @@ fn free_port() -> u16 {
 
 /// A config for world `w` with the given `[[source]]` blocks (and metrics on `port`).
 fn write_config(w: &World, port: u16, sources: &str) -> PathBuf {
+    write_config_with(w, port, "", sources)
+}
+
+/// The same with extra `[daemon]` lines.
+fn write_config_with(w: &World, port: u16, daemon: &str, sources: &str) -> PathBuf {
     let path = w.dir.path().join("custodian.toml");
     std::fs::write(
         &path,
         format!(
             "[repository]\nurl = {:?}\nwriter-key-file = {:?}\nstate-dir = {:?}\n\n\
-             [daemon]\nretry-initial = \"1s\"\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n{sources}",
+             [daemon]\nretry-initial = \"1s\"\n{daemon}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n{sources}",
             w.repo, w.writer, w.state
         ),
     )
@@ -638,4 +643,49 @@ fn scheduled_drills_run_and_export_their_margins() {
         std::fs::read_dir(&scratch).map_or(true, |mut d| d.next().is_none()),
         "restored data left behind"
     );
+}
+
+#[test]
+fn retention_runs_on_its_schedule_with_destruction_records() {
+    let w = World::new(&[]);
+    let src = w.dir.path().join("records");
+    custodian::sample::generate(&src, 50 << 10, 69).unwrap();
+    let port = free_port();
+    let config = write_config_with(
+        &w,
+        port,
+        "forget-schedule = \"*/2 * * * * *\"",
+        &format!(
+            "[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"* * * * * *\"\nkeep-last = 2\n"
+        ),
+    );
+    let d = Daemon::start(&config);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let forgotten = metric(
+            &scrape(port),
+            "custodian_source_forgotten_snapshots",
+            "customers",
+        );
+        if forgotten.is_some_and(|f| f >= 2.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (code, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        w.snapshots().len() <= 4,
+        "keep-last 2 plus what came since the last run"
+    );
+    let out = w
+        .writer_cmd(&["destruction-records", "--json"])
+        .output()
+        .unwrap();
+    let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!records.is_empty());
+    assert!(records.iter().all(|r| r["action"] == "forget"));
+    let out = w.writer_cmd(&["check"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
 }

@@ -3,8 +3,8 @@
 use super::common;
 use super::{KeyArgs, RepoArg};
 use anyhow::Result;
-use custodian::repository::{DestroyedSnapshot, SnapshotSelector};
-use custodian::retention::{decide, Candidate, Policy};
+use custodian::repository::SnapshotSelector;
+use custodian::retention::{plan, Policy};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
@@ -109,26 +109,10 @@ pub fn forget(args: ForgetArgs) -> Result<u8> {
     let mut report = Vec::new();
     let mut doomed = Vec::new();
     for (source, snaps) in &by_source {
-        let candidates: Vec<Candidate> = snaps
-            .iter()
-            .map(|s| Candidate {
-                id: s.id.to_hex(),
-                time: s.time,
-                hold: holds.get(&s.id).map(|h| h.reason.clone()),
-            })
-            .collect();
-        for (snap, d) in snaps.iter().zip(decide(&policy, &candidates, now)) {
-            if !d.keep {
-                doomed.push((
-                    snap.id,
-                    DestroyedSnapshot {
-                        id: snap.id.to_hex(),
-                        source: source.clone(),
-                        time: snap.head.time.clone(),
-                        reason: d.reasons.join("; "),
-                    },
-                ));
-            }
+        let refs: Vec<_> = snaps.iter().collect();
+        let (decisions, forget) = plan(&refs, &holds, &policy, now);
+        doomed.extend(forget);
+        for (snap, d) in snaps.iter().zip(decisions) {
             report.push(serde_json::json!({
                 "id": snap.id.to_hex(), "short_id": snap.id.short(), "source": source,
                 "time": snap.head.time, "keep": d.keep, "reasons": d.reasons,

@@ -49,6 +49,10 @@ pub fn publish(s: &SourceStatus, now: u64) {
         "custodian_source_suspicious",
         if s.suspicious { 1.0 } else { 0.0 },
     );
+    g("custodian_source_forgotten_snapshots", s.forgotten as f64);
+    if let Some(t) = s.last_forget {
+        g("custodian_source_last_forget_timestamp_seconds", t as f64);
+    }
     g(
         "custodian_source_consecutive_failures",
         f64::from(s.consecutive_failures),

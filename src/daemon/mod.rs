@@ -54,6 +54,8 @@ enum Msg {
         result: Box<Result<crate::drill::DrillReport>>,
         took: Duration,
     },
+    /// Snapshots forgotten per source, or why retention could not run.
+    ForgetDone(Box<Result<HashMap<String, u64>>>),
 }
 
 /// A runbook the daemon drills on its schedule.
@@ -118,6 +120,8 @@ pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
         operator,
         tx,
         stopping: false,
+        forget_next: None,
+        forget_running: false,
         watchdog: sd_notify::watchdog_enabled().map(|d| (d / 2, Instant::now())),
         last_status_line: String::new(),
         config,
@@ -125,6 +129,7 @@ pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
     let counts = daemon.snapshot_counts()?;
     daemon.install_sources(&persisted, &counts);
     daemon.install_drills(&persisted);
+    daemon.schedule_forget(SystemTime::now());
     status::serve(&state_dir, daemon.doc.clone())?;
     daemon.publish(SystemTime::now());
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -219,6 +224,9 @@ struct Daemon {
     tx: Sender<Msg>,
     doc: Arc<Mutex<StatusDoc>>,
     stopping: bool,
+    /// Next retention run, and whether one is running.
+    forget_next: Option<SystemTime>,
+    forget_running: bool,
     /// Ping interval (half of WatchdogSec) and the last ping.
     watchdog: Option<(Duration, Instant)>,
     last_status_line: String,
@@ -407,6 +415,71 @@ impl Daemon {
         self.save();
     }
 
+    fn schedule_forget(&mut self, now: SystemTime) {
+        let any_policy = self.sources.iter().any(|s| !s.cfg.retention.is_empty());
+        self.forget_next = any_policy
+            .then(|| {
+                self.config
+                    .daemon
+                    .forget_schedule
+                    .cron
+                    .after(&DateTime::<Local>::from(now))
+                    .next()
+                    .map(SystemTime::from)
+            })
+            .flatten();
+    }
+
+    /// Apply every source's retention policy on a thread (forgetting only deletes snapshot
+    /// heads, after writing a destruction record, so it is safe beside running backups).
+    fn dispatch_forget(&mut self, now: SystemTime) {
+        if self.forget_running || self.forget_next.is_none_or(|t| t > now) {
+            return;
+        }
+        self.schedule_forget(now);
+        self.forget_running = true;
+        let policies: Vec<(String, crate::retention::Policy)> = self
+            .sources
+            .iter()
+            .filter(|s| !s.cfg.retention.is_empty())
+            .map(|s| (s.cfg.name.clone(), s.cfg.retention.clone()))
+            .collect();
+        let (repo, tx) = (self.repo.clone(), self.tx.clone());
+        let local = self.config.repository.state_dir.join("destruction");
+        let spawned = std::thread::Builder::new()
+            .name("forget".into())
+            .spawn(move || {
+                let result = apply_retention(&repo, &policies, &local);
+                let _ = tx.send(Msg::ForgetDone(Box::new(result)));
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the retention thread");
+            self.forget_running = false;
+        }
+    }
+
+    fn on_forget_done(&mut self, result: Result<HashMap<String, u64>>) {
+        self.forget_running = false;
+        let now = unix(SystemTime::now());
+        match result {
+            Ok(counts) => {
+                for s in &mut self.sources {
+                    if let Some(n) = counts.get(&s.cfg.name) {
+                        s.status.forgotten += n;
+                        s.status.snapshots = s.status.snapshots.saturating_sub(*n);
+                        s.status.last_forget = Some(now);
+                    }
+                }
+                let total: u64 = counts.values().sum();
+                tracing::info!(forgotten = total, "retention applied");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "retention could not run; trying at the next scheduled time")
+            }
+        }
+        self.save();
+    }
+
     fn start_watcher(&self, source: &mut Source) {
         source.status.watcher = "off".into();
         if !source.cfg.watch {
@@ -433,12 +506,14 @@ impl Daemon {
             self.dispatch(now);
             if !self.stopping {
                 self.dispatch_drills(now);
+                self.dispatch_forget(now);
             }
             self.publish(now);
             // A running drill finishes (and removes its restore) before the daemon exits.
             if self.stopping
                 && self.sources.iter().all(|s| s.running.is_none())
                 && self.drills.iter().all(|d| !d.running)
+                && !self.forget_running
             {
                 return;
             }
@@ -456,6 +531,7 @@ impl Daemon {
                     result,
                     took,
                 }) => self.on_drill_done(&runbook, *result, took),
+                Ok(Msg::ForgetDone(result)) => self.on_forget_done(*result),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
@@ -473,7 +549,12 @@ impl Daemon {
                 wait = wait.min(t.duration_since(now).unwrap_or_default());
             }
         }
-        for t in self.drills.iter().filter_map(|d| d.next_run) {
+        for t in self
+            .drills
+            .iter()
+            .filter_map(|d| d.next_run)
+            .chain(self.forget_next)
+        {
             wait = wait.min(t.duration_since(now).unwrap_or_default());
         }
         wait.max(Duration::from_millis(5))
@@ -685,6 +766,7 @@ impl Daemon {
         self.config.metrics = keep_metrics;
         let doc = self.doc.lock().map(|d| d.clone()).unwrap_or_default();
         self.install_sources(&doc, &HashMap::new());
+        self.schedule_forget(SystemTime::now());
         if self.operator.is_some() {
             self.install_drills(&doc);
         } else if self.config.drills.is_some() {
@@ -756,6 +838,27 @@ impl Daemon {
             tracing::warn!(error = %e, "cannot save the daemon status");
         }
     }
+}
+
+/// Forget by each source's policy; returns how many snapshots each lost.
+fn apply_retention(
+    repo: &Repository,
+    policies: &[(String, crate::retention::Policy)],
+    local: &Path,
+) -> Result<HashMap<String, u64>> {
+    let holds = repo.holds()?;
+    let all = repo.list_snapshots()?;
+    let now = SystemTime::now();
+    let mut counts = HashMap::new();
+    for (source, policy) in policies {
+        let snaps: Vec<_> = all.iter().filter(|s| &s.head.source == source).collect();
+        let (_, doomed) = crate::retention::plan(&snaps, &holds, policy, now);
+        if !doomed.is_empty() {
+            repo.forget(&doomed, local)?;
+        }
+        counts.insert(source.clone(), doomed.len() as u64);
+    }
+    Ok(counts)
 }
 
 /// One drill: run it, keep the report locally (state dir, mode 0700) and in the repository.

@@ -32,6 +32,10 @@ pub struct SourceStatus {
     pub consecutive_failures: u32,
     /// The last snapshot was flagged as looking like ransomware.
     pub suspicious: bool,
+    /// Snapshots this daemon has forgotten by the source's retention policy, and when it last
+    /// applied it.
+    pub forgotten: u64,
+    pub last_forget: Option<u64>,
     pub next_run: Option<u64>,
     /// `off`, `healthy` or `failed` (a failed watcher falls back to full scans).
     pub watcher: String,
