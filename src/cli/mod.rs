@@ -98,7 +98,7 @@ enum Command {
     /// Emergency-plan runbooks.
     #[command(subcommand)]
     Runbook(drill::RunbookCommand),
-    /// Run the whole job on sample records: backup, change, backup, restore, verify, report.
+    /// Run the whole job on sample records: backup, change, backup, restore, verify, drill, report.
     Demo(demo::DemoArgs),
     /// Generate a deterministic sample record store (for benchmarks and trials).
     #[command(hide = true)]
