@@ -223,7 +223,7 @@ fn a_burst_of_changes_in_a_watched_store_makes_one_snapshot() {
         &w,
         free_port(),
         &format!(
-            "[[source]]\nname = \"customers\"\npath = {src:?}\nwatch = true\ndebounce = \"1s\"\nmax-delay = \"20s\"\n"
+            "[[source]]\nname = \"customers\"\npath = {src:?}\nwatch = true\ndebounce = \"2s\"\nmax-delay = \"30s\"\n"
         ),
     );
     let d = Daemon::start(&config);
@@ -311,7 +311,7 @@ fn sighup_with_a_broken_config_keeps_the_old_one_running() {
     d.signal(libc::SIGHUP);
     d.wait_for_log("still running the previous one", Duration::from_secs(10));
     let before = snapshot_count(&w, "customers");
-    std::thread::sleep(Duration::from_millis(2500));
+    std::thread::sleep(Duration::from_millis(3500));
     assert!(
         snapshot_count(&w, "customers") > before,
         "the old schedule keeps running"
