@@ -89,7 +89,7 @@ pub fn copy(
         probe::at_init(to.as_ref())?;
     }
     // Key records first, so whatever arrives is readable by the same operators.
-    let mut copier = Copier::new(from.backend.clone(), to.clone());
+    let copier = Copier::new(from.backend.clone(), to.clone());
     copier.mirror_folder("keys/")?;
     if dest_config.is_none() {
         copier.copy_objects(&[ObjectInfo {
@@ -318,12 +318,12 @@ impl Copier {
     }
 
     /// Copy whatever `folder` holds at the source and not at the destination.
-    fn mirror_folder(&mut self, folder: &str) -> Result<()> {
+    fn mirror_folder(&self, folder: &str) -> Result<()> {
         let objects = self.from.list(folder)?;
         self.copy_objects(&objects)
     }
 
-    fn copy_objects(&mut self, objects: &[ObjectInfo]) -> Result<()> {
+    fn copy_objects(&self, objects: &[ObjectInfo]) -> Result<()> {
         // One listing per top-level folder tells what the destination has.
         let mut present: BTreeSet<String> = BTreeSet::new();
         for folder in objects

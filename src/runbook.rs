@@ -183,32 +183,18 @@ pub struct Runbook {
     pub body: String,
 }
 
-fn located(
-    file: &Path,
-    text: &str,
-    offset: usize,
-    key: &str,
-    message: impl Into<String>,
-) -> ConfigError {
-    ConfigError {
-        file: file.display().to_string(),
-        line: text[..offset.min(text.len())].matches('\n').count() + 1,
-        key: key.to_string(),
-        message: message.into(),
-    }
-}
-
 impl Runbook {
     pub fn load(file: &Path) -> Result<Runbook, ConfigError> {
         let text = std::fs::read_to_string(file)
-            .map_err(|e| located(file, "", 0, "(file)", format!("cannot be read: {e}")))?;
+            .map_err(|e| ConfigError::at(file, "", 0, "(file)", format!("cannot be read: {e}")))?;
         Runbook::parse(file, &text)
     }
 
     /// Parse a runbook; the front matter's line numbers are counted from the file's start.
     pub fn parse(file: &Path, text: &str) -> Result<Runbook, ConfigError> {
-        let err =
-            |offset: usize, key: &str, message: String| located(file, text, offset, key, message);
+        let err = |offset: usize, key: &str, message: String| {
+            ConfigError::at(file, text, offset, key, message)
+        };
         let rest = text.strip_prefix("+++\n").ok_or_else(|| {
             err(
                 0,
@@ -315,7 +301,7 @@ impl Runbook {
 /// README, are skipped).
 pub fn load_dir(dir: &Path) -> Result<Vec<Runbook>, ConfigError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| located(dir, "", 0, "(directory)", format!("cannot be read: {e}")))?
+        .map_err(|e| ConfigError::at(dir, "", 0, "(directory)", format!("cannot be read: {e}")))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "md"))
         .collect();
@@ -323,7 +309,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Runbook>, ConfigError> {
     let mut out = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(&file)
-            .map_err(|e| located(&file, "", 0, "(file)", format!("cannot be read: {e}")))?;
+            .map_err(|e| ConfigError::at(&file, "", 0, "(file)", format!("cannot be read: {e}")))?;
         if text.starts_with("+++\n") {
             out.push(Runbook::parse(&file, &text)?);
         }

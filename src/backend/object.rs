@@ -132,26 +132,14 @@ impl ObjectStoreBackend {
 
     /// `s3://bucket[/prefix]`, configured from the standard AWS environment variables.
     pub fn s3(url: &str) -> Result<Self, BackendError> {
-        let settings = S3Settings::from_env().map_err(|message| BackendError {
-            kind: ErrorKind::Permanent,
-            operation: "opening",
-            object: String::new(),
-            location: url.to_string(),
-            message,
-        })?;
+        let settings = S3Settings::from_env().map_err(|message| opening_error(url, message))?;
         Self::s3_with(url, &settings)
     }
 
     /// `s3://bucket[/prefix]` with explicit settings; anything left unset falls back to the
     /// AWS environment variables and files, as the AWS tools do.
     pub fn s3_with(url: &str, settings: &S3Settings) -> Result<Self, BackendError> {
-        let bad = |message: String| BackendError {
-            kind: ErrorKind::Permanent,
-            operation: "opening",
-            object: String::new(),
-            location: url.to_string(),
-            message,
-        };
+        let bad = |message: String| opening_error(url, message);
         let rest = url
             .strip_prefix("s3://")
             .ok_or_else(|| bad("not an s3:// URL".into()))?;
@@ -277,6 +265,17 @@ impl ObjectStoreBackend {
             location: self.location.clone(),
             message,
         }
+    }
+}
+
+/// A store that cannot be opened as configured: retrying cannot help.
+fn opening_error(url: &str, message: String) -> BackendError {
+    BackendError {
+        kind: ErrorKind::Permanent,
+        operation: "opening",
+        object: String::new(),
+        location: url.to_string(),
+        message,
     }
 }
 

@@ -44,19 +44,21 @@ pub fn requests() -> RequestCounts {
     COUNTER.get().map(|c| c.counts()).unwrap_or_default()
 }
 
+/// The operator identity if given, else the writer credential.
+pub fn credential(keys: &KeyArgs, what: &str) -> Result<Credential> {
+    match (&keys.identity, &keys.writer_key) {
+        (Some(id), _) => Ok(Credential::Operator(id.clone())),
+        (None, Some(w)) => Ok(Credential::Writer(w.clone())),
+        (None, None) => Err(custodian::Error::NeedsKey {
+            what: what.to_string(),
+        }
+        .into()),
+    }
+}
+
 /// Open with the operator identity if given, else the writer credential.
 pub fn open(repo: &RepoArg, keys: &KeyArgs, what: &str) -> Result<Repository> {
-    let credential = match (&keys.identity, &keys.writer_key) {
-        (Some(id), _) => Credential::Operator(id.clone()),
-        (None, Some(w)) => Credential::Writer(w.clone()),
-        (None, None) => {
-            return Err(custodian::Error::NeedsKey {
-                what: what.to_string(),
-            }
-            .into())
-        }
-    };
-    Ok(Repository::open(backend(repo)?, &credential)?)
+    Ok(Repository::open(backend(repo)?, &credential(keys, what)?)?)
 }
 
 /// Open for reading content: an operator identity is required.

@@ -5,7 +5,7 @@ use super::KeyArgs;
 use anyhow::Result;
 use custodian::backend::Counting;
 use custodian::copy::{copy, CopyOptions};
-use custodian::repository::{Credential, Repository};
+use custodian::repository::Repository;
 use std::sync::Arc;
 
 #[derive(clap::Args)]
@@ -30,16 +30,7 @@ pub struct CopyArgs {
 }
 
 pub fn run(args: CopyArgs) -> Result<u8> {
-    let credential = match (&args.keys.identity, &args.keys.writer_key) {
-        (Some(id), _) => Credential::Operator(id.clone()),
-        (None, Some(w)) => Credential::Writer(w.clone()),
-        (None, None) => {
-            return Err(custodian::Error::NeedsKey {
-                what: "copy".into(),
-            }
-            .into())
-        }
-    };
+    let credential = common::credential(&args.keys, "copy")?;
     let from_backend = Arc::new(Counting::new(custodian::backend::open(&args.from)?));
     let to_backend = Arc::new(Counting::new(custodian::backend::open(&args.to)?));
     let from = Repository::open(from_backend.clone(), &credential)?;

@@ -96,7 +96,6 @@ fn run_drills(args: &DrillArgs) -> Result<u8> {
         .report_dir
         .clone()
         .unwrap_or_else(|| common::state_dir().join("drills"));
-    custodian::archiver::private_dir(&report_dir)?;
     let mut reports = Vec::new();
     for rb in &books {
         let opts = DrillOptions {
@@ -105,16 +104,7 @@ fn run_drills(args: &DrillArgs) -> Result<u8> {
         };
         let report = drill(&repo, rb, &opts)?;
         let stored = repo.store_drill_report(&report)?;
-        let stem = report_dir.join(format!(
-            "{}-{}",
-            report.time.replace(':', ""),
-            report.runbook
-        ));
-        std::fs::write(
-            stem.with_extension("json"),
-            serde_json::to_vec_pretty(&report)?,
-        )?;
-        std::fs::write(stem.with_extension("txt"), report.render())?;
+        let stem = report.save_local(&report_dir)?;
         if !args.json {
             print!("{}", report.render());
             println!(

@@ -87,10 +87,14 @@ pub fn drill(repo: &Repository, rb: &Runbook, opts: &DrillOptions) -> Result<Dri
             report.rpo.newest_age_seconds, report.rpo.worst_gap_seconds, report.rpo.target_seconds
         ));
     }
-    for c in &report.checks.clone() {
-        if !c.passed {
-            report.fail(format!("check {} failed: {}", c.name, c.evidence));
-        }
+    let failed: Vec<String> = report
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| format!("check {} failed: {}", c.name, c.evidence))
+        .collect();
+    for reason in failed {
+        report.fail(reason);
     }
     Ok(report)
 }

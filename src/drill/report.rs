@@ -117,6 +117,19 @@ impl DrillReport {
         self.reasons.push(reason);
     }
 
+    /// Write the report as `<time>-<runbook>.json` and `.txt` into `dir` (made mode 0700: the
+    /// evidence can name customer files). Returns the path without extension.
+    pub fn save_local(&self, dir: &std::path::Path) -> Result<std::path::PathBuf> {
+        crate::archiver::private_dir(dir)?;
+        let stem = dir.join(format!("{}-{}", self.time.replace(':', ""), self.runbook));
+        let json = serde_json::to_vec_pretty(self).unwrap_or_default();
+        for (ext, bytes) in [("json", json), ("txt", self.render().into_bytes())] {
+            let file = stem.with_extension(ext);
+            std::fs::write(&file, bytes).map_err(|e| Error::io(&file, e))?;
+        }
+        Ok(stem)
+    }
+
     /// The page a person reads.
     pub fn render(&self) -> String {
         let mut out = String::new();

@@ -345,24 +345,11 @@ impl Repository {
             .into_iter()
             .filter(|s| s.head.domain == name)
             .collect();
-        let sizes: std::collections::HashMap<String, u64> = self
-            .backend
-            .list("snapshots/")?
-            .into_iter()
-            .map(|o| (o.name, o.size))
-            .collect();
-        for s in &snapshots {
-            let object = format!("snapshots/{}", s.id);
-            let size = sizes.get(&object).copied().unwrap_or(0);
-            doomed.push((object, size));
-        }
-        let times: Vec<&String> = snapshots.iter().map(|s| &s.head.time).collect();
-        let record = super::DestructionRecord {
-            version: 1,
-            action: "destroy-domain".into(),
-            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            by: self.opened_by.clone(),
-            snapshots: snapshots
+        let ids: Vec<_> = snapshots.iter().map(|s| s.id).collect();
+        doomed.extend(self.snapshot_objects(&ids)?);
+        self.destroy(
+            "destroy-domain",
+            snapshots
                 .iter()
                 .map(|s| super::DestroyedSnapshot {
                     id: s.id.to_hex(),
@@ -371,23 +358,16 @@ impl Repository {
                     reason: format!("key domain '{name}' destroyed"),
                 })
                 .collect(),
-            data_from: times.iter().min().map(|t| t.to_string()),
-            data_to: times.iter().max().map(|t| t.to_string()),
-            objects_deleted: doomed.len() as u64,
-            bytes_deleted: doomed.iter().map(|(_, s)| s).sum(),
-            note: format!(
+            doomed,
+            format!(
                 "Key domain '{name}' crypto-shredded: its identity and session keys were deleted, \
                  so its blobs cannot be decrypted by anyone; the packs holding them are removed by \
                  a later prune. Not covered: copies of the repository made before this (mirrors, \
                  'custodian copy' targets) and copies the storage provider keeps (versioning, \
                  replicas), which still hold the deleted key records."
             ),
-        };
-        self.record_destruction(&record, local_dir)?;
-        for (object, _) in &doomed {
-            self.backend.delete(object)?;
-        }
-        Ok(record)
+            local_dir,
+        )
     }
 
     /// Full keys of domain `name`, including its identity: operators only.

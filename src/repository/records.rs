@@ -150,35 +150,65 @@ impl Repository {
                 holds[id].reason
             )));
         }
+        let ids: Vec<SnapshotId> = doomed.iter().map(|(id, _)| *id).collect();
+        let objects = self.snapshot_objects(&ids)?;
+        self.destroy(
+            "forget",
+            doomed.iter().map(|(_, d)| d.clone()).collect(),
+            objects,
+            "Snapshot heads deleted. Their data stays in packs, unreadable through these \
+             snapshots, until a prune removes what no snapshot references. Copies the storage \
+             provider keeps (versioning, backups, replicas) are outside what custodian can \
+             destroy or attest."
+                .into(),
+            local_dir,
+        )
+    }
+
+    /// The `snapshots/` objects of `ids`, with their sizes (for destruction records).
+    pub(crate) fn snapshot_objects(&self, ids: &[SnapshotId]) -> Result<Vec<(String, u64)>> {
         let sizes: HashMap<String, u64> = self
             .backend
             .list("snapshots/")?
             .into_iter()
             .map(|o| (o.name, o.size))
             .collect();
-        let names: Vec<String> = doomed
+        Ok(ids
             .iter()
-            .map(|(id, _)| format!("snapshots/{id}"))
-            .collect();
-        let times: Vec<&String> = doomed.iter().map(|(_, d)| &d.time).collect();
+            .map(|id| {
+                let name = format!("snapshots/{id}");
+                let size = sizes.get(&name).copied().unwrap_or(0);
+                (name, size)
+            })
+            .collect())
+    }
+
+    /// Every destruction: write its record (what, data span, objects and bytes, when, by whom),
+    /// then delete `objects`.
+    pub(crate) fn destroy(
+        &self,
+        action: &str,
+        snapshots: Vec<DestroyedSnapshot>,
+        objects: Vec<(String, u64)>,
+        note: String,
+        local_dir: &Path,
+    ) -> Result<DestructionRecord> {
+        let data_from = snapshots.iter().map(|s| &s.time).min().cloned();
+        let data_to = snapshots.iter().map(|s| &s.time).max().cloned();
         let record = DestructionRecord {
             version: RECORD_VERSION,
-            action: "forget".into(),
+            action: action.into(),
             time: now_text(),
             by: self.opened_by.clone(),
-            snapshots: doomed.iter().map(|(_, d)| d.clone()).collect(),
-            data_from: times.iter().min().map(|t| t.to_string()),
-            data_to: times.iter().max().map(|t| t.to_string()),
-            objects_deleted: names.len() as u64,
-            bytes_deleted: names.iter().filter_map(|n| sizes.get(n)).sum(),
-            note: "Snapshot heads deleted. Their data stays in packs, unreadable through these \
-                   snapshots, until a prune removes what no snapshot references. Copies the storage \
-                   provider keeps (versioning, backups, replicas) are outside what custodian can \
-                   destroy or attest."
-                .into(),
+            snapshots,
+            data_from,
+            data_to,
+            objects_deleted: objects.len() as u64,
+            bytes_deleted: objects.iter().map(|(_, size)| size).sum(),
+            note,
         };
         self.record_destruction(&record, local_dir)?;
-        for name in &names {
+        for (name, _) in &objects {
             self.backend.delete(name)?;
         }
         Ok(record)

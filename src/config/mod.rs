@@ -3,11 +3,17 @@
 //! addresses, duplicate source names and missing paths are errors that name the file, the line
 //! and the key, before anything runs. Secrets are given by file reference only.
 
+mod schedule;
+mod source;
+
+pub use schedule::Schedule;
+pub use source::{SourceConfig, SourceKind};
+
 use crate::backend::S3Settings;
 use serde::Deserialize;
+use source::{source, RawSource};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 use toml::Spanned;
 use zeroize::Zeroizing;
@@ -47,64 +53,6 @@ pub struct DaemonConfig {
     pub retry_max: Duration,
     /// When sources' retention policies are applied (`forget`).
     pub forget_schedule: Schedule,
-}
-
-/// What kind of record store a source is.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SourceKind {
-    #[default]
-    Directory,
-    /// One SQLite database file, captured with SQLite's online backup API.
-    Sqlite,
-}
-
-/// One record store.
-#[derive(Clone, Debug)]
-pub struct SourceConfig {
-    pub name: String,
-    pub path: PathBuf,
-    pub exclude: Vec<String>,
-    pub one_file_system: bool,
-    pub domain: Option<String>,
-    pub schedule: Option<Schedule>,
-    pub watch: bool,
-    pub debounce: Duration,
-    pub max_delay: Duration,
-    pub kind: SourceKind,
-    /// Retention; empty means keep everything.
-    pub retention: crate::retention::Policy,
-}
-
-/// A cron schedule with the text it came from.
-#[derive(Clone, Debug)]
-pub struct Schedule {
-    pub text: String,
-    pub cron: cron::Schedule,
-}
-
-impl Schedule {
-    /// Standard 5-field expressions (minute hour day month weekday) and 6/7-field ones that
-    /// start with seconds (as the `cron` crate reads them).
-    pub fn parse(text: &str) -> Result<Schedule, String> {
-        let fields = text.split_whitespace().count();
-        let full = match fields {
-            5 => format!("0 {text}"),
-            6 | 7 => text.to_string(),
-            n => {
-                return Err(format!(
-                    "'{text}' has {n} fields; write a standard 5-field cron expression such as \
-                     \"0 * * * *\" (minute hour day-of-month month day-of-week)"
-                ))
-            }
-        };
-        let cron = cron::Schedule::from_str(&full)
-            .map_err(|e| format!("'{text}' is not a valid cron expression: {e}"))?;
-        Ok(Schedule {
-            text: text.to_string(),
-            cron,
-        })
-    }
 }
 
 /// Restore drills the daemon runs on the runbooks' schedules. They need an operator identity
@@ -195,34 +143,6 @@ struct RawMetrics {
     listen: Spanned<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawSource {
-    name: Spanned<String>,
-    path: Spanned<PathBuf>,
-    #[serde(default)]
-    exclude: Vec<String>,
-    #[serde(default)]
-    one_file_system: bool,
-    domain: Option<String>,
-    schedule: Option<Spanned<String>>,
-    #[serde(default)]
-    watch: bool,
-    debounce: Option<Spanned<String>>,
-    max_delay: Option<Spanned<String>>,
-    #[serde(default)]
-    kind: SourceKind,
-    keep_last: Option<u32>,
-    keep_hourly: Option<u32>,
-    keep_daily: Option<u32>,
-    keep_weekly: Option<u32>,
-    keep_monthly: Option<u32>,
-    keep_yearly: Option<u32>,
-    keep_within: Option<Spanned<String>>,
-    max_age: Option<Spanned<String>>,
-    min_age: Option<Spanned<String>>,
-}
-
 /// When the daemon applies retention by default: daily at 03:17 (off the hour, when backups
 /// scheduled on the hour are not starting).
 pub const DEFAULT_FORGET_SCHEDULE: &str = "17 3 * * *";
@@ -238,22 +158,27 @@ struct Locator<'a> {
     check_files: bool,
 }
 
-impl Locator<'_> {
-    fn line(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())]
-            .bytes()
-            .filter(|&b| b == b'\n')
-            .count()
-            + 1
-    }
-
-    fn err(&self, offset: usize, key: &str, message: impl Into<String>) -> ConfigError {
+impl ConfigError {
+    /// An error at byte `offset` of `text` (the contents of `file`), by line number.
+    pub(crate) fn at(
+        file: &Path,
+        text: &str,
+        offset: usize,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError {
-            file: self.file.display().to_string(),
-            line: self.line(offset),
+            file: file.display().to_string(),
+            line: text[..offset.min(text.len())].matches('\n').count() + 1,
             key: key.to_string(),
             message: message.into(),
         }
+    }
+}
+
+impl Locator<'_> {
+    fn err(&self, offset: usize, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::at(self.file, self.text, offset, key, message)
     }
 
     fn duration(
@@ -556,137 +481,6 @@ fn resolve_key_file(config_file: &Path, key: &Path) -> PathBuf {
         Some(dir) => Path::new(&dir).join(key),
         None => config_file.parent().unwrap_or(Path::new(".")).join(key),
     }
-}
-
-fn source(at: &Locator, i: usize, s: &RawSource) -> Result<SourceConfig, ConfigError> {
-    let key = |k: &str| format!("source[{i}].{k}");
-    let name = s.name.get_ref().trim().to_string();
-    if name.is_empty() || name.contains('/') {
-        return Err(at.err(
-            s.name.span().start,
-            &key("name"),
-            "must be a non-empty name without '/'",
-        ));
-    }
-    let path = s.path.get_ref().clone();
-    if at.check_files {
-        check_source_path(at, s, &key("path"))?;
-    }
-    crate::source::walk::Excludes::new(&s.exclude)
-        .map_err(|e| at.err(s.name.span().start, &key("exclude"), e.to_string()))?;
-    let schedule = match &s.schedule {
-        None => None,
-        Some(text) => Some(
-            Schedule::parse(text.get_ref())
-                .map_err(|m| at.err(text.span().start, &key("schedule"), m))?,
-        ),
-    };
-    if schedule.is_none() && !s.watch {
-        return Err(at.err(
-            s.name.span().start,
-            &key("schedule"),
-            "the source has neither a schedule nor watch = true, so it would never be backed up",
-        ));
-    }
-    let debounce = at.duration(&s.debounce, &key("debounce"), Duration::from_secs(30))?;
-    let max_delay = at.duration(&s.max_delay, &key("max-delay"), Duration::from_secs(300))?;
-    if max_delay < debounce {
-        let span = s
-            .max_delay
-            .as_ref()
-            .map_or(s.name.span().start, |m| m.span().start);
-        return Err(at.err(
-            span,
-            &key("max-delay"),
-            format!(
-                "{} is shorter than debounce ({})",
-                humantime::format_duration(max_delay),
-                humantime::format_duration(debounce)
-            ),
-        ));
-    }
-    Ok(SourceConfig {
-        name,
-        path,
-        exclude: s.exclude.clone(),
-        one_file_system: s.one_file_system,
-        domain: s.domain.clone(),
-        schedule,
-        watch: s.watch,
-        debounce,
-        max_delay,
-        kind: s.kind,
-        retention: retention(at, s, &key)?,
-    })
-}
-
-fn retention(
-    at: &Locator,
-    s: &RawSource,
-    key: &dyn Fn(&str) -> String,
-) -> Result<crate::retention::Policy, ConfigError> {
-    let optional =
-        |v: &Option<Spanned<String>>, k: &str| -> Result<Option<Duration>, ConfigError> {
-            match v {
-                None => Ok(None),
-                Some(_) => at.duration(v, &key(k), Duration::ZERO).map(Some),
-            }
-        };
-    let policy = crate::retention::Policy {
-        keep_last: s.keep_last,
-        keep_hourly: s.keep_hourly,
-        keep_daily: s.keep_daily,
-        keep_weekly: s.keep_weekly,
-        keep_monthly: s.keep_monthly,
-        keep_yearly: s.keep_yearly,
-        keep_within: optional(&s.keep_within, "keep-within")?,
-        max_age: optional(&s.max_age, "max-age")?,
-        min_age: optional(&s.min_age, "min-age")?,
-    };
-    policy.validate().map_err(|m| {
-        let span = s
-            .min_age
-            .as_ref()
-            .map_or(s.name.span().start, |m| m.span().start);
-        at.err(span, &key("min-age"), m)
-    })?;
-    Ok(policy)
-}
-
-/// The source path exists and is what its kind needs.
-fn check_source_path(at: &Locator, s: &RawSource, key: &str) -> Result<(), ConfigError> {
-    let path = s.path.get_ref();
-    let meta = std::fs::metadata(path).map_err(|e| {
-        at.err(
-            s.path.span().start,
-            key,
-            format!("{} cannot be read: {e}", path.display()),
-        )
-    })?;
-    match s.kind {
-        SourceKind::Directory if !meta.is_dir() => {
-            return Err(at.err(
-                s.path.span().start,
-                key,
-                format!(
-                    "{} is not a directory (for one SQLite file, set kind = \"sqlite\")",
-                    path.display()
-                ),
-            ))
-        }
-        SourceKind::Sqlite if !meta.is_file() => {
-            return Err(at.err(
-                s.path.span().start,
-                key,
-                format!(
-                    "{} is not a file; a sqlite source names the database file",
-                    path.display()
-                ),
-            ))
-        }
-        _ => {}
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,92 @@
+//! Retention on the daemon's `forget-schedule`: each source's policy applied on a thread, with
+//! a destruction record before anything is deleted.
+
+use super::state::unix;
+use super::{Daemon, Msg};
+use crate::error::Result;
+use crate::repository::Repository;
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::SystemTime;
+
+impl Daemon {
+    pub(super) fn schedule_forget(&mut self, now: SystemTime) {
+        let any_policy = self.sources.iter().any(|s| !s.cfg.retention.is_empty());
+        self.forget_next = if any_policy {
+            self.config.daemon.forget_schedule.next_after(now)
+        } else {
+            None
+        };
+    }
+
+    /// Apply every source's retention policy on a thread (forgetting only deletes snapshot
+    /// heads, after writing a destruction record, so it is safe beside running backups).
+    pub(super) fn dispatch_forget(&mut self, now: SystemTime) {
+        if self.forget_running || self.forget_next.is_none_or(|t| t > now) {
+            return;
+        }
+        self.schedule_forget(now);
+        self.forget_running = true;
+        let policies: Vec<(String, crate::retention::Policy)> = self
+            .sources
+            .iter()
+            .filter(|s| !s.cfg.retention.is_empty())
+            .map(|s| (s.cfg.name.clone(), s.cfg.retention.clone()))
+            .collect();
+        let (repo, tx) = (self.repo.clone(), self.tx.clone());
+        let local = self.config.repository.state_dir.join("destruction");
+        let spawned = std::thread::Builder::new()
+            .name("forget".into())
+            .spawn(move || {
+                let result = apply_retention(&repo, &policies, &local);
+                let _ = tx.send(Msg::ForgetDone(Box::new(result)));
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the retention thread");
+            self.forget_running = false;
+        }
+    }
+
+    pub(super) fn on_forget_done(&mut self, result: Result<HashMap<String, u64>>) {
+        self.forget_running = false;
+        let now = unix(SystemTime::now());
+        match result {
+            Ok(counts) => {
+                for s in &mut self.sources {
+                    if let Some(n) = counts.get(&s.cfg.name) {
+                        s.status.forgotten += n;
+                        s.status.snapshots = s.status.snapshots.saturating_sub(*n);
+                        s.status.last_forget = Some(now);
+                    }
+                }
+                let total: u64 = counts.values().sum();
+                tracing::info!(forgotten = total, "retention applied");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "retention could not run; trying at the next scheduled time")
+            }
+        }
+        self.save();
+    }
+}
+
+/// Forget by each source's policy; returns how many snapshots each lost.
+fn apply_retention(
+    repo: &Repository,
+    policies: &[(String, crate::retention::Policy)],
+    local: &Path,
+) -> Result<HashMap<String, u64>> {
+    let holds = repo.holds()?;
+    let all = repo.list_snapshots()?;
+    let now = SystemTime::now();
+    let mut counts = HashMap::new();
+    for (source, policy) in policies {
+        let snaps: Vec<_> = all.iter().filter(|s| &s.head.source == source).collect();
+        let (_, doomed) = crate::retention::plan(&snaps, &holds, policy, now);
+        if !doomed.is_empty() {
+            repo.forget(&doomed, local)?;
+        }
+        counts.insert(source.clone(), doomed.len() as u64);
+    }
+    Ok(counts)
+}

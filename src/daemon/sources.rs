@@ -1,0 +1,323 @@
+//! The daemon's sources: when each is due (cron, watcher debounce, retries, missed runs), one
+//! backup thread per run, and what a finished run changes in the source's status.
+
+use super::state::{unix, SourceStatus, StatusDoc};
+use super::watch::WatchEvent;
+use super::{metrics, watch, Daemon, Msg};
+use crate::archiver::{backup, BackupOptions, BackupOutcome, Progress};
+use crate::config::{SourceConfig, SourceKind};
+use crate::error::{Error, Result};
+use crate::repository::Repository;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// One source as the loop tracks it.
+pub(super) struct Source {
+    pub(super) cfg: SourceConfig,
+    pub(super) next_run: Option<SystemTime>,
+    pub(super) retry_at: Option<SystemTime>,
+    /// A missed run or a watcher fallback asks for a run as soon as possible.
+    pub(super) due_now: bool,
+    /// First and last change since the last run started (watched sources).
+    pub(super) dirty_since: Option<Instant>,
+    pub(super) last_event: Option<Instant>,
+    /// The cancel flag of the run in progress.
+    pub(super) running: Option<Arc<AtomicBool>>,
+    pub(super) watcher: Option<notify::RecommendedWatcher>,
+    pub(super) status: SourceStatus,
+}
+
+/// The next time `cfg`'s schedule fires after `after`, plus up to `jitter`.
+fn next_fire(cfg: &SourceConfig, after: SystemTime, jitter: Duration) -> Option<SystemTime> {
+    let next = cfg.schedule.as_ref()?.next_after(after)?;
+    let spread = if jitter.is_zero() {
+        Duration::ZERO
+    } else {
+        jitter.mul_f64(rand::random::<f64>())
+    };
+    Some(next + spread)
+}
+
+impl Daemon {
+    /// (Re)build the sources from the config, keeping what is known about same-named ones.
+    pub(super) fn install_sources(&mut self, previous: &StatusDoc, counts: &HashMap<String, u64>) {
+        let now = SystemTime::now();
+        let mut old: HashMap<String, Source> = std::mem::take(&mut self.sources)
+            .into_iter()
+            .map(|s| (s.cfg.name.clone(), s))
+            .collect();
+        for cfg in self.config.sources.clone() {
+            let mut source = match old.remove(&cfg.name) {
+                Some(mut s) => {
+                    s.cfg = cfg;
+                    s.watcher = None;
+                    s
+                }
+                None => {
+                    let status = previous
+                        .sources
+                        .iter()
+                        .find(|s| s.name == cfg.name)
+                        .cloned()
+                        .unwrap_or_else(|| SourceStatus {
+                            name: cfg.name.clone(),
+                            last_result: "never".into(),
+                            ..Default::default()
+                        });
+                    Source {
+                        cfg,
+                        next_run: None,
+                        retry_at: None,
+                        due_now: false,
+                        dirty_since: None,
+                        last_event: None,
+                        running: None,
+                        watcher: None,
+                        status,
+                    }
+                }
+            };
+            source.status.snapshots = counts
+                .get(&source.cfg.name)
+                .copied()
+                .unwrap_or(source.status.snapshots);
+            source.next_run = next_fire(&source.cfg, now, self.config.daemon.jitter);
+            // A run the schedule wanted while the daemon was down runs once now.
+            if let Some(last) = source.status.last_attempt {
+                let last = SystemTime::UNIX_EPOCH + Duration::from_secs(last);
+                if source.running.is_none()
+                    && next_fire(&source.cfg, last, Duration::ZERO).is_some_and(|t| t <= now)
+                {
+                    tracing::info!(source = %source.cfg.name, "a scheduled run was missed while the daemon was down; running it now");
+                    source.due_now = true;
+                }
+            }
+            self.start_watcher(&mut source);
+            self.sources.push(source);
+        }
+        for (name, s) in old {
+            if s.running.is_some() {
+                tracing::info!(source = %name, "source removed from the config; its running backup finishes first");
+            }
+        }
+    }
+
+    pub(super) fn start_watcher(&self, source: &mut Source) {
+        source.status.watcher = "off".into();
+        if !source.cfg.watch {
+            return;
+        }
+        let (tx, name) = (self.tx.clone(), source.cfg.name.clone());
+        match watch::start(&source.cfg, move |e| {
+            let _ = tx.send(Msg::Watch(name.clone(), e));
+        }) {
+            Ok(w) => {
+                source.watcher = Some(w);
+                source.status.watcher = "healthy".into();
+            }
+            Err(e) => {
+                tracing::warn!(source = %source.cfg.name, error = %e, "cannot watch the source; falling back to its schedule and daily full scans");
+                source.status.watcher = "failed".into();
+            }
+        }
+    }
+
+    pub(super) fn is_due(&self, s: &Source, now: SystemTime) -> bool {
+        let at = Instant::now();
+        let scheduled = s.next_run.is_some_and(|t| t <= now);
+        let retry = s.retry_at.is_some_and(|t| t <= now);
+        let settled = match (s.dirty_since, s.last_event) {
+            (Some(first), Some(last)) => {
+                at.duration_since(last) >= s.cfg.debounce
+                    || at.duration_since(first) >= s.cfg.max_delay
+            }
+            _ => false,
+        };
+        // The safety net for watched sources without a schedule.
+        let full_scan = s.cfg.watch
+            && s.cfg.schedule.is_none()
+            && s.status.last_success.is_some_and(|t| {
+                unix(now).saturating_sub(t) >= self.config.daemon.full_scan_interval.as_secs()
+            });
+        scheduled || retry || settled || s.due_now || full_scan
+    }
+
+    pub(super) fn dispatch(&mut self, now: SystemTime) {
+        if self.stopping {
+            return;
+        }
+        let mut running = self.sources.iter().filter(|s| s.running.is_some()).count();
+        for i in 0..self.sources.len() {
+            if !self.is_due(&self.sources[i], now) {
+                continue;
+            }
+            let jitter = self.config.daemon.jitter;
+            let s = &mut self.sources[i];
+            if s.next_run.is_some_and(|t| t <= now) {
+                s.next_run = next_fire(&s.cfg, now, jitter);
+            }
+            // Never two backups of one source; the global limit queues the rest.
+            if s.running.is_some() || running >= self.config.daemon.max_concurrent {
+                continue;
+            }
+            s.due_now = false;
+            s.retry_at = None;
+            s.dirty_since = None;
+            s.last_event = None;
+            running += 1;
+            self.start_run(i);
+        }
+    }
+
+    pub(super) fn start_run(&mut self, i: usize) {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let s = &mut self.sources[i];
+        s.running = Some(cancel.clone());
+        s.status.last_attempt = Some(unix(SystemTime::now()));
+        let (cfg, repo, tx) = (s.cfg.clone(), self.repo.clone(), self.tx.clone());
+        let (state_dir, connections, anomaly) = (
+            self.config.repository.state_dir.clone(),
+            self.config.repository.connections,
+            self.config.anomaly,
+        );
+        tracing::info!(source = %cfg.name, "backup started");
+        let spawned = std::thread::Builder::new()
+            .name(format!("backup-{}", cfg.name))
+            .spawn(move || {
+                let started = Instant::now();
+                let result = run_backup(repo, &cfg, &state_dir, (connections, anomaly), cancel);
+                let _ = tx.send(Msg::Done {
+                    source: cfg.name.clone(),
+                    result: Box::new(result),
+                    took: started.elapsed(),
+                });
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a backup thread");
+            self.sources[i].running = None;
+        }
+    }
+
+    pub(super) fn on_watch(&mut self, name: &str, event: WatchEvent) {
+        let Some(s) = self.sources.iter_mut().find(|s| s.cfg.name == name) else {
+            return;
+        };
+        let now = Instant::now();
+        match event {
+            WatchEvent::Changed => {
+                s.dirty_since.get_or_insert(now);
+                s.last_event = Some(now);
+            }
+            WatchEvent::Lost(reason) => {
+                tracing::warn!(source = %name, %reason, "file watcher lost events; running a full scan");
+                s.status.watcher = "failed".into();
+                s.due_now = true;
+            }
+        }
+    }
+
+    pub(super) fn on_done(&mut self, name: &str, result: Result<BackupOutcome>, took: Duration) {
+        let Some(s) = self.sources.iter_mut().find(|s| s.cfg.name == name) else {
+            return;
+        };
+        s.running = None;
+        let now = SystemTime::now();
+        s.status.last_duration_ms = took.as_millis() as u64;
+        let result_name = match result {
+            Ok(outcome) => {
+                let stats = &outcome.head.stats;
+                s.status.last_success = Some(unix(now));
+                s.status.last_result = "ok".into();
+                s.status.last_error = None;
+                s.status.last_snapshot = Some(outcome.id.to_hex());
+                s.status.files = stats.files;
+                s.status.bytes = stats.bytes;
+                s.status.bytes_read = stats.bytes_read;
+                s.status.bytes_added = stats.bytes_added;
+                s.status.snapshots += 1;
+                s.status.suspicious = outcome.head.changes.as_ref().is_some_and(|c| c.suspicious);
+                s.status.consecutive_failures = 0;
+                if s.cfg.watch && s.watcher.is_some() {
+                    s.status.watcher = "healthy".into();
+                }
+                tracing::info!(
+                    source = %name,
+                    snapshot = %outcome.id.short(),
+                    files = stats.files,
+                    files_read = stats.files_read,
+                    bytes_added = stats.bytes_added,
+                    seconds = took.as_secs_f64(),
+                    "backup committed"
+                );
+                if !outcome.skipped.is_empty() {
+                    tracing::warn!(source = %name, skipped = outcome.skipped.len(), "some entries could not be read and were skipped (names with RUST_LOG=debug or 'custodian ls')");
+                    for skip in &outcome.skipped {
+                        tracing::debug!(source = %name, path = %skip.path.display(), error = %skip.error, "skipped");
+                    }
+                }
+                "ok"
+            }
+            Err(Error::Cancelled) => {
+                s.status.last_result = "cancelled".into();
+                tracing::info!(source = %name, "backup stopped at a safe point for shutdown; nothing partial was committed");
+                "cancelled"
+            }
+            Err(e) => {
+                s.status.last_result = "failed".into();
+                s.status.last_error = Some(e.to_string());
+                s.status.consecutive_failures += 1;
+                let d = &self.config.daemon;
+                let backoff = d
+                    .retry_initial
+                    .saturating_mul(1 << (s.status.consecutive_failures - 1).min(16))
+                    .min(d.retry_max);
+                s.retry_at = Some(now + backoff);
+                tracing::error!(source = %name, error = %e, failures = s.status.consecutive_failures, retry_in = %humantime::format_duration(backoff), "backup failed; retrying later");
+                "failed"
+            }
+        };
+        metrics::count_run(name, result_name);
+        self.save();
+    }
+}
+
+/// One backup of one source (a SQLite source is first copied consistently into the state dir).
+pub(super) fn run_backup(
+    repo: Arc<Repository>,
+    cfg: &SourceConfig,
+    state_dir: &Path,
+    (connections, anomaly): (Option<usize>, crate::archiver::changes::AnomalyThresholds),
+    cancel: Arc<AtomicBool>,
+) -> Result<BackupOutcome> {
+    let staging = state_dir.join("staging").join(&cfg.name);
+    let (path, display_path) = match cfg.kind {
+        SourceKind::Directory => (cfg.path.clone(), None),
+        SourceKind::Sqlite => {
+            crate::source::sqlite::capture(&cfg.path, &staging)?;
+            (staging.clone(), Some(cfg.path.clone()))
+        }
+    };
+    let opts = BackupOptions {
+        source: cfg.name.clone(),
+        domain: cfg.domain.clone(),
+        path,
+        excludes: cfg.exclude.clone(),
+        tags: Vec::new(),
+        host: crate::source::hostname(),
+        state_dir: state_dir.to_path_buf(),
+        time: SystemTime::now(),
+        connections,
+        one_file_system: cfg.one_file_system,
+        display_path,
+        cancel: Some(cancel),
+        anomaly,
+    };
+    let result = backup(repo, &opts, &Progress::default());
+    if cfg.kind == SourceKind::Sqlite {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
