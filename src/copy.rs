@@ -95,6 +95,7 @@ pub fn copy(
         copier.copy_objects(&[ObjectInfo {
             name: "config".into(),
             size: source_config.len() as u64,
+            modified: None,
         }])?;
     }
     let dest = Repository::open(to.clone(), credential)?;
@@ -123,6 +124,7 @@ pub fn copy(
         .map(|id| ObjectInfo {
             name: pack_name(id),
             size: pack_size(&index, id),
+            modified: None,
         })
         .collect();
     copier.copy_objects(&pack_objects)?;
@@ -133,6 +135,7 @@ pub fn copy(
         .map(|s| ObjectInfo {
             name: format!("snapshots/{}", s.id),
             size: 0,
+            modified: None,
         })
         .collect();
     copier.copy_objects(&heads)?;

@@ -133,7 +133,7 @@ impl Pattern {
         })
     }
 
-    fn matches(&self, path: &Path) -> bool {
+    pub fn matches(&self, path: &Path) -> bool {
         if self.whole_path {
             self.glob.is_match(path)
         } else {

@@ -103,7 +103,11 @@ pub fn backup(
     let uploader = Arc::new(PackUploader::start(repo.clone(), recovered, connections));
     // Downstream "stopped" errors give way to the upload error that caused them.
     let root_cause = |e: Error| uploader.take_failure().unwrap_or(e);
-    let known: HashSet<BlobId> = index.blob_ids().copied().collect();
+    let known: HashSet<BlobId> = index
+        .blob_ids()
+        .filter(|id| index.dedupable(id))
+        .copied()
+        .collect();
     let cancel = opts.cancel.clone().unwrap_or_default();
     let pipeline = Pipeline::start(
         repo.clone(),
@@ -124,7 +128,7 @@ pub fn backup(
             continue;
         }
         keys[slot] = cache.path_key(&e.rel);
-        match cache.lookup(&keys[slot], &e.stat, |id| index.contains(id)) {
+        match cache.lookup(&keys[slot], &e.stat, |id| index.dedupable(id)) {
             Some(content) => {
                 e.node.content = content;
                 incompressible[slot] = cache
@@ -233,9 +237,13 @@ pub fn backup(
         .into_iter()
         .rev()
         .find(|s| s.head.source == opts.source);
+    let mut needed: HashSet<BlobId> = refs.iter().copied().collect();
     let refs = order_refs(&repo, &index, parent.as_ref().map(|p| &p.head), refs);
     let (ref_blobs, refs_added, refs_bytes) =
         write_refs(&repo, &index, &uploader, &refs).map_err(root_cause)?;
+    needed.extend(ref_blobs.iter().copied());
+    crate::prune::guard::secure_commit(&repo, &index, &uploader, &needed).map_err(root_cause)?;
+    drop(needed);
     let uploader = Arc::try_unwrap(uploader)
         .map_err(|_| Error::Invalid("internal error: uploader still in use".into()))?;
     let uploaded = uploader.finish()?;
@@ -266,6 +274,7 @@ pub fn backup(
         skipped: skipped.len() as u64,
         skipped_list,
         changes: Some(change_summary),
+        rewritten: None,
     };
     crate::failpoint::pause("before-snapshot", 0);
     // Last write of the backup: everything it references is durable and indexed by now.
@@ -357,7 +366,7 @@ fn build_trees(
 /// every split boundary's contents when a few hundred new ids arrive; in this order unchanged
 /// runs produce identical reference blobs, which deduplicate. A parent list that cannot be read
 /// only costs that sharing.
-fn order_refs(
+pub(crate) fn order_refs(
     repo: &Repository,
     index: &crate::repository::MasterIndex,
     parent: Option<&SnapshotHead>,
@@ -393,7 +402,7 @@ fn order_refs(
 
 /// Store the reference list as metadata blobs; only blobs not already stored are written.
 /// Returns the list's blob ids and the count and stored bytes of the new ones.
-fn write_refs(
+pub(crate) fn write_refs(
     repo: &Arc<Repository>,
     index: &crate::repository::MasterIndex,
     uploader: &PackUploader,
@@ -407,7 +416,7 @@ fn write_refs(
     for plain in crate::format::refs::encode(refs) {
         let id = repo.meta.blob_id(&plain);
         ids.push(id);
-        if index.contains(&id) || !seen.insert(id) {
+        if index.dedupable(&id) || !seen.insert(id) {
             continue;
         }
         if session.is_none() {

@@ -95,7 +95,11 @@ impl LocalBackend {
             Err(e) => return Err(e),
         };
         for entry in entries {
-            let entry = entry?;
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             let file_name = entry.file_name();
             let Some(text) = file_name.to_str() else {
                 continue;
@@ -103,13 +107,19 @@ impl LocalBackend {
             if text.starts_with(TEMP_PREFIX) {
                 continue;
             }
-            let meta = entry.metadata()?;
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                // Deleted since read_dir listed it (a concurrent prune): not there.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             if meta.is_dir() {
                 self.walk(&entry.path(), out)?;
             } else if let Ok(rel) = entry.path().strip_prefix(&self.root) {
                 out.push(ObjectInfo {
                     name: rel.to_string_lossy().into_owned(),
                     size: meta.len(),
+                    modified: meta.modified().ok(),
                 });
             }
         }
@@ -190,13 +200,10 @@ mod tests {
         assert_eq!(b.get("packs/ab/x").unwrap(), b"one");
         assert_eq!(b.get_range("packs/ab/x", 1, 2).unwrap(), b"ne");
         assert!(b.get_range("packs/ab/x", 2, 5).is_err());
-        assert_eq!(
-            b.list("packs/").unwrap(),
-            vec![ObjectInfo {
-                name: "packs/ab/x".into(),
-                size: 3
-            }]
-        );
+        let listed = b.list("packs/").unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!((listed[0].name.as_str(), listed[0].size), ("packs/ab/x", 3));
+        assert!(listed[0].modified.is_some(), "local listings carry mtimes");
         assert_eq!(b.get("nothing").unwrap_err().kind, ErrorKind::NotFound);
         b.delete("packs/ab/x").unwrap();
         b.delete("packs/ab/x").unwrap();

@@ -42,11 +42,14 @@ pub struct BackendError {
 }
 
 /// One listed object.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectInfo {
     /// Name relative to the repository root, `/`-separated.
     pub name: String,
     pub size: u64,
+    /// When the store last wrote it, if the store says: prune leaves young packs alone, because
+    /// a running backup may be about to reference them.
+    pub modified: Option<std::time::SystemTime>,
 }
 
 /// The storage interface every repository operation goes through.

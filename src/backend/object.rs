@@ -394,6 +394,7 @@ impl Backend for ObjectStoreBackend {
                 full.strip_prefix(&self.prefix).map(|n| ObjectInfo {
                     name: n.to_string(),
                     size: m.size,
+                    modified: Some(m.last_modified.into()),
                 })
             })
             .collect();

@@ -12,6 +12,7 @@ mod incident;
 mod keys;
 mod listing;
 mod progress;
+mod prune;
 mod restore;
 mod retention;
 
@@ -81,6 +82,8 @@ enum Command {
     Status(daemon::StatusArgs),
     /// Apply a retention policy: keep or remove each snapshot, and say which rule decided.
     Forget(retention::ForgetArgs),
+    /// Delete data no snapshot references, in two phases safe beside running backups.
+    Prune(prune::PruneArgs),
     /// Put a snapshot on hold (legal hold, incident): never forgotten or pruned.
     Hold(retention::HoldArgs),
     /// Release a hold (operator identity).
@@ -127,6 +130,7 @@ pub fn run() -> ExitCode {
         Command::Drill(a) => drill::run(a),
         Command::Diff(a) => incident::diff(a),
         Command::Forget(a) => retention::forget(a),
+        Command::Prune(a) => prune::prune(a),
         Command::Hold(a) => retention::hold(a),
         Command::Release(a) => retention::release(a),
         Command::DestructionRecords(a) => retention::records(a),

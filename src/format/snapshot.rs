@@ -71,4 +71,22 @@ pub struct SnapshotHead {
     pub skipped_list: Option<BlobId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changes: Option<ChangeSummary>,
+    /// Set when `erase` rewrote this snapshot from another (which it deleted). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewritten: Option<Rewritten>,
+}
+
+/// How a snapshot came to be rewritten. Names no file: the erased paths stay with the operator.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Rewritten {
+    /// When the rewrite happened (RFC 3339); the head's own `time` stays the backup's.
+    pub time: String,
+    pub by: String,
+    /// The snapshot this one replaced.
+    pub from: SnapshotId,
+    /// Why: `erase`.
+    pub reason: String,
+    /// Entries removed (files, directories with everything below them count once).
+    pub entries_removed: u64,
 }

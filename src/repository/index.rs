@@ -1,14 +1,20 @@
 //! The in-memory master index (blob id -> pack, offset, length), loaded from `index/` objects.
 //! Also recovers packs that a crashed run made durable but never indexed, so the next run reuses
 //! them instead of uploading again.
+//!
+//! Packs a prune has marked for deletion stay readable, but a blob is located in an unmarked pack
+//! whenever it has one, and only blobs with an unmarked location count for deduplication.
 
+use super::marks::Marks;
 use super::{pack_name, Repository};
+use crate::backend::ErrorKind;
 use crate::error::{FormatError, Result};
 use crate::format::index::{IndexFile, IndexPack, INDEX_VERSION};
 use crate::format::pack::{parse_trailer, PackHeader, PACK_HEADER_VERSION, TRAILER_LEN};
 use crate::format::BlobKind;
 use crate::id::{content_hash, BlobId, IndexId, PackId};
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
 /// A pack the index knows.
 #[derive(Clone, Debug)]
@@ -36,9 +42,28 @@ pub struct MasterIndex {
     blobs: HashMap<BlobId, Location>,
     /// Names of the index objects this was loaded from.
     pub objects: Vec<IndexId>,
+    /// The prune markers seen when this was loaded, and the packs they name.
+    pub marks: Marks,
+    marked: HashSet<PackId>,
 }
 
 impl MasterIndex {
+    /// The index of `files`, preferring packs no marker in `marks` names.
+    pub fn build(marks: Marks, files: &[(IndexId, IndexFile)]) -> Self {
+        let mut index = MasterIndex {
+            marked: marks.packs(),
+            marks,
+            ..Default::default()
+        };
+        for (id, file) in files {
+            for pack in &file.packs {
+                index.add_pack(pack);
+            }
+            index.objects.push(*id);
+        }
+        index
+    }
+
     /// Add one pack's entries; a blob already indexed elsewhere keeps its first location.
     pub fn add_pack(&mut self, pack: &IndexPack) {
         if self.slots.contains_key(&pack.id) {
@@ -51,14 +76,39 @@ impl MasterIndex {
             size: pack.size,
         });
         self.slots.insert(pack.id, slot);
+        let marked = self.marked.contains(&pack.id);
         for b in &pack.blobs {
-            self.blobs.entry(b.id).or_insert(Location {
+            let here = Location {
                 pack: slot,
                 offset: b.offset,
                 length: b.length,
                 kind: b.kind,
-            });
+            };
+            match self.blobs.entry(b.id) {
+                Entry::Vacant(v) => {
+                    v.insert(here);
+                }
+                Entry::Occupied(mut o) => {
+                    let there = &self.packs[o.get().pack as usize].id;
+                    if !marked && self.marked.contains(there) {
+                        o.insert(here);
+                    }
+                }
+            }
         }
+    }
+
+    /// Whether a writer may reuse this blob instead of storing it: it has a location in a pack
+    /// no prune has marked.
+    pub fn dedupable(&self, id: &BlobId) -> bool {
+        self.blobs
+            .get(id)
+            .is_some_and(|l| !self.marked.contains(&self.packs[l.pack as usize].id))
+    }
+
+    /// Whether a prune has marked this pack for deletion.
+    pub fn is_marked(&self, id: &PackId) -> bool {
+        self.marked.contains(id)
     }
 
     pub fn get(&self, id: &BlobId) -> Option<Location> {
@@ -116,19 +166,26 @@ impl MasterIndex {
 impl Repository {
     /// Load every index object.
     pub fn load_index(&self) -> Result<MasterIndex> {
-        let mut index = MasterIndex::default();
+        let marks = self.prune_marks()?;
+        Ok(MasterIndex::build(marks, &self.load_index_files()?))
+    }
+
+    /// Every index object as stored (prune rewrites them one by one).
+    pub fn load_index_files(&self) -> Result<Vec<(IndexId, IndexFile)>> {
+        let mut files = Vec::new();
         for (id, object) in self.list_ids::<IndexId>("index/")? {
-            let file: IndexFile = self.get_meta(
-                &object.name,
-                &format!("index {}", id.short()),
-                INDEX_VERSION,
-            )?;
-            for pack in &file.packs {
-                index.add_pack(pack);
-            }
-            index.objects.push(id);
+            let bytes = match self.backend.get(&object.name) {
+                Ok(bytes) => bytes,
+                // A prune replaced it between our listing and this read: what it named is in
+                // the replacement or deleted. Missing it only costs deduplication.
+                Err(e) if e.kind == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let file: IndexFile =
+                self.open_meta(&bytes, &format!("index {}", id.short()), INDEX_VERSION)?;
+            files.push((id, file));
         }
-        Ok(index)
+        Ok(files)
     }
 
     /// Write one index object naming `packs`, which must already be durable.
@@ -192,7 +249,7 @@ impl Repository {
     pub fn unindexed_packs(&self, index: &MasterIndex) -> Result<Vec<IndexPack>> {
         let mut found = Vec::new();
         for (id, object) in self.list_ids::<PackId>("packs/")? {
-            if index.has_pack(&id) {
+            if index.has_pack(&id) || index.is_marked(&id) {
                 continue;
             }
             if let Ok(header) = self.read_pack_header(&id, object.size) {

@@ -6,15 +6,19 @@ mod blobs;
 mod exclusive;
 mod index;
 mod keyring;
+mod marks;
 mod packer;
 mod records;
+mod repack;
 mod snapshots;
 
 pub use blobs::{coalesce, BlobReader, PackBlobs};
 pub use index::{Location, MasterIndex};
 pub use keyring::{init, InitOptions, Initialized};
+pub use marks::{Marks, PruneMarker};
 pub use packer::{PackUploader, PackWriter};
 pub use records::{DestroyedSnapshot, DestructionRecord, Hold};
+pub use repack::FrameCopier;
 pub use snapshots::{SnapshotInfo, SnapshotSelector};
 
 use crate::backend::{Backend, ErrorKind};

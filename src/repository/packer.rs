@@ -90,6 +90,8 @@ pub struct UploadSummary {
     pub packs: u64,
     pub bytes: u64,
     pub indexes: Vec<IndexId>,
+    /// Every pack made durable, so a writer can check at commit that none has been pruned.
+    pub written: Vec<PackId>,
 }
 
 #[derive(Default)]
@@ -146,6 +148,14 @@ impl PackUploader {
         self.state.lock().ok()?.failure.take()
     }
 
+    /// Packs made durable so far.
+    pub fn written(&self) -> Vec<PackId> {
+        self.state
+            .lock()
+            .map(|s| s.summary.written.clone())
+            .unwrap_or_default()
+    }
+
     /// Queue a pack; blocks while the queue is full (the pipeline's back-pressure).
     pub fn submit(&self, pack: FinishedPack) -> Result<()> {
         let tx = self.tx.as_ref().ok_or_else(poisoned)?;
@@ -197,6 +207,7 @@ fn upload_loop(
             let mut s = state.lock().map_err(|_| poisoned())?;
             s.summary.packs += 1;
             s.summary.bytes += pack.bytes.len() as u64;
+            s.summary.written.push(pack.id);
             s.pending.push(pack.index);
             crate::failpoint::pause("pack", s.summary.packs);
             (s.pending.len() >= PACKS_PER_INDEX).then(|| std::mem::take(&mut s.pending))

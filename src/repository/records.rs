@@ -112,10 +112,12 @@ impl Repository {
         );
         self.backend.put_new(&name, &sealed)?;
         crate::archiver::private_dir(local_dir)?;
+        // The hash keeps two records of one second apart.
         let file = local_dir.join(format!(
-            "{}-{}.json",
+            "{}-{}-{}.json",
             record.time.replace(':', ""),
-            record.action
+            record.action,
+            &name["destruction/".len()..][..12]
         ));
         std::fs::write(&file, serde_json::to_vec_pretty(record).unwrap_or_default())
             .map_err(|e| Error::io(&file, e))?;

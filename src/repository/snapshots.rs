@@ -47,8 +47,14 @@ impl Repository {
     pub fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         let mut out = Vec::new();
         for (id, object) in self.list_ids::<SnapshotId>("snapshots/")? {
-            let head: SnapshotHead = self.get_meta(
-                &object.name,
+            let bytes = match self.backend.get(&object.name) {
+                Ok(bytes) => bytes,
+                // Forgotten between the listing and this read.
+                Err(e) if e.kind == crate::backend::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let head: SnapshotHead = self.open_meta(
+                &bytes,
                 &format!("snapshot {}", id.short()),
                 SNAPSHOT_VERSION,
             )?;

@@ -1,0 +1,88 @@
+//! The writer's side of prune's two phases: at commit, a backup (or an erase) makes sure that no
+//! prune that marked packs since the writer loaded its index can take away a blob the new
+//! snapshot needs.
+
+use crate::error::{Error, Result};
+use crate::format::PackEntry;
+use crate::id::{BlobId, PackId};
+use crate::repository::{FrameCopier, MasterIndex, PackUploader, Repository};
+use std::collections::{HashMap, HashSet};
+
+/// Run just before the writer finishes its uploader and writes its snapshot head. Blobs the
+/// snapshot needs that sit in packs marked since `start` was loaded are copied into new packs
+/// (which the uploader then indexes); a pack the snapshot relies on that is already gone fails
+/// the commit, so nothing is written that could not be restored. Returns the blobs copied.
+pub fn secure_commit(
+    repo: &Repository,
+    start: &MasterIndex,
+    uploader: &PackUploader,
+    needed: &HashSet<BlobId>,
+) -> Result<u64> {
+    // Packs finished before the listing below; those still uploading are too new to prune.
+    let own = uploader.written();
+    let marks = repo.prune_marks()?;
+    let listed: HashMap<PackId, u64> = repo
+        .list_ids::<PackId>("packs/")?
+        .into_iter()
+        .map(|(id, object)| (id, object.size))
+        .collect();
+    let mut copier = FrameCopier::new(repo, uploader);
+    for marker in marks.since(&start.marks) {
+        for pack in &marker.packs {
+            // Already deleted: if the snapshot needed it, the check below says so.
+            let Some(&size) = listed.get(pack) else {
+                continue;
+            };
+            let header = repo.read_pack_header(pack, size)?;
+            let wanted: Vec<PackEntry> = header
+                .blobs
+                .into_iter()
+                .filter(|b| needed.contains(&b.id))
+                .collect();
+            copier.copy(pack, &header.domain, &wanted)?;
+        }
+    }
+    let rescued = copier.blobs;
+    copier.flush()?;
+    // A marker written and finished entirely while this writer ran leaves no name to compare;
+    // its deletions show here.
+    let gone = |p: &PackId| !listed.contains_key(p);
+    if let Some(own) = own.iter().find(|p| gone(p)) {
+        return Err(refused(own));
+    }
+    // Blobs reused from packs deleted since: fine if a repack left them in a pack that stays
+    // (the common case); the index is read again only then.
+    let lost: Vec<&BlobId> = needed
+        .iter()
+        .filter(|id| start.dedupable(id))
+        .filter(|id| start.get(id).is_some_and(|loc| gone(&start.pack(&loc).id)))
+        .collect();
+    if !lost.is_empty() {
+        let now = repo.load_index()?;
+        for id in lost {
+            let moved = now
+                .get(id)
+                .map(|loc| now.pack(&loc).id)
+                .filter(|p| now.dedupable(id) && !gone(p));
+            if moved.is_none() {
+                let was = start.get(id).map(|loc| start.pack(&loc).id);
+                return Err(refused(&was.unwrap_or(PackId([0; 32]))));
+            }
+        }
+    }
+    if rescued > 0 {
+        tracing::info!(
+            blobs = rescued,
+            "copied blobs out of packs a concurrent prune marked"
+        );
+    }
+    Ok(rescued)
+}
+
+fn refused(pack: &PackId) -> Error {
+    Error::Invalid(format!(
+        "a prune that ran during this backup deleted pack {} which the backup relies on, so \
+         nothing was committed. Run the backup again: it stores that data afresh.",
+        pack.short()
+    ))
+}

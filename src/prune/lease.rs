@@ -1,0 +1,118 @@
+//! The prune lease (`locks/prune`): one prune at a time per repository. Backups never take it;
+//! they are protected by the markers instead. Two prunes at once could each rewrite the index
+//! from what it loaded and bring back entries the other removed, so prunes exclude each other.
+//!
+//! A lease expires: a prune that crashed blocks the next one for at most [`LEASE_TTL`], and a
+//! prune checks before deleting that its own lease has comfortably not expired, so a prune that
+//! took over a stale lease never deletes beside the one it replaced.
+
+use crate::backend::ErrorKind;
+use crate::error::{Error, Result};
+use crate::repository::Repository;
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, Instant, SystemTime};
+
+const LEASE_NAME: &str = "locks/prune";
+const LEASE_VERSION: u32 = 1;
+/// How long a lease holds before another prune may take it over.
+pub const LEASE_TTL: Duration = Duration::from_secs(2 * 3600);
+
+/// [`LEASE_TTL`], or `CUSTODIAN_TEST_LEASE_TTL` so a test can see a lease go stale.
+fn lease_ttl() -> Duration {
+    std::env::var("CUSTODIAN_TEST_LEASE_TTL")
+        .ok()
+        .and_then(|v| humantime::parse_duration(&v).ok())
+        .unwrap_or(LEASE_TTL)
+}
+/// A prune stops before deleting when less than this is left of its lease.
+const LEASE_MARGIN: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaseRecord {
+    version: u32,
+    by: String,
+    host: String,
+    pid: u32,
+    /// RFC 3339; the lease is stale after this.
+    taken: String,
+    expires: String,
+}
+
+/// A held lease; released on drop.
+pub struct Lease<'a> {
+    repo: &'a Repository,
+    bytes: Vec<u8>,
+    taken: Instant,
+}
+
+impl<'a> Lease<'a> {
+    /// Take the lease, taking over a stale one; fails naming the holder if it is live.
+    pub fn acquire(repo: &'a Repository) -> Result<Lease<'a>> {
+        for _ in 0..3 {
+            let now = SystemTime::now();
+            let record = LeaseRecord {
+                version: LEASE_VERSION,
+                by: repo.opened_by.clone(),
+                host: crate::source::hostname(),
+                pid: std::process::id(),
+                taken: humantime::format_rfc3339_seconds(now).to_string(),
+                expires: humantime::format_rfc3339_seconds(now + lease_ttl()).to_string(),
+            };
+            let bytes = repo.seal_meta(&record, "prune lease")?;
+            let taken = Instant::now();
+            if repo.create_exclusive(LEASE_NAME, &bytes)? {
+                return Ok(Lease { repo, bytes, taken });
+            }
+            let held = match repo.backend.get(LEASE_NAME) {
+                Ok(held) => held,
+                Err(e) if e.kind == ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let other: LeaseRecord = repo.open_meta(&held, "prune lease", LEASE_VERSION)?;
+            let expired = humantime::parse_rfc3339_weak(&other.expires).is_ok_and(|t| t < now);
+            if !expired {
+                return Err(Error::Invalid(format!(
+                    "another prune holds this repository's prune lease ({}, host {}, pid {}, \
+                     since {}). Wait for it to finish. If that prune crashed, its lease expires \
+                     by itself at {} and the next prune takes it over.",
+                    other.by, other.host, other.pid, other.taken, other.expires
+                )));
+            }
+            tracing::warn!(
+                holder = %other.by, host = %other.host, expired = %other.expires,
+                "taking over a stale prune lease (its prune stopped without releasing it)"
+            );
+            // Delete only what we judged stale, not a lease another prune just took over.
+            if repo.backend.get(LEASE_NAME).ok().as_deref() == Some(&held[..]) {
+                repo.backend.delete(LEASE_NAME)?;
+            }
+        }
+        Err(Error::Invalid(
+            "could not take the prune lease: other prunes keep taking it; try again later".into(),
+        ))
+    }
+
+    /// Fail unless enough of the lease is left to delete under it.
+    pub fn check(&self) -> Result<()> {
+        if self.taken.elapsed() + LEASE_MARGIN.min(lease_ttl() / 4) > lease_ttl() {
+            return Err(Error::Invalid(format!(
+                "this prune has run for {}, too close to its lease's end to delete safely; \
+                 nothing more was deleted. Run prune again: it continues where this one stopped.",
+                humantime::format_duration(Duration::from_secs(self.taken.elapsed().as_secs()))
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        // Release only our own lease (after an expiry another prune may hold the name).
+        if self.repo.backend.get(LEASE_NAME).ok().as_deref() == Some(&self.bytes[..]) {
+            if let Err(e) = self.repo.backend.delete(LEASE_NAME) {
+                tracing::warn!(error = %e, "could not release the prune lease; it expires by itself");
+            }
+        }
+    }
+}
