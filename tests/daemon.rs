@@ -662,7 +662,7 @@ fn scheduled_drills_run_and_export_their_margins() {
 }
 
 #[test]
-fn retention_runs_on_its_schedule_with_destruction_records() {
+fn retention_and_prune_run_on_their_schedules_with_destruction_records_and_metrics() {
     let w = World::new(&[]);
     let src = w.dir.path().join("records");
     custodian::sample::generate(&src, 50 << 10, 69).unwrap();
@@ -670,22 +670,41 @@ fn retention_runs_on_its_schedule_with_destruction_records() {
     let config = write_config_with(
         &w,
         port,
-        "forget-schedule = \"*/2 * * * * *\"",
+        "forget-schedule = \"*/2 * * * * *\"\nprune-schedule = \"*/2 * * * * *\"\nprune-grace = \"1s\"\nprune-max-unused = \"0%\"",
         &format!(
             "[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"* * * * * *\"\nkeep-last = 2\n"
         ),
     );
     let d = Daemon::start(&config);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let unlabelled =
+        |m: &[(String, f64)], name: &str| m.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+    let mut round = 0;
     loop {
-        let forgotten = metric(
-            &scrape(port),
-            "custodian_source_forgotten_snapshots",
-            "customers",
-        );
-        if forgotten.is_some_and(|f| f >= 2.0) {
+        // Changing content, so forgotten snapshots leave data for prune to reclaim.
+        round += 1;
+        std::fs::write(src.join("changing.bin"), noise(40_000, round)).unwrap();
+        let m = scrape(port);
+        let forgotten = metric(&m, "custodian_source_forgotten_snapshots", "customers");
+        // A prune marks, and one after the grace period deletes.
+        let reclaimed = unlabelled(&m, "custodian_prune_reclaimed_bytes_total");
+        if forgotten.is_some_and(|f| f >= 2.0) && reclaimed.is_some_and(|b| b > 0.0) {
+            assert_eq!(unlabelled(&m, "custodian_prune_last_result"), Some(1.0));
+            assert!(unlabelled(&m, "custodian_prune_last_run_timestamp_seconds").unwrap() > 1.7e9);
+            assert!(unlabelled(&m, "custodian_prune_deleted_packs_total").unwrap() >= 1.0);
             break;
         }
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Wait for a snapshot of the final state, so the restore below can be compared with it.
+    let last_write = std::time::SystemTime::now();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !w
+        .snapshots()
+        .iter()
+        .any(|s| humantime::parse_rfc3339_weak(s["time"].as_str().unwrap()).unwrap() > last_write)
+    {
         assert!(Instant::now() < deadline, "{}", d.log());
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -700,8 +719,27 @@ fn retention_runs_on_its_schedule_with_destruction_records() {
         .output()
         .unwrap();
     let records: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(!records.is_empty());
-    assert!(records.iter().all(|r| r["action"] == "forget"));
-    let out = w.writer_cmd(&["check"]).output().unwrap();
+    assert!(records.iter().any(|r| r["action"] == "forget"));
+    let pruned: Vec<_> = records.iter().filter(|r| r["action"] == "prune").collect();
+    assert!(!pruned.is_empty());
+    assert!(pruned
+        .iter()
+        .all(|r| r["bytes_deleted"].as_u64().unwrap() > 0));
+    let out = w.operator_cmd(&["check", "--read-data"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    // What survived restores exactly (the source did not change).
+    let target = w.dir.path().join("restored");
+    w.restore("latest", &target, &[]);
+    assert_same_tree(&src, &target);
+    // The status file remembers the prunes.
+    let out = w
+        .cmd(&["status", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        status["prune"]["reclaimed_bytes_total"].as_u64().unwrap() > 0,
+        "{status}"
+    );
 }

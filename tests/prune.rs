@@ -461,3 +461,51 @@ fn backups_and_prunes_racing_in_separate_processes_never_lose_a_snapshot() {
     check_read_data(&w);
     restore_every_snapshot(&w, &sources);
 }
+
+/// The same two phases against real S3 servers (moto, s3s-fs): modification times from
+/// listings, the lease through create-if-absent, deletes, and every snapshot still whole.
+#[test]
+fn prune_on_s3_servers_reclaims_space_and_keeps_snapshots_whole() {
+    for server in s3_servers() {
+        eprintln!("server: {}", server.name);
+        let w = World::on_s3(&server, TINY_PACKS);
+        for gen in 0..4 {
+            let out = backup_gen(&w, "a", 0, gen);
+            assert!(out.status.success(), "{}: {}", server.name, text(&out));
+        }
+        let out = w
+            .writer_cmd(&["forget", "--keep-last", "1"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let young = prune(&w, &["--grace", "1h"]);
+        assert!(
+            young["marker"].is_null(),
+            "{}: listings carry times: {young}",
+            server.name
+        );
+        let done = prune(&w, &["--grace", "0s", "--max-unused", "0"]);
+        assert!(
+            done["deleted_packs"].as_u64().unwrap() > 0,
+            "{}: {done}",
+            server.name
+        );
+        check_read_data(&w);
+        assert_eq!(restore_every_snapshot(&w, &["a"]), 1);
+        let again = prune(&w, &["--grace", "0s", "--max-unused", "0", "--dry-run"]);
+        assert!(
+            again["passes"][0]["mark_repack"]
+                .as_array()
+                .unwrap()
+                .is_empty(),
+            "{again}"
+        );
+        assert!(
+            again["passes"][0]["mark_unused"]
+                .as_array()
+                .unwrap()
+                .is_empty(),
+            "{again}"
+        );
+    }
+}

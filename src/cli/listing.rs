@@ -65,6 +65,7 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
                     "parent": s.head.parent.map(|p| p.to_hex()), "stats": s.head.stats, "skipped": s.head.skipped,
                     "suspicious": s.head.changes.as_ref().is_some_and(|c| c.suspicious), "changes": s.head.changes,
                     "held": holds.get(&s.id).map(|h| &h.reason),
+                    "rewritten": s.head.rewritten.is_some(), "rewritten_from": s.head.rewritten.as_ref().map(|r| r.from.to_hex()),
                 })
             })
             .collect();
@@ -89,6 +90,13 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
         };
         if let Some(h) = holds.get(&s.id) {
             flag.push_str(&format!("  HELD ({})", h.reason));
+        }
+        if let Some(r) = &s.head.rewritten {
+            flag.push_str(&format!(
+                "  REWRITTEN ({} {})",
+                r.reason,
+                &r.time[..10.min(r.time.len())]
+            ));
         }
         println!(
             "{:<10} {:<20} {:<14} {:<12} {:>8} {:>10} {:>7}  {}{flag}",

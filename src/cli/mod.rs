@@ -84,6 +84,8 @@ enum Command {
     Forget(retention::ForgetArgs),
     /// Delete data no snapshot references, in two phases safe beside running backups.
     Prune(prune::PruneArgs),
+    /// Rewrite every snapshot of a source without the matching paths (operator identity).
+    Erase(prune::EraseArgs),
     /// Put a snapshot on hold (legal hold, incident): never forgotten or pruned.
     Hold(retention::HoldArgs),
     /// Release a hold (operator identity).
@@ -131,6 +133,7 @@ pub fn run() -> ExitCode {
         Command::Diff(a) => incident::diff(a),
         Command::Forget(a) => retention::forget(a),
         Command::Prune(a) => prune::prune(a),
+        Command::Erase(a) => prune::erase(a),
         Command::Hold(a) => retention::hold(a),
         Command::Release(a) => retention::release(a),
         Command::DestructionRecords(a) => retention::records(a),

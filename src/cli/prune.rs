@@ -12,17 +12,6 @@ fn duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("'{text}' is not a duration ({e}); write e.g. 6h, 30m or 0s"))
 }
 
-fn percent(text: &str) -> Result<f64, String> {
-    let n: f64 = text
-        .trim_end_matches('%')
-        .parse()
-        .map_err(|_| format!("'{text}' is not a percentage; write e.g. 5% or 0"))?;
-    if !(0.0..=100.0).contains(&n) {
-        return Err(format!("{text} is outside 0..100%"));
-    }
-    Ok(n / 100.0)
-}
-
 #[derive(clap::Args)]
 pub struct PruneArgs {
     #[command(flatten)]
@@ -36,7 +25,7 @@ pub struct PruneArgs {
     grace: Duration,
     /// Unused space tolerated in partly used packs before they are repacked (restic's
     /// --max-unused). `0` repacks every partly used pack (after an erase).
-    #[arg(long, value_parser = percent, default_value = "5%")]
+    #[arg(long, value_parser = prune::parse_percent, default_value = "5%")]
     max_unused: f64,
     /// Show what would be marked, copied and deleted; change nothing.
     #[arg(long)]
@@ -117,4 +106,76 @@ fn print_report(r: &PruneReport) {
     } else {
         println!("nothing deleted this run");
     }
+}
+
+#[derive(clap::Args)]
+pub struct EraseArgs {
+    #[command(flatten)]
+    repo: RepoArg,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// The source whose snapshots are rewritten (every one of them).
+    #[arg(long)]
+    source: String,
+    /// What to erase: a glob; without `/` it matches a name anywhere (`*.scan`), with `/` a
+    /// path from the source root (`clients/acme/**` or `clients/acme`).
+    #[arg(long)]
+    path: String,
+    /// Show which snapshots would be rewritten and how many entries go; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn erase(args: EraseArgs) -> Result<u8> {
+    let repo = Arc::new(common::open_operator(
+        &args.repo,
+        &args.keys,
+        "erasing files from snapshots",
+    )?);
+    let opts = custodian::erase::EraseOptions {
+        source: args.source.clone(),
+        pattern: args.path.clone(),
+        dry_run: args.dry_run,
+        local_dir: common::state_dir().join("destruction"),
+    };
+    let report = custodian::erase::erase(&repo, &opts)?;
+    if args.json {
+        common::print_json(&report)?;
+        return Ok(0);
+    }
+    for s in &report.snapshots {
+        println!(
+            "{} {}  {} entr{} removed{}",
+            &s.old[..8],
+            s.time.chars().take(19).collect::<String>(),
+            s.entries_removed,
+            if s.entries_removed == 1 { "y" } else { "ies" },
+            s.new
+                .as_ref()
+                .map(|n| format!(" -> {}", &n[..8]))
+                .unwrap_or_default()
+        );
+    }
+    if report.snapshots.is_empty() {
+        println!(
+            "nothing matches '{}' in the {} snapshot(s) of source {}",
+            args.path, report.unchanged, args.source
+        );
+    } else if report.dry_run {
+        println!(
+            "dry run: {} snapshot(s) would be rewritten, {} entr(ies) removed; nothing changed",
+            report.snapshots.len(),
+            report.entries_removed
+        );
+    } else {
+        println!(
+            "rewrote {} snapshot(s) without {} entr(ies); the old heads are deleted and a destruction record is written.\n\
+             The data goes with the next prunes: 'custodian prune --max-unused 0' marks it, and the same command after the grace period deletes it.",
+            report.snapshots.len(),
+            report.entries_removed
+        );
+    }
+    Ok(0)
 }

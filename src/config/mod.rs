@@ -53,6 +53,9 @@ pub struct DaemonConfig {
     pub retry_max: Duration,
     /// When sources' retention policies are applied (`forget`).
     pub forget_schedule: Schedule,
+    /// When prune runs, with its grace period and tolerated unused space.
+    pub prune_schedule: Schedule,
+    pub prune: crate::prune::Rules,
 }
 
 /// Restore drills the daemon runs on the runbooks' schedules. They need an operator identity
@@ -135,6 +138,9 @@ struct RawDaemon {
     retry_initial: Option<Spanned<String>>,
     retry_max: Option<Spanned<String>>,
     forget_schedule: Option<Spanned<String>>,
+    prune_schedule: Option<Spanned<String>>,
+    prune_grace: Option<Spanned<String>>,
+    prune_max_unused: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -146,6 +152,8 @@ struct RawMetrics {
 /// When the daemon applies retention by default: daily at 03:17 (off the hour, when backups
 /// scheduled on the hour are not starting).
 pub const DEFAULT_FORGET_SCHEDULE: &str = "17 3 * * *";
+/// Prune daily after retention: what it marks today it deletes tomorrow.
+pub const DEFAULT_PRUNE_SCHEDULE: &str = "47 3 * * *";
 
 /// Default state directory of the daemon (systemd's `StateDirectory=custodian`).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/custodian";
@@ -199,6 +207,18 @@ impl Locator<'_> {
                     ),
                 )
             }),
+        }
+    }
+
+    fn schedule(
+        &self,
+        value: &Option<Spanned<String>>,
+        key: &str,
+        default: &str,
+    ) -> Result<Schedule, ConfigError> {
+        match value {
+            None => Schedule::parse(default).map_err(|m| self.err(0, key, m)),
+            Some(s) => Schedule::parse(s.get_ref()).map_err(|m| self.err(s.span().start, key, m)),
         }
     }
 }
@@ -264,11 +284,27 @@ impl Config {
                 Duration::from_secs(30),
             )?,
             retry_max: at.duration(&d.retry_max, "daemon.retry-max", Duration::from_secs(3600))?,
-            forget_schedule: match &d.forget_schedule {
-                None => Schedule::parse(DEFAULT_FORGET_SCHEDULE)
-                    .map_err(|m| at.err(0, "daemon.forget-schedule", m))?,
-                Some(s) => Schedule::parse(s.get_ref())
-                    .map_err(|m| at.err(s.span().start, "daemon.forget-schedule", m))?,
+            forget_schedule: at.schedule(
+                &d.forget_schedule,
+                "daemon.forget-schedule",
+                DEFAULT_FORGET_SCHEDULE,
+            )?,
+            prune_schedule: at.schedule(
+                &d.prune_schedule,
+                "daemon.prune-schedule",
+                DEFAULT_PRUNE_SCHEDULE,
+            )?,
+            prune: crate::prune::Rules {
+                grace: at.duration(
+                    &d.prune_grace,
+                    "daemon.prune-grace",
+                    crate::prune::DEFAULT_GRACE,
+                )?,
+                max_unused: match &d.prune_max_unused {
+                    None => crate::prune::DEFAULT_MAX_UNUSED,
+                    Some(s) => crate::prune::parse_percent(s.get_ref())
+                        .map_err(|m| at.err(s.span().start, "daemon.prune-max-unused", m))?,
+                },
             },
         };
         let metrics = match &raw.metrics {

@@ -85,6 +85,33 @@ pub fn publish_drill(d: &super::state::DrillStatus) {
     }
 }
 
+/// Publish the daemon's prune results (repository-wide, no labels).
+pub fn publish_prune(p: &super::state::PruneStatus) {
+    let g = |name: &'static str, value: f64| metrics::gauge!(name).set(value);
+    let result = match p.last_result.as_str() {
+        "ok" => 1.0,
+        "failed" => 0.0,
+        _ => -1.0,
+    };
+    g("custodian_prune_last_result", result);
+    if let Some(t) = p.last_run {
+        g("custodian_prune_last_run_timestamp_seconds", t as f64);
+    }
+    g(
+        "custodian_prune_last_reclaimed_bytes",
+        p.last_reclaimed_bytes as f64,
+    );
+    g(
+        "custodian_prune_reclaimed_bytes_total",
+        p.reclaimed_bytes_total as f64,
+    );
+    g(
+        "custodian_prune_deleted_packs_total",
+        p.packs_deleted_total as f64,
+    );
+    g("custodian_prune_marked_bytes", p.marked_bytes as f64);
+}
+
 /// Count a finished run by result (`ok`, `failed`, `cancelled`).
 pub fn count_run(source: &str, result: &'static str) {
     metrics::counter!("custodian_backup_runs_total", "source" => source.to_string(), "result" => result)

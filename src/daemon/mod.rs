@@ -9,6 +9,7 @@
 
 mod drills;
 mod metrics;
+mod prune;
 mod retention;
 mod sources;
 pub mod state;
@@ -60,6 +61,7 @@ enum Msg {
     },
     /// Snapshots forgotten per source, or why retention could not run.
     ForgetDone(Box<Result<HashMap<String, u64>>>),
+    PruneDone(Box<Result<crate::prune::PruneReport>>),
 }
 
 /// Run the daemon with the configuration in `config_file` until SIGTERM.
@@ -93,6 +95,7 @@ pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
             repository: config.repository.url.clone(),
             sources: Vec::new(),
             drills: Vec::new(),
+            prune: persisted.prune.clone(),
         })),
         sources: Vec::new(),
         drills: Vec::new(),
@@ -102,6 +105,8 @@ pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
         stopping: false,
         forget_next: None,
         forget_running: false,
+        prune_next: None,
+        prune_running: false,
         watchdog: sd_notify::watchdog_enabled().map(|d| (d / 2, Instant::now())),
         last_status_line: String::new(),
         config,
@@ -110,6 +115,7 @@ pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
     daemon.install_sources(&persisted, &counts);
     daemon.install_drills(&persisted);
     daemon.schedule_forget(SystemTime::now());
+    daemon.schedule_prune(SystemTime::now());
     status::serve(&state_dir, daemon.doc.clone())?;
     daemon.publish(SystemTime::now());
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -175,6 +181,9 @@ struct Daemon {
     /// Next retention run, and whether one is running.
     forget_next: Option<SystemTime>,
     forget_running: bool,
+    /// Next prune, and whether one is running.
+    prune_next: Option<SystemTime>,
+    prune_running: bool,
     /// Ping interval (half of WatchdogSec) and the last ping.
     watchdog: Option<(Duration, Instant)>,
     last_status_line: String,
@@ -197,6 +206,7 @@ impl Daemon {
             if !self.stopping {
                 self.dispatch_drills(now);
                 self.dispatch_forget(now);
+                self.dispatch_prune(now);
             }
             self.publish(now);
             // A running drill finishes (and removes its restore) before the daemon exits.
@@ -204,6 +214,7 @@ impl Daemon {
                 && self.sources.iter().all(|s| s.running.is_none())
                 && self.drills.iter().all(|d| !d.running)
                 && !self.forget_running
+                && !self.prune_running
             {
                 return;
             }
@@ -222,6 +233,7 @@ impl Daemon {
                     took,
                 }) => self.on_drill_done(&runbook, *result, took),
                 Ok(Msg::ForgetDone(result)) => self.on_forget_done(*result),
+                Ok(Msg::PruneDone(result)) => self.on_prune_done(*result),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
@@ -244,6 +256,7 @@ impl Daemon {
             .iter()
             .filter_map(|d| d.next_run)
             .chain(self.forget_next)
+            .chain(self.prune_next)
         {
             wait = wait.min(t.duration_since(now).unwrap_or_default());
         }
@@ -299,6 +312,7 @@ impl Daemon {
         let doc = self.doc.lock().map(|d| d.clone()).unwrap_or_default();
         self.install_sources(&doc, &HashMap::new());
         self.schedule_forget(SystemTime::now());
+        self.schedule_prune(SystemTime::now());
         if self.operator.is_some() {
             self.install_drills(&doc);
         } else if self.config.drills.is_some() {
@@ -321,6 +335,8 @@ impl Daemon {
         if let Ok(mut doc) = self.doc.lock() {
             doc.sources = self.sources.iter().map(|s| s.status.clone()).collect();
             doc.drills = self.drills.iter().map(|d| d.status.clone()).collect();
+            doc.prune.next_run = self.prune_next.map(unix);
+            metrics::publish_prune(&doc.prune);
         }
         let failing = self
             .sources

@@ -57,6 +57,23 @@ pub struct DrillStatus {
     pub next_run: Option<u64>,
 }
 
+/// The daemon's prunes (repository-wide, not per source).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct PruneStatus {
+    pub last_run: Option<u64>,
+    /// `ok`, `failed` or `never`.
+    pub last_result: String,
+    pub last_error: Option<String>,
+    /// Bytes deleted by the last run, and by every run this status file has seen.
+    pub last_reclaimed_bytes: u64,
+    pub reclaimed_bytes_total: u64,
+    pub packs_deleted_total: u64,
+    /// Bytes marked and waiting for their grace period after the last run.
+    pub marked_bytes: u64,
+    pub next_run: Option<u64>,
+}
+
 /// The whole status document (`custodian status --json` prints it).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -69,6 +86,7 @@ pub struct StatusDoc {
     pub repository: String,
     pub sources: Vec<SourceStatus>,
     pub drills: Vec<DrillStatus>,
+    pub prune: PruneStatus,
 }
 
 /// Seconds since the Unix epoch.

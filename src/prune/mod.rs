@@ -46,6 +46,19 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(6 * 3600);
 /// The default `max-unused` (restic's default too).
 pub const DEFAULT_MAX_UNUSED: f64 = 0.05;
 
+/// Parse a percentage (`5%`, `5`, `0`) into a fraction, for `max-unused`.
+pub fn parse_percent(text: &str) -> std::result::Result<f64, String> {
+    let n: f64 = text
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("'{text}' is not a percentage; write e.g. \"5%\" or \"0\""))?;
+    if !(0.0..=100.0).contains(&n) {
+        return Err(format!("{text} is outside 0..100%"));
+    }
+    Ok(n / 100.0)
+}
+
 /// What a run found and did.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PruneReport {
