@@ -81,6 +81,12 @@ step restore "$BIN restore latest --json --identity $WORK/keys/ops.key --target 
 step check-read-data "$BIN check --read-data --json --identity $WORK/keys/ops.key" "restic check --read-data --quiet"
 echo "{\"label\": \"custodian repo\", \"bytes\": $(size_of "$C_STORE")}" >> "$RESULTS"
 [ $HAVE_RESTIC = 1 ] && echo "{\"label\": \"restic repo\", \"bytes\": $(size_of "$R_STORE")}" >> "$RESULTS"
+# Forget the first two snapshots and prune at once (no backup runs here, so no grace period).
+"$BIN" forget --keep-last 1 --writer-key "$WORK/keys/writer.key" >&2
+[ $HAVE_RESTIC = 1 ] && restic forget --keep-last 1 --quiet >&2
+step prune "$BIN prune --grace 0s --max-unused 0 --json --writer-key $WORK/keys/writer.key" "restic prune --max-unused 0 --quiet"
+echo "{\"label\": \"custodian repo after prune\", \"bytes\": $(size_of "$C_STORE")}" >> "$RESULTS"
+[ $HAVE_RESTIC = 1 ] && echo "{\"label\": \"restic repo after prune\", \"bytes\": $(size_of "$R_STORE")}" >> "$RESULTS"
 
 python3 - "$RESULTS" "$(size_of "$PRISTINE")" <<'PY'
 import json, sys
@@ -92,7 +98,7 @@ where = "S3 (s3s-fs on loopback)" if os.environ.get("BENCH_S3") == "1" else "loc
 print(f"\ndata set: {data / 2**30:.2f} GiB, repositories on {where}\n")
 print("| step | custodian wall s | cpu s | peak RSS MiB | MB/s | requests PUT/GET/LIST | restic wall s | cpu s | peak RSS MiB | speed ratio | RSS ratio |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
-for step in ["initial", "no-change", "after-changes", "restore", "check-read-data"]:
+for step in ["initial", "no-change", "after-changes", "restore", "check-read-data", "prune"]:
     c = by.get(f"custodian {step}"); r = by.get(f"restic {step}")
     if not c: continue
     mbs = data / 1e6 / c["wall"] if step in ("initial", "restore") else float("nan")
@@ -108,6 +114,9 @@ for step in ["initial", "no-change", "after-changes", "restore", "check-read-dat
     print(line)
 c = by["custodian repo"]["bytes"]; r = by.get("restic repo")
 print(f"\nrepository size: custodian {c / 2**20:.1f} MiB" + (f", restic {r['bytes'] / 2**20:.1f} MiB (restic/custodian {r['bytes'] / c:.4f})" if r else ""))
+c = by.get("custodian repo after prune"); r = by.get("restic repo after prune")
+if c:
+    print(f"after forget --keep-last 1 and prune: custodian {c['bytes'] / 2**20:.1f} MiB" + (f", restic {r['bytes'] / 2**20:.1f} MiB" if r else ""))
 PY
 echo "deleting this run's trees (wait a few minutes before the next run: see the ext4 note above)" >&2
 rm -rf "$TRASH" "$WORK/restore"

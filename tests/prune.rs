@@ -90,6 +90,29 @@ fn restore_every_snapshot(w: &World, sources: &[&str]) -> usize {
     snaps.len()
 }
 
+fn forget_keep(w: &World, n: u32) {
+    let out = w
+        .writer_cmd(&["forget", "--keep-last", &n.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// Nothing left to mark: every pack is fully used.
+fn assert_fully_packed(w: &World) {
+    let again = prune(w, &["--grace", "0s", "--max-unused", "0", "--dry-run"]);
+    let pass = &again["passes"][0];
+    assert!(
+        pass["mark_repack"].as_array().unwrap().is_empty(),
+        "{again}"
+    );
+    assert!(
+        pass["mark_unused"].as_array().unwrap().is_empty(),
+        "{again}"
+    );
+    assert_eq!(pass["unused_bytes_left"], 0, "{again}");
+}
+
 fn check_read_data(w: &World) {
     let out = w.operator_cmd(&["check", "--read-data"]).output().unwrap();
     assert!(out.status.success(), "check failed: {}", text(&out));
@@ -119,11 +142,7 @@ fn prune_marks_then_deletes_after_the_grace_period_and_keeps_every_snapshot_whol
         let out = backup_gen(&w, "a", 0, gen);
         assert!(out.status.success(), "{}", text(&out));
     }
-    let out = w
-        .writer_cmd(&["forget", "--keep-last", "2"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    forget_keep(&w, 2);
     let before = pack_count(&w);
 
     // Dry run: decisions, no change.
@@ -180,6 +199,13 @@ fn prune_marks_then_deletes_after_the_grace_period_and_keeps_every_snapshot_whol
         pruned[0]["bytes_deleted"], done["deleted_bytes"],
         "the record states the bytes deleted"
     );
+    // It names the snapshots whose data went: the two forgotten before the marking.
+    let named = pruned[0]["snapshots"].as_array().unwrap();
+    assert_eq!(named.len(), 2, "{}", pruned[0]);
+    assert!(named
+        .iter()
+        .all(|s| s["reason"].as_str().unwrap().contains("after forget")));
+    assert!(pruned[0]["data_from"].is_string());
     assert!(pruned[0]["by"]
         .as_str()
         .unwrap()
@@ -207,11 +233,7 @@ fn repacking_copies_live_blobs_without_any_read_key_and_frees_the_rest() {
     for gen in 0..6 {
         assert!(backup_gen(&w, "a", 0, gen).status.success());
     }
-    let out = w
-        .writer_cmd(&["forget", "--keep-last", "1"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    forget_keep(&w, 1);
     let bytes_before: u64 = walk_files(&w.repo.join("packs"))
         .iter()
         .map(|p| p.metadata().unwrap().len())
@@ -231,15 +253,7 @@ fn repacking_copies_live_blobs_without_any_read_key_and_frees_the_rest() {
     check_read_data(&w);
     assert_eq!(restore_every_snapshot(&w, &["a"]), 1);
     // Every pack left is fully used.
-    let again = prune(&w, &["--grace", "0s", "--max-unused", "0", "--dry-run"]);
-    assert!(
-        again["passes"][0]["mark_repack"]
-            .as_array()
-            .unwrap()
-            .is_empty(),
-        "{again}"
-    );
-    assert_eq!(again["passes"][0]["unused_bytes_left"], 0);
+    assert_fully_packed(&w);
 }
 
 #[test]
@@ -292,11 +306,7 @@ fn a_backup_started_before_a_prune_rescues_what_it_reuses_or_refuses_to_commit()
     // Generation 0, then unrelated content, and forget generation 0: its packs are garbage.
     assert!(backup_gen(&w, "a", 0, 0).status.success());
     assert!(backup_gen(&w, "a", 0, 1000).status.success());
-    let out = w
-        .writer_cmd(&["forget", "--keep-last", "1"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    forget_keep(&w, 1);
     std::thread::sleep(Duration::from_millis(300));
 
     for (grace, rescued) in [("250ms", true), ("0s", false)] {
@@ -338,17 +348,9 @@ fn a_backup_started_before_a_prune_rescues_what_it_reuses_or_refuses_to_commit()
         }
         check_read_data(&w);
         restore_every_snapshot(&w, &["a"]);
-        let out = w
-            .writer_cmd(&["forget", "--keep-last", "1"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
+        forget_keep(&w, 1);
         assert!(backup_gen(&w, "a", 0, 1000).status.success());
-        let out = w
-            .writer_cmd(&["forget", "--keep-last", "1"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
+        forget_keep(&w, 1);
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -410,11 +412,7 @@ fn backups_and_prunes_racing_in_separate_processes_never_lose_a_snapshot() {
         std::thread::spawn(move || {
             let (mut runs, mut deleted) = (0u64, 0u64);
             while !stop.load(Ordering::Relaxed) {
-                let out = w
-                    .writer_cmd(&["forget", "--keep-last", "3"])
-                    .output()
-                    .unwrap();
-                assert!(out.status.success(), "{}", text(&out));
+                forget_keep(&w, 3);
                 let out = w
                     .writer_cmd(&["prune", "--json", "--grace", "250ms", "--max-unused", "0"])
                     .output()
@@ -473,11 +471,7 @@ fn prune_on_s3_servers_reclaims_space_and_keeps_snapshots_whole() {
             let out = backup_gen(&w, "a", 0, gen);
             assert!(out.status.success(), "{}: {}", server.name, text(&out));
         }
-        let out = w
-            .writer_cmd(&["forget", "--keep-last", "1"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
+        forget_keep(&w, 1);
         let young = prune(&w, &["--grace", "1h"]);
         assert!(
             young["marker"].is_null(),
@@ -492,20 +486,6 @@ fn prune_on_s3_servers_reclaims_space_and_keeps_snapshots_whole() {
         );
         check_read_data(&w);
         assert_eq!(restore_every_snapshot(&w, &["a"]), 1);
-        let again = prune(&w, &["--grace", "0s", "--max-unused", "0", "--dry-run"]);
-        assert!(
-            again["passes"][0]["mark_repack"]
-                .as_array()
-                .unwrap()
-                .is_empty(),
-            "{again}"
-        );
-        assert!(
-            again["passes"][0]["mark_unused"]
-                .as_array()
-                .unwrap()
-                .is_empty(),
-            "{again}"
-        );
+        assert_fully_packed(&w);
     }
 }

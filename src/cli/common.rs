@@ -98,6 +98,12 @@ pub fn state_dir() -> PathBuf {
 }
 
 /// Bytes for people (binary units).
+/// A clap value parser for durations (`30d`, `7y`, `6h`, `0s`).
+pub fn duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("'{text}' is not a duration ({e}); write e.g. 30d, 6h or 0s"))
+}
+
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;

@@ -139,4 +139,17 @@ fn print_status(doc: &StatusDoc) {
             println!("  last error: {e}");
         }
     }
+    let p = &doc.prune;
+    if p.last_run.is_some() {
+        println!(
+            "prune: {} {}; reclaimed {} so far, {} marked and waiting",
+            p.last_result,
+            ago(p.last_run, now),
+            super::common::human_bytes(p.reclaimed_bytes_total),
+            super::common::human_bytes(p.marked_bytes)
+        );
+        if let Some(e) = &p.last_error {
+            println!("  last error: {e}");
+        }
+    }
 }

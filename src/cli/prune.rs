@@ -1,16 +1,11 @@
 //! `custodian prune` and `custodian erase`.
 
-use super::common::{self, human_bytes};
+use super::common::{self, duration, human_bytes};
 use super::{KeyArgs, RepoArg};
 use anyhow::Result;
 use custodian::prune::{self, PruneOptions, PruneReport, Rules};
 use std::sync::Arc;
 use std::time::Duration;
-
-fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("'{text}' is not a duration ({e}); write e.g. 6h, 30m or 0s"))
-}
 
 #[derive(clap::Args)]
 pub struct PruneArgs {

@@ -1,17 +1,12 @@
 //! `custodian forget`, `hold`, `release` and `destruction-records`.
 
-use super::common;
+use super::common::{self, duration};
 use super::{KeyArgs, RepoArg};
 use anyhow::Result;
 use custodian::repository::SnapshotSelector;
 use custodian::retention::{plan, Policy};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
-
-fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|e| format!("'{text}' is not a duration ({e}); write e.g. 30d or 7y"))
-}
 
 #[derive(clap::Args)]
 pub struct ForgetArgs {

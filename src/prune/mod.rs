@@ -160,13 +160,21 @@ fn run_pass(
             .map(|id| (pack_name(id), sizes.get(id).copied().unwrap_or(0)))
             .collect();
         if !objects.is_empty() {
+            let finished_by = facts
+                .markers
+                .iter()
+                .filter(|m| plan.finish_markers.contains(&m.name))
+                .map(|m| m.written)
+                .max()
+                .unwrap_or_else(SystemTime::now);
             let record = repo.destroy(
                 "prune",
-                Vec::new(),
+                snapshots_whose_data_went(repo, finished_by)?,
                 objects,
-                "Packs deleted: data that no snapshot referenced any longer (the snapshots that \
-                 held it are listed in earlier forget and erase records), and blobs left unused \
-                 by repacking. Copies the storage provider keeps (versioning, backups, replicas) \
+                "Packs deleted: data that no snapshot referenced any longer, and blobs left \
+                 unused by repacking. The snapshots listed are those destroyed before these \
+                 packs were marked: their data is gone now, except blobs other snapshots still \
+                 share. Copies the storage provider keeps (versioning, backups, replicas) \
                  are outside what custodian can destroy or attest."
                     .into(),
                 &opts.local_dir,
@@ -249,6 +257,39 @@ fn gather(repo: &Repository, grace: Duration) -> Result<Facts> {
         referenced,
         snapshots: snapshots.len(),
     })
+}
+
+/// The snapshots whose data a prune deletes, for its record: those destroyed (forgotten, erased,
+/// crypto-shredded) by records written before the newest marker this run finishes, and not
+/// already named by an earlier prune record. So a compliance reader can follow each snapshot
+/// from "forgotten" to "data deleted".
+fn snapshots_whose_data_went(
+    repo: &Repository,
+    marked_at: SystemTime,
+) -> Result<Vec<crate::repository::DestroyedSnapshot>> {
+    let records = repo.destruction_records()?;
+    let covered: HashSet<&str> = records
+        .iter()
+        .filter(|r| r.action == "prune")
+        .flat_map(|r| r.snapshots.iter().map(|s| s.id.as_str()))
+        .collect();
+    let mut out = Vec::new();
+    for r in records.iter().filter(|r| r.action != "prune") {
+        let before = humantime::parse_rfc3339_weak(&r.time).is_ok_and(|t| t <= marked_at);
+        if !before {
+            continue;
+        }
+        for s in r
+            .snapshots
+            .iter()
+            .filter(|s| !covered.contains(s.id.as_str()))
+        {
+            let mut s = s.clone();
+            s.reason = format!("data no longer referenced after {} at {}", r.action, r.time);
+            out.push(s);
+        }
+    }
+    Ok(out)
 }
 
 /// Every blob some snapshot needs, from the reference lists (metadata key only). A list that
