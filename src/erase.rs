@@ -67,8 +67,9 @@ pub fn erase(repo: &Arc<Repository>, opts: &EraseOptions) -> Result<EraseReport>
         .filter(|s| s.head.source == opts.source)
         .collect();
     if snaps.is_empty() {
-        return Err(Error::SnapshotNotFound(format!(
-            "any snapshot of source '{}'",
+        return Err(Error::Invalid(format!(
+            "source '{}' has no snapshots in this repository, so there is nothing to erase. \
+             'custodian snapshots' lists the sources.",
             opts.source
         )));
     }
