@@ -13,9 +13,7 @@ use crate::format::index::IndexPack;
 use crate::format::pack::PackEntry;
 use crate::format::refs::{self, RefKey};
 use crate::id::{content_hash, PackId, SnapshotId};
-use crate::repository::{
-    pack_name, BlobReader, Credential, MasterIndex, Repository, SnapshotInfo, SnapshotSelector,
-};
+use crate::repository::{pack_name, BlobReader, Credential, MasterIndex, Repository, SnapshotInfo};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -193,7 +191,7 @@ fn select(from: &Repository, opts: &CopyOptions) -> Result<Vec<SnapshotInfo>> {
     }
     let mut chosen = BTreeMap::new();
     for text in &opts.snapshots {
-        let snap = from.find_snapshot(&SnapshotSelector::parse(text, source))?;
+        let snap = from.resolve_snapshot(text, source)?;
         chosen.insert((snap.time, snap.id), snap);
     }
     Ok(chosen.into_values().collect())

@@ -82,7 +82,6 @@ pub fn erase(repo: &Arc<Repository>, opts: &EraseOptions) -> Result<EraseReport>
     let mut rewriter = Rewriter {
         reader: &reader,
         pattern,
-        domains: HashMap::new(),
         repo,
         new_trees: HashMap::new(),
         memo: HashMap::new(),
@@ -178,30 +177,20 @@ struct Rewriter<'a> {
     reader: &'a BlobReader<'a>,
     repo: &'a Arc<Repository>,
     pattern: Pattern,
-    domains: HashMap<String, Arc<DomainKeys>>,
-    /// New tree plaintexts by id, sealed at commit.
-    new_trees: HashMap<BlobId, Vec<u8>>,
+    /// New tree plaintexts by id, with their key domain, sealed at commit.
+    new_trees: HashMap<BlobId, (String, Vec<u8>)>,
     /// (old tree, its path) -> (new tree if changed, entries removed).
     memo: HashMap<(BlobId, PathBuf), (Option<BlobId>, u64)>,
 }
 
 impl Rewriter<'_> {
-    fn domain(&mut self, name: &str) -> Result<Arc<DomainKeys>> {
-        if let Some(d) = self.domains.get(name) {
-            return Ok(d.clone());
-        }
-        let keys = Arc::new(self.repo.domain_for_write(name)?);
-        self.domains.insert(name.to_string(), keys.clone());
-        Ok(keys)
-    }
-
     /// The head rewritten (refs still to be written), or None when nothing matches.
     fn snapshot(&mut self, head: &SnapshotHead) -> Result<Option<(SnapshotHead, u64)>> {
         let Some(root) = head.root.subtree else {
             return Ok(None);
         };
         let _ = self.reader.prefetch_trees(&root);
-        let domain = self.domain(&head.domain)?;
+        let domain = self.reader.domain(&head.domain)?;
         let (new_root, mut removed) = self.dir(&domain, root, Path::new(""))?;
         let mut new = head.clone();
         if let Some(id) = new_root {
@@ -231,7 +220,7 @@ impl Rewriter<'_> {
                     })
                     .unwrap_or_default();
                     let id = domain.blob_id(&json);
-                    self.new_trees.insert(id, json);
+                    self.new_trees.insert(id, (domain.name.clone(), json));
                     Some(id)
                 };
             }
@@ -274,7 +263,7 @@ impl Rewriter<'_> {
             tree.nodes = kept;
             let json = serde_json::to_vec(&tree).unwrap_or_default();
             let id = domain.blob_id(&json);
-            self.new_trees.insert(id, json);
+            self.new_trees.insert(id, (domain.name.clone(), json));
             Some(id)
         } else {
             None
@@ -286,7 +275,7 @@ impl Rewriter<'_> {
     /// A tree by id, new or stored.
     fn tree(&self, id: &BlobId) -> Result<Tree> {
         match self.new_trees.get(id) {
-            Some(json) => Ok(crate::format::decode_json(
+            Some((_, json)) => Ok(crate::format::decode_json(
                 json,
                 "rewritten tree",
                 TREE_VERSION,
@@ -328,28 +317,24 @@ impl Rewriter<'_> {
     /// Seal the new trees, write reference lists and the new heads (oldest first, parents
     /// pointing at rewritten parents). Returns the new ids in `rewrites` order.
     fn commit(
-        &mut self,
+        &self,
         index: &MasterIndex,
         rewrites: &mut [(&SnapshotInfo, SnapshotHead, u64)],
     ) -> Result<Vec<SnapshotId>> {
         let repo = self.repo;
         let uploader = PackUploader::start(repo.clone(), Vec::new(), repo.backend.connections());
-        let mut by_domain: HashMap<String, Vec<BlobId>> = HashMap::new();
-        for (_, head, _) in rewrites.iter() {
-            let ids = by_domain.entry(head.domain.clone()).or_default();
-            ids.extend(head.root.subtree);
-            ids.extend(head.skipped_list);
+        // One session and pack writer per key domain; a pack holds blobs of one domain.
+        let mut by_domain: HashMap<&str, Vec<(&BlobId, &Vec<u8>)>> = HashMap::new();
+        for (id, (domain, json)) in &self.new_trees {
+            if !index.dedupable(id) {
+                by_domain.entry(domain).or_default().push((id, json));
+            }
         }
-        let mut sealed = HashSet::new();
-        for (name, _) in by_domain {
-            let domain = self.domain(&name)?;
+        for (name, trees) in by_domain {
+            let domain = self.reader.domain(name)?;
             let session = repo.start_session(&domain.recipient)?;
-            let mut writer = PackWriter::new(&name, repo.config.pack_target);
-            // Every new tree of this domain (ids are domain-keyed, so they do not mix).
-            for (id, json) in &self.new_trees {
-                if domain.blob_id(json) != *id || index.dedupable(id) || !sealed.insert(*id) {
-                    continue;
-                }
+            let mut writer = PackWriter::new(name, repo.config.pack_target);
+            for (id, json) in trees {
                 let (tag, payload) = compress::compress(json, repo.config.zstd_level);
                 let frame = seal_blob(&session, id, BlobKind::Tree.code(), tag, &payload);
                 if writer.add(*id, BlobKind::Tree, &frame) {

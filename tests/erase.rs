@@ -55,6 +55,14 @@ fn records(dir: &Path, gen: u64, with_acme: bool) {
     set_mtime(dir, 1_700_003_000);
 }
 
+/// `erase --source crm --path clients/acme EXTRA…` with the key `cmd` carries.
+fn erase_acme(mut cmd: std::process::Command, extra: &[&str]) -> std::process::Output {
+    cmd.args(["erase", "--source", "crm", "--path", "clients/acme"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 fn operator_repo(w: &World) -> Repository {
     let backend = custodian::backend::open(w.repo.to_str().unwrap()).unwrap();
     Repository::open(backend, &Credential::Operator(w.operator.clone())).unwrap()
@@ -133,19 +141,7 @@ fn erase_then_prune_leaves_no_blob_of_the_erased_files_and_every_other_file_rest
         .iter()
         .map(|s| s["id"].as_str().unwrap().to_string())
         .collect();
-    let dry = json(
-        w.operator_cmd(&[
-            "erase",
-            "--source",
-            "crm",
-            "--path",
-            "clients/acme",
-            "--dry-run",
-            "--json",
-        ])
-        .output()
-        .unwrap(),
-    );
+    let dry = json(erase_acme(w.operator_cmd(&[]), &["--dry-run", "--json"]));
     assert_eq!(dry["snapshots"].as_array().unwrap().len(), 3);
     assert_eq!(dry["entries_removed"], 3, "one folder per snapshot");
     let ids_now: Vec<String> = w
@@ -156,10 +152,7 @@ fn erase_then_prune_leaves_no_blob_of_the_erased_files_and_every_other_file_rest
     assert_eq!(ids_before, ids_now);
 
     // The writer credential cannot erase (it cannot read trees).
-    let out = w
-        .writer_cmd(&["erase", "--source", "crm", "--path", "clients/acme"])
-        .output()
-        .unwrap();
+    let out = erase_acme(w.writer_cmd(&[]), &[]);
     assert!(!out.status.success());
     assert!(text(&out).contains("identity"), "{}", text(&out));
 
@@ -169,10 +162,7 @@ fn erase_then_prune_leaves_no_blob_of_the_erased_files_and_every_other_file_rest
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let out = w
-        .operator_cmd(&["erase", "--source", "crm", "--path", "clients/acme"])
-        .output()
-        .unwrap();
+    let out = erase_acme(w.operator_cmd(&[]), &[]);
     assert!(!out.status.success());
     assert!(
         text(&out).contains("legal hold outranks erasure"),
@@ -186,18 +176,7 @@ fn erase_then_prune_leaves_no_blob_of_the_erased_files_and_every_other_file_rest
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 
-    let done = json(
-        w.operator_cmd(&[
-            "erase",
-            "--source",
-            "crm",
-            "--path",
-            "clients/acme",
-            "--json",
-        ])
-        .output()
-        .unwrap(),
-    );
+    let done = json(erase_acme(w.operator_cmd(&[]), &["--json"]));
     assert_eq!(done["entries_removed"], 3);
     let snaps = w.snapshots();
     assert_eq!(snaps.len(), 3);

@@ -67,6 +67,15 @@ pub trait Backend: Send + Sync {
     }
     /// Whole object.
     fn get(&self, name: &str) -> Result<Vec<u8>, BackendError>;
+    /// The whole object, or None when it does not exist (never was, or was deleted since a
+    /// listing named it: prune deletes while others list).
+    fn get_if_present(&self, name: &str) -> Result<Option<Vec<u8>>, BackendError> {
+        match self.get(name) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
     /// `len` bytes from `start`.
     fn get_range(&self, name: &str, start: u64, len: u64) -> Result<Vec<u8>, BackendError>;
     /// Every object under `prefix` (a folder such as `packs/`), with sizes.

@@ -4,7 +4,7 @@ use super::common::{self, human_bytes};
 use super::{KeyArgs, RepoArg};
 use anyhow::Result;
 use custodian::incident::{self, Pattern};
-use custodian::repository::{BlobReader, SnapshotSelector};
+use custodian::repository::BlobReader;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -56,8 +56,8 @@ pub struct DumpArgs {
 pub fn diff(args: DiffArgs) -> Result<u8> {
     let repo = common::open_operator(&args.repo, &args.keys, "diff")?;
     let source = args.source.as_deref();
-    let a = repo.find_snapshot(&SnapshotSelector::parse(&args.from, source))?;
-    let b = repo.find_snapshot(&SnapshotSelector::parse(&args.to, source))?;
+    let a = repo.resolve_snapshot(&args.from, source)?;
+    let b = repo.resolve_snapshot(&args.to, source)?;
     let index = repo.load_index()?;
     let reader = BlobReader::new(&repo, &index);
     let changes = incident::diff(&reader, &a, &b)?;
@@ -136,7 +136,7 @@ pub fn dump(args: DumpArgs) -> Result<u8> {
         anyhow::anyhow!("write SNAPSHOT:PATH, e.g. latest:branch-01/ledger.sqlite")
     })?;
     let repo = common::open_operator(&args.repo, &args.keys, "dump")?;
-    let snap = repo.find_snapshot(&SnapshotSelector::parse(spec, args.source.as_deref()))?;
+    let snap = repo.resolve_snapshot(spec, args.source.as_deref())?;
     let index = repo.load_index()?;
     let reader = BlobReader::new(&repo, &index);
     let stdout = std::io::stdout();

@@ -4,7 +4,7 @@ use super::common::{self, human_bytes};
 use super::{KeyArgs, RepoArg};
 use anyhow::Result;
 use custodian::format::tree::{Name, Node, NodeKind};
-use custodian::repository::{BlobReader, SnapshotSelector};
+use custodian::repository::BlobReader;
 use custodian::restorer::plan::descend;
 use std::path::{Path, PathBuf};
 
@@ -116,10 +116,7 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
 
 pub fn ls(args: LsArgs) -> Result<u8> {
     let repo = common::open_operator(&args.repo, &args.keys, "ls (listing file names)")?;
-    let snap = repo.find_snapshot(&SnapshotSelector::parse(
-        &args.snapshot,
-        args.source.as_deref(),
-    ))?;
+    let snap = repo.resolve_snapshot(&args.snapshot, args.source.as_deref())?;
     let index = repo.load_index()?;
     let reader = BlobReader::new(&repo, &index);
     let start = args.path.clone().unwrap_or_default();

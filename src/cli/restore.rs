@@ -4,7 +4,6 @@ use super::common::{self, human_bytes};
 use super::progress::Bar;
 use super::{KeyArgs, RepoArg};
 use anyhow::Result;
-use custodian::repository::SnapshotSelector;
 use custodian::restorer::{restore, RestoreOptions, RestoreProgress};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -41,7 +40,7 @@ pub fn run(args: RestoreArgs) -> Result<u8> {
         Some((s, p)) => (s, Some(PathBuf::from(p.trim_start_matches('/')))),
         None => (args.snapshot.as_str(), None),
     };
-    let snap = repo.find_snapshot(&SnapshotSelector::parse(spec, args.source.as_deref()))?;
+    let snap = repo.resolve_snapshot(spec, args.source.as_deref())?;
     let progress = Arc::new(RestoreProgress::default());
     let bar = {
         let p = progress.clone();

@@ -3,7 +3,6 @@
 use super::common::{self, duration};
 use super::{KeyArgs, RepoArg};
 use anyhow::Result;
-use custodian::repository::SnapshotSelector;
 use custodian::retention::{plan, Policy};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -166,10 +165,7 @@ pub fn forget(args: ForgetArgs) -> Result<u8> {
 
 pub fn hold(args: HoldArgs) -> Result<u8> {
     let repo = common::open(&args.repo, &args.keys, "hold")?;
-    let snap = repo.find_snapshot(&SnapshotSelector::parse(
-        &args.snapshot,
-        args.source.as_deref(),
-    ))?;
+    let snap = repo.resolve_snapshot(&args.snapshot, args.source.as_deref())?;
     let reason = args.reason.unwrap_or_else(|| "held by hand".into());
     if repo.hold(&snap.id, &reason)? {
         println!("snapshot {} is held: {reason}", snap.id.short());
@@ -181,10 +177,7 @@ pub fn hold(args: HoldArgs) -> Result<u8> {
 
 pub fn release(args: HoldArgs) -> Result<u8> {
     let repo = common::open_operator(&args.repo, &args.keys, "releasing a hold")?;
-    let snap = repo.find_snapshot(&SnapshotSelector::parse(
-        &args.snapshot,
-        args.source.as_deref(),
-    ))?;
+    let snap = repo.resolve_snapshot(&args.snapshot, args.source.as_deref())?;
     repo.release(&snap.id)?;
     println!("snapshot {} is no longer held", snap.id.short());
     Ok(0)

@@ -52,21 +52,20 @@ pub fn secure_commit(
     }
     // Blobs reused from packs deleted since: fine if a repack left them in a pack that stays
     // (the common case); the index is read again only then.
-    let lost: Vec<&BlobId> = needed
+    let lost: Vec<(&BlobId, PackId)> = needed
         .iter()
         .filter(|id| start.dedupable(id))
-        .filter(|id| start.get(id).is_some_and(|loc| gone(&start.pack(&loc).id)))
+        .filter_map(|id| start.get(id).map(|loc| (id, start.pack(&loc).id)))
+        .filter(|(_, pack)| gone(pack))
         .collect();
     if !lost.is_empty() {
         let now = repo.load_index()?;
-        for id in lost {
+        for (id, was) in lost {
             let moved = now
                 .get(id)
-                .map(|loc| now.pack(&loc).id)
-                .filter(|p| now.dedupable(id) && !gone(p));
-            if moved.is_none() {
-                let was = start.get(id).map(|loc| start.pack(&loc).id);
-                return Err(refused(&was.unwrap_or(PackId([0; 32]))));
+                .is_some_and(|loc| now.dedupable(id) && !gone(&now.pack(&loc).id));
+            if !moved {
+                return Err(refused(&was));
             }
         }
     }

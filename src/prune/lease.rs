@@ -6,7 +6,6 @@
 //! prune checks before deleting that its own lease has comfortably not expired, so a prune that
 //! took over a stale lease never deletes beside the one it replaced.
 
-use crate::backend::ErrorKind;
 use crate::error::{Error, Result};
 use crate::repository::Repository;
 use serde::{Deserialize, Serialize};
@@ -64,10 +63,9 @@ impl<'a> Lease<'a> {
             if repo.create_exclusive(LEASE_NAME, &bytes)? {
                 return Ok(Lease { repo, bytes, taken });
             }
-            let held = match repo.backend.get(LEASE_NAME) {
-                Ok(held) => held,
-                Err(e) if e.kind == ErrorKind::NotFound => continue,
-                Err(e) => return Err(e.into()),
+            // None: released in between; try again.
+            let Some(held) = repo.backend.get_if_present(LEASE_NAME)? else {
+                continue;
             };
             let other: LeaseRecord = repo.open_meta(&held, "prune lease", LEASE_VERSION)?;
             let expired = humantime::parse_rfc3339_weak(&other.expires).is_ok_and(|t| t < now);

@@ -239,8 +239,6 @@ fn gather(repo: &Repository, grace: Duration) -> Result<Facts> {
             }
         }
     }
-    let index = MasterIndex::build(marks.clone(), &files);
-    let referenced = referenced(repo, &index, &snapshots)?;
     let markers = marks
         .markers
         .iter()
@@ -250,6 +248,8 @@ fn gather(repo: &Repository, grace: Duration) -> Result<Facts> {
             packs: m.packs.clone(),
         })
         .collect();
+    let index = MasterIndex::build(marks, &files);
+    let referenced = referenced(repo, &index, &snapshots)?;
     Ok(Facts {
         files,
         packs,
@@ -294,7 +294,7 @@ fn snapshots_whose_data_went(
 
 /// Every blob some snapshot needs, from the reference lists (metadata key only). A list that
 /// cannot be read stops the prune: it must never guess what is unused.
-pub fn referenced(
+fn referenced(
     repo: &Repository,
     index: &MasterIndex,
     snapshots: &[SnapshotInfo],

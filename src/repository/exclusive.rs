@@ -13,7 +13,6 @@
 
 use super::Repository;
 use crate::backend::probe::{self, CreateIfAbsent};
-use crate::backend::ErrorKind;
 use crate::error::Result;
 use std::time::{Duration, Instant};
 
@@ -46,10 +45,8 @@ impl Repository {
             SETTLE
         };
         let started = Instant::now();
-        match self.backend.get(name) {
-            Ok(_) => return Ok(false),
-            Err(e) if e.kind == ErrorKind::NotFound => {}
-            Err(e) => return Err(e.into()),
+        if self.backend.get_if_present(name)?.is_some() {
+            return Ok(false);
         }
         if !self.backend.put_new(name, bytes)? {
             return Ok(false);

@@ -7,7 +7,6 @@
 
 use super::marks::Marks;
 use super::{pack_name, Repository};
-use crate::backend::ErrorKind;
 use crate::error::{FormatError, Result};
 use crate::format::index::{IndexFile, IndexPack, INDEX_VERSION};
 use crate::format::pack::{parse_trailer, PackHeader, PACK_HEADER_VERSION, TRAILER_LEN};
@@ -174,12 +173,10 @@ impl Repository {
     pub fn load_index_files(&self) -> Result<Vec<(IndexId, IndexFile)>> {
         let mut files = Vec::new();
         for (id, object) in self.list_ids::<IndexId>("index/")? {
-            let bytes = match self.backend.get(&object.name) {
-                Ok(bytes) => bytes,
-                // A prune replaced it between our listing and this read: what it named is in
-                // the replacement or deleted. Missing it only costs deduplication.
-                Err(e) if e.kind == ErrorKind::NotFound => continue,
-                Err(e) => return Err(e.into()),
+            // None: a prune replaced it between our listing and this read; what it named is in
+            // the replacement or deleted. Missing it only costs deduplication.
+            let Some(bytes) = self.backend.get_if_present(&object.name)? else {
+                continue;
             };
             let file: IndexFile =
                 self.open_meta(&bytes, &format!("index {}", id.short()), INDEX_VERSION)?;

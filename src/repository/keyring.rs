@@ -56,10 +56,8 @@ fn decode_hex_key(text: &str, what: &str) -> Result<Zeroizing<[u8; 32]>> {
 
 /// Create a repository. `config` is written last, so an interrupted init leaves no repository.
 pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized> {
-    match backend.get("config") {
-        Ok(_) => return Err(Error::RepositoryExists(backend.location())),
-        Err(e) if e.kind == ErrorKind::NotFound => {}
-        Err(e) => return Err(e.into()),
+    if backend.get_if_present("config")?.is_some() {
+        return Err(Error::RepositoryExists(backend.location()));
     }
     let create_if_absent = crate::backend::probe::at_init(backend.as_ref())?;
     if !create_if_absent.is_atomic() {

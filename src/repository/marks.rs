@@ -5,7 +5,6 @@
 //! docs/FORMAT.md, "Prune".
 
 use super::Repository;
-use crate::backend::ErrorKind;
 use crate::error::{FormatError, Result};
 use crate::id::{content_hash, PackId};
 use serde::{Deserialize, Serialize};
@@ -66,10 +65,8 @@ impl Repository {
     pub fn prune_marks(&self) -> Result<Marks> {
         let mut marks = Marks::default();
         for object in self.backend.list("prune/")? {
-            let bytes = match self.backend.get(&object.name) {
-                Ok(bytes) => bytes,
-                Err(e) if e.kind == ErrorKind::NotFound => continue,
-                Err(e) => return Err(e.into()),
+            let Some(bytes) = self.backend.get_if_present(&object.name)? else {
+                continue;
             };
             let marker: PruneMarker = self.open_meta(&bytes, "prune marker", MARKER_VERSION)?;
             marks.markers.insert(object.name, marker);

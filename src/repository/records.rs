@@ -9,7 +9,6 @@
 //!   destruction that then completes on the next run, never a destruction without a record.
 
 use super::Repository;
-use crate::backend::ErrorKind;
 use crate::error::{Error, Result};
 use crate::id::SnapshotId;
 use serde::{Deserialize, Serialize};
@@ -79,13 +78,12 @@ impl Repository {
     pub fn release(&self, id: &SnapshotId) -> Result<()> {
         self.require_operator("releasing a hold")?;
         let name = format!("holds/{id}");
-        match self.backend.get(&name) {
-            Ok(_) => Ok(self.backend.delete(&name)?),
-            Err(e) if e.kind == ErrorKind::NotFound => Err(Error::Invalid(format!(
+        match self.backend.get_if_present(&name)? {
+            Some(_) => Ok(self.backend.delete(&name)?),
+            None => Err(Error::Invalid(format!(
                 "snapshot {} is not held",
                 id.short()
             ))),
-            Err(e) => Err(e.into()),
         }
     }
 
@@ -93,8 +91,10 @@ impl Repository {
     pub fn holds(&self) -> Result<HashMap<SnapshotId, Hold>> {
         let mut out = HashMap::new();
         for (id, object) in self.list_ids::<SnapshotId>("holds/")? {
-            let hold: Hold = self.get_meta(&object.name, "hold", RECORD_VERSION)?;
-            out.insert(id, hold);
+            // None: released between the listing and this read.
+            if let Some(bytes) = self.backend.get_if_present(&object.name)? {
+                out.insert(id, self.open_meta(&bytes, "hold", RECORD_VERSION)?);
+            }
         }
         Ok(out)
     }

@@ -47,11 +47,9 @@ impl Repository {
     pub fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         let mut out = Vec::new();
         for (id, object) in self.list_ids::<SnapshotId>("snapshots/")? {
-            let bytes = match self.backend.get(&object.name) {
-                Ok(bytes) => bytes,
-                // Forgotten between the listing and this read.
-                Err(e) if e.kind == crate::backend::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e.into()),
+            // None: forgotten between the listing and this read.
+            let Some(bytes) = self.backend.get_if_present(&object.name)? else {
+                continue;
             };
             let head: SnapshotHead = self.open_meta(
                 &bytes,
@@ -68,6 +66,11 @@ impl Repository {
         }
         out.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
         Ok(out)
+    }
+
+    /// Resolve a snapshot as users type it: `latest` (of `source`, if given) or an id prefix.
+    pub fn resolve_snapshot(&self, text: &str, source: Option<&str>) -> Result<SnapshotInfo> {
+        self.find_snapshot(&SnapshotSelector::parse(text, source))
     }
 
     /// Resolve what the user typed to exactly one snapshot.
