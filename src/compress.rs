@@ -69,9 +69,26 @@ pub fn pack_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     zstd::bulk::compress(&json, 3).unwrap_or(json)
 }
 
-/// Inverse of [`pack_json`]'s compression step.
-pub fn unpack_json(bytes: &[u8]) -> io::Result<Vec<u8>> {
-    zstd::stream::decode_all(bytes)
+/// Inverse of [`pack_json`]'s compression step, refusing more than `limit` bytes of output.
+pub fn unpack_json(bytes: &[u8], limit: usize) -> io::Result<Vec<u8>> {
+    decompress_bounded(bytes, limit)
+}
+
+/// Decompress a zstd frame whose size a hostile writer chose: memory grows with the output
+/// actually produced, and output beyond `limit` is refused (a "zstd bomb" costs `limit`).
+pub fn decompress_bounded(bytes: &[u8], limit: usize) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(bytes)?
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)?;
+    if out.len() > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("decompresses to more than {limit} bytes, the limit for its kind"),
+        ));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -92,5 +109,14 @@ mod tests {
         let noise: Vec<u8> = (0..4096).map(|_| rng.next_u64() as u8).collect();
         let (tag, stored) = compress(&noise, 3);
         assert_eq!((tag, stored.len()), (RAW, noise.len()));
+    }
+
+    #[test]
+    fn a_zstd_bomb_is_refused_at_its_limit() {
+        let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 19).unwrap();
+        assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+        let err = decompress_bounded(&bomb, 1 << 20).unwrap_err();
+        assert!(err.to_string().contains("more than 1048576 bytes"), "{err}");
+        assert_eq!(decompress_bounded(&bomb, 64 << 20).unwrap().len(), 64 << 20);
     }
 }

@@ -61,7 +61,7 @@ pub fn erase(repo: &Arc<Repository>, opts: &EraseOptions) -> Result<EraseReport>
     repo.require_operator("erasing files from snapshots")?;
     let pattern = Pattern::new(&opts.pattern)?;
     let index = repo.load_index()?;
-    let all = repo.list_snapshots()?;
+    let all = repo.list_snapshots_strict()?;
     let snaps: Vec<&SnapshotInfo> = all
         .iter()
         .filter(|s| s.head.source == opts.source)

@@ -92,9 +92,65 @@ pub enum Error {
     Damaged(String),
     #[error("{0}")]
     Invalid(String),
+    /// A directory listing that breaks the format's rules (see `Tree::validate`): damaged, or
+    /// forged by someone holding a writer credential. Nothing is written for it.
+    #[error(
+        "{}listing of directory '/{dir}' (tree {tree}) is refused: {source}. The snapshot was damaged \
+         or forged (anyone holding the writer credential can write a listing), so nothing was \
+         restored from it. Run 'custodian check --read-data' and use an earlier snapshot.",
+        snapshot.as_ref().map(|s| format!("snapshot {s}: ")).unwrap_or_default()
+    )]
+    RefusedListing {
+        snapshot: Option<String>,
+        dir: String,
+        tree: String,
+        source: crate::format::tree::TreeError,
+    },
 }
 
 impl Error {
+    /// Name the directory a refused listing belongs to (the reader only knows the tree id).
+    pub fn in_dir(self, path: &std::path::Path) -> Self {
+        match self {
+            Error::RefusedListing {
+                snapshot,
+                tree,
+                source,
+                ..
+            } => Error::RefusedListing {
+                snapshot,
+                dir: path.display().to_string(),
+                tree,
+                source,
+            },
+            other => other,
+        }
+    }
+
+    /// Name the snapshot a refused listing came from.
+    pub fn in_snapshot(self, id: &crate::id::SnapshotId) -> Self {
+        match self {
+            Error::RefusedListing {
+                dir, tree, source, ..
+            } => Error::RefusedListing {
+                snapshot: Some(id.short()),
+                dir,
+                tree,
+                source,
+            },
+            other => other,
+        }
+    }
+
+    /// Whether this says an object is damaged or forged (as opposed to the store failing):
+    /// listings skip such objects and name them instead of failing.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            Error::Format(_) | Error::Crypto(_) | Error::Damaged(_) | Error::RefusedListing { .. }
+        )
+    }
+
     /// Attach a path to an I/O error.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

@@ -5,7 +5,8 @@
 
 use crate::error::{Error, Result};
 use crate::format::refs;
-use crate::format::snapshot::{SnapshotHead, SNAPSHOT_VERSION};
+use crate::format::snapshot::SnapshotHead;
+use crate::format::ObjectKind;
 use crate::id::{content_hash, PackId, SnapshotId};
 use crate::repository::{pack_name, BlobReader, MasterIndex, Repository};
 use std::collections::BTreeMap;
@@ -186,17 +187,23 @@ fn check_snapshots(repo: &Repository, reader: &BlobReader, report: &mut CheckRep
         reader.index.blob_ids().map(refs::RefKey::from).collect();
     for (id, object) in repo.list_ids::<SnapshotId>("snapshots/")? {
         report.snapshots += 1;
-        let head: SnapshotHead = match repo.get_meta(
-            &object.name,
-            &format!("snapshot {}", id.short()),
-            SNAPSHOT_VERSION,
-        ) {
+        let head: SnapshotHead = match repo.get_meta(ObjectKind::Snapshot, &object.name) {
             Ok(h) => h,
             Err(e) => {
                 report.errors.push(format!("snapshot {id}: {e}"));
                 continue;
             }
         };
+        if let Err(reason) = head.root.validate_fields().and_then(|()| {
+            match (head.root.kind, head.root.name.0.is_empty()) {
+                (crate::format::tree::NodeKind::Dir, true) => Ok(()),
+                _ => head.root.name.check_component().map_err(String::from),
+            }
+        }) {
+            report.errors.push(format!(
+                "snapshot {id}: its root entry {reason}; restore refuses it"
+            ));
+        }
         let mut missing = 0usize;
         let mut has_root = head.root.subtree.is_none();
         let root_key = head.root.subtree.as_ref().map(refs::RefKey::from);
@@ -300,7 +307,12 @@ fn verify_pack(
         let result = bytes
             .get(loc.offset as usize..end)
             .ok_or_else(|| Error::Damaged("blob lies outside the pack".into()))
-            .and_then(|f| reader.open(id, loc, f));
+            .and_then(|f| reader.open(id, loc, f))
+            .and_then(|plain| match loc.kind {
+                // A listing restore would refuse is damage, even if its bytes authenticate.
+                crate::format::BlobKind::Tree => crate::repository::validate_tree_blob(id, &plain),
+                _ => Ok(()),
+            });
         if let Err(e) = result {
             report.errors.push(format!("pack {pack}: {e}"));
         }

@@ -247,6 +247,7 @@ pub fn run(args: DemoArgs) -> Result<u8> {
         &operator_repo,
         &latest,
         &RestoreOptions {
+            keep_special_bits: false,
             target: scratch.clone(),
             subpath: None,
             include: vec![],

@@ -49,8 +49,12 @@ pub struct LsArgs {
 pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
     let repo = common::open(&args.repo, &args.keys, "listing snapshots")?;
     let holds = repo.holds()?;
-    let list: Vec<_> = repo
-        .list_snapshots()?
+    let scan = repo.scan_snapshots()?;
+    for (name, reason) in &scan.damaged {
+        eprintln!("skipped {name}: it is damaged or forged ({reason}). Run 'custodian check'.");
+    }
+    let list: Vec<_> = scan
+        .good
         .into_iter()
         .filter(|s| args.source.as_ref().is_none_or(|src| &s.head.source == src))
         .filter(|s| args.before.is_none_or(|t| s.time < t))

@@ -27,6 +27,10 @@ pub struct RestoreArgs {
     /// Only paths matching this glob (relative to the restored root). Repeatable.
     #[arg(long)]
     include: Vec<String>,
+    /// Keep setuid, setgid and sticky bits. Off by default: a snapshot is only as trustworthy as
+    /// every key that could write one, and a setuid file restored as root is a way in.
+    #[arg(long)]
+    keep_special_bits: bool,
     /// Source, for `latest`.
     #[arg(long)]
     source: Option<String>,
@@ -57,6 +61,7 @@ pub fn run(args: RestoreArgs) -> Result<u8> {
         subpath: sub,
         include: args.include,
         overwrite: args.overwrite,
+        keep_special_bits: args.keep_special_bits,
     };
     let summary = restore(&repo, &snap, &opts, &progress)?;
     drop(bar);

@@ -307,6 +307,7 @@ fn restore_scope(
     };
     std::fs::create_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
     let opts = RestoreOptions {
+        keep_special_bits: false,
         target: dest.clone(),
         subpath: scope.map(Path::to_path_buf),
         include: Vec::new(),

@@ -221,9 +221,13 @@ impl Repository {
         let mut out = Vec::new();
         for o in self.backend.list("drills/")? {
             let plain = self.open_for_operators(&self.backend.get(&o.name)?, "drill report")?;
-            let report: DrillReport =
-                crate::format::decode_packed(&plain, "drill report", REPORT_VERSION)
-                    .map_err(Error::from)?;
+            let report: DrillReport = crate::format::decode_packed(
+                &plain,
+                "drill report",
+                REPORT_VERSION,
+                crate::format::kind::REPORT_MAX_PLAIN,
+            )
+            .map_err(Error::from)?;
             out.push(report);
         }
         out.sort_by(|a, b| a.time.cmp(&b.time));

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod index;
 pub mod keys;
+pub mod kind;
 pub mod pack;
 pub mod refs;
 pub mod snapshot;
@@ -14,6 +15,7 @@ use crate::error::FormatError;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+pub use kind::ObjectKind;
 pub use pack::{BlobKind, PackEntry};
 
 /// Decode JSON after checking its `version` against what this build supports.
@@ -41,15 +43,17 @@ pub fn decode_json<T: DeserializeOwned>(
     serde_json::from_slice(json).map_err(malformed)
 }
 
-/// Decode zstd-compressed JSON (the plaintext form of every sealed bookkeeping object).
+/// Decode zstd-compressed JSON (the plaintext form of every sealed bookkeeping object), at
+/// most `limit` bytes of it.
 pub fn decode_packed<T: DeserializeOwned>(
     bytes: &[u8],
     what: &str,
     supported: u32,
+    limit: usize,
 ) -> Result<T, FormatError> {
-    let json = crate::compress::unpack_json(bytes).map_err(|e| FormatError::Malformed {
+    let json = crate::compress::unpack_json(bytes, limit).map_err(|e| FormatError::Malformed {
         what: what.to_string(),
-        reason: format!("not zstd: {e}"),
+        reason: format!("not zstd JSON within limits: {e}"),
     })?;
     decode_json(&json, what, supported)
 }

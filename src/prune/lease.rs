@@ -7,12 +7,13 @@
 //! took over a stale lease never deletes beside the one it replaced.
 
 use crate::error::{Error, Result};
+use crate::format::ObjectKind;
 use crate::repository::Repository;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant, SystemTime};
 
 const LEASE_NAME: &str = "locks/prune";
-const LEASE_VERSION: u32 = 1;
+use crate::format::kind::LEASE_VERSION;
 /// How long a lease holds before another prune may take it over.
 pub const LEASE_TTL: Duration = Duration::from_secs(2 * 3600);
 
@@ -67,7 +68,7 @@ impl<'a> Lease<'a> {
             let Some(held) = repo.backend.get_if_present(LEASE_NAME)? else {
                 continue;
             };
-            let other: LeaseRecord = repo.open_meta(&held, "prune lease", LEASE_VERSION)?;
+            let other: LeaseRecord = repo.open_meta(ObjectKind::Lease, LEASE_NAME, &held)?;
             let expired = humantime::parse_rfc3339_weak(&other.expires).is_ok_and(|t| t < now);
             if !expired {
                 return Err(Error::Invalid(format!(

@@ -201,7 +201,7 @@ fn run_pass(
 /// listing that follows. (A snapshot committed after this listing is seen by the next pass,
 /// which is why finishing a marker recomputes everything.)
 fn gather(repo: &Repository, grace: Duration) -> Result<Facts> {
-    let snapshots = repo.list_snapshots()?;
+    let snapshots = repo.list_snapshots_strict()?;
     let marks = repo.prune_marks()?;
     let files = repo.load_index_files()?;
     let listed = repo.list_ids::<PackId>("packs/")?;

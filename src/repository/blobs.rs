@@ -7,6 +7,7 @@ use crate::constants::RESTORE_RANGE_GAP;
 use crate::crypto::blob_seal::{frame_session, open_blob};
 use crate::crypto::DomainKeys;
 use crate::error::{Error, FormatError, Result};
+use crate::format::kind::{REFS_MAX_PLAIN, TREE_MAX_PLAIN};
 use crate::format::tree::{Tree, TREE_VERSION};
 use crate::format::BlobKind;
 use crate::id::BlobId;
@@ -89,7 +90,10 @@ impl<'a> BlobReader<'a> {
             BlobKind::Data => {
                 compress::decompress(tag, payload, self.repo.config.chunker.max as usize)
             }
-            _ if tag == compress::ZSTD => zstd::stream::decode_all(&payload[..]),
+            BlobKind::Tree if tag == compress::ZSTD => {
+                compress::decompress_bounded(&payload, TREE_MAX_PLAIN)
+            }
+            _ if tag == compress::ZSTD => compress::decompress_bounded(&payload, REFS_MAX_PLAIN),
             _ => compress::decompress(tag, payload, 0),
         }
         .map_err(|e| Error::Damaged(format!("{what} does not decompress: {e}")))?;
@@ -210,9 +214,32 @@ pub fn coalesce(blobs: &[(BlobId, Location)]) -> Vec<(u64, u64)> {
     spans
 }
 
-fn decode_tree(id: &BlobId, plain: &[u8]) -> Result<Tree> {
-    Ok(
+/// Decode a tree and validate it: every listing read from a repository is hostile input, and
+/// this is the one place all of them (restore, ls, diff, find, dump, drill, erase) come through.
+pub fn decode_tree(id: &BlobId, plain: &[u8]) -> Result<Tree> {
+    let tree: Tree =
         crate::format::decode_json(plain, &format!("tree {}", id.short()), TREE_VERSION)
-            .map_err(|e: FormatError| e)?,
-    )
+            .map_err(|e: FormatError| e)?;
+    tree.validate().map_err(|source| Error::RefusedListing {
+        snapshot: None,
+        dir: String::new(),
+        tree: id.short(),
+        source,
+    })?;
+    Ok(tree)
+}
+
+/// Check a tree-kind blob as `check --read-data` does: a directory listing must pass
+/// [`decode_tree`]; the other tree-kind blob, a skipped-file list, must decode.
+pub fn validate_tree_blob(id: &BlobId, plain: &[u8]) -> Result<()> {
+    match decode_tree(id, plain) {
+        Err(Error::Format(e)) => crate::format::decode_json::<crate::format::tree::SkippedList>(
+            plain,
+            &format!("tree {}", id.short()),
+            TREE_VERSION,
+        )
+        .map(drop)
+        .map_err(|_| Error::Format(e)),
+        other => other.map(drop),
+    }
 }

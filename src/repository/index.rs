@@ -9,8 +9,9 @@ use super::marks::Marks;
 use super::{pack_name, Repository};
 use crate::error::{FormatError, Result};
 use crate::format::index::{IndexFile, IndexPack, INDEX_VERSION};
-use crate::format::pack::{parse_trailer, PackHeader, PACK_HEADER_VERSION, TRAILER_LEN};
+use crate::format::pack::{parse_trailer, PackHeader, TRAILER_LEN};
 use crate::format::BlobKind;
+use crate::format::ObjectKind;
 use crate::id::{content_hash, BlobId, IndexId, PackId};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -178,8 +179,7 @@ impl Repository {
             let Some(bytes) = self.backend.get_if_present(&object.name)? else {
                 continue;
             };
-            let file: IndexFile =
-                self.open_meta(&bytes, &format!("index {}", id.short()), INDEX_VERSION)?;
+            let file: IndexFile = self.open_meta(ObjectKind::Index, &object.name, &bytes)?;
             files.push((id, file));
         }
         Ok(files)
@@ -224,8 +224,7 @@ impl Repository {
         let sealed =
             self.backend
                 .get_range(&name, size - TRAILER_LEN as u64 - header_len, header_len)?;
-        let header: PackHeader =
-            self.open_meta(&sealed, &format!("header of {what}"), PACK_HEADER_VERSION)?;
+        let header: PackHeader = self.open_meta(ObjectKind::PackHeader, &name, &sealed)?;
         let data_end = size - TRAILER_LEN as u64 - header_len;
         if header
             .blobs

@@ -2,6 +2,10 @@
 //! keys. The writer can create a domain (its secret identity goes straight to the operators,
 //! sealed, and is then forgotten) but can never load a domain's identity back.
 
+use crate::format::ObjectKind;
+
+/// Largest plaintext of a key record.
+const KEY_MAX: usize = 64 * 1024;
 use super::Repository;
 use crate::backend::probe::CreateIfAbsent;
 use crate::backend::{Backend, ErrorKind};
@@ -208,7 +212,7 @@ pub fn load_metadata_as_operator(
     );
     let plain = crypto::open_with(&refs, &sealed, "the repository's metadata key", &hint)?;
     let record: MetadataKeyRecord =
-        crate::format::decode_packed(&plain, "metadata key record", KEYS_VERSION)?;
+        crate::format::decode_packed(&plain, "metadata key record", KEYS_VERSION, KEY_MAX)?;
     Ok(MetadataKeys {
         identity: parse_identity(&record.identity, path)?,
         dedup_key: decode_hex_key(&record.dedup_key, "metadata key record")?,
@@ -257,7 +261,16 @@ impl Repository {
             match self.backend.get(&object) {
                 Ok(bytes) => {
                     let rec: DomainWriterRecord =
-                        self.open_meta(&bytes, &format!("key domain '{name}'"), KEYS_VERSION)?;
+                        self.open_meta(ObjectKind::DomainWriter, &object, &bytes)?;
+                    if rec.name != name {
+                        // Records of two domains swapped: backing up into the other domain's
+                        // keys would mix two owners' data.
+                        return Err(Error::Damaged(format!(
+                            "{object} holds the keys of another key domain, not of '{name}': the \
+                             repository's key records were swapped or forged. Nothing was backed \
+                             up; ask an operator to run 'custodian check'."
+                        )));
+                    }
                     return Ok(DomainKeys {
                         name: rec.name,
                         dedup_key: decode_hex_key(&rec.dedup_key, "domain record")?,
@@ -339,7 +352,7 @@ impl Repository {
             }
         }
         let snapshots: Vec<_> = self
-            .list_snapshots()?
+            .list_snapshots_strict()?
             .into_iter()
             .filter(|s| s.head.domain == name)
             .collect();
@@ -382,7 +395,13 @@ impl Repository {
             "Your identity is not an operator of this repository.",
         )?;
         let rec: DomainOperatorRecord =
-            crate::format::decode_packed(&plain, "domain key record", KEYS_VERSION)?;
+            crate::format::decode_packed(&plain, "domain key record", KEYS_VERSION, KEY_MAX)?;
+        if rec.name != name {
+            return Err(Error::Damaged(format!(
+                "the operator record of key domain '{name}' holds the keys of another domain: the \
+                 repository's key records were swapped or forged. Run 'custodian check'."
+            )));
+        }
         let identity = parse_identity(&rec.identity, Path::new("repository domain record"))?;
         Ok(DomainKeys {
             name: rec.name,
@@ -434,7 +453,7 @@ impl Repository {
             "The session belongs to another key domain.",
         )?;
         let rec: SessionRecord =
-            crate::format::decode_packed(&plain, "session record", KEYS_VERSION)?;
+            crate::format::decode_packed(&plain, "session record", KEYS_VERSION, KEY_MAX)?;
         let bytes = decode_hex_key(&rec.key, "session record")?;
         let key = Arc::new(SessionKey::from_bytes(id, *bytes));
         self.sessions

@@ -6,13 +6,14 @@
 
 use super::Repository;
 use crate::error::{FormatError, Result};
+use crate::format::ObjectKind;
 use crate::id::{content_hash, PackId};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::time::SystemTime;
 
 /// Version of `prune/` objects.
-pub const MARKER_VERSION: u32 = 1;
+pub use crate::format::kind::MARKER_VERSION;
 
 /// Contents of `prune/<hash>`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -68,7 +69,7 @@ impl Repository {
             let Some(bytes) = self.backend.get_if_present(&object.name)? else {
                 continue;
             };
-            let marker: PruneMarker = self.open_meta(&bytes, "prune marker", MARKER_VERSION)?;
+            let marker: PruneMarker = self.open_meta(ObjectKind::Marker, &object.name, &bytes)?;
             marks.markers.insert(object.name, marker);
         }
         Ok(marks)

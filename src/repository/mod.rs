@@ -12,20 +12,20 @@ mod records;
 mod repack;
 mod snapshots;
 
-pub use blobs::{coalesce, BlobReader, PackBlobs};
+pub use blobs::{coalesce, decode_tree, validate_tree_blob, BlobReader, PackBlobs};
 pub use index::{Location, MasterIndex};
 pub use keyring::{init, InitOptions, Initialized};
 pub use marks::{Marks, PruneMarker};
 pub use packer::{PackUploader, PackWriter};
 pub use records::{DestroyedSnapshot, DestructionRecord, Hold};
 pub use repack::FrameCopier;
-pub use snapshots::{SnapshotInfo, SnapshotSelector};
+pub use snapshots::{Scanned, SnapshotInfo, SnapshotSelector};
 
 use crate::backend::{Backend, ErrorKind};
 use crate::crypto::{self, MetadataKeys, SessionKey};
 use crate::error::{CryptoError, Error, Result};
 use crate::format::config::{RepoConfig, REPO_VERSION};
-use crate::format::decode_json;
+use crate::format::{decode_json, ObjectKind};
 use age::x25519;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -167,26 +167,46 @@ impl Repository {
         )?)
     }
 
-    /// Open a bookkeeping object sealed with [`Self::seal_meta`].
+    /// Open a bookkeeping object sealed with [`Self::seal_meta`], stored as `name`. The
+    /// object is hostile input: a hash-named kind must hash to its name, and its plaintext may
+    /// not exceed its kind's limit.
     pub fn open_meta<T: DeserializeOwned>(
         &self,
+        kind: ObjectKind,
+        name: &str,
         bytes: &[u8],
-        what: &str,
-        version: u32,
     ) -> Result<T> {
+        let what = format!("{} {}", kind.what(), name);
+        if kind.hash_named() {
+            let expected = name.rsplit('/').next().unwrap_or_default();
+            if hex::encode(crate::id::content_hash(bytes)) != expected {
+                return Err(crate::error::FormatError::Malformed {
+                    what,
+                    reason: "its bytes do not hash to its name: it was altered, or copied \
+                             from another name"
+                        .into(),
+                }
+                .into());
+            }
+        }
         let plain = crypto::open_with(
             &[&self.meta.identity],
             bytes,
-            what,
+            &what,
             "The object was not written for this repository's metadata key.",
         )?;
-        Ok(crate::format::decode_packed(&plain, what, version)?)
+        Ok(crate::format::decode_packed(
+            &plain,
+            &what,
+            kind.version(),
+            kind.max_plain(),
+        )?)
     }
 
     /// Fetch and open a bookkeeping object by name.
-    pub fn get_meta<T: DeserializeOwned>(&self, name: &str, what: &str, version: u32) -> Result<T> {
+    pub fn get_meta<T: DeserializeOwned>(&self, kind: ObjectKind, name: &str) -> Result<T> {
         let bytes = self.backend.get(name)?;
-        self.open_meta(&bytes, what, version)
+        self.open_meta(kind, name, &bytes)
     }
 
     /// Seal to every operator recipient (key records).

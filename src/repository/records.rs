@@ -10,12 +10,13 @@
 
 use super::Repository;
 use crate::error::{Error, Result};
+use crate::format::ObjectKind;
 use crate::id::SnapshotId;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
 
-const RECORD_VERSION: u32 = 1;
+use crate::format::kind::RECORD_VERSION;
 
 /// Contents of `holds/<id>`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -93,7 +94,7 @@ impl Repository {
         for (id, object) in self.list_ids::<SnapshotId>("holds/")? {
             // None: released between the listing and this read.
             if let Some(bytes) = self.backend.get_if_present(&object.name)? {
-                out.insert(id, self.open_meta(&bytes, "hold", RECORD_VERSION)?);
+                out.insert(id, self.open_meta(ObjectKind::Hold, &object.name, &bytes)?);
             }
         }
         Ok(out)
@@ -128,11 +129,7 @@ impl Repository {
     pub fn destruction_records(&self) -> Result<Vec<DestructionRecord>> {
         let mut out = Vec::new();
         for o in self.backend.list("destruction/")? {
-            out.push(self.get_meta::<DestructionRecord>(
-                &o.name,
-                "destruction record",
-                RECORD_VERSION,
-            )?);
+            out.push(self.get_meta::<DestructionRecord>(ObjectKind::Destruction, &o.name)?);
         }
         out.sort_by(|a, b| a.time.cmp(&b.time));
         Ok(out)

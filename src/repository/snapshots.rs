@@ -3,7 +3,8 @@
 
 use super::Repository;
 use crate::error::{Error, Result};
-use crate::format::snapshot::{SnapshotHead, SNAPSHOT_VERSION};
+use crate::format::snapshot::SnapshotHead;
+use crate::format::ObjectKind;
 use crate::id::{content_hash, SnapshotId};
 use std::time::SystemTime;
 
@@ -13,6 +14,46 @@ pub struct SnapshotInfo {
     pub id: SnapshotId,
     pub head: SnapshotHead,
     pub time: SystemTime,
+}
+
+/// Objects read from one folder: those that opened, and those that did not (name, reason).
+#[derive(Debug)]
+pub struct Scanned<T> {
+    pub good: Vec<T>,
+    pub damaged: Vec<(String, String)>,
+}
+
+impl<T> Default for Scanned<T> {
+    fn default() -> Self {
+        Scanned {
+            good: Vec::new(),
+            damaged: Vec::new(),
+        }
+    }
+}
+
+impl<T> Scanned<T> {
+    /// The good ones, warning about each damaged one by name.
+    pub fn lenient(self, what: &str) -> Vec<T> {
+        for (name, reason) in &self.damaged {
+            tracing::warn!(object = %name, "skipped a damaged or forged {what}: {reason}");
+        }
+        self.good
+    }
+
+    /// The good ones, or an error naming every damaged one.
+    pub fn strict(self) -> Result<Vec<T>> {
+        if self.damaged.is_empty() {
+            return Ok(self.good);
+        }
+        let names: Vec<&str> = self.damaged.iter().map(|(n, _)| n.as_str()).collect();
+        Err(Error::Damaged(format!(
+            "{} cannot be read ({}), so this operation, which must see every one, stopped before \
+             changing anything. Run 'custodian check' and remove or repair the named objects.",
+            names.join(", "),
+            self.damaged[0].1
+        )))
+    }
 }
 
 /// How a user names a snapshot.
@@ -43,29 +84,52 @@ impl Repository {
         Ok(id)
     }
 
-    /// Every snapshot, oldest first.
-    pub fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>> {
-        let mut out = Vec::new();
-        for (id, object) in self.list_ids::<SnapshotId>("snapshots/")? {
+    /// Every readable snapshot, oldest first, and the heads that could not be read (damaged or
+    /// forged), by name. Errors reaching the store still fail the whole listing.
+    pub fn scan_snapshots(&self) -> Result<Scanned<SnapshotInfo>> {
+        let mut out = Scanned::default();
+        for (_, object) in self.list_ids::<SnapshotId>("snapshots/")? {
             // None: forgotten between the listing and this read.
             let Some(bytes) = self.backend.get_if_present(&object.name)? else {
                 continue;
             };
-            let head: SnapshotHead = self.open_meta(
-                &bytes,
-                &format!("snapshot {}", id.short()),
-                SNAPSHOT_VERSION,
-            )?;
-            let time = humantime::parse_rfc3339_weak(&head.time).map_err(|e| {
-                crate::error::FormatError::Malformed {
-                    what: format!("snapshot {}", id.short()),
-                    reason: format!("bad time: {e}"),
-                }
-            })?;
-            out.push(SnapshotInfo { id, head, time });
+            match self.read_head(&object.name, &bytes) {
+                Ok(info) => out.good.push(info),
+                Err(e) if e.is_damage() => out.damaged.push((object.name, e.to_string())),
+                Err(e) => return Err(e),
+            }
         }
-        out.sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
+        out.good
+            .sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
         Ok(out)
+    }
+
+    /// Every readable snapshot, oldest first; a damaged or forged head is skipped with a
+    /// warning naming it, so one bad object cannot hide the good ones.
+    pub fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        Ok(self.scan_snapshots()?.lenient("snapshot"))
+    }
+
+    /// Every snapshot, failing on one that cannot be read: for work that must see them all
+    /// (prune would otherwise free the data of a snapshot it could not read).
+    pub fn list_snapshots_strict(&self) -> Result<Vec<SnapshotInfo>> {
+        self.scan_snapshots()?.strict()
+    }
+
+    fn read_head(&self, name: &str, bytes: &[u8]) -> Result<SnapshotInfo> {
+        let id: SnapshotId = name
+            .rsplit('/')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| Error::Damaged(format!("{name} is not a snapshot name")))?;
+        let head: SnapshotHead = self.open_meta(ObjectKind::Snapshot, name, bytes)?;
+        let time = humantime::parse_rfc3339_weak(&head.time).map_err(|e| {
+            crate::error::FormatError::Malformed {
+                what: format!("snapshot {}", id.short()),
+                reason: format!("bad time: {e}"),
+            }
+        })?;
+        Ok(SnapshotInfo { id, head, time })
     }
 
     /// Resolve a snapshot as users type it: `latest` (of `source`, if given) or an id prefix.

@@ -1,12 +1,8 @@
-//! Applying metadata after content: ownership (as root), mode, and mtime to the nanosecond.
+//! Which metadata to apply after content: ownership (as root), mode, and mtime to the nanosecond.
 //! Directories are finished last, deepest first, because writing into them changes their mtime.
 
-use crate::error::{IoContext, Result};
-use crate::format::tree::{Node, NodeKind};
-use filetime::FileTime;
-use std::fs;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use super::beneath::Meta;
+use crate::format::tree::{Node, NodeKind, MODE_BITS};
 
 /// Whether we may restore ownership (only root can give files away).
 pub fn running_as_root() -> bool {
@@ -14,16 +10,15 @@ pub fn running_as_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Set owner, mode and mtime of `path` from `node`.
-pub fn apply(path: &Path, node: &Node, as_root: bool) -> Result<()> {
-    if as_root {
-        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)).at(path)?;
+/// What to apply to an entry restored from `node`: ownership only as root, permission bits
+/// without setuid, setgid and sticky unless `keep_special` (a snapshot could be forged by a
+/// writer, and a setuid-root file restored as root is a way in), and never a symlink's mode.
+pub fn meta(node: &Node, as_root: bool, keep_special: bool) -> Meta {
+    let bits = if keep_special { MODE_BITS } else { 0o777 };
+    Meta {
+        owner: as_root.then_some((node.uid, node.gid)),
+        mode: (node.kind != NodeKind::Symlink).then_some(node.mode & bits),
+        mtime: node.mtime,
+        mtime_ns: node.mtime_ns,
     }
-    if node.kind != NodeKind::Symlink {
-        fs::set_permissions(path, fs::Permissions::from_mode(node.mode)).at(path)?;
-    }
-    // Path-based utimensat without following links: never opens the file (a FIFO would block).
-    // atime is not stored, so it is set to the mtime.
-    let mtime = FileTime::from_unix_time(node.mtime, node.mtime_ns);
-    filetime::set_symlink_file_times(path, mtime, mtime).at(path)
 }

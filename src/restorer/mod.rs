@@ -3,9 +3,11 @@
 //! metadata. A damaged blob fails the restore naming the file and the pack, and files left
 //! incomplete are removed, so wrong bytes are never left behind silently.
 
+mod beneath;
 mod metadata;
 pub mod plan;
 
+use beneath::Beneath;
 pub use metadata::running_as_root;
 pub use plan::{RestorePlan, Selection};
 
@@ -14,7 +16,6 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::tree::{Node, NodeKind};
 use crate::repository::{coalesce, BlobReader, PackBlobs, Repository, SnapshotInfo};
 use std::fs;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -27,6 +28,8 @@ pub struct RestoreOptions {
     pub subpath: Option<PathBuf>,
     pub include: Vec<String>,
     pub overwrite: bool,
+    /// Keep setuid, setgid and sticky bits (off by default: a snapshot could be forged).
+    pub keep_special_bits: bool,
 }
 
 /// Live counters for a progress bar.
@@ -65,19 +68,38 @@ pub fn restore(
         // Best effort: on a damaged tree, planning reads trees one by one and names the directory.
         let _ = reader.prefetch_trees(&subtree);
     }
-    let plan = plan::plan(&reader, &root, &Selection::new(&opts.include)?)?;
+    let plan = plan::plan(&reader, &root, &Selection::new(&opts.include)?)
+        .map_err(|e| e.in_snapshot(&snapshot.id))?;
     let target_was_empty = prepare_target(&opts.target, opts.overwrite)?;
+    // Every write from here on goes through this handle and cannot leave the target.
+    let target = Target {
+        dir: Beneath::open(&opts.target).at(&opts.target)?,
+        path: &opts.target,
+    };
     progress.bytes_total.store(plan.bytes, Ordering::Relaxed);
     let mut summary = RestoreSummary {
         bytes: plan.bytes,
         ..Default::default()
     };
-    create_skeleton(&opts.target, &plan, !target_was_empty, &mut summary)?;
-    let packs = write_content(&reader, &opts.target, &plan, progress)?;
+    create_skeleton(&target, &plan, !target_was_empty, &mut summary)?;
+    let packs = write_content(&reader, &target, &plan, progress)?;
     summary.packs = packs;
     summary.blobs = plan.blobs.len() as u64;
-    finish_metadata(&opts.target, &plan, &root)?;
+    finish_metadata(&target, &plan, &root, opts.keep_special_bits)?;
     Ok(summary)
+}
+
+/// The open restore target, and its path for messages.
+struct Target<'a> {
+    dir: Beneath,
+    path: &'a Path,
+}
+
+impl Target<'_> {
+    /// The path of `rel` for error messages (never used to reach the file).
+    fn shown(&self, rel: &Path) -> PathBuf {
+        self.path.join(rel)
+    }
 }
 
 /// Check and create the target; returns whether it is empty (then nothing needs clearing).
@@ -97,69 +119,43 @@ fn prepare_target(target: &Path, overwrite: bool) -> Result<bool> {
     }
 }
 
-/// Remove whatever is at `path` unless it is a directory we can reuse.
-fn clear(path: &Path, keep_dir: bool) -> Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() && keep_dir => Ok(()),
-        Ok(m) if m.is_dir() => fs::remove_dir_all(path).at(path),
-        Ok(_) => fs::remove_file(path).at(path),
-        Err(_) => Ok(()),
-    }
-}
-
 /// Directories, links and empty files. Files with content are created by their first write,
 /// so each costs one open: file creation dominates restore time on many file systems.
 fn create_skeleton(
-    target: &Path,
+    target: &Target,
     plan: &RestorePlan,
     overwrite: bool,
     summary: &mut RestoreSummary,
 ) -> Result<()> {
     for entry in &plan.entries {
-        let path = target.join(&entry.rel);
-        let node = &entry.node;
+        let (rel, node) = (entry.rel.as_path(), &entry.node);
+        let at = |e| Error::io(target.shown(rel), e);
         if overwrite {
-            clear(&path, node.kind == NodeKind::Dir)?;
+            // Removes a link as a link: nothing outside the target is touched.
+            target
+                .dir
+                .remove(rel, node.kind == NodeKind::Dir)
+                .map_err(at)?;
         }
         match (node.kind, &entry.link_to) {
             (NodeKind::Dir, _) => {
-                // Parents come first in the plan, so a plain mkdir suffices.
-                match fs::create_dir(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                        return Err(Error::io(&path, e))
-                    }
-                    _ => {}
-                }
+                target.dir.mkdir(rel).map_err(at)?;
                 summary.dirs += 1;
             }
             (NodeKind::File, None) => {
                 if node.content.is_empty() {
-                    fs::File::create(&path)
-                        .at(&path)?
-                        .set_len(node.size)
-                        .at(&path)?;
+                    let file = target.dir.open_file(rel, true).map_err(at)?;
+                    file.set_len(node.size).map_err(at)?;
                 }
                 summary.files += 1;
             }
             (NodeKind::File, Some(_)) => summary.files += 1,
             (NodeKind::Symlink, _) => {
-                let target_name = node
-                    .target
-                    .as_ref()
-                    .map(|t| t.as_os().to_owned())
-                    .unwrap_or_default();
-                std::os::unix::fs::symlink(&target_name, &path).at(&path)?;
+                let link = node.target.as_ref().map(|t| t.as_os()).unwrap_or_default();
+                target.dir.symlink(link, rel).map_err(at)?;
                 summary.links += 1;
             }
-            (NodeKind::Fifo, _) => {
-                let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| {
-                    Error::Invalid(format!("{} contains a NUL byte", path.display()))
-                })?;
-                // SAFETY: c_path is a valid NUL-terminated string for the duration of the call.
-                if unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) } != 0 {
-                    return Err(Error::io(&path, std::io::Error::last_os_error()));
-                }
-            }
+            (NodeKind::Fifo, _) => target.dir.mkfifo(rel).map_err(at)?,
         }
     }
     Ok(())
@@ -173,7 +169,7 @@ struct PackWork {
 
 fn write_content(
     reader: &BlobReader,
-    target: &Path,
+    target: &Target,
     plan: &RestorePlan,
     progress: &RestoreProgress,
 ) -> Result<u64> {
@@ -218,7 +214,7 @@ fn write_content(
         // Never leave a file that looks restored but is not: remove every incomplete one.
         for (slot, left) in remaining.iter().enumerate() {
             if left.load(Ordering::Relaxed) > 0 {
-                let _ = fs::remove_file(target.join(&plan.entries[slot].rel));
+                let _ = target.dir.remove(&plan.entries[slot].rel, true);
             }
         }
         return Err(e);
@@ -228,7 +224,7 @@ fn write_content(
 
 fn restore_pack(
     reader: &BlobReader,
-    target: &Path,
+    target: &Target,
     plan: &RestorePlan,
     work: &PackWork,
     progress: &RestoreProgress,
@@ -249,8 +245,9 @@ fn restore_pack(
             Error::Damaged(format!("restoring '{file}': {e}. Nothing of this blob was written; the file was removed. Run 'custodian check --read-data' and restore this file from an earlier snapshot."))
         })?;
         for (slot, offset) in places {
-            let path = target.join(&plan.entries[*slot].rel);
-            write_sparse(&path, *offset, &plain, plan.entries[*slot].node.size)?;
+            let rel = &plan.entries[*slot].rel;
+            let file = target.dir.open_file(rel, false).at(target.shown(rel))?;
+            write_sparse(&file, &target.shown(rel), *offset, &plain, plan.entries[*slot].node.size)?;
             remaining[*slot].fetch_sub(1, Ordering::Relaxed);
         }
         progress.bytes_done.fetch_add(plain.len() as u64 * places.len() as u64, Ordering::Relaxed);
@@ -261,14 +258,14 @@ fn restore_pack(
 /// Write `data` at `offset`, skipping 4 KiB blocks of zeros so sparse files stay sparse. The
 /// first write creates the file; the write that ends the file sets its length, so trailing
 /// zeros become a hole too.
-fn write_sparse(path: &Path, offset: u64, data: &[u8], file_size: u64) -> Result<()> {
+fn write_sparse(
+    file: &fs::File,
+    path: &Path,
+    offset: u64,
+    data: &[u8],
+    file_size: u64,
+) -> Result<()> {
     const BLOCK: usize = 4096;
-    let file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .at(path)?;
     if offset + data.len() as u64 == file_size {
         file.set_len(file_size).at(path)?;
     }
@@ -299,12 +296,23 @@ fn write_sparse(path: &Path, offset: u64, data: &[u8], file_size: u64) -> Result
     Ok(())
 }
 
-fn finish_metadata(target: &Path, plan: &RestorePlan, root: &Node) -> Result<()> {
+fn finish_metadata(
+    target: &Target,
+    plan: &RestorePlan,
+    root: &Node,
+    keep_special: bool,
+) -> Result<()> {
     let as_root = running_as_root();
+    let apply = |rel: &Path, node: &Node| {
+        let meta = metadata::meta(node, as_root, keep_special);
+        target.dir.set_metadata(rel, &meta).at(target.shown(rel))
+    };
     for entry in &plan.entries {
         if let Some(first) = &entry.link_to {
-            let path = target.join(&entry.rel);
-            fs::hard_link(target.join(first), &path).at(&path)?;
+            target
+                .dir
+                .hard_link(first, &entry.rel)
+                .at(target.shown(&entry.rel))?;
         }
     }
     for entry in plan
@@ -312,7 +320,7 @@ fn finish_metadata(target: &Path, plan: &RestorePlan, root: &Node) -> Result<()>
         .iter()
         .filter(|e| e.node.kind != NodeKind::Dir && e.link_to.is_none())
     {
-        metadata::apply(&target.join(&entry.rel), &entry.node, as_root)?;
+        apply(&entry.rel, &entry.node)?;
     }
     for entry in plan
         .entries
@@ -320,10 +328,10 @@ fn finish_metadata(target: &Path, plan: &RestorePlan, root: &Node) -> Result<()>
         .rev()
         .filter(|e| e.node.kind == NodeKind::Dir)
     {
-        metadata::apply(&target.join(&entry.rel), &entry.node, as_root)?;
+        apply(&entry.rel, &entry.node)?;
     }
     if root.kind == NodeKind::Dir {
-        metadata::apply(target, root, as_root)?;
+        apply(Path::new(""), root)?;
     }
     Ok(())
 }

@@ -94,9 +94,22 @@ pub fn plan(reader: &BlobReader, root: &Node, selection: &Selection) -> Result<R
         plan: RestorePlan::default(),
         links: HashMap::new(),
     };
+    // The root node comes from the snapshot head (or a parent listing): hostile input too.
+    let refuse = |reason: String| Error::RefusedListing {
+        snapshot: None,
+        dir: String::new(),
+        tree: "root".into(),
+        source: crate::format::tree::TreeError {
+            entry: root.name.display(),
+            reason,
+        },
+    };
+    root.validate_fields().map_err(refuse)?;
     if root.kind == NodeKind::Dir {
         planner.dir(root, Path::new(""), false)?;
     } else {
+        // Restored by its name: it must be one plain component.
+        root.name.check_component().map_err(|r| refuse(r.into()))?;
         let rel = PathBuf::from(root.name.as_os());
         planner.add(rel, root.clone());
     }
@@ -116,11 +129,12 @@ impl Planner<'_, '_> {
         let Some(tree_id) = node.subtree else {
             return Ok(false);
         };
-        let tree = self.reader.tree(&tree_id).map_err(|e| {
-            Error::Damaged(format!(
+        let tree = self.reader.tree(&tree_id).map_err(|e| match e {
+            Error::RefusedListing { .. } => e.in_dir(rel),
+            e => Error::Damaged(format!(
                 "reading the listing of directory '/{}': {e}",
                 rel.display()
-            ))
+            )),
         })?;
         let mut kept = false;
         for child in tree.nodes {

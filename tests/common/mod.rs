@@ -2,6 +2,7 @@
 //! the real `custodian` binary, and an exact tree comparison.
 #![allow(dead_code)]
 
+pub mod forge;
 pub mod proxy;
 
 use std::ffi::OsStr;

@@ -1,0 +1,126 @@
+//! The repository's object namespace in one place: for each kind of sealed bookkeeping object,
+//! its folder, the format version readers accept, how large its plaintext may be, and whether its
+//! name is the hash of its bytes. Every read of such an object goes through these rules, so a
+//! hostile store cannot exhaust memory with a decompression bomb or pass one object off as another.
+
+use super::index::INDEX_VERSION;
+use super::keys::KEYS_VERSION;
+use super::pack::PACK_HEADER_VERSION;
+use super::snapshot::SNAPSHOT_VERSION;
+
+/// Version of holds and destruction records.
+pub const RECORD_VERSION: u32 = 1;
+/// Version of prune markers.
+pub const MARKER_VERSION: u32 = 1;
+/// Version of the prune lease.
+pub const LEASE_VERSION: u32 = 1;
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+
+/// A kind of sealed object (zstd JSON inside age) stored in a repository.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    Snapshot,
+    Index,
+    PackHeader,
+    DomainWriter,
+    Hold,
+    Destruction,
+    Marker,
+    Lease,
+    /// Key records sealed to operators or domains (metadata, domain, session).
+    KeyRecord,
+}
+
+impl ObjectKind {
+    /// What people call it in messages.
+    pub fn what(self) -> &'static str {
+        match self {
+            ObjectKind::Snapshot => "snapshot",
+            ObjectKind::Index => "index",
+            ObjectKind::PackHeader => "pack header",
+            ObjectKind::DomainWriter => "domain writer record",
+            ObjectKind::Hold => "hold",
+            ObjectKind::Destruction => "destruction record",
+            ObjectKind::Marker => "prune marker",
+            ObjectKind::Lease => "prune lease",
+            ObjectKind::KeyRecord => "key record",
+        }
+    }
+
+    /// The folder its objects live in (empty for pack headers, which live inside packs).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            ObjectKind::Snapshot => "snapshots/",
+            ObjectKind::Index => "index/",
+            ObjectKind::PackHeader => "",
+            ObjectKind::DomainWriter | ObjectKind::KeyRecord => "keys/",
+            ObjectKind::Hold => "holds/",
+            ObjectKind::Destruction => "destruction/",
+            ObjectKind::Marker => "prune/",
+            ObjectKind::Lease => "locks/",
+        }
+    }
+
+    /// Newest format version of its JSON that this build reads.
+    pub fn version(self) -> u32 {
+        match self {
+            ObjectKind::Snapshot => SNAPSHOT_VERSION,
+            ObjectKind::Index => INDEX_VERSION,
+            ObjectKind::PackHeader => PACK_HEADER_VERSION,
+            ObjectKind::DomainWriter | ObjectKind::KeyRecord => KEYS_VERSION,
+            ObjectKind::Hold | ObjectKind::Destruction => RECORD_VERSION,
+            ObjectKind::Marker => MARKER_VERSION,
+            ObjectKind::Lease => LEASE_VERSION,
+        }
+    }
+
+    /// Largest plaintext (decompressed JSON) accepted. Generous against what custodian writes
+    /// (an index object of 64 packs of tiny files is a few MiB; a head is a few KiB), small
+    /// enough that a forged object cannot exhaust memory.
+    pub fn max_plain(self) -> usize {
+        match self {
+            ObjectKind::Index | ObjectKind::PackHeader => 256 * MIB,
+            ObjectKind::Destruction | ObjectKind::Marker => 64 * MIB,
+            ObjectKind::Snapshot => 4 * MIB,
+            _ => 64 * KIB,
+        }
+    }
+
+    /// Whether the object's name is `prefix || hex(BLAKE3(object bytes))`, so a reader can
+    /// check it: a head copied over another name, or altered in place, is then detected.
+    pub fn hash_named(self) -> bool {
+        matches!(
+            self,
+            ObjectKind::Snapshot | ObjectKind::Index | ObjectKind::Destruction | ObjectKind::Marker
+        )
+    }
+}
+
+/// Largest tree blob plaintext (a directory of about 200,000 entries).
+pub const TREE_MAX_PLAIN: usize = 64 * MIB;
+/// Largest reference-list blob plaintext (4,096 keys of 16 bytes, with room).
+pub const REFS_MAX_PLAIN: usize = MIB;
+/// Largest drill report plaintext.
+pub const REPORT_MAX_PLAIN: usize = 16 * MIB;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_named_kinds_live_in_their_own_folders() {
+        for kind in [
+            ObjectKind::Snapshot,
+            ObjectKind::Index,
+            ObjectKind::Destruction,
+            ObjectKind::Marker,
+        ] {
+            assert!(kind.hash_named());
+            assert!(kind.prefix().ends_with('/'), "{kind:?}");
+        }
+        assert!(!ObjectKind::Hold.hash_named());
+        assert!(ObjectKind::Lease.max_plain() < ObjectKind::Index.max_plain());
+    }
+}

@@ -1,0 +1,261 @@
+//! A forger holding only the writer credential (or no key at all) writes hostile snapshots.
+//! Each must be refused or made harmless: restore writes only beneath its target, whatever a
+//! listing says, and `check --read-data` reports the forgery as damage.
+
+mod common;
+
+use common::forge::{node, Forger};
+use common::*;
+use custodian::format::tree::{Name, NodeKind};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// A world with one real snapshot of source `s`, and an empty `outside` directory beside the
+/// restore target that nothing may ever touch.
+fn world() -> (World, std::path::PathBuf) {
+    let w = World::new(&[]);
+    let src = w.dir.path().join("records");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.csv"), b"1,2,3\n").unwrap();
+    w.backup("s", &src);
+    let outside = w.dir.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    (w, outside)
+}
+
+fn forger(w: &World) -> Forger {
+    Forger::new(w.repo.to_str().unwrap(), &w.writer, "s")
+}
+
+/// Restore `id` and expect exit 1 with every needle in the message, and nothing written
+/// anywhere but (at most) inside the target.
+fn refused(w: &World, id: &str, outside: &Path, needles: &[&str]) {
+    let target = w.dir.path().join("target");
+    let out = w
+        .operator_cmd(&["restore", id, "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "expected {n:?} in: {err}");
+    }
+    assert_eq!(
+        fs::read_dir(outside).unwrap().count(),
+        0,
+        "wrote outside the target"
+    );
+    assert!(!w.dir.path().join("pwned").exists());
+    if target.exists() {
+        assert_eq!(
+            fs::read_dir(&target).unwrap().count(),
+            0,
+            "wrote into the target"
+        );
+    }
+}
+
+#[test]
+fn names_that_leave_the_directory_are_refused() {
+    let (w, outside) = world();
+    let abs = format!("{}/pwned", outside.display());
+    for (bad, needle) in [
+        (b"..".to_vec(), "'..'"),
+        (abs.into_bytes(), "'/' in its name"),
+        (b"a/b".to_vec(), "'/' in its name"),
+        (b"".to_vec(), "empty name"),
+    ] {
+        let mut f = forger(&w);
+        let file = f.file(b"pwned", b"owned by the forger");
+        let evil = if bad == b".." {
+            f.dir(&bad, vec![file])
+        } else {
+            f.file(&bad, b"x")
+        };
+        let root = f.dir(b"", vec![evil]);
+        let id = f.commit("s", root, true);
+        refused(
+            &w,
+            &id.to_hex(),
+            &outside,
+            &["is refused", needle, &id.short()],
+        );
+    }
+}
+
+#[test]
+fn a_symlink_then_a_directory_of_the_same_name_is_refused() {
+    let (w, outside) = world();
+    let mut f = forger(&w);
+    let mut link = node(b"x", NodeKind::Symlink);
+    link.target = Some(Name(outside.as_os_str().as_encoded_bytes().to_vec()));
+    let payload = f.file(b"pwned", b"through the link");
+    let dir = f.dir(b"x", vec![payload]);
+    let root = f.dir(b"", vec![link, dir]);
+    let id = f.commit("s", root, true);
+    refused(&w, &id.to_hex(), &outside, &["entry 'x'", "listed twice"]);
+    // check --read-data calls it damage.
+    let out = w.operator_cmd(&["check", "--read-data"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("listed twice"), "{}", text(&out));
+}
+
+#[test]
+fn a_file_whose_size_differs_from_its_chunks_is_refused() {
+    let (w, outside) = world();
+    let mut f = forger(&w);
+    let mut file = f.file(b"short.csv", b"12345");
+    file.size = 100;
+    let root = f.dir(b"", vec![file]);
+    let id = f.commit("s", root, true);
+    refused(
+        &w,
+        &id.to_hex(),
+        &outside,
+        &["entry 'short.csv'", "says 100 bytes"],
+    );
+}
+
+#[test]
+fn a_zstd_bomb_listing_is_refused_within_its_limit() {
+    let (w, outside) = world();
+    let mut f = forger(&w);
+    let mut json = br#"{"version":1,"nodes":["#.to_vec();
+    json.resize(json.len() + (80 << 20), b' ');
+    json.extend_from_slice(b"]}");
+    let tree = f.raw_tree(json);
+    let mut root = node(b"", NodeKind::Dir);
+    root.subtree = Some(tree);
+    let id = f.commit("s", root, true);
+    refused(&w, &id.to_hex(), &outside, &["limit"]);
+}
+
+#[test]
+fn special_bits_are_dropped_unless_asked_for() {
+    let (w, _) = world();
+    let mut f = forger(&w);
+    let mut file = f.file(b"tool", b"#!/bin/sh\n");
+    file.mode = 0o4755;
+    let mut dir = f.dir(b"tmp", vec![]);
+    dir.mode = 0o1777;
+    let root = f.dir(b"", vec![dir, file]);
+    let id = f.commit("s", root, true).to_hex();
+    let plain = w.dir.path().join("plain");
+    w.restore(&id, &plain, &[]);
+    let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&plain.join("tool")), 0o755);
+    assert_eq!(mode(&plain.join("tmp")), 0o777);
+    let kept = w.dir.path().join("kept");
+    w.restore(&id, &kept, &["--keep-special-bits"]);
+    assert_eq!(mode(&kept.join("tool")), 0o4755);
+    assert_eq!(mode(&kept.join("tmp")), 0o1777);
+}
+
+#[test]
+fn overwrite_removes_links_not_what_they_point_at() {
+    let (w, outside) = world();
+    fs::write(outside.join("precious"), b"keep me").unwrap();
+    let target = w.dir.path().join("target");
+    fs::create_dir_all(&target).unwrap();
+    // A symlink already in the target where the snapshot has a directory and a file.
+    std::os::unix::fs::symlink(&outside, target.join("a.csv")).unwrap();
+    w.restore("latest", &target, &["--overwrite"]);
+    assert_eq!(fs::read(target.join("a.csv")).unwrap(), b"1,2,3\n");
+    assert_eq!(fs::read(outside.join("precious")).unwrap(), b"keep me");
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 1);
+}
+
+#[test]
+fn a_root_with_an_absolute_name_needs_no_key_and_is_still_refused() {
+    let (w, outside) = world();
+    // Only public facts: the metadata recipient in `config` seals a head anyone can write.
+    let f = forger(&w);
+    let mut head = f.repo.list_snapshots().unwrap().pop().unwrap().head;
+    let mut root = node(
+        format!("{}/pwned", outside.display()).as_bytes(),
+        NodeKind::File,
+    );
+    root.size = 0;
+    head.root = root;
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(w.repo.join("config")).unwrap()).unwrap();
+    let recipient: age::x25519::Recipient = config["metadata-recipient"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let sealed = custodian::crypto::seal_to(
+        &[recipient],
+        &custodian::compress::pack_json(&head),
+        "forged head",
+    )
+    .unwrap();
+    let name = hex::encode(custodian::id::content_hash(&sealed));
+    fs::write(w.repo.join("snapshots").join(&name), &sealed).unwrap();
+    refused(&w, &name, &outside, &["is refused", "'/' in its name"]);
+}
+
+#[test]
+fn damaged_heads_are_skipped_by_name_and_copies_are_caught() {
+    let (w, _) = world();
+    let snaps = w.repo.join("snapshots");
+    let real = fs::read_dir(&snaps)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    // Garbage, and a real head copied under another name.
+    fs::write(snaps.join("00".repeat(32)), b"garbage").unwrap();
+    fs::copy(&real, snaps.join("11".repeat(32))).unwrap();
+    let out = w.writer_cmd(&["snapshots", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.len(), 1, "only the real snapshot");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&"00".repeat(32)) && err.contains(&"11".repeat(32)),
+        "{err}"
+    );
+    assert!(err.contains("do not hash to its name"), "{err}");
+    let out = w.writer_cmd(&["check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains(&"11".repeat(32)[..8]), "{}", text(&out));
+}
+
+#[test]
+fn swapped_domain_records_are_refused() {
+    let w = World::new(&[]);
+    let src = w.dir.path().join("records");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.csv"), b"1\n").unwrap();
+    w.backup("a", &src);
+    w.backup("b", &src);
+    let domains = w.repo.join("keys").join("domains");
+    let writers: Vec<_> = fs::read_dir(&domains)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "writer"))
+        .collect();
+    assert_eq!(writers.len(), 2);
+    let (a, b) = (
+        fs::read(&writers[0]).unwrap(),
+        fs::read(&writers[1]).unwrap(),
+    );
+    fs::write(&writers[0], &b).unwrap();
+    fs::write(&writers[1], &a).unwrap();
+    let out = w
+        .writer_cmd(&["backup", "--source", "a"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("holds the keys of another key domain"),
+        "{}",
+        text(&out)
+    );
+}
