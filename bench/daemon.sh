@@ -26,7 +26,7 @@ for i in range(n):
         f.write(f"id,name,balance\n{i},client {i},{i * 7 % 1000}\n")
 PY
 "$BIN" key generate --output "$WORK/ops.key" > "$WORK/ops.pub"
-"$BIN" init --repo "$WORK/repo" --recipient "$(cat "$WORK/ops.pub")" --writer-key-out "$WORK/writer.key" >&2
+"$BIN" init --repo "$WORK/repo" --identity "$WORK/ops.key" --writer-key-out "$WORK/writer.key" >&2
 cat > "$WORK/custodian.toml" <<TOML
 [repository]
 url = "$WORK/repo"

@@ -55,7 +55,7 @@ if [ "${BENCH_S3:-0}" = 1 ]; then
   echo "S3 mode: s3s-fs on 127.0.0.1:$PORT" >&2
 fi
 "$BIN" key generate --output "$WORK/keys/ops.key" > "$WORK/keys/ops.pub"
-"$BIN" init --repo "$C_REPO" --recipient "$(cat "$WORK/keys/ops.pub")" --writer-key-out "$WORK/keys/writer.key" >&2
+"$BIN" init --repo "$C_REPO" --identity "$WORK/keys/ops.key" --writer-key-out "$WORK/keys/writer.key" >&2
 export CUSTODIAN_REPO=$C_REPO CUSTODIAN_STATE_DIR=$WORK/state
 C_W="$BIN backup --json --writer-key $WORK/keys/writer.key --source bench $DATA"
 HAVE_RESTIC=0

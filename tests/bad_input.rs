@@ -112,7 +112,7 @@ fn not_a_repository_and_unknown_version() {
     let config = w.repo.join("config");
     let text = fs::read_to_string(&config)
         .unwrap()
-        .replace("\"version\": 1", "\"version\": 9");
+        .replace("\"version\": 2", "\"version\": 9");
     fs::write(&config, text).unwrap();
     fails_with(
         w.writer_cmd(&["snapshots"]).output().unwrap(),
@@ -195,7 +195,7 @@ fn init_refuses_an_existing_repository_and_bad_recipients() {
     let (w, _) = world_with_snapshot();
     let fresh = w.dir.path().join("fresh-repo");
     let out = w
-        .cmd(&["init", "--recipient", "age1qqq", "--writer-key-out"])
+        .operator_cmd(&["init", "--recipient", "age1qqq", "--writer-key-out"])
         .arg(w.dir.path().join("w2.key"))
         .arg("--repo")
         .arg(&fresh)
@@ -208,7 +208,7 @@ fn init_refuses_an_existing_repository_and_bad_recipients() {
     );
     let recipient = w.recipient();
     let out = w
-        .cmd(&["init", "--recipient", &recipient, "--writer-key-out"])
+        .operator_cmd(&["init", "--recipient", &recipient, "--writer-key-out"])
         .arg(w.dir.path().join("w3.key"))
         .output()
         .unwrap();
@@ -220,7 +220,7 @@ fn a_relative_repository_path_that_does_not_exist_yet_works() {
     let w = World::new(&[]);
     let recipient = w.recipient();
     let out = w
-        .cmd(&[
+        .operator_cmd(&[
             "init",
             "--recipient",
             &recipient,

@@ -27,10 +27,15 @@ fn unreadable_entries_are_skipped_with_exit_code_3() {
             chmod(p, 0o777);
         }
         chmod(&src, 0o755);
-        let recipient = w.recipient();
+        // The operator key, readable by nobody alone, to sign the repository at init.
+        let ops = dir.join("ops.key");
+        fs::copy(&w.operator, &ops).unwrap();
+        std::os::unix::fs::chown(&ops, Some(NOBODY), Some(NOBODY)).unwrap();
         let out = w
-            .cmd(&["init", "--recipient", &recipient, "--writer-key-out"])
+            .cmd(&["init", "--writer-key-out"])
             .arg(dir.join("writer.key"))
+            .arg("--identity")
+            .arg(&ops)
             .arg("--repo")
             .arg(dir.join("repo"))
             .uid(NOBODY)

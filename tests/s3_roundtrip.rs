@@ -52,6 +52,8 @@ fn backup_restore_and_check(server: &S3Server) {
         &repo,
         &[
             "init",
+            "--identity",
+            "ops.key",
             "--recipient",
             &recipient,
             "--writer-key-out",

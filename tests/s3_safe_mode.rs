@@ -17,7 +17,7 @@ fn concurrent_first_backups_on_a_store_without_create_if_absent_all_restore() {
     // init through the proxy warns.
     let w = World::on_s3(&server, &[]);
     let out = w
-        .cmd(&["init", "--recipient", &w.recipient(), "--writer-key-out"])
+        .operator_cmd(&["init", "--recipient", &w.recipient(), "--writer-key-out"])
         .arg(w.dir.path().join("other-writer.key"))
         .env("CUSTODIAN_REPO", format!("s3://{}/other", server.bucket()))
         .env("AWS_ENDPOINT_URL", &proxy.endpoint)

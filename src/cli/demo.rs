@@ -186,7 +186,8 @@ pub fn run(args: DemoArgs) -> Result<u8> {
     let initialized = init(
         backend.clone(),
         InitOptions {
-            recipients: vec![operator.to_public().to_string()],
+            operator: operator.clone(),
+            recipients: Vec::new(),
             chunker: custodian::chunker::ChunkerParams {
                 min: custodian::constants::CHUNK_MIN,
                 avg: custodian::constants::CHUNK_AVG,

@@ -36,8 +36,12 @@ pub enum KeyCommand {
 pub struct InitArgs {
     #[command(flatten)]
     repo: RepoArg,
-    /// Operator public key (age1…); repeat for several operators.
-    #[arg(long = "recipient", required = true)]
+    /// The identity of the operator creating the repository (from `key generate`): it signs
+    /// the repository's trust list, and its public key becomes the first operator.
+    #[arg(long, env = "CUSTODIAN_IDENTITY")]
+    identity: PathBuf,
+    /// Further operators' public keys (age1…); repeat for several operators.
+    #[arg(long = "recipient")]
     recipients: Vec<String>,
     /// Where to write the writer credential for the backing-up server (mode 0600).
     #[arg(long)]
@@ -99,6 +103,7 @@ pub fn init(args: InitArgs) -> Result<u8> {
     let initialized = init_repo(
         common::backend(&args.repo)?,
         InitOptions {
+            operator: operator_identity(&args.identity)?,
             recipients: args.recipients,
             chunker: ChunkerParams { min, avg, max },
             zstd_level: args.zstd_level,
@@ -114,4 +119,17 @@ pub fn init(args: InitArgs) -> Result<u8> {
         args.writer_key_out.display()
     );
     Ok(0)
+}
+
+/// The one identity in an operator's identity file (init signs with it).
+fn operator_identity(path: &std::path::Path) -> Result<age::x25519::Identity> {
+    custodian::crypto::keys::load_identity_file(path)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} holds no age identity; make one with 'custodian key generate'.",
+                path.display()
+            )
+        })
 }

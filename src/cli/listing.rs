@@ -68,7 +68,7 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
                     "domain": s.head.domain, "host": s.head.host, "path": s.head.root_path, "tags": s.head.tags,
                     "parent": s.head.parent.map(|p| p.to_hex()), "stats": s.head.stats, "skipped": s.head.skipped,
                     "suspicious": s.head.changes.as_ref().is_some_and(|c| c.suspicious), "changes": s.head.changes,
-                    "held": holds.get(&s.id).map(|h| &h.reason),
+                    "held": holds.get(&s.id).map(|h| &h.reason), "writer": s.writer,
                     "rewritten": s.head.rewritten.is_some(), "rewritten_from": s.head.rewritten.as_ref().map(|r| r.from.to_hex()),
                 })
             })
@@ -94,6 +94,9 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
         };
         if let Some(h) = holds.get(&s.id) {
             flag.push_str(&format!("  HELD ({})", h.reason));
+        }
+        if let Some(w) = &s.writer {
+            flag.push_str(&format!("  by {w}"));
         }
         if let Some(r) = &s.head.rewritten {
             flag.push_str(&format!(

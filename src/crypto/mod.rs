@@ -4,6 +4,7 @@
 pub mod age_wrap;
 pub mod blob_seal;
 pub mod keys;
+pub mod sign;
 
 pub use age_wrap::{open_with, seal_to};
 pub use blob_seal::{open_blob, seal_blob, SessionKey, FRAME_HEADER_LEN, FRAME_OVERHEAD};

@@ -4,6 +4,7 @@
 
 use super::checks::CheckResult;
 use crate::error::{Error, Result};
+use crate::format::ObjectKind;
 use crate::repository::Repository;
 use crate::runbook::Runbook;
 use serde::{Deserialize, Serialize};
@@ -211,16 +212,16 @@ impl Repository {
     pub fn store_drill_report(&self, report: &DrillReport) -> Result<String> {
         let plain = crate::compress::pack_json(report);
         let sealed = self.seal_for_operators(&plain, "drill report")?;
-        let name = format!("drills/{}", hex::encode(crate::id::content_hash(&sealed)));
-        self.backend.put_new(&name, &sealed)?;
-        Ok(name)
+        Ok(self.put_hash_named(ObjectKind::DrillReport, sealed)?.0)
     }
 
     /// Every stored report, oldest first (operators only).
     pub fn drill_reports(&self) -> Result<Vec<DrillReport>> {
         let mut out = Vec::new();
         for o in self.backend.list("drills/")? {
-            let plain = self.open_for_operators(&self.backend.get(&o.name)?, "drill report")?;
+            let stored = self.backend.get(&o.name)?;
+            let (sealed, _) = self.verify(ObjectKind::DrillReport, &o.name, &stored)?;
+            let plain = self.open_for_operators(sealed, "drill report")?;
             let report: DrillReport = crate::format::decode_packed(
                 &plain,
                 "drill report",

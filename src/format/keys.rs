@@ -60,4 +60,13 @@ pub struct WriterCredential {
     pub credential_id: String,
     pub metadata_identity: String,
     pub metadata_dedup_key: String,
+    /// Format 2: the credential's Ed25519 seed (hex); it signs everything this writer stores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
+    /// Format 2: digest of the `config` this credential was issued for (`RepoConfig::digest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<String>,
+    /// Format 2: operator signing keys (hex) trusted to sign the repository's trust list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operator_keys: Vec<String>,
 }

@@ -31,6 +31,12 @@ pub enum ObjectKind {
     Lease,
     /// Key records sealed to operators or domains (metadata, domain, session).
     KeyRecord,
+    /// `sessions/<id>`: one run's blob key, sealed to its domain.
+    Session,
+    /// `drills/<hash>`: a drill report sealed to the operators.
+    DrillReport,
+    /// `keys/trust-<seq>`: the trust list (format 2).
+    Trust,
 }
 
 impl ObjectKind {
@@ -46,6 +52,9 @@ impl ObjectKind {
             ObjectKind::Marker => "prune marker",
             ObjectKind::Lease => "prune lease",
             ObjectKind::KeyRecord => "key record",
+            ObjectKind::Session => "session key",
+            ObjectKind::DrillReport => "drill report",
+            ObjectKind::Trust => "trust list",
         }
     }
 
@@ -55,7 +64,9 @@ impl ObjectKind {
             ObjectKind::Snapshot => "snapshots/",
             ObjectKind::Index => "index/",
             ObjectKind::PackHeader => "",
-            ObjectKind::DomainWriter | ObjectKind::KeyRecord => "keys/",
+            ObjectKind::DomainWriter | ObjectKind::KeyRecord | ObjectKind::Trust => "keys/",
+            ObjectKind::Session => "sessions/",
+            ObjectKind::DrillReport => "drills/",
             ObjectKind::Hold => "holds/",
             ObjectKind::Destruction => "destruction/",
             ObjectKind::Marker => "prune/",
@@ -69,7 +80,9 @@ impl ObjectKind {
             ObjectKind::Snapshot => SNAPSHOT_VERSION,
             ObjectKind::Index => INDEX_VERSION,
             ObjectKind::PackHeader => PACK_HEADER_VERSION,
-            ObjectKind::DomainWriter | ObjectKind::KeyRecord => KEYS_VERSION,
+            ObjectKind::DomainWriter | ObjectKind::KeyRecord | ObjectKind::Session => KEYS_VERSION,
+            ObjectKind::DrillReport => 1,
+            ObjectKind::Trust => super::trust::TRUST_VERSION,
             ObjectKind::Hold | ObjectKind::Destruction => RECORD_VERSION,
             ObjectKind::Marker => MARKER_VERSION,
             ObjectKind::Lease => LEASE_VERSION,
@@ -83,6 +96,8 @@ impl ObjectKind {
         match self {
             ObjectKind::Index | ObjectKind::PackHeader => 256 * MIB,
             ObjectKind::Destruction | ObjectKind::Marker => 64 * MIB,
+            ObjectKind::DrillReport => REPORT_MAX_PLAIN,
+            ObjectKind::Trust => 4 * MIB,
             ObjectKind::Snapshot => 4 * MIB,
             _ => 64 * KIB,
         }
@@ -93,7 +108,11 @@ impl ObjectKind {
     pub fn hash_named(self) -> bool {
         matches!(
             self,
-            ObjectKind::Snapshot | ObjectKind::Index | ObjectKind::Destruction | ObjectKind::Marker
+            ObjectKind::Snapshot
+                | ObjectKind::Index
+                | ObjectKind::Destruction
+                | ObjectKind::Marker
+                | ObjectKind::DrillReport
         )
     }
 }

@@ -10,6 +10,7 @@ pub mod pack;
 pub mod refs;
 pub mod snapshot;
 pub mod tree;
+pub mod trust;
 
 use crate::error::FormatError;
 use serde::de::DeserializeOwned;

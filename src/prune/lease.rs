@@ -59,7 +59,7 @@ impl<'a> Lease<'a> {
                 taken: humantime::format_rfc3339_seconds(now).to_string(),
                 expires: humantime::format_rfc3339_seconds(now + lease_ttl()).to_string(),
             };
-            let bytes = repo.seal_meta(&record, "prune lease")?;
+            let bytes = repo.seal_meta_at(ObjectKind::Lease, LEASE_NAME, &record)?;
             let taken = Instant::now();
             if repo.create_exclusive(LEASE_NAME, &bytes)? {
                 return Ok(Lease { repo, bytes, taken });

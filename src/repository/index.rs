@@ -12,7 +12,7 @@ use crate::format::index::{IndexFile, IndexPack, INDEX_VERSION};
 use crate::format::pack::{parse_trailer, PackHeader, TRAILER_LEN};
 use crate::format::BlobKind;
 use crate::format::ObjectKind;
-use crate::id::{content_hash, BlobId, IndexId, PackId};
+use crate::id::{BlobId, IndexId, PackId};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
@@ -187,16 +187,16 @@ impl Repository {
 
     /// Write one index object naming `packs`, which must already be durable.
     pub fn write_index(&self, packs: Vec<IndexPack>) -> Result<IndexId> {
-        let sealed = self.seal_meta(
+        let (name, _) = self.put_meta(
+            ObjectKind::Index,
             &IndexFile {
                 version: INDEX_VERSION,
                 packs,
             },
-            "index",
         )?;
-        let id = IndexId(content_hash(&sealed));
-        self.backend.put_new(&format!("index/{id}"), &sealed)?;
-        Ok(id)
+        name["index/".len()..].parse().map_err(|_| {
+            crate::error::Error::Invalid(format!("internal error: bad index name {name}"))
+        })
     }
 
     /// Read and decrypt a pack's header (two range reads: trailer, then header).

@@ -2,10 +2,6 @@
 //! keys. The writer can create a domain (its secret identity goes straight to the operators,
 //! sealed, and is then forgotten) but can never load a domain's identity back.
 
-use crate::format::ObjectKind;
-
-/// Largest plaintext of a key record.
-const KEY_MAX: usize = 64 * 1024;
 use super::Repository;
 use crate::backend::probe::CreateIfAbsent;
 use crate::backend::{Backend, ErrorKind};
@@ -14,19 +10,28 @@ use crate::crypto::keys::{
     identity_secret, parse_identity, parse_recipient, random_key, read_private, DomainKeys,
     MetadataKeys,
 };
+use crate::crypto::sign::{key_id, ObjectSigner};
 use crate::crypto::{self, SessionKey};
 use crate::error::{Error, FormatError, Result};
 use crate::format::config::{RepoConfig, REPO_VERSION};
 use crate::format::decode_json;
 use crate::format::keys::*;
+use crate::format::trust::{trust_name, TrustList, TrustedOperator, TrustedWriter, TRUST_VERSION};
+use crate::format::ObjectKind;
 use crate::id::{RepoId, SessionId};
 use age::x25519;
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use zeroize::Zeroizing;
 
+/// Largest plaintext of a key record.
+const KEY_MAX: usize = 64 * 1024;
+
 /// Choices fixed at `init`.
 pub struct InitOptions {
+    /// The operator who creates the repository: signs its first trust list (format 2).
+    pub operator: x25519::Identity,
+    /// Further operators' recipients (the creating operator's own is always included).
     pub recipients: Vec<String>,
     pub chunker: ChunkerParams,
     pub zstd_level: i32,
@@ -58,7 +63,8 @@ fn decode_hex_key(text: &str, what: &str) -> Result<Zeroizing<[u8; 32]>> {
     Ok(key)
 }
 
-/// Create a repository. `config` is written last, so an interrupted init leaves no repository.
+/// Create a repository. `config` is written last, so an interrupted init leaves no repository;
+/// before it come the key records and the trust list, all signed by the creating operator.
 pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized> {
     if backend.get_if_present("config")?.is_some() {
         return Err(Error::RepositoryExists(backend.location()));
@@ -67,11 +73,10 @@ pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized>
     if !create_if_absent.is_atomic() {
         super::exclusive::warn_safe_mode(&backend.location(), create_if_absent);
     }
-    if opts.recipients.is_empty() {
-        return Err(Error::Invalid("init needs at least one --recipient (an operator's age1… public key, from 'custodian key generate').".into()));
-    }
-    let operators = opts
-        .recipients
+    let own = opts.operator.to_public().to_string();
+    let mut recipients = vec![own.clone()];
+    recipients.extend(opts.recipients.iter().filter(|r| **r != own).cloned());
+    let operators = recipients
         .iter()
         .map(|r| parse_recipient(r, "--recipient"))
         .collect::<Result<Vec<_>>>()?;
@@ -89,24 +94,30 @@ pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized>
     let config = RepoConfig {
         version: REPO_VERSION,
         repo_id: RepoId::random(),
-        created: opts.created,
+        created: opts.created.clone(),
         chunker: opts.chunker,
         zstd_level: opts.zstd_level,
         pack_target: opts.pack_target,
         operator_recipients: operators.iter().map(|r| r.to_string()).collect(),
         metadata_recipient: meta_identity.to_public().to_string(),
     };
+    let signer = ObjectSigner::for_operator(&opts.operator);
     let record = MetadataKeyRecord {
         version: KEYS_VERSION,
         identity: identity_secret(&meta_identity).to_string(),
         dedup_key: hex::encode(*meta_dedup),
     };
+    let name = metadata_object(&config.metadata_recipient);
     let sealed = crypto::seal_to(
         &operators,
         &crate::compress::pack_json(&record),
         "metadata key",
     )?;
-    backend.put_new(&metadata_object(&config.metadata_recipient), &sealed)?;
+    backend.put_new(
+        &name,
+        &signer.envelope(ObjectKind::KeyRecord.what(), &name, &sealed),
+    )?;
+    let (writer_signer, writer_seed) = ObjectSigner::generate();
     let credential = WriterCredential {
         version: KEYS_VERSION,
         kind: WRITER_KIND.into(),
@@ -114,16 +125,55 @@ pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized>
         credential_id: crate::id::SessionId::random().to_hex(),
         metadata_identity: record.identity.clone(),
         metadata_dedup_key: record.dedup_key.clone(),
+        signing_key: Some(hex::encode(*writer_seed)),
+        config_digest: Some(config.digest()),
+        operator_keys: vec![hex::encode(signer.public())],
     };
     let credential_text =
-        Zeroizing::new(serde_json::to_string_pretty(&credential).unwrap_or_default() + "\n");
+        Zeroizing::new(serde_json::to_string_pretty(&credential).map_err(internal)? + "\n");
     // A copy for the operators, so they can re-issue the credential if the server's copy is lost.
+    let name = format!("keys/writer-{}", credential.credential_id);
     let sealed = crypto::seal_to(&operators, credential_text.as_bytes(), "writer credential")?;
     backend.put_new(
-        &format!("keys/writer-{}", credential.credential_id),
-        &sealed,
+        &name,
+        &signer.envelope(ObjectKind::KeyRecord.what(), &name, &sealed),
     )?;
-    let config_json = serde_json::to_vec_pretty(&config).unwrap_or_default();
+    let list = TrustList {
+        version: TRUST_VERSION,
+        repo_id: config.repo_id,
+        seq: 1,
+        prev: None,
+        time: opts.created.clone(),
+        by: format!("operator {}", key_id(&signer.public())),
+        config: config.clone(),
+        operators: config
+            .operator_recipients
+            .iter()
+            .map(|r| TrustedOperator {
+                recipient: r.clone(),
+                signing_key: (*r == recipients[0]).then(|| hex::encode(signer.public())),
+            })
+            .collect(),
+        writers: vec![TrustedWriter {
+            id: credential.credential_id.clone(),
+            name: "writer".into(),
+            key: hex::encode(writer_signer.public()),
+            added: opts.created.clone(),
+        }],
+    };
+    let name = trust_name(1);
+    let body = serde_json::to_vec_pretty(&list).map_err(internal)?;
+    backend.put_new(
+        &name,
+        &signer.envelope(ObjectKind::Trust.what(), &name, &body),
+    )?;
+    let config_json = serde_json::to_vec_pretty(&config).map_err(internal)?;
+    let auth = super::trust::Auth::load(
+        backend.as_ref(),
+        &config,
+        signer,
+        &super::trust::Anchor::Operator { pin_dir: None },
+    )?;
     let repo = Repository::open_with_meta(
         backend.clone(),
         config.clone(),
@@ -132,6 +182,7 @@ pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized>
             dedup_key: meta_dedup,
         },
         create_if_absent,
+        Some(auth),
     )?;
     if !repo.create_exclusive("config", &config_json)? {
         return Err(Error::RepositoryExists(backend.location()));
@@ -142,15 +193,34 @@ pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized>
     })
 }
 
-/// The id of a writer credential file (for records of who did what), if it parses.
-pub fn writer_credential_id(path: &Path) -> Option<String> {
-    let text = read_private(path).ok()?;
-    let cred: WriterCredential = serde_json::from_str(&text).ok()?;
-    Some(cred.credential_id)
+fn internal(e: serde_json::Error) -> Error {
+    Error::Invalid(format!(
+        "internal error: serialising a key record failed: {e}"
+    ))
+}
+
+/// What a writer credential file gives: the metadata keys, its signing key (format 2) and what
+/// it trusts before reading anything from the store.
+pub struct WriterKeys {
+    pub meta: MetadataKeys,
+    pub signer: Option<ObjectSigner>,
+    pub anchor: super::trust::Anchor,
+    pub credential_id: String,
+}
+
+/// The error for a format-1 credential used on a format-2 repository.
+pub fn unsigned_credential(path: &Path) -> Error {
+    Error::KeyFile {
+        path: path.to_path_buf(),
+        reason: "is a format-1 writer credential without a signing key, and this repository \
+                 (format 2) accepts only signed writes. Use the credential 'custodian migrate' \
+                 wrote for this repository."
+            .into(),
+    }
 }
 
 /// Load the writer credential file and check it belongs to this repository.
-pub fn load_writer_credential(path: &Path, config: &RepoConfig) -> Result<MetadataKeys> {
+pub fn load_writer_credential(path: &Path, config: &RepoConfig) -> Result<WriterKeys> {
     let text = read_private(path)?;
     if text.trim_start().starts_with("AGE-SECRET-KEY") || text.trim_start().starts_with("# created")
     {
@@ -189,9 +259,25 @@ pub fn load_writer_credential(path: &Path, config: &RepoConfig) -> Result<Metada
             ),
         });
     }
-    Ok(MetadataKeys {
-        identity: parse_identity(&cred.metadata_identity, path)?,
-        dedup_key: decode_hex_key(&cred.metadata_dedup_key, "writer credential")?,
+    let signer = match &cred.signing_key {
+        Some(seed) => Some(ObjectSigner::from_seed(&*decode_hex_key(
+            seed,
+            "writer credential",
+        )?)),
+        None => None,
+    };
+    Ok(WriterKeys {
+        meta: MetadataKeys {
+            identity: parse_identity(&cred.metadata_identity, path)?,
+            dedup_key: decode_hex_key(&cred.metadata_dedup_key, "writer credential")?,
+        },
+        signer,
+        anchor: super::trust::Anchor::Writer {
+            operator_keys: super::trust::parse_keys(&cred.operator_keys)?,
+            config_digest: cred.config_digest.clone(),
+            credential_id: cred.credential_id.clone(),
+        },
+        credential_id: cred.credential_id,
     })
 }
 
@@ -201,8 +287,14 @@ pub fn load_metadata_as_operator(
     identities: &[x25519::Identity],
     config: &RepoConfig,
     path: &Path,
+    auth: Option<&super::trust::Auth>,
 ) -> Result<MetadataKeys> {
-    let sealed = backend.get(&metadata_object(&config.metadata_recipient))?;
+    let name = metadata_object(&config.metadata_recipient);
+    let stored = backend.get(&name)?;
+    let sealed = match auth {
+        Some(auth) => auth.verify(ObjectKind::KeyRecord, &name, &stored)?.0,
+        None => &stored[..],
+    };
     let refs: Vec<&x25519::Identity> = identities.iter().collect();
     let hint = format!(
         "The identity in {} (public key {}) is not one of this repository's operators ({}). Use an operator identity that was given to 'custodian init --recipient'.",
@@ -210,7 +302,7 @@ pub fn load_metadata_as_operator(
         identities.first().map(|i| i.to_public().to_string()).unwrap_or_default(),
         config.operator_recipients.join(", ")
     );
-    let plain = crypto::open_with(&refs, &sealed, "the repository's metadata key", &hint)?;
+    let plain = crypto::open_with(&refs, sealed, "the repository's metadata key", &hint)?;
     let record: MetadataKeyRecord =
         crate::format::decode_packed(&plain, "metadata key record", KEYS_VERSION, KEY_MAX)?;
     Ok(MetadataKeys {
@@ -225,6 +317,7 @@ impl Repository {
         config: RepoConfig,
         meta: MetadataKeys,
         create_if_absent: CreateIfAbsent,
+        auth: Option<super::trust::Auth>,
     ) -> Result<Repository> {
         Ok(Repository {
             meta_recipient: meta.identity.to_public(),
@@ -240,6 +333,7 @@ impl Repository {
             sessions: Default::default(),
             create_if_absent: OnceLock::from(create_if_absent),
             opened_by: "init".into(),
+            auth,
         })
     }
 
@@ -307,8 +401,10 @@ impl Repository {
         let sealed =
             self.seal_to_operators(&crate::compress::pack_json(&operator), "domain key")?;
         let base = self.domain_object(name);
+        let operator_name = format!("{base}.operator");
+        let sealed = self.sign(ObjectKind::KeyRecord, &operator_name, sealed);
         // Operators' copy first: a domain a writer can use must always be readable by operators.
-        if !self.create_exclusive(&format!("{base}.operator"), &sealed)? {
+        if !self.create_exclusive(&operator_name, &sealed)? {
             return Ok(false);
         }
         let writer = DomainWriterRecord {
@@ -318,9 +414,10 @@ impl Repository {
             dedup_key: operator.dedup_key.clone(),
             chunker_seed: seed,
         };
+        let writer_name = format!("{base}.writer");
         self.backend.put_new(
-            &format!("{base}.writer"),
-            &self.seal_meta(&writer, "domain writer record")?,
+            &writer_name,
+            &self.seal_meta_at(ObjectKind::DomainWriter, &writer_name, &writer)?,
         )?;
         Ok(true)
     }
@@ -346,8 +443,11 @@ impl Repository {
             (format!("{base}.operator"), 0),
         ];
         for o in self.backend.list("sessions/")? {
-            let sealed = self.backend.get(&o.name)?;
-            if crypto::open_with(&[identity], &sealed, "session key", "").is_ok() {
+            let stored = self.backend.get(&o.name)?;
+            let Ok((sealed, _)) = self.verify(ObjectKind::Session, &o.name, &stored) else {
+                continue;
+            };
+            if crypto::open_with(&[identity], sealed, "session key", "").is_ok() {
                 doomed.push((o.name, o.size));
             }
         }
@@ -384,13 +484,13 @@ impl Repository {
     /// Full keys of domain `name`, including its identity: operators only.
     pub fn domain_for_read(&self, name: &str) -> Result<DomainKeys> {
         let identities = self.require_operator("reading backed-up content")?;
-        let sealed = self
-            .backend
-            .get(&format!("{}.operator", self.domain_object(name)))?;
+        let object = format!("{}.operator", self.domain_object(name));
+        let stored = self.backend.get(&object)?;
+        let (sealed, _) = self.verify(ObjectKind::KeyRecord, &object, &stored)?;
         let refs: Vec<&x25519::Identity> = identities.iter().collect();
         let plain = crypto::open_with(
             &refs,
-            &sealed,
+            sealed,
             &format!("key domain '{name}'"),
             "Your identity is not an operator of this repository.",
         )?;
@@ -424,8 +524,9 @@ impl Repository {
             &crate::compress::pack_json(&record),
             "session key",
         )?;
+        let name = format!("sessions/{}", key.id);
         self.backend
-            .put_new(&format!("sessions/{}", key.id), &sealed)?;
+            .put_new(&name, &self.sign(ObjectKind::Session, &name, sealed))?;
         Ok(Arc::new(key))
     }
 
@@ -445,10 +546,12 @@ impl Repository {
                 what: "opening file content".into(),
             })?,
         };
-        let sealed = self.backend.get(&format!("sessions/{id}"))?;
+        let name = format!("sessions/{id}");
+        let stored = self.backend.get(&name)?;
+        let (sealed, _) = self.verify(ObjectKind::Session, &name, &stored)?;
         let plain = crypto::open_with(
             &[identity],
-            &sealed,
+            sealed,
             &format!("session {}", id),
             "The session belongs to another key domain.",
         )?;

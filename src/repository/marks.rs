@@ -7,7 +7,7 @@
 use super::Repository;
 use crate::error::{FormatError, Result};
 use crate::format::ObjectKind;
-use crate::id::{content_hash, PackId};
+use crate::id::PackId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::time::SystemTime;
@@ -83,9 +83,8 @@ impl Repository {
             by: self.opened_by.clone(),
             packs,
         };
-        let sealed = self.seal_meta(&marker, "prune marker")?;
-        let name = format!("prune/{}", hex::encode(content_hash(&sealed)));
-        if !self.backend.put_new(&name, &sealed)? {
+        let (name, created) = self.put_meta(ObjectKind::Marker, &marker)?;
+        if !created {
             return Err(FormatError::Malformed {
                 what: name,
                 reason: "a marker with this content hash already exists".into(),

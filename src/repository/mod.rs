@@ -11,6 +11,7 @@ mod packer;
 mod records;
 mod repack;
 mod snapshots;
+pub mod trust;
 
 pub use blobs::{coalesce, decode_tree, validate_tree_blob, BlobReader, PackBlobs};
 pub use index::{Location, MasterIndex};
@@ -56,6 +57,8 @@ pub struct Repository {
     /// Which credential opened this, for destruction records and holds ("writer credential
     /// 3f9a…", "operator age1…").
     pub opened_by: String,
+    /// Format 2: who may sign and this process's signing key; `None` for format 1.
+    auth: Option<trust::Auth>,
 }
 
 impl Repository {
@@ -84,6 +87,16 @@ impl Repository {
 
     /// Open with a credential; fails with a clear message if it does not fit this repository.
     pub fn open(backend: Arc<dyn Backend>, credential: &Credential) -> Result<Repository> {
+        Self::open_pinned(backend, credential, None)
+    }
+
+    /// Open, pinning (for an operator who did not sign the repository's first trust list) that
+    /// list in `pin_dir` on first use, and refusing a different one later.
+    pub fn open_pinned(
+        backend: Arc<dyn Backend>,
+        credential: &Credential,
+        pin_dir: Option<PathBuf>,
+    ) -> Result<Repository> {
         let config = Self::read_config(backend.as_ref())?;
         let meta_recipient = crypto::keys::parse_recipient(
             &config.metadata_recipient,
@@ -96,26 +109,45 @@ impl Repository {
                 crypto::keys::parse_recipient(r, "operator recipient in the repository config")
             })
             .collect::<Result<Vec<_>>>()?;
-        let opened_by = match credential {
-            Credential::Writer(path) => format!(
-                "writer credential {}",
-                keyring::writer_credential_id(path).unwrap_or_else(|| "unknown".into())
-            ),
-            Credential::Operator(_) => String::new(),
-        };
-        let (meta, operator) = match credential {
-            Credential::Writer(path) => (keyring::load_writer_credential(path, &config)?, None),
+        let (meta, operator, auth, opened_by) = match credential {
+            Credential::Writer(path) => {
+                let keys = keyring::load_writer_credential(path, &config)?;
+                let auth = match keys.signer {
+                    Some(signer) if config.signed() => Some(trust::Auth::load(
+                        backend.as_ref(),
+                        &config,
+                        signer,
+                        &keys.anchor,
+                    )?),
+                    None if config.signed() => return Err(keyring::unsigned_credential(path)),
+                    _ => None,
+                };
+                let by = format!("writer credential {}", keys.credential_id);
+                (keys.meta, None, auth, by)
+            }
             Credential::Operator(path) => {
                 let identities = crypto::keys::load_identity_file(path)?;
-                (
-                    keyring::load_metadata_as_operator(
+                let auth = match identities.first() {
+                    Some(first) if config.signed() => Some(trust::Auth::load(
                         backend.as_ref(),
-                        &identities,
                         &config,
-                        path,
-                    )?,
-                    Some(identities),
-                )
+                        crypto::sign::ObjectSigner::for_operator(first),
+                        &trust::Anchor::Operator { pin_dir },
+                    )?),
+                    _ => None,
+                };
+                let meta = keyring::load_metadata_as_operator(
+                    backend.as_ref(),
+                    &identities,
+                    &config,
+                    path,
+                    auth.as_ref(),
+                )?;
+                let by = identities
+                    .first()
+                    .map(|i| format!("operator {}", i.to_public()))
+                    .unwrap_or_default();
+                (meta, Some(identities), auth, by)
             }
         };
         if meta.identity.to_public().to_string() != config.metadata_recipient {
@@ -131,16 +163,11 @@ impl Repository {
             meta,
             meta_recipient,
             operator_recipients,
-            opened_by: match &operator {
-                Some(ids) => ids
-                    .first()
-                    .map(|i| format!("operator {}", i.to_public()))
-                    .unwrap_or_default(),
-                None => opened_by,
-            },
+            opened_by,
             operator,
             sessions: Mutex::default(),
             create_if_absent: OnceLock::new(),
+            auth,
         })
     }
 
@@ -158,8 +185,9 @@ impl Repository {
             })
     }
 
-    /// Seal a bookkeeping object (zstd JSON) to the metadata identity.
-    pub fn seal_meta<T: Serialize>(&self, value: &T, what: &str) -> Result<Vec<u8>> {
+    /// Seal a bookkeeping object (zstd JSON) to the metadata identity (unsigned: see
+    /// [`Self::sign`]).
+    fn seal_meta<T: Serialize>(&self, value: &T, what: &str) -> Result<Vec<u8>> {
         Ok(crypto::seal_to(
             std::slice::from_ref(&self.meta_recipient),
             &crate::compress::pack_json(value),
@@ -167,21 +195,33 @@ impl Repository {
         )?)
     }
 
-    /// Open a bookkeeping object sealed with [`Self::seal_meta`], stored as `name`. The
-    /// object is hostile input: a hash-named kind must hash to its name, and its plaintext may
-    /// not exceed its kind's limit.
-    pub fn open_meta<T: DeserializeOwned>(
+    /// Sign `body` for storage as `name` (format 2); format 1 stores the body as it is.
+    pub fn sign(&self, kind: ObjectKind, name: &str, body: Vec<u8>) -> Vec<u8> {
+        match &self.auth {
+            Some(auth) => auth.sign(kind, bind(kind, name), body),
+            None => body,
+        }
+    }
+
+    /// The body of a stored object after checking its signature and signer (format 2), and
+    /// who signed it; a hash-named object must also hash to its name.
+    pub fn verify<'a>(
         &self,
         kind: ObjectKind,
         name: &str,
-        bytes: &[u8],
-    ) -> Result<T> {
-        let what = format!("{} {}", kind.what(), name);
+        stored: &'a [u8],
+    ) -> Result<(&'a [u8], Option<String>)> {
+        let (body, by) = match &self.auth {
+            Some(auth) => auth
+                .verify(kind, bind(kind, name), stored)
+                .map(|(b, by)| (b, Some(by)))?,
+            None => (stored, None),
+        };
         if kind.hash_named() {
             let expected = name.rsplit('/').next().unwrap_or_default();
-            if hex::encode(crate::id::content_hash(bytes)) != expected {
+            if hex::encode(crate::id::content_hash(body)) != expected {
                 return Err(crate::error::FormatError::Malformed {
-                    what,
+                    what: format!("{} {name}", kind.what()),
                     reason: "its bytes do not hash to its name: it was altered, or copied \
                              from another name"
                         .into(),
@@ -189,24 +229,79 @@ impl Repository {
                 .into());
             }
         }
+        Ok((body, by))
+    }
+
+    /// Seal `value` as a hash-named object of `kind`, sign and store it; returns its name and
+    /// whether it was new.
+    pub fn put_meta<T: Serialize>(&self, kind: ObjectKind, value: &T) -> Result<(String, bool)> {
+        let body = self.seal_meta(value, kind.what())?;
+        self.put_hash_named(kind, body)
+    }
+
+    /// Store an already sealed body under `prefix || hex(H(body))`, signed.
+    pub fn put_hash_named(&self, kind: ObjectKind, body: Vec<u8>) -> Result<(String, bool)> {
+        let name = format!(
+            "{}{}",
+            kind.prefix(),
+            hex::encode(crate::id::content_hash(&body))
+        );
+        let stored = self.sign(kind, &name, body);
+        let created = self.backend.put_new(&name, &stored)?;
+        Ok((name, created))
+    }
+
+    /// Seal and sign `value` for the fixed name `name` (not stored yet).
+    pub fn seal_meta_at<T: Serialize>(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        value: &T,
+    ) -> Result<Vec<u8>> {
+        let body = self.seal_meta(value, kind.what())?;
+        Ok(self.sign(kind, name, body))
+    }
+
+    /// Open a bookkeeping object stored as `name`. The object is hostile input: its signature
+    /// and signer are checked (format 2), a hash-named kind must hash to its name, and its
+    /// plaintext may not exceed its kind's limit.
+    pub fn open_meta<T: DeserializeOwned>(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<T> {
+        Ok(self.open_meta_signed(kind, name, bytes)?.0)
+    }
+
+    /// [`Self::open_meta`], also saying who signed the object (format 2).
+    pub fn open_meta_signed<T: DeserializeOwned>(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<(T, Option<String>)> {
+        let what = format!("{} {}", kind.what(), name);
+        let (body, by) = self.verify(kind, name, bytes)?;
         let plain = crypto::open_with(
             &[&self.meta.identity],
-            bytes,
+            body,
             &what,
             "The object was not written for this repository's metadata key.",
         )?;
-        Ok(crate::format::decode_packed(
-            &plain,
-            &what,
-            kind.version(),
-            kind.max_plain(),
-        )?)
+        let value = crate::format::decode_packed(&plain, &what, kind.version(), kind.max_plain())?;
+        Ok((value, by))
     }
 
     /// Fetch and open a bookkeeping object by name.
     pub fn get_meta<T: DeserializeOwned>(&self, kind: ObjectKind, name: &str) -> Result<T> {
         let bytes = self.backend.get(name)?;
         self.open_meta(kind, name, &bytes)
+    }
+
+    /// Format 2's trust list, if this repository has one.
+    pub fn auth(&self) -> Option<&trust::Auth> {
+        self.auth.as_ref()
     }
 
     /// Seal to every operator recipient (key records).
@@ -255,6 +350,16 @@ impl Repository {
                     .map(|id| (id, o))
             })
             .collect())
+    }
+}
+
+/// The name a signature binds: a pack header lives inside a pack whose name is the hash of its
+/// bytes (header included), so it binds only its kind.
+fn bind(kind: ObjectKind, name: &str) -> &str {
+    if kind == ObjectKind::PackHeader {
+        ""
+    } else {
+        name
     }
 }
 

@@ -70,7 +70,7 @@ impl PackWriter {
             domain: self.domain.clone(),
             blobs: entries.clone(),
         };
-        let sealed = repo.seal_meta(&header, "pack header")?;
+        let sealed = repo.seal_meta_at(crate::format::ObjectKind::PackHeader, "", &header)?;
         bytes.extend_from_slice(&sealed);
         bytes.extend_from_slice(&trailer(sealed.len()));
         let id = PackId(content_hash(&bytes));

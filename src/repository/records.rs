@@ -71,8 +71,9 @@ impl Repository {
             time: now_text(),
             by: self.opened_by.clone(),
         };
-        let sealed = self.seal_meta(&hold, "hold")?;
-        Ok(self.backend.put_new(&format!("holds/{id}"), &sealed)?)
+        let name = format!("holds/{id}");
+        let sealed = self.seal_meta_at(ObjectKind::Hold, &name, &hold)?;
+        Ok(self.backend.put_new(&name, &sealed)?)
     }
 
     /// Release a hold: operators only, so a compromised server cannot lift a legal hold.
@@ -106,12 +107,7 @@ impl Repository {
         record: &DestructionRecord,
         local_dir: &Path,
     ) -> Result<String> {
-        let sealed = self.seal_meta(record, "destruction record")?;
-        let name = format!(
-            "destruction/{}",
-            hex::encode(crate::id::content_hash(&sealed))
-        );
-        self.backend.put_new(&name, &sealed)?;
+        let (name, _) = self.put_meta(ObjectKind::Destruction, record)?;
         crate::archiver::private_dir(local_dir)?;
         // The hash keeps two records of one second apart.
         let file = local_dir.join(format!(

@@ -5,7 +5,7 @@ use super::Repository;
 use crate::error::{Error, Result};
 use crate::format::snapshot::SnapshotHead;
 use crate::format::ObjectKind;
-use crate::id::{content_hash, SnapshotId};
+use crate::id::SnapshotId;
 use std::time::SystemTime;
 
 /// A snapshot with its parsed time.
@@ -14,6 +14,8 @@ pub struct SnapshotInfo {
     pub id: SnapshotId,
     pub head: SnapshotHead,
     pub time: SystemTime,
+    /// Who signed the head (format 2): "writer NAME (ID)" or "operator KEY".
+    pub writer: Option<String>,
 }
 
 /// Objects read from one folder: those that opened, and those that did not (name, reason).
@@ -78,10 +80,10 @@ impl<'a> SnapshotSelector<'a> {
 impl Repository {
     /// Commit a snapshot: the last write of a backup.
     pub fn write_snapshot(&self, head: &SnapshotHead) -> Result<SnapshotId> {
-        let sealed = self.seal_meta(head, "snapshot")?;
-        let id = SnapshotId(content_hash(&sealed));
-        self.backend.put_new(&format!("snapshots/{id}"), &sealed)?;
-        Ok(id)
+        let (name, _) = self.put_meta(ObjectKind::Snapshot, head)?;
+        name["snapshots/".len()..]
+            .parse()
+            .map_err(|_| Error::Invalid(format!("internal error: bad snapshot name {name}")))
     }
 
     /// Every readable snapshot, oldest first, and the heads that could not be read (damaged or
@@ -122,14 +124,20 @@ impl Repository {
             .next()
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| Error::Damaged(format!("{name} is not a snapshot name")))?;
-        let head: SnapshotHead = self.open_meta(ObjectKind::Snapshot, name, bytes)?;
+        let (head, writer): (SnapshotHead, _) =
+            self.open_meta_signed(ObjectKind::Snapshot, name, bytes)?;
         let time = humantime::parse_rfc3339_weak(&head.time).map_err(|e| {
             crate::error::FormatError::Malformed {
                 what: format!("snapshot {}", id.short()),
                 reason: format!("bad time: {e}"),
             }
         })?;
-        Ok(SnapshotInfo { id, head, time })
+        Ok(SnapshotInfo {
+            id,
+            head,
+            time,
+            writer,
+        })
     }
 
     /// Resolve a snapshot as users type it: `latest` (of `source`, if given) or an id prefix.
@@ -139,7 +147,21 @@ impl Repository {
 
     /// Resolve what the user typed to exactly one snapshot.
     pub fn find_snapshot(&self, selector: &SnapshotSelector) -> Result<SnapshotInfo> {
-        let all = self.list_snapshots()?;
+        let scan = self.scan_snapshots()?;
+        if let SnapshotSelector::Prefix(prefix) = selector {
+            // Asked for by id: say why a head that exists cannot be used.
+            let wanted = prefix.to_ascii_lowercase();
+            let usable = scan.good.iter().any(|s| s.id.to_hex().starts_with(&wanted));
+            let bad = scan.damaged.iter().find(|(n, _)| {
+                !wanted.is_empty()
+                    && n.strip_prefix("snapshots/")
+                        .is_some_and(|h| h.starts_with(&wanted))
+            });
+            if let (false, Some((name, reason))) = (usable, bad) {
+                return Err(Error::Damaged(format!("{name} cannot be used: {reason}")));
+            }
+        }
+        let all = scan.lenient("snapshot");
         match selector {
             SnapshotSelector::Latest(source) => {
                 let sources: std::collections::BTreeSet<&str> =

@@ -61,7 +61,7 @@ impl World {
             .unwrap();
         assert!(out.status.success(), "{}", text(&out));
         let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        let mut init = w.cmd(&["init", "--recipient", &recipient, "--writer-key-out"]);
+        let mut init = w.operator_cmd(&["init", "--recipient", &recipient, "--writer-key-out"]);
         init.arg(&w.writer).args(extra);
         let out = init.output().unwrap();
         assert!(out.status.success(), "{}", text(&out));

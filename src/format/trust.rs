@@ -1,0 +1,66 @@
+//! The trust list (`keys/trust-<seq>`, format version 2): the config the operators signed, the
+//! operators (recipients and signing keys) and the writer credentials whose signatures count.
+//! Only an operator can extend it: each version is signed by an operator key of the version
+//! before, the first by the operator who ran `init`.
+
+use super::config::RepoConfig;
+use crate::id::RepoId;
+use serde::{Deserialize, Serialize};
+
+/// Version of the trust list.
+pub const TRUST_VERSION: u32 = 1;
+
+/// Contents of `keys/trust-<seq>` (plain JSON inside a signed envelope: nothing in it is
+/// secret).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TrustList {
+    pub version: u32,
+    pub repo_id: RepoId,
+    /// 1 for the list `init` writes; each change adds one.
+    pub seq: u64,
+    /// `hex(BLAKE3(stored bytes))` of the previous version, so versions form a chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
+    pub time: String,
+    /// Who signed it, for people ("operator 1a2b…").
+    pub by: String,
+    /// The repository config as the operators signed it; `config` must equal it.
+    pub config: RepoConfig,
+    pub operators: Vec<TrustedOperator>,
+    pub writers: Vec<TrustedWriter>,
+}
+
+/// An operator: its age recipient and, once known, its signing key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TrustedOperator {
+    pub recipient: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
+}
+
+/// A writer credential whose signatures count.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TrustedWriter {
+    /// The credential id (also in the credential file and `keys/writer-<id>`).
+    pub id: String,
+    pub name: String,
+    /// Ed25519 public key, hex.
+    pub key: String,
+    pub added: String,
+}
+
+/// Object name of version `seq`.
+pub fn trust_name(seq: u64) -> String {
+    format!("keys/trust-{seq:010}")
+}
+
+/// The sequence number in a trust-list object name.
+pub fn parse_trust_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("keys/trust-")?;
+    (digits.len() == 10 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}

@@ -1,0 +1,304 @@
+//! Format 2's authentication, settled once when a repository is opened: which keys may sign,
+//! anchored in what the caller already holds (a writer credential's operator keys, or the
+//! operator's own identity), and whether `config` is the one the operators signed. Every read of
+//! a signed object then asks [`Auth::verify`]; every write is signed with [`Auth::sign`].
+
+use crate::backend::Backend;
+use crate::crypto::sign::{key_id, open_envelope, ObjectSigner};
+use crate::error::{Error, FormatError, Result};
+use crate::format::config::RepoConfig;
+use crate::format::trust::{parse_trust_name, trust_name, TrustList, TRUST_VERSION};
+use crate::format::{decode_json, ObjectKind};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// What the caller trusts before reading anything from the store.
+pub enum Anchor {
+    /// A writer credential: the operator keys it was issued with, its config digest and its
+    /// own key.
+    Writer {
+        operator_keys: Vec<[u8; 32]>,
+        config_digest: Option<String>,
+        credential_id: String,
+    },
+    /// An operator: its own key signs what it trusts; a first list signed by someone else is
+    /// pinned in `pin_dir` (trust on first use) and must not change afterwards.
+    Operator { pin_dir: Option<PathBuf> },
+}
+
+/// Who may sign, and the key this process signs with.
+pub struct Auth {
+    signer: ObjectSigner,
+    /// Public key -> who it is, for listings and messages.
+    trusted: HashMap<[u8; 32], String>,
+    /// The newest trust list and its object name.
+    pub list: TrustList,
+    pub list_name: String,
+}
+
+impl Auth {
+    /// Load and verify the trust list chain, then check `config` against it.
+    pub fn load(
+        backend: &dyn Backend,
+        config: &RepoConfig,
+        signer: ObjectSigner,
+        anchor: &Anchor,
+    ) -> Result<Auth> {
+        let chain = read_chain(backend)?;
+        let own = signer.public();
+        let mut previous: Option<(TrustList, [u8; 32])> = None;
+        let mut name = String::new();
+        for (seq, (object, bytes)) in chain.iter().enumerate() {
+            let (by, body) = open_envelope(ObjectKind::Trust.what(), object, bytes)
+                .map_err(|e| forged(object, &e.to_string()))?;
+            let list: TrustList = decode_json(body, object, TRUST_VERSION)?;
+            let allowed: Vec<[u8; 32]> = match &previous {
+                None => genesis_signers(&list, anchor, own, bytes, config)?,
+                Some((prev, _)) => operator_keys(prev),
+            };
+            if !allowed.contains(&by) {
+                return Err(forged(
+                    object,
+                    &format!(
+                        "is signed by key {}, which no trusted operator holds",
+                        key_id(&by)
+                    ),
+                ));
+            }
+            let prev_hash = previous.as_ref().map(|(_, h)| hex::encode(h));
+            if list.seq != seq as u64 + 1
+                || list.prev != prev_hash
+                || list.repo_id != config.repo_id
+            {
+                return Err(forged(object, "does not continue the chain before it"));
+            }
+            previous = Some((list, crate::id::content_hash(bytes)));
+            name = object.clone();
+        }
+        let Some((list, _)) = previous else {
+            return Err(Error::Damaged(format!(
+                "repository {} has format version {} but no trust list (keys/trust-*): it was \
+                 damaged, or its objects were deleted. Restore the keys/ folder from a copy.",
+                config.repo_id.short(),
+                config.version
+            )));
+        };
+        check_config(config, &list)?;
+        if let Anchor::Writer {
+            config_digest,
+            credential_id,
+            ..
+        } = anchor
+        {
+            check_writer(&list, config, config_digest.as_deref(), credential_id, own)?;
+        }
+        Ok(Auth {
+            trusted: trusted_keys(&list),
+            signer,
+            list,
+            list_name: name,
+        })
+    }
+
+    /// Sign `body` stored as `name`.
+    pub fn sign(&self, kind: ObjectKind, name: &str, body: Vec<u8>) -> Vec<u8> {
+        self.signer.envelope(kind.what(), name, &body)
+    }
+
+    /// Check the signature of `stored` and that its signer is trusted; returns the body and
+    /// who signed it.
+    pub fn verify<'a>(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        stored: &'a [u8],
+    ) -> Result<(&'a [u8], String)> {
+        let (by, body) =
+            open_envelope(kind.what(), name, stored).map_err(|e| forged(name, &e.to_string()))?;
+        match self.trusted.get(&by) {
+            Some(who) => Ok((body, who.clone())),
+            None => Err(forged(
+                name,
+                &format!(
+                    "is signed by credential key {}, which is not on this repository's list of \
+                     writers and operators",
+                    key_id(&by)
+                ),
+            )),
+        }
+    }
+
+    /// Who this process signs as.
+    pub fn me(&self) -> String {
+        self.trusted
+            .get(&self.signer.public())
+            .cloned()
+            .unwrap_or_else(|| format!("key {}", key_id(&self.signer.public())))
+    }
+
+    /// Whether this process's key is trusted (an operator whose key is not listed can read but
+    /// not write).
+    pub fn can_sign(&self) -> bool {
+        self.trusted.contains_key(&self.signer.public())
+    }
+}
+
+fn forged(object: &str, why: &str) -> Error {
+    Error::Damaged(format!(
+        "{object} {why}. The storage was tampered with, or the object is damaged; custodian \
+         does not act on it. Run 'custodian check' and compare with a copy."
+    ))
+}
+
+fn read_chain(backend: &dyn Backend) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut names: Vec<(u64, String)> = backend
+        .list("keys/")?
+        .into_iter()
+        .filter_map(|o| parse_trust_name(&o.name).map(|seq| (seq, o.name)))
+        .collect();
+    names.sort();
+    let mut out = Vec::with_capacity(names.len());
+    for (i, (seq, name)) in names.into_iter().enumerate() {
+        if seq != i as u64 + 1 {
+            return Err(forged(&name, "leaves a gap in the trust list's sequence"));
+        }
+        out.push((name.clone(), backend.get(&name)?));
+    }
+    Ok(out)
+}
+
+fn operator_keys(list: &TrustList) -> Vec<[u8; 32]> {
+    list.operators
+        .iter()
+        .filter_map(|o| o.signing_key.as_deref().and_then(parse_key))
+        .collect()
+}
+
+fn parse_key(hex_key: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_key, &mut out).ok().map(|()| out)
+}
+
+/// Keys that may have signed the first list: for a writer, the operator keys its credential
+/// was issued with; for an operator, its own key, else (trust on first use) the listed
+/// operator who signed it, pinned so that a replaced list is caught later.
+fn genesis_signers(
+    list: &TrustList,
+    anchor: &Anchor,
+    own: [u8; 32],
+    bytes: &[u8],
+    config: &RepoConfig,
+) -> Result<Vec<[u8; 32]>> {
+    match anchor {
+        Anchor::Writer { operator_keys, .. } => Ok(operator_keys.clone()),
+        Anchor::Operator { pin_dir } => {
+            let listed = operator_keys(list);
+            if listed.contains(&own) {
+                return Ok(vec![own]);
+            }
+            if let Some(dir) = pin_dir {
+                pin(dir, config, bytes)?;
+            }
+            Ok(listed)
+        }
+    }
+}
+
+/// Trust on first use for operators who did not sign the first list: remember its hash per
+/// repository, and refuse a different one afterwards.
+fn pin(dir: &Path, config: &RepoConfig, bytes: &[u8]) -> Result<()> {
+    let file = dir.join(config.repo_id.to_hex());
+    let hash = hex::encode(crate::id::content_hash(bytes));
+    match std::fs::read_to_string(&file) {
+        Ok(pinned) if pinned.trim() == hash => Ok(()),
+        Ok(_) => Err(Error::Damaged(format!(
+            "the trust list of repository {} is not the one this machine saw first (pinned in \
+             {}): someone replaced the repository's trust root. Do not use this repository \
+             until an operator who signed it confirms what happened.",
+            config.repo_id.short(),
+            file.display()
+        ))),
+        Err(_) => {
+            crate::archiver::private_dir(dir)?;
+            tracing::warn!(
+                repository = %config.repo_id.short(),
+                "first use of this repository on this machine: trusting its operator list as found and pinning it"
+            );
+            std::fs::write(&file, hash).map_err(|e| Error::io(&file, e))
+        }
+    }
+}
+
+fn check_config(config: &RepoConfig, list: &TrustList) -> Result<()> {
+    if *config == list.config {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "the repository's config is not the one its operators signed: {}. Nothing was read or \
+         written. Put back the signed config (it is in {}), or have an operator make the change \
+         with an operator command.",
+        config.changes_from(&list.config).join("; "),
+        trust_name(list.seq)
+    )))
+}
+
+fn check_writer(
+    list: &TrustList,
+    config: &RepoConfig,
+    digest: Option<&str>,
+    credential_id: &str,
+    own: [u8; 32],
+) -> Result<()> {
+    if digest.is_some_and(|d| d != config.digest()) {
+        return Err(Error::Invalid(format!(
+            "writer credential {credential_id} was issued for another version of this \
+             repository's config (its digest differs): the config was changed. Nothing was \
+             written; ask an operator to check the repository."
+        )));
+    }
+    if !list.writers.iter().any(|w| parse_key(&w.key) == Some(own)) {
+        return Err(Error::Invalid(format!(
+            "writer credential {credential_id} is not on this repository's list of writers: it \
+             was revoked, or it belongs to someone else. Nothing was written; ask an operator \
+             for a valid credential."
+        )));
+    }
+    Ok(())
+}
+
+fn trusted_keys(list: &TrustList) -> HashMap<[u8; 32], String> {
+    let mut out = HashMap::new();
+    for w in &list.writers {
+        if let Some(k) = parse_key(&w.key) {
+            out.insert(
+                k,
+                format!("writer credential {} ({})", short(&w.id), w.name),
+            );
+        }
+    }
+    for o in &list.operators {
+        if let Some(k) = o.signing_key.as_deref().and_then(parse_key) {
+            out.insert(k, format!("operator {}", key_id(&k)));
+        }
+    }
+    out
+}
+
+fn short(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
+/// Parse a writer credential's hex operator keys.
+pub fn parse_keys(keys: &[String]) -> Result<Vec<[u8; 32]>> {
+    keys.iter()
+        .map(|k| {
+            parse_key(k).ok_or_else(|| {
+                FormatError::Malformed {
+                    what: "writer credential".into(),
+                    reason: "an operator key is not 64 hex characters".into(),
+                }
+                .into()
+            })
+        })
+        .collect()
+}
