@@ -61,6 +61,11 @@ impl Backend for Counting {
         Ok(requests)
     }
 
+    fn replace(&self, name: &str, bytes: &[u8]) -> Result<(), BackendError> {
+        self.put.fetch_add(1, Ordering::Relaxed);
+        self.inner.replace(name, bytes)
+    }
+
     fn get(&self, name: &str) -> Result<Vec<u8>, BackendError> {
         self.get.fetch_add(1, Ordering::Relaxed);
         self.inner.get(name)

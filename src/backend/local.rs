@@ -88,6 +88,31 @@ impl LocalBackend {
         result
     }
 
+    /// Write a temporary file durably, then rename it over `name` (atomic on POSIX).
+    fn write_replacing(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
+        let path = self.path(name);
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        self.ensure_dir(&dir)?;
+        let tmp = dir.join(format!(
+            "{TEMP_PREFIX}{}",
+            hex::encode(rand::random::<[u8; 8]>())
+        ));
+        let result = (|| {
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            sync_dir(&dir)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+
     fn walk(&self, dir: &Path, out: &mut Vec<ObjectInfo>) -> io::Result<()> {
         let entries = match fs::read_dir(dir) {
             Ok(entries) => entries,
@@ -144,6 +169,11 @@ impl Backend for LocalBackend {
     fn put_new(&self, name: &str, bytes: &[u8]) -> Result<bool, BackendError> {
         self.write_new(name, bytes)
             .map_err(|e| self.err("writing", name, e))
+    }
+
+    fn replace(&self, name: &str, bytes: &[u8]) -> Result<(), BackendError> {
+        self.write_replacing(name, bytes)
+            .map_err(|e| self.err("replacing", name, e))
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>, BackendError> {

@@ -65,6 +65,9 @@ pub trait Backend: Send + Sync {
     fn put_immutable(&self, name: &str, bytes: &[u8]) -> Result<u64, BackendError> {
         self.put_new(name, bytes).map(|_| 1)
     }
+    /// Replace an object whole, atomically (readers see the old bytes or the new, never a
+    /// mix). Objects are write-once; only `migrate` replaces one, `config`, once.
+    fn replace(&self, name: &str, bytes: &[u8]) -> Result<(), BackendError>;
     /// Whole object.
     fn get(&self, name: &str) -> Result<Vec<u8>, BackendError>;
     /// The whole object, or None when it does not exist (never was, or was deleted since a

@@ -323,6 +323,17 @@ impl Backend for ObjectStoreBackend {
         }
     }
 
+    fn replace(&self, name: &str, bytes: &[u8]) -> Result<(), BackendError> {
+        let path = self.path(name);
+        let payload = PutPayload::from(bytes.to_vec());
+        // A plain PUT replaces the object atomically on S3; repeating it is harmless.
+        let (result, _) = self.retrying("replacing", name, || {
+            self.store
+                .put_opts(&path, payload.clone(), PutOptions::default())
+        });
+        result.map(drop).map_err(|e| self.err("replacing", name, e))
+    }
+
     fn put_immutable(&self, name: &str, bytes: &[u8]) -> Result<u64, BackendError> {
         if bytes.len() < MULTIPART_THRESHOLD {
             return self.put_new(name, bytes).map(|_| 1);

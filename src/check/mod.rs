@@ -99,6 +99,10 @@ pub fn check(
         repo.require_operator("check --read-data")?;
     }
     let mut report = CheckReport::default();
+    // Forged, altered, renamed or unsigned objects, wherever they are.
+    for (name, why) in repo.verify_objects()? {
+        report.errors.push(format!("{name}: {why}"));
+    }
     let index = repo.load_index()?;
     let stored: BTreeMap<PackId, u64> = repo
         .list_ids::<PackId>("packs/")?

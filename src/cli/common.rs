@@ -56,17 +56,23 @@ pub fn credential(keys: &KeyArgs, what: &str) -> Result<Credential> {
     }
 }
 
-/// Open with the operator identity if given, else the writer credential.
+/// Open with the operator identity if given, else the writer credential. An operator pins the
+/// repository's trust list under the state dir (see `repository::trust`).
 pub fn open(repo: &RepoArg, keys: &KeyArgs, what: &str) -> Result<Repository> {
-    Ok(Repository::open(backend(repo)?, &credential(keys, what)?)?)
+    Ok(Repository::open_pinned(
+        backend(repo)?,
+        &credential(keys, what)?,
+        Some(state_dir().join("trust")),
+    )?)
 }
 
 /// Open for reading content: an operator identity is required.
 pub fn open_operator(repo: &RepoArg, keys: &KeyArgs, what: &str) -> Result<Repository> {
     match &keys.identity {
-        Some(id) => Ok(Repository::open(
+        Some(id) => Ok(Repository::open_pinned(
             backend(repo)?,
             &Credential::Operator(id.clone()),
+            Some(state_dir().join("trust")),
         )?),
         None => Err(custodian::Error::NeedsIdentity {
             what: what.to_string(),

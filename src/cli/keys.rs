@@ -133,3 +133,51 @@ fn operator_identity(path: &std::path::Path) -> Result<age::x25519::Identity> {
             )
         })
 }
+
+#[derive(clap::Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    repo: RepoArg,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// Where to write the new writer credential (mode 0600); the old one stops working.
+    #[arg(long)]
+    writer_key_out: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+/// `migrate`: format 1 to format 2, then hand over the new writer credential.
+pub fn migrate(args: MigrateArgs) -> Result<u8> {
+    if args.writer_key_out.exists() {
+        anyhow::bail!(
+            "{} already exists; custodian never overwrites a key. Choose another --writer-key-out.",
+            args.writer_key_out.display()
+        );
+    }
+    let repo = common::open_operator(&args.repo, &args.keys, "migrate")?;
+    let identity = match &args.keys.identity {
+        Some(path) => operator_identity(path)?,
+        None => anyhow::bail!("migrate needs --identity"),
+    };
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let done = custodian::repository::migrate::migrate(&repo, &identity, &now)?;
+    write_private(&args.writer_key_out, &done.writer_credential)?;
+    if args.json {
+        common::print_json(&done)?;
+    } else {
+        println!(
+            "repository {} is now format version 2: {} objects and {} packs vouched for, signed \
+             by your operator key.\nnew writer credential: {} (give it to the backing-up server; \
+             the old one is refused from now on)",
+            repo.config.repo_id.short(),
+            done.objects,
+            done.packs,
+            args.writer_key_out.display()
+        );
+    }
+    for (name, why) in &done.refused {
+        eprintln!("not vouched for (did not open as its kind): {name}: {why}");
+    }
+    Ok(if done.refused.is_empty() { 0 } else { 1 })
+}

@@ -61,6 +61,9 @@ enum Command {
     Key(keys::KeyCommand),
     /// Create a repository and its writer credential.
     Init(keys::InitArgs),
+    /// Upgrade a format-1 repository to format 2 (signed) in place, and issue a new writer
+    /// credential (operator identity).
+    Migrate(keys::MigrateArgs),
     /// Back up a record store (needs only the writer credential).
     Backup(backup::BackupArgs),
     /// List snapshots.
@@ -120,6 +123,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Key(c) => keys::key(c),
         Command::Init(a) => keys::init(a),
+        Command::Migrate(a) => keys::migrate(a),
         Command::Backup(a) => backup::run(a),
         Command::Snapshots(a) => listing::snapshots(a),
         Command::Ls(a) => listing::ls(a),

@@ -219,19 +219,27 @@ impl Repository {
     pub fn drill_reports(&self) -> Result<Vec<DrillReport>> {
         let mut out = Vec::new();
         for o in self.backend.list("drills/")? {
-            let stored = self.backend.get(&o.name)?;
-            let (sealed, _) = self.verify(ObjectKind::DrillReport, &o.name, &stored)?;
-            let plain = self.open_for_operators(sealed, "drill report")?;
-            let report: DrillReport = crate::format::decode_packed(
-                &plain,
-                "drill report",
-                REPORT_VERSION,
-                crate::format::kind::REPORT_MAX_PLAIN,
-            )
-            .map_err(Error::from)?;
-            out.push(report);
+            match self.read_drill_report(&o.name) {
+                Ok(report) => out.push(report),
+                Err(e) if e.is_damage() => {
+                    tracing::warn!(object = %o.name, "skipped a damaged or forged drill report: {e}")
+                }
+                Err(e) => return Err(e),
+            }
         }
         out.sort_by(|a, b| a.time.cmp(&b.time));
         Ok(out)
+    }
+
+    fn read_drill_report(&self, name: &str) -> Result<DrillReport> {
+        let stored = self.backend.get(name)?;
+        let (sealed, _) = self.verify(ObjectKind::DrillReport, name, &stored)?;
+        let plain = self.open_for_operators(sealed, "drill report")?;
+        Ok(crate::format::decode_packed(
+            &plain,
+            "drill report",
+            REPORT_VERSION,
+            crate::format::kind::REPORT_MAX_PLAIN,
+        )?)
     }
 }

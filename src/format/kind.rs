@@ -37,6 +37,8 @@ pub enum ObjectKind {
     DrillReport,
     /// `keys/trust-<seq>`: the trust list (format 2).
     Trust,
+    /// `keys/migrated-v1`: what `migrate` vouched for.
+    Migration,
 }
 
 impl ObjectKind {
@@ -55,6 +57,7 @@ impl ObjectKind {
             ObjectKind::Session => "session key",
             ObjectKind::DrillReport => "drill report",
             ObjectKind::Trust => "trust list",
+            ObjectKind::Migration => "migration list",
         }
     }
 
@@ -64,7 +67,10 @@ impl ObjectKind {
             ObjectKind::Snapshot => "snapshots/",
             ObjectKind::Index => "index/",
             ObjectKind::PackHeader => "",
-            ObjectKind::DomainWriter | ObjectKind::KeyRecord | ObjectKind::Trust => "keys/",
+            ObjectKind::DomainWriter
+            | ObjectKind::KeyRecord
+            | ObjectKind::Trust
+            | ObjectKind::Migration => "keys/",
             ObjectKind::Session => "sessions/",
             ObjectKind::DrillReport => "drills/",
             ObjectKind::Hold => "holds/",
@@ -82,7 +88,7 @@ impl ObjectKind {
             ObjectKind::PackHeader => PACK_HEADER_VERSION,
             ObjectKind::DomainWriter | ObjectKind::KeyRecord | ObjectKind::Session => KEYS_VERSION,
             ObjectKind::DrillReport => 1,
-            ObjectKind::Trust => super::trust::TRUST_VERSION,
+            ObjectKind::Trust | ObjectKind::Migration => super::trust::TRUST_VERSION,
             ObjectKind::Hold | ObjectKind::Destruction => RECORD_VERSION,
             ObjectKind::Marker => MARKER_VERSION,
             ObjectKind::Lease => LEASE_VERSION,
@@ -98,6 +104,7 @@ impl ObjectKind {
             ObjectKind::Destruction | ObjectKind::Marker => 64 * MIB,
             ObjectKind::DrillReport => REPORT_MAX_PLAIN,
             ObjectKind::Trust => 4 * MIB,
+            ObjectKind::Migration => 256 * MIB,
             ObjectKind::Snapshot => 4 * MIB,
             _ => 64 * KIB,
         }

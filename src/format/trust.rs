@@ -29,6 +29,23 @@ pub struct TrustList {
     pub config: RepoConfig,
     pub operators: Vec<TrustedOperator>,
     pub writers: Vec<TrustedWriter>,
+    /// Set by `migrate`: `hex(BLAKE3(stored bytes))` of [`MIGRATION_NAME`], which vouches for
+    /// the unsigned objects format 1 wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrated: Option<String>,
+}
+
+/// Where `migrate` lists the format-1 objects it vouches for.
+pub const MIGRATION_NAME: &str = "keys/migrated-v1";
+
+/// Contents of [`MIGRATION_NAME`]: every format-1 object by name with the hash of its stored
+/// bytes, and every pack (whose unsigned header its content-hash name covers).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Migration {
+    pub version: u32,
+    pub objects: std::collections::BTreeMap<String, String>,
+    pub packs: Vec<String>,
 }
 
 /// An operator: its age recipient and, once known, its signing key.

@@ -12,8 +12,9 @@ use crate::repository::Repository;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant, SystemTime};
 
-const LEASE_NAME: &str = "locks/prune";
 use crate::format::kind::LEASE_VERSION;
+
+const LEASE_NAME: &str = "locks/prune";
 /// How long a lease holds before another prune may take it over.
 pub const LEASE_TTL: Duration = Duration::from_secs(2 * 3600);
 
@@ -37,6 +38,23 @@ struct LeaseRecord {
     /// RFC 3339; the lease is stale after this.
     taken: String,
     expires: String,
+}
+
+impl LeaseRecord {
+    /// Past its expiry, or unbelievable: a lease may run at most [`LEASE_TTL`] from when it
+    /// was taken, so one that claims to last longer (say until 9999) binds nobody.
+    fn expired(&self, now: SystemTime) -> bool {
+        let (Ok(taken), Ok(expires)) = (
+            humantime::parse_rfc3339_weak(&self.taken),
+            humantime::parse_rfc3339_weak(&self.expires),
+        ) else {
+            return true;
+        };
+        expires < now
+            || expires
+                .duration_since(taken)
+                .map_or(true, |d| d > LEASE_TTL)
+    }
 }
 
 /// A held lease; released on drop.
@@ -68,9 +86,19 @@ impl<'a> Lease<'a> {
             let Some(held) = repo.backend.get_if_present(LEASE_NAME)? else {
                 continue;
             };
-            let other: LeaseRecord = repo.open_meta(ObjectKind::Lease, LEASE_NAME, &held)?;
-            let expired = humantime::parse_rfc3339_weak(&other.expires).is_ok_and(|t| t < now);
-            if !expired {
+            let other = match repo.open_meta::<LeaseRecord>(ObjectKind::Lease, LEASE_NAME, &held) {
+                Ok(other) => other,
+                Err(e) if e.is_damage() => {
+                    // Not written by a prune of this repository: it binds nobody.
+                    tracing::warn!("removing a damaged or forged prune lease: {e}");
+                    if repo.backend.get(LEASE_NAME).ok().as_deref() == Some(&held[..]) {
+                        repo.backend.delete(LEASE_NAME)?;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if !other.expired(now) {
                 return Err(Error::Invalid(format!(
                     "another prune holds this repository's prune lease ({}, host {}, pid {}, \
                      since {}). Wait for it to finish. If that prune crashed, its lease expires \

@@ -167,22 +167,34 @@ impl Repository {
     /// Load every index object.
     pub fn load_index(&self) -> Result<MasterIndex> {
         let marks = self.prune_marks()?;
-        Ok(MasterIndex::build(marks, &self.load_index_files()?))
+        // A damaged or forged index object is skipped: what it names is then unknown (a backup
+        // stores it again, a restore that needs it says which blob is missing).
+        let files = self.scan_index_files()?.lenient("index object");
+        Ok(MasterIndex::build(marks, &files))
     }
 
-    /// Every index object as stored (prune rewrites them one by one).
+    /// Every index object as stored (prune rewrites them one by one); fails on one that
+    /// cannot be read, since prune would take the packs it names for unindexed leftovers.
     pub fn load_index_files(&self) -> Result<Vec<(IndexId, IndexFile)>> {
-        let mut files = Vec::new();
+        self.scan_index_files()?.strict()
+    }
+
+    /// Every readable index object, and the names of those that are damaged or forged.
+    pub fn scan_index_files(&self) -> Result<super::Scanned<(IndexId, IndexFile)>> {
+        let mut out = super::Scanned::default();
         for (id, object) in self.list_ids::<IndexId>("index/")? {
             // None: a prune replaced it between our listing and this read; what it named is in
             // the replacement or deleted. Missing it only costs deduplication.
             let Some(bytes) = self.backend.get_if_present(&object.name)? else {
                 continue;
             };
-            let file: IndexFile = self.open_meta(ObjectKind::Index, &object.name, &bytes)?;
-            files.push((id, file));
+            match self.open_meta::<IndexFile>(ObjectKind::Index, &object.name, &bytes) {
+                Ok(file) => out.good.push((id, file)),
+                Err(e) if e.is_damage() => out.damaged.push((object.name, e.to_string())),
+                Err(e) => return Err(e),
+            }
         }
-        Ok(files)
+        Ok(out)
     }
 
     /// Write one index object naming `packs`, which must already be durable.

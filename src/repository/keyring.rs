@@ -160,6 +160,7 @@ pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized>
             key: hex::encode(writer_signer.public()),
             added: opts.created.clone(),
         }],
+        migrated: None,
     };
     let name = trust_name(1);
     let body = serde_json::to_vec_pretty(&list).map_err(internal)?;

@@ -69,8 +69,17 @@ impl Repository {
             let Some(bytes) = self.backend.get_if_present(&object.name)? else {
                 continue;
             };
-            let marker: PruneMarker = self.open_meta(ObjectKind::Marker, &object.name, &bytes)?;
-            marks.markers.insert(object.name, marker);
+            // A marker that does not verify was not written by a prune of this repository: it is
+            // ignored (its packs stay usable and are never deleted on its account).
+            match self.open_meta::<PruneMarker>(ObjectKind::Marker, &object.name, &bytes) {
+                Ok(marker) => {
+                    marks.markers.insert(object.name, marker);
+                }
+                Err(e) if e.is_damage() => {
+                    tracing::warn!(object = %object.name, "ignored a damaged or forged prune marker: {e}")
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(marks)
     }

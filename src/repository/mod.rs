@@ -7,11 +7,13 @@ mod exclusive;
 mod index;
 mod keyring;
 mod marks;
+pub mod migrate;
 mod packer;
 mod records;
 mod repack;
 mod snapshots;
 pub mod trust;
+mod verify;
 
 pub use blobs::{coalesce, decode_tree, validate_tree_blob, BlobReader, PackBlobs};
 pub use index::{Location, MasterIndex};
@@ -120,13 +122,20 @@ impl Repository {
                         &keys.anchor,
                     )?),
                     None if config.signed() => return Err(keyring::unsigned_credential(path)),
-                    _ => None,
+                    Some(_) => {
+                        trust::refuse_downgrade(&config, true, None)?;
+                        None
+                    }
+                    None => None,
                 };
                 let by = format!("writer credential {}", keys.credential_id);
                 (keys.meta, None, auth, by)
             }
             Credential::Operator(path) => {
                 let identities = crypto::keys::load_identity_file(path)?;
+                if !config.signed() {
+                    trust::refuse_downgrade(&config, false, pin_dir.as_deref())?;
+                }
                 let auth = match identities.first() {
                     Some(first) if config.signed() => Some(trust::Auth::load(
                         backend.as_ref(),
@@ -198,7 +207,7 @@ impl Repository {
     /// Sign `body` for storage as `name` (format 2); format 1 stores the body as it is.
     pub fn sign(&self, kind: ObjectKind, name: &str, body: Vec<u8>) -> Vec<u8> {
         match &self.auth {
-            Some(auth) => auth.sign(kind, bind(kind, name), body),
+            Some(auth) => auth.sign(kind, name, body),
             None => body,
         }
     }
@@ -213,7 +222,7 @@ impl Repository {
     ) -> Result<(&'a [u8], Option<String>)> {
         let (body, by) = match &self.auth {
             Some(auth) => auth
-                .verify(kind, bind(kind, name), stored)
+                .verify(kind, name, stored)
                 .map(|(b, by)| (b, Some(by)))?,
             None => (stored, None),
         };
@@ -350,16 +359,6 @@ impl Repository {
                     .map(|id| (id, o))
             })
             .collect())
-    }
-}
-
-/// The name a signature binds: a pack header lives inside a pack whose name is the hash of its
-/// bytes (header included), so it binds only its kind.
-fn bind(kind: ObjectKind, name: &str) -> &str {
-    if kind == ObjectKind::PackHeader {
-        ""
-    } else {
-        name
     }
 }
 

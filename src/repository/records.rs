@@ -10,13 +10,12 @@
 
 use super::Repository;
 use crate::error::{Error, Result};
+use crate::format::kind::RECORD_VERSION;
 use crate::format::ObjectKind;
 use crate::id::SnapshotId;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
-
-use crate::format::kind::RECORD_VERSION;
 
 /// Contents of `holds/<id>`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -89,14 +88,34 @@ impl Repository {
         }
     }
 
-    /// Every hold, by snapshot.
+    /// Every hold, by snapshot. A hold object that cannot be read (damaged, or forged by the
+    /// storage) still holds its snapshot, with a reason saying so: erring towards keeping data
+    /// costs space, erring the other way could destroy a snapshot under a legal hold.
     pub fn holds(&self) -> Result<HashMap<SnapshotId, Hold>> {
         let mut out = HashMap::new();
         for (id, object) in self.list_ids::<SnapshotId>("holds/")? {
             // None: released between the listing and this read.
-            if let Some(bytes) = self.backend.get_if_present(&object.name)? {
-                out.insert(id, self.open_meta(ObjectKind::Hold, &object.name, &bytes)?);
-            }
+            let Some(bytes) = self.backend.get_if_present(&object.name)? else {
+                continue;
+            };
+            let hold = match self.open_meta(ObjectKind::Hold, &object.name, &bytes) {
+                Ok(hold) => hold,
+                Err(e) if e.is_damage() => {
+                    tracing::warn!(object = %object.name, "a hold cannot be read; its snapshot is kept until an operator checks it: {e}");
+                    Hold {
+                        version: RECORD_VERSION,
+                        snapshot: id.to_hex(),
+                        reason: format!(
+                            "unreadable hold object {} (damaged or forged): run 'custodian check'",
+                            object.name
+                        ),
+                        time: String::new(),
+                        by: String::new(),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            out.insert(id, hold);
         }
         Ok(out)
     }
@@ -125,7 +144,13 @@ impl Repository {
     pub fn destruction_records(&self) -> Result<Vec<DestructionRecord>> {
         let mut out = Vec::new();
         for o in self.backend.list("destruction/")? {
-            out.push(self.get_meta::<DestructionRecord>(ObjectKind::Destruction, &o.name)?);
+            match self.get_meta::<DestructionRecord>(ObjectKind::Destruction, &o.name) {
+                Ok(record) => out.push(record),
+                Err(e) if e.is_damage() => {
+                    tracing::warn!(object = %o.name, "skipped a damaged or forged destruction record: {e}")
+                }
+                Err(e) => return Err(e),
+            }
         }
         out.sort_by(|a, b| a.time.cmp(&b.time));
         Ok(out)

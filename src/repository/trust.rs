@@ -4,10 +4,12 @@
 //! a signed object then asks [`Auth::verify`]; every write is signed with [`Auth::sign`].
 
 use crate::backend::Backend;
-use crate::crypto::sign::{key_id, open_envelope, ObjectSigner};
+use crate::crypto::sign::{key_id, open_envelope, EnvelopeError, ObjectSigner};
 use crate::error::{Error, FormatError, Result};
 use crate::format::config::RepoConfig;
-use crate::format::trust::{parse_trust_name, trust_name, TrustList, TRUST_VERSION};
+use crate::format::trust::{
+    parse_trust_name, trust_name, Migration, TrustList, MIGRATION_NAME, TRUST_VERSION,
+};
 use crate::format::{decode_json, ObjectKind};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +36,8 @@ pub struct Auth {
     /// The newest trust list and its object name.
     pub list: TrustList,
     pub list_name: String,
+    /// Format-1 objects `migrate` vouched for: name -> hash of the stored bytes, and packs.
+    legacy: Migration,
 }
 
 impl Auth {
@@ -92,20 +96,26 @@ impl Auth {
         {
             check_writer(&list, config, config_digest.as_deref(), credential_id, own)?;
         }
+        let legacy = match &list.migrated {
+            Some(hash) => read_migration(backend, &list, hash)?,
+            None => Migration::default(),
+        };
         Ok(Auth {
             trusted: trusted_keys(&list),
             signer,
             list,
             list_name: name,
+            legacy,
         })
     }
 
     /// Sign `body` stored as `name`.
     pub fn sign(&self, kind: ObjectKind, name: &str, body: Vec<u8>) -> Vec<u8> {
-        self.signer.envelope(kind.what(), name, &body)
+        self.signer.envelope(kind.what(), bind(kind, name), &body)
     }
 
-    /// Check the signature of `stored` and that its signer is trusted; returns the body and
+    /// Check the signature of `stored` (or, for an unsigned format-1 object, that `migrate`
+    /// vouched for exactly these bytes) and that its signer is trusted; returns the body and
     /// who signed it.
     pub fn verify<'a>(
         &self,
@@ -113,8 +123,13 @@ impl Auth {
         name: &str,
         stored: &'a [u8],
     ) -> Result<(&'a [u8], String)> {
-        let (by, body) =
-            open_envelope(kind.what(), name, stored).map_err(|e| forged(name, &e.to_string()))?;
+        let (by, body) = match open_envelope(kind.what(), bind(kind, name), stored) {
+            Ok(found) => found,
+            Err(EnvelopeError::Unsigned) if self.vouched(kind, name, stored) => {
+                return Ok((stored, "format 1 (vouched for by migrate)".into()))
+            }
+            Err(e) => return Err(forged(name, &e.to_string())),
+        };
         match self.trusted.get(&by) {
             Some(who) => Ok((body, who.clone())),
             None => Err(forged(
@@ -126,6 +141,23 @@ impl Auth {
                 ),
             )),
         }
+    }
+
+    /// Whether `migrate` listed this unsigned object with exactly these bytes (a pack header
+    /// is vouched for by its pack, whose name is the hash of all its bytes).
+    fn vouched(&self, kind: ObjectKind, name: &str, stored: &[u8]) -> bool {
+        if kind == ObjectKind::PackHeader {
+            let id = name.rsplit('/').next().unwrap_or_default();
+            return self
+                .legacy
+                .packs
+                .binary_search_by(|p| p.as_str().cmp(id))
+                .is_ok();
+        }
+        self.legacy
+            .objects
+            .get(name)
+            .is_some_and(|h| *h == hex::encode(crate::id::content_hash(stored)))
     }
 
     /// Who this process signs as.
@@ -141,6 +173,59 @@ impl Auth {
     pub fn can_sign(&self) -> bool {
         self.trusted.contains_key(&self.signer.public())
     }
+}
+
+/// The name a signature binds: a pack header lives inside a pack whose name is the hash of its
+/// bytes (header included), so it binds only its kind.
+fn bind(kind: ObjectKind, name: &str) -> &str {
+    if kind == ObjectKind::PackHeader {
+        ""
+    } else {
+        name
+    }
+}
+
+fn read_migration(backend: &dyn Backend, list: &TrustList, hash: &str) -> Result<Migration> {
+    let stored = backend.get(MIGRATION_NAME)?;
+    if hex::encode(crate::id::content_hash(&stored)) != hash {
+        return Err(forged(
+            MIGRATION_NAME,
+            "is not the one the trust list names",
+        ));
+    }
+    let (by, body) = open_envelope(ObjectKind::Migration.what(), MIGRATION_NAME, &stored)
+        .map_err(|e| forged(MIGRATION_NAME, &e.to_string()))?;
+    if !operator_keys(list).contains(&by) {
+        return Err(forged(MIGRATION_NAME, "is not signed by an operator"));
+    }
+    let mut migration: Migration = decode_json(body, MIGRATION_NAME, TRUST_VERSION)?;
+    migration.packs.sort();
+    Ok(migration)
+}
+
+/// Refuse to treat a repository as format 1 when this credential or machine knows it was
+/// format 2: deleting the trust list and editing `config` back must not switch signatures off.
+pub fn refuse_downgrade(
+    config: &RepoConfig,
+    signed_credential: bool,
+    pin_dir: Option<&Path>,
+) -> Result<()> {
+    let pinned = pin_dir.is_some_and(|d| d.join(config.repo_id.to_hex()).exists());
+    if signed_credential || pinned {
+        return Err(Error::Damaged(format!(
+            "repository {} says it is format version {}, but your {} knows it as format 2 \
+             (signed): its config was replaced to switch signatures off. Nothing was read or \
+             written; compare the repository with a copy.",
+            config.repo_id.short(),
+            config.version,
+            if signed_credential {
+                "writer credential"
+            } else {
+                "machine"
+            }
+        )));
+    }
+    Ok(())
 }
 
 fn forged(object: &str, why: &str) -> Error {
@@ -192,12 +277,13 @@ fn genesis_signers(
     match anchor {
         Anchor::Writer { operator_keys, .. } => Ok(operator_keys.clone()),
         Anchor::Operator { pin_dir } => {
+            // Pinned by every operator, so a later downgrade to format 1 is caught too.
+            if let Some(dir) = pin_dir {
+                pin(dir, config, bytes)?;
+            }
             let listed = operator_keys(list);
             if listed.contains(&own) {
                 return Ok(vec![own]);
-            }
-            if let Some(dir) = pin_dir {
-                pin(dir, config, bytes)?;
             }
             Ok(listed)
         }
