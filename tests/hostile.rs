@@ -274,3 +274,36 @@ fn swapped_domain_records_are_refused() {
         text(&out)
     );
 }
+
+#[test]
+fn a_drill_of_a_hostile_snapshot_fails_and_writes_nothing_outside_its_scratch() {
+    let (w, outside) = world();
+    let mut f = forger(&w);
+    let payload = f.file(b"pwned", b"escaped");
+    let escape = f.dir(b"..", vec![payload]);
+    let root = f.dir(b"", vec![escape]);
+    f.commit("s", root, true);
+    let runbook = w.dir.path().join("runbook.md");
+    fs::write(
+        &runbook,
+        "+++\nid = \"hostile\"\ntitle = \"Hostile\"\nsources = [\"s\"]\nowner = \"tests\"\n\
+         rto = \"10m\"\nrpo = \"1h\"\nselect = \"latest\"\n+++\n\n# Steps\n",
+    )
+    .unwrap();
+    let state = w.dir.path().join("state");
+    let out = w
+        .operator_cmd(&["drill", "--json", "--report-dir"])
+        .arg(w.dir.path().join("reports"))
+        .arg(&runbook)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("is refused"), "{}", text(&out));
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+    assert!(!w.dir.path().join("pwned").exists() && !state.join("pwned").exists());
+    let scratch = state.join("scratch");
+    assert!(
+        fs::read_dir(&scratch).map_or(true, |mut d| d.next().is_none()),
+        "scratch kept"
+    );
+}

@@ -200,7 +200,7 @@ pub fn run(args: DemoArgs) -> Result<u8> {
     )?;
     let writer_key = keys.join("writer.key");
     write_private(&writer_key, &initialized.writer_credential)?;
-    step("generate keys, init repository", t);
+    step("generate keys, init repository (signed by the operator)", t);
 
     let writer = Arc::new(Repository::open(
         backend.clone(),
@@ -322,8 +322,20 @@ pub fn run(args: DemoArgs) -> Result<u8> {
         scratch.display()
     );
     println!(
-        "  check            {} packs, {} blobs read and verified, no errors",
+        "  check            {} packs, {} blobs read and verified, every signature checked, no errors",
         report.packs_read, report.blobs
+    );
+    let signed_by = operator_repo
+        .list_snapshots()?
+        .pop()
+        .and_then(|s| s.writer)
+        .unwrap_or_default();
+    println!(
+        "  trust            trust list signed by {}; snapshots signed by {signed_by}",
+        operator_repo
+            .auth()
+            .map(|a| a.list.by.as_str())
+            .unwrap_or("nobody (format 1)")
     );
     println!(
         "  drill            {} '{}': RTO {:.1}s of {:.0}s, RPO {}s of {}s, {} checks passed",
