@@ -25,6 +25,8 @@ pub struct CopyOptions {
     pub source: Option<String>,
     /// `latest` or id prefixes; empty means every snapshot (of `source`, if given).
     pub snapshots: Vec<String>,
+    /// Where an operator's machine pins trust lists (`repository::trust`).
+    pub pin_dir: Option<std::path::PathBuf>,
 }
 
 /// Object count and bytes in one repository.
@@ -96,7 +98,7 @@ pub fn copy(
             modified: None,
         }])?;
     }
-    let dest = Repository::open(to.clone(), credential)?;
+    let dest = Repository::open_pinned(to.clone(), credential, opts.pin_dir.clone())?;
 
     let index = from.load_index()?;
     let selected = select(from, opts)?;

@@ -239,6 +239,7 @@ impl Rewriter<'_> {
         if let Some(done) = self.memo.get(&key) {
             return Ok(*done);
         }
+        crate::format::tree::check_depth(rel).map_err(|e| Error::Damaged(e.to_string()))?;
         let mut tree = self.reader.tree(&tree_id)?;
         let (mut removed, mut changed) = (0, false);
         let mut kept = Vec::with_capacity(tree.nodes.len());

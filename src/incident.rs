@@ -27,6 +27,7 @@ pub struct Change {
 /// Differences from snapshot `a` to snapshot `b`, in path order.
 pub fn diff(reader: &BlobReader, a: &SnapshotInfo, b: &SnapshotInfo) -> Result<Vec<Change>> {
     let mut out = Vec::new();
+    reader.limit_walk(a.walk_allowance() + b.walk_allowance());
     diff_dirs(
         reader,
         Some(&a.head.root),
@@ -61,6 +62,7 @@ fn diff_dirs(
             return Ok(());
         }
     }
+    crate::format::tree::check_depth(rel).map_err(|e| Error::Damaged(e.to_string()))?;
     let (before, after) = (children(reader, a)?, children(reader, b)?);
     let names: std::collections::BTreeSet<&Vec<u8>> = before.keys().chain(after.keys()).collect();
     for name in names {
@@ -150,6 +152,7 @@ pub fn find(
 ) -> Result<Vec<Found>> {
     let mut out = Vec::new();
     for snap in snapshots {
+        reader.limit_walk(snap.walk_allowance());
         if let Some(root) = snap.head.root.subtree {
             let _ = reader.prefetch_trees(&root);
         }

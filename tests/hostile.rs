@@ -307,3 +307,37 @@ fn a_drill_of_a_hostile_snapshot_fails_and_writes_nothing_outside_its_scratch() 
         "scratch kept"
     );
 }
+
+#[test]
+fn listings_that_repeat_a_subtree_without_end_are_refused() {
+    let (w, outside) = world();
+    let mut f = forger(&w);
+    // Each level lists the level below twice: 2^24 paths from 24 small listings.
+    let mut level = f.file(b"f", b"x");
+    for depth in 0..24 {
+        let mut a = level.clone();
+        a.name = Name(b"a".to_vec());
+        let mut b = level;
+        b.name = Name(b"b".to_vec());
+        level = f.dir(format!("d{depth}").as_bytes(), vec![a, b]);
+    }
+    let root = f.dir(b"", vec![level]);
+    let id = f.commit("s", root, true);
+    refused(&w, &id.to_hex(), &outside, &["repeat subtrees"]);
+    let out = w.operator_cmd(&["ls", &id.to_hex()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+#[test]
+fn a_chain_deeper_than_any_store_is_refused_without_exhausting_the_stack() {
+    let (w, outside) = world();
+    let mut f = forger(&w);
+    let mut level = f.file(b"f", b"x");
+    for _ in 0..1100 {
+        level = f.dir(b"d", vec![level]);
+    }
+    let mut root = level;
+    root.name = Name(Vec::new());
+    let id = f.commit("s", root, true);
+    refused(&w, &id.to_hex(), &outside, &["directories deep"]);
+}

@@ -260,3 +260,46 @@ fn a_writer_forged_marker_and_lease_cost_no_snapshot() {
     let out = w.operator_cmd(&["check", "--read-data"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[test]
+fn a_pack_spliced_from_a_real_header_and_other_bytes_is_never_reused() {
+    let w = World::new(&[]);
+    let src = records(&w);
+    w.backup("s", &src);
+    let s = Storage::new(&w, None);
+    // The biggest pack holds the data; keep its signed header and trailer, replace its frames.
+    let real = s
+        .store
+        .list("packs/")
+        .unwrap()
+        .into_iter()
+        .max_by_key(|o| o.size)
+        .unwrap();
+    let bytes = s.store.get(&real.name).unwrap();
+    let header_len =
+        u32::from_le_bytes(bytes[bytes.len() - 12..bytes.len() - 8].try_into().unwrap());
+    let data_len = bytes.len() - 12 - header_len as usize;
+    let mut spliced = noise(data_len, 99);
+    spliced.extend_from_slice(&bytes[data_len..]);
+    let id = hex::encode(custodian::id::content_hash(&spliced));
+    s.store
+        .put_new(&format!("packs/{}/{id}", &id[..2]), &spliced)
+        .unwrap();
+    // The real pack goes missing: a backup that adopted the splice would rely on garbage.
+    s.store.delete(&real.name).unwrap();
+    let out = w
+        .writer_cmd(&["backup", "--source", "s"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(
+        text(&out).contains("not reusing a leftover pack"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("belongs to other bytes"),
+        "{}",
+        text(&out)
+    );
+}

@@ -115,11 +115,18 @@ pub fn check(
     let reader = BlobReader::new(repo, &index);
     check_snapshots(repo, &reader, &mut report)?;
     if let Some(subset) = read_data {
+        // A pack is read whole: one larger than any writer makes is reported, not fetched.
+        let cap = 2 * repo.config.pack_target + 2 * u64::from(repo.config.chunker.max) + (64 << 20);
+        for (id, size) in stored.iter().filter(|(_, s)| **s > cap) {
+            report.errors.push(format!(
+                "pack {id} is {size} bytes, larger than any pack custodian writes"
+            ));
+        }
         let ids: Vec<PackId> = index
             .packs
             .iter()
             .map(|p| p.id)
-            .filter(|id| stored.contains_key(id))
+            .filter(|id| stored.get(id).is_some_and(|s| *s <= cap))
             .collect();
         let chosen = subset.select(&ids);
         progress.total.store(chosen.len() as u64, Ordering::Relaxed);

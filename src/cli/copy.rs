@@ -33,10 +33,12 @@ pub fn run(args: CopyArgs) -> Result<u8> {
     let credential = common::credential(&args.keys, "copy")?;
     let from_backend = Arc::new(Counting::new(custodian::backend::open(&args.from)?));
     let to_backend = Arc::new(Counting::new(custodian::backend::open(&args.to)?));
-    let from = Repository::open(from_backend.clone(), &credential)?;
+    let pin_dir = Some(common::state_dir().join("trust"));
+    let from = Repository::open_pinned(from_backend.clone(), &credential, pin_dir.clone())?;
     let opts = CopyOptions {
         source: args.source,
         snapshots: args.snapshots,
+        pin_dir,
     };
     let report = copy(&from, to_backend.clone(), &credential, &opts)?;
     if args.json {

@@ -30,6 +30,15 @@ pub enum KeyCommand {
         #[command(flatten)]
         keys: KeyArgs,
     },
+    /// Trust a repository another operator created, on this machine: after comparing the
+    /// fingerprint it prints (and `init` printed) with that operator, out of band.
+    Trust {
+        /// The fingerprint the creating operator read out (32 hex characters).
+        #[arg(long)]
+        fingerprint: String,
+        #[command(flatten)]
+        repo: RepoArg,
+    },
 }
 
 #[derive(clap::Args)]
@@ -68,6 +77,18 @@ pub fn key(cmd: KeyCommand) -> Result<u8> {
                 output.display()
             );
             println!("{}", identity.to_public());
+            Ok(0)
+        }
+        KeyCommand::Trust { fingerprint, repo } => {
+            let by = custodian::repository::trust::confirm(
+                common::backend(&repo)?.as_ref(),
+                &common::state_dir().join("trust"),
+                &fingerprint,
+            )?;
+            println!(
+                "repository at {} trusted on this machine (its trust list was signed by {by})",
+                repo.repo
+            );
             Ok(0)
         }
         KeyCommand::DestroyDomain {
@@ -112,6 +133,12 @@ pub fn init(args: InitArgs) -> Result<u8> {
         },
     )?;
     write_private(&args.writer_key_out, &initialized.writer_credential)?;
+    if let Some(auth) = initialized.repo.auth() {
+        println!(
+            "trust fingerprint: {} (other operators compare it before 'custodian key trust')",
+            auth.fingerprint
+        );
+    }
     println!(
         "created repository {} at {}\nwriter credential: {} (give this to the backing-up server; it cannot read backups)",
         initialized.repo.config.repo_id.short(),

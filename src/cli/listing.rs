@@ -126,6 +126,7 @@ pub fn ls(args: LsArgs) -> Result<u8> {
     let snap = repo.resolve_snapshot(&args.snapshot, args.source.as_deref())?;
     let index = repo.load_index()?;
     let reader = BlobReader::new(&repo, &index);
+    reader.limit_walk(snap.walk_allowance());
     let start = args.path.clone().unwrap_or_default();
     let root = descend(&reader, &snap.head.root, &start)?;
     if let Some(subtree) = root.subtree {
@@ -164,6 +165,7 @@ fn walk(
     let Some(tree_id) = dir.subtree else {
         return Ok(());
     };
+    custodian::format::tree::check_depth(path)?;
     for node in reader.tree(&tree_id)?.nodes {
         let child = path.join(node.name.as_os());
         rows.push((child.clone(), node.clone()));

@@ -74,9 +74,10 @@ pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
     // Restored customer data from a drill that a crash or SIGKILL interrupted.
     remove_stale_scratch(&state_dir.join("scratch"));
     let operator = match &config.drills {
-        Some(d) => Some(Arc::new(Repository::open(
+        Some(d) => Some(Arc::new(Repository::open_pinned(
             backend,
             &Credential::Operator(d.identity_file.clone()),
+            Some(state_dir.join("trust")),
         )?)),
         None => None,
     };

@@ -219,7 +219,7 @@ impl Repository {
     pub fn drill_reports(&self) -> Result<Vec<DrillReport>> {
         let mut out = Vec::new();
         for o in self.backend.list("drills/")? {
-            match self.read_drill_report(&o.name) {
+            match self.read_drill_report(&o) {
                 Ok(report) => out.push(report),
                 Err(e) if e.is_damage() => {
                     tracing::warn!(object = %o.name, "skipped a damaged or forged drill report: {e}")
@@ -231,8 +231,11 @@ impl Repository {
         Ok(out)
     }
 
-    fn read_drill_report(&self, name: &str) -> Result<DrillReport> {
-        let stored = self.backend.get(name)?;
+    fn read_drill_report(&self, object: &crate::backend::ObjectInfo) -> Result<DrillReport> {
+        let name = &object.name;
+        let Some(stored) = self.get_listed(ObjectKind::DrillReport, object)? else {
+            return Err(Error::Damaged(format!("{name} vanished while it was read")));
+        };
         let (sealed, _) = self.verify(ObjectKind::DrillReport, name, &stored)?;
         let plain = self.open_for_operators(sealed, "drill report")?;
         Ok(crate::format::decode_packed(

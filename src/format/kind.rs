@@ -110,6 +110,12 @@ impl ObjectKind {
         }
     }
 
+    /// Largest stored object of this kind a reader fetches: its plaintext limit plus room for
+    /// the envelope and age's framing (zstd JSON never grows much).
+    pub fn max_stored(self) -> u64 {
+        self.max_plain() as u64 + 64 * KIB as u64
+    }
+
     /// Whether the object's name is `prefix || hex(BLAKE3(object bytes))`, so a reader can
     /// check it: a head copied over another name, or altered in place, is then detected.
     pub fn hash_named(self) -> bool {

@@ -54,6 +54,10 @@ pub struct PackHeader {
     /// Key domain of every blob in the pack ("" for the metadata domain).
     pub domain: String,
     pub blobs: Vec<PackEntry>,
+    /// Format 2: `hex(H(frames))`, the bytes before the header. The header is signed, so this
+    /// ties it to its own pack: a copy of it spliced onto other bytes is refused on adoption.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_hash: Option<String>,
 }
 
 /// Build the trailer for a sealed header of `len` bytes.

@@ -105,6 +105,26 @@ fn is_zero(v: &u64) -> bool {
     *v == 0
 }
 
+/// No chunker setting makes chunks larger (fastcdc's maximum); a listing that says otherwise
+/// would make readers allocate what it claims.
+pub const MAX_CHUNK: usize = fastcdc::v2020::MAXIMUM_MAX;
+
+/// Deepest directory nesting a reader follows: far beyond any real store (Linux paths stop at
+/// 4096 bytes), shallow enough that recursion over a forged chain of listings cannot exhaust
+/// the stack.
+pub const MAX_TREE_DEPTH: usize = 1024;
+
+/// Refuse a path nested deeper than [`MAX_TREE_DEPTH`].
+pub fn check_depth(rel: &std::path::Path) -> Result<(), TreeError> {
+    if rel.components().count() > MAX_TREE_DEPTH {
+        return Err(TreeError {
+            entry: rel.display().to_string(),
+            reason: format!("is nested more than {MAX_TREE_DEPTH} directories deep"),
+        });
+    }
+    Ok(())
+}
+
 /// Highest permission bits a node may carry (`07777`: setuid, setgid, sticky and rwx).
 pub const MODE_BITS: u32 = 0o7777;
 
@@ -149,8 +169,8 @@ impl Node {
                 }
                 let mut sum: u64 = 0;
                 for chunk in &self.content {
-                    if chunk.1 == 0 {
-                        return Err("is a file with an empty chunk".into());
+                    if chunk.1 == 0 || chunk.1 as usize > MAX_CHUNK {
+                        return Err(format!("has a chunk of {} bytes", chunk.1));
                     }
                     sum = sum.saturating_add(u64::from(chunk.1));
                 }

@@ -178,7 +178,11 @@ pub fn plan(
     }
     plan.unused_bytes_left = unused_left;
 
-    // Live blobs that stay reachable without copying: in an indexed pack nobody deletes.
+    // Live blobs that stay reachable without copying: in an indexed pack nobody deletes. Index
+    // objects are signed, and a leftover is adopted only when its signed header is bound to its
+    // own bytes, so the storage cannot fake such a copy. A writer credential could (it signs
+    // index objects), but one that may prune may also delete packs outright: least-privilege
+    // storage answers that, not this rule (FORMAT.md, "Threat model").
     let leaving: HashSet<PackId> = marked
         .iter()
         .chain(&plan.mark_unused)

@@ -25,7 +25,14 @@ pub struct BlobReader<'a> {
     /// Trees fetched ahead by [`Self::prefetch_trees`], so walking a snapshot costs a few
     /// requests per pack instead of one per directory.
     trees: Mutex<HashMap<BlobId, Tree>>,
+    /// Entries handed out by [`Self::tree`] so far, and how many may be: listings that share
+    /// subtrees can describe exponentially many entries in a few blobs, so walks are budgeted.
+    nodes_read: std::sync::atomic::AtomicU64,
+    node_budget: std::sync::atomic::AtomicU64,
 }
+
+/// Default walk budget: far above any store this build can restore in memory.
+pub const NODE_BUDGET: u64 = 50_000_000;
 
 impl<'a> BlobReader<'a> {
     pub fn new(repo: &'a Repository, index: &'a MasterIndex) -> Self {
@@ -34,7 +41,40 @@ impl<'a> BlobReader<'a> {
             index,
             domains: Mutex::default(),
             trees: Mutex::default(),
+            nodes_read: Default::default(),
+            node_budget: NODE_BUDGET.into(),
         }
+    }
+
+    /// Allow at most `entries` more listing entries to be walked (restore sets it from the
+    /// snapshot's own counts).
+    pub fn limit_walk(&self, entries: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let read = self.nodes_read.load(Relaxed);
+        self.node_budget
+            .store(read.saturating_add(entries).min(NODE_BUDGET), Relaxed);
+    }
+
+    fn charge(&self, tree: &Tree, id: &BlobId) -> Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let read =
+            self.nodes_read.fetch_add(tree.nodes.len() as u64, Relaxed) + tree.nodes.len() as u64;
+        let budget = self.node_budget.load(Relaxed);
+        if read > budget {
+            return Err(Error::RefusedListing {
+                snapshot: None,
+                dir: String::new(),
+                tree: id.short(),
+                source: crate::format::tree::TreeError {
+                    entry: "(all)".into(),
+                    reason: format!(
+                        "would make the walk exceed {budget} entries, more than the snapshot \
+                         holds: its listings repeat subtrees without end"
+                    ),
+                },
+            });
+        }
+        Ok(())
     }
 
     /// Keys of a content domain (operators only).
@@ -143,12 +183,21 @@ impl<'a> BlobReader<'a> {
                 blobs.next_if(|(_, l)| l.offset + u64::from(l.length) <= end)
             {
                 let lo = (loc.offset - start) as usize;
-                each(
-                    id,
-                    loc,
-                    self.open(id, loc, &bytes[lo..lo + loc.length as usize]),
-                )?;
+                let frame = bytes.get(lo..lo + loc.length as usize).ok_or_else(|| {
+                    Error::Damaged(format!("{name} is shorter than its index says"))
+                });
+                each(id, loc, frame.and_then(|f| self.open(id, loc, f)))?;
             }
+        }
+        // Every blob asked for lies inside the spans read; one that does not means the index
+        // disagrees with itself (a wrong pack size or offset), and skipping it would leave a
+        // file short without a word.
+        if let Some((id, _)) = blobs.next() {
+            return Err(Error::Damaged(format!(
+                "blob {} lies outside what the index says {name} holds: the index is damaged or \
+                 forged. Run 'custodian check'.",
+                id.short()
+            )));
         }
         Ok(())
     }
@@ -192,11 +241,13 @@ impl<'a> BlobReader<'a> {
 
     /// Read and decode a tree blob (from the prefetched set when there).
     pub fn tree(&self, id: &BlobId) -> Result<Tree> {
-        if let Some(tree) = self.trees.lock().ok().and_then(|c| c.get(id).cloned()) {
-            return Ok(tree);
-        }
-        let plain = self.read(id)?;
-        decode_tree(id, &plain)
+        let cached = self.trees.lock().ok().and_then(|c| c.get(id).cloned());
+        let tree = match cached {
+            Some(tree) => tree,
+            None => decode_tree(id, &self.read(id)?)?,
+        };
+        self.charge(&tree, id)?;
+        Ok(tree)
     }
 }
 

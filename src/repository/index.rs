@@ -185,8 +185,14 @@ impl Repository {
         for (id, object) in self.list_ids::<IndexId>("index/")? {
             // None: a prune replaced it between our listing and this read; what it named is in
             // the replacement or deleted. Missing it only costs deduplication.
-            let Some(bytes) = self.backend.get_if_present(&object.name)? else {
-                continue;
+            let bytes = match self.get_listed(ObjectKind::Index, &object) {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => continue,
+                Err(e) if e.is_damage() => {
+                    out.damaged.push((object.name, e.to_string()));
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             match self.open_meta::<IndexFile>(ObjectKind::Index, &object.name, &bytes) {
                 Ok(file) => out.good.push((id, file)),
@@ -252,6 +258,34 @@ impl Repository {
         Ok(header)
     }
 
+    /// The header of a leftover pack this writer may index and deduplicate against: the whole
+    /// pack is read and must hash to its name, and (format 2) its signed header must name the
+    /// hash of the frames before it. Leftovers are rare (a crashed backup), so reading them whole
+    /// costs little, and a pack planted from parts of others is never trusted.
+    fn adoptable_header(&self, id: &PackId, size: u64) -> Result<PackHeader> {
+        let header = self.read_pack_header(id, size)?;
+        let bytes = self.backend.get(&pack_name(id))?;
+        let bad = |reason: &str| -> crate::error::Error {
+            FormatError::Malformed {
+                what: format!("pack {}", id.short()),
+                reason: reason.into(),
+            }
+            .into()
+        };
+        if crate::id::content_hash(&bytes) != id.0 {
+            return Err(bad("its bytes do not hash to its name"));
+        }
+        // read_pack_header checked that trailer and header fit in `size` bytes.
+        let tail = bytes.len().saturating_sub(TRAILER_LEN);
+        let header_len = parse_trailer(&bytes[tail..], "pack")? as usize;
+        let data = &bytes[..tail.saturating_sub(header_len)];
+        match &header.data_hash {
+            Some(h) if *h == hex::encode(crate::id::content_hash(data)) => Ok(header),
+            None if !self.config.signed() => Ok(header),
+            _ => Err(bad("its header belongs to other bytes")),
+        }
+    }
+
     /// Packs present in storage but in no index (left by an interrupted run), with their headers.
     /// Unreadable leftovers are ignored: they are garbage for prune, never data we rely on.
     pub fn unindexed_packs(&self, index: &MasterIndex) -> Result<Vec<IndexPack>> {
@@ -260,13 +294,14 @@ impl Repository {
             if index.has_pack(&id) || index.is_marked(&id) {
                 continue;
             }
-            if let Ok(header) = self.read_pack_header(&id, object.size) {
-                found.push(IndexPack {
+            match self.adoptable_header(&id, object.size) {
+                Ok(header) => found.push(IndexPack {
                     id,
                     domain: header.domain,
                     size: object.size,
                     blobs: header.blobs,
-                });
+                }),
+                Err(e) => tracing::warn!(pack = %id.short(), "not reusing a leftover pack: {e}"),
             }
         }
         Ok(found)

@@ -173,7 +173,10 @@ pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized>
         backend.as_ref(),
         &config,
         signer,
-        &super::trust::Anchor::Operator { pin_dir: None },
+        &super::trust::Anchor::Operator {
+            pin_dir: None,
+            recipient: own.clone(),
+        },
     )?;
     let repo = Repository::open_with_meta(
         backend.clone(),
@@ -444,7 +447,9 @@ impl Repository {
             (format!("{base}.operator"), 0),
         ];
         for o in self.backend.list("sessions/")? {
-            let stored = self.backend.get(&o.name)?;
+            let Some(stored) = self.get_listed(ObjectKind::Session, &o).ok().flatten() else {
+                continue;
+            };
             let Ok((sealed, _)) = self.verify(ObjectKind::Session, &o.name, &stored) else {
                 continue;
             };

@@ -66,13 +66,20 @@ impl Repository {
     pub fn prune_marks(&self) -> Result<Marks> {
         let mut marks = Marks::default();
         for object in self.backend.list("prune/")? {
-            let Some(bytes) = self.backend.get_if_present(&object.name)? else {
-                continue;
-            };
             // A marker that does not verify was not written by a prune of this repository: it is
             // ignored (its packs stay usable and are never deleted on its account).
-            match self.open_meta::<PruneMarker>(ObjectKind::Marker, &object.name, &bytes) {
-                Ok(marker) => {
+            let read = self
+                .get_listed(ObjectKind::Marker, &object)
+                .and_then(|bytes| {
+                    bytes
+                        .map(|b| {
+                            self.open_meta::<PruneMarker>(ObjectKind::Marker, &object.name, &b)
+                        })
+                        .transpose()
+                });
+            match read {
+                Ok(None) => {}
+                Ok(Some(marker)) => {
                     marks.markers.insert(object.name, marker);
                 }
                 Err(e) if e.is_damage() => {

@@ -106,7 +106,10 @@ pub fn migrate(repo: &Repository, operator: &x25519::Identity, now: &str) -> Res
         backend,
         &config,
         signer,
-        &Anchor::Operator { pin_dir: None },
+        &Anchor::Operator {
+            pin_dir: None,
+            recipient: own.clone(),
+        },
     )?;
     let json = serde_json::to_vec_pretty(&config).map_err(internal)?;
     backend.replace("config", &json)?;
@@ -139,9 +142,15 @@ fn vouch(repo: &Repository) -> Result<(Migration, Vec<(String, String)>)> {
         ..Default::default()
     };
     let mut refused = Vec::new();
-    for (name, kind) in verify::all_objects(repo)? {
-        let Some(bytes) = repo.backend.get_if_present(&name)? else {
-            continue;
+    for (object, kind) in verify::all_objects(repo)? {
+        let name = object.name.clone();
+        let bytes = match repo.get_listed(kind, &object) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => continue,
+            Err(e) => {
+                refused.push((name, e.to_string()));
+                continue;
+            }
         };
         match well_formed(repo, kind, &name, &bytes) {
             Ok(()) => {

@@ -134,14 +134,22 @@ impl Repository {
             Credential::Operator(path) => {
                 let identities = crypto::keys::load_identity_file(path)?;
                 if !config.signed() {
-                    trust::refuse_downgrade(&config, false, pin_dir.as_deref())?;
+                    let location = backend.location();
+                    trust::refuse_downgrade(
+                        &config,
+                        false,
+                        pin_dir.as_deref().map(|d| (d, location.as_str())),
+                    )?;
                 }
                 let auth = match identities.first() {
                     Some(first) if config.signed() => Some(trust::Auth::load(
                         backend.as_ref(),
                         &config,
                         crypto::sign::ObjectSigner::for_operator(first),
-                        &trust::Anchor::Operator { pin_dir },
+                        &trust::Anchor::Operator {
+                            pin_dir,
+                            recipient: first.to_public().to_string(),
+                        },
                     )?),
                     _ => None,
                 };
@@ -300,6 +308,24 @@ impl Repository {
         )?;
         let value = crate::format::decode_packed(&plain, &what, kind.version(), kind.max_plain())?;
         Ok((value, by))
+    }
+
+    /// Fetch a listed object of `kind`, refusing one larger than the kind allows before
+    /// reading it (so a planted giant costs nothing); `None` when it vanished since the listing.
+    pub fn get_listed(
+        &self,
+        kind: ObjectKind,
+        object: &crate::backend::ObjectInfo,
+    ) -> Result<Option<Vec<u8>>> {
+        if object.size > kind.max_stored() {
+            return Err(Error::Damaged(format!(
+                "{} is {} bytes, more than any {} may be",
+                object.name,
+                object.size,
+                kind.what()
+            )));
+        }
+        Ok(self.backend.get_if_present(&object.name)?)
     }
 
     /// Fetch and open a bookkeeping object by name.

@@ -69,6 +69,7 @@ impl PackWriter {
             version: PACK_HEADER_VERSION,
             domain: self.domain.clone(),
             blobs: entries.clone(),
+            data_hash: Some(hex::encode(content_hash(&bytes))),
         };
         let sealed = repo.seal_meta_at(crate::format::ObjectKind::PackHeader, "", &header)?;
         bytes.extend_from_slice(&sealed);

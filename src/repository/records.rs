@@ -95,11 +95,16 @@ impl Repository {
         let mut out = HashMap::new();
         for (id, object) in self.list_ids::<SnapshotId>("holds/")? {
             // None: released between the listing and this read.
-            let Some(bytes) = self.backend.get_if_present(&object.name)? else {
-                continue;
-            };
-            let hold = match self.open_meta(ObjectKind::Hold, &object.name, &bytes) {
-                Ok(hold) => hold,
+            let read = self
+                .get_listed(ObjectKind::Hold, &object)
+                .and_then(|bytes| {
+                    bytes
+                        .map(|b| self.open_meta::<Hold>(ObjectKind::Hold, &object.name, &b))
+                        .transpose()
+                });
+            let hold = match read {
+                Ok(None) => continue,
+                Ok(Some(hold)) => hold,
                 Err(e) if e.is_damage() => {
                     tracing::warn!(object = %object.name, "a hold cannot be read; its snapshot is kept until an operator checks it: {e}");
                     Hold {
@@ -144,8 +149,22 @@ impl Repository {
     pub fn destruction_records(&self) -> Result<Vec<DestructionRecord>> {
         let mut out = Vec::new();
         for o in self.backend.list("destruction/")? {
-            match self.get_meta::<DestructionRecord>(ObjectKind::Destruction, &o.name) {
-                Ok(record) => out.push(record),
+            let read = self
+                .get_listed(ObjectKind::Destruction, &o)
+                .and_then(|bytes| {
+                    bytes
+                        .map(|b| {
+                            self.open_meta::<DestructionRecord>(
+                                ObjectKind::Destruction,
+                                &o.name,
+                                &b,
+                            )
+                        })
+                        .transpose()
+                });
+            match read {
+                Ok(None) => {}
+                Ok(Some(record)) => out.push(record),
                 Err(e) if e.is_damage() => {
                     tracing::warn!(object = %o.name, "skipped a damaged or forged destruction record: {e}")
                 }

@@ -18,6 +18,15 @@ pub struct SnapshotInfo {
     pub writer: Option<String>,
 }
 
+impl SnapshotInfo {
+    /// How many listing entries a walk of this snapshot may take: twice its own counts of files
+    /// and directories (symlinks and FIFOs are not counted there), and at least a million. A
+    /// walk beyond it means listings that repeat subtrees to describe more than was backed up.
+    pub fn walk_allowance(&self) -> u64 {
+        (2 * (self.head.stats.files + self.head.stats.dirs)).max(1_000_000)
+    }
+}
+
 /// Objects read from one folder: those that opened, and those that did not (name, reason).
 #[derive(Debug)]
 pub struct Scanned<T> {
@@ -92,8 +101,14 @@ impl Repository {
         let mut out = Scanned::default();
         for (_, object) in self.list_ids::<SnapshotId>("snapshots/")? {
             // None: forgotten between the listing and this read.
-            let Some(bytes) = self.backend.get_if_present(&object.name)? else {
-                continue;
+            let bytes = match self.get_listed(ObjectKind::Snapshot, &object) {
+                Ok(Some(bytes)) => bytes,
+                Ok(None) => continue,
+                Err(e) if e.is_damage() => {
+                    out.damaged.push((object.name, e.to_string()));
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             match self.read_head(&object.name, &bytes) {
                 Ok(info) => out.good.push(info),

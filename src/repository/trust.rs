@@ -23,9 +23,13 @@ pub enum Anchor {
         config_digest: Option<String>,
         credential_id: String,
     },
-    /// An operator: its own key signs what it trusts; a first list signed by someone else is
-    /// pinned in `pin_dir` (trust on first use) and must not change afterwards.
-    Operator { pin_dir: Option<PathBuf> },
+    /// An operator (its age recipient): its own key signs what it trusts. A first list signed
+    /// by another operator is trusted only once pinned in `pin_dir` (by `custodian key trust`
+    /// after comparing its fingerprint), and the pin must not change afterwards.
+    Operator {
+        pin_dir: Option<PathBuf>,
+        recipient: String,
+    },
 }
 
 /// Who may sign, and the key this process signs with.
@@ -36,6 +40,8 @@ pub struct Auth {
     /// The newest trust list and its object name.
     pub list: TrustList,
     pub list_name: String,
+    /// [`fingerprint`] of the first trust list.
+    pub fingerprint: String,
     /// Format-1 objects `migrate` vouched for: name -> hash of the stored bytes, and packs.
     legacy: Migration,
 }
@@ -57,7 +63,7 @@ impl Auth {
                 .map_err(|e| forged(object, &e.to_string()))?;
             let list: TrustList = decode_json(body, object, TRUST_VERSION)?;
             let allowed: Vec<[u8; 32]> = match &previous {
-                None => genesis_signers(&list, anchor, own, bytes, config)?,
+                None => genesis_signers(&list, anchor, own, bytes, &backend.location())?,
                 Some((prev, _)) => operator_keys(prev),
             };
             if !allowed.contains(&by) {
@@ -106,6 +112,10 @@ impl Auth {
             list,
             list_name: name,
             legacy,
+            fingerprint: chain
+                .first()
+                .map(|(_, b)| fingerprint(b))
+                .unwrap_or_default(),
         })
     }
 
@@ -131,6 +141,10 @@ impl Auth {
             Err(e) => return Err(forged(name, &e.to_string())),
         };
         match self.trusted.get(&by) {
+            Some(who) if operator_only(kind, name) && !who.starts_with("operator ") => Err(forged(
+                name,
+                &format!("is signed by {who}, but only an operator may write it"),
+            )),
             Some(who) => Ok((body, who.clone())),
             None => Err(forged(
                 name,
@@ -159,20 +173,14 @@ impl Auth {
             .get(name)
             .is_some_and(|h| *h == hex::encode(crate::id::content_hash(stored)))
     }
+}
 
-    /// Who this process signs as.
-    pub fn me(&self) -> String {
-        self.trusted
-            .get(&self.signer.public())
-            .cloned()
-            .unwrap_or_else(|| format!("key {}", key_id(&self.signer.public())))
-    }
-
-    /// Whether this process's key is trusted (an operator whose key is not listed can read but
-    /// not write).
-    pub fn can_sign(&self) -> bool {
-        self.trusted.contains_key(&self.signer.public())
-    }
+/// Objects only an operator writes: the operators' key records (the metadata key and the
+/// copies of writer credentials) and the lists that say whom to trust.
+fn operator_only(kind: ObjectKind, name: &str) -> bool {
+    matches!(kind, ObjectKind::Trust | ObjectKind::Migration)
+        || name.starts_with("keys/metadata-")
+        || name.starts_with("keys/writer-")
 }
 
 /// The name a signature binds: a pack header lives inside a pack whose name is the hash of its
@@ -208,9 +216,9 @@ fn read_migration(backend: &dyn Backend, list: &TrustList, hash: &str) -> Result
 pub fn refuse_downgrade(
     config: &RepoConfig,
     signed_credential: bool,
-    pin_dir: Option<&Path>,
+    pin: Option<(&Path, &str)>,
 ) -> Result<()> {
-    let pinned = pin_dir.is_some_and(|d| d.join(config.repo_id.to_hex()).exists());
+    let pinned = pin.is_some_and(|(dir, location)| pin_file(dir, location).exists());
     if signed_credential || pinned {
         return Err(Error::Damaged(format!(
             "repository {} says it is format version {}, but your {} knows it as format 2 \
@@ -236,18 +244,25 @@ fn forged(object: &str, why: &str) -> Error {
 }
 
 fn read_chain(backend: &dyn Backend) -> Result<Vec<(String, Vec<u8>)>> {
-    let mut names: Vec<(u64, String)> = backend
+    let mut names: Vec<(u64, crate::backend::ObjectInfo)> = backend
         .list("keys/")?
         .into_iter()
-        .filter_map(|o| parse_trust_name(&o.name).map(|seq| (seq, o.name)))
+        .filter_map(|o| parse_trust_name(&o.name).map(|seq| (seq, o)))
         .collect();
-    names.sort();
+    names.sort_by_key(|(seq, _)| *seq);
     let mut out = Vec::with_capacity(names.len());
-    for (i, (seq, name)) in names.into_iter().enumerate() {
+    for (i, (seq, object)) in names.into_iter().enumerate() {
         if seq != i as u64 + 1 {
-            return Err(forged(&name, "leaves a gap in the trust list's sequence"));
+            return Err(forged(
+                &object.name,
+                "leaves a gap in the trust list's sequence",
+            ));
         }
-        out.push((name.clone(), backend.get(&name)?));
+        if object.size > ObjectKind::Trust.max_stored() {
+            return Err(forged(&object.name, "is larger than any trust list may be"));
+        }
+        let bytes = backend.get(&object.name)?;
+        out.push((object.name, bytes));
     }
     Ok(out)
 }
@@ -272,47 +287,115 @@ fn genesis_signers(
     anchor: &Anchor,
     own: [u8; 32],
     bytes: &[u8],
-    config: &RepoConfig,
+    location: &str,
 ) -> Result<Vec<[u8; 32]>> {
-    match anchor {
-        Anchor::Writer { operator_keys, .. } => Ok(operator_keys.clone()),
-        Anchor::Operator { pin_dir } => {
-            // Pinned by every operator, so a later downgrade to format 1 is caught too.
-            if let Some(dir) = pin_dir {
-                pin(dir, config, bytes)?;
-            }
-            let listed = operator_keys(list);
-            if listed.contains(&own) {
-                return Ok(vec![own]);
-            }
-            Ok(listed)
-        }
+    let (pin_dir, recipient) = match anchor {
+        Anchor::Writer { operator_keys, .. } => return Ok(operator_keys.clone()),
+        Anchor::Operator { pin_dir, recipient } => (pin_dir.as_deref(), recipient),
+    };
+    if !list.operators.iter().any(|o| o.recipient == *recipient) {
+        return Err(Error::Invalid(format!(
+            "your identity (public key {recipient}) is not one of this repository's operators \
+             ({}). Use an operator identity that was given to 'custodian init'.",
+            list.operators
+                .iter()
+                .map(|o| o.recipient.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
     }
+    let pinned = match pin_dir {
+        Some(dir) => check_pin(dir, location, list, bytes)?,
+        None => false,
+    };
+    let listed = operator_keys(list);
+    if listed.contains(&own) {
+        // Signed by this operator (checked by the caller): pin it, so a replaced list or a
+        // downgrade to format 1 is caught on this machine later.
+        if let (Some(dir), false) = (pin_dir, pinned) {
+            write_pin(dir, location, list, bytes)?;
+        }
+        return Ok(vec![own]);
+    }
+    if pinned {
+        return Ok(listed);
+    }
+    Err(Error::Invalid(format!(
+        "this machine has not seen repository {} before, and its trust list was signed by {}, \
+         not by you. Compare its fingerprint {} with that operator (out of band), then run \
+         'custodian key trust --fingerprint {}' with your identity; custodian trusts nothing it \
+         cannot check.",
+        list.repo_id.short(),
+        list.by,
+        fingerprint(bytes),
+        fingerprint(bytes)
+    )))
 }
 
-/// Trust on first use for operators who did not sign the first list: remember its hash per
-/// repository, and refuse a different one afterwards.
-fn pin(dir: &Path, config: &RepoConfig, bytes: &[u8]) -> Result<()> {
-    let file = dir.join(config.repo_id.to_hex());
-    let hash = hex::encode(crate::id::content_hash(bytes));
-    match std::fs::read_to_string(&file) {
-        Ok(pinned) if pinned.trim() == hash => Ok(()),
-        Ok(_) => Err(Error::Damaged(format!(
-            "the trust list of repository {} is not the one this machine saw first (pinned in \
-             {}): someone replaced the repository's trust root. Do not use this repository \
-             until an operator who signed it confirms what happened.",
-            config.repo_id.short(),
-            file.display()
-        ))),
-        Err(_) => {
-            crate::archiver::private_dir(dir)?;
-            tracing::warn!(
-                repository = %config.repo_id.short(),
-                "first use of this repository on this machine: trusting its operator list as found and pinning it"
-            );
-            std::fs::write(&file, hash).map_err(|e| Error::io(&file, e))
-        }
+/// What operators compare before trusting a repository they did not create: the first 32 hex
+/// characters (128 bits) of `H(first trust list as stored)`.
+pub fn fingerprint(bytes: &[u8]) -> String {
+    hex::encode(&crate::id::content_hash(bytes)[..16])
+}
+
+/// The pin file for a repository location (an attacker controls the repository id, not where
+/// the operator points custodian).
+fn pin_file(dir: &Path, location: &str) -> PathBuf {
+    dir.join(&hex::encode(crate::id::content_hash(location.as_bytes()))[..32])
+}
+
+/// Whether a pin exists for `location` and matches; a different one is an error.
+fn check_pin(dir: &Path, location: &str, list: &TrustList, bytes: &[u8]) -> Result<bool> {
+    let file = pin_file(dir, location);
+    let Ok(pinned) = std::fs::read_to_string(&file) else {
+        return Ok(false);
+    };
+    if pinned.trim() == pin_text(list, bytes) {
+        return Ok(true);
     }
+    Err(Error::Damaged(format!(
+        "the repository at {location} is not the one this machine knows there (pinned in {}): \
+         its trust list or identity was replaced. Do not use it until an operator who signed \
+         it confirms what happened.",
+        file.display()
+    )))
+}
+
+fn pin_text(list: &TrustList, bytes: &[u8]) -> String {
+    format!(
+        "{} {}",
+        list.repo_id.to_hex(),
+        hex::encode(crate::id::content_hash(bytes))
+    )
+}
+
+fn write_pin(dir: &Path, location: &str, list: &TrustList, bytes: &[u8]) -> Result<()> {
+    crate::archiver::private_dir(dir)?;
+    let file = pin_file(dir, location);
+    std::fs::write(&file, pin_text(list, bytes)).map_err(|e| Error::io(&file, e))
+}
+
+/// `custodian key trust`: pin the repository at `backend` after the operator compared its
+/// fingerprint. Returns who signed the first trust list.
+pub fn confirm(backend: &dyn Backend, pin_dir: &Path, fingerprint_given: &str) -> Result<String> {
+    let chain = read_chain(backend)?;
+    let Some((name, bytes)) = chain.first() else {
+        return Err(Error::Invalid(
+            "this repository has no trust list (format 1): there is nothing to pin.".into(),
+        ));
+    };
+    if fingerprint(bytes) != fingerprint_given.trim().to_ascii_lowercase() {
+        return Err(Error::Invalid(format!(
+            "the repository's fingerprint is {}, not {fingerprint_given}: do not trust it until \
+             the operator who created it confirms which is right.",
+            fingerprint(bytes)
+        )));
+    }
+    let (_, body) = open_envelope(ObjectKind::Trust.what(), name, bytes)
+        .map_err(|e| forged(name, &e.to_string()))?;
+    let list: TrustList = decode_json(body, name, TRUST_VERSION)?;
+    write_pin(pin_dir, &backend.location(), &list, bytes)?;
+    Ok(list.by)
 }
 
 fn check_config(config: &RepoConfig, list: &TrustList) -> Result<()> {

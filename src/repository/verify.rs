@@ -28,7 +28,7 @@ pub fn kind_of(name: &str) -> Option<ObjectKind> {
 }
 
 /// Every stored object outside `packs/` with its kind.
-pub fn all_objects(repo: &Repository) -> Result<Vec<(String, ObjectKind)>> {
+pub fn all_objects(repo: &Repository) -> Result<Vec<(crate::backend::ObjectInfo, ObjectKind)>> {
     let mut out = Vec::new();
     for folder in [
         "snapshots/",
@@ -43,7 +43,7 @@ pub fn all_objects(repo: &Repository) -> Result<Vec<(String, ObjectKind)>> {
     ] {
         for object in repo.backend.list(folder)? {
             if let Some(kind) = kind_of(&object.name) {
-                out.push((object.name, kind));
+                out.push((object, kind));
             }
         }
     }
@@ -55,13 +55,16 @@ impl Repository {
     /// hash-named kinds. Returns `(object, what is wrong)` for each that fails.
     pub fn verify_objects(&self) -> Result<Vec<(String, String)>> {
         let mut bad = Vec::new();
-        for (name, kind) in all_objects(self)? {
+        for (object, kind) in all_objects(self)? {
             // None: deleted since the listing (a prune, a release).
-            let Some(bytes) = self.backend.get_if_present(&name)? else {
-                continue;
-            };
-            if let Err(e) = self.verify(kind, &name, &bytes) {
-                bad.push((name, e.to_string()));
+            let checked = self
+                .get_listed(kind, &object)
+                .and_then(|bytes| match bytes {
+                    Some(b) => self.verify(kind, &object.name, &b).map(drop),
+                    None => Ok(()),
+                });
+            if let Err(e) = checked {
+                bad.push((object.name, e.to_string()));
             }
         }
         Ok(bad)

@@ -248,7 +248,11 @@ impl Beneath {
         }
         if let Some(mode) = meta.mode {
             // SAFETY: as above; never reached for symlinks (mode is None for them).
-            check(unsafe { libc::fchmodat(fd, name, mode as libc::mode_t, 0) })?;
+            // AT_SYMLINK_NOFOLLOW: if the name was swapped for a symlink since it was made,
+            // this fails (glibc checks through an O_PATH handle) instead of changing the target.
+            check(unsafe {
+                libc::fchmodat(fd, name, mode as libc::mode_t, libc::AT_SYMLINK_NOFOLLOW)
+            })?;
         }
         let time = libc::timespec {
             tv_sec: meta.mtime as libc::time_t,

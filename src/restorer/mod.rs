@@ -60,6 +60,9 @@ pub fn restore(
     repo.require_operator("restore")?;
     let index = repo.load_index()?;
     let reader = BlobReader::new(repo, &index);
+    // The snapshot's own counts bound the walk (with room): a listing that repeats subtrees to
+    // describe more is refused before it fills memory.
+    reader.limit_walk(snapshot.walk_allowance());
     let root = match &opts.subpath {
         Some(sub) => plan::descend(&reader, &snapshot.head.root, sub)?,
         None => snapshot.head.root.clone(),
@@ -210,8 +213,19 @@ fn write_content(
             });
         }
     });
-    if let Some(e) = first_error.into_inner().ok().flatten() {
-        // Never leave a file that looks restored but is not: remove every incomplete one.
+    // A file still waiting for a blob would be short: that is an error even if no read failed
+    // (an index that disagrees with itself), and never left behind looking restored.
+    let incomplete = remaining.iter().position(|r| r.load(Ordering::Relaxed) > 0);
+    let error = first_error.into_inner().ok().flatten().or_else(|| {
+        incomplete.map(|slot| {
+            Error::Damaged(format!(
+                "'{}' was not completely restored: some of its blobs were never read. The \
+                 index is damaged or forged; run 'custodian check'.",
+                plan.entries[slot].rel.display()
+            ))
+        })
+    });
+    if let Some(e) = error {
         for (slot, left) in remaining.iter().enumerate() {
             if left.load(Ordering::Relaxed) > 0 {
                 let _ = target.dir.remove(&plan.entries[slot].rel, true);

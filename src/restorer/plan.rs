@@ -129,6 +129,12 @@ impl Planner<'_, '_> {
         let Some(tree_id) = node.subtree else {
             return Ok(false);
         };
+        crate::format::tree::check_depth(rel).map_err(|source| Error::RefusedListing {
+            snapshot: None,
+            dir: rel.display().to_string(),
+            tree: tree_id.short(),
+            source,
+        })?;
         let tree = self.reader.tree(&tree_id).map_err(|e| match e {
             Error::RefusedListing { .. } => e.in_dir(rel),
             e => Error::Damaged(format!(
