@@ -303,3 +303,69 @@ fn a_pack_spliced_from_a_real_header_and_other_bytes_is_never_reused() {
         text(&out)
     );
 }
+
+#[test]
+fn another_operator_trusts_only_a_confirmed_fingerprint_and_notices_a_swap() {
+    let keys = tempfile::tempdir().unwrap();
+    let second = keys.path().join("second.key");
+    let out = std::process::Command::new(BIN)
+        .args(["key", "generate", "--output"])
+        .arg(&second)
+        .output()
+        .unwrap();
+    let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let w = World::new(&["--recipient", &recipient]);
+    let src = records(&w);
+    w.backup("s", &src);
+    let as_second = |args: &[&str]| {
+        let mut c = w.cmd(args);
+        c.env("CUSTODIAN_IDENTITY", &second);
+        c.output().unwrap()
+    };
+    // First use: refused, with the fingerprint to compare.
+    let out = as_second(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let message = text(&out);
+    let fingerprint = message
+        .split("--fingerprint ")
+        .nth(1)
+        .and_then(|t| t.split('\'').next())
+        .unwrap()
+        .to_string();
+    assert_eq!(fingerprint.len(), 32, "{message}");
+    let out = as_second(&["key", "trust", "--fingerprint", &"0".repeat(32)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = as_second(&["key", "trust", "--fingerprint", &fingerprint]);
+    assert!(out.status.success(), "{}", text(&out));
+    let target = w.dir.path().join("second-restore");
+    let mut c = w.cmd(&["restore", "latest", "--target"]);
+    c.arg(&target).env("CUSTODIAN_IDENTITY", &second);
+    assert!(c.output().unwrap().status.success());
+    assert_same_tree(&src, &target);
+    // A config switched back to format 1 under another repository id is refused.
+    let config_path = w.repo.join("config");
+    let original = fs::read(&config_path).unwrap();
+    let mut config: Value = serde_json::from_slice(&original).unwrap();
+    config["version"] = json!(1);
+    config["repo-id"] = json!("ab".repeat(32));
+    fs::write(&config_path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let out = as_second(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("switch signatures off"),
+        "{}",
+        text(&out)
+    );
+    fs::write(&config_path, &original).unwrap();
+    // A replaced trust list (here: one made for another repository) is refused.
+    let other = World::new(&["--recipient", &recipient]);
+    let trust = "keys/trust-0000000001";
+    fs::copy(other.repo.join(trust), w.repo.join(trust)).unwrap();
+    let out = as_second(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("is not the one this machine knows"),
+        "{}",
+        text(&out)
+    );
+}

@@ -58,7 +58,15 @@ impl LocalBackend {
         }
     }
 
-    fn write_new(&self, name: &str, bytes: &[u8]) -> io::Result<bool> {
+    /// Write `bytes` durably to a fresh temporary name beside `name`, then let `publish`
+    /// give it its final name (link or rename). The temporary name is removed afterwards; if
+    /// that fails it only leaves litter, never referenced.
+    fn write_via_temp<T>(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        publish: impl FnOnce(&Path, &Path) -> io::Result<T>,
+    ) -> io::Result<T> {
         let path = self.path(name);
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         self.ensure_dir(&dir)?;
@@ -74,43 +82,26 @@ impl LocalBackend {
             file.write_all(bytes)?;
             file.sync_all()?;
             drop(file);
-            match fs::hard_link(&tmp, &path) {
-                Ok(()) => {
-                    sync_dir(&dir)?;
-                    Ok(true)
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-                Err(e) => Err(e),
-            }
+            let published = publish(&tmp, &path)?;
+            sync_dir(&dir)?;
+            Ok(published)
         })();
-        // The temp name is never referenced; failing to remove it only leaves litter for prune.
         let _ = fs::remove_file(&tmp);
         result
     }
 
-    /// Write a temporary file durably, then rename it over `name` (atomic on POSIX).
+    /// Create-if-absent: a hard link fails when the name exists.
+    fn write_new(&self, name: &str, bytes: &[u8]) -> io::Result<bool> {
+        self.write_via_temp(name, bytes, |tmp, path| match fs::hard_link(tmp, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        })
+    }
+
+    /// Replace: a rename over the name is atomic on POSIX.
     fn write_replacing(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        let path = self.path(name);
-        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        self.ensure_dir(&dir)?;
-        let tmp = dir.join(format!(
-            "{TEMP_PREFIX}{}",
-            hex::encode(rand::random::<[u8; 8]>())
-        ));
-        let result = (|| {
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            sync_dir(&dir)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result
+        self.write_via_temp(name, bytes, |tmp, path| fs::rename(tmp, path))
     }
 
     fn walk(&self, dir: &Path, out: &mut Vec<ObjectInfo>) -> io::Result<()> {

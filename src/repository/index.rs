@@ -185,14 +185,8 @@ impl Repository {
         for (id, object) in self.list_ids::<IndexId>("index/")? {
             // None: a prune replaced it between our listing and this read; what it named is in
             // the replacement or deleted. Missing it only costs deduplication.
-            let bytes = match self.get_listed(ObjectKind::Index, &object) {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => continue,
-                Err(e) if e.is_damage() => {
-                    out.damaged.push((object.name, e.to_string()));
-                    continue;
-                }
-                Err(e) => return Err(e),
+            let Some(bytes) = self.fetch_for_scan(ObjectKind::Index, &object, &mut out)? else {
+                continue;
             };
             match self.open_meta::<IndexFile>(ObjectKind::Index, &object.name, &bytes) {
                 Ok(file) => out.good.push((id, file)),

@@ -117,56 +117,18 @@ pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized>
         &name,
         &signer.envelope(ObjectKind::KeyRecord.what(), &name, &sealed),
     )?;
-    let (writer_signer, writer_seed) = ObjectSigner::generate();
-    let credential = WriterCredential {
-        version: KEYS_VERSION,
-        kind: WRITER_KIND.into(),
-        repo_id: config.repo_id,
-        credential_id: crate::id::SessionId::random().to_hex(),
-        metadata_identity: record.identity.clone(),
-        metadata_dedup_key: record.dedup_key.clone(),
-        signing_key: Some(hex::encode(*writer_seed)),
-        config_digest: Some(config.digest()),
-        operator_keys: vec![hex::encode(signer.public())],
-    };
-    let credential_text =
-        Zeroizing::new(serde_json::to_string_pretty(&credential).map_err(internal)? + "\n");
-    // A copy for the operators, so they can re-issue the credential if the server's copy is lost.
-    let name = format!("keys/writer-{}", credential.credential_id);
-    let sealed = crypto::seal_to(&operators, credential_text.as_bytes(), "writer credential")?;
-    backend.put_new(
-        &name,
-        &signer.envelope(ObjectKind::KeyRecord.what(), &name, &sealed),
-    )?;
-    let list = TrustList {
-        version: TRUST_VERSION,
-        repo_id: config.repo_id,
-        seq: 1,
-        prev: None,
-        time: opts.created.clone(),
-        by: format!("operator {}", key_id(&signer.public())),
-        config: config.clone(),
-        operators: config
-            .operator_recipients
-            .iter()
-            .map(|r| TrustedOperator {
-                recipient: r.clone(),
-                signing_key: (*r == recipients[0]).then(|| hex::encode(signer.public())),
-            })
-            .collect(),
-        writers: vec![TrustedWriter {
-            id: credential.credential_id.clone(),
-            name: "writer".into(),
-            key: hex::encode(writer_signer.public()),
-            added: opts.created.clone(),
-        }],
-        migrated: None,
-    };
-    let name = trust_name(1);
-    let body = serde_json::to_vec_pretty(&list).map_err(internal)?;
-    backend.put_new(
-        &name,
-        &signer.envelope(ObjectKind::Trust.what(), &name, &body),
+    let credential_text = first_trust(
+        backend.as_ref(),
+        &FirstTrust {
+            config: &config,
+            signer: &signer,
+            operator: &recipients[0],
+            metadata: &record,
+            now: &opts.created,
+            writer_name: "writer",
+            migrated: None,
+        },
+        |plain| Ok(crypto::seal_to(&operators, plain, "writer credential")?),
     )?;
     let config_json = serde_json::to_vec_pretty(&config).map_err(internal)?;
     let auth = super::trust::Auth::load(
@@ -195,6 +157,80 @@ pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized>
         repo,
         writer_credential: credential_text,
     })
+}
+
+/// What the first trust list of a repository is made from (`init`, `migrate`).
+pub(super) struct FirstTrust<'a> {
+    pub config: &'a RepoConfig,
+    pub signer: &'a ObjectSigner,
+    /// The signing operator's recipient.
+    pub operator: &'a str,
+    pub metadata: &'a MetadataKeyRecord,
+    pub now: &'a str,
+    pub writer_name: &'a str,
+    pub migrated: Option<String>,
+}
+
+/// Issue the first writer credential (its copy sealed by `seal_for_operators` and signed) and
+/// write trust list version 1 naming it, signed by `t.signer`. Returns the credential file text.
+pub(super) fn first_trust(
+    backend: &dyn Backend,
+    t: &FirstTrust,
+    seal_for_operators: impl Fn(&[u8]) -> Result<Vec<u8>>,
+) -> Result<Zeroizing<String>> {
+    let (writer, seed) = ObjectSigner::generate();
+    let credential = WriterCredential {
+        version: KEYS_VERSION,
+        kind: WRITER_KIND.into(),
+        repo_id: t.config.repo_id,
+        credential_id: crate::id::SessionId::random().to_hex(),
+        metadata_identity: t.metadata.identity.clone(),
+        metadata_dedup_key: t.metadata.dedup_key.clone(),
+        signing_key: Some(hex::encode(*seed)),
+        config_digest: Some(t.config.digest()),
+        operator_keys: vec![hex::encode(t.signer.public())],
+    };
+    let text = Zeroizing::new(serde_json::to_string_pretty(&credential).map_err(internal)? + "\n");
+    // A copy for the operators, so they can re-issue the credential if the server's copy is lost.
+    let name = format!("keys/writer-{}", credential.credential_id);
+    let sealed = seal_for_operators(text.as_bytes())?;
+    backend.put_new(
+        &name,
+        &t.signer
+            .envelope(ObjectKind::KeyRecord.what(), &name, &sealed),
+    )?;
+    let list = TrustList {
+        version: TRUST_VERSION,
+        repo_id: t.config.repo_id,
+        seq: 1,
+        prev: None,
+        time: t.now.to_string(),
+        by: format!("operator {}", key_id(&t.signer.public())),
+        config: t.config.clone(),
+        operators: t
+            .config
+            .operator_recipients
+            .iter()
+            .map(|r| TrustedOperator {
+                recipient: r.clone(),
+                signing_key: (r == t.operator).then(|| hex::encode(t.signer.public())),
+            })
+            .collect(),
+        writers: vec![TrustedWriter {
+            id: credential.credential_id.clone(),
+            name: t.writer_name.into(),
+            key: hex::encode(writer.public()),
+            added: t.now.to_string(),
+        }],
+        migrated: t.migrated.clone(),
+    };
+    let name = trust_name(1);
+    let body = serde_json::to_vec_pretty(&list).map_err(internal)?;
+    backend.put_new(
+        &name,
+        &t.signer.envelope(ObjectKind::Trust.what(), &name, &body),
+    )?;
+    Ok(text)
 }
 
 fn internal(e: serde_json::Error) -> Error {

@@ -5,16 +5,15 @@
 //! new, signing writer credential are written, and `config` is replaced last, so an interrupted
 //! migrate leaves a format-1 repository that works as before and a rerun starts over.
 
+use super::keyring::{first_trust, FirstTrust};
 use super::trust::{Anchor, Auth};
 use super::{verify, Repository};
 use crate::backend::Backend;
-use crate::crypto::sign::{key_id, ObjectSigner};
+use crate::crypto::sign::ObjectSigner;
 use crate::error::{Error, Result};
 use crate::format::config::REPO_VERSION;
-use crate::format::keys::{WriterCredential, KEYS_VERSION, WRITER_KIND};
-use crate::format::trust::{
-    trust_name, Migration, TrustList, TrustedOperator, TrustedWriter, MIGRATION_NAME, TRUST_VERSION,
-};
+use crate::format::keys::{MetadataKeyRecord, WriterCredential, KEYS_VERSION};
+use crate::format::trust::{Migration, MIGRATION_NAME, TRUST_VERSION};
 use crate::format::ObjectKind;
 use age::x25519;
 use zeroize::Zeroizing;
@@ -47,59 +46,28 @@ pub fn migrate(repo: &Repository, operator: &x25519::Identity, now: &str) -> Res
     let signer = ObjectSigner::for_operator(operator);
     let mut config = repo.config.clone();
     config.version = REPO_VERSION;
-    let (writer, seed) = ObjectSigner::generate();
-    let credential = WriterCredential {
-        version: KEYS_VERSION,
-        kind: WRITER_KIND.into(),
-        repo_id: config.repo_id,
-        credential_id: crate::id::SessionId::random().to_hex(),
-        metadata_identity: crate::crypto::keys::identity_secret(&repo.meta.identity).to_string(),
-        metadata_dedup_key: hex::encode(*repo.meta.dedup_key),
-        signing_key: Some(hex::encode(*seed)),
-        config_digest: Some(config.digest()),
-        operator_keys: vec![hex::encode(signer.public())],
-    };
-    let text = Zeroizing::new(serde_json::to_string_pretty(&credential).map_err(internal)? + "\n");
     let body = serde_json::to_vec(&manifest).map_err(internal)?;
     let stored = signer.envelope(ObjectKind::Migration.what(), MIGRATION_NAME, &body);
     let migrated = hex::encode(crate::id::content_hash(&stored));
     backend.put_new(MIGRATION_NAME, &stored)?;
-    let copy_name = format!("keys/writer-{}", credential.credential_id);
-    let sealed = repo.seal_for_operators(text.as_bytes(), "writer credential")?;
-    backend.put_new(
-        &copy_name,
-        &signer.envelope(ObjectKind::KeyRecord.what(), &copy_name, &sealed),
-    )?;
     let own = operator.to_public().to_string();
-    let list = TrustList {
-        version: TRUST_VERSION,
-        repo_id: config.repo_id,
-        seq: 1,
-        prev: None,
-        time: now.to_string(),
-        by: format!("operator {}", key_id(&signer.public())),
-        config: config.clone(),
-        operators: config
-            .operator_recipients
-            .iter()
-            .map(|r| TrustedOperator {
-                recipient: r.clone(),
-                signing_key: (*r == own).then(|| hex::encode(signer.public())),
-            })
-            .collect(),
-        writers: vec![TrustedWriter {
-            id: credential.credential_id.clone(),
-            name: "writer (issued by migrate)".into(),
-            key: hex::encode(writer.public()),
-            added: now.to_string(),
-        }],
-        migrated: Some(migrated),
+    let metadata = MetadataKeyRecord {
+        version: KEYS_VERSION,
+        identity: crate::crypto::keys::identity_secret(&repo.meta.identity).to_string(),
+        dedup_key: hex::encode(*repo.meta.dedup_key),
     };
-    let name = trust_name(1);
-    let body = serde_json::to_vec_pretty(&list).map_err(internal)?;
-    backend.put_new(
-        &name,
-        &signer.envelope(ObjectKind::Trust.what(), &name, &body),
+    let text = first_trust(
+        backend,
+        &FirstTrust {
+            config: &config,
+            signer: &signer,
+            operator: &own,
+            metadata: &metadata,
+            now,
+            writer_name: "writer (issued by migrate)",
+            migrated: Some(migrated),
+        },
+        |plain| repo.seal_for_operators(plain, "writer credential"),
     )?;
     // Everything format 2 needs is in place and verifies; only then does config switch.
     Auth::load(
@@ -117,8 +85,8 @@ pub fn migrate(repo: &Repository, operator: &x25519::Identity, now: &str) -> Res
         objects: manifest.objects.len(),
         packs: manifest.packs.len(),
         refused,
+        credential_id: credential_id(&text),
         writer_credential: text,
-        credential_id: credential.credential_id,
     })
 }
 
@@ -183,6 +151,13 @@ fn well_formed(repo: &Repository, kind: ObjectKind, name: &str, bytes: &[u8]) ->
         // Sealed to operators or domains: the hash check of hash-named ones is what remains.
         _ => repo.verify(kind, name, bytes).map(drop),
     }
+}
+
+/// The id in a credential file just made.
+fn credential_id(text: &str) -> String {
+    serde_json::from_str::<WriterCredential>(text)
+        .map(|c| c.credential_id)
+        .unwrap_or_default()
 }
 
 fn internal(e: serde_json::Error) -> Error {

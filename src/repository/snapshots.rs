@@ -18,6 +18,25 @@ pub struct SnapshotInfo {
     pub writer: Option<String>,
 }
 
+impl Repository {
+    /// [`Repository::get_listed`] for a scan: an object too large for its kind is noted in
+    /// `scan` as damaged (`None`), like one that vanished since the listing.
+    pub(super) fn fetch_for_scan<T>(
+        &self,
+        kind: ObjectKind,
+        object: &crate::backend::ObjectInfo,
+        scan: &mut Scanned<T>,
+    ) -> Result<Option<Vec<u8>>> {
+        match self.get_listed(kind, object) {
+            Err(e) if e.is_damage() => {
+                scan.damaged.push((object.name.clone(), e.to_string()));
+                Ok(None)
+            }
+            other => other,
+        }
+    }
+}
+
 impl SnapshotInfo {
     /// How many listing entries a walk of this snapshot may take: twice its own counts of files
     /// and directories (symlinks and FIFOs are not counted there), and at least a million. A
@@ -101,14 +120,8 @@ impl Repository {
         let mut out = Scanned::default();
         for (_, object) in self.list_ids::<SnapshotId>("snapshots/")? {
             // None: forgotten between the listing and this read.
-            let bytes = match self.get_listed(ObjectKind::Snapshot, &object) {
-                Ok(Some(bytes)) => bytes,
-                Ok(None) => continue,
-                Err(e) if e.is_damage() => {
-                    out.damaged.push((object.name, e.to_string()));
-                    continue;
-                }
-                Err(e) => return Err(e),
+            let Some(bytes) = self.fetch_for_scan(ObjectKind::Snapshot, &object, &mut out)? else {
+                continue;
             };
             match self.read_head(&object.name, &bytes) {
                 Ok(info) => out.good.push(info),
