@@ -72,7 +72,8 @@ pub fn copy(
     opts: &CopyOptions,
 ) -> Result<CopyReport> {
     let mut report = CopyReport::default();
-    let source_config = from.backend.get("config")?;
+    let source = from.store_for_mirror();
+    let source_config = source.get("config")?;
     let dest_config = match to.get("config") {
         Ok(bytes) => Some(bytes),
         Err(e) if e.kind == ErrorKind::NotFound => None,
@@ -89,7 +90,7 @@ pub fn copy(
         probe::at_init(to.as_ref())?;
     }
     // Key records first, so whatever arrives is readable by the same operators.
-    let copier = Copier::new(from.backend.clone(), to.clone());
+    let copier = Copier::new(source.clone(), to.clone());
     copier.mirror_folder("keys/")?;
     if dest_config.is_none() {
         copier.copy_objects(&[ObjectInfo {
@@ -176,7 +177,7 @@ pub fn copy(
     report.bytes_copied = done.bytes;
     report.objects_skipped = done.skipped;
     report.objects_verified = done.verified;
-    report.from = totals(from.backend.as_ref())?;
+    report.from = totals(from.store_for_mirror().as_ref())?;
     report.to = totals(to.as_ref())?;
     Ok(report)
 }

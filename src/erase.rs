@@ -7,7 +7,7 @@
 //! Needs an operator identity: trees are encrypted to the key domain. A held snapshot is never
 //! rewritten: a legal hold outranks erasure, so erase refuses until the hold is released.
 
-use crate::archiver::{order_refs, write_refs};
+use crate::archiver::commit::{write_head, CommitSession};
 use crate::compress;
 use crate::crypto::{seal_blob, DomainKeys};
 use crate::error::{Error, Result};
@@ -323,7 +323,8 @@ impl Rewriter<'_> {
         rewrites: &mut [(&SnapshotInfo, SnapshotHead, u64)],
     ) -> Result<Vec<SnapshotId>> {
         let repo = self.repo;
-        let uploader = PackUploader::start(repo.clone(), Vec::new(), repo.backend.connections());
+        let uploader = PackUploader::start(repo.clone(), Vec::new(), repo.connections());
+        let mut commit = CommitSession::new(repo, index, Arc::new(uploader));
         // One session and pack writer per key domain; a pack holds blobs of one domain.
         let mut by_domain: HashMap<&str, Vec<(&BlobId, &Vec<u8>)>> = HashMap::new();
         for (id, (domain, json)) in &self.new_trees {
@@ -339,24 +340,18 @@ impl Rewriter<'_> {
                 let (tag, payload) = compress::compress(json, repo.config.zstd_level);
                 let frame = seal_blob(&session, id, BlobKind::Tree.code(), tag, &payload);
                 if writer.add(*id, BlobKind::Tree, &frame) {
-                    uploader.submit(writer.finish(repo)?)?;
+                    commit.uploader().submit(writer.finish(repo)?)?;
                 }
             }
             if !writer.is_empty() {
-                uploader.submit(writer.finish(repo)?)?;
+                commit.uploader().submit(writer.finish(repo)?)?;
             }
         }
-        let mut needed = HashSet::new();
         for (_, head, _) in rewrites.iter_mut() {
             let refs = self.references(head)?;
-            needed.extend(refs.iter().copied());
-            let keys = order_refs(repo, index, None, refs);
-            let (ids, _, _) = write_refs(repo, index, &uploader, &keys)?;
-            needed.extend(ids.iter().copied());
-            head.refs = ids;
+            head.refs = commit.write_refs(None, refs)?.ids;
         }
-        crate::prune::guard::secure_commit(repo, index, &uploader, &needed)?;
-        uploader.finish()?;
+        commit.finish()?;
 
         let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
         let mut renamed: HashMap<SnapshotId, SnapshotId> = HashMap::new();
@@ -370,7 +365,7 @@ impl Rewriter<'_> {
                 reason: "erase".into(),
                 entries_removed: *removed,
             });
-            let id = repo.write_snapshot(head)?;
+            let id = write_head(repo, head)?;
             renamed.insert(old.id, id);
             out.push(id);
         }

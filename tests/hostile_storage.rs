@@ -250,7 +250,9 @@ fn a_writer_forged_marker_and_lease_cost_no_snapshot() {
     let sealed = repo
         .seal_meta_at(custodian::format::ObjectKind::Lease, "locks/prune", &lease)
         .unwrap();
-    repo.backend.put_new("locks/prune", &sealed).unwrap();
+    repo.store_for_mirror()
+        .put_new("locks/prune", &sealed)
+        .unwrap();
     let out = w
         .writer_cmd(&["prune", "--grace", "0s", "--json"])
         .output()

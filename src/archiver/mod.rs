@@ -4,21 +4,21 @@
 
 mod cache;
 pub mod changes;
+pub mod commit;
 mod pipeline;
 
 pub use cache::private_dir;
 pub use pipeline::Progress;
 
-use crate::crypto::seal_blob;
 use crate::error::{Error, Result};
-use crate::format::refs::RefKey;
 use crate::format::snapshot::{SnapshotHead, SnapshotStats, SNAPSHOT_VERSION};
 use crate::format::tree::{Node, NodeKind, SkippedEntry, SkippedList, Tree, TREE_VERSION};
 use crate::format::BlobKind;
 use crate::id::{BlobId, SnapshotId};
-use crate::repository::{PackUploader, PackWriter, Repository};
+use crate::repository::{PackUploader, Repository};
 use crate::source::{walk, Excludes, WalkEntry};
 use cache::FileCache;
+use commit::CommitSession;
 use pipeline::{FileJob, Pipeline};
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -97,9 +97,7 @@ pub fn backup(
     )?;
 
     let session = repo.start_session(&domain.recipient)?;
-    let connections = opts
-        .connections
-        .unwrap_or_else(|| repo.backend.connections());
+    let connections = opts.connections.unwrap_or_else(|| repo.connections());
     let uploader = Arc::new(PackUploader::start(repo.clone(), recovered, connections));
     // Downstream "stopped" errors give way to the upload error that caused them.
     let root_cause = |e: Error| uploader.take_failure().unwrap_or(e);
@@ -237,16 +235,14 @@ pub fn backup(
         .into_iter()
         .rev()
         .find(|s| s.head.source == opts.source);
-    let mut needed: HashSet<BlobId> = refs.iter().copied().collect();
-    let refs = order_refs(&repo, &index, parent.as_ref().map(|p| &p.head), refs);
-    let (ref_blobs, refs_added, refs_bytes) =
-        write_refs(&repo, &index, &uploader, &refs).map_err(root_cause)?;
-    needed.extend(ref_blobs.iter().copied());
-    crate::prune::guard::secure_commit(&repo, &index, &uploader, &needed).map_err(root_cause)?;
-    drop(needed);
-    let uploader = Arc::try_unwrap(uploader)
-        .map_err(|_| Error::Invalid("internal error: uploader still in use".into()))?;
-    let uploaded = uploader.finish()?;
+    // The commit session takes over the uploader: reference lists, the prune check, the
+    // index, and then the head, in that order.
+    let mut session = CommitSession::new(&repo, &index, uploader);
+    let written = session
+        .write_refs(parent.as_ref().map(|p| &p.head), refs)
+        .map_err(|e| session.uploader().take_failure().unwrap_or(e))?;
+    let (ref_blobs, refs_added, refs_bytes) = (written.ids, written.added, written.bytes);
+    let uploaded = session.finish()?;
 
     let root = entries.swap_remove(0).node;
     stats.blobs_added = pstats.blobs_added.load(Ordering::Relaxed) + refs_added;
@@ -276,9 +272,8 @@ pub fn backup(
         changes: Some(change_summary),
         rewritten: None,
     };
-    crate::failpoint::pause("before-snapshot", 0);
     // Last write of the backup: everything it references is durable and indexed by now.
-    let id = repo.write_snapshot(&head)?;
+    let id = commit::write_head(&repo, &head)?;
     if head.changes.as_ref().is_some_and(|c| c.suspicious) {
         hold_last_good(&repo, &opts.source, &id);
     }
@@ -359,84 +354,4 @@ fn build_trees(
         }
     }
     Ok(())
-}
-
-/// Order the reference set by first appearance: the parent's ids that are still needed, in the
-/// parent's order, then the new ones ascending. Ids are random, so a sorted list would move
-/// every split boundary's contents when a few hundred new ids arrive; in this order unchanged
-/// runs produce identical reference blobs, which deduplicate. A parent list that cannot be read
-/// only costs that sharing.
-pub(crate) fn order_refs(
-    repo: &Repository,
-    index: &crate::repository::MasterIndex,
-    parent: Option<&SnapshotHead>,
-    refs: Vec<BlobId>,
-) -> Vec<RefKey> {
-    let mut refs: Vec<RefKey> = refs.iter().map(RefKey::from).collect();
-    refs.sort_unstable();
-    refs.dedup();
-    let Some(parent) = parent else { return refs };
-    let reader = crate::repository::BlobReader::new(repo, index);
-    let mut previous = Vec::new();
-    let decoded = reader.read_many(&parent.refs).and_then(|plains| {
-        for id in &parent.refs {
-            let plain = plains.get(id).map(Vec::as_slice).unwrap_or_default();
-            previous.extend(crate::format::refs::decode(plain, "parent reference list")?);
-        }
-        Ok(())
-    });
-    if let Err(e) = decoded {
-        tracing::warn!(error = %e, "parent reference list unreadable; writing a fresh one");
-        return refs;
-    }
-    let mut placed: HashSet<RefKey> = HashSet::with_capacity(refs.len());
-    let mut ordered = Vec::with_capacity(refs.len());
-    for id in previous {
-        if refs.binary_search(&id).is_ok() && placed.insert(id) {
-            ordered.push(id);
-        }
-    }
-    ordered.extend(refs.into_iter().filter(|id| !placed.contains(id)));
-    ordered
-}
-
-/// Store the reference list as metadata blobs; only blobs not already stored are written.
-/// Returns the list's blob ids and the count and stored bytes of the new ones.
-pub(crate) fn write_refs(
-    repo: &Arc<Repository>,
-    index: &crate::repository::MasterIndex,
-    uploader: &PackUploader,
-    refs: &[RefKey],
-) -> Result<(Vec<BlobId>, u64, u64)> {
-    let (mut added, mut bytes) = (0, 0);
-    let mut ids = Vec::new();
-    let mut writer = PackWriter::new("", repo.config.pack_target);
-    let mut session = None;
-    let mut seen = HashSet::new();
-    for plain in crate::format::refs::encode(refs) {
-        let id = repo.meta.blob_id(&plain);
-        ids.push(id);
-        if index.dedupable(&id) || !seen.insert(id) {
-            continue;
-        }
-        if session.is_none() {
-            session = Some(repo.start_session(&repo.meta.identity.to_public())?);
-        }
-        if let Some(key) = &session {
-            let frame = seal_blob(
-                key,
-                &id,
-                BlobKind::Refs.code(),
-                crate::compress::RAW,
-                &plain,
-            );
-            added += 1;
-            bytes += frame.len() as u64;
-            writer.add(id, BlobKind::Refs, &frame);
-        }
-    }
-    if !writer.is_empty() {
-        uploader.submit(writer.finish(repo)?)?;
-    }
-    Ok((ids, added, bytes))
 }

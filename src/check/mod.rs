@@ -8,7 +8,7 @@ use crate::format::refs;
 use crate::format::snapshot::SnapshotHead;
 use crate::format::ObjectKind;
 use crate::id::{content_hash, PackId, SnapshotId};
-use crate::repository::{pack_name, BlobReader, MasterIndex, Repository};
+use crate::repository::{BlobReader, MasterIndex, Repository};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -264,7 +264,7 @@ fn read_packs(
     let merged = std::sync::Mutex::new(CheckReport::default());
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
-        .max(reader.repo.backend.connections());
+        .max(reader.repo.connections());
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| {
@@ -299,7 +299,7 @@ fn verify_pack(
     blobs: &[(crate::id::BlobId, crate::repository::Location)],
     report: &mut CheckReport,
 ) {
-    let bytes = match reader.repo.backend.get(&pack_name(pack)) {
+    let bytes = match reader.repo.get_pack(pack) {
         Ok(b) => b,
         Err(e) => {
             report.errors.push(format!("pack {pack}: {e}"));

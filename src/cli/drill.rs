@@ -181,7 +181,7 @@ fn show(rb: &Runbook, repo_arg: &RepoArg, keys: &KeyArgs) -> Result<u8> {
     for source in &rb.sources {
         let of: Vec<_> = all.iter().filter(|s| &s.head.source == source).collect();
         let Some(newest) = of.last() else {
-            println!("  {source}: NO SNAPSHOT in {}", repo.backend.location());
+            println!("  {source}: NO SNAPSHOT in {}", repo.location());
             continue;
         };
         let rpo_note = if now.duration_since(newest.time).unwrap_or_default() > rb.rpo {

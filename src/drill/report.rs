@@ -218,7 +218,7 @@ impl Repository {
     /// Every stored report, oldest first (operators only).
     pub fn drill_reports(&self) -> Result<Vec<DrillReport>> {
         let mut out = Vec::new();
-        for o in self.backend.list("drills/")? {
+        for o in self.list(ObjectKind::DrillReport)? {
             match self.read_drill_report(&o) {
                 Ok(report) => out.push(report),
                 Err(e) if e.is_damage() => {

@@ -83,7 +83,7 @@ impl<'a> Lease<'a> {
                 return Ok(Lease { repo, bytes, taken });
             }
             // None: released in between; try again.
-            let Some(held) = repo.backend.get_if_present(LEASE_NAME)? else {
+            let Some(held) = repo.get_named(LEASE_NAME)? else {
                 continue;
             };
             let other = match repo.open_meta::<LeaseRecord>(ObjectKind::Lease, LEASE_NAME, &held) {
@@ -91,9 +91,7 @@ impl<'a> Lease<'a> {
                 Err(e) if e.is_damage() => {
                     // Not written by a prune of this repository: it binds nobody.
                     tracing::warn!("removing a damaged or forged prune lease: {e}");
-                    if repo.backend.get(LEASE_NAME).ok().as_deref() == Some(&held[..]) {
-                        repo.backend.delete(LEASE_NAME)?;
-                    }
+                    repo.delete_if_unchanged(LEASE_NAME, &held)?;
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -111,9 +109,7 @@ impl<'a> Lease<'a> {
                 "taking over a stale prune lease (its prune stopped without releasing it)"
             );
             // Delete only what we judged stale, not a lease another prune just took over.
-            if repo.backend.get(LEASE_NAME).ok().as_deref() == Some(&held[..]) {
-                repo.backend.delete(LEASE_NAME)?;
-            }
+            repo.delete_if_unchanged(LEASE_NAME, &held)?;
         }
         Err(Error::Invalid(
             "could not take the prune lease: other prunes keep taking it; try again later".into(),
@@ -136,10 +132,8 @@ impl<'a> Lease<'a> {
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         // Release only our own lease (after an expiry another prune may hold the name).
-        if self.repo.backend.get(LEASE_NAME).ok().as_deref() == Some(&self.bytes[..]) {
-            if let Err(e) = self.repo.backend.delete(LEASE_NAME) {
-                tracing::warn!(error = %e, "could not release the prune lease; it expires by itself");
-            }
+        if let Err(e) = self.repo.delete_if_unchanged(LEASE_NAME, &self.bytes) {
+            tracing::warn!(error = %e, "could not release the prune lease; it expires by itself");
         }
     }
 }

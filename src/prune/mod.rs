@@ -137,7 +137,7 @@ fn run_pass(
     }
 
     if !plan.copies.is_empty() {
-        let uploader = PackUploader::start(repo.clone(), Vec::new(), repo.backend.connections());
+        let uploader = PackUploader::start(repo.clone(), Vec::new(), repo.connections());
         let mut copier = FrameCopier::new(repo, &uploader);
         for job in &plan.copies {
             copier.copy(&job.pack, &job.domain, &job.blobs)?;
@@ -184,7 +184,7 @@ fn run_pass(
             report.record = Some(format!("{} ({})", record.time, record.action));
         }
         for name in &plan.finish_markers {
-            repo.backend.delete(name)?;
+            repo.delete_object(name)?;
         }
     }
 
@@ -348,7 +348,7 @@ fn rewrite_index(
         replaced.push(*id);
     }
     for id in replaced {
-        repo.backend.delete(&format!("index/{id}"))?;
+        repo.delete_object(&format!("index/{id}"))?;
     }
     Ok(())
 }

@@ -19,7 +19,7 @@ pub use blobs::{coalesce, decode_tree, validate_tree_blob, BlobReader, PackBlobs
 pub use index::{Location, MasterIndex};
 pub use keyring::{init, InitOptions, Initialized};
 pub use marks::{Marks, PruneMarker};
-pub use packer::{PackUploader, PackWriter};
+pub use packer::{PackUploader, PackWriter, UploadSummary};
 pub use records::{DestroyedSnapshot, DestructionRecord, Hold};
 pub use repack::FrameCopier;
 pub use snapshots::{Scanned, SnapshotInfo, SnapshotSelector};
@@ -47,7 +47,9 @@ pub enum Credential {
 
 /// An open repository.
 pub struct Repository {
-    pub backend: Arc<dyn Backend>,
+    /// Private: everything outside this module reaches objects through the namespace
+    /// (`ObjectKind`), which checks, limits and signs them.
+    backend: Arc<dyn Backend>,
     pub config: RepoConfig,
     pub meta: MetadataKeys,
     meta_recipient: x25519::Recipient,
@@ -332,6 +334,57 @@ impl Repository {
     pub fn get_meta<T: DeserializeOwned>(&self, kind: ObjectKind, name: &str) -> Result<T> {
         let bytes = self.backend.get(name)?;
         self.open_meta(kind, name, &bytes)
+    }
+
+    /// Requests worth keeping in flight on this store (1 on local disk, more on S3).
+    pub fn connections(&self) -> usize {
+        self.backend.connections()
+    }
+
+    /// Where the repository is, for messages.
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    /// Objects of `kind` as listed (names and sizes; nothing read).
+    pub fn list(&self, kind: ObjectKind) -> Result<Vec<crate::backend::ObjectInfo>> {
+        Ok(self.backend.list(kind.prefix())?)
+    }
+
+    /// A whole pack, for verification.
+    pub fn get_pack(&self, id: &crate::id::PackId) -> Result<Vec<u8>> {
+        Ok(self.backend.get(&pack_name(id))?)
+    }
+
+    /// Delete a pack or a bookkeeping object (prune, forget, release, leases); anything else,
+    /// such as `config` or a name outside the namespace, is refused.
+    pub fn delete_object(&self, name: &str) -> Result<()> {
+        if !(name.starts_with("packs/") || verify::kind_of(name).is_some()) {
+            return Err(Error::Invalid(format!(
+                "internal error: '{name}' is not an object custodian deletes"
+            )));
+        }
+        Ok(self.backend.delete(name)?)
+    }
+
+    /// Delete `name` only if it still holds `bytes` (a lease judged stale, our own lease):
+    /// never what another process has written since. Returns whether it was deleted.
+    pub fn delete_if_unchanged(&self, name: &str, bytes: &[u8]) -> Result<bool> {
+        match self.backend.get_if_present(name)? {
+            Some(now) if now == bytes => self.delete_object(name).map(|()| true),
+            _ => Ok(false),
+        }
+    }
+
+    /// The current bytes of a fixed-name object (the prune lease), if it exists.
+    pub fn get_named(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.backend.get_if_present(name)?)
+    }
+
+    /// The store itself, for `copy` alone: a mirror moves objects byte for byte, and every
+    /// reader of the mirror verifies them through its own namespace.
+    pub fn store_for_mirror(&self) -> Arc<dyn Backend> {
+        self.backend.clone()
     }
 
     /// Format 2's trust list, if this repository has one.

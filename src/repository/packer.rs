@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::format::index::IndexPack;
 use crate::format::pack::{trailer, PackHeader, PACK_HEADER_VERSION};
 use crate::format::{BlobKind, PackEntry};
-use crate::id::{content_hash, BlobId, IndexId, PackId};
+use crate::id::{BlobId, IndexId, PackId};
 use crossbeam_channel::{bounded, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -65,16 +65,23 @@ impl PackWriter {
     pub fn finish(&mut self, repo: &Repository) -> Result<FinishedPack> {
         let entries = std::mem::take(&mut self.entries);
         let mut bytes = std::mem::take(&mut self.buf);
+        // One pass over the frames serves both hashes: the header's data-hash, then (carrying
+        // on with header and trailer) the pack's name.
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&bytes);
         let header = PackHeader {
             version: PACK_HEADER_VERSION,
             domain: self.domain.clone(),
             blobs: entries.clone(),
-            data_hash: Some(hex::encode(content_hash(&bytes))),
+            data_hash: Some(hasher.clone().finalize().to_hex().to_string()),
         };
         let sealed = repo.seal_meta_at(crate::format::ObjectKind::PackHeader, "", &header)?;
+        let tail = trailer(sealed.len());
+        hasher.update(&sealed);
+        hasher.update(&tail);
         bytes.extend_from_slice(&sealed);
-        bytes.extend_from_slice(&trailer(sealed.len()));
-        let id = PackId(content_hash(&bytes));
+        bytes.extend_from_slice(&tail);
+        let id = PackId(*hasher.finalize().as_bytes());
         let index = IndexPack {
             id,
             domain: self.domain.clone(),

@@ -195,7 +195,7 @@ fn write_content(
     // One worker per core, or more on remote stores where each waits on the network.
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
-        .max(reader.repo.backend.connections());
+        .max(reader.repo.connections());
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| loop {
