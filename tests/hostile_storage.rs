@@ -371,3 +371,69 @@ fn another_operator_trusts_only_a_confirmed_fingerprint_and_notices_a_swap() {
         text(&out)
     );
 }
+
+#[test]
+fn a_second_operator_writes_only_once_its_key_is_on_the_trust_list() {
+    let keys = tempfile::tempdir().unwrap();
+    let second = keys.path().join("second.key");
+    let out = std::process::Command::new(BIN)
+        .args(["key", "generate", "--output"])
+        .arg(&second)
+        .output()
+        .unwrap();
+    let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let w = World::new(&["--recipient", &recipient]);
+    let src = records(&w);
+    w.backup("s", &src);
+    let id = w.snapshots()[0]["id"].as_str().unwrap().to_string();
+    let as_second = |args: &[&str]| {
+        let mut c = w.cmd(args);
+        c.env("CUSTODIAN_IDENTITY", &second);
+        c.output().unwrap()
+    };
+    let fingerprint = {
+        let out = as_second(&["snapshots"]);
+        let message = text(&out);
+        message.split("--fingerprint ").nth(1).unwrap()[..32].to_string()
+    };
+    assert!(as_second(&["key", "trust", "--fingerprint", &fingerprint])
+        .status
+        .success());
+    // Reading works; writing (a hold) is refused before anything is stored.
+    let out = as_second(&["hold", &id, "--reason", "case 1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("not on this repository's trust list"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !w.repo.join("holds").exists() || fs::read_dir(w.repo.join("holds")).unwrap().count() == 0
+    );
+    // The first operator adds the key it was told.
+    let shown = String::from_utf8(as_second(&["key", "show"]).stdout).unwrap();
+    let key = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("signing key: "))
+        .unwrap()
+        .trim()
+        .to_string();
+    let out = w
+        .operator_cmd(&[
+            "key",
+            "add-operator",
+            "--recipient",
+            &recipient,
+            "--key",
+            &key,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = as_second(&["hold", &id, "--reason", "case 1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Everyone verifies the longer chain; the writer sees the hold as signed.
+    let out = w.writer_cmd(&["check"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(w.snapshots()[0]["held"], "case 1");
+}

@@ -30,6 +30,27 @@ pub enum KeyCommand {
         #[command(flatten)]
         keys: KeyArgs,
     },
+    /// Print an operator identity's public recipient and its signing key (the key another
+    /// operator adds with `key add-operator`).
+    Show {
+        /// The operator's identity file.
+        #[arg(long, env = "CUSTODIAN_IDENTITY")]
+        identity: PathBuf,
+    },
+    /// Put an operator's signing key on the trust list (operator identity already on it), so
+    /// what that operator writes (erase, drill reports, holds) verifies.
+    AddOperator {
+        /// The operator's age recipient, as listed in the repository.
+        #[arg(long)]
+        recipient: String,
+        /// Its signing key, from `custodian key show` on the operator's machine.
+        #[arg(long)]
+        key: String,
+        #[command(flatten)]
+        repo: RepoArg,
+        #[command(flatten)]
+        keys: KeyArgs,
+    },
     /// Trust a repository another operator created, on this machine: after comparing the
     /// fingerprint it prints (and `init` printed) with that operator, out of band.
     Trust {
@@ -77,6 +98,24 @@ pub fn key(cmd: KeyCommand) -> Result<u8> {
                 output.display()
             );
             println!("{}", identity.to_public());
+            Ok(0)
+        }
+        KeyCommand::Show { identity } => {
+            let identity = operator_identity(&identity)?;
+            let signer = custodian::crypto::sign::ObjectSigner::for_operator(&identity);
+            println!("recipient:   {}", identity.to_public());
+            println!("signing key: {}", hex::encode(signer.public()));
+            Ok(0)
+        }
+        KeyCommand::AddOperator {
+            recipient,
+            key,
+            repo,
+            keys,
+        } => {
+            let repo = common::open_operator(&repo, &keys, "changing the trust list")?;
+            let seq = repo.add_operator_key(&recipient, &key)?;
+            println!("trust list version {seq}: operator {recipient} may now sign");
             Ok(0)
         }
         KeyCommand::Trust { fingerprint, repo } => {

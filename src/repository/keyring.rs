@@ -442,7 +442,7 @@ impl Repository {
             self.seal_to_operators(&crate::compress::pack_json(&operator), "domain key")?;
         let base = self.domain_object(name);
         let operator_name = format!("{base}.operator");
-        let sealed = self.sign(ObjectKind::KeyRecord, &operator_name, sealed);
+        let sealed = self.sign(ObjectKind::KeyRecord, &operator_name, sealed)?;
         // Operators' copy first: a domain a writer can use must always be readable by operators.
         if !self.create_exclusive(&operator_name, &sealed)? {
             return Ok(false);
@@ -568,7 +568,7 @@ impl Repository {
         )?;
         let name = format!("sessions/{}", key.id);
         self.backend
-            .put_new(&name, &self.sign(ObjectKind::Session, &name, sealed))?;
+            .put_new(&name, &self.sign(ObjectKind::Session, &name, sealed)?)?;
         Ok(Arc::new(key))
     }
 

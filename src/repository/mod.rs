@@ -215,11 +215,41 @@ impl Repository {
     }
 
     /// Sign `body` for storage as `name` (format 2); format 1 stores the body as it is.
-    pub fn sign(&self, kind: ObjectKind, name: &str, body: Vec<u8>) -> Vec<u8> {
+    pub fn sign(&self, kind: ObjectKind, name: &str, body: Vec<u8>) -> Result<Vec<u8>> {
         match &self.auth {
             Some(auth) => auth.sign(kind, name, body),
-            None => body,
+            None => Ok(body),
         }
+    }
+
+    /// Give operator `recipient` (already one of the repository's operators) the signing key
+    /// `key` (hex), in a new trust list version signed by this operator. Returns the version.
+    pub fn add_operator_key(&self, recipient: &str, key: &str) -> Result<u64> {
+        self.require_operator("changing the trust list")?;
+        let auth = self.auth.as_ref().ok_or_else(|| {
+            Error::Invalid(
+                "a format-1 repository has no trust list; run 'custodian migrate' first".into(),
+            )
+        })?;
+        if trust::parse_keys(&[key.to_string()]).is_err() {
+            return Err(Error::Invalid(format!("--key '{key}' is not 64 hex characters (an operator signing key from 'custodian key show')")));
+        }
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let list = auth.extend(self.backend.as_ref(), &now, |list| {
+            let entry = list
+                .operators
+                .iter_mut()
+                .find(|o| o.recipient == recipient)
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "{recipient} is not one of this repository's operators; adding operators \
+                         is a change of config that is not supported yet"
+                    ))
+                })?;
+            entry.signing_key = Some(key.to_ascii_lowercase());
+            Ok(())
+        })?;
+        Ok(list.seq)
     }
 
     /// The body of a stored object after checking its signature and signer (format 2), and
@@ -265,7 +295,7 @@ impl Repository {
             kind.prefix(),
             hex::encode(crate::id::content_hash(&body))
         );
-        let stored = self.sign(kind, &name, body);
+        let stored = self.sign(kind, &name, body)?;
         let created = self.backend.put_new(&name, &stored)?;
         Ok((name, created))
     }
@@ -278,7 +308,7 @@ impl Repository {
         value: &T,
     ) -> Result<Vec<u8>> {
         let body = self.seal_meta(value, kind.what())?;
-        Ok(self.sign(kind, name, body))
+        self.sign(kind, name, body)
     }
 
     /// Open a bookkeeping object stored as `name`. The object is hostile input: its signature

@@ -120,8 +120,59 @@ impl Auth {
     }
 
     /// Sign `body` stored as `name`.
-    pub fn sign(&self, kind: ObjectKind, name: &str, body: Vec<u8>) -> Vec<u8> {
-        self.signer.envelope(kind.what(), bind(kind, name), &body)
+    /// Sign `body` stored as `name`, if this key is on the trust list: an object signed by any
+    /// other key could not be verified by anyone, so it is refused before it is written.
+    pub fn sign(&self, kind: ObjectKind, name: &str, body: Vec<u8>) -> Result<Vec<u8>> {
+        let public = self.signer.public();
+        if !self.trusted.contains_key(&public) {
+            return Err(Error::Invalid(format!(
+                "your operator signing key {} is not on this repository's trust list, so nothing \
+                 you write could be verified; nothing was written. An operator on the list adds \
+                 it with 'custodian key add-operator --recipient YOUR-AGE-RECIPIENT --key {}' \
+                 after checking it with you.",
+                key_id(&public),
+                hex::encode(public)
+            )));
+        }
+        Ok(self.signer.envelope(kind.what(), bind(kind, name), &body))
+    }
+
+    /// Write the next version of the trust list: `change` edits a copy of the newest one; the
+    /// new version is signed by this process's key, which must be an operator's.
+    pub fn extend(
+        &self,
+        backend: &dyn Backend,
+        now: &str,
+        change: impl FnOnce(&mut TrustList) -> Result<()>,
+    ) -> Result<TrustList> {
+        let public = self.signer.public();
+        if !operator_keys(&self.list).contains(&public) {
+            return Err(Error::Invalid(
+                "only an operator whose signing key is on the trust list can change it".into(),
+            ));
+        }
+        let previous = backend.get(&self.list_name)?;
+        let mut list = self.list.clone();
+        change(&mut list)?;
+        list.seq = self.list.seq + 1;
+        list.prev = Some(hex::encode(crate::id::content_hash(&previous)));
+        list.time = now.to_string();
+        list.by = format!("operator {}", key_id(&public));
+        let name = trust_name(list.seq);
+        let body = serde_json::to_vec_pretty(&list)
+            .map_err(|e| Error::Invalid(format!("internal error: {e}")))?;
+        let stored = self.signer.envelope(ObjectKind::Trust.what(), &name, &body);
+        if !backend.put_new(&name, &stored)? {
+            return Err(Error::Invalid(format!(
+                "{name} was written by someone else meanwhile; run the command again"
+            )));
+        }
+        Ok(list)
+    }
+
+    /// This process's public signing key (hex), for `key show`.
+    pub fn public_key(&self) -> String {
+        hex::encode(self.signer.public())
     }
 
     /// Check the signature of `stored` (or, for an unsigned format-1 object, that `migrate`

@@ -247,12 +247,7 @@ impl Beneath {
             check(unsafe { libc::fchownat(fd, name, uid, gid, libc::AT_SYMLINK_NOFOLLOW) })?;
         }
         if let Some(mode) = meta.mode {
-            // SAFETY: as above; never reached for symlinks (mode is None for them).
-            // AT_SYMLINK_NOFOLLOW: if the name was swapped for a symlink since it was made,
-            // this fails (glibc checks through an O_PATH handle) instead of changing the target.
-            check(unsafe {
-                libc::fchmodat(fd, name, mode as libc::mode_t, libc::AT_SYMLINK_NOFOLLOW)
-            })?;
+            chmod_nofollow(fd, name, mode)?;
         }
         let time = libc::timespec {
             tv_sec: meta.mtime as libc::time_t,
@@ -263,6 +258,33 @@ impl Beneath {
         check(unsafe { libc::utimensat(fd, name, times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
             .map(drop)
     }
+}
+
+/// Change the mode of `name` in `dir` without following a symlink: if the name was swapped for
+/// a symlink since restore made it, this fails instead of changing the link's target. Linux 6.6+
+/// does it in one call (`fchmodat2`); older kernels go through glibc, which checks via an
+/// `O_PATH` handle and `/proc`.
+fn chmod_nofollow(dir: libc::c_int, name: *const libc::c_char, mode: u32) -> io::Result<()> {
+    // SAFETY: valid fd and NUL-terminated name owned by the caller for the call's duration.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_fchmodat2,
+            dir,
+            name,
+            mode as libc::mode_t,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    if ret == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(err);
+    }
+    // SAFETY: as above.
+    check(unsafe { libc::fchmodat(dir, name, mode as libc::mode_t, libc::AT_SYMLINK_NOFOLLOW) })
+        .map(drop)
 }
 
 /// Metadata to apply to one entry.
