@@ -341,3 +341,16 @@ fn a_chain_deeper_than_any_store_is_refused_without_exhausting_the_stack() {
     let id = f.commit("s", root, true);
     refused(&w, &id.to_hex(), &outside, &["directories deep"]);
 }
+
+#[test]
+fn a_device_node_cannot_even_be_listed() {
+    let (w, outside) = world();
+    let mut f = forger(&w);
+    // The format has no kind for devices: a listing that names one does not decode.
+    let raw = br#"{"version":1,"nodes":[{"name":"sda","type":"block-device","mode":432,"uid":0,"gid":0,"mtime":0,"mtime_ns":0}]}"#;
+    let tree = f.raw_tree(raw.to_vec());
+    let mut root = node(b"", NodeKind::Dir);
+    root.subtree = Some(tree);
+    let id = f.commit("s", root, true);
+    refused(&w, &id.to_hex(), &outside, &["block-device"]);
+}
