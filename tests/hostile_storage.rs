@@ -306,19 +306,31 @@ fn a_pack_spliced_from_a_real_header_and_other_bytes_is_never_reused() {
     );
 }
 
-#[test]
-fn another_operator_trusts_only_a_confirmed_fingerprint_and_notices_a_swap() {
+/// A repository with a second operator (identity `second.key` in the returned directory) and
+/// one snapshot of source `s` taken from the returned record store.
+fn two_operators() -> (tempfile::TempDir, World, PathBuf) {
     let keys = tempfile::tempdir().unwrap();
-    let second = keys.path().join("second.key");
     let out = std::process::Command::new(BIN)
         .args(["key", "generate", "--output"])
-        .arg(&second)
+        .arg(keys.path().join("second.key"))
         .output()
         .unwrap();
     let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    fs::write(keys.path().join("second.pub"), &recipient).unwrap();
     let w = World::new(&["--recipient", &recipient]);
     let src = records(&w);
     w.backup("s", &src);
+    (keys, w, src)
+}
+
+fn second_recipient(keys: &tempfile::TempDir) -> String {
+    fs::read_to_string(keys.path().join("second.pub")).unwrap()
+}
+
+#[test]
+fn another_operator_trusts_only_a_confirmed_fingerprint_and_notices_a_swap() {
+    let (keys, w, src) = two_operators();
+    let (second, recipient) = (keys.path().join("second.key"), second_recipient(&keys));
     let as_second = |args: &[&str]| {
         let mut c = w.cmd(args);
         c.env("CUSTODIAN_IDENTITY", &second);
@@ -374,17 +386,8 @@ fn another_operator_trusts_only_a_confirmed_fingerprint_and_notices_a_swap() {
 
 #[test]
 fn a_second_operator_writes_only_once_its_key_is_on_the_trust_list() {
-    let keys = tempfile::tempdir().unwrap();
-    let second = keys.path().join("second.key");
-    let out = std::process::Command::new(BIN)
-        .args(["key", "generate", "--output"])
-        .arg(&second)
-        .output()
-        .unwrap();
-    let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let w = World::new(&["--recipient", &recipient]);
-    let src = records(&w);
-    w.backup("s", &src);
+    let (keys, w, _src) = two_operators();
+    let (second, recipient) = (keys.path().join("second.key"), second_recipient(&keys));
     let id = w.snapshots()[0]["id"].as_str().unwrap().to_string();
     let as_second = |args: &[&str]| {
         let mut c = w.cmd(args);
