@@ -111,3 +111,30 @@ fn kill_nine_at_every_stage_loses_nothing() {
     let out = w.operator_cmd(&["check", "--read-data"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[test]
+fn a_first_backup_killed_between_its_domain_records_does_not_block_the_source() {
+    let w = World::new(&[]);
+    let src = w.dir.path().join("records");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.csv"), b"1,2\n").unwrap();
+    killed_backup(&w, &src, "domain-operator");
+    // check names the leftover as harmless.
+    let out = w.writer_cmd(&["check"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("half-created"), "{}", text(&out));
+    // The next backup rolls it back (after the settle time) and succeeds.
+    let out = w
+        .writer_cmd(&["backup", "--json", "--source", "customers"])
+        .arg(&src)
+        .env("CUSTODIAN_TEST_DOMAIN_SETTLE", "1s")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("rolled back a half-created key domain"), "{}", text(&out));
+    let target = w.dir.path().join("restored");
+    w.restore("latest", &target, &[]);
+    assert_eq!(fs::read(target.join("a.csv")).unwrap(), b"1,2\n");
+    let out = w.writer_cmd(&["check"]).output().unwrap();
+    assert!(out.status.success() && !text(&out).contains("half-created"), "{}", text(&out));
+}

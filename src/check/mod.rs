@@ -99,6 +99,7 @@ pub fn check(
         repo.require_operator("check --read-data")?;
     }
     let mut report = CheckReport::default();
+    report.warnings.extend(repo.half_made_domains()?);
     // Forged, altered, renamed or unsigned objects, wherever they are.
     for (name, why) in repo.verify_objects()? {
         report.errors.push(format!("{name}: {why}"));

@@ -37,6 +37,10 @@ pub struct DomainWriterRecord {
     pub recipient: String,
     pub dedup_key: String,
     pub chunker_seed: u64,
+    /// `hex(H(stored .operator object))`: a writer uses this record only while the operators'
+    /// record it was made with is there, so a half-created or mismatched pair is never used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_hash: Option<String>,
 }
 
 /// `sessions/<id>`: one run's blob key, encrypted to its domain (or metadata) recipient.

@@ -54,7 +54,7 @@ fn metadata_object(config_metadata_recipient: &str) -> String {
     )
 }
 
-fn decode_hex_key(text: &str, what: &str) -> Result<Zeroizing<[u8; 32]>> {
+pub(super) fn decode_hex_key(text: &str, what: &str) -> Result<Zeroizing<[u8; 32]>> {
     let mut key = Zeroizing::new([0u8; 32]);
     hex::decode_to_slice(text, key.as_mut()).map_err(|_| FormatError::Malformed {
         what: what.to_string(),
@@ -387,43 +387,35 @@ impl Repository {
 
     /// The keys a writer needs for domain `name`, creating the domain on first use.
     pub fn domain_for_write(&self, name: &str) -> Result<DomainKeys> {
-        let object = format!("{}.writer", self.domain_object(name));
-        // Another writer creating the domain writes .writer after .operator (in safe mode, a few
-        // seconds after).
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let base = self.domain_object(name);
+        let settle = super::domains::settle_time();
+        let deadline = std::time::Instant::now() + settle + std::time::Duration::from_secs(30);
+        let mut stuck = super::domains::Stuck::default();
         while std::time::Instant::now() < deadline {
-            match self.backend.get(&object) {
-                Ok(bytes) => {
-                    let rec: DomainWriterRecord =
-                        self.open_meta(ObjectKind::DomainWriter, &object, &bytes)?;
-                    if rec.name != name {
-                        // Records of two domains swapped: backing up into the other domain's
-                        // keys would mix two owners' data.
-                        return Err(Error::Damaged(format!(
-                            "{object} holds the keys of another key domain, not of '{name}': the \
-                             repository's key records were swapped or forged. Nothing was backed \
-                             up; ask an operator to run 'custodian check'."
-                        )));
-                    }
-                    return Ok(DomainKeys {
-                        name: rec.name,
-                        dedup_key: decode_hex_key(&rec.dedup_key, "domain record")?,
-                        chunker_seed: rec.chunker_seed,
-                        recipient: parse_recipient(&rec.recipient, "domain recipient")?,
-                        identity: None,
-                    });
-                }
-                Err(e) if e.kind == ErrorKind::NotFound => {
+            let state = self.domain_state(&base, name)?;
+            let super::domains::DomainState::Usable(keys) = state else {
+                // Half-created (a first backup killed between its two records) or a pair that
+                // does not match: never used. Another writer may be creating it right now, so
+                // it is rolled back only once it has stayed exactly so for the settle time.
+                if let super::domains::DomainState::Absent = state {
                     if self.create_domain(name)? {
                         continue;
                     }
-                    // Another writer is creating it: its .writer record follows its .operator one.
-                    std::thread::sleep(std::time::Duration::from_millis(100));
+                } else if stuck.unchanged_for(&state, settle) {
+                    self.roll_back_domain(&base, name, &state)?;
+                    stuck = super::domains::Stuck::default();
+                    continue;
                 }
-                Err(e) => return Err(e.into()),
-            }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                continue;
+            };
+            return Ok(keys);
         }
-        Err(Error::Damaged(format!("key domain '{name}' has an operator record but no writer record; run 'custodian check'.")))
+        Err(Error::Damaged(format!(
+            "key domain '{name}' stayed half-created for {}s: a creator is stuck or its records \
+             are damaged. Run 'custodian check'.",
+            deadline.elapsed().as_secs() + settle.as_secs() + 30
+        )))
     }
 
     /// Returns false when another process created the domain first.
@@ -447,14 +439,17 @@ impl Repository {
         if !self.create_exclusive(&operator_name, &sealed)? {
             return Ok(false);
         }
+        crate::failpoint::pause("domain-operator", 0);
         let writer = DomainWriterRecord {
             version: KEYS_VERSION,
             name: name.to_string(),
             recipient: identity.to_public().to_string(),
             dedup_key: operator.dedup_key.clone(),
             chunker_seed: seed,
+            operator_hash: Some(hex::encode(crate::id::content_hash(&sealed))),
         };
         let writer_name = format!("{base}.writer");
+        // If another record got there first, the pair check on the next read decides.
         self.backend.put_new(
             &writer_name,
             &self.seal_meta_at(ObjectKind::DomainWriter, &writer_name, &writer)?,
