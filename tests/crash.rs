@@ -131,10 +131,18 @@ fn a_first_backup_killed_between_its_domain_records_does_not_block_the_source() 
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("rolled back a half-created key domain"), "{}", text(&out));
+    assert!(
+        text(&out).contains("rolled back a half-created key domain"),
+        "{}",
+        text(&out)
+    );
     let target = w.dir.path().join("restored");
     w.restore("latest", &target, &[]);
     assert_eq!(fs::read(target.join("a.csv")).unwrap(), b"1,2\n");
     let out = w.writer_cmd(&["check"]).output().unwrap();
-    assert!(out.status.success() && !text(&out).contains("half-created"), "{}", text(&out));
+    assert!(
+        out.status.success() && !text(&out).contains("half-created"),
+        "{}",
+        text(&out)
+    );
 }

@@ -278,11 +278,11 @@ fn a_second_prune_is_refused_while_the_lease_is_held_and_a_stale_lease_is_taken_
         msg.contains("another prune holds") && msg.contains("expires"),
         "{msg}"
     );
-    // Kill it: the lease stays behind until it expires, then the next prune takes it over.
+    // Kill it: the lease stays behind, but its holder was on this host and is gone (pid and
+    // start time), so the next prune takes it over at once instead of waiting for the expiry.
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(lease.exists());
-    std::thread::sleep(Duration::from_millis(3500));
     let out = w
         .writer_cmd(&["prune", "--grace", "0s"])
         .env("RUST_LOG", "warn")
@@ -290,11 +290,81 @@ fn a_second_prune_is_refused_while_the_lease_is_held_and_a_stale_lease_is_taken_
         .unwrap();
     assert!(
         out.status.success(),
-        "a stale lease is taken over: {}",
+        "a dead local holder's lease is taken over: {}",
         text(&out)
     );
-    assert!(text(&out).contains("stale prune lease"), "{}", text(&out));
+    assert!(text(&out).contains("no longer runs"), "{}", text(&out));
     assert!(!lease.exists(), "released after use");
+}
+
+#[test]
+fn a_lease_held_from_another_host_is_broken_only_with_its_host_confirmed() {
+    let w = World::new(TINY_PACKS);
+    assert!(backup_gen(&w, "a", 0, 0).status.success());
+    // A prune on another host took the lease an hour ago and vanished.
+    let f = common::forge::Forger::new(w.repo.to_str().unwrap(), &w.writer, "a");
+    let now = std::time::SystemTime::now();
+    let stamp = |t| humantime::format_rfc3339_seconds(t).to_string();
+    let lease = serde_json::json!({"version": 1, "by": "writer credential x", "host": "branch-07",
+        "pid": 4242, "taken": stamp(now - Duration::from_secs(3600)),
+        "expires": stamp(now + Duration::from_secs(3600))});
+    let sealed = f
+        .repo
+        .seal_meta_at(custodian::format::ObjectKind::Lease, "locks/prune", &lease)
+        .unwrap();
+    f.repo
+        .store_for_mirror()
+        .put_new("locks/prune", &sealed)
+        .unwrap();
+    let out = w.writer_cmd(&["prune", "--grace", "0s"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("--break-lease --confirm-host branch-07"),
+        "{}",
+        text(&out)
+    );
+    let out = w.writer_cmd(&["prune", "--break-lease"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("--confirm-host"), "{}", text(&out));
+    let out = w
+        .writer_cmd(&[
+            "prune",
+            "--grace",
+            "0s",
+            "--break-lease",
+            "--confirm-host",
+            "elsewhere",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the wrong host breaks nothing: {}",
+        text(&out)
+    );
+    let out = w
+        .writer_cmd(&[
+            "prune",
+            "--grace",
+            "0s",
+            "--break-lease",
+            "--confirm-host",
+            "branch-07",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let records: Vec<_> = std::fs::read_dir(w.state.join("lease-breaks"))
+        .unwrap()
+        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(records.len(), 1);
+    assert!(
+        records[0].contains("branch-07") && records[0].contains("4242"),
+        "{}",
+        records[0]
+    );
 }
 
 /// A backup that loaded its index before a prune marked the packs it reuses: at commit it sees

@@ -25,6 +25,13 @@ pub struct PruneArgs {
     /// Show what would be marked, copied and deleted; change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Take over the prune lease of a prune on another host that crashed (its lease would
+    /// otherwise block prunes until it expires). Needs --confirm-host; a record is kept.
+    #[arg(long)]
+    break_lease: bool,
+    /// The host holding the lease, as the refusal message names it.
+    #[arg(long, requires = "break_lease")]
+    confirm_host: Option<String>,
     #[arg(long)]
     json: bool,
 }
@@ -38,6 +45,18 @@ pub fn prune(args: PruneArgs) -> Result<u8> {
         },
         dry_run: args.dry_run,
         local_dir: common::state_dir().join("destruction"),
+        break_lease: match (args.break_lease, args.confirm_host) {
+            (false, _) => None,
+            (true, Some(host)) => Some(prune::lease::BreakLease {
+                host,
+                record_dir: common::state_dir().join("lease-breaks"),
+            }),
+            (true, None) => anyhow::bail!(
+                "--break-lease takes over a lease another prune holds: confirm by naming the \
+                 holder's host with --confirm-host HOST (the host the refusal message names), \
+                 and only when that prune is known to be gone"
+            ),
+        },
     };
     let report = prune::prune(&repo, &opts)?;
     if args.json {

@@ -22,6 +22,7 @@ impl Daemon {
             rules: self.config.daemon.prune,
             dry_run: false,
             local_dir: self.config.repository.state_dir.join("destruction"),
+            break_lease: None,
         };
         let (repo, tx) = (self.repo.clone(), self.tx.clone());
         let spawned = std::thread::Builder::new()

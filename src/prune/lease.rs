@@ -38,9 +38,42 @@ struct LeaseRecord {
     /// RFC 3339; the lease is stale after this.
     taken: String,
     expires: String,
+    /// This boot of the holder's host (`/proc/sys/kernel/random/boot_id`) and the holder's
+    /// start time in clock ticks since boot: with the pid they tell a running prune from a dead
+    /// one whose pid was reused. Absent in leases from before they existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    boot_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    started: Option<u64>,
+}
+
+/// This boot's id, if the kernel says.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// A process's start time (field 22 of `/proc/PID/stat`, after the parenthesised name, which
+/// may itself hold spaces and parentheses).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
 impl LeaseRecord {
+    /// Whether the holder is a process of this host's current boot that no longer runs (its pid
+    /// is gone, or belongs to a process started at another time): then nobody holds the lease.
+    fn holder_gone_here(&self) -> bool {
+        let here = self.host == crate::source::hostname();
+        match (&self.boot_id, boot_id(), self.started) {
+            (Some(theirs), Some(ours), _) if here && *theirs != ours => true,
+            (Some(_), Some(_), Some(started)) if here => start_time(self.pid) != Some(started),
+            _ => false,
+        }
+    }
+
     /// Past its expiry, or unbelievable: a lease may run at most [`LEASE_TTL`] from when it
     /// was taken, so one that claims to last longer (say until 9999) binds nobody.
     fn expired(&self, now: SystemTime) -> bool {
@@ -57,6 +90,31 @@ impl LeaseRecord {
     }
 }
 
+/// An operator's decision to break a lease held from `host` (a prune there crashed, and the
+/// host is down or the prune is known gone), and where the record of it is kept.
+#[derive(Clone, Debug)]
+pub struct BreakLease {
+    pub host: String,
+    pub record_dir: std::path::PathBuf,
+}
+
+impl BreakLease {
+    /// Keep a record of the broken lease (until the audit log exists, in the state dir).
+    fn record(&self, broken: &LeaseRecord, by: &str) -> Result<()> {
+        crate::archiver::private_dir(&self.record_dir)?;
+        let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let file = self
+            .record_dir
+            .join(format!("{}-lease-break.json", now.replace(':', "")));
+        let json = serde_json::json!({
+            "action": "break-prune-lease", "time": now, "by": by,
+            "holder": broken.by, "host": broken.host, "pid": broken.pid,
+            "taken": broken.taken, "expires": broken.expires,
+        });
+        std::fs::write(&file, json.to_string()).map_err(|e| Error::io(&file, e))
+    }
+}
+
 /// A held lease; released on drop.
 pub struct Lease<'a> {
     repo: &'a Repository,
@@ -65,8 +123,9 @@ pub struct Lease<'a> {
 }
 
 impl<'a> Lease<'a> {
-    /// Take the lease, taking over a stale one; fails naming the holder if it is live.
-    pub fn acquire(repo: &'a Repository) -> Result<Lease<'a>> {
+    /// Take the lease, taking over a stale one (or, with `breaking`, a live one held from the
+    /// host the operator confirmed); fails naming the holder otherwise.
+    pub fn acquire(repo: &'a Repository, breaking: Option<&BreakLease>) -> Result<Lease<'a>> {
         for _ in 0..3 {
             let now = SystemTime::now();
             let record = LeaseRecord {
@@ -76,6 +135,8 @@ impl<'a> Lease<'a> {
                 pid: std::process::id(),
                 taken: humantime::format_rfc3339_seconds(now).to_string(),
                 expires: humantime::format_rfc3339_seconds(now + lease_ttl()).to_string(),
+                boot_id: boot_id(),
+                started: start_time(std::process::id()),
             };
             let bytes = repo.seal_meta_at(ObjectKind::Lease, LEASE_NAME, &record)?;
             let taken = Instant::now();
@@ -96,18 +157,28 @@ impl<'a> Lease<'a> {
                 }
                 Err(e) => return Err(e),
             };
-            if !other.expired(now) {
+            let why = if other.holder_gone_here() {
+                "its prune on this host no longer runs"
+            } else if other.expired(now) {
+                "it expired (its prune stopped without releasing it)"
+            } else if breaking.is_some_and(|b| b.host == other.host) {
+                "an operator broke it (--break-lease)"
+            } else {
                 return Err(Error::Invalid(format!(
                     "another prune holds this repository's prune lease ({}, host {}, pid {}, \
                      since {}). Wait for it to finish. If that prune crashed, its lease expires \
-                     by itself at {} and the next prune takes it over.",
-                    other.by, other.host, other.pid, other.taken, other.expires
+                     by itself at {}; if you know it is gone, break it now with 'custodian prune \
+                     --break-lease --confirm-host {}'.",
+                    other.by, other.host, other.pid, other.taken, other.expires, other.host
                 )));
-            }
+            };
             tracing::warn!(
-                holder = %other.by, host = %other.host, expired = %other.expires,
-                "taking over a stale prune lease (its prune stopped without releasing it)"
+                holder = %other.by, host = %other.host, pid = other.pid,
+                "taking over the prune lease: {why}"
             );
+            if let Some(b) = breaking.filter(|b| b.host == other.host) {
+                b.record(&other, &repo.opened_by)?;
+            }
             // Delete only what we judged stale, not a lease another prune just took over.
             repo.delete_if_unchanged(LEASE_NAME, &held)?;
         }

@@ -9,7 +9,7 @@
 //! ([`guard::secure_commit`]). Prunes exclude each other with an expiring lease.
 
 pub mod guard;
-mod lease;
+pub mod lease;
 pub mod plan;
 
 pub use lease::LEASE_TTL;
@@ -38,6 +38,8 @@ pub struct PruneOptions {
     pub dry_run: bool,
     /// Where the local copies of destruction records go.
     pub local_dir: PathBuf,
+    /// Take over a live-looking lease held from this host (`prune --break-lease`).
+    pub break_lease: Option<lease::BreakLease>,
 }
 
 /// The default grace period: longer than a backup normally runs, so a running backup's packs
@@ -84,7 +86,7 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
     let lease = if opts.dry_run {
         None
     } else {
-        Some(Lease::acquire(repo)?)
+        Some(Lease::acquire(repo, opts.break_lease.as_ref())?)
     };
     crate::failpoint::pause("prune-leased", 0);
     let mut report = PruneReport {

@@ -29,7 +29,9 @@ pub enum DomainState {
     Absent,
     Usable(DomainKeys),
     /// `.operator` without `.writer`.
-    HalfCreated { operator: Vec<u8> },
+    HalfCreated {
+        operator: Vec<u8>,
+    },
     /// A `.writer` whose `.operator` is missing or other than the one it was made with.
     Mismatched {
         writer: Vec<u8>,
@@ -49,9 +51,9 @@ impl Stuck {
         let mut h = blake3::Hasher::new();
         match state {
             DomainState::HalfCreated { operator } => h.update(operator),
-            DomainState::Mismatched { writer, operator } => {
-                h.update(writer).update(operator.as_deref().unwrap_or_default())
-            }
+            DomainState::Mismatched { writer, operator } => h
+                .update(writer)
+                .update(operator.as_deref().unwrap_or_default()),
             _ => return false,
         };
         let now = *h.finalize().as_bytes();
@@ -75,7 +77,8 @@ impl Repository {
                 None => DomainState::Absent,
             });
         };
-        let rec: DomainWriterRecord = self.open_meta(ObjectKind::DomainWriter, &writer_name, &writer)?;
+        let rec: DomainWriterRecord =
+            self.open_meta(ObjectKind::DomainWriter, &writer_name, &writer)?;
         if rec.name != name {
             // Records of two domains swapped: backing up into the other domain's keys would mix
             // two owners' data.
@@ -104,7 +107,12 @@ impl Repository {
     }
 
     /// Delete exactly the half-made records seen (never bytes someone wrote since).
-    pub(super) fn roll_back_domain(&self, base: &str, name: &str, state: &DomainState) -> Result<()> {
+    pub(super) fn roll_back_domain(
+        &self,
+        base: &str,
+        name: &str,
+        state: &DomainState,
+    ) -> Result<()> {
         let (writer_name, operator_name) = (format!("{base}.writer"), format!("{base}.operator"));
         match state {
             DomainState::HalfCreated { operator } => {
