@@ -151,6 +151,11 @@ impl Error {
         )
     }
 
+    /// Whether an object the caller expected is gone (a prune deleted it since it was listed).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Backend(b) if b.kind == crate::backend::ErrorKind::NotFound)
+    }
+
     /// Attach a path to an I/O error.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

@@ -559,3 +559,40 @@ fn prune_on_s3_servers_reclaims_space_and_keeps_snapshots_whole() {
         assert_fully_packed(&w);
     }
 }
+
+/// A restore that loaded its index before a prune repacked and deleted the packs it names reads
+/// the index again once and finishes, byte for byte (the limit DESIGN.md used to state).
+#[test]
+fn a_restore_racing_a_finishing_prune_reads_the_index_again() {
+    let w = World::new(TINY_PACKS);
+    for gen in 0..4 {
+        assert!(backup_gen(&w, "a", 0, gen).status.success());
+    }
+    forget_keep(&w, 1);
+    let target = w.dir.path().join("racing");
+    let child = w
+        .operator_cmd(&["restore", "latest", "--target"])
+        .arg(&target)
+        .env("CUSTODIAN_TEST_PAUSE_AT", "restore-indexed")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_stopped(child.id());
+    // Repack every partly used pack and delete the old ones, under the paused restore.
+    let done = prune(&w, &["--grace", "0s", "--max-unused", "0"]);
+    assert!(done["deleted_packs"].as_u64().unwrap() > 0, "{done}");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("reading the index again"),
+        "{}",
+        text(&out)
+    );
+    let expected = w.dir.path().join("expected-racing");
+    generation(&expected, 0, 3);
+    assert_same_tree(&expected, &target);
+}

@@ -14,7 +14,9 @@ pub use plan::{RestorePlan, Selection};
 use crate::constants::RESTORE_WHOLE_PACK_SHARE;
 use crate::error::{Error, IoContext, Result};
 use crate::format::tree::{Node, NodeKind};
+use crate::id::BlobId;
 use crate::repository::{coalesce, BlobReader, PackBlobs, Repository, SnapshotInfo};
+use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -58,21 +60,16 @@ pub fn restore(
     progress: &RestoreProgress,
 ) -> Result<RestoreSummary> {
     repo.require_operator("restore")?;
-    let index = repo.load_index()?;
-    let reader = BlobReader::new(repo, &index);
-    // The snapshot's own counts bound the walk (with room): a listing that repeats subtrees to
-    // describe more is refused before it fills memory.
-    reader.limit_walk(snapshot.walk_allowance());
-    let root = match &opts.subpath {
-        Some(sub) => plan::descend(&reader, &snapshot.head.root, sub)?,
-        None => snapshot.head.root.clone(),
+    // Planning reads listings from packs a finishing prune may delete under it (it copied
+    // them first): then the index is read again, once.
+    let (index, root, plan) = match planned(repo, snapshot, opts, true) {
+        Err(e) if e.is_not_found() => {
+            tracing::info!("a pack was pruned during the restore; reading the index again");
+            planned(repo, snapshot, opts, false)?
+        }
+        other => other?,
     };
-    if let Some(subtree) = root.subtree {
-        // Best effort: on a damaged tree, planning reads trees one by one and names the directory.
-        let _ = reader.prefetch_trees(&subtree);
-    }
-    let plan = plan::plan(&reader, &root, &Selection::new(&opts.include)?)
-        .map_err(|e| e.in_snapshot(&snapshot.id))?;
+    let reader = BlobReader::new(repo, &index);
     let target_was_empty = prepare_target(&opts.target, opts.overwrite)?;
     // Every write from here on goes through this handle and cannot leave the target.
     let target = Target {
@@ -90,6 +87,35 @@ pub fn restore(
     summary.blobs = plan.blobs.len() as u64;
     finish_metadata(&target, &plan, &root, opts.keep_special_bits)?;
     Ok(summary)
+}
+
+/// Load the index and plan the restore of `snapshot` (nothing touches the target yet).
+fn planned(
+    repo: &Repository,
+    snapshot: &SnapshotInfo,
+    opts: &RestoreOptions,
+    first: bool,
+) -> Result<(crate::repository::MasterIndex, Node, RestorePlan)> {
+    let index = repo.load_index()?;
+    if first {
+        crate::failpoint::pause("restore-indexed", 0);
+    }
+    let reader = BlobReader::new(repo, &index);
+    // The snapshot's own counts bound the walk (with room): a listing that repeats subtrees to
+    // describe more is refused before it fills memory.
+    reader.limit_walk(snapshot.walk_allowance());
+    let root = match &opts.subpath {
+        Some(sub) => plan::descend(&reader, &snapshot.head.root, sub)?,
+        None => snapshot.head.root.clone(),
+    };
+    if let Some(subtree) = root.subtree {
+        // Best effort: on a damaged tree, planning reads trees one by one and names the directory.
+        let _ = reader.prefetch_trees(&subtree);
+    }
+    let plan = plan::plan(&reader, &root, &Selection::new(&opts.include)?)
+        .map_err(|e| e.in_snapshot(&snapshot.id))?;
+    drop(reader);
+    Ok((index, root, plan))
 }
 
 /// The open restore target, and its path for messages.
@@ -170,25 +196,81 @@ struct PackWork {
     blobs: PackBlobs,
 }
 
+/// How far the content is written: blobs done, and how many each file still waits for (a file
+/// reaching zero is complete).
+struct Written {
+    remaining: Vec<AtomicUsize>,
+    done: Mutex<HashSet<BlobId>>,
+}
+
 fn write_content(
     reader: &BlobReader,
     target: &Target,
     plan: &RestorePlan,
     progress: &RestoreProgress,
 ) -> Result<u64> {
+    let written = Written {
+        remaining: plan.entries.iter().map(|_| AtomicUsize::new(0)).collect(),
+        done: Mutex::default(),
+    };
+    for places in plan.blobs.values() {
+        for (slot, _) in places {
+            written.remaining[*slot].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let all: Vec<BlobId> = plan.blobs.keys().copied().collect();
+    let mut result = write_blobs(reader, target, plan, &all, progress, &written);
+    if result.as_ref().is_err_and(Error::is_not_found) {
+        // A prune that finished meanwhile repacked what this restore's index named: the blobs
+        // now live in new packs. Read the index again and fetch what is still missing, once.
+        tracing::info!("a pack was pruned during the restore; reading the index again");
+        let index = reader.repo.load_index()?;
+        let fresh = BlobReader::new(reader.repo, &index);
+        let done = written.done.lock().map_err(|_| poisoned())?.clone();
+        let pending: Vec<BlobId> = all.into_iter().filter(|id| !done.contains(id)).collect();
+        result = write_blobs(&fresh, target, plan, &pending, progress, &written);
+    }
+    // A file still waiting for a blob would be short: that is an error even if no read failed
+    // (an index that disagrees with itself), and never left behind looking restored.
+    let remaining = &written.remaining;
+    let incomplete = remaining.iter().position(|r| r.load(Ordering::Relaxed) > 0);
+    let result = result.and_then(|packs| match incomplete {
+        Some(slot) => Err(Error::Damaged(format!(
+            "'{}' was not completely restored: some of its blobs were never read. The index is \
+             damaged or forged; run 'custodian check'.",
+            plan.entries[slot].rel.display()
+        ))),
+        None => Ok(packs),
+    });
+    if result.is_err() {
+        for (slot, left) in remaining.iter().enumerate() {
+            if left.load(Ordering::Relaxed) > 0 {
+                let _ = target.dir.remove(&plan.entries[slot].rel, true);
+            }
+        }
+    }
+    result
+}
+
+fn poisoned() -> Error {
+    Error::Invalid("internal error: a restore thread panicked".into())
+}
+
+/// Fetch and write `blobs`, one pack per worker at a time; returns the number of packs read or
+/// the first error.
+fn write_blobs(
+    reader: &BlobReader,
+    target: &Target,
+    plan: &RestorePlan,
+    blobs: &[BlobId],
+    progress: &RestoreProgress,
+    written: &Written,
+) -> Result<u64> {
     let work: Vec<PackWork> = reader
-        .group_by_pack(plan.blobs.keys())?
+        .group_by_pack(blobs)?
         .into_iter()
         .map(|(pack, blobs)| PackWork { pack, blobs })
         .collect();
-    let pack_count = work.len() as u64;
-    // Blobs still to write per file: a file reaching zero is complete.
-    let remaining: Vec<AtomicUsize> = plan.entries.iter().map(|_| AtomicUsize::new(0)).collect();
-    for places in plan.blobs.values() {
-        for (slot, _) in places {
-            remaining[*slot].fetch_add(1, Ordering::Relaxed);
-        }
-    }
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
@@ -204,7 +286,7 @@ fn write_content(
                 if failed.load(Ordering::SeqCst) {
                     break;
                 }
-                if let Err(e) = restore_pack(reader, target, plan, w, progress, &remaining) {
+                if let Err(e) = restore_pack(reader, target, plan, w, progress, written) {
                     failed.store(true, Ordering::SeqCst);
                     if let Ok(mut slot) = first_error.lock() {
                         slot.get_or_insert(e);
@@ -213,27 +295,10 @@ fn write_content(
             });
         }
     });
-    // A file still waiting for a blob would be short: that is an error even if no read failed
-    // (an index that disagrees with itself), and never left behind looking restored.
-    let incomplete = remaining.iter().position(|r| r.load(Ordering::Relaxed) > 0);
-    let error = first_error.into_inner().ok().flatten().or_else(|| {
-        incomplete.map(|slot| {
-            Error::Damaged(format!(
-                "'{}' was not completely restored: some of its blobs were never read. The \
-                 index is damaged or forged; run 'custodian check'.",
-                plan.entries[slot].rel.display()
-            ))
-        })
-    });
-    if let Some(e) = error {
-        for (slot, left) in remaining.iter().enumerate() {
-            if left.load(Ordering::Relaxed) > 0 {
-                let _ = target.dir.remove(&plan.entries[slot].rel, true);
-            }
-        }
-        return Err(e);
+    match first_error.into_inner().map_err(|_| poisoned())? {
+        Some(e) => Err(e),
+        None => Ok(work.len() as u64),
     }
-    Ok(pack_count)
 }
 
 fn restore_pack(
@@ -242,7 +307,7 @@ fn restore_pack(
     plan: &RestorePlan,
     work: &PackWork,
     progress: &RestoreProgress,
-    remaining: &[AtomicUsize],
+    written: &Written,
 ) -> Result<()> {
     let pack = &reader.index.packs[work.pack as usize];
     let needed: u64 = work.blobs.iter().map(|(_, l)| u64::from(l.length)).sum();
@@ -262,7 +327,10 @@ fn restore_pack(
             let rel = &plan.entries[*slot].rel;
             let file = target.dir.open_file(rel, false).at(target.shown(rel))?;
             write_sparse(&file, &target.shown(rel), *offset, &plain, plan.entries[*slot].node.size)?;
-            remaining[*slot].fetch_sub(1, Ordering::Relaxed);
+            written.remaining[*slot].fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Ok(mut done) = written.done.lock() {
+            done.insert(*id);
         }
         progress.bytes_done.fetch_add(plain.len() as u64 * places.len() as u64, Ordering::Relaxed);
         Ok(())

@@ -137,6 +137,8 @@ impl Planner<'_, '_> {
         })?;
         let tree = self.reader.tree(&tree_id).map_err(|e| match e {
             Error::RefusedListing { .. } => e.in_dir(rel),
+            // A pack a prune removed meanwhile: the caller may read the index again.
+            e if e.is_not_found() => e,
             e => Error::Damaged(format!(
                 "reading the listing of directory '/{}': {e}",
                 rel.display()
