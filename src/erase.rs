@@ -74,8 +74,15 @@ pub fn erase(repo: &Arc<Repository>, opts: &EraseOptions) -> Result<EraseReport>
         )));
     }
     // An interrupted erase may have written a successor already: then only the old head goes.
+    // Only an operator erases, so in format 2 a successor must be signed by one: a head a
+    // writer signed claiming to replace another must not get that one deleted.
     let successors: HashMap<SnapshotId, SnapshotId> = all
         .iter()
+        .filter(|s| {
+            s.writer
+                .as_deref()
+                .is_none_or(|w| w.starts_with("operator "))
+        })
         .filter_map(|s| s.head.rewritten.as_ref().map(|r| (r.from, s.id)))
         .collect();
     let reader = BlobReader::new(repo, &index);

@@ -354,3 +354,33 @@ fn a_device_node_cannot_even_be_listed() {
     let id = f.commit("s", root, true);
     refused(&w, &id.to_hex(), &outside, &["block-device"]);
 }
+
+#[test]
+fn a_writer_cannot_get_a_snapshot_erased_by_claiming_to_replace_it() {
+    let (w, _) = world();
+    let f = forger(&w);
+    let real = f.repo.list_snapshots().unwrap().pop().unwrap();
+    let mut head = real.head.clone();
+    head.rewritten = Some(custodian::format::snapshot::Rewritten {
+        time: "2026-01-01T00:00:00Z".into(),
+        by: "forger".into(),
+        from: real.id,
+        reason: "erase".into(),
+        entries_removed: 0,
+    });
+    f.repo.write_snapshot(&head).unwrap();
+    let out = w
+        .operator_cmd(&["erase", "--source", "s", "--path", "no/such/path"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let ids: Vec<String> = w
+        .snapshots()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        ids.contains(&real.id.to_hex()),
+        "the real snapshot survives: {ids:?}"
+    );
+}

@@ -331,9 +331,11 @@ fn second_recipient(keys: &tempfile::TempDir) -> String {
 fn another_operator_trusts_only_a_confirmed_fingerprint_and_notices_a_swap() {
     let (keys, w, src) = two_operators();
     let (second, recipient) = (keys.path().join("second.key"), second_recipient(&keys));
+    // The second operator works on its own machine: its own state dir, nothing pinned yet.
     let as_second = |args: &[&str]| {
         let mut c = w.cmd(args);
-        c.env("CUSTODIAN_IDENTITY", &second);
+        c.env("CUSTODIAN_IDENTITY", &second)
+            .env("CUSTODIAN_STATE_DIR", keys.path().join("state"));
         c.output().unwrap()
     };
     // First use: refused, with the fingerprint to compare.
@@ -353,7 +355,9 @@ fn another_operator_trusts_only_a_confirmed_fingerprint_and_notices_a_swap() {
     assert!(out.status.success(), "{}", text(&out));
     let target = w.dir.path().join("second-restore");
     let mut c = w.cmd(&["restore", "latest", "--target"]);
-    c.arg(&target).env("CUSTODIAN_IDENTITY", &second);
+    c.arg(&target)
+        .env("CUSTODIAN_IDENTITY", &second)
+        .env("CUSTODIAN_STATE_DIR", keys.path().join("state"));
     assert!(c.output().unwrap().status.success());
     assert_same_tree(&src, &target);
     // A config switched back to format 1 under another repository id is refused.
@@ -389,9 +393,11 @@ fn a_second_operator_writes_only_once_its_key_is_on_the_trust_list() {
     let (keys, w, _src) = two_operators();
     let (second, recipient) = (keys.path().join("second.key"), second_recipient(&keys));
     let id = w.snapshots()[0]["id"].as_str().unwrap().to_string();
+    // The second operator works on its own machine: its own state dir, nothing pinned yet.
     let as_second = |args: &[&str]| {
         let mut c = w.cmd(args);
-        c.env("CUSTODIAN_IDENTITY", &second);
+        c.env("CUSTODIAN_IDENTITY", &second)
+            .env("CUSTODIAN_STATE_DIR", keys.path().join("state"));
         c.output().unwrap()
     };
     let fingerprint = {

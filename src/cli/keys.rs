@@ -172,6 +172,15 @@ pub fn init(args: InitArgs) -> Result<u8> {
         },
     )?;
     write_private(&args.writer_key_out, &initialized.writer_credential)?;
+    // Pin the new repository on this machine at once, so a later swap or downgrade is caught.
+    // The repository exists by now: a state dir that cannot be written only costs the pin.
+    if let Err(e) = custodian::repository::Repository::open_pinned(
+        common::backend(&args.repo)?,
+        &custodian::repository::Credential::Operator(args.identity.clone()),
+        Some(common::state_dir().join("trust")),
+    ) {
+        eprintln!("warning: the new repository could not be pinned on this machine ({e}); the first command with --identity pins it");
+    }
     if let Some(auth) = initialized.repo.auth() {
         println!(
             "trust fingerprint: {} (other operators compare it before 'custodian key trust')",

@@ -234,9 +234,11 @@ fn gather(repo: &Repository, grace: Duration) -> Result<Facts> {
             .modified
             .is_some_and(|m| now.duration_since(m).unwrap_or_default() >= grace);
         if old || marked.contains(id) || grace.is_zero() {
-            match repo.read_pack_header(id, object.size) {
+            // Read whole and checked against its own bytes: a real header spliced onto other
+            // bytes must not make its blobs look safe here.
+            match repo.adoptable_header(id, object.size) {
                 Ok(header) => packs.push(facts(header.domain, header.blobs, false)),
-                // Unreadable and in no index: nothing can use it.
+                // Unreadable, unbound or in no index: nothing can use it.
                 Err(_) => packs.push(facts(String::new(), Vec::new(), false)),
             }
         }

@@ -93,12 +93,24 @@ impl<'a> BlobReader<'a> {
 
     /// Where a blob is, or a "missing" error naming it.
     pub fn locate(&self, id: &BlobId) -> Result<Location> {
-        self.index.get(id).ok_or_else(|| {
+        let loc = self.index.get(id).ok_or_else(|| {
             Error::Damaged(format!(
                 "blob {} is not in the index: the repository is incomplete; run 'custodian check'.",
                 id.short()
             ))
-        })
+        })?;
+        // Index entries are signed by a writer, not checked by anyone: one that claims a frame
+        // larger than any chunk, or beyond its pack, would make readers allocate or overflow.
+        let end = loc.offset.checked_add(u64::from(loc.length));
+        let max_frame = crate::format::tree::MAX_CHUNK + 4096;
+        if loc.length as usize > max_frame || end.is_none_or(|e| e > self.index.pack(&loc).size) {
+            return Err(Error::Damaged(format!(
+                "the index entry of blob {} lies outside its pack or exceeds any frame: the index \
+                 is damaged or forged; run 'custodian check'.",
+                id.short()
+            )));
+        }
+        Ok(loc)
     }
 
     /// Fetch and open one blob.

@@ -226,7 +226,9 @@ impl Repository {
             .backend
             .get_range(&name, size - TRAILER_LEN as u64, TRAILER_LEN as u64)?;
         let header_len = u64::from(parse_trailer(&tail, &what)?);
-        if header_len + TRAILER_LEN as u64 > size {
+        if header_len + TRAILER_LEN as u64 > size
+            || header_len > ObjectKind::PackHeader.max_stored()
+        {
             return Err(FormatError::Malformed {
                 what,
                 reason: "header length exceeds the pack".into(),
@@ -256,9 +258,24 @@ impl Repository {
     /// pack is read and must hash to its name, and (format 2) its signed header must name the
     /// hash of the frames before it. Leftovers are rare (a crashed backup), so reading them whole
     /// costs little, and a pack planted from parts of others is never trusted.
-    fn adoptable_header(&self, id: &PackId, size: u64) -> Result<PackHeader> {
-        let header = self.read_pack_header(id, size)?;
+    pub fn adoptable_header(&self, id: &PackId, size: u64) -> Result<PackHeader> {
+        // Leftovers are read whole: one larger than any writer makes is not fetched at all.
+        let cap = 2 * self.config.pack_target + 2 * u64::from(self.config.chunker.max) + (64 << 20);
+        if size > cap {
+            return Err(FormatError::Malformed {
+                what: format!("pack {}", id.short()),
+                reason: format!("{size} bytes, larger than any pack custodian writes"),
+            }
+            .into());
+        }
         let bytes = self.backend.get(&pack_name(id))?;
+        self.whole_pack_header(id, &bytes)
+    }
+
+    /// The header of a pack read whole, trusted only as far as it is bound to these bytes: the
+    /// pack must hash to its name, and (format 2) its signed header must name the hash of the
+    /// frames before it, so a real header spliced onto other bytes is refused.
+    pub fn whole_pack_header(&self, id: &PackId, bytes: &[u8]) -> Result<PackHeader> {
         let bad = |reason: &str| -> crate::error::Error {
             FormatError::Malformed {
                 what: format!("pack {}", id.short()),
@@ -266,17 +283,38 @@ impl Repository {
             }
             .into()
         };
-        if crate::id::content_hash(&bytes) != id.0 {
+        if crate::id::content_hash(bytes) != id.0 {
             return Err(bad("its bytes do not hash to its name"));
         }
-        // read_pack_header checked that trailer and header fit in `size` bytes.
-        let tail = bytes.len().saturating_sub(TRAILER_LEN);
-        let header_len = parse_trailer(&bytes[tail..], "pack")? as usize;
-        let data = &bytes[..tail.saturating_sub(header_len)];
-        match &header.data_hash {
-            Some(h) if *h == hex::encode(crate::id::content_hash(data)) => Ok(header),
-            None if !self.config.signed() => Ok(header),
-            _ => Err(bad("its header belongs to other bytes")),
+        let what = format!("pack {}", id.short());
+        let tail = bytes
+            .len()
+            .checked_sub(TRAILER_LEN)
+            .ok_or_else(|| bad("shorter than a pack trailer"))?;
+        let header_len = parse_trailer(&bytes[tail..], &what)? as usize;
+        let data_end = tail
+            .checked_sub(header_len)
+            .ok_or_else(|| bad("header length exceeds the pack"))?;
+        let header: PackHeader = self.open_meta(
+            ObjectKind::PackHeader,
+            &pack_name(id),
+            &bytes[data_end..tail],
+        )?;
+        let bound = match &header.data_hash {
+            Some(h) => *h == hex::encode(crate::id::content_hash(&bytes[..data_end])),
+            None => {
+                !self.config.signed() || self.auth().is_some_and(|a| a.vouched_pack(&id.to_hex()))
+            }
+        };
+        let inside = header.blobs.iter().all(|b| {
+            b.offset
+                .checked_add(u64::from(b.length))
+                .is_some_and(|e| e <= data_end as u64)
+        });
+        match (bound, inside) {
+            (true, true) => Ok(header),
+            (false, _) => Err(bad("its header belongs to other bytes")),
+            (_, false) => Err(bad("a blob extends past the data section")),
         }
     }
 

@@ -6,7 +6,7 @@
 use super::{pack_name, PackUploader, PackWriter, Repository};
 use crate::error::{Error, Result};
 use crate::format::PackEntry;
-use crate::id::{content_hash, PackId};
+use crate::id::PackId;
 use std::collections::HashMap;
 
 /// Copies frames into new packs (one writer per key domain) through an uploader, which indexes
@@ -39,11 +39,27 @@ impl<'a> FrameCopier<'a> {
             return Ok(());
         }
         let bytes = self.repo.backend.get(&pack_name(id))?;
-        if content_hash(&bytes) != id.0 {
+        // The pack must be whole and its own signed header must list each frame copied, so a
+        // damaged or spliced pack is reported, never copied into a new pack with a valid name.
+        let header = self.repo.whole_pack_header(id, &bytes).map_err(|e| {
+            Error::Damaged(format!(
+                "{e}, so its blobs cannot be copied; run 'custodian check --read-data' and \
+                 restore the pack from a copy of the repository"
+            ))
+        })?;
+        let listed: std::collections::HashSet<(crate::id::BlobId, u64, u32)> = header
+            .blobs
+            .iter()
+            .map(|b| (b.id, b.offset, b.length))
+            .collect();
+        if let Some(stray) = wanted
+            .iter()
+            .find(|e| !listed.contains(&(e.id, e.offset, e.length)))
+        {
             return Err(Error::Damaged(format!(
-                "pack {} does not match its name, so its blobs cannot be copied; run \
-                 'custodian check --read-data' and restore the pack from a copy of the repository",
-                id.short()
+                "pack {} does not hold blob {} where the index says; run 'custodian check'",
+                id.short(),
+                stray.id.short()
             )));
         }
         let target = self.repo.config.pack_target;

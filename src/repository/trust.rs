@@ -94,6 +94,17 @@ impl Auth {
             )));
         };
         check_config(config, &list)?;
+        if let (
+            Anchor::Operator {
+                pin_dir: Some(dir), ..
+            },
+            Some((first, bytes)),
+        ) = (anchor, chain.first().map(|(n, b)| (n, b)))
+        {
+            // Only now that the whole chain verified: pin it, so a replaced list or a downgrade
+            // to format 1 is caught on this machine later.
+            pin_verified(dir, &backend.location(), first, bytes)?;
+        }
         if let Anchor::Writer {
             config_digest,
             credential_id,
@@ -208,6 +219,14 @@ impl Auth {
         }
     }
 
+    /// Whether `migrate` vouched for pack `id` (a format-1 pack, whose header has no data-hash).
+    pub fn vouched_pack(&self, id: &str) -> bool {
+        self.legacy
+            .packs
+            .binary_search_by(|p| p.as_str().cmp(id))
+            .is_ok()
+    }
+
     /// Whether `migrate` listed this unsigned object with exactly these bytes (a pack header
     /// is vouched for by its pack, whose name is the hash of all its bytes).
     fn vouched(&self, kind: ObjectKind, name: &str, stored: &[u8]) -> bool {
@@ -232,6 +251,8 @@ fn operator_only(kind: ObjectKind, name: &str) -> bool {
     matches!(kind, ObjectKind::Trust | ObjectKind::Migration)
         || name.starts_with("keys/metadata-")
         || name.starts_with("keys/writer-")
+        // Drill reports are evidence for auditors: a writer must not be able to forge a pass.
+        || kind == ObjectKind::DrillReport
 }
 
 /// The name a signature binds: a pack header lives inside a pack whose name is the hash of its
@@ -361,11 +382,7 @@ fn genesis_signers(
     };
     let listed = operator_keys(list);
     if listed.contains(&own) {
-        // Signed by this operator (checked by the caller): pin it, so a replaced list or a
-        // downgrade to format 1 is caught on this machine later.
-        if let (Some(dir), false) = (pin_dir, pinned) {
-            write_pin(dir, location, list, bytes)?;
-        }
+        // Signed by this operator (the caller checks, then pins it: `pin_verified`).
         return Ok(vec![own]);
     }
     if pinned {
@@ -392,7 +409,14 @@ pub fn fingerprint(bytes: &[u8]) -> String {
 /// The pin file for a repository location (an attacker controls the repository id, not where
 /// the operator points custodian).
 fn pin_file(dir: &Path, location: &str) -> PathBuf {
-    dir.join(&hex::encode(crate::id::content_hash(location.as_bytes()))[..32])
+    // One repository, one pin: `/srv/r`, `/srv/r/` and a symlink to it are the same place.
+    let canonical = match location.contains("://") {
+        true => location.to_string(),
+        false => std::fs::canonicalize(location)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| location.to_string()),
+    };
+    dir.join(&hex::encode(crate::id::content_hash(canonical.as_bytes()))[..32])
 }
 
 /// Whether a pin exists for `location` and matches; a different one is an error.
@@ -410,6 +434,17 @@ fn check_pin(dir: &Path, location: &str, list: &TrustList, bytes: &[u8]) -> Resu
          it confirms what happened.",
         file.display()
     )))
+}
+
+/// Pin the (verified) first trust list for `location` unless a pin is there already.
+fn pin_verified(dir: &Path, location: &str, name: &str, bytes: &[u8]) -> Result<()> {
+    if pin_file(dir, location).exists() {
+        return Ok(());
+    }
+    let (_, body) = open_envelope(ObjectKind::Trust.what(), name, bytes)
+        .map_err(|e| forged(name, &e.to_string()))?;
+    let list: TrustList = decode_json(body, name, TRUST_VERSION)?;
+    write_pin(dir, location, &list, bytes)
 }
 
 fn pin_text(list: &TrustList, bytes: &[u8]) -> String {
