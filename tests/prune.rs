@@ -596,3 +596,33 @@ fn a_restore_racing_a_finishing_prune_reads_the_index_again() {
     generation(&expected, 0, 3);
     assert_same_tree(&expected, &target);
 }
+
+/// `check --read-data` that loaded its index before a prune deleted packs calls them pruned,
+/// not missing, and still verifies everything else.
+#[test]
+fn a_check_racing_a_finishing_prune_tells_pruned_from_missing() {
+    let w = World::new(TINY_PACKS);
+    for gen in 0..4 {
+        assert!(backup_gen(&w, "a", 0, gen).status.success());
+    }
+    forget_keep(&w, 1);
+    let child = w
+        .operator_cmd(&["check", "--read-data"])
+        .env("CUSTODIAN_TEST_PAUSE_AT", "check-indexed")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_stopped(child.id());
+    let done = prune(&w, &["--grace", "0s", "--max-unused", "0"]);
+    assert!(done["deleted_packs"].as_u64().unwrap() > 0, "{done}");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("pruned while check ran"),
+        "{}",
+        text(&out)
+    );
+}

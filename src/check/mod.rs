@@ -80,6 +80,9 @@ pub struct CheckReport {
     pub bytes_read: u64,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    /// Packs that were not there when read: pruned meanwhile, or lost (decided at the end).
+    #[serde(skip)]
+    gone: Vec<PackId>,
 }
 
 /// Live counters for progress.
@@ -98,6 +101,36 @@ pub fn check(
     if read_data.is_some() {
         repo.require_operator("check --read-data")?;
     }
+    let first = check_once(repo, read_data, progress, true)?;
+    // Packs that vanished: if a prune finished meanwhile (they left the index too), everything
+    // read through the old index is stale, so the check runs once more on the new one.
+    let pruned_meanwhile = !first.gone.is_empty() && {
+        let now = repo.load_index()?;
+        first.gone.iter().any(|p| !now.has_pack(p))
+    };
+    if pruned_meanwhile {
+        tracing::info!("a prune finished while check ran; checking again with the new index");
+        let mut again = check_once(repo, read_data, progress, false)?;
+        again.warnings.push(format!(
+            "{} pack(s) were pruned while check ran (their live blobs were copied first); \
+             checked again with the new index",
+            first.gone.len()
+        ));
+        judge_gone(repo, &mut again)?;
+        return Ok(again);
+    }
+    let mut report = first;
+    judge_gone(repo, &mut report)?;
+    Ok(report)
+}
+
+/// One pass of the checks over the index as loaded now.
+fn check_once(
+    repo: &Repository,
+    read_data: Option<Subset>,
+    progress: &CheckProgress,
+    first: bool,
+) -> Result<CheckReport> {
     let mut report = CheckReport::default();
     report.warnings.extend(repo.half_made_domains()?);
     // Forged, altered, renamed or unsigned objects, wherever they are.
@@ -105,6 +138,9 @@ pub fn check(
         report.errors.push(format!("{name}: {why}"));
     }
     let index = repo.load_index()?;
+    if first {
+        crate::failpoint::pause("check-indexed", 0);
+    }
     let stored: BTreeMap<PackId, u64> = repo
         .list_ids::<PackId>("packs/")?
         .into_iter()
@@ -151,10 +187,8 @@ fn check_packs(
     for pack in &index.packs {
         progress.done.fetch_add(1, Ordering::Relaxed);
         let Some(&size) = stored.get(&pack.id) else {
-            report.errors.push(format!(
-                "pack {} is named by the index but missing from storage",
-                pack.id
-            ));
+            // Missing, or pruned since the index was read: decided at the end (judge_gone).
+            report.gone.push(pack.id);
             continue;
         };
         if size != pack.size {
@@ -282,6 +316,7 @@ fn read_packs(
                     m.packs_read += local.packs_read;
                     m.bytes_read += local.bytes_read;
                     m.errors.append(&mut local.errors);
+                    m.gone.append(&mut local.gone);
                 }
             });
         }
@@ -290,7 +325,33 @@ fn read_packs(
         report.packs_read += m.packs_read;
         report.bytes_read += m.bytes_read;
         report.errors.extend(m.errors);
+        report.gone.extend(m.gone);
     }
+}
+
+/// Packs that vanished while they were read: a prune that finished meanwhile deletes packs only
+/// after copying what snapshots need, and drops them from the index; one the index still names
+/// is lost.
+fn judge_gone(repo: &Repository, report: &mut CheckReport) -> Result<()> {
+    if report.gone.is_empty() {
+        return Ok(());
+    }
+    let now = repo.load_index()?;
+    let mut gone = std::mem::take(&mut report.gone);
+    gone.sort_unstable();
+    gone.dedup();
+    for pack in gone {
+        if now.has_pack(&pack) {
+            report.errors.push(format!(
+                "pack {pack} is named by the index but missing from storage"
+            ));
+        } else {
+            report.warnings.push(format!(
+                "pack {pack} was pruned while check ran (its live blobs were copied first)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Check one pack's hash and open every blob in it.
@@ -302,6 +363,10 @@ fn verify_pack(
 ) {
     let bytes = match reader.repo.get_pack(pack) {
         Ok(b) => b,
+        Err(e) if e.is_not_found() => {
+            report.gone.push(*pack);
+            return;
+        }
         Err(e) => {
             report.errors.push(format!("pack {pack}: {e}"));
             return;
