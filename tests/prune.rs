@@ -560,33 +560,44 @@ fn prune_on_s3_servers_reclaims_space_and_keeps_snapshots_whole() {
     }
 }
 
-/// A restore that loaded its index before a prune repacked and deleted the packs it names reads
-/// the index again once and finishes, byte for byte (the limit DESIGN.md used to state).
-#[test]
-fn a_restore_racing_a_finishing_prune_reads_the_index_again() {
+/// A world whose last snapshot (generation 3) has packs a full repack would replace; `cmd`
+/// (paused at failpoint `point` right after loading its index) then races such a prune, which
+/// repacks and deletes under it. Returns the world and the command's output.
+fn race_with_a_finishing_prune(args: &[&str], point: &str) -> (World, std::process::Output) {
     let w = World::new(TINY_PACKS);
     for gen in 0..4 {
         assert!(backup_gen(&w, "a", 0, gen).status.success());
     }
     forget_keep(&w, 1);
-    let target = w.dir.path().join("racing");
     let child = w
-        .operator_cmd(&["restore", "latest", "--target"])
-        .arg(&target)
-        .env("CUSTODIAN_TEST_PAUSE_AT", "restore-indexed")
+        .operator_cmd(args)
+        .env("CUSTODIAN_TEST_PAUSE_AT", point)
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     wait_until_stopped(child.id());
-    // Repack every partly used pack and delete the old ones, under the paused restore.
     let done = prune(&w, &["--grace", "0s", "--max-unused", "0"]);
     assert!(done["deleted_packs"].as_u64().unwrap() > 0, "{done}");
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    (w, out)
+}
+
+/// A restore that loaded its index before a prune repacked and deleted the packs it names reads
+/// the index again once and finishes, byte for byte (the limit DESIGN.md used to state).
+#[test]
+fn a_restore_racing_a_finishing_prune_reads_the_index_again() {
+    let scratch = tempfile::tempdir().unwrap();
+    let target = scratch.path().join("racing");
+    let target_arg = target.to_str().unwrap().to_string();
+    let (w, out) = race_with_a_finishing_prune(
+        &["restore", "latest", "--target", &target_arg],
+        "restore-indexed",
+    );
     assert!(
         text(&out).contains("reading the index again"),
         "{}",
@@ -601,25 +612,7 @@ fn a_restore_racing_a_finishing_prune_reads_the_index_again() {
 /// not missing, and still verifies everything else.
 #[test]
 fn a_check_racing_a_finishing_prune_tells_pruned_from_missing() {
-    let w = World::new(TINY_PACKS);
-    for gen in 0..4 {
-        assert!(backup_gen(&w, "a", 0, gen).status.success());
-    }
-    forget_keep(&w, 1);
-    let child = w
-        .operator_cmd(&["check", "--read-data"])
-        .env("CUSTODIAN_TEST_PAUSE_AT", "check-indexed")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until_stopped(child.id());
-    let done = prune(&w, &["--grace", "0s", "--max-unused", "0"]);
-    assert!(done["deleted_packs"].as_u64().unwrap() > 0, "{done}");
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    let (_, out) = race_with_a_finishing_prune(&["check", "--read-data"], "check-indexed");
     assert!(
         text(&out).contains("pruned while check ran"),
         "{}",
