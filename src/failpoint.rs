@@ -26,3 +26,41 @@ pub fn pause(name: &str, count: u64) {
         }
     }
 }
+
+/// Every object write and delete through the CLI's backend passes here before and after,
+/// numbered in order: `CUSTODIAN_TEST_PAUSE_AT=op:N:before` (or `:after`) stops there, and
+/// `CUSTODIAN_TEST_OP_LOG=FILE` appends one line per operation. So a crash sweep enumerates every
+/// point without a list, and a new write site joins the sweep by itself. Returns the number.
+pub fn op_before(kind: &str, name: &str) -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    if target().is_none() && op_log().is_none() {
+        return 0;
+    }
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    if let Some(log) = op_log() {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "{n} {kind} {name}");
+        }
+    }
+    pause(&format!("op:{n}:before"), 0);
+    n
+}
+
+/// The other half of [`op_before`].
+pub fn op_after(n: u64) {
+    if n > 0 {
+        pause(&format!("op:{n}:after"), 0);
+    }
+}
+
+fn op_log() -> Option<&'static str> {
+    static LOG: OnceLock<Option<String>> = OnceLock::new();
+    LOG.get_or_init(|| std::env::var("CUSTODIAN_TEST_OP_LOG").ok())
+        .as_deref()
+}

@@ -52,18 +52,26 @@ impl Backend for Counting {
 
     fn put_new(&self, name: &str, bytes: &[u8]) -> Result<bool, BackendError> {
         self.put.fetch_add(1, Ordering::Relaxed);
-        self.inner.put_new(name, bytes)
+        let op = crate::failpoint::op_before("put", name);
+        let result = self.inner.put_new(name, bytes);
+        crate::failpoint::op_after(op);
+        result
     }
 
     fn put_immutable(&self, name: &str, bytes: &[u8]) -> Result<u64, BackendError> {
+        let op = crate::failpoint::op_before("put", name);
         let requests = self.inner.put_immutable(name, bytes)?;
+        crate::failpoint::op_after(op);
         self.put.fetch_add(requests, Ordering::Relaxed);
         Ok(requests)
     }
 
     fn replace(&self, name: &str, bytes: &[u8]) -> Result<(), BackendError> {
         self.put.fetch_add(1, Ordering::Relaxed);
-        self.inner.replace(name, bytes)
+        let op = crate::failpoint::op_before("replace", name);
+        let result = self.inner.replace(name, bytes);
+        crate::failpoint::op_after(op);
+        result
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>, BackendError> {
@@ -83,7 +91,10 @@ impl Backend for Counting {
 
     fn delete(&self, name: &str) -> Result<(), BackendError> {
         self.delete.fetch_add(1, Ordering::Relaxed);
-        self.inner.delete(name)
+        let op = crate::failpoint::op_before("delete", name);
+        let result = self.inner.delete(name);
+        crate::failpoint::op_after(op);
+        result
     }
 
     fn connections(&self) -> usize {
