@@ -62,11 +62,16 @@ pub fn decompress(tag: u8, payload: Vec<u8>, expected_max: usize) -> io::Result<
     }
 }
 
-/// zstd-compressed JSON for bookkeeping objects.
-pub fn pack_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    // Serialising our own plain structs cannot fail; zstd on an in-memory buffer cannot either.
-    let json = serde_json::to_vec(value).unwrap_or_default();
-    zstd::bulk::compress(&json, 3).unwrap_or(json)
+/// zstd-compressed JSON for bookkeeping objects. A value that does not serialise is an error,
+/// never an empty object sealed in its place.
+pub fn pack_json<T: serde::Serialize>(value: &T) -> crate::Result<Vec<u8>> {
+    let json = serde_json::to_vec(value).map_err(|e| {
+        crate::Error::Invalid(format!(
+            "internal error: an object could not be serialised: {e}"
+        ))
+    })?;
+    // zstd on an in-memory buffer does not fail; if it did, the JSON is stored as it is.
+    Ok(zstd::bulk::compress(&json, 3).unwrap_or(json))
 }
 
 /// Inverse of [`pack_json`]'s compression step, refusing more than `limit` bytes of output.

@@ -189,7 +189,7 @@ fn a_root_with_an_absolute_name_needs_no_key_and_is_still_refused() {
         .unwrap();
     let sealed = custodian::crypto::seal_to(
         &[recipient],
-        &custodian::compress::pack_json(&head),
+        &custodian::compress::pack_json(&head).unwrap(),
         "forged head",
     )
     .unwrap();

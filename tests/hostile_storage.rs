@@ -42,7 +42,7 @@ impl Storage {
     fn seal(&self, value: &Value) -> Vec<u8> {
         custodian::crypto::seal_to(
             std::slice::from_ref(&self.metadata_recipient),
-            &custodian::compress::pack_json(value),
+            &custodian::compress::pack_json(value).unwrap(),
             "forgery",
         )
         .unwrap()

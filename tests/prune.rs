@@ -326,34 +326,26 @@ fn a_lease_held_from_another_host_is_broken_only_with_its_host_confirmed() {
     let out = w.writer_cmd(&["prune", "--break-lease"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("--confirm-host"), "{}", text(&out));
-    let out = w
-        .writer_cmd(&[
+    let break_from = |host: &str| {
+        w.writer_cmd(&[
             "prune",
             "--grace",
             "0s",
             "--break-lease",
             "--confirm-host",
-            "elsewhere",
+            host,
         ])
         .output()
-        .unwrap();
+        .unwrap()
+    };
+    let out = break_from("elsewhere");
     assert_eq!(
         out.status.code(),
         Some(1),
         "the wrong host breaks nothing: {}",
         text(&out)
     );
-    let out = w
-        .writer_cmd(&[
-            "prune",
-            "--grace",
-            "0s",
-            "--break-lease",
-            "--confirm-host",
-            "branch-07",
-        ])
-        .output()
-        .unwrap();
+    let out = break_from("branch-07");
     assert!(out.status.success(), "{}", text(&out));
     let records: Vec<_> = std::fs::read_dir(w.state.join("lease-breaks"))
         .unwrap()

@@ -224,20 +224,31 @@ pub struct MigrateArgs {
 
 /// `migrate`: format 1 to format 2, then hand over the new writer credential.
 pub fn migrate(args: MigrateArgs) -> Result<u8> {
+    let repo = common::open_operator(&args.repo, &args.keys, "migrate")?;
+    if repo.config.signed() {
+        println!(
+            "repository {} is already format version {}: nothing to migrate",
+            repo.config.repo_id.short(),
+            repo.config.version
+        );
+        return Ok(0);
+    }
     if args.writer_key_out.exists() {
         anyhow::bail!(
-            "{} already exists; custodian never overwrites a key. Choose another --writer-key-out.",
+            "{} already exists; custodian never overwrites a key. Choose another \
+             --writer-key-out (a file left by an interrupted migrate is not valid: the \
+             repository is still format 1).",
             args.writer_key_out.display()
         );
     }
-    let repo = common::open_operator(&args.repo, &args.keys, "migrate")?;
     let identity = match &args.keys.identity {
         Some(path) => operator_identity(path)?,
         None => anyhow::bail!("migrate needs --identity"),
     };
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let done = custodian::repository::migrate::migrate(&repo, &identity, &now)?;
-    write_private(&args.writer_key_out, &done.writer_credential)?;
+    let done = custodian::repository::migrate::migrate(&repo, &identity, &now, |text| {
+        write_private(&args.writer_key_out, text)
+    })?;
     if args.json {
         common::print_json(&done)?;
     } else {

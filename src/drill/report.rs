@@ -210,7 +210,7 @@ fn bar(used: f64, target: f64) -> String {
 impl Repository {
     /// Store a report in `drills/`, sealed to the operators; returns its object name.
     pub fn store_drill_report(&self, report: &DrillReport) -> Result<String> {
-        let plain = crate::compress::pack_json(report);
+        let plain = crate::compress::pack_json(report)?;
         let sealed = self.seal_for_operators(&plain, "drill report")?;
         Ok(self.put_hash_named(ObjectKind::DrillReport, sealed)?.0)
     }

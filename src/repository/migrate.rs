@@ -5,7 +5,7 @@
 //! new, signing writer credential are written, and `config` is replaced last, so an interrupted
 //! migrate leaves a format-1 repository that works as before and a rerun starts over.
 
-use super::keyring::{first_trust, FirstTrust};
+use super::init::{first_trust, FirstTrust};
 use super::trust::{Anchor, Auth};
 use super::{verify, Repository};
 use crate::backend::Backend;
@@ -16,7 +16,6 @@ use crate::format::keys::{MetadataKeyRecord, WriterCredential, KEYS_VERSION};
 use crate::format::trust::{Migration, MIGRATION_NAME, TRUST_VERSION};
 use crate::format::ObjectKind;
 use age::x25519;
-use zeroize::Zeroizing;
 
 /// What a migration did.
 #[derive(Debug, serde::Serialize)]
@@ -25,13 +24,18 @@ pub struct Migrated {
     pub packs: usize,
     /// Objects that did not open as their kind: not vouched for, reported by name.
     pub refused: Vec<(String, String)>,
-    #[serde(skip)]
-    pub writer_credential: Zeroizing<String>,
     pub credential_id: String,
 }
 
 /// Upgrade the format-1 repository `repo` (opened with `operator`'s identity) to format 2.
-pub fn migrate(repo: &Repository, operator: &x25519::Identity, now: &str) -> Result<Migrated> {
+/// `keep_credential` stores the new writer credential; it runs before `config` switches, so a
+/// crash can never leave a format-2 repository whose only writer credential was lost.
+pub fn migrate(
+    repo: &Repository,
+    operator: &x25519::Identity,
+    now: &str,
+    keep_credential: impl FnOnce(&str) -> Result<()>,
+) -> Result<Migrated> {
     repo.require_operator("migrate")?;
     if repo.config.signed() {
         return Err(Error::Invalid(format!(
@@ -79,6 +83,7 @@ pub fn migrate(repo: &Repository, operator: &x25519::Identity, now: &str) -> Res
             recipient: own.clone(),
         },
     )?;
+    keep_credential(&text)?;
     let json = serde_json::to_vec_pretty(&config).map_err(internal)?;
     backend.replace("config", &json)?;
     Ok(Migrated {
@@ -86,7 +91,6 @@ pub fn migrate(repo: &Repository, operator: &x25519::Identity, now: &str) -> Res
         packs: manifest.packs.len(),
         refused,
         credential_id: credential_id(&text),
-        writer_credential: text,
     })
 }
 

@@ -6,6 +6,7 @@ mod blobs;
 mod domains;
 mod exclusive;
 mod index;
+mod init;
 mod keyring;
 mod marks;
 pub mod migrate;
@@ -18,7 +19,7 @@ mod verify;
 
 pub use blobs::{coalesce, decode_tree, validate_tree_blob, BlobReader, PackBlobs};
 pub use index::{Location, MasterIndex};
-pub use keyring::{init, InitOptions, Initialized};
+pub use init::{init, InitOptions, Initialized};
 pub use marks::{Marks, PruneMarker};
 pub use packer::{PackUploader, PackWriter, UploadSummary};
 pub use records::{DestroyedSnapshot, DestructionRecord, Hold};
@@ -210,7 +211,7 @@ impl Repository {
     fn seal_meta<T: Serialize>(&self, value: &T, what: &str) -> Result<Vec<u8>> {
         Ok(crypto::seal_to(
             std::slice::from_ref(&self.meta_recipient),
-            &crate::compress::pack_json(value),
+            &crate::compress::pack_json(value)?,
             what,
         )?)
     }

@@ -140,8 +140,12 @@ impl Repository {
             record.action,
             &name["destruction/".len()..][..12]
         ));
-        std::fs::write(&file, serde_json::to_vec_pretty(record).unwrap_or_default())
-            .map_err(|e| Error::io(&file, e))?;
+        let json = serde_json::to_vec_pretty(record).map_err(|e| {
+            Error::Invalid(format!(
+                "internal error: a destruction record could not be serialised: {e}"
+            ))
+        })?;
+        std::fs::write(&file, json).map_err(|e| Error::io(&file, e))?;
         Ok(name)
     }
 

@@ -181,11 +181,6 @@ impl Auth {
         Ok(list)
     }
 
-    /// This process's public signing key (hex), for `key show`.
-    pub fn public_key(&self) -> String {
-        hex::encode(self.signer.public())
-    }
-
     /// Check the signature of `stored` (or, for an unsigned format-1 object, that `migrate`
     /// vouched for exactly these bytes) and that its signer is trusted; returns the body and
     /// who signed it.
@@ -266,6 +261,17 @@ fn bind(kind: ObjectKind, name: &str) -> &str {
 }
 
 fn read_migration(backend: &dyn Backend, list: &TrustList, hash: &str) -> Result<Migration> {
+    let listed = backend.list("keys/")?;
+    let size = listed
+        .iter()
+        .find(|o| o.name == MIGRATION_NAME)
+        .map_or(0, |o| o.size);
+    if size > ObjectKind::Migration.max_stored() {
+        return Err(forged(
+            MIGRATION_NAME,
+            "is larger than any migration list may be",
+        ));
+    }
     let stored = backend.get(MIGRATION_NAME)?;
     if hex::encode(crate::id::content_hash(&stored)) != hash {
         return Err(forged(
