@@ -174,6 +174,7 @@ pub fn erase(repo: &Arc<Repository>, opts: &EraseOptions) -> Result<EraseReport>
          that prune writes its own record. Copies the storage provider keeps (versioning, \
          backups, replicas) are outside what custodian can destroy or attest."
             .into(),
+        None,
         &opts.local_dir,
     )?;
     Ok(report)

@@ -20,29 +20,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn content_equal(a: &Path, b: &Path) {
-    for e in fs::read_dir(a).unwrap() {
-        let e = e.unwrap();
-        let other = b.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            content_equal(&e.path(), &other);
-        } else {
-            assert_eq!(
-                fs::read(e.path()).unwrap(),
-                fs::read(&other).unwrap(),
-                "{}",
-                other.display()
-            );
-        }
-    }
-    assert_eq!(
-        fs::read_dir(a).unwrap().count(),
-        fs::read_dir(b).unwrap().count(),
-        "{}",
-        b.display()
-    );
-}
-
 /// A scratch copy of fixture `version`, its keys made private again (git does not keep 0600).
 fn scratch(version: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -87,7 +64,7 @@ fn opens_checks_and_restores(dir: &Path, fixture: &Path, writer_key: &str) {
     let target = dir.join("restored");
     let _ = fs::remove_dir_all(&target);
     run(&["restore", "latest", "--target", target.to_str().unwrap()]);
-    content_equal(&fixture.join("source"), &target);
+    assert_same_content(&fixture.join("source"), &target);
     let out = run_with(
         dir,
         ("CUSTODIAN_WRITER_KEY", writer_key),
@@ -155,8 +132,8 @@ fn migrate_signs_a_version_1_repository_in_place() {
         serde_json::from_slice(&fs::read(d.join("repo/config")).unwrap()).unwrap();
     assert_eq!(config["version"], 2);
     // Nothing was re-encrypted: every pack and every object is byte for byte what it was.
-    content_equal(&fixture.join("repo/packs"), &d.join("repo/packs"));
-    content_equal(&fixture.join("repo/snapshots"), &d.join("repo/snapshots"));
+    assert_same_content(&fixture.join("repo/packs"), &d.join("repo/packs"));
+    assert_same_content(&fixture.join("repo/snapshots"), &d.join("repo/snapshots"));
     opens_checks_and_restores(d, &fixture, "new-writer.key");
     // The old credential cannot sign, so it is refused, saying which one to use.
     let out = run_with(d, ("CUSTODIAN_WRITER_KEY", "writer.key"), &["snapshots"]);

@@ -183,7 +183,8 @@ pub fn run(args: DemoArgs) -> Result<u8> {
         ),
     )?;
     let backend: Arc<dyn custodian::backend::Backend> = Arc::new(LocalBackend::new(&repo_dir));
-    let initialized = init(
+    let writer_key = keys.join("writer.key");
+    init(
         backend.clone(),
         InitOptions {
             operator: operator.clone(),
@@ -197,9 +198,8 @@ pub fn run(args: DemoArgs) -> Result<u8> {
             pack_target: custodian::constants::PACK_TARGET,
             created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         },
+        |text| write_private(&writer_key, text),
     )?;
-    let writer_key = keys.join("writer.key");
-    write_private(&writer_key, &initialized.writer_credential)?;
     step("generate keys, init repository (signed by the operator)", t);
 
     let writer = Arc::new(Repository::open(

@@ -140,28 +140,48 @@ pub fn key(cmd: KeyCommand) -> Result<u8> {
                 anyhow::bail!("--confirm must repeat the domain name exactly ('{domain}'): destroying a key domain cannot be undone");
             }
             let repo = common::open_operator(&repo, &keys, "destroying a key domain")?;
-            let record = repo.destroy_domain(&domain, &common::state_dir().join("destruction"))?;
-            println!(
-                "key domain '{domain}' destroyed: {} snapshot(s) forgotten, {} object(s) deleted; destruction record written",
-                record.snapshots.len(),
-                record.objects_deleted
-            );
+            use custodian::repository::DomainDestroyed;
+            match repo.destroy_domain(&domain, &common::state_dir().join("destruction"))? {
+                DomainDestroyed::Now(record) => println!(
+                    "key domain '{domain}' destroyed: {} snapshot(s) forgotten, {} object(s) deleted; destruction record written",
+                    record.snapshots.len(),
+                    record.objects_deleted
+                ),
+                DomainDestroyed::Earlier(record) => println!(
+                    "key domain '{domain}' was already destroyed at {} by {}; nothing left to do",
+                    record.time, record.by
+                ),
+            }
             Ok(0)
         }
     }
 }
 
 pub fn init(args: InitArgs) -> Result<u8> {
+    let backend = common::backend(&args.repo)?;
     if args.writer_key_out.exists() {
-        anyhow::bail!(
-            "{} already exists; custodian never overwrites a key. Choose another --writer-key-out.",
-            args.writer_key_out.display()
-        );
+        match earlier_run(&backend, &args.writer_key_out)? {
+            EarlierRun::Finished => {
+                println!(
+                    "repository at {} already exists and {} is its writer credential: an \
+                     earlier init finished; nothing to do",
+                    args.repo.repo,
+                    args.writer_key_out.display()
+                );
+                return Ok(0);
+            }
+            EarlierRun::Interrupted => replace_interrupted(&args.writer_key_out, "init")?,
+            EarlierRun::Unrelated => anyhow::bail!(
+                "{} already exists; custodian never overwrites a key. Choose another \
+                 --writer-key-out.",
+                args.writer_key_out.display()
+            ),
+        }
     }
     let [min, avg, max] = <[u32; 3]>::try_from(args.chunk_sizes)
         .map_err(|_| anyhow::anyhow!("--chunk-sizes takes three numbers: min,avg,max"))?;
     let initialized = init_repo(
-        common::backend(&args.repo)?,
+        backend,
         InitOptions {
             operator: operator_identity(&args.identity)?,
             recipients: args.recipients,
@@ -170,8 +190,8 @@ pub fn init(args: InitArgs) -> Result<u8> {
             pack_target: args.pack_size,
             created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
         },
+        |text| write_private(&args.writer_key_out, text),
     )?;
-    write_private(&args.writer_key_out, &initialized.writer_credential)?;
     // Pin the new repository on this machine at once, so a later swap or downgrade is caught.
     // The repository exists by now: a state dir that cannot be written only costs the pin.
     if let Err(e) = custodian::repository::Repository::open_pinned(
@@ -194,6 +214,70 @@ pub fn init(args: InitArgs) -> Result<u8> {
         args.writer_key_out.display()
     );
     Ok(0)
+}
+
+/// What an existing `--writer-key-out` file is to this `init` or `migrate`.
+enum EarlierRun {
+    /// The credential of the repository already at this location: init is done.
+    Finished,
+    /// Issued here by an init or migrate killed before `config` switched: worthless, replaced.
+    Interrupted,
+    /// Anything else, which is never overwritten.
+    Unrelated,
+}
+
+/// Tell whether `path` was left by an earlier init or migrate at this location (a rerun after a
+/// kill): a signing credential whose operators' copy is here while `config` is absent or still
+/// format 1, so no repository ever accepted it.
+fn earlier_run(
+    backend: &std::sync::Arc<dyn custodian::backend::Backend>,
+    path: &std::path::Path,
+) -> Result<EarlierRun> {
+    let Ok(text) = custodian::crypto::keys::read_private(path) else {
+        return Ok(EarlierRun::Unrelated);
+    };
+    let Ok(credential) = serde_json::from_str::<custodian::format::keys::WriterCredential>(&text)
+    else {
+        return Ok(EarlierRun::Unrelated);
+    };
+    let config = match backend.get_if_present("config")? {
+        None => None,
+        Some(bytes) => {
+            match serde_json::from_slice::<custodian::format::config::RepoConfig>(&bytes) {
+                Ok(config) => Some(config),
+                Err(_) => return Ok(EarlierRun::Unrelated),
+            }
+        }
+    };
+    if config.as_ref().is_some_and(|c| c.signed()) {
+        let opened = custodian::repository::Repository::open(
+            backend.clone(),
+            &custodian::repository::Credential::Writer(path.to_path_buf()),
+        );
+        return Ok(match opened {
+            Ok(repo) if repo.config.repo_id == credential.repo_id => EarlierRun::Finished,
+            _ => EarlierRun::Unrelated,
+        });
+    }
+    let copy = format!("keys/writer-{}", credential.credential_id);
+    let issued_here =
+        credential.signing_key.is_some() && backend.list("keys/")?.iter().any(|o| o.name == copy);
+    Ok(if issued_here {
+        EarlierRun::Interrupted
+    } else {
+        EarlierRun::Unrelated
+    })
+}
+
+/// Remove a credential file an interrupted run left, saying so.
+fn replace_interrupted(path: &std::path::Path, what: &str) -> Result<()> {
+    eprintln!(
+        "note: {} is the credential of a {what} that was interrupted before the repository \
+         accepted it; it is replaced",
+        path.display()
+    );
+    std::fs::remove_file(path)?;
+    Ok(())
 }
 
 /// The one identity in an operator's identity file (init signs with it).
@@ -234,12 +318,14 @@ pub fn migrate(args: MigrateArgs) -> Result<u8> {
         return Ok(0);
     }
     if args.writer_key_out.exists() {
-        anyhow::bail!(
-            "{} already exists; custodian never overwrites a key. Choose another \
-             --writer-key-out (a file left by an interrupted migrate is not valid: the \
-             repository is still format 1).",
-            args.writer_key_out.display()
-        );
+        match earlier_run(&common::backend(&args.repo)?, &args.writer_key_out)? {
+            EarlierRun::Interrupted => replace_interrupted(&args.writer_key_out, "migrate")?,
+            _ => anyhow::bail!(
+                "{} already exists; custodian never overwrites a key. Choose another \
+                 --writer-key-out.",
+                args.writer_key_out.display()
+            ),
+        }
     }
     let identity = match &args.keys.identity {
         Some(path) => operator_identity(path)?,

@@ -178,8 +178,14 @@ pub fn hold(args: HoldArgs) -> Result<u8> {
 pub fn release(args: HoldArgs) -> Result<u8> {
     let repo = common::open_operator(&args.repo, &args.keys, "releasing a hold")?;
     let snap = repo.resolve_snapshot(&args.snapshot, args.source.as_deref())?;
-    repo.release(&snap.id)?;
-    println!("snapshot {} is no longer held", snap.id.short());
+    if repo.release(&snap.id)? {
+        println!("snapshot {} is no longer held", snap.id.short());
+    } else {
+        println!(
+            "snapshot {} was not held; nothing to release",
+            snap.id.short()
+        );
+    }
     Ok(0)
 }
 

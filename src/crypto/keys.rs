@@ -99,22 +99,43 @@ pub fn read_private(path: &Path) -> Result<Zeroizing<String>> {
     Ok(Zeroizing::new(fs::read_to_string(path).at(path)?))
 }
 
-/// Create a new file with mode 0600; refuses to overwrite an existing key.
+/// Create a new file with mode 0600; refuses to overwrite an existing key. The file appears
+/// whole or not at all (written beside it, then hard-linked into place, which fails if the name
+/// exists), so a kill never leaves half a key that blocks the rerun.
 pub fn write_private(path: &Path, contents: &str) -> Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::KeyFile {
-                path: path.to_path_buf(),
-                reason: "already exists; custodian never overwrites a key. Choose another path or move the old one away.".into(),
-            },
+    let exists = || {
+        Error::KeyFile {
+        path: path.to_path_buf(),
+        reason: "already exists; custodian never overwrites a key. Choose another path or move the old one away.".into(),
+    }
+    };
+    if fs::symlink_metadata(path).is_ok() {
+        return Err(exists());
+    }
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(format!(".partial-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let _ = fs::remove_file(&tmp);
+    let written = (|| {
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .at(&tmp)?;
+        file.write_all(contents.as_bytes()).at(&tmp)?;
+        file.sync_all().at(&tmp)?;
+        fs::hard_link(&tmp, path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => exists(),
             _ => Error::io(path, e),
-        })?;
-    file.write_all(contents.as_bytes()).at(path)?;
-    file.sync_all().at(path)
+        })
+    })();
+    let _ = fs::remove_file(&tmp);
+    written?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
 }
 
 /// Load an operator identity file (age's format: comments and one or more AGE-SECRET-KEY lines).

@@ -179,6 +179,7 @@ fn run_pass(
                  share. Copies the storage provider keeps (versioning, backups, replicas) \
                  are outside what custodian can destroy or attest."
                     .into(),
+                None,
                 &opts.local_dir,
             )?;
             report.deleted_packs += record.objects_deleted;

@@ -31,18 +31,24 @@ pub struct InitOptions {
     pub created: String,
 }
 
-/// A new repository and the writer credential to hand to the daemon.
+/// A new repository (its writer credential went to `keep_credential`).
 pub struct Initialized {
     pub repo: Repository,
-    pub writer_credential: Zeroizing<String>,
 }
 
 /// Create a repository. `config` is written last, so an interrupted init leaves no repository;
 /// before it come the key records and the trust list, all signed by the creating operator.
-pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized> {
+/// `keep_credential` stores the writer credential before `config` exists, so a kill can never
+/// leave a repository whose credential was not handed out.
+pub fn init(
+    backend: Arc<dyn Backend>,
+    opts: InitOptions,
+    keep_credential: impl FnOnce(&str) -> Result<()>,
+) -> Result<Initialized> {
     if backend.get_if_present("config")?.is_some() {
         return Err(Error::RepositoryExists(backend.location()));
     }
+    clear_interrupted_init(backend.as_ref())?;
     let create_if_absent = crate::backend::probe::at_init(backend.as_ref())?;
     if !create_if_absent.is_atomic() {
         super::exclusive::warn_safe_mode(&backend.location(), create_if_absent);
@@ -104,6 +110,7 @@ pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized>
         },
         |plain| Ok(crypto::seal_to(&operators, plain, "writer credential")?),
     )?;
+    keep_credential(&credential_text)?;
     let config_json = serde_json::to_vec_pretty(&config).map_err(internal)?;
     let auth = super::trust::Auth::load(
         backend.as_ref(),
@@ -127,10 +134,37 @@ pub fn init(backend: Arc<dyn Backend>, opts: InitOptions) -> Result<Initialized>
     if !repo.create_exclusive("config", &config_json)? {
         return Err(Error::RepositoryExists(backend.location()));
     }
-    Ok(Initialized {
-        repo,
-        writer_credential: credential_text,
-    })
+    Ok(Initialized { repo })
+}
+
+/// Make way for a new init where an earlier one was interrupted (no `config`): its trust list
+/// would clash by name, so trust lists go; its other key records have unique names and stay,
+/// inert. A location with data but no `config` is a damaged repository, not a leftover: refused,
+/// since creating over it would strand that data for good.
+fn clear_interrupted_init(backend: &dyn Backend) -> Result<()> {
+    for prefix in ["snapshots/", "index/", "packs/"] {
+        if let Some(o) = backend.list(prefix)?.into_iter().next() {
+            return Err(Error::Invalid(format!(
+                "{} holds repository data ({}) but no config: this is a damaged repository, not \
+                 an empty location. Restore its config from a copy, or choose another location \
+                 for the new repository.",
+                backend.location(),
+                o.name
+            )));
+        }
+    }
+    clear_trust_lists(backend)
+}
+
+/// Delete every trust list: only ever done where no `config` gives them meaning (an interrupted
+/// init, or a migrate that has not switched `config` yet).
+pub(super) fn clear_trust_lists(backend: &dyn Backend) -> Result<()> {
+    for o in backend.list("keys/")? {
+        if o.name.starts_with("keys/trust-") {
+            backend.delete(&o.name)?;
+        }
+    }
+    Ok(())
 }
 
 /// What the first trust list of a repository is made from (`init`, `migrate`).

@@ -260,27 +260,57 @@ impl Repository {
         )?;
         Ok(true)
     }
+}
 
+/// What `destroy_domain` did.
+pub enum DomainDestroyed {
+    /// Destroyed by this run; its destruction record.
+    Now(super::DestructionRecord),
+    /// Destroyed earlier; the record written then.
+    Earlier(super::DestructionRecord),
+}
+
+impl Repository {
     /// Crypto-shred key domain `name`: delete its writer and operator records (the only copies
     /// of its identity) and the session keys sealed to it, after recording the destruction.
-    /// Packs stay until a prune but nobody can decrypt them. Operators only.
-    pub fn destroy_domain(&self, name: &str, local_dir: &Path) -> Result<super::DestructionRecord> {
-        let keys = self.domain_for_read(name).map_err(|e| match e {
-            Error::Backend(b) if b.kind == ErrorKind::NotFound => Error::Invalid(format!(
-                "there is no key domain '{name}' in this repository"
-            )),
-            other => other,
-        })?;
+    /// Packs stay until a prune but nobody can decrypt them. Operators only. A domain already
+    /// destroyed (a rerun after the first run finished, or was killed after its last delete)
+    /// answers with that earlier record: `Earlier`.
+    pub fn destroy_domain(&self, name: &str, local_dir: &Path) -> Result<DomainDestroyed> {
+        let keys = match self.domain_for_read(name) {
+            Ok(keys) => keys,
+            Err(Error::Backend(b)) if b.kind == ErrorKind::NotFound => {
+                let earlier = self
+                    .destruction_records()?
+                    .into_iter()
+                    .filter(|r| r.action == "destroy-domain" && r.domain.as_deref() == Some(name))
+                    .max_by(|a, b| a.time.cmp(&b.time));
+                return earlier.map(DomainDestroyed::Earlier).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "there is no key domain '{name}' in this repository; 'custodian \
+                         snapshots' lists the sources, whose names are their domains unless \
+                         the config sets one"
+                    ))
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let Some(identity) = keys.identity.as_ref() else {
             return Err(Error::Invalid(
                 "the domain identity could not be opened".into(),
             ));
         };
-        let base = self.domain_object(name);
-        let mut doomed: Vec<(String, u64)> = vec![
-            (format!("{base}.writer"), 0),
-            (format!("{base}.operator"), 0),
-        ];
+        // The order is what makes a killed run safe to repeat: the snapshots go first (none is
+        // ever listed without its keys), then the sessions, found with the identity still here;
+        // then the writer's record, so nothing new can be written into the domain; the
+        // operators' record last, so a rerun can still open the domain and finish.
+        let snapshots: Vec<_> = self
+            .list_snapshots_strict()?
+            .into_iter()
+            .filter(|s| s.head.domain == name)
+            .collect();
+        let ids: Vec<_> = snapshots.iter().map(|s| s.id).collect();
+        let mut doomed = self.snapshot_objects(&ids)?;
         for o in self.backend.list("sessions/")? {
             let Some(stored) = self.get_listed(ObjectKind::Session, &o).ok().flatten() else {
                 continue;
@@ -292,13 +322,9 @@ impl Repository {
                 doomed.push((o.name, o.size));
             }
         }
-        let snapshots: Vec<_> = self
-            .list_snapshots_strict()?
-            .into_iter()
-            .filter(|s| s.head.domain == name)
-            .collect();
-        let ids: Vec<_> = snapshots.iter().map(|s| s.id).collect();
-        doomed.extend(self.snapshot_objects(&ids)?);
+        let base = self.domain_object(name);
+        doomed.push((format!("{base}.writer"), 0));
+        doomed.push((format!("{base}.operator"), 0));
         self.destroy(
             "destroy-domain",
             snapshots
@@ -318,8 +344,10 @@ impl Repository {
                  'custodian copy' targets) and copies the storage provider keeps (versioning, \
                  replicas), which still hold the deleted key records."
             ),
+            Some(name),
             local_dir,
         )
+        .map(DomainDestroyed::Now)
     }
 
     /// Full keys of domain `name`, including its identity: operators only.

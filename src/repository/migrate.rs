@@ -97,10 +97,13 @@ pub fn migrate(
 /// An interrupted migrate left a trust list or a migration list behind; nobody reads them
 /// while `config` says format 1, so they are removed and made afresh.
 fn clear_leftovers(backend: &dyn Backend) -> Result<()> {
-    for o in backend.list("keys/")? {
-        if o.name.starts_with("keys/trust-") || o.name == MIGRATION_NAME {
-            backend.delete(&o.name)?;
-        }
+    super::init::clear_trust_lists(backend)?;
+    if backend
+        .list("keys/")?
+        .iter()
+        .any(|o| o.name == MIGRATION_NAME)
+    {
+        backend.delete(MIGRATION_NAME)?;
     }
     Ok(())
 }

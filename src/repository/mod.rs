@@ -20,6 +20,7 @@ mod verify;
 pub use blobs::{coalesce, decode_tree, validate_tree_blob, BlobReader, PackBlobs};
 pub use index::{Location, MasterIndex};
 pub use init::{init, InitOptions, Initialized};
+pub use keyring::DomainDestroyed;
 pub use marks::{Marks, PruneMarker};
 pub use packer::{PackUploader, PackWriter, UploadSummary};
 pub use records::{DestroyedSnapshot, DestructionRecord, Hold};

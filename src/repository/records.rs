@@ -54,6 +54,10 @@ pub struct DestructionRecord {
     pub bytes_deleted: u64,
     /// What the record does not cover (e.g. data still in packs until a prune).
     pub note: String,
+    /// The key domain a `destroy-domain` shredded (absent in records of other actions, and in
+    /// those written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
 }
 
 fn now_text() -> String {
@@ -76,16 +80,16 @@ impl Repository {
     }
 
     /// Release a hold: operators only, so a compromised server cannot lift a legal hold.
-    pub fn release(&self, id: &SnapshotId) -> Result<()> {
+    /// Returns whether there was a hold: releasing an unheld snapshot changes nothing and is no
+    /// error, so a release killed after its delete can simply be run again.
+    pub fn release(&self, id: &SnapshotId) -> Result<bool> {
         self.require_operator("releasing a hold")?;
         let name = format!("holds/{id}");
-        match self.backend.get_if_present(&name)? {
-            Some(_) => Ok(self.backend.delete(&name)?),
-            None => Err(Error::Invalid(format!(
-                "snapshot {} is not held",
-                id.short()
-            ))),
+        if !self.backend.list("holds/")?.iter().any(|o| o.name == name) {
+            return Ok(false);
         }
+        self.backend.delete(&name)?;
+        Ok(true)
     }
 
     /// Every hold, by snapshot. A hold object that cannot be read (damaged, or forged by the
@@ -204,6 +208,7 @@ impl Repository {
              provider keeps (versioning, backups, replicas) are outside what custodian can \
              destroy or attest."
                 .into(),
+            None,
             local_dir,
         )
     }
@@ -234,6 +239,7 @@ impl Repository {
         snapshots: Vec<DestroyedSnapshot>,
         objects: Vec<(String, u64)>,
         note: String,
+        domain: Option<&str>,
         local_dir: &Path,
     ) -> Result<DestructionRecord> {
         let data_from = snapshots.iter().map(|s| &s.time).min().cloned();
@@ -249,6 +255,7 @@ impl Repository {
             objects_deleted: objects.len() as u64,
             bytes_deleted: objects.iter().map(|(_, size)| size).sum(),
             note,
+            domain: domain.map(String::from),
         };
         self.record_destruction(&record, local_dir)?;
         for (name, _) in &objects {
