@@ -45,8 +45,30 @@ pub struct BackupArgs {
     /// …and this share of the changed bytes turned incompressible.
     #[arg(long, default_value_t = AnomalyThresholds::default().incompressible_share)]
     suspicious_incompressible_share: f64,
-    /// The record store directory.
+    /// PATH is a live SQLite database: copy it consistently with SQLite's online backup API
+    /// first (as the daemon does for `kind = "sqlite"`), so the application may keep writing.
+    #[arg(long)]
+    sqlite: bool,
+    /// The record store directory (or, with --sqlite, the database file).
     path: PathBuf,
+}
+
+/// Remove the staging copies that killed `backup --sqlite` runs of `source` left (named
+/// `<source>-<pid>`, the pid no longer running): they hold customer data.
+fn remove_dead_staging(staging: &std::path::Path, source: &str) {
+    let Ok(entries) = std::fs::read_dir(staging) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let pid = name
+            .strip_prefix(source)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 pub fn run(args: BackupArgs) -> Result<u8> {
@@ -56,6 +78,17 @@ pub fn run(args: BackupArgs) -> Result<u8> {
     )?);
     let create_if_absent = repo.probe_create_if_absent()?;
     let path = std::path::absolute(&args.path).unwrap_or(args.path.clone());
+    let state_dir = common::state_dir();
+    let staging = state_dir
+        .join("staging")
+        .join(format!("{}-{}", args.source, std::process::id()));
+    let (path, display_path) = if args.sqlite {
+        remove_dead_staging(&state_dir.join("staging"), &args.source);
+        custodian::source::sqlite::capture(&path, &staging)?;
+        (staging.clone(), Some(path))
+    } else {
+        (path, None)
+    };
     let opts = BackupOptions {
         source: args.source,
         domain: args.domain,
@@ -63,11 +96,11 @@ pub fn run(args: BackupArgs) -> Result<u8> {
         excludes: args.exclude,
         tags: args.tag,
         host: args.host.unwrap_or_else(common::hostname),
-        state_dir: common::state_dir(),
+        state_dir,
         time: std::time::SystemTime::now(),
         connections: args.connections,
         one_file_system: false,
-        display_path: None,
+        display_path,
         cancel: None,
         anomaly: AnomalyThresholds {
             changed_share: args.suspicious_changed_share,
@@ -85,8 +118,12 @@ pub fn run(args: BackupArgs) -> Result<u8> {
             )
         })
     };
-    let outcome = backup(repo, &opts, &progress)?;
+    let outcome = backup(repo, &opts, &progress);
     drop(bar);
+    if args.sqlite {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    let outcome = outcome?;
     let s = &outcome.head.stats;
     for skip in &outcome.skipped {
         eprintln!("warning: skipped {}: {}", skip.path.display(), skip.error);
