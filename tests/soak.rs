@@ -112,7 +112,7 @@ impl Soak {
 
     /// A command of this round, killed at a random moment with even odds.
     fn spawn(&mut self, name: &'static str, mut cmd: Command) -> Run {
-        let kill_at = (self.rng.next_u64() % 2 == 0).then(|| {
+        let kill_at = self.rng.next_u64().is_multiple_of(2).then(|| {
             let typical = self
                 .aim
                 .last
@@ -210,7 +210,7 @@ impl Soak {
                     .writer_cmd(&["backup", "--json", "--sqlite", "--source", "ledger", &db]),
             ),
         ];
-        if round % 3 == 0 {
+        if round.is_multiple_of(3) {
             let prune = ["prune", "--grace", "0s", "--max-unused", "0"];
             runs.push(self.spawn("prune", self.w.writer_cmd(&prune)));
         }
