@@ -23,7 +23,6 @@ use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 /// What to erase.
 pub struct EraseOptions {
@@ -361,7 +360,7 @@ impl Rewriter<'_> {
         }
         commit.finish()?;
 
-        let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let now = humantime::format_rfc3339_seconds(crate::clock::now()).to_string();
         let mut renamed: HashMap<SnapshotId, SnapshotId> = HashMap::new();
         let mut out = Vec::new();
         for (old, head, removed) in rewrites.iter_mut() {

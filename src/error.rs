@@ -50,10 +50,10 @@ pub enum Error {
     Crypto(#[from] CryptoError),
     #[error(transparent)]
     Format(#[from] FormatError),
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {}", path.display(), io_reason(cause))]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "'{0}' is not a custodian repository: it has no 'config' object. Check --repo (or CUSTODIAN_REPO), \
@@ -160,7 +160,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
 }
@@ -175,4 +175,25 @@ impl<T> IoContext<T> for std::io::Result<T> {
     fn at(self, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::io(path, e))
     }
+}
+
+/// An io error with what to do about the common ones (one paragraph, for the operator).
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
+    use std::io::ErrorKind::*;
+    let fix = match e.kind() {
+        StorageFull | QuotaExceeded => {
+            "the disk holding it is full. Free space there (or move it elsewhere), then run \
+             again; nothing that was committed before is affected"
+        }
+        ReadOnlyFilesystem => {
+            "the file system is read-only. Remount it read-write, or point custodian elsewhere \
+             (for the state dir: CUSTODIAN_STATE_DIR)"
+        }
+        PermissionDenied => {
+            "permission denied. Give the user custodian runs as access, or point custodian \
+             elsewhere"
+        }
+        _ => return e.to_string(),
+    };
+    format!("{e}: {fix}")
 }

@@ -15,6 +15,7 @@ pub mod archiver;
 pub mod backend;
 pub mod check;
 pub mod chunker;
+pub mod clock;
 pub mod compress;
 pub mod config;
 pub mod constants;

@@ -68,7 +68,11 @@ impl Policy {
 #[derive(Clone, Debug)]
 pub struct Candidate {
     pub id: String,
+    /// Its time, but never earlier than its parent's (`repository::lineage_times`).
     pub time: SystemTime,
+    /// Its place in its lineage (0 for a snapshot without a parent here): among equal times,
+    /// the child is the newer.
+    pub generation: u32,
     /// The hold's reason, if the snapshot is held.
     pub hold: Option<String>,
 }
@@ -85,7 +89,8 @@ pub struct Decision {
 pub fn decide(policy: &Policy, candidates: &[Candidate], now: SystemTime) -> Vec<Decision> {
     // Newest first, for "the newest in each bucket".
     let mut order: Vec<usize> = (0..candidates.len()).collect();
-    order.sort_by(|&a, &b| candidates[b].time.cmp(&candidates[a].time));
+    let key = |c: &Candidate| (c.time, c.generation);
+    order.sort_by(|&a, &b| key(&candidates[b]).cmp(&key(&candidates[a])));
     let mut kept_by: Vec<Vec<String>> = vec![Vec::new(); candidates.len()];
     if let Some(n) = policy.keep_last {
         for &i in order.iter().take(n as usize) {
@@ -179,11 +184,14 @@ pub fn plan(
     Vec<Decision>,
     Vec<(crate::id::SnapshotId, crate::repository::DestroyedSnapshot)>,
 ) {
+    let lineage = crate::repository::lineage_times(snapshots);
     let candidates: Vec<Candidate> = snapshots
         .iter()
-        .map(|s| Candidate {
+        .zip(lineage)
+        .map(|(s, (time, generation))| Candidate {
             id: s.id.to_hex(),
-            time: s.time,
+            time,
+            generation,
             hold: holds.get(&s.id).map(|h| h.reason.clone()),
         })
         .collect();
@@ -226,6 +234,7 @@ mod tests {
             .map(|(i, a)| Candidate {
                 id: format!("s{i}"),
                 time: now() - Duration::from_secs(*a),
+                generation: 0,
                 hold: held.contains(&i).then(|| "legal".to_string()),
             })
             .collect()

@@ -134,8 +134,16 @@ impl FileCache {
         })
         .unwrap_or_default();
         let packed = zstd::bulk::compress(&json, 1).at(&self.path)?;
+        // The state dir may have been removed while the backup ran.
+        if let Some(dir) = self.path.parent() {
+            private_dir(dir)?;
+        }
         let tmp = self.path.with_extension("tmp");
-        fs::write(&tmp, packed).at(&tmp)?;
+        let written = fs::write(&tmp, packed).at(&tmp);
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written?;
         fs::rename(&tmp, &self.path).at(&self.path)
     }
 }

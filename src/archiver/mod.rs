@@ -278,7 +278,11 @@ pub fn backup(
         hold_last_good(&repo, &opts.source, &id);
     }
     crate::failpoint::pause("before-cache", 0);
-    cache.save()?;
+    // The snapshot is committed: a cache that cannot be saved (state dir full, read-only or
+    // gone) costs the next backup a full read of every file, not this backup its success.
+    if let Err(e) = cache.save() {
+        tracing::warn!("snapshot saved, but the file cache could not be: {e}; the next backup reads every file again");
+    }
     Ok(BackupOutcome { id, head, skipped })
 }
 

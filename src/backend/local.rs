@@ -38,7 +38,7 @@ impl LocalBackend {
             operation,
             object: name.to_string(),
             location: self.location(),
-            message: e.to_string(),
+            message: crate::error::io_reason(&e),
         }
     }
 

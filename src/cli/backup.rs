@@ -97,7 +97,7 @@ pub fn run(args: BackupArgs) -> Result<u8> {
         tags: args.tag,
         host: args.host.unwrap_or_else(common::hostname),
         state_dir,
-        time: std::time::SystemTime::now(),
+        time: custodian::clock::now(),
         connections: args.connections,
         one_file_system: false,
         display_path,

@@ -5,7 +5,7 @@ use anyhow::Result;
 use custodian::config::Config;
 use custodian::daemon::{self, status, StatusDoc};
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 /// Where the packaged service looks for its configuration.
 const DEFAULT_CONFIG: &str = "/etc/custodian/custodian.toml";
@@ -88,7 +88,7 @@ fn ago(t: Option<u64>, now: u64) -> String {
 }
 
 fn print_status(doc: &StatusDoc) {
-    let now = SystemTime::now()
+    let now = custodian::clock::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     match (doc.live, doc.pid) {

@@ -18,7 +18,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 const MARKER: &str = ".custodian-demo";
 
@@ -179,7 +179,7 @@ pub fn run(args: DemoArgs) -> Result<u8> {
         &operator_key,
         &identity_file_text(
             &operator,
-            &humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            &humantime::format_rfc3339_seconds(custodian::clock::now()).to_string(),
         ),
     )?;
     let backend: Arc<dyn custodian::backend::Backend> = Arc::new(LocalBackend::new(&repo_dir));
@@ -196,7 +196,7 @@ pub fn run(args: DemoArgs) -> Result<u8> {
             },
             zstd_level: custodian::constants::ZSTD_LEVEL,
             pack_target: custodian::constants::PACK_TARGET,
-            created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            created: humantime::format_rfc3339_seconds(custodian::clock::now()).to_string(),
         },
         |text| write_private(&writer_key, text),
     )?;
@@ -224,7 +224,7 @@ pub fn run(args: DemoArgs) -> Result<u8> {
     let t = Instant::now();
     let first = backup(
         writer.clone(),
-        &opts(SystemTime::now()),
+        &opts(custodian::clock::now()),
         &Progress::default(),
     )?;
     step("first backup (writer credential)", t);
@@ -236,7 +236,7 @@ pub fn run(args: DemoArgs) -> Result<u8> {
     let t = Instant::now();
     let second = backup(
         writer.clone(),
-        &opts(SystemTime::now()),
+        &opts(custodian::clock::now()),
         &Progress::default(),
     )?;
     step("second backup (incremental)", t);
@@ -279,7 +279,7 @@ pub fn run(args: DemoArgs) -> Result<u8> {
         &runbook,
         &DrillOptions {
             scratch_parent: state.join("scratch"),
-            now: SystemTime::now(),
+            now: custodian::clock::now(),
         },
     )?;
     let report_file = dir.join("drill-report.txt");

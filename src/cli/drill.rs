@@ -100,7 +100,7 @@ fn run_drills(args: &DrillArgs) -> Result<u8> {
     for rb in &books {
         let opts = DrillOptions {
             scratch_parent: common::state_dir().join("scratch"),
-            now: std::time::SystemTime::now(),
+            now: custodian::clock::now(),
         };
         let report = drill(&repo, rb, &opts)?;
         let stored = repo.store_drill_report(&report)?;
@@ -161,7 +161,7 @@ pub fn runbook(command: RunbookCommand) -> Result<u8> {
 
 fn show(rb: &Runbook, repo_arg: &RepoArg, keys: &KeyArgs) -> Result<u8> {
     let repo = common::open(repo_arg, keys, "runbook show")?;
-    let now = std::time::SystemTime::now();
+    let now = custodian::clock::now();
     let all = repo.list_snapshots()?;
     let age = |t: std::time::SystemTime| {
         humantime::format_duration(std::time::Duration::from_secs(

@@ -91,7 +91,7 @@ pub fn key(cmd: KeyCommand) -> Result<u8> {
     match cmd {
         KeyCommand::Generate { output } => {
             let identity = age::x25519::Identity::generate();
-            let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+            let now = humantime::format_rfc3339_seconds(custodian::clock::now()).to_string();
             write_private(&output, &identity_file_text(&identity, &now))?;
             eprintln!(
                 "wrote operator identity to {} (mode 0600); keep it offline. Its public recipient:",
@@ -188,7 +188,7 @@ pub fn init(args: InitArgs) -> Result<u8> {
             chunker: ChunkerParams { min, avg, max },
             zstd_level: args.zstd_level,
             pack_target: args.pack_size,
-            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            created: humantime::format_rfc3339_seconds(custodian::clock::now()).to_string(),
         },
         |text| write_private(&args.writer_key_out, text),
     )?;
@@ -331,7 +331,7 @@ pub fn migrate(args: MigrateArgs) -> Result<u8> {
         Some(path) => operator_identity(path)?,
         None => anyhow::bail!("migrate needs --identity"),
     };
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let now = humantime::format_rfc3339_seconds(custodian::clock::now()).to_string();
     let done = custodian::repository::migrate::migrate(&repo, &identity, &now, |text| {
         write_private(&args.writer_key_out, text)
     })?;

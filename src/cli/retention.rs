@@ -5,7 +5,7 @@ use super::{KeyArgs, RepoArg};
 use anyhow::Result;
 use custodian::retention::{plan, Policy};
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct ForgetArgs {
@@ -89,7 +89,7 @@ pub fn forget(args: ForgetArgs) -> Result<u8> {
     policy.validate().map_err(anyhow::Error::msg)?;
     let repo = common::open(&args.repo, &args.keys, "forget")?;
     let holds = repo.holds()?;
-    let now = SystemTime::now();
+    let now = custodian::clock::now();
     let mut by_source: BTreeMap<String, Vec<_>> = BTreeMap::new();
     for s in repo.list_snapshots()? {
         if args

@@ -36,7 +36,7 @@ pub(super) fn remove_stale_scratch(dir: &Path) {
 impl Daemon {
     /// (Re)build the scheduled drills from the config.
     pub(super) fn install_drills(&mut self, previous: &StatusDoc) {
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         let Some(cfg) = &self.config.drills else {
             self.drills.clear();
             return;
@@ -110,7 +110,7 @@ impl Daemon {
         };
         job.running = false;
         let s = &mut job.status;
-        s.last_run = Some(unix(SystemTime::now()));
+        s.last_run = Some(unix(crate::clock::now()));
         s.duration_seconds = took.as_secs_f64();
         match result {
             Ok(report) => {
@@ -150,7 +150,7 @@ fn run_drill(
         rb,
         &crate::drill::DrillOptions {
             scratch_parent: state_dir.join("scratch"),
-            now: SystemTime::now(),
+            now: crate::clock::now(),
         },
     )?;
     repo.store_drill_report(&report)?;

@@ -91,7 +91,7 @@ pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
         doc: Arc::new(Mutex::new(StatusDoc {
             live: true,
             pid: Some(std::process::id()),
-            started: Some(unix(SystemTime::now())),
+            started: Some(unix(crate::clock::now())),
             config: config.file.display().to_string(),
             repository: config.repository.url.clone(),
             sources: Vec::new(),
@@ -115,10 +115,10 @@ pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
     let counts = daemon.snapshot_counts()?;
     daemon.install_sources(&persisted, &counts);
     daemon.install_drills(&persisted);
-    daemon.schedule_forget(SystemTime::now());
-    daemon.schedule_prune(SystemTime::now());
+    daemon.schedule_forget(crate::clock::now());
+    daemon.schedule_prune(crate::clock::now());
     status::serve(&state_dir, daemon.doc.clone())?;
-    daemon.publish(SystemTime::now());
+    daemon.publish(crate::clock::now());
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tracing::info!(
         sources = daemon.sources.len(),
@@ -202,7 +202,7 @@ impl Daemon {
 
     fn main_loop(&mut self, rx: &Receiver<Msg>) {
         loop {
-            let now = SystemTime::now();
+            let now = crate::clock::now();
             self.dispatch(now);
             if !self.stopping {
                 self.dispatch_drills(now);
@@ -312,8 +312,8 @@ impl Daemon {
         self.config.metrics = keep_metrics;
         let doc = self.doc.lock().map(|d| d.clone()).unwrap_or_default();
         self.install_sources(&doc, &HashMap::new());
-        self.schedule_forget(SystemTime::now());
-        self.schedule_prune(SystemTime::now());
+        self.schedule_forget(crate::clock::now());
+        self.schedule_prune(crate::clock::now());
         if self.operator.is_some() {
             self.install_drills(&doc);
         } else if self.config.drills.is_some() {

@@ -44,7 +44,7 @@ impl Daemon {
             Err(_) => return,
         };
         let status = &mut doc.prune;
-        status.last_run = Some(unix(SystemTime::now()));
+        status.last_run = Some(unix(crate::clock::now()));
         match result {
             Ok(report) => {
                 status.last_result = "ok".into();

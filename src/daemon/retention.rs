@@ -49,7 +49,7 @@ impl Daemon {
 
     pub(super) fn on_forget_done(&mut self, result: Result<HashMap<String, u64>>) {
         self.forget_running = false;
-        let now = unix(SystemTime::now());
+        let now = unix(crate::clock::now());
         match result {
             Ok(counts) => {
                 for s in &mut self.sources {
@@ -78,7 +78,7 @@ fn apply_retention(
 ) -> Result<HashMap<String, u64>> {
     let holds = repo.holds()?;
     let all = repo.list_snapshots()?;
-    let now = SystemTime::now();
+    let now = crate::clock::now();
     let mut counts = HashMap::new();
     for (source, policy) in policies {
         let snaps: Vec<_> = all.iter().filter(|s| &s.head.source == source).collect();

@@ -44,7 +44,7 @@ fn next_fire(cfg: &SourceConfig, after: SystemTime, jitter: Duration) -> Option<
 impl Daemon {
     /// (Re)build the sources from the config, keeping what is known about same-named ones.
     pub(super) fn install_sources(&mut self, previous: &StatusDoc, counts: &HashMap<String, u64>) {
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         let mut old: HashMap<String, Source> = std::mem::take(&mut self.sources)
             .into_iter()
             .map(|s| (s.cfg.name.clone(), s))
@@ -176,7 +176,7 @@ impl Daemon {
         let cancel = Arc::new(AtomicBool::new(false));
         let s = &mut self.sources[i];
         s.running = Some(cancel.clone());
-        s.status.last_attempt = Some(unix(SystemTime::now()));
+        s.status.last_attempt = Some(unix(crate::clock::now()));
         let (cfg, repo, tx) = (s.cfg.clone(), self.repo.clone(), self.tx.clone());
         let (state_dir, connections, anomaly) = (
             self.config.repository.state_dir.clone(),
@@ -224,7 +224,7 @@ impl Daemon {
             return;
         };
         s.running = None;
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         s.status.last_duration_ms = took.as_millis() as u64;
         let result_name = match result {
             Ok(outcome) => {
@@ -308,7 +308,7 @@ pub(super) fn run_backup(
         tags: Vec::new(),
         host: crate::source::hostname(),
         state_dir: state_dir.to_path_buf(),
-        time: SystemTime::now(),
+        time: crate::clock::now(),
         connections,
         one_file_system: cfg.one_file_system,
         display_path,

@@ -102,7 +102,7 @@ impl BreakLease {
     /// Keep a record of the broken lease (until the audit log exists, in the state dir).
     fn record(&self, broken: &LeaseRecord, by: &str) -> Result<()> {
         crate::archiver::private_dir(&self.record_dir)?;
-        let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        let now = humantime::format_rfc3339_seconds(crate::clock::now()).to_string();
         let file = self
             .record_dir
             .join(format!("{}-lease-break.json", now.replace(':', "")));
@@ -127,7 +127,7 @@ impl<'a> Lease<'a> {
     /// host the operator confirmed); fails naming the holder otherwise.
     pub fn acquire(repo: &'a Repository, breaking: Option<&BreakLease>) -> Result<Lease<'a>> {
         for _ in 0..3 {
-            let now = SystemTime::now();
+            let now = crate::clock::now();
             let record = LeaseRecord {
                 version: LEASE_VERSION,
                 by: repo.opened_by.clone(),

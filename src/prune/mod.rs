@@ -126,7 +126,7 @@ fn run_pass(
         &facts.packs,
         &facts.referenced,
         &facts.markers,
-        SystemTime::now(),
+        crate::clock::now(),
         opts.rules,
     );
     report.snapshots = facts.snapshots;
@@ -209,7 +209,7 @@ fn gather(repo: &Repository, grace: Duration) -> Result<Facts> {
     let files = repo.load_index_files()?;
     let listed = repo.list_ids::<PackId>("packs/")?;
     let marked = marks.packs();
-    let now = SystemTime::now();
+    let now = crate::clock::now();
     let mut packs = Vec::with_capacity(listed.len());
     let mut indexed: HashMap<PackId, &IndexPack> = HashMap::new();
     for (_, file) in &files {

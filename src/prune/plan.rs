@@ -278,7 +278,7 @@ mod tests {
 
     #[test]
     fn unused_old_packs_are_marked_young_ones_left_alone() {
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         let packs = [
             pack(1, &[1, 2], 24, now),
             pack(2, &[3], 24, now),
@@ -292,7 +292,7 @@ mod tests {
 
     #[test]
     fn markers_finish_only_after_the_grace_period() {
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         let packs = [pack(1, &[1], 24, now), pack(2, &[2], 24, now)];
         let markers = [
             marker("prune/old", &[1], 7, now),
@@ -310,7 +310,7 @@ mod tests {
 
     #[test]
     fn a_live_blob_in_a_finished_pack_is_copied_unless_safe_elsewhere() {
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         // Blob 1 became referenced again during the grace period (a backup that started before
         // the marker); blob 2 also lives in pack 2, which stays.
         let packs = [pack(1, &[1, 2, 3], 24, now), pack(2, &[2], 24, now)];
@@ -324,7 +324,7 @@ mod tests {
 
     #[test]
     fn partly_used_packs_are_repacked_worst_first_down_to_max_unused() {
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         let packs = [
             pack(1, &[1, 2, 3, 4], 24, now), // 1 of 4 unused
             pack(2, &[5, 6, 7, 8], 24, now), // 3 of 4 unused
@@ -352,7 +352,7 @@ mod tests {
 
     #[test]
     fn grace_zero_marks_and_finishes_everything_old_or_new() {
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         let packs = [pack(1, &[1], 0, now), pack(2, &[2], 0, now)];
         let markers = [marker("prune/m", &[2], 0, now)];
         let p = plan(
@@ -371,7 +371,7 @@ mod tests {
 
     #[test]
     fn leftovers_with_live_blobs_are_retired_after_copying() {
-        let now = SystemTime::now();
+        let now = crate::clock::now();
         let mut leftover = pack(1, &[1, 2], 24, now);
         leftover.indexed = false;
         let p = plan(&[leftover], &refs(&[1]), &[], now, rules(0.5));

@@ -32,7 +32,7 @@ impl PruneMarker {
     /// The marker's time; a marker with an unreadable time counts as written now (it then waits
     /// a full grace period, the safe direction).
     pub fn written(&self) -> SystemTime {
-        humantime::parse_rfc3339_weak(&self.time).unwrap_or_else(|_| SystemTime::now())
+        humantime::parse_rfc3339_weak(&self.time).unwrap_or_else(|_| crate::clock::now())
     }
 }
 
@@ -95,7 +95,7 @@ impl Repository {
     pub fn write_prune_marker(&self, packs: Vec<PackId>) -> Result<String> {
         let marker = PruneMarker {
             version: MARKER_VERSION,
-            time: humantime::format_rfc3339_nanos(SystemTime::now()).to_string(),
+            time: humantime::format_rfc3339_nanos(crate::clock::now()).to_string(),
             by: self.opened_by.clone(),
             packs,
         };

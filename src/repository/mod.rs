@@ -25,7 +25,7 @@ pub use marks::{Marks, PruneMarker};
 pub use packer::{PackUploader, PackWriter, UploadSummary};
 pub use records::{DestroyedSnapshot, DestructionRecord, Hold};
 pub use repack::FrameCopier;
-pub use snapshots::{Scanned, SnapshotInfo, SnapshotSelector};
+pub use snapshots::{lineage_times, Scanned, SnapshotInfo, SnapshotSelector};
 
 use crate::backend::{Backend, ErrorKind};
 use crate::crypto::{self, MetadataKeys, SessionKey};
@@ -237,7 +237,7 @@ impl Repository {
         if trust::parse_keys(&[key.to_string()]).is_err() {
             return Err(Error::Invalid(format!("--key '{key}' is not 64 hex characters (an operator signing key from 'custodian key show')")));
         }
-        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let now = humantime::format_rfc3339_seconds(crate::clock::now()).to_string();
         let list = auth.extend(self.backend.as_ref(), &now, |list| {
             let entry = list
                 .operators

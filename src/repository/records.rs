@@ -61,7 +61,7 @@ pub struct DestructionRecord {
 }
 
 fn now_text() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    humantime::format_rfc3339_seconds(crate::clock::now()).to_string()
 }
 
 impl Repository {

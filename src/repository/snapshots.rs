@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::format::snapshot::SnapshotHead;
 use crate::format::ObjectKind;
 use crate::id::SnapshotId;
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 /// A snapshot with its parsed time.
@@ -129,8 +130,15 @@ impl Repository {
                 Err(e) => return Err(e),
             }
         }
-        out.good
-            .sort_by(|a, b| a.time.cmp(&b.time).then(a.id.cmp(&b.id)));
+        // Oldest first in lineage order: a snapshot never sorts before its parent, whatever
+        // its clock said, so "latest", the next backup's parent and retention agree.
+        let keys = lineage_times(&out.good.iter().collect::<Vec<_>>());
+        let mut keyed: Vec<_> = keys
+            .into_iter()
+            .zip(std::mem::take(&mut out.good))
+            .collect();
+        keyed.sort_by(|(ka, a), (kb, b)| ka.cmp(kb).then(a.id.cmp(&b.id)));
+        out.good = keyed.into_iter().map(|(_, s)| s).collect();
         Ok(out)
     }
 
@@ -239,4 +247,53 @@ impl Repository {
             }
         }
     }
+}
+
+/// Each snapshot's time for ordering, and its generation: a backup records its parent (the
+/// snapshot it compared against), so a snapshot whose clock said it was older than its parent
+/// (the clock stepped back between them) is really the newer one. It takes its parent's time, and
+/// is ordered after it, so `keep-last` and the buckets keep the newest data, and `max-age`
+/// counts from the later time (erring towards keeping).
+pub fn lineage_times(snapshots: &[&SnapshotInfo]) -> Vec<(SystemTime, u32)> {
+    let index: HashMap<SnapshotId, usize> = snapshots
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id, i))
+        .collect();
+    let parent_of = |i: usize| {
+        snapshots[i]
+            .head
+            .parent
+            .and_then(|p| index.get(&p).copied())
+    };
+    let mut memo: Vec<Option<(SystemTime, u32)>> = vec![None; snapshots.len()];
+    let mut on_chain = vec![false; snapshots.len()];
+    for start in 0..snapshots.len() {
+        if memo[start].is_some() {
+            continue;
+        }
+        // Walk up to the first ancestor already known (or the root), then fill in downwards.
+        // `on_chain` stops a forged loop of parents.
+        let mut chain = vec![start];
+        on_chain[start] = true;
+        while let Some(p) = chain.last().and_then(|&i| parent_of(i)) {
+            if memo[p].is_some() || on_chain[p] {
+                break;
+            }
+            on_chain[p] = true;
+            chain.push(p);
+        }
+        for &i in chain.iter().rev() {
+            on_chain[i] = false;
+            let own = snapshots[i].time;
+            memo[i] = Some(match parent_of(i).and_then(|p| memo[p]) {
+                Some((t, g)) => (own.max(t), g + 1),
+                None => (own, 0),
+            });
+        }
+    }
+    memo.into_iter()
+        .zip(snapshots)
+        .map(|(m, s)| m.unwrap_or((s.time, 0)))
+        .collect()
 }
