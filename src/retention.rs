@@ -68,11 +68,12 @@ impl Policy {
 #[derive(Clone, Debug)]
 pub struct Candidate {
     pub id: String,
-    /// Its time, but never earlier than its parent's (`repository::lineage_times`).
+    /// Its own time: buckets and ages count from it.
     pub time: SystemTime,
-    /// Its place in its lineage (0 for a snapshot without a parent here): among equal times,
-    /// the child is the newer.
-    pub generation: u32,
+    /// Its place, oldest first, in lineage order (`repository::lineage_times`), which decides
+    /// "newest": a backup made after a clock stepped back is newer than its parent although
+    /// its time says otherwise. Equal places fall back to the time.
+    pub order: usize,
     /// The hold's reason, if the snapshot is held.
     pub hold: Option<String>,
 }
@@ -89,7 +90,7 @@ pub struct Decision {
 pub fn decide(policy: &Policy, candidates: &[Candidate], now: SystemTime) -> Vec<Decision> {
     // Newest first, for "the newest in each bucket".
     let mut order: Vec<usize> = (0..candidates.len()).collect();
-    let key = |c: &Candidate| (c.time, c.generation);
+    let key = |c: &Candidate| (c.order, c.time);
     order.sort_by(|&a, &b| key(&candidates[b]).cmp(&key(&candidates[a])));
     let mut kept_by: Vec<Vec<String>> = vec![Vec::new(); candidates.len()];
     if let Some(n) = policy.keep_last {
@@ -173,8 +174,9 @@ pub fn decide(policy: &Policy, candidates: &[Candidate], now: SystemTime) -> Vec
         .collect()
 }
 
-/// Decide for one source's snapshots (with their holds): every decision, and the snapshots to
-/// forget as a destruction record will list them.
+/// Decide for one source's snapshots (with their holds), given oldest first in lineage order as
+/// `Repository::list_snapshots` lists them: every decision, and the snapshots to forget as a
+/// destruction record will list them.
 pub fn plan(
     snapshots: &[&crate::repository::SnapshotInfo],
     holds: &std::collections::HashMap<crate::id::SnapshotId, crate::repository::Hold>,
@@ -184,14 +186,13 @@ pub fn plan(
     Vec<Decision>,
     Vec<(crate::id::SnapshotId, crate::repository::DestroyedSnapshot)>,
 ) {
-    let lineage = crate::repository::lineage_times(snapshots);
     let candidates: Vec<Candidate> = snapshots
         .iter()
-        .zip(lineage)
-        .map(|(s, (time, generation))| Candidate {
+        .enumerate()
+        .map(|(order, s)| Candidate {
             id: s.id.to_hex(),
-            time,
-            generation,
+            time: s.time,
+            order,
             hold: holds.get(&s.id).map(|h| h.reason.clone()),
         })
         .collect();
@@ -234,7 +235,7 @@ mod tests {
             .map(|(i, a)| Candidate {
                 id: format!("s{i}"),
                 time: now() - Duration::from_secs(*a),
-                generation: 0,
+                order: 0,
                 hold: held.contains(&i).then(|| "legal".to_string()),
             })
             .collect()

@@ -29,8 +29,8 @@ struct Tally {
     kills: u64,
     /// Runs that succeeded right after a run of the same command was killed.
     rescues: u64,
-    /// Backups refused at commit because the concurrent prune (grace 0) deleted a pack they
-    /// relied on: nothing committed, the designed outcome, retried by the next round.
+    /// Backups refused at commit because a concurrent prune deleted a pack they relied on:
+    /// nothing committed, the designed outcome, retried by the next round.
     refused: u64,
     snapshots_restored: u64,
     lost: Vec<String>,
@@ -60,6 +60,8 @@ struct Soak {
     /// Every snapshot id a run reported as saved.
     reported: BTreeSet<String>,
     rows: Arc<AtomicU64>,
+    /// What happened, round by round, printed when something is wrong.
+    journal: Vec<String>,
 }
 
 /// A child and what it is.
@@ -95,6 +97,7 @@ impl Soak {
             rows_of: BTreeMap::new(),
             reported: BTreeSet::new(),
             rows: Arc::new(AtomicU64::new(0)),
+            journal: Vec::new(),
             w,
         }
     }
@@ -172,17 +175,30 @@ impl Soak {
         done: &mut BTreeMap<&'static str, Value>,
     ) {
         let out = r.child.wait_with_output().unwrap();
+        let ms = r.started.elapsed().as_millis();
         if r.killed && status.code().is_none() {
+            self.journal
+                .push(format!("  {} killed after {ms} ms", r.name));
             self.tally.kills += 1;
             self.aim.killed_before.insert(r.name);
             return;
         }
         let stderr = String::from_utf8_lossy(&out.stderr);
+        self.journal.push(format!(
+            "  {} exited {:?} after {ms} ms",
+            r.name,
+            status.code()
+        ));
         if !status.success() && stderr.contains("so nothing was committed. Run the backup again") {
             self.tally.refused += 1;
             return;
         }
-        assert!(status.success(), "{} failed on its own: {stderr}", r.name);
+        if !status.success() {
+            self.tally
+                .wrong
+                .push(format!("{} failed on its own: {stderr}", r.name));
+            return;
+        }
         self.aim.last.insert(r.name, r.started.elapsed());
         if self.aim.killed_before.remove(r.name) {
             self.tally.rescues += 1;
@@ -194,6 +210,7 @@ impl Soak {
 
     fn round(&mut self, round: u64) {
         self.tally.rounds += 1;
+        self.journal.push(format!("round {round}"));
         self.mutate(round);
         let generation = self.gens.join(round.to_string());
         copy_tree(&self.store, &generation);
@@ -214,7 +231,9 @@ impl Soak {
             ),
         ];
         if round.is_multiple_of(3) {
-            let prune = ["prune", "--grace", "0s", "--max-unused", "0"];
+            // A grace period longer than any backup here runs (as the default 6 h is in
+            // production), so this prune keeps its contract with the backups beside it.
+            let prune = ["prune", "--grace", "5s", "--max-unused", "0"];
             runs.push(self.spawn("prune", self.w.writer_cmd(&prune)));
         }
         let done = self.finish(runs);
@@ -246,7 +265,8 @@ impl Soak {
             self.finish(vec![run]);
             self.check(round);
         }
-        if round % 5 == 4 {
+        let has_records = || self.w.snapshots().iter().any(|s| s["source"] == "records");
+        if round % 5 == 4 && has_records() {
             let erase = ["erase", "--source", "records", "--path", "erase-me.csv"];
             let run = self.spawn("erase", self.w.operator_cmd(&erase));
             self.finish(vec![run]);
@@ -254,8 +274,18 @@ impl Soak {
         }
     }
 
+    /// The writer's check (what the server can see), and every tenth round the operator's
+    /// reading every pack.
     fn check(&mut self, round: u64) {
         let out = self.w.writer_cmd(&["check"]).output().unwrap();
+        let out = if out.status.success() && round.is_multiple_of(10) {
+            self.w
+                .operator_cmd(&["check", "--read-data"])
+                .output()
+                .unwrap()
+        } else {
+            out
+        };
         if !out.status.success() {
             self.tally
                 .wrong
@@ -427,13 +457,19 @@ fn soak(w: World, kills: u64) -> Tally {
         std::thread::spawn(move || ledger_writer(db, rows, stop))
     };
     let mut round = 0;
-    while soak.tally.kills < kills {
+    // Stop at the first finding, so the repository is kept as it was found.
+    while soak.tally.kills < kills && soak.tally.wrong.is_empty() {
         round += 1;
         soak.round(round);
     }
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
     soak.verify();
+    if !soak.tally.wrong.is_empty() || !soak.tally.lost.is_empty() {
+        eprintln!("{}", soak.journal.join("\n"));
+        let kept = std::mem::replace(&mut soak.w.dir, tempfile::tempdir().unwrap()).keep();
+        eprintln!("the soak's repository is kept at {}", kept.display());
+    }
     let t = &soak.tally;
     eprintln!(
         "soak: {} rounds, {} kills, {} rescues, {} backups refused safely at commit, {} snapshots restored and compared, {} lost, {} wrong",

@@ -59,18 +59,23 @@ pub struct BackupOutcome {
 }
 
 /// Run one backup and commit its snapshot.
+/// A source name names a directory in the state dir (cache, staging), so it must be one plain
+/// path component: not empty, no '/', no NUL, not `.` or `..`. `Err` says what is wrong.
+pub fn source_name_ok(name: &str) -> std::result::Result<(), &'static str> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        return Err("must be a non-empty name without '/', and not '.' or '..'");
+    }
+    Ok(())
+}
+
 pub fn backup(
     repo: Arc<Repository>,
     opts: &BackupOptions,
     progress: &Progress,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
-    if opts.source.is_empty() || opts.source.contains('/') {
-        return Err(Error::Invalid(format!(
-            "source name '{}' must be non-empty and contain no '/'",
-            opts.source
-        )));
-    }
+    source_name_ok(&opts.source)
+        .map_err(|why| Error::Invalid(format!("source name '{}' {why}", opts.source)))?;
     let domain = Arc::new(repo.domain_for_write(opts.domain.as_deref().unwrap_or(&opts.source))?);
     let mut index = repo.load_index()?;
     let recovered = repo.unindexed_packs(&index)?;

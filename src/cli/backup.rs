@@ -53,18 +53,15 @@ pub struct BackupArgs {
     path: PathBuf,
 }
 
-/// Remove the staging copies that killed `backup --sqlite` runs of `source` left (named
-/// `<source>-<pid>`, the pid no longer running): they hold customer data.
-fn remove_dead_staging(staging: &std::path::Path, source: &str) {
-    let Ok(entries) = std::fs::read_dir(staging) else {
+/// Remove the staging copies that killed `backup --sqlite` runs of this source left (under
+/// `staging-cli/<source>/<pid>`, apart from the daemon's, the pid no longer running): they hold
+/// customer data.
+fn remove_dead_staging(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().to_string();
-        let pid = name
-            .strip_prefix(source)
-            .and_then(|rest| rest.strip_prefix('-'))
-            .and_then(|pid| pid.parse::<u32>().ok());
+        let pid = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok());
         if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
             let _ = std::fs::remove_dir_all(e.path());
         }
@@ -79,12 +76,16 @@ pub fn run(args: BackupArgs) -> Result<u8> {
     let create_if_absent = repo.probe_create_if_absent()?;
     let path = std::path::absolute(&args.path).unwrap_or(args.path.clone());
     let state_dir = common::state_dir();
-    let staging = state_dir
-        .join("staging")
-        .join(format!("{}-{}", args.source, std::process::id()));
+    custodian::archiver::source_name_ok(&args.source)
+        .map_err(|why| anyhow::anyhow!("--source '{}' {why}", args.source))?;
+    let runs = state_dir.join("staging-cli").join(&args.source);
+    let staging = runs.join(std::process::id().to_string());
     let (path, display_path) = if args.sqlite {
-        remove_dead_staging(&state_dir.join("staging"), &args.source);
-        custodian::source::sqlite::capture(&path, &staging)?;
+        remove_dead_staging(&runs);
+        if let Err(e) = custodian::source::sqlite::capture(&path, &staging) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e.into());
+        }
         (staging.clone(), Some(path))
     } else {
         (path, None)

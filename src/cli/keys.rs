@@ -159,6 +159,7 @@ pub fn key(cmd: KeyCommand) -> Result<u8> {
 
 pub fn init(args: InitArgs) -> Result<u8> {
     let backend = common::backend(&args.repo)?;
+    let mut set_aside = false;
     if args.writer_key_out.exists() {
         match earlier_run(&backend, &args.writer_key_out)? {
             EarlierRun::Finished => {
@@ -170,7 +171,7 @@ pub fn init(args: InitArgs) -> Result<u8> {
                 );
                 return Ok(0);
             }
-            EarlierRun::Interrupted => replace_interrupted(&args.writer_key_out, "init")?,
+            EarlierRun::Interrupted => set_aside = true,
             EarlierRun::Unrelated => anyhow::bail!(
                 "{} already exists; custodian never overwrites a key. Choose another \
                  --writer-key-out.",
@@ -190,7 +191,7 @@ pub fn init(args: InitArgs) -> Result<u8> {
             pack_target: args.pack_size,
             created: humantime::format_rfc3339_seconds(custodian::clock::now()).to_string(),
         },
-        |text| write_private(&args.writer_key_out, text),
+        |text| keep_credential(&args.writer_key_out, text, set_aside.then_some("init")),
     )?;
     // Pin the new repository on this machine at once, so a later swap or downgrade is caught.
     // The repository exists by now: a state dir that cannot be written only costs the pin.
@@ -269,15 +270,30 @@ fn earlier_run(
     })
 }
 
-/// Remove a credential file an interrupted run left, saying so.
-fn replace_interrupted(path: &std::path::Path, what: &str) -> Result<()> {
-    eprintln!(
-        "note: {} is the credential of a {what} that was interrupted before the repository \
-         accepted it; it is replaced",
-        path.display()
-    );
-    std::fs::remove_file(path)?;
-    Ok(())
+/// Write the new credential; first, when `interrupted` names the command, move the file an
+/// interrupted run of it left aside (never deleted: if the guess was wrong, nothing is lost).
+/// Called by init and migrate only once every check passed, just before `config` is written.
+fn keep_credential(
+    path: &std::path::Path,
+    text: &str,
+    interrupted: Option<&str>,
+) -> custodian::error::Result<()> {
+    if let Some(what) = interrupted {
+        let secs = custodian::clock::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut aside = path.as_os_str().to_os_string();
+        aside.push(format!(".interrupted-{what}-{secs}"));
+        std::fs::rename(path, &aside).map_err(|e| custodian::error::Error::io(path, e))?;
+        eprintln!(
+            "note: {} was the credential of a {what} interrupted before the repository accepted \
+             it; moved aside to {}",
+            path.display(),
+            std::path::Path::new(&aside).display()
+        );
+    }
+    write_private(path, text)
 }
 
 /// The one identity in an operator's identity file (init signs with it).
@@ -317,9 +333,10 @@ pub fn migrate(args: MigrateArgs) -> Result<u8> {
         );
         return Ok(0);
     }
+    let mut set_aside = false;
     if args.writer_key_out.exists() {
         match earlier_run(&common::backend(&args.repo)?, &args.writer_key_out)? {
-            EarlierRun::Interrupted => replace_interrupted(&args.writer_key_out, "migrate")?,
+            EarlierRun::Interrupted => set_aside = true,
             _ => anyhow::bail!(
                 "{} already exists; custodian never overwrites a key. Choose another \
                  --writer-key-out.",
@@ -333,7 +350,7 @@ pub fn migrate(args: MigrateArgs) -> Result<u8> {
     };
     let now = humantime::format_rfc3339_seconds(custodian::clock::now()).to_string();
     let done = custodian::repository::migrate::migrate(&repo, &identity, &now, |text| {
-        write_private(&args.writer_key_out, text)
+        keep_credential(&args.writer_key_out, text, set_aside.then_some("migrate"))
     })?;
     if args.json {
         common::print_json(&done)?;

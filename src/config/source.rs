@@ -64,12 +64,8 @@ pub(super) struct RawSource {
 pub(super) fn source(at: &Locator, i: usize, s: &RawSource) -> Result<SourceConfig, ConfigError> {
     let key = |k: &str| format!("source[{i}].{k}");
     let name = s.name.get_ref().trim().to_string();
-    if name.is_empty() || name.contains('/') {
-        return Err(at.err(
-            s.name.span().start,
-            &key("name"),
-            "must be a non-empty name without '/'",
-        ));
+    if let Err(why) = crate::archiver::source_name_ok(&name) {
+        return Err(at.err(s.name.span().start, &key("name"), why));
     }
     let path = s.path.get_ref().clone();
     if at.check_files {

@@ -101,7 +101,8 @@ pub fn read_private(path: &Path) -> Result<Zeroizing<String>> {
 
 /// Create a new file with mode 0600; refuses to overwrite an existing key. The file appears
 /// whole or not at all (written beside it, then hard-linked into place, which fails if the name
-/// exists), so a kill never leaves half a key that blocks the rerun.
+/// exists), so a kill never leaves half a key that blocks the rerun. Where the file system has
+/// no hard links (FAT, some network mounts) it is written in place instead.
 pub fn write_private(path: &Path, contents: &str) -> Result<()> {
     let exists = || {
         Error::KeyFile {
@@ -112,30 +113,60 @@ pub fn write_private(path: &Path, contents: &str) -> Result<()> {
     if fs::symlink_metadata(path).is_ok() {
         return Err(exists());
     }
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(format!(".partial-{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let _ = fs::remove_file(&tmp);
-    let written = (|| {
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .at(&tmp)?;
-        file.write_all(contents.as_bytes()).at(&tmp)?;
-        file.sync_all().at(&tmp)?;
-        fs::hard_link(&tmp, path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => exists(),
-            _ => Error::io(path, e),
-        })
-    })();
+    let name = path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_string();
+    remove_partials(path, &name);
+    let tmp = path.with_file_name(format!("{name}.partial-{:016x}", rand::random::<u64>()));
+    let written = create_private(&tmp, contents).and_then(|()| {
+        match fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
+            // No hard links here: write in place (create_new still refuses an existing key).
+            Err(_) => create_private(path, contents).map_err(|e| match e {
+                Error::Io { ref cause, .. }
+                    if cause.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
+                    exists()
+                }
+                other => other,
+            }),
+        }
+    });
     let _ = fs::remove_file(&tmp);
     written?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         let _ = fs::File::open(dir).and_then(|d| d.sync_all());
     }
     Ok(())
+}
+
+/// Create `path` (mode 0600, refusing an existing name) holding `contents`, synced.
+fn create_private(path: &Path, contents: &str) -> Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .at(path)?;
+    file.write_all(contents.as_bytes()).at(path)?;
+    file.sync_all().at(path)
+}
+
+/// Remove `<name>.partial-*` beside `path`: secrets a write killed half way left behind.
+fn remove_partials(path: &Path, name: &str) {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let prefix = format!("{name}.partial-");
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Load an operator identity file (age's format: comments and one or more AGE-SECRET-KEY lines).

@@ -27,26 +27,40 @@ pub fn secure_commit(
         .map(|(id, object)| (id, object.size))
         .collect();
     let mut copier = FrameCopier::new(repo, uploader);
+    let mut vanished: HashSet<PackId> = HashSet::new();
     for marker in marks.since(&start.marks) {
         for pack in &marker.packs {
             // Already deleted: if the snapshot needed it, the check below says so.
             let Some(&size) = listed.get(pack) else {
                 continue;
             };
-            let header = repo.read_pack_header(pack, size)?;
+            // Deleted since the listing: a finishing prune; the check below decides.
+            let header = match repo.read_pack_header(pack, size) {
+                Ok(header) => header,
+                Err(Error::Backend(e)) if e.kind == crate::backend::ErrorKind::NotFound => {
+                    vanished.insert(*pack);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let wanted: Vec<PackEntry> = header
                 .blobs
                 .into_iter()
                 .filter(|b| needed.contains(&b.id))
                 .collect();
-            copier.copy(pack, &header.domain, &wanted)?;
+            match copier.copy(pack, &header.domain, &wanted) {
+                Err(Error::Backend(e)) if e.kind == crate::backend::ErrorKind::NotFound => {
+                    vanished.insert(*pack);
+                }
+                other => other?,
+            }
         }
     }
     let rescued = copier.blobs;
     copier.flush()?;
     // A marker written and finished entirely while this writer ran leaves no name to compare;
     // its deletions show here.
-    let gone = |p: &PackId| !listed.contains_key(p);
+    let gone = |p: &PackId| !listed.contains_key(p) || vanished.contains(p);
     if let Some(own) = own.iter().find(|p| gone(p)) {
         return Err(refused(own));
     }

@@ -275,7 +275,7 @@ impl Repository {
     /// of its identity) and the session keys sealed to it, after recording the destruction.
     /// Packs stay until a prune but nobody can decrypt them. Operators only. A domain already
     /// destroyed (a rerun after the first run finished, or was killed after its last delete)
-    /// answers with that earlier record: `Earlier`.
+    /// answers with the first record (the one that lists its snapshots): `Earlier`.
     pub fn destroy_domain(&self, name: &str, local_dir: &Path) -> Result<DomainDestroyed> {
         let keys = match self.domain_for_read(name) {
             Ok(keys) => keys,
@@ -284,7 +284,7 @@ impl Repository {
                     .destruction_records()?
                     .into_iter()
                     .filter(|r| r.action == "destroy-domain" && r.domain.as_deref() == Some(name))
-                    .max_by(|a, b| a.time.cmp(&b.time));
+                    .min_by(|a, b| a.time.cmp(&b.time));
                 return earlier.map(DomainDestroyed::Earlier).ok_or_else(|| {
                     Error::Invalid(format!(
                         "there is no key domain '{name}' in this repository; 'custodian \

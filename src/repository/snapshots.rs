@@ -249,11 +249,11 @@ impl Repository {
     }
 }
 
-/// Each snapshot's time for ordering, and its generation: a backup records its parent (the
-/// snapshot it compared against), so a snapshot whose clock said it was older than its parent
-/// (the clock stepped back between them) is really the newer one. It takes its parent's time, and
-/// is ordered after it, so `keep-last` and the buckets keep the newest data, and `max-age`
-/// counts from the later time (erring towards keeping).
+/// Each snapshot's key for ordering, and its generation: a backup records its parent (the
+/// snapshot of its source it compared against), so a snapshot whose clock said it was older than
+/// its parent (the clock stepped back between them) is really the newer one. It sorts at its
+/// parent's time, after it. Only the order uses this: retention buckets and ages count from each
+/// snapshot's own time, so one snapshot timed in the future cannot move the others' ages.
 pub fn lineage_times(snapshots: &[&SnapshotInfo]) -> Vec<(SystemTime, u32)> {
     let index: HashMap<SnapshotId, usize> = snapshots
         .iter()
