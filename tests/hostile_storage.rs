@@ -420,13 +420,7 @@ fn a_second_operator_writes_only_once_its_key_is_on_the_trust_list() {
         !w.repo.join("holds").exists() || fs::read_dir(w.repo.join("holds")).unwrap().count() == 0
     );
     // The first operator adds the key it was told.
-    let shown = String::from_utf8(as_second(&["key", "show"]).stdout).unwrap();
-    let key = shown
-        .lines()
-        .find_map(|l| l.strip_prefix("signing key: "))
-        .unwrap()
-        .trim()
-        .to_string();
+    let key = signing_key_of(&second);
     let out = w
         .operator_cmd(&[
             "key",

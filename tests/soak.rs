@@ -363,16 +363,6 @@ fn destroyed(w: &World) -> BTreeSet<String> {
         .collect()
 }
 
-fn copy_tree(from: &Path, to: &Path) {
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-}
-
 /// The restore equals its generation; for a snapshot erase rewrote, without the erased file.
 fn same_records(generation: &Path, restored: &Path, rewritten: bool) -> Result<(), String> {
     let expected = if rewritten {

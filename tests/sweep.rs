@@ -11,17 +11,6 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-fn cp(from: &Path, to: &Path) {
-    let _ = fs::remove_dir_all(to);
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-}
-
 /// The state a command starts from (repository, state dir, and files the command creates), to
 /// go back to before each kill.
 struct Baseline {
@@ -34,7 +23,7 @@ impl Baseline {
         let saved = tempfile::tempdir().unwrap();
         for (i, p) in paths.iter().enumerate() {
             if p.exists() {
-                cp(p, &saved.path().join(i.to_string()));
+                copy_tree(p, &saved.path().join(i.to_string()));
             }
         }
         Baseline {
@@ -47,7 +36,7 @@ impl Baseline {
         for (i, p) in self.paths.iter().enumerate() {
             let copy = self.saved.path().join(i.to_string());
             if copy.exists() {
-                cp(&copy, p);
+                copy_tree(&copy, p);
             } else if p.is_dir() {
                 fs::remove_dir_all(p).unwrap();
             } else if p.exists() {
@@ -255,7 +244,7 @@ fn world_with_a_snapshot(extra: &[&str]) -> (World, std::path::PathBuf, Expected
         .unwrap()
         .to_string();
     let first_copy = w.dir.path().join("first-copy");
-    cp(&src, &first_copy);
+    copy_tree(&src, &first_copy);
     (w, src, vec![(first, first_copy)])
 }
 
@@ -337,7 +326,7 @@ fn every_write_of_init_and_migrate_is_a_safe_kill_point() {
         s3: None,
         dir,
     };
-    cp(&fixture.join("repo"), &v1.repo);
+    copy_tree(&fixture.join("repo"), &v1.repo);
     for (from, to) in [("operator.key", &v1.operator), ("writer.key", &v1.writer)] {
         fs::copy(fixture.join(from), to).unwrap();
         chmod(to, 0o600);
@@ -407,18 +396,7 @@ fn every_write_of_copy_key_changes_and_drill_reports_is_a_safe_kill_point() {
     table.push(("drill (saving its report)", sweep(&case)));
 
     // The second operator's signing key joins the trust list.
-    let out = Command::new(BIN)
-        .args(["key", "show", "--identity"])
-        .arg(&other)
-        .output()
-        .unwrap();
-    let shown = String::from_utf8(out.stdout).unwrap();
-    let key = shown
-        .lines()
-        .find_map(|l| l.strip_prefix("signing key: "))
-        .unwrap()
-        .trim()
-        .to_string();
+    let key = signing_key_of(&other);
     let add = [
         "key",
         "add-operator",

@@ -131,12 +131,49 @@ impl World {
         assert!(out.status.success(), "{}", text(&out));
     }
 
+    /// The id of the newest snapshot.
+    pub fn latest_id(&self) -> String {
+        self.snapshots().last().unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
     /// `snapshots --json` as seen by the writer.
     pub fn snapshots(&self) -> Vec<serde_json::Value> {
         let out = self.writer_cmd(&["snapshots", "--json"]).output().unwrap();
         assert!(out.status.success(), "{}", text(&out));
         serde_json::from_slice(&out.stdout).unwrap()
     }
+}
+
+/// `cp -a FROM TO`, replacing TO: a copy of a tree with its metadata.
+pub fn copy_tree(from: &Path, to: &Path) {
+    let _ = fs::remove_dir_all(to);
+    let out = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// The signing key `custodian key show` prints for an operator identity file.
+pub fn signing_key_of(identity: &Path) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(["key", "show", "--identity"])
+        .arg(identity)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("signing key: "))
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 /// stdout and stderr, for assertion messages.
