@@ -272,6 +272,24 @@ impl Soak {
             self.finish(vec![run]);
             self.check(round);
         }
+        self.drop_unneeded_generations();
+    }
+
+    /// Delete the copies of generations no listed snapshot was taken from (forget removed
+    /// them), so a long soak's disk use stays flat.
+    fn drop_unneeded_generations(&mut self) {
+        let live: BTreeSet<PathBuf> = self
+            .w
+            .snapshots()
+            .iter()
+            .filter_map(|s| s["time"].as_str())
+            .filter_map(|t| self.generation_of.get(t).cloned())
+            .collect();
+        for e in fs::read_dir(&self.gens).unwrap().flatten() {
+            if !live.contains(&e.path()) {
+                fs::remove_dir_all(e.path()).unwrap();
+            }
+        }
     }
 
     /// The writer's check (what the server can see), and every tenth round the operator's
