@@ -62,14 +62,19 @@ pub fn decompress(tag: u8, payload: Vec<u8>, expected_max: usize) -> io::Result<
     }
 }
 
-/// zstd-compressed JSON for bookkeeping objects. A value that does not serialise is an error,
-/// never an empty object sealed in its place.
-pub fn pack_json<T: serde::Serialize>(value: &T) -> crate::Result<Vec<u8>> {
-    let json = serde_json::to_vec(value).map_err(|e| {
+/// JSON of `value`. A value that does not serialise is an error, never an empty object
+/// written or sealed in its place.
+pub fn json_bytes<T: serde::Serialize + ?Sized>(value: &T) -> crate::Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| {
         crate::Error::Invalid(format!(
             "internal error: an object could not be serialised: {e}"
         ))
-    })?;
+    })
+}
+
+/// zstd-compressed JSON for bookkeeping objects ([`json_bytes`], compressed).
+pub fn pack_json<T: serde::Serialize>(value: &T) -> crate::Result<Vec<u8>> {
+    let json = json_bytes(value)?;
     // zstd on an in-memory buffer does not fail; if it did, the JSON is stored as it is.
     Ok(zstd::bulk::compress(&json, 3).unwrap_or(json))
 }

@@ -269,7 +269,7 @@ impl Rewriter<'_> {
         }
         let new_id = if changed {
             tree.nodes = kept;
-            let json = serde_json::to_vec(&tree).unwrap_or_default();
+            let json = crate::compress::json_bytes(&tree)?;
             let id = domain.blob_id(&json);
             self.new_trees.insert(id, (domain.name.clone(), json));
             Some(id)

@@ -206,7 +206,7 @@ fn a_state_dir_deleted_mid_run_is_survived() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_stopped(&child);
+    wait_until_stopped(child.id());
     fs::remove_dir_all(&w.state).unwrap();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
@@ -222,22 +222,6 @@ fn a_state_dir_deleted_mid_run_is_survived() {
     assert!(out.status.success(), "{}", text(&out));
     let latest = w.latest_id();
     intact(&w, &latest, &src);
-}
-
-fn wait_stopped(child: &std::process::Child) {
-    for _ in 0..1000 {
-        let stat = fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
-        if stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().next())
-            == Some("T")
-        {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    panic!("the backup never reached its pause point");
 }
 
 /// `custodian ARGS` with the clock stepped by `offset` (`-1h`, `+1d`).

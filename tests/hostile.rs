@@ -384,3 +384,60 @@ fn a_writer_cannot_get_a_snapshot_erased_by_claiming_to_replace_it() {
         "the real snapshot survives: {ids:?}"
     );
 }
+
+/// `init` meets a `--writer-key-out` file that already exists, at a location a hostile store
+/// dressed up: a garbage `config` leaves the file alone; a replayed copy of the file's own
+/// operators' record (so it looks like an interrupted init's) gets it moved aside, never lost.
+#[test]
+fn init_never_loses_an_existing_credential_file() {
+    let w = World::new(&[]);
+    let original = fs::read(&w.writer).unwrap();
+    let init_at = |location: &Path| {
+        w.operator_cmd(&["init", "--recipient", &w.recipient(), "--writer-key-out"])
+            .arg(&w.writer)
+            .env("CUSTODIAN_REPO", location)
+            .output()
+            .unwrap()
+    };
+    let garbage = w.dir.path().join("garbage");
+    fs::create_dir_all(&garbage).unwrap();
+    fs::write(garbage.join("config"), b"\xff\xfe{ not json").unwrap();
+    let out = init_at(&garbage);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("never overwrites a key"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(fs::read(&w.writer).unwrap(), original);
+
+    let replay = w.dir.path().join("replay");
+    fs::create_dir_all(replay.join("keys")).unwrap();
+    for e in fs::read_dir(w.repo.join("keys")).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("writer-") {
+            fs::copy(e.path(), replay.join("keys").join(e.file_name())).unwrap();
+        }
+    }
+    let out = init_at(&replay);
+    assert!(out.status.success(), "{}", text(&out));
+    let aside: Vec<_> = fs::read_dir(w.dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains(".interrupted-init-")
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "moved aside, once");
+    assert_eq!(
+        fs::read(aside[0].path()).unwrap(),
+        original,
+        "byte for byte"
+    );
+    assert_ne!(
+        fs::read(&w.writer).unwrap(),
+        original,
+        "a new credential in its place"
+    );
+}

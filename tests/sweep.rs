@@ -210,12 +210,7 @@ fn stopped_or_exited(child: &mut std::process::Child) -> bool {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
         }
-        let stat = fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
-        let state = stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().next());
-        if state == Some("T") {
+        if is_stopped(child.id()) {
             return true;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));

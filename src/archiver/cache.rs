@@ -128,11 +128,10 @@ impl FileCache {
 
     /// Replace the stored cache with what this run recorded (only after the snapshot committed).
     pub fn save(self) -> Result<()> {
-        let json = serde_json::to_vec(&CacheFile {
+        let json = crate::compress::json_bytes(&CacheFile {
             version: CACHE_VERSION,
             files: self.new,
-        })
-        .unwrap_or_default();
+        })?;
         let packed = zstd::bulk::compress(&json, 1).at(&self.path)?;
         // The state dir may have been removed while the backup ran.
         if let Some(dir) = self.path.parent() {

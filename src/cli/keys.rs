@@ -241,14 +241,12 @@ fn earlier_run(
     else {
         return Ok(EarlierRun::Unrelated);
     };
-    let config = match backend.get_if_present("config")? {
-        None => None,
-        Some(bytes) => {
-            match serde_json::from_slice::<custodian::format::config::RepoConfig>(&bytes) {
-                Ok(config) => Some(config),
-                Err(_) => return Ok(EarlierRun::Unrelated),
-            }
-        }
+    use custodian::error::Error;
+    let config = match custodian::repository::Repository::read_config(backend.as_ref()) {
+        Ok(config) => Some(config),
+        Err(Error::NotARepository(_)) => None,
+        Err(e @ Error::Backend(_)) => return Err(e.into()),
+        Err(_) => return Ok(EarlierRun::Unrelated),
     };
     if config.as_ref().is_some_and(|c| c.signed()) {
         let opened = custodian::repository::Repository::open(

@@ -126,8 +126,12 @@ pub fn save(state_dir: &Path, doc: &StatusDoc) -> Result<()> {
         .mode(0o600)
         .open(&tmp)
         .at(&tmp)?;
-    file.write_all(&serde_json::to_vec_pretty(doc).unwrap_or_default())
-        .at(&tmp)?;
+    let json = serde_json::to_vec_pretty(doc).map_err(|e| {
+        Error::Invalid(format!(
+            "internal error: the status could not be serialised: {e}"
+        ))
+    })?;
+    file.write_all(&json).at(&tmp)?;
     file.sync_all().at(&tmp)?;
     std::fs::rename(&tmp, &path).at(&path)
 }

@@ -28,10 +28,12 @@ pub fn serve(state_dir: &Path, doc: Arc<Mutex<StatusDoc>>) -> Result<()> {
         .name("status".into())
         .spawn(move || {
             for mut conn in listener.incoming().flatten() {
+                // A status that cannot be produced says so, rather than answering nothing.
                 let text = doc
                     .lock()
-                    .map(|d| serde_json::to_vec(&*d).unwrap_or_default())
-                    .unwrap_or_default();
+                    .map_err(|_| "the daemon's status lock is poisoned".to_string())
+                    .and_then(|d| crate::compress::json_bytes(&*d).map_err(|e| e.to_string()))
+                    .unwrap_or_else(|e| serde_json::json!({ "error": e }).to_string().into_bytes());
                 let _ = conn.write_all(&text);
             }
         })

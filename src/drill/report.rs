@@ -123,7 +123,7 @@ impl DrillReport {
     pub fn save_local(&self, dir: &std::path::Path) -> Result<std::path::PathBuf> {
         crate::archiver::private_dir(dir)?;
         let stem = dir.join(format!("{}-{}", self.time.replace(':', ""), self.runbook));
-        let json = serde_json::to_vec_pretty(self).unwrap_or_default();
+        let json = crate::compress::json_bytes(self)?;
         for (ext, bytes) in [("json", json), ("txt", self.render().into_bytes())] {
             let file = stem.with_extension(ext);
             std::fs::write(&file, bytes).map_err(|e| Error::io(&file, e))?;

@@ -27,10 +27,10 @@ pub struct RepoConfig {
 impl RepoConfig {
     /// `hex(BLAKE3(JSON))` of the parsed config (fields in declaration order): what writer
     /// credentials and the trust list pin, so an edited `config` is refused.
-    pub fn digest(&self) -> String {
-        hex::encode(crate::id::content_hash(
-            &serde_json::to_vec(self).unwrap_or_default(),
-        ))
+    pub fn digest(&self) -> crate::Result<String> {
+        Ok(hex::encode(crate::id::content_hash(
+            &crate::compress::json_bytes(self)?,
+        )))
     }
 
     /// Whether objects must carry signatures (format version 2 and later).

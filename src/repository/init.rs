@@ -195,7 +195,7 @@ pub(super) fn first_trust(
         metadata_identity: t.metadata.identity.clone(),
         metadata_dedup_key: t.metadata.dedup_key.clone(),
         signing_key: Some(hex::encode(*seed)),
-        config_digest: Some(t.config.digest()),
+        config_digest: Some(t.config.digest()?),
         operator_keys: vec![hex::encode(t.signer.public())],
     };
     let text = Zeroizing::new(serde_json::to_string_pretty(&credential).map_err(internal)? + "\n");

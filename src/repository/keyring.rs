@@ -143,7 +143,9 @@ pub fn load_metadata_as_operator(
     let hint = format!(
         "The identity in {} (public key {}) is not one of this repository's operators ({}). Use an operator identity that was given to 'custodian init --recipient'.",
         path.display(),
-        identities.first().map(|i| i.to_public().to_string()).unwrap_or_default(),
+        identities
+            .first()
+            .map_or_else(|| "none".to_string(), |i| i.to_public().to_string()),
         config.operator_recipients.join(", ")
     );
     let plain = crypto::open_with(&refs, sealed, "the repository's metadata key", &hint)?;

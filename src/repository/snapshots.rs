@@ -260,11 +260,13 @@ pub fn lineage_times(snapshots: &[&SnapshotInfo]) -> Vec<(SystemTime, u32)> {
         .enumerate()
         .map(|(i, s)| (s.id, i))
         .collect();
+    // Only a parent of the same source counts: a backup's parent is always one.
     let parent_of = |i: usize| {
-        snapshots[i]
+        let p = snapshots[i]
             .head
             .parent
-            .and_then(|p| index.get(&p).copied())
+            .and_then(|p| index.get(&p).copied())?;
+        (snapshots[p].head.source == snapshots[i].head.source).then_some(p)
     };
     let mut memo: Vec<Option<(SystemTime, u32)>> = vec![None; snapshots.len()];
     let mut on_chain = vec![false; snapshots.len()];
@@ -296,4 +298,63 @@ pub fn lineage_times(snapshots: &[&SnapshotInfo]) -> Vec<(SystemTime, u32)> {
         .zip(snapshots)
         .map(|(m, s)| m.unwrap_or((s.time, 0)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn snap(id: SnapshotId, source: &str, secs: u64, parent: Option<SnapshotId>) -> SnapshotInfo {
+        let head = serde_json::json!({
+            "version": 1, "time": "", "source": source, "domain": source, "host": "h",
+            "root_path": "/", "tags": [], "refs": [], "skipped": 0,
+            "root": {"name": "r", "type": "dir", "mode": 0, "uid": 0, "gid": 0, "mtime": 0, "mtime_ns": 0},
+            "stats": crate::format::snapshot::SnapshotStats::default(),
+            "parent": parent,
+        });
+        SnapshotInfo {
+            id,
+            head: serde_json::from_value(head).unwrap(),
+            time: SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+            writer: None,
+        }
+    }
+
+    #[test]
+    fn a_child_timed_before_its_parent_sorts_after_it() {
+        let (a, b, c) = (
+            SnapshotId::random(),
+            SnapshotId::random(),
+            SnapshotId::random(),
+        );
+        let s = [
+            snap(a, "s", 1000, None),
+            snap(b, "s", 400, Some(a)),
+            snap(c, "s", 500, Some(b)),
+        ];
+        let keys = lineage_times(&s.iter().collect::<Vec<_>>());
+        let t = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        assert_eq!(keys, [(t(1000), 0), (t(1000), 1), (t(1000), 2)]);
+    }
+
+    #[test]
+    fn forged_parent_links_neither_loop_nor_cross_sources() {
+        let (a, b, c) = (
+            SnapshotId::random(),
+            SnapshotId::random(),
+            SnapshotId::random(),
+        );
+        // a and b name each other (a loop only a forger could write); c names another source's.
+        let s = [
+            snap(a, "s", 100, Some(b)),
+            snap(b, "s", 200, Some(a)),
+            snap(c, "t", 50, Some(b)),
+        ];
+        let keys = lineage_times(&s.iter().collect::<Vec<_>>());
+        let t = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+        assert_eq!(keys.len(), 3);
+        assert_eq!(keys[2], (t(50), 0), "a parent of another source is ignored");
+        assert!(keys[0].0 >= t(100) && keys[1].0 >= t(200));
+    }
 }

@@ -510,7 +510,8 @@ fn check_writer(
     credential_id: &str,
     own: [u8; 32],
 ) -> Result<()> {
-    if digest.is_some_and(|d| d != config.digest()) {
+    let current = config.digest()?;
+    if digest.is_some_and(|d| d != current) {
         return Err(Error::Invalid(format!(
             "writer credential {credential_id} was issued for another version of this \
              repository's config (its digest differs): the config was changed. Nothing was \

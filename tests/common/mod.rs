@@ -354,17 +354,20 @@ pub fn chmod(path: &Path, mode: u32) {
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// Wait until process `pid` has stopped itself (state T) at a CUSTODIAN_TEST_PAUSE_AT point.
+/// Whether process `pid` has stopped itself (state T) at a CUSTODIAN_TEST_PAUSE_AT point.
+pub fn is_stopped(pid: u32) -> bool {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Field 3, after the parenthesised command name, is the state.
+    stat.rsplit(')')
+        .next()
+        .is_some_and(|rest| rest.trim_start().starts_with('T'))
+}
+
+/// Wait until process `pid` has stopped itself at its pause point.
 pub fn wait_until_stopped(pid: u32) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Field 3, after the parenthesised command name, is the state.
-        if stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('T'))
-        {
+        if is_stopped(pid) {
             return;
         }
         assert!(
