@@ -108,21 +108,8 @@ pub fn erase(repo: &Arc<Repository>, opts: &EraseOptions) -> Result<EraseReport>
             None => report.unchanged += 1,
         }
     }
-    let holds = repo.holds()?;
-    let held: Vec<String> = rewrites
-        .iter()
-        .map(|(s, _, _)| s)
-        .chain(&superseded)
-        .filter(|s| holds.contains_key(&s.id))
-        .map(|s| format!("{} ({})", s.id.short(), holds[&s.id].reason))
-        .collect();
-    if !held.is_empty() {
-        return Err(Error::Invalid(format!(
-            "snapshot(s) {} are held, and a legal hold outranks erasure: nothing was changed. \
-             Release the hold (operator identity) once it may end, then erase again.",
-            held.join(", ")
-        )));
-    }
+    let doomed = rewrites.iter().map(|(s, _, _)| &s.id);
+    repo.refuse_held(doomed.chain(superseded.iter().map(|s| &s.id)), "erase")?;
     report.entries_removed = rewrites.iter().map(|(_, _, n)| n).sum();
     for (snap, _, removed) in &rewrites {
         report.snapshots.push(ErasedSnapshot {

@@ -88,6 +88,13 @@ pub enum Error {
     TargetNotEmpty(PathBuf),
     #[error("the backup was stopped before it committed (shutdown requested); no partial snapshot was written, and the next run reuses what was uploaded")]
     Cancelled,
+    /// A legal or incident hold stands in the way: a hold outranks every destruction.
+    #[error(
+        "{action} would destroy held snapshot(s) {held}, and a hold outranks {action}: nothing was \
+         changed. Release the hold (operator identity: 'custodian release ID') once it may end, \
+         then run {action} again."
+    )]
+    Held { action: String, held: String },
     #[error("{0}")]
     Damaged(String),
     #[error("{0}")]

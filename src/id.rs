@@ -127,3 +127,9 @@ mod tests {
         assert_eq!(serde_json::from_str::<BlobId>(&json).unwrap(), id);
     }
 }
+
+/// The short form (eight characters) of an id held as text, for people; any text, however
+/// short or odd, is shown whole rather than cut mid-character.
+pub fn short_text(id: &str) -> String {
+    id.chars().take(8).collect()
+}

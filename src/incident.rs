@@ -9,7 +9,6 @@ use crate::repository::{BlobReader, SnapshotInfo};
 use globset::{Glob, GlobMatcher};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -178,41 +177,4 @@ pub fn find(
         }
     }
     Ok(out)
-}
-
-/// Chunks fetched at once by `dump` (about 32 MiB at the default chunk size).
-const DUMP_BATCH: usize = 32;
-
-/// Write the file at `path` in `snap` to `out`, every blob verified on the way.
-pub fn dump(
-    reader: &BlobReader,
-    snap: &SnapshotInfo,
-    path: &Path,
-    out: &mut impl Write,
-) -> Result<u64> {
-    let node = crate::restorer::plan::descend(reader, &snap.head.root, path)?;
-    if node.kind != NodeKind::File {
-        return Err(Error::Invalid(format!(
-            "'{}' is a {:?}, not a file; use 'custodian restore SNAPSHOT:{}' for directories",
-            path.display(),
-            node.kind,
-            path.display()
-        )));
-    }
-    // In batches, so a large file streams instead of filling memory.
-    let ids: Vec<_> = node.content.iter().map(|c| c.0).collect();
-    let mut written = 0;
-    for batch in ids.chunks(DUMP_BATCH) {
-        let blobs = reader.read_many(batch)?;
-        for id in batch {
-            let bytes = blobs.get(id).ok_or_else(|| {
-                Error::Damaged(format!("blob {id} of '{}' is missing", path.display()))
-            })?;
-            out.write_all(bytes)
-                .map_err(|e| Error::io("standard output", e))?;
-            written += bytes.len() as u64;
-        }
-    }
-    out.flush().map_err(|e| Error::io("standard output", e))?;
-    Ok(written)
 }

@@ -23,6 +23,7 @@ pub mod copy;
 pub mod crypto;
 pub mod daemon;
 pub mod drill;
+pub mod dump;
 pub mod erase;
 pub mod error;
 pub mod failpoint;
@@ -36,5 +37,6 @@ pub mod retention;
 pub mod runbook;
 pub mod sample;
 pub mod source;
+pub mod when;
 
 pub use error::{Error, Result};

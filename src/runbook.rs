@@ -33,11 +33,9 @@ impl Select {
             return Ok(Select::LatestBeforeSuspicious);
         }
         if let Some(t) = text.strip_prefix("latest-before ") {
-            return humantime::parse_rfc3339_weak(t.trim())
-                .map(Select::LatestBefore)
-                .map_err(|e| {
-                    format!("'{t}' is not a time ({e}); write e.g. 2026-11-01T00:00:00Z")
-                });
+            return crate::when::parse(t)
+                .map(|m| Select::LatestBefore(m.time))
+                .map_err(|e| format!("{e} (a time without a zone is this host's local time)"));
         }
         if let Some(days) = text.strip_prefix("random-within ") {
             return days
@@ -297,24 +295,87 @@ impl Runbook {
     }
 }
 
+/// The runbooks of a directory. Each stands alone: one with a typo is reported in `broken` and
+/// the others are served, because `runbook show` is the main incident tool and an incident is
+/// no time to be blocked by a mistake in another plan.
+#[derive(Clone, Debug, Default)]
+pub struct Shelf {
+    pub books: Vec<Runbook>,
+    /// Runbooks that could not be read or parsed, with the file and line of the fault.
+    pub broken: Vec<ConfigError>,
+}
+
+impl Shelf {
+    /// The runbook `name` (an id), or the error of a broken one whose file is `name.md`.
+    pub fn find(&self, name: &str) -> Option<Result<&Runbook, &ConfigError>> {
+        if let Some(rb) = self.books.iter().find(|r| r.id == name) {
+            return Some(Ok(rb));
+        }
+        self.broken
+            .iter()
+            .find(|e| Path::new(&e.file).file_stem().is_some_and(|s| s == name))
+            .map(Err)
+    }
+}
+
 /// Every `*.md` runbook in `dir`, sorted by file name (files without front matter, such as a
-/// README, are skipped).
-pub fn load_dir(dir: &Path) -> Result<Vec<Runbook>, ConfigError> {
+/// README, are skipped). Only a directory that cannot be read at all is an error. A second
+/// runbook with an id already taken is broken: a drill must never run the wrong plan.
+pub fn load_dir(dir: &Path) -> Result<Shelf, ConfigError> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| ConfigError::at(dir, "", 0, "(directory)", format!("cannot be read: {e}")))?
+        .map_err(|e| {
+            ConfigError::at(
+                dir,
+                "",
+                0,
+                "(runbooks directory)",
+                format!(
+                    "cannot be read ({e}); give the directory that holds the runbooks (the \
+                     CLI's --runbooks DIR, the config's [drills] runbooks)"
+                ),
+            )
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "md"))
         .collect();
     files.sort();
-    let mut out = Vec::new();
+    let mut shelf = Shelf::default();
     for file in files {
-        let text = std::fs::read_to_string(&file)
-            .map_err(|e| ConfigError::at(&file, "", 0, "(file)", format!("cannot be read: {e}")))?;
-        if text.starts_with("+++\n") {
-            out.push(Runbook::parse(&file, &text)?);
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) => {
+                let e = ConfigError::at(&file, "", 0, "(file)", format!("cannot be read: {e}"));
+                shelf.broken.push(e);
+                continue;
+            }
+        };
+        if !text.starts_with("+++\n") {
+            continue;
+        }
+        match Runbook::parse(&file, &text) {
+            Ok(rb) if shelf.books.iter().any(|b| b.id == rb.id) => {
+                let first = shelf
+                    .books
+                    .iter()
+                    .find(|b| b.id == rb.id)
+                    .map(|b| b.file.display().to_string());
+                shelf.broken.push(ConfigError::at(
+                    &file,
+                    "",
+                    0,
+                    "id",
+                    format!(
+                        "'{}' is already the id of {}; give each runbook its own id",
+                        rb.id,
+                        first.unwrap_or_default()
+                    ),
+                ));
+            }
+            Ok(rb) => shelf.books.push(rb),
+            Err(e) => shelf.broken.push(e),
         }
     }
-    Ok(out)
+    Ok(shelf)
 }
 
 #[cfg(test)]
@@ -324,7 +385,9 @@ mod tests {
     #[test]
     fn every_shipped_runbook_parses() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks");
-        let books = load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let shelf = load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+        assert!(shelf.broken.is_empty(), "{:?}", shelf.broken);
+        let books = shelf.books;
         assert!(books.len() >= 4, "{} runbooks", books.len());
         for b in &books {
             assert!(

@@ -141,7 +141,7 @@ pub fn run(args: BackupArgs) -> Result<u8> {
             "skipped": outcome.skipped.iter().map(|e| serde_json::json!({"path": e.path, "error": e.error})).collect::<Vec<_>>(),
         }))?;
     } else {
-        println!(
+        outln!(
             "snapshot {} saved: {} files, {} dirs, {} ({} files read, {} read; {} new blobs, {} added in {} packs) in {:.2}s",
             outcome.id.short(),
             s.files,

@@ -52,7 +52,7 @@ pub fn run(args: CheckArgs) -> Result<u8> {
         value["requests"] = serde_json::to_value(common::requests())?;
         common::print_json(&value)?;
     } else {
-        println!(
+        outln!(
             "checked {} snapshots, {} packs, {} blobs; read {} packs ({})",
             report.snapshots,
             report.packs,
@@ -61,12 +61,12 @@ pub fn run(args: CheckArgs) -> Result<u8> {
             human_bytes(report.bytes_read)
         );
         for w in &report.warnings {
-            println!("warning: {w}");
+            outln!("warning: {w}");
         }
         for e in &report.errors {
-            println!("error: {e}");
+            outln!("error: {e}");
         }
-        println!(
+        outln!(
             "{}",
             if report.errors.is_empty() {
                 "no errors were found"

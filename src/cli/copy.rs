@@ -56,7 +56,7 @@ pub fn run(args: CopyArgs) -> Result<u8> {
         return Ok(0);
     }
     for s in &report.snapshots {
-        println!(
+        outln!(
             "snapshot {} ({}, {}): {}, {} packs present and whole",
             &s.id[..8],
             s.source,
@@ -65,14 +65,14 @@ pub fn run(args: CopyArgs) -> Result<u8> {
             s.packs
         );
     }
-    println!(
+    outln!(
         "copied {} objects ({}), {} already there; {} read back and verified",
         report.objects_copied,
         human_bytes(report.bytes_copied),
         report.objects_skipped,
         report.objects_verified
     );
-    println!(
+    outln!(
         "{}: {} objects, {}\n{}: {} objects, {}",
         args.from,
         report.from.objects,

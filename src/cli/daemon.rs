@@ -49,7 +49,20 @@ pub fn run(args: DaemonArgs) -> Result<u8> {
 pub fn config(command: ConfigCommand) -> Result<u8> {
     let ConfigCommand::Check { config } = command;
     let c = Config::load(&config)?;
-    println!(
+    let mut warnings = 0;
+    for s in &c.sources {
+        for w in custodian::source::exclude::lint(&s.exclude, &s.path) {
+            eprintln!("warning: source {}: {w}", s.name);
+            warnings += 1;
+        }
+    }
+    if let Some(d) = &c.drills {
+        for e in &d.broken_runbooks {
+            eprintln!("warning: runbook not drilled until fixed (the daemon runs the others): {e}");
+            warnings += 1;
+        }
+    }
+    outln!(
         "{}: valid; repository {}; {} source(s): {}",
         config.display(),
         c.repository.url,
@@ -60,21 +73,42 @@ pub fn config(command: ConfigCommand) -> Result<u8> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if warnings > 0 {
+        outln!("{warnings} warning(s) above: the daemon would start, but check them");
+    }
     Ok(0)
 }
 
+/// Exit codes for monitoring checks: 0 all good, 1 degraded, 2 failing or down.
 pub fn status(args: StatusArgs) -> Result<u8> {
     let state_dir = match args.state_dir {
         Some(dir) => dir,
         None => Config::load_form(&args.config)?.repository.state_dir,
     };
     let doc = status::fetch(&state_dir)?;
+    if !doc.live && doc.repository.is_empty() {
+        eprintln!(
+            "no custodian daemon is running with state dir {}, and none has run there: start it \
+             (systemctl start custodian), or point --config or --state-dir at the daemon's own.",
+            state_dir.display()
+        );
+        return Ok(status::Health::Failing as u8);
+    }
+    let (health, problems) = status::health(&doc);
     if args.json {
-        common::print_json(&doc)?;
+        let mut value = serde_json::to_value(&doc)?;
+        if let Some(map) = value.as_object_mut() {
+            map.insert("health".into(), serde_json::to_value(health)?);
+            map.insert("problems".into(), serde_json::to_value(&problems)?);
+        }
+        common::print_json(&value)?;
     } else {
         print_status(&doc);
+        for p in &problems {
+            outln!("PROBLEM: {p}");
+        }
     }
-    Ok(0)
+    Ok(health as u8)
 }
 
 fn ago(t: Option<u64>, now: u64) -> String {
@@ -92,42 +126,50 @@ fn print_status(doc: &StatusDoc) {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     match (doc.live, doc.pid) {
-        (true, Some(pid)) => println!("daemon running (pid {pid}), repository {}", doc.repository),
-        _ => println!(
-            "daemon not running; last recorded state, repository {}",
+        (true, Some(pid)) => outln!("daemon running (pid {pid}), repository {}", doc.repository),
+        _ => outln!(
+            "daemon NOT RUNNING; what it last recorded (nothing is scheduled), repository {}",
             doc.repository
         ),
     }
     for s in &doc.sources {
-        let next = match s.next_run {
-            Some(t) if t > now => format!(
-                "in {}",
-                humantime::format_duration(std::time::Duration::from_secs(t - now))
-            ),
-            Some(_) => "due".into(),
-            None => "on change".into(),
-        };
-        println!(
-            "{}: last snapshot {} ({}), {}; next run {}; watcher {}",
-            s.name,
-            s.last_snapshot
-                .as_deref()
-                .map_or("none", |id| &id[..8.min(id.len())]),
-            ago(s.last_success, now),
-            s.last_result,
-            next,
-            if s.watcher.is_empty() {
+        // A stopped daemon runs nothing and watches nothing: say only what it recorded.
+        let live = if doc.live {
+            let next = match s.next_run {
+                Some(t) if t > now => format!(
+                    "in {}",
+                    humantime::format_duration(std::time::Duration::from_secs(t - now))
+                ),
+                Some(_) => "due".into(),
+                None => "on change".into(),
+            };
+            let watcher = if s.watcher.is_empty() {
                 "off"
             } else {
                 &s.watcher
-            }
+            };
+            format!("; next run {next}; watcher {watcher}")
+        } else {
+            String::new()
+        };
+        outln!(
+            "{}: last snapshot {} ({}), {}{live}",
+            s.name,
+            s.last_snapshot
+                .as_deref()
+                .map_or("none".to_string(), custodian::id::short_text),
+            ago(s.last_success, now),
+            s.last_result,
         );
         if let Some(e) = &s.last_error {
-            println!("  last error: {e}");
+            outln!("  last error: {e}");
         }
     }
+    for b in &doc.broken_runbooks {
+        outln!("runbook BROKEN, not drilled until fixed: {b}");
+    }
     for d in &doc.drills {
-        println!(
+        outln!(
             "drill {}: {} {}; RTO margin {:.0}s, RPO margin {:.0}s",
             d.runbook,
             d.last_result,
@@ -136,12 +178,12 @@ fn print_status(doc: &StatusDoc) {
             d.rpo_margin_seconds
         );
         if let Some(e) = &d.last_error {
-            println!("  last error: {e}");
+            outln!("  last error: {e}");
         }
     }
     let p = &doc.prune;
     if p.last_run.is_some() {
-        println!(
+        outln!(
             "prune: {} {}; reclaimed {} so far, {} marked and waiting",
             p.last_result,
             ago(p.last_run, now),
@@ -149,7 +191,7 @@ fn print_status(doc: &StatusDoc) {
             super::common::human_bytes(p.marked_bytes)
         );
         if let Some(e) = &p.last_error {
-            println!("  last error: {e}");
+            outln!("  last error: {e}");
         }
     }
 }

@@ -63,7 +63,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
 pub fn sample(args: SampleArgs) -> Result<u8> {
     if args.mutate {
         let touched = sample::mutate(&args.dir, args.seed)?;
-        println!("changed {touched} files under {}", args.dir.display());
+        outln!("changed {touched} files under {}", args.dir.display());
     } else {
         if args.dir.exists() {
             bail!(
@@ -72,7 +72,7 @@ pub fn sample(args: SampleArgs) -> Result<u8> {
             );
         }
         let stats = sample::generate(&args.dir, args.size, args.seed)?;
-        println!(
+        outln!(
             "generated {} files, {} under {}",
             stats.files,
             human_bytes(stats.bytes),
@@ -291,37 +291,37 @@ pub fn run(args: DemoArgs) -> Result<u8> {
 
     let repo_size = dir_size(&repo_dir);
     let logical = first.head.stats.bytes + second.head.stats.bytes;
-    println!("custodian demo: all steps passed\n");
-    println!(
+    outln!("custodian demo: all steps passed\n");
+    outln!(
         "  sample records   {} files, {} in {}",
         stats.files,
         human_bytes(stats.bytes),
         records.display()
     );
-    println!(
+    outln!(
         "  snapshots        {} (first), {} (after {touched} files changed)",
         first.id.short(),
         second.id.short()
     );
-    println!(
+    outln!(
         "  second backup    read {} of {} files, added {}",
         second.head.stats.files_read,
         second.head.stats.files,
         human_bytes(second.head.stats.bytes_added)
     );
-    println!(
+    outln!(
         "  repository       {} for {} backed up: dedup+compression ratio {:.2}x",
         human_bytes(repo_size),
         human_bytes(logical),
         logical as f64 / repo_size.max(1) as f64
     );
-    println!(
+    outln!(
         "  restore          {} files, {} verified byte for byte in {}",
         restored.files,
         compared,
         scratch.display()
     );
-    println!(
+    outln!(
         "  check            {} packs, {} blobs read and verified, every signature checked, no errors",
         report.packs_read, report.blobs
     );
@@ -330,14 +330,14 @@ pub fn run(args: DemoArgs) -> Result<u8> {
         .pop()
         .and_then(|s| s.writer)
         .unwrap_or_default();
-    println!(
+    outln!(
         "  trust            trust list signed by {}; snapshots signed by {signed_by}",
         operator_repo
             .auth()
             .map(|a| a.list.by.as_str())
             .unwrap_or("nobody (format 1)")
     );
-    println!(
+    outln!(
         "  drill            {} '{}': RTO {:.1}s of {:.0}s, RPO {}s of {}s, {} checks passed",
         if drilled.passed { "PASS" } else { "FAIL" },
         drilled.runbook,
@@ -347,22 +347,22 @@ pub fn run(args: DemoArgs) -> Result<u8> {
         drilled.rpo.target_seconds,
         drilled.checks.iter().filter(|c| c.passed).count()
     );
-    println!("\n  timeline");
+    outln!("\n  timeline");
     for (label, secs) in &timeline {
-        println!("    {secs:>7.2}s  {label}");
+        outln!("    {secs:>7.2}s  {label}");
     }
-    println!("\n  where things are");
-    println!("    repository        {}", repo_dir.display());
-    println!("    drill report      {}", report_file.display());
-    println!(
+    outln!("\n  where things are");
+    outln!("    repository        {}", repo_dir.display());
+    outln!("    drill report      {}", report_file.display());
+    outln!(
         "    operator identity {}  (reads backups; keep offline)",
         operator_key.display()
     );
-    println!(
+    outln!(
         "    writer credential {}  (for the server; cannot read backups)",
         writer_key.display()
     );
-    println!(
+    outln!(
         "\n  try: custodian snapshots --repo {} --writer-key {}",
         repo_dir.display(),
         writer_key.display()

@@ -55,20 +55,36 @@ pub enum RunbookCommand {
     },
 }
 
+/// The runbooks in `dir`, each standing alone: broken ones are reported on stderr and the
+/// others served.
+fn shelf(dir: &Path) -> Result<runbook::Shelf> {
+    let shelf = runbook::load_dir(dir)?;
+    for e in &shelf.broken {
+        eprintln!("warning: runbook skipped until fixed (the others are served): {e}");
+    }
+    Ok(shelf)
+}
+
 fn find(runbooks: &Path, name: &str) -> Result<Runbook> {
     let path = Path::new(name);
     if path.is_file() {
         return Ok(Runbook::load(path)?);
     }
-    runbook::load_dir(runbooks)?
-        .into_iter()
-        .find(|r| r.id == name)
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "no runbook '{name}': give a file, or an id of a runbook in {}",
-                runbooks.display()
-            )
-        })
+    let shelf = shelf(runbooks)?;
+    match shelf.find(name) {
+        Some(Ok(rb)) => Ok(rb.clone()),
+        Some(Err(e)) => anyhow::bail!("runbook '{name}' cannot be used until it is fixed: {e}"),
+        None => anyhow::bail!(
+            "no runbook '{name}' in {}: its runbooks are {}. Give a file, an id, or --runbooks DIR.",
+            runbooks.display(),
+            shelf
+                .books
+                .iter()
+                .map(|r| r.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 }
 
 pub fn run(args: DrillArgs) -> Result<u8> {
@@ -86,9 +102,14 @@ pub fn run(args: DrillArgs) -> Result<u8> {
 }
 
 fn run_drills(args: &DrillArgs) -> Result<u8> {
+    let mut broken = 0;
     let books = match (&args.runbook, args.all) {
         (Some(name), false) => vec![find(&args.runbooks, name)?],
-        (None, true) => runbook::load_dir(&args.runbooks)?,
+        (None, true) => {
+            let shelf = shelf(&args.runbooks)?;
+            broken = shelf.broken.len();
+            shelf.books
+        }
         _ => anyhow::bail!("name one runbook (file or id), or pass --all"),
     };
     let repo = common::open_operator(&args.repo, &args.keys, "a restore drill")?;
@@ -106,8 +127,8 @@ fn run_drills(args: &DrillArgs) -> Result<u8> {
         let stored = repo.store_drill_report(&report)?;
         let stem = report.save_local(&report_dir)?;
         if !args.json {
-            print!("{}", report.render());
-            println!(
+            out!("{}", report.render());
+            outln!(
                 "report: {}.txt (and .json); in the repository as {stored}\n",
                 stem.display()
             );
@@ -117,11 +138,14 @@ fn run_drills(args: &DrillArgs) -> Result<u8> {
     if args.json {
         common::print_json(&reports)?;
     }
-    Ok(if reports.iter().all(|r| r.passed) {
-        0
-    } else {
-        1
-    })
+    if !reports.iter().all(|r| r.passed) {
+        return Ok(1);
+    }
+    if broken > 0 {
+        eprintln!("{broken} runbook(s) could not be drilled: fix them (custodian runbook lint)");
+        return Ok(EXIT_COULD_NOT_RUN);
+    }
+    Ok(0)
 }
 
 fn reports(args: &DrillArgs) -> Result<u8> {
@@ -132,7 +156,7 @@ fn reports(args: &DrillArgs) -> Result<u8> {
         return Ok(0);
     }
     for r in &all {
-        println!(
+        outln!(
             "{}  {}  {:<24} RTO {:.1}s/{:.0}s  RPO {}s/{}s  {}",
             r.time,
             if r.passed { "PASS" } else { "FAIL" },
@@ -169,19 +193,19 @@ fn show(rb: &Runbook, repo_arg: &RepoArg, keys: &KeyArgs) -> Result<u8> {
         ))
         .to_string()
     };
-    println!("{} ({})", rb.title, rb.id);
-    println!(
+    outln!("{} ({})", rb.title, rb.id);
+    outln!(
         "owner {} · RTO {} · RPO {}\n",
         rb.owner,
         humantime::format_duration(rb.rto),
         humantime::format_duration(rb.rpo)
     );
-    println!("LIVE FACTS at {}", humantime::format_rfc3339_seconds(now));
+    outln!("LIVE FACTS at {}", humantime::format_rfc3339_seconds(now));
     let mut commands = Vec::new();
     for source in &rb.sources {
         let of: Vec<_> = all.iter().filter(|s| &s.head.source == source).collect();
         let Some(newest) = of.last() else {
-            println!("  {source}: NO SNAPSHOT in {}", repo.location());
+            outln!("  {source}: NO SNAPSHOT in {}", repo.location());
             continue;
         };
         let rpo_note = if now.duration_since(newest.time).unwrap_or_default() > rb.rpo {
@@ -189,7 +213,7 @@ fn show(rb: &Runbook, repo_arg: &RepoArg, keys: &KeyArgs) -> Result<u8> {
         } else {
             ""
         };
-        println!(
+        outln!(
             "  {source}: newest snapshot {} taken {} ago ({}){rpo_note}; {} snapshots",
             newest.id.short(),
             age(newest.time),
@@ -197,14 +221,14 @@ fn show(rb: &Runbook, repo_arg: &RepoArg, keys: &KeyArgs) -> Result<u8> {
             of.len()
         );
         for s in of.iter().rev().take(5).skip(1) {
-            println!("      earlier {} {} ago", s.id.short(), age(s.time));
+            outln!("      earlier {} {} ago", s.id.short(), age(s.time));
         }
         match custodian::drill::select(&of, &rb.select, now) {
             Some((chosen, how)) => {
                 if chosen.head.changes.as_ref().is_some_and(|c| c.suspicious) {
-                    println!("      WARNING: {} is flagged suspicious", chosen.id.short());
+                    outln!("      WARNING: {} is flagged suspicious", chosen.id.short());
                 }
-                println!("      this runbook restores {} ({how})", chosen.id.short());
+                outln!("      this runbook restores {} ({how})", chosen.id.short());
                 let paths: Vec<String> = if rb.scope.is_empty() {
                     vec![chosen.id.short()]
                 } else {
@@ -220,14 +244,14 @@ fn show(rb: &Runbook, repo_arg: &RepoArg, keys: &KeyArgs) -> Result<u8> {
                     ));
                 }
             }
-            None => println!("      no snapshot matches select = {:?}", rb.select),
+            None => outln!("      no snapshot matches select = {:?}", rb.select),
         }
     }
-    println!("\nRESTORE COMMANDS");
+    outln!("\nRESTORE COMMANDS");
     for c in &commands {
-        println!("  {c}");
+        outln!("  {c}");
     }
-    println!("\n{}", rb.body);
+    outln!("\n{}", rb.body);
     Ok(0)
 }
 
@@ -286,6 +310,6 @@ fn lint(runbooks: &Path, config: Option<&Path>) -> Result<u8> {
             }
         }
     }
-    println!("{ok} runbook(s) valid, {bad} with errors");
+    outln!("{ok} runbook(s) valid, {bad} with errors");
     Ok(if bad == 0 { 0 } else { 1 })
 }

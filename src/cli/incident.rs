@@ -5,6 +5,7 @@ use super::{KeyArgs, RepoArg};
 use anyhow::Result;
 use custodian::incident::{self, Pattern};
 use custodian::repository::BlobReader;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -78,10 +79,10 @@ pub fn diff(args: DiffArgs) -> Result<u8> {
             "modified" => "M",
             _ => "U",
         };
-        println!("{mark} {:<60} {size}", c.path);
+        outln!("{mark} {:<60} {size}", c.path);
     }
     let count = |k: &str| changes.iter().filter(|c| c.change == k).count();
-    println!(
+    outln!(
         "{} → {}: {} added, {} removed, {} modified, {} metadata only",
         a.id.short(),
         b.id.short(),
@@ -110,7 +111,7 @@ pub fn find(args: FindArgs) -> Result<u8> {
     }
     for f in &found {
         let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(f.mtime.max(0) as u64);
-        println!(
+        outln!(
             "{}  {}  {:<12} {:>10}  mtime {}  {}",
             &f.snapshot[..8],
             &f.time[..19.min(f.time.len())],
@@ -139,13 +140,28 @@ pub fn dump(args: DumpArgs) -> Result<u8> {
     let snap = repo.resolve_snapshot(spec, args.source.as_deref())?;
     let index = repo.load_index()?;
     let reader = BlobReader::new(&repo, &index);
+    let path = PathBuf::from(path.trim_start_matches('/'));
     let stdout = std::io::stdout();
+    if stdout.is_terminal() {
+        let node = custodian::restorer::plan::descend(&reader, &snap.head.root, &path)?;
+        if node.kind == custodian::format::tree::NodeKind::Dir {
+            anyhow::bail!(
+                "'{}' is a directory: dump writes it as a tar archive, which a terminal cannot \
+                 show. Redirect it (> records.tar), pipe it (| tar -x), or use 'custodian \
+                 restore {spec}:{}' to get the files back.",
+                path.display(),
+                path.display()
+            );
+        }
+    }
     let mut out = std::io::BufWriter::new(stdout.lock());
-    incident::dump(
-        &reader,
-        &snap,
-        &PathBuf::from(path.trim_start_matches('/')),
-        &mut out,
-    )?;
-    Ok(0)
+    match custodian::dump::dump(&reader, &snap, &path, &mut out) {
+        Ok(_) => Ok(0),
+        Err(custodian::Error::Io { cause, .. })
+            if cause.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            Ok(0)
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -22,9 +22,12 @@ pub enum KeyCommand {
     DestroyDomain {
         /// The key domain (by default a source's name).
         domain: String,
-        /// Type the domain name again: there is no undo.
+        /// Type the domain name again: there is no undo (not needed with --dry-run).
+        #[arg(long, required_unless_present = "dry_run")]
+        confirm: Option<String>,
+        /// Say what would be destroyed, and which hold would block it; change nothing.
         #[arg(long)]
-        confirm: String,
+        dry_run: bool,
         #[command(flatten)]
         repo: RepoArg,
         #[command(flatten)]
@@ -97,14 +100,14 @@ pub fn key(cmd: KeyCommand) -> Result<u8> {
                 "wrote operator identity to {} (mode 0600); keep it offline. Its public recipient:",
                 output.display()
             );
-            println!("{}", identity.to_public());
+            outln!("{}", identity.to_public());
             Ok(0)
         }
         KeyCommand::Show { identity } => {
             let identity = operator_identity(&identity)?;
             let signer = custodian::crypto::sign::ObjectSigner::for_operator(&identity);
-            println!("recipient:   {}", identity.to_public());
-            println!("signing key: {}", hex::encode(signer.public()));
+            outln!("recipient:   {}", identity.to_public());
+            outln!("signing key: {}", hex::encode(signer.public()));
             Ok(0)
         }
         KeyCommand::AddOperator {
@@ -115,7 +118,7 @@ pub fn key(cmd: KeyCommand) -> Result<u8> {
         } => {
             let repo = common::open_operator(&repo, &keys, "changing the trust list")?;
             let seq = repo.add_operator_key(&recipient, &key)?;
-            println!("trust list version {seq}: operator {recipient} may now sign");
+            outln!("trust list version {seq}: operator {recipient} may now sign");
             Ok(0)
         }
         KeyCommand::Trust { fingerprint, repo } => {
@@ -124,7 +127,7 @@ pub fn key(cmd: KeyCommand) -> Result<u8> {
                 &common::state_dir().join("trust"),
                 &fingerprint,
             )?;
-            println!(
+            outln!(
                 "repository at {} trusted on this machine (its trust list was signed by {by})",
                 repo.repo
             );
@@ -133,21 +136,28 @@ pub fn key(cmd: KeyCommand) -> Result<u8> {
         KeyCommand::DestroyDomain {
             domain,
             confirm,
+            dry_run,
             repo,
             keys,
         } => {
-            if confirm != domain {
+            if !dry_run && confirm.as_deref() != Some(domain.as_str()) {
                 anyhow::bail!("--confirm must repeat the domain name exactly ('{domain}'): destroying a key domain cannot be undone");
             }
             let repo = common::open_operator(&repo, &keys, "destroying a key domain")?;
             use custodian::repository::DomainDestroyed;
-            match repo.destroy_domain(&domain, &common::state_dir().join("destruction"))? {
-                DomainDestroyed::Now(record) => println!(
+            let local = common::state_dir().join("destruction");
+            match repo.destroy_domain(&domain, dry_run, &local)? {
+                DomainDestroyed::WouldDestroy { snapshots, objects } => outln!(
+                    "dry run: key domain '{domain}' would be destroyed: {} snapshot(s) forgotten, \
+                     {objects} object(s) deleted; no snapshot of it is held. Nothing was changed.",
+                    snapshots.len()
+                ),
+                DomainDestroyed::Now(record) => outln!(
                     "key domain '{domain}' destroyed: {} snapshot(s) forgotten, {} object(s) deleted; destruction record written",
                     record.snapshots.len(),
                     record.objects_deleted
                 ),
-                DomainDestroyed::Earlier(record) => println!(
+                DomainDestroyed::Earlier(record) => outln!(
                     "key domain '{domain}' was already destroyed at {} by {}; nothing left to do",
                     record.time, record.by
                 ),
@@ -163,7 +173,7 @@ pub fn init(args: InitArgs) -> Result<u8> {
     if args.writer_key_out.exists() {
         match earlier_run(&backend, &args.writer_key_out)? {
             EarlierRun::Finished => {
-                println!(
+                outln!(
                     "repository at {} already exists and {} is its writer credential: an \
                      earlier init finished; nothing to do",
                     args.repo.repo,
@@ -203,12 +213,12 @@ pub fn init(args: InitArgs) -> Result<u8> {
         eprintln!("warning: the new repository could not be pinned on this machine ({e}); the first command with --identity pins it");
     }
     if let Some(auth) = initialized.repo.auth() {
-        println!(
+        outln!(
             "trust fingerprint: {} (other operators compare it before 'custodian key trust')",
             auth.fingerprint
         );
     }
-    println!(
+    outln!(
         "created repository {} at {}\nwriter credential: {} (give this to the backing-up server; it cannot read backups)",
         initialized.repo.config.repo_id.short(),
         args.repo.repo,
@@ -324,7 +334,7 @@ pub struct MigrateArgs {
 pub fn migrate(args: MigrateArgs) -> Result<u8> {
     let repo = common::open_operator(&args.repo, &args.keys, "migrate")?;
     if repo.config.signed() {
-        println!(
+        outln!(
             "repository {} is already format version {}: nothing to migrate",
             repo.config.repo_id.short(),
             repo.config.version
@@ -353,7 +363,7 @@ pub fn migrate(args: MigrateArgs) -> Result<u8> {
     if args.json {
         common::print_json(&done)?;
     } else {
-        println!(
+        outln!(
             "repository {} is now format version 2: {} objects and {} packs vouched for, signed \
              by your operator key.\nnew writer credential: {} (give it to the backing-up server; \
              the old one is refused from now on)",

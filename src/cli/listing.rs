@@ -17,16 +17,12 @@ pub struct SnapshotsArgs {
     /// Only this record store.
     #[arg(long)]
     source: Option<String>,
-    /// Only snapshots taken before this time (RFC 3339, e.g. 2026-11-20T08:00:00Z).
-    #[arg(long, value_parser = parse_time)]
-    before: Option<std::time::SystemTime>,
+    /// Only snapshots taken before this time: RFC 3339 (2026-11-20T08:00:00Z, or with an
+    /// offset), or a local time without a zone (2026-11-20 09:00).
+    #[arg(long, value_parser = custodian::when::parse)]
+    before: Option<custodian::when::Moment>,
     #[arg(long)]
     json: bool,
-}
-
-fn parse_time(text: &str) -> Result<std::time::SystemTime, String> {
-    humantime::parse_rfc3339_weak(text)
-        .map_err(|e| format!("'{text}' is not a time ({e}); write e.g. 2026-11-20T08:00:00Z"))
 }
 
 #[derive(clap::Args)]
@@ -47,6 +43,9 @@ pub struct LsArgs {
 }
 
 pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
+    if let Some(reading) = args.before.and_then(|m| m.reading("--before")) {
+        eprintln!("{reading}");
+    }
     let repo = common::open(&args.repo, &args.keys, "listing snapshots")?;
     let holds = repo.holds()?;
     let scan = repo.scan_snapshots()?;
@@ -57,7 +56,7 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
         .good
         .into_iter()
         .filter(|s| args.source.as_ref().is_none_or(|src| &s.head.source == src))
-        .filter(|s| args.before.is_none_or(|t| s.time < t))
+        .filter(|s| args.before.is_none_or(|t| s.time < t.time))
         .collect();
     if args.json {
         let out: Vec<_> = list
@@ -76,18 +75,18 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
         common::print_json(&out)?;
         return Ok(0);
     }
-    println!(
-        "{:<10} {:<20} {:<14} {:<12} {:>8} {:>10} {:>7}  tags / flags",
-        "id", "time (UTC)", "source", "host", "files", "size", "skipped"
+    outln!(
+        "{:<10} {:<26} {:<14} {:<12} {:>8} {:>10} {:>7}  tags / flags",
+        "id",
+        format!("time ({})", custodian::when::zone_label()),
+        "source",
+        "host",
+        "files",
+        "size",
+        "skipped"
     );
     for s in &list {
-        let time: String = s
-            .head
-            .time
-            .chars()
-            .take(19)
-            .collect::<String>()
-            .replace('T', " ");
+        let time = custodian::when::show(s.time);
         let mut flag = match &s.head.changes {
             Some(c) if c.suspicious => format!("  SUSPICIOUS ({})", c.reasons.join("; ")),
             _ => String::new(),
@@ -105,8 +104,8 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
                 &r.time[..10.min(r.time.len())]
             ));
         }
-        println!(
-            "{:<10} {:<20} {:<14} {:<12} {:>8} {:>10} {:>7}  {}{flag}",
+        outln!(
+            "{:<10} {:<26} {:<14} {:<12} {:>8} {:>10} {:>7}  {}{flag}",
             s.id.short(),
             time,
             s.head.source,
@@ -117,7 +116,7 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
             s.head.tags.join(",")
         );
     }
-    println!("{} snapshot(s)", list.len());
+    outln!("{} snapshot(s)", list.len());
     Ok(0)
 }
 
@@ -150,7 +149,7 @@ pub fn ls(args: LsArgs) -> Result<u8> {
                 (NodeKind::Dir, _) => "/".into(),
                 _ => String::new(),
             };
-            println!("{}{suffix}", path.display());
+            outln!("{}{suffix}", path.display());
         }
     }
     Ok(0)

@@ -1,6 +1,18 @@
 //! The command line: clap definitions, one module per verb, `--json` output, progress bars and
 //! exit codes. The only place that uses `anyhow`.
 
+/// `println!` for command output. A reader that went away (`custodian ls | head`) ends the
+/// command quietly, as it does for restic, instead of a panic with a backtrace.
+macro_rules! outln {
+    () => { $crate::cli::emit(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::cli::emit(format_args!("{}\n", format_args!($($t)*))) };
+}
+
+/// `print!` for command output (see `outln!`).
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::emit(format_args!($($t)*)) };
+}
+
 mod backup;
 mod check;
 mod common;
@@ -30,6 +42,9 @@ Environment: CUSTODIAN_REPO, CUSTODIAN_WRITER_KEY, CUSTODIAN_IDENTITY stand in f
 #[derive(Parser)]
 #[command(name = "custodian", version, about = "Encrypted, deduplicated backups of customer records that the backing-up server cannot read.", after_help = EXIT_HELP)]
 pub struct Cli {
+    /// Show times in UTC instead of local time (JSON is always UTC).
+    #[arg(long, global = true)]
+    utc: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -113,9 +128,29 @@ enum Command {
     Sample(demo::SampleArgs),
 }
 
+/// Write command output. A closed pipe ends the process with 0 and no message (the reader has
+/// all it wanted); any other failure to write (a full disk behind `>`) is an error, exit 1.
+pub(crate) fn emit(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args) {
+        stdout_failed(e)
+    }
+}
+
+/// The end of a command whose output cannot be written.
+pub(crate) fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: the output could not be written ({e}); check where stdout goes");
+    std::process::exit(1)
+}
+
 /// Parse arguments, run, and turn the outcome into an exit code.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    custodian::when::show_utc(cli.utc);
     match &cli.command {
         Command::Daemon(a) => common::init_logging("info", a.log_format == "json"),
         _ => common::init_logging("warn", false),

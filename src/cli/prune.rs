@@ -68,7 +68,7 @@ pub fn prune(args: PruneArgs) -> Result<u8> {
 }
 
 fn print_report(r: &PruneReport) {
-    println!(
+    outln!(
         "{} snapshot(s) reference {} blob(s) in {} pack(s), {}",
         r.snapshots,
         r.referenced_blobs,
@@ -78,7 +78,7 @@ fn print_report(r: &PruneReport) {
     let would = if r.dry_run { "would " } else { "" };
     for p in &r.passes {
         if !p.finish_markers.is_empty() {
-            println!(
+            outln!(
                 "{would}finish {} marker(s) past their grace period: delete {} pack(s), {}",
                 p.finish_markers.len(),
                 p.delete.len(),
@@ -86,14 +86,14 @@ fn print_report(r: &PruneReport) {
             );
         }
         if p.copy_blobs > 0 {
-            println!(
+            outln!(
                 "{would}copy {} live blob(s), {}, out of packs that go",
                 p.copy_blobs,
                 human_bytes(p.copy_bytes)
             );
         }
         if !p.mark_unused.is_empty() || !p.mark_repack.is_empty() {
-            println!(
+            outln!(
                 "{would}mark {} unused pack(s) ({}) and {} partly used pack(s) ({}) for deletion after the grace period",
                 p.mark_unused.len(),
                 human_bytes(p.mark_unused_bytes),
@@ -102,23 +102,24 @@ fn print_report(r: &PruneReport) {
             );
         }
         if p.waiting_markers > 0 || p.young_packs > 0 {
-            println!(
+            outln!(
                 "waiting: {} marker(s) in their grace period, {} pack(s) too young to judge",
-                p.waiting_markers, p.young_packs
+                p.waiting_markers,
+                p.young_packs
             );
         }
     }
     if r.dry_run {
-        println!("dry run: nothing changed");
+        outln!("dry run: nothing changed");
     } else if r.deleted_packs > 0 {
-        println!(
+        outln!(
             "deleted {} pack(s), {}; destruction record written: {}",
             r.deleted_packs,
             human_bytes(r.deleted_bytes),
             r.record.as_deref().unwrap_or("-")
         );
     } else {
-        println!("nothing deleted this run");
+        outln!("nothing deleted this run");
     }
 }
 
@@ -160,7 +161,7 @@ pub fn erase(args: EraseArgs) -> Result<u8> {
         return Ok(0);
     }
     for s in &report.snapshots {
-        println!(
+        outln!(
             "{} {}  {} entr{} removed{}",
             &s.old[..8],
             s.time.chars().take(19).collect::<String>(),
@@ -173,18 +174,20 @@ pub fn erase(args: EraseArgs) -> Result<u8> {
         );
     }
     if report.snapshots.is_empty() {
-        println!(
+        outln!(
             "nothing matches '{}' in the {} snapshot(s) of source {}",
-            args.path, report.unchanged, args.source
+            args.path,
+            report.unchanged,
+            args.source
         );
     } else if report.dry_run {
-        println!(
+        outln!(
             "dry run: {} snapshot(s) would be rewritten, {} entr(ies) removed; nothing changed",
             report.snapshots.len(),
             report.entries_removed
         );
     } else {
-        println!(
+        outln!(
             "rewrote {} snapshot(s) without {} entr(ies); the old heads are deleted and a destruction record is written.\n\
              The data goes with the next prunes: 'custodian prune --max-unused 0' marks it, and the same command after the grace period deletes it.",
             report.snapshots.len(),

@@ -71,7 +71,7 @@ pub fn run(args: RestoreArgs) -> Result<u8> {
             &serde_json::json!({"snapshot": snap.id.to_hex(), "target": args.target, "summary": summary, "seconds": secs, "requests": common::requests()}),
         )?;
     } else {
-        println!(
+        outln!(
             "restored snapshot {} to {}: {} files, {} dirs, {} links, {} from {} packs in {secs:.2}s (every blob verified)",
             snap.id.short(),
             args.target.display(),

@@ -53,6 +53,7 @@ pub struct HoldArgs {
     /// Why (legal hold, incident number…): kept with the hold.
     #[arg(long)]
     reason: Option<String>,
+    /// With `latest`: whose latest snapshot (needed when the repository has several sources).
     #[arg(long)]
     source: Option<String>,
     #[command(flatten)]
@@ -126,7 +127,7 @@ pub fn forget(args: ForgetArgs) -> Result<u8> {
         return Ok(0);
     }
     for r in &report {
-        println!(
+        outln!(
             "{} {:<10} {:<14} {}  {}",
             if r["keep"] == true {
                 "keep  "
@@ -152,13 +153,13 @@ pub fn forget(args: ForgetArgs) -> Result<u8> {
         );
     }
     match (&record, args.dry_run) {
-        (_, true) => println!("dry run: {} snapshot(s) would be forgotten", doomed.len()),
-        (Some(r), _) => println!(
+        (_, true) => outln!("dry run: {} snapshot(s) would be forgotten", doomed.len()),
+        (Some(r), _) => outln!(
             "forgot {} snapshot(s); destruction record written (data stays until 'custodian prune'): {}",
             r.snapshots.len(),
             r.time
         ),
-        (None, _) => println!("nothing to forget"),
+        (None, _) => outln!("nothing to forget"),
     }
     Ok(0)
 }
@@ -168,9 +169,9 @@ pub fn hold(args: HoldArgs) -> Result<u8> {
     let snap = repo.resolve_snapshot(&args.snapshot, args.source.as_deref())?;
     let reason = args.reason.unwrap_or_else(|| "held by hand".into());
     if repo.hold(&snap.id, &reason)? {
-        println!("snapshot {} is held: {reason}", snap.id.short());
+        outln!("snapshot {} is held: {reason}", snap.id.short());
     } else {
-        println!("snapshot {} was already held", snap.id.short());
+        outln!("snapshot {} was already held", snap.id.short());
     }
     Ok(0)
 }
@@ -179,9 +180,9 @@ pub fn release(args: HoldArgs) -> Result<u8> {
     let repo = common::open_operator(&args.repo, &args.keys, "releasing a hold")?;
     let snap = repo.resolve_snapshot(&args.snapshot, args.source.as_deref())?;
     if repo.release(&snap.id)? {
-        println!("snapshot {} is no longer held", snap.id.short());
+        outln!("snapshot {} is no longer held", snap.id.short());
     } else {
-        println!(
+        outln!(
             "snapshot {} was not held; nothing to release",
             snap.id.short()
         );
@@ -197,7 +198,7 @@ pub fn records(args: RecordsArgs) -> Result<u8> {
         return Ok(0);
     }
     for r in &records {
-        println!(
+        outln!(
             "{}  {:<8} by {}: {} snapshot(s) covering {} .. {}, {} object(s), {} bytes",
             r.time,
             r.action,
@@ -209,9 +210,9 @@ pub fn records(args: RecordsArgs) -> Result<u8> {
             r.bytes_deleted
         );
         for s in &r.snapshots {
-            println!("    {} {} {} ({})", &s.id[..8], s.source, s.time, s.reason);
+            outln!("    {} {} {} ({})", &s.id[..8], s.source, s.time, s.reason);
         }
     }
-    println!("{} destruction record(s)", records.len());
+    outln!("{} destruction record(s)", records.len());
     Ok(0)
 }

@@ -19,7 +19,7 @@ use toml::Spanned;
 use zeroize::Zeroizing;
 
 /// A configuration problem, located for the person who has to fix it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("{file}:{line}: {key}: {message}")]
 pub struct ConfigError {
     pub file: String,
@@ -64,6 +64,8 @@ pub struct DaemonConfig {
 #[derive(Clone, Debug)]
 pub struct DrillsConfig {
     pub runbooks: Vec<crate::runbook::Runbook>,
+    /// Runbooks that could not be parsed: reported in `status` and the metrics, never run.
+    pub broken_runbooks: Vec<ConfigError>,
     pub runbooks_dir: PathBuf,
     pub identity_file: PathBuf,
 }
@@ -359,13 +361,14 @@ impl Config {
             None => None,
             Some(d) => {
                 let runbooks_dir = resolve_relative(file, &d.get_ref().runbooks);
-                let runbooks = if check_files {
+                let shelf = if check_files {
                     crate::runbook::load_dir(&runbooks_dir)?
                 } else {
-                    Vec::new()
+                    crate::runbook::Shelf::default()
                 };
                 Some(DrillsConfig {
-                    runbooks,
+                    runbooks: shelf.books,
+                    broken_runbooks: shelf.broken,
                     runbooks_dir,
                     identity_file: resolve_key_file(file, &d.get_ref().identity_file),
                 })

@@ -71,7 +71,7 @@ pub(super) fn source(at: &Locator, i: usize, s: &RawSource) -> Result<SourceConf
     if at.check_files {
         check_source_path(at, s, &key("path"))?;
     }
-    crate::source::walk::Excludes::new(&s.exclude)
+    crate::source::Excludes::new(&s.exclude)
         .map_err(|e| at.err(s.name.span().start, &key("exclude"), e.to_string()))?;
     let schedule = match &s.schedule {
         None => None,

@@ -41,6 +41,10 @@ impl Daemon {
             self.drills.clear();
             return;
         };
+        for e in &cfg.broken_runbooks {
+            tracing::error!("runbook not drilled until fixed (the others run): {e}");
+        }
+        self.broken_runbooks = cfg.broken_runbooks.iter().map(|e| e.to_string()).collect();
         let old: Vec<DrillJob> = std::mem::take(&mut self.drills);
         for rb in &cfg.runbooks {
             let status = old

@@ -112,6 +112,11 @@ pub fn publish_prune(p: &super::state::PruneStatus) {
     g("custodian_prune_marked_bytes", p.marked_bytes as f64);
 }
 
+/// How many runbooks could not be parsed (and are not drilled until fixed).
+pub fn publish_broken_runbooks(count: usize) {
+    metrics::gauge!("custodian_runbooks_broken").set(count as f64);
+}
+
 /// Count a finished run by result (`ok`, `failed`, `cancelled`).
 pub fn count_run(source: &str, result: &'static str) {
     metrics::counter!("custodian_backup_runs_total", "source" => source.to_string(), "result" => result)

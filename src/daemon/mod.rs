@@ -8,6 +8,7 @@
 //! daemon exits 0 once they have. SIGHUP reloads the config; a bad one is logged and ignored.
 
 mod drills;
+mod lock;
 mod metrics;
 mod prune;
 mod retention;
@@ -67,10 +68,11 @@ enum Msg {
 /// Run the daemon with the configuration in `config_file` until SIGTERM.
 pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
     let config = Config::load(config_file)?;
-    let backend = open_backend(&config)?;
-    let repo = Arc::new(open_writer(&config, backend.clone())?);
     let state_dir = config.repository.state_dir.clone();
     private_dir(&state_dir)?;
+    let _lock = lock::take(&state_dir)?;
+    let backend = open_backend(&config)?;
+    let repo = Arc::new(open_writer(&config, backend.clone())?);
     // Restored customer data from a drill that a crash or SIGKILL interrupted.
     remove_stale_scratch(&state_dir.join("scratch"));
     let operator = match &config.drills {
@@ -96,10 +98,12 @@ pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
             repository: config.repository.url.clone(),
             sources: Vec::new(),
             drills: Vec::new(),
+            broken_runbooks: Vec::new(),
             prune: persisted.prune.clone(),
         })),
         sources: Vec::new(),
         drills: Vec::new(),
+        broken_runbooks: Vec::new(),
         repo,
         operator,
         tx,
@@ -176,6 +180,8 @@ struct Daemon {
     operator: Option<Arc<Repository>>,
     sources: Vec<Source>,
     drills: Vec<DrillJob>,
+    /// Runbooks that could not be parsed, for the status and the metrics.
+    broken_runbooks: Vec<String>,
     tx: Sender<Msg>,
     doc: Arc<Mutex<StatusDoc>>,
     stopping: bool,
@@ -336,9 +342,11 @@ impl Daemon {
         if let Ok(mut doc) = self.doc.lock() {
             doc.sources = self.sources.iter().map(|s| s.status.clone()).collect();
             doc.drills = self.drills.iter().map(|d| d.status.clone()).collect();
+            doc.broken_runbooks = self.broken_runbooks.clone();
             doc.prune.next_run = self.prune_next.map(unix);
             metrics::publish_prune(&doc.prune);
         }
+        metrics::publish_broken_runbooks(self.broken_runbooks.len());
         let failing = self
             .sources
             .iter()
@@ -381,6 +389,7 @@ impl Daemon {
         let doc = StatusDoc {
             sources: self.sources.iter().map(|s| s.status.clone()).collect(),
             drills: self.drills.iter().map(|d| d.status.clone()).collect(),
+            broken_runbooks: self.broken_runbooks.clone(),
             ..doc
         };
         if let Err(e) = state::save(&self.config.repository.state_dir, &doc) {

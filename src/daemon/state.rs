@@ -86,6 +86,8 @@ pub struct StatusDoc {
     pub repository: String,
     pub sources: Vec<SourceStatus>,
     pub drills: Vec<DrillStatus>,
+    /// Runbooks that could not be parsed (file, line and fault): not drilled until fixed.
+    pub broken_runbooks: Vec<String>,
     pub prune: PruneStatus,
 }
 

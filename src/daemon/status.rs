@@ -58,3 +58,67 @@ pub fn fetch(state_dir: &Path) -> Result<StatusDoc> {
     doc.live = false;
     Ok(doc)
 }
+
+/// How healthy the daemon is, for a monitoring check (Nagios and systemd style exit codes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Every source's last run succeeded; nothing needs anyone.
+    Ok = 0,
+    /// Backups work, but something needs a look: a failed watcher, a suspicious snapshot, a
+    /// failed drill or prune, a broken runbook, a source not yet backed up.
+    Degraded = 1,
+    /// A source's backups are failing, or the daemon is not running.
+    Failing = 2,
+}
+
+/// Judge a status document: the worst finding, and every finding in words.
+pub fn health(doc: &StatusDoc) -> (Health, Vec<String>) {
+    let mut found: Vec<(Health, String)> = Vec::new();
+    if !doc.live {
+        found.push((Health::Failing, "the daemon is not running".into()));
+    }
+    for s in &doc.sources {
+        match s.last_result.as_str() {
+            "failed" => found.push((
+                Health::Failing,
+                format!("source {}: the last backup failed", s.name),
+            )),
+            "ok" | "cancelled" => {}
+            _ => found.push((
+                Health::Degraded,
+                format!("source {}: no backup has finished yet", s.name),
+            )),
+        }
+        if s.suspicious {
+            found.push((
+                Health::Degraded,
+                format!("source {}: the last snapshot is flagged suspicious", s.name),
+            ));
+        }
+        if doc.live && s.watcher == "failed" {
+            found.push((
+                Health::Degraded,
+                format!("source {}: the watcher failed (full scans only)", s.name),
+            ));
+        }
+    }
+    for d in doc
+        .drills
+        .iter()
+        .filter(|d| matches!(d.last_result.as_str(), "fail" | "error"))
+    {
+        found.push((
+            Health::Degraded,
+            format!("drill {}: the last drill did not pass", d.runbook),
+        ));
+    }
+    for b in &doc.broken_runbooks {
+        found.push((Health::Degraded, format!("broken runbook: {b}")));
+    }
+    if doc.prune.last_result == "failed" {
+        found.push((Health::Degraded, "the last prune failed".into()));
+    }
+    let worst = found.iter().map(|(h, _)| *h).max().unwrap_or(Health::Ok);
+    (worst, found.into_iter().map(|(_, m)| m).collect())
+}

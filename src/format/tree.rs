@@ -74,6 +74,18 @@ pub enum NodeKind {
     Fifo,
 }
 
+impl NodeKind {
+    /// The word for people ("a directory", not `Dir`).
+    pub fn noun(self) -> &'static str {
+        match self {
+            NodeKind::File => "file",
+            NodeKind::Dir => "directory",
+            NodeKind::Symlink => "symbolic link",
+            NodeKind::Fifo => "named pipe",
+        }
+    }
+}
+
 /// One entry of a directory, with everything restore needs to recreate it exactly.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -270,6 +270,11 @@ pub enum DomainDestroyed {
     Now(super::DestructionRecord),
     /// Destroyed earlier; the record written then.
     Earlier(super::DestructionRecord),
+    /// A dry run: what a real run would destroy (nothing was changed).
+    WouldDestroy {
+        snapshots: Vec<crate::id::SnapshotId>,
+        objects: usize,
+    },
 }
 
 impl Repository {
@@ -278,7 +283,12 @@ impl Repository {
     /// Packs stay until a prune but nobody can decrypt them. Operators only. A domain already
     /// destroyed (a rerun after the first run finished, or was killed after its last delete)
     /// answers with the first record (the one that lists its snapshots): `Earlier`.
-    pub fn destroy_domain(&self, name: &str, local_dir: &Path) -> Result<DomainDestroyed> {
+    pub fn destroy_domain(
+        &self,
+        name: &str,
+        dry_run: bool,
+        local_dir: &Path,
+    ) -> Result<DomainDestroyed> {
         let keys = match self.domain_for_read(name) {
             Ok(keys) => keys,
             Err(Error::Backend(b)) if b.kind == ErrorKind::NotFound => {
@@ -312,6 +322,7 @@ impl Repository {
             .filter(|s| s.head.domain == name)
             .collect();
         let ids: Vec<_> = snapshots.iter().map(|s| s.id).collect();
+        self.refuse_held(&ids, "key destroy-domain")?;
         let mut doomed = self.snapshot_objects(&ids)?;
         for o in self.backend.list("sessions/")? {
             let Some(stored) = self.get_listed(ObjectKind::Session, &o).ok().flatten() else {
@@ -327,6 +338,12 @@ impl Repository {
         let base = self.domain_object(name);
         doomed.push((format!("{base}.writer"), 0));
         doomed.push((format!("{base}.operator"), 0));
+        if dry_run {
+            return Ok(DomainDestroyed::WouldDestroy {
+                snapshots: ids,
+                objects: doomed.len(),
+            });
+        }
         self.destroy(
             "destroy-domain",
             snapshots

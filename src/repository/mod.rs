@@ -23,7 +23,7 @@ pub use init::{init, InitOptions, Initialized};
 pub use keyring::DomainDestroyed;
 pub use marks::{Marks, PruneMarker};
 pub use packer::{PackUploader, PackWriter, UploadSummary};
-pub use records::{DestroyedSnapshot, DestructionRecord, Hold};
+pub use records::{held_among, DestroyedSnapshot, DestructionRecord, Hold};
 pub use repack::FrameCopier;
 pub use snapshots::{lineage_times, Scanned, SnapshotInfo, SnapshotSelector};
 

@@ -129,6 +129,23 @@ impl Repository {
         Ok(out)
     }
 
+    /// The one hold rule: `action` (forget, erase, destroy-domain, handover) may destroy none of
+    /// `ids` that is held. Every destruction asks here, so a hold outranks all of them alike.
+    pub fn refuse_held<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a SnapshotId>,
+        action: &str,
+    ) -> Result<()> {
+        let held = held_among(&self.holds()?, ids);
+        if held.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Held {
+            action: action.to_string(),
+            held: held.join(", "),
+        })
+    }
+
     /// Store a destruction record in the repository and a copy under `local_dir` (mode 0700).
     pub fn record_destruction(
         &self,
@@ -189,14 +206,7 @@ impl Repository {
         doomed: &[(SnapshotId, DestroyedSnapshot)],
         local_dir: &Path,
     ) -> Result<DestructionRecord> {
-        let holds = self.holds()?;
-        if let Some((id, _)) = doomed.iter().find(|(id, _)| holds.contains_key(id)) {
-            return Err(Error::Invalid(format!(
-                "snapshot {} is held ({}); release it first",
-                id.short(),
-                holds[id].reason
-            )));
-        }
+        self.refuse_held(doomed.iter().map(|(id, _)| id), "forget")?;
         let ids: Vec<SnapshotId> = doomed.iter().map(|(id, _)| *id).collect();
         let objects = self.snapshot_objects(&ids)?;
         self.destroy(
@@ -263,4 +273,18 @@ impl Repository {
         }
         Ok(record)
     }
+}
+
+/// `ids` that are held, as "short-id (reason)", for messages and dry runs.
+pub fn held_among<'a>(
+    holds: &HashMap<SnapshotId, Hold>,
+    ids: impl IntoIterator<Item = &'a SnapshotId>,
+) -> Vec<String> {
+    ids.into_iter()
+        .filter_map(|id| {
+            holds
+                .get(id)
+                .map(|h| format!("{} ({})", id.short(), h.reason))
+        })
+        .collect()
 }

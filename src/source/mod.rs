@@ -1,10 +1,12 @@
 //! Record stores on disk: walking a directory tree into nodes, with excludes and the file
 //! identity (size, mtime, ctime, inode) that decides whether a file must be read again.
 
+pub mod exclude;
 pub mod sqlite;
 pub mod walk;
 
-pub use walk::{walk, Excludes, FileStat, WalkEntry, WalkResult};
+pub use exclude::Excludes;
+pub use walk::{walk, FileStat, WalkEntry, WalkResult};
 
 /// This machine's name, recorded in snapshots.
 pub fn hostname() -> String {

@@ -2,48 +2,13 @@
 //! built bottom-up by iterating in reverse. Anything that cannot be read is reported and
 //! skipped; the walk itself never fails on one bad entry.
 
+use super::exclude::Excludes;
 use crate::error::{Error, Result};
 use crate::format::tree::{Name, Node, NodeKind, SkippedEntry};
-use globset::{Glob, GlobSet, GlobSetBuilder};
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-
-/// Exclude patterns: one without `/` matches a name anywhere, one with `/` the path from the root.
-pub struct Excludes {
-    names: GlobSet,
-    paths: GlobSet,
-}
-
-impl Excludes {
-    /// Compile patterns; a bad pattern is an error naming it.
-    pub fn new(patterns: &[String]) -> Result<Self> {
-        let (mut names, mut paths) = (GlobSetBuilder::new(), GlobSetBuilder::new());
-        for p in patterns {
-            let glob = Glob::new(p.trim_start_matches('/')).map_err(|e| {
-                Error::Invalid(format!("exclude pattern '{p}' is not a valid glob: {e}"))
-            })?;
-            if p.contains('/') {
-                paths.add(glob);
-            } else {
-                names.add(glob);
-            }
-        }
-        let build = |b: GlobSetBuilder| {
-            b.build()
-                .map_err(|e| Error::Invalid(format!("exclude patterns: {e}")))
-        };
-        Ok(Excludes {
-            names: build(names)?,
-            paths: build(paths)?,
-        })
-    }
-
-    fn excluded(&self, rel: &Path, name: &std::ffi::OsStr) -> bool {
-        self.names.is_match(Path::new(name)) || self.paths.is_match(rel)
-    }
-}
 
 /// The identity of a file's content as far as the cache is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -185,15 +150,19 @@ impl Walker<'_> {
         let mut names = Vec::new();
         for entry in listing {
             match entry {
-                Ok(entry) => names.push(entry.file_name()),
+                // The listing's own type (d_type) is enough for directory-only excludes.
+                Ok(entry) => {
+                    let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+                    names.push((entry.file_name(), is_dir));
+                }
                 Err(e) => self.skip(rel, format!("directory listing failed part-way: {e}")),
             }
         }
-        names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
+        names.sort_by(|a, b| a.0.as_encoded_bytes().cmp(b.0.as_encoded_bytes()));
         let mut children = Vec::with_capacity(names.len());
-        for name in names {
+        for (name, is_dir) in names {
             let child_rel = rel.join(&name);
-            if self.excludes.excluded(&child_rel, &name) {
+            if self.excludes.excluded(&child_rel, &name, is_dir) {
                 continue;
             }
             if let Some(slot) = self.visit(path.join(&name), child_rel, Name::from_os(&name)) {

@@ -1,0 +1,326 @@
+//! Operator experience (issue 13): every promise README makes to someone in an incident,
+//! checked through the real binary.
+
+mod common;
+
+use common::{text, World};
+use std::fs;
+
+fn store(w: &World) -> std::path::PathBuf {
+    let src = w.dir.path().join("store");
+    fs::create_dir_all(src.join("clients/acme")).unwrap();
+    fs::write(src.join("clients/acme/ledger.csv"), b"1,2,3\n").unwrap();
+    src
+}
+
+#[test]
+fn a_hold_blocks_destroy_domain_and_its_dry_run_names_the_hold() {
+    let w = World::new(&[]);
+    let src = store(&w);
+    w.backup("books", &src);
+    let id = w.latest_id();
+    let out = w
+        .writer_cmd(&["hold", &id, "--reason", "court order 7"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    let dry = w
+        .operator_cmd(&["key", "destroy-domain", "books", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(dry.status.code(), Some(1), "{}", text(&dry));
+    let said = text(&dry);
+    assert!(
+        said.contains(&id[..8]) && said.contains("court order 7"),
+        "{said}"
+    );
+
+    let real = w
+        .operator_cmd(&["key", "destroy-domain", "books", "--confirm", "books"])
+        .output()
+        .unwrap();
+    assert_eq!(real.status.code(), Some(1), "{}", text(&real));
+    assert!(text(&real).contains("hold outranks"), "{}", text(&real));
+    assert_eq!(w.snapshots().len(), 1, "nothing may be destroyed");
+    let records = w
+        .writer_cmd(&["destruction-records", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&records.stdout).trim(), "[]");
+
+    let out = w.operator_cmd(&["release", &id]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let dry = w
+        .operator_cmd(&["key", "destroy-domain", "books", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(dry.status.success(), "{}", text(&dry));
+    assert!(
+        text(&dry).contains("would be destroyed: 1 snapshot(s)"),
+        "{}",
+        text(&dry)
+    );
+    assert_eq!(w.snapshots().len(), 1, "a dry run changes nothing");
+}
+
+/// A zone that is UTC+1 all year (the sign of Etc/ zones is inverted).
+const PLUS_ONE: &str = "Etc/GMT-1";
+
+fn snapshot_time(w: &World) -> std::time::SystemTime {
+    let t = w.snapshots().last().unwrap()["time"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    humantime::parse_rfc3339_weak(&t).unwrap()
+}
+
+fn listed(w: &World, tz: &str, before: &str) -> (usize, String) {
+    let out = w
+        .writer_cmd(&["snapshots", "--json", "--before", before])
+        .env("TZ", tz)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    (list.len(), String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+#[test]
+fn times_with_offsets_and_zoneless_local_times_mean_what_the_operator_meant() {
+    let w = World::new(&[]);
+    let src = store(&w);
+    w.backup("books", &src);
+    let taken = snapshot_time(&w);
+    let fmt = |t: std::time::SystemTime, hours: u64| {
+        let shifted = t + std::time::Duration::from_secs(hours * 3600);
+        humantime::format_rfc3339_seconds(shifted).to_string()[..19].to_string()
+    };
+    let half = std::time::Duration::from_secs(1800);
+    // Half an hour after the snapshot, written with a +01:00 offset: includes it.
+    let after = format!("{}+01:00", fmt(taken + half, 1));
+    assert_eq!(listed(&w, "UTC", &after).0, 1, "{after}");
+    // Half an hour before, with the offset: excludes it.
+    let before = format!("{}+01:00", fmt(taken - half, 1));
+    assert_eq!(listed(&w, "UTC", &before).0, 0, "{before}");
+    // The same wall-clock times without a zone, in a UTC+1 zone: read as local time. Read as
+    // UTC (the old bug), the earlier one would have included the snapshot.
+    let (n, said) = listed(&w, PLUS_ONE, &fmt(taken - half, 1));
+    assert_eq!(n, 0, "a zoneless time is local time: {said}");
+    assert!(
+        said.contains("read as local time") && said.contains("+01:00"),
+        "{said}"
+    );
+    assert_eq!(listed(&w, PLUS_ONE, &fmt(taken + half, 1)).0, 1);
+
+    // Display: local with its offset, or UTC with --utc.
+    let show = |extra: &[&str]| {
+        let mut c = w.writer_cmd(&["snapshots"]);
+        c.args(extra).env("TZ", PLUS_ONE);
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let local = show(&[]);
+    assert!(
+        local.contains("time (local)") && local.contains(" +01:00"),
+        "{local}"
+    );
+    let utc = show(&["--utc"]);
+    let stamp = humantime::format_rfc3339_seconds(taken).to_string();
+    let expect = format!("{} {} UTC", &stamp[..10], &stamp[11..19]);
+    assert!(utc.contains("time (UTC)") && utc.contains(&expect), "{utc}");
+
+    let bad = w
+        .writer_cmd(&["snapshots", "--before", "last tuesday"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(text(&bad).contains("RFC 3339"), "{}", text(&bad));
+}
+
+#[test]
+fn a_trailing_slash_excludes_a_directory_of_that_name_at_any_depth() {
+    let w = World::new(&[]);
+    let src = store(&w);
+    for dir in ["cache", "clients/acme/cache"] {
+        fs::create_dir_all(src.join(dir)).unwrap();
+        fs::write(src.join(dir).join("junk.bin"), b"junk").unwrap();
+    }
+    fs::write(src.join("clients/cache"), b"a file named cache stays").unwrap();
+    let out = w
+        .writer_cmd(&["backup", "--source", "books", "--exclude", "cache/"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = w.operator_cmd(&["ls", "latest"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(!listing.contains("junk.bin"), "{listing}");
+    assert!(listing.contains("/clients/cache\n"), "{listing}");
+    assert!(listing.contains("/clients/acme/ledger.csv"), "{listing}");
+}
+
+#[test]
+fn config_check_warns_about_excludes_that_cannot_match() {
+    let w = World::new(&[]);
+    let src = store(&w);
+    let config = w.dir.path().join("custodian.toml");
+    fs::write(
+        &config,
+        format!(
+            "[repository]\nurl = {:?}\nwriter-key-file = {:?}\nstate-dir = {:?}\n\n\
+             [[source]]\nname = \"books\"\npath = {:?}\nschedule = \"0 2 * * *\"\n\
+             exclude = [\"cache/\", \"./tmp\", \"/no-such-dir/*\", {:?}]\n",
+            w.repo,
+            w.writer,
+            w.state,
+            src,
+            format!("{}/clients", src.display())
+        ),
+    )
+    .unwrap();
+    let out = w
+        .cmd(&["config", "check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains("'./tmp' cannot match"), "{said}");
+    assert!(said.contains("'/no-such-dir/*' cannot match"), "{said}");
+    assert!(said.contains("write '/clients'"), "{said}");
+    assert!(!said.contains("'cache/' cannot match"), "{said}");
+    assert!(said.contains("3 warning(s)"), "{said}");
+}
+
+/// A store with enough files that a listing overflows a pipe's buffer.
+fn big_store(w: &World) -> std::path::PathBuf {
+    let src = w.dir.path().join("many");
+    for d in 0..20 {
+        let dir = src.join(format!("client-{d:02}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..200 {
+            fs::write(
+                dir.join(format!("invoice-{f:04}-with-a-long-name.pdf")),
+                format!("{d}{f}"),
+            )
+            .unwrap();
+        }
+    }
+    src
+}
+
+/// Run `args`, read one line of its output and close the pipe, as `| head -1` does.
+fn first_line_then_close(w: &World, args: &[&str]) {
+    use std::io::BufRead;
+    let mut child = w
+        .operator_cmd(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let stdout = child.stdout.take().unwrap();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .unwrap();
+    assert!(!line.is_empty(), "{args:?} printed nothing");
+    // `stdout` is dropped here: the pipe is closed under the writer.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+        "{args:?}: {stderr}"
+    );
+}
+
+#[test]
+fn listings_piped_into_head_end_quietly() {
+    let w = World::new(&[]);
+    let src = big_store(&w);
+    w.backup("books", &src);
+    fs::write(src.join("client-00/new.pdf"), b"new").unwrap();
+    fs::remove_dir_all(src.join("client-01")).unwrap();
+    w.backup("books", &src);
+    let first = w.snapshots()[0]["id"].as_str().unwrap().to_string();
+    first_line_then_close(&w, &["ls", "latest"]);
+    first_line_then_close(&w, &["ls", "latest", "--json"]);
+    first_line_then_close(&w, &["find", "*.pdf"]);
+    first_line_then_close(&w, &["diff", &first, "latest"]);
+    first_line_then_close(&w, &["dump", "latest:client-02"]);
+}
+
+fn runbook(id: &str, source: &str) -> String {
+    format!(
+        "+++\nid = \"{id}\"\ntitle = \"{id}\"\nsources = [\"{source}\"]\nowner = \"ops\"\n\
+         rto = \"1h\"\nrpo = \"1d\"\n+++\n# Steps\n1. restore\n"
+    )
+}
+
+#[test]
+fn one_broken_runbook_does_not_block_the_others() {
+    let w = World::new(&[]);
+    let src = store(&w);
+    w.backup("books", &src);
+    let dir = w.dir.path().join("runbooks");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("books-lost.md"), runbook("books-lost", "books")).unwrap();
+    fs::write(
+        dir.join("ransomware.md"),
+        runbook("ransomware", "books").replace("rto", "rto_typo"),
+    )
+    .unwrap();
+    let rb = dir.to_str().unwrap();
+
+    let out = w
+        .operator_cmd(&["runbook", "show", "books-lost", "--runbooks", rb])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("RESTORE COMMANDS"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ransomware.md"),
+        "{}",
+        text(&out)
+    );
+
+    let out = w
+        .operator_cmd(&["runbook", "show", "ransomware", "--runbooks", rb])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot be used until it is fixed"),
+        "{}",
+        text(&out)
+    );
+
+    let out = w
+        .operator_cmd(&["drill", "books-lost", "--runbooks", rb])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    // --all drills the good one and says the broken one could not run.
+    let out = w
+        .operator_cmd(&["drill", "--all", "--runbooks", rb])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("books-lost"),
+        "{}",
+        text(&out)
+    );
+
+    // Run from another folder, the message names --runbooks.
+    let out = w
+        .operator_cmd(&["drill", "books-lost"])
+        .current_dir(w.dir.path().join("repo"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--runbooks"), "{}", text(&out));
+}
