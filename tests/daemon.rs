@@ -609,6 +609,14 @@ fn a_run_missed_while_down_runs_at_start_and_failures_retry_without_stopping() {
     }
     let status = d.status();
     assert_eq!(status["sources"][0]["last_result"], "failed", "{status}");
+    assert_eq!(status["health"], "failing", "{status}");
+    let out = Command::new(BIN)
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a failing source: {}", text(&out));
+    assert!(text(&out).contains("PROBLEM: source customers: the last backup failed"));
     assert!(d.log().contains("retrying later"));
     std::fs::rename(&moved, &src).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -641,6 +649,8 @@ fn scheduled_drills_run_and_export_their_margins() {
          rto = \"10m\"\nrpo = \"1h\"\nschedule = \"* * * * * *\"\n[checks.files]\nmin-files = 5\n+++\n# Steps\n",
     )
     .unwrap();
+    // A broken runbook beside it: reported, and the good one still runs.
+    std::fs::write(runbooks.join("broken.md"), "+++\nid = \"broken\"\nrto = 5\n+++\n").unwrap();
     let port = free_port();
     let config = write_config(
         &w,
@@ -663,8 +673,18 @@ fn scheduled_drills_run_and_export_their_margins() {
     assert_eq!(get("custodian_drill_last_result"), Some(1.0), "{m:?}");
     assert!(get("custodian_drill_rto_margin_seconds").unwrap() > 500.0);
     assert!(get("custodian_drill_rpo_margin_seconds").unwrap() > 3000.0);
+    assert_eq!(
+        m.iter().find(|(k, _)| k == "custodian_runbooks_broken").map(|(_, v)| *v),
+        Some(1.0),
+        "{m:?}"
+    );
     let status = d.status();
     assert_eq!(status["drills"][0]["last_result"], "pass", "{status}");
+    assert!(
+        status["broken_runbooks"][0].as_str().unwrap().contains("broken.md"),
+        "{status}"
+    );
+    assert!(d.log().contains("broken.md"), "{}", d.log());
     let (code, log) = d.stop(Duration::from_secs(60));
     assert_eq!(code, Some(0), "{log}");
     let out = w
@@ -761,4 +781,54 @@ fn retention_and_prune_run_on_their_schedules_with_destruction_records_and_metri
         status["prune"]["reclaimed_bytes_total"].as_u64().unwrap() > 0,
         "{status}"
     );
+}
+
+#[test]
+fn a_second_daemon_on_the_same_state_dir_is_refused_and_the_first_keeps_its_status() {
+    let w = World::new(&[]);
+    let src = w.dir.path().join("records");
+    custodian::sample::generate(&src, 100 << 10, 9).unwrap();
+    let config = write_config(
+        &w,
+        free_port(),
+        &format!("[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"0 3 * * *\"\n"),
+    );
+    let first = Daemon::start(&config);
+    // The second one gets its own metrics port, so only the state dir is shared.
+    let second_config = w.dir.path().join("second.toml");
+    let first_text = std::fs::read_to_string(&config).unwrap();
+    let port = free_port();
+    let replaced: String = first_text
+        .lines()
+        .map(|l| {
+            if l.starts_with("listen") {
+                format!("listen = \"127.0.0.1:{port}\"")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&second_config, replaced).unwrap();
+    let out = Command::new(BIN)
+        .args(["daemon", "--config"])
+        .arg(&second_config)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains(&format!("pid {}", first.child.id())) && said.contains("already running"),
+        "{said}"
+    );
+    let status = first.status();
+    assert_eq!(status["live"], true, "{status}");
+    assert_eq!(status["pid"], first.child.id(), "{status}");
+    let (code, log) = first.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+    // Once it is gone, the state dir is free again.
+    let again = Daemon::start(&config);
+    let (code, log) = again.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
 }
