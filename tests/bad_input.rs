@@ -136,7 +136,7 @@ fn snapshot_names_that_match_nothing_or_several() {
     let mut shared = None;
     for i in 0..17 {
         fs::write(src.join("a.csv"), format!("row {i}\n")).unwrap();
-        let id = w.backup("customers", &src)["snapshot"]
+        let id = w.backup("customers", &src)["id"]
             .as_str()
             .unwrap()
             .to_string();

@@ -46,7 +46,7 @@ fn kill_nine_at_every_stage_loses_nothing() {
     let src = w.dir.path().join("records");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("base.csv"), b"id,name\n1,first\n").unwrap();
-    let first = w.backup("customers", &src)["snapshot"]
+    let first = w.backup("customers", &src)["id"]
         .as_str()
         .unwrap()
         .to_string();

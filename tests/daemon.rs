@@ -120,8 +120,8 @@ impl Drop for Daemon {
     }
 }
 
-/// `GET /metrics` over plain HTTP, parsed into (name{labels}, value) pairs.
-fn scrape(port: u16) -> Vec<(String, f64)> {
+/// `GET /metrics` over plain HTTP: the exposition text.
+fn scrape_text(port: u16) -> String {
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     write!(
         conn,
@@ -131,8 +131,13 @@ fn scrape(port: u16) -> Vec<(String, f64)> {
     let mut answer = String::new();
     conn.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
-    body.lines()
+    answer.split("\r\n\r\n").nth(1).unwrap_or("").to_string()
+}
+
+/// `GET /metrics`, parsed into (name{labels}, value) pairs.
+fn scrape(port: u16) -> Vec<(String, f64)> {
+    scrape_text(port)
+        .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|l| {
             let (name, value) = l.rsplit_once(' ').unwrap();
@@ -156,6 +161,13 @@ fn scrape_until(port: u16, ready: impl Fn(&[(String, f64)]) -> bool) -> Vec<(Str
 fn metric(metrics: &[(String, f64)], name: &str, source: &str) -> Option<f64> {
     let key = format!("{name}{{source=\"{source}\"}}");
     metrics.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+}
+
+/// The metrics port a config listens on.
+fn metrics_port(config: &Path) -> u16 {
+    let text = std::fs::read_to_string(config).unwrap();
+    let at = text.find("127.0.0.1:").unwrap() + "127.0.0.1:".len();
+    text[at..].split('"').next().unwrap().parse().unwrap()
 }
 
 fn snapshot_count(w: &World, source: &str) -> usize {
@@ -581,16 +593,7 @@ fn a_run_missed_while_down_runs_at_start_and_failures_retry_without_stopping() {
         free_port(),
         &format!("[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"* * * * * *\"\n"),
     );
-    let port = {
-        let text = std::fs::read_to_string(&config).unwrap();
-        let at = text.find("127.0.0.1:").unwrap() + "127.0.0.1:".len();
-        text[at..]
-            .split('"')
-            .next()
-            .unwrap()
-            .parse::<u16>()
-            .unwrap()
-    };
+    let port = metrics_port(&config);
     let d = Daemon::start(&config);
     let moved = w.dir.path().join("records-away");
     std::fs::rename(&src, &moved).unwrap();
@@ -793,7 +796,31 @@ fn a_second_daemon_on_the_same_state_dir_is_refused_and_the_first_keeps_its_stat
         free_port(),
         &format!("[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"0 3 * * *\"\n"),
     );
+    // A snapshot taken with the CLI before the daemon ever ran: the daemon knows its age from
+    // the first scrape, with no run of its own.
+    w.backup("customers", &src);
     let first = Daemon::start(&config);
+    let port = metrics_port(&config);
+    let m = scrape_until(port, |m| {
+        metric(m, "custodian_source_rpo_age_seconds", "customers").is_some()
+    });
+    assert!(
+        metric(&m, "custodian_source_rpo_age_seconds", "customers").is_some_and(|a| a < 600.0),
+        "{m:?}"
+    );
+    assert!(metric(&m, "custodian_source_last_success_timestamp_seconds", "customers").is_some());
+    assert_eq!(first.status()["health"], "ok", "a snapshot in the repository is a success");
+    // Every sample is described, and totals are counters.
+    let exposition = scrape_text(port);
+    for (sample, _) in &m {
+        let name = sample.split('{').next().unwrap();
+        assert!(exposition.contains(&format!("# HELP {name} ")), "no HELP for {name}");
+        assert!(exposition.contains(&format!("# TYPE {name} ")), "no TYPE for {name}");
+    }
+    assert!(
+        exposition.contains("# TYPE custodian_prune_reclaimed_bytes_total counter"),
+        "{exposition}"
+    );
     // The second one gets its own metrics port, so only the state dir is shared.
     let second_config = w.dir.path().join("second.toml");
     let first_text = std::fs::read_to_string(&config).unwrap();

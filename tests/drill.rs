@@ -307,7 +307,8 @@ fn a_ransomware_pass_is_flagged_and_its_runbook_restores_the_snapshot_before_it(
         .success());
     let encrypted = encrypt_half(&src, 93);
     assert!(encrypted > 20);
-    let attacked = w.backup("customers", &src);
+    // Exit code 4: saved, but flagged suspicious.
+    let attacked = w.backup_expect("customers", &src, 4);
     for (summary, flagged) in [(&first, false), (&second, false), (&attacked, true)] {
         assert_eq!(summary["changes"]["suspicious"], flagged, "{summary:#}");
     }
@@ -338,10 +339,10 @@ fn a_ransomware_pass_is_flagged_and_its_runbook_restores_the_snapshot_before_it(
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
-        report[0]["sources"][0]["snapshot"], second["snapshot"],
+        report[0]["sources"][0]["snapshot"], second["id"],
         "{report:#}"
     );
     let target = w.dir.path().join("restored");
-    w.restore(second["snapshot"].as_str().unwrap(), &target, &[]);
+    w.restore(second["id"].as_str().unwrap(), &target, &[]);
     assert_same_tree(&before_attack, &target);
 }

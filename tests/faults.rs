@@ -88,7 +88,7 @@ fn world_with_a_snapshot() -> (World, PathBuf, String, PathBuf) {
     let w = World::new(SMALL_PACKS);
     let src = w.dir.path().join("records");
     custodian::sample::generate(&src, 512 << 10, 5).unwrap();
-    let id = w.backup("records", &src)["snapshot"]
+    let id = w.backup("records", &src)["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -239,7 +239,7 @@ fn at(w: &World, offset: &str, args: &[&str]) -> serde_json::Value {
 fn backup_at(w: &World, offset: &str, src: &Path) -> String {
     let src = src.to_str().unwrap();
     let out = at(w, offset, &["backup", "--json", "--source", "records", src]);
-    out["snapshot"].as_str().unwrap().to_string()
+    out["id"].as_str().unwrap().to_string()
 }
 
 /// The clock stepping back an hour between two backups: the later backup is still the newest
@@ -360,7 +360,7 @@ fn s3_503s_and_dropped_connections_on_every_object_kind_are_survived() {
     let w = World::on_s3(&through, SMALL_PACKS);
     let src = w.dir.path().join("records");
     custodian::sample::generate(&src, 1 << 20, 12).unwrap();
-    let first = w.backup("records", &src)["snapshot"]
+    let first = w.backup("records", &src)["id"]
         .as_str()
         .unwrap()
         .to_string();

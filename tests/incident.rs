@@ -17,7 +17,7 @@ fn diff_find_dump_and_show_answer_from_the_snapshots() {
     let w = World::new(&[]);
     let src = w.dir.path().join("records");
     custodian::sample::generate(&src, 1 << 20, 101).unwrap();
-    let a = w.backup("customers", &src)["snapshot"]
+    let a = w.backup("customers", &src)["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -40,7 +40,7 @@ fn diff_find_dump_and_show_answer_from_the_snapshots() {
     fs::remove_dir_all(src.join("branch-01/clients/CUST-00004")).unwrap();
     fs::write(src.join("branch-01/clients/new-client.txt"), "new").unwrap();
     chmod(&src.join("branch-01/ledger.sqlite"), 0o600);
-    let b = w.backup("customers", &src)["snapshot"]
+    let b = w.backup("customers", &src)["id"]
         .as_str()
         .unwrap()
         .to_string();

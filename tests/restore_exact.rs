@@ -109,7 +109,7 @@ fn partial_restore_by_path_and_include() {
     let w = World::new(&[]);
     let src = w.dir.path().join("records");
     awkward_tree(&src);
-    let id = w.backup("customers", &src)["snapshot"]
+    let id = w.backup("customers", &src)["id"]
         .as_str()
         .unwrap()
         .to_string();

@@ -18,7 +18,7 @@ fn five_snapshots() -> (World, std::path::PathBuf, Vec<String>) {
     for i in 0..5 {
         std::fs::write(src.join("day.txt"), format!("day {i}")).unwrap();
         ids.push(
-            w.backup("customers", &src)["snapshot"]
+            w.backup("customers", &src)["id"]
                 .as_str()
                 .unwrap()
                 .to_string(),
@@ -132,7 +132,7 @@ fn a_suspicious_backup_holds_the_last_good_snapshot() {
     let w = World::new(&[]);
     let src = w.dir.path().join("records");
     custodian::sample::generate(&src, 1 << 20, 112).unwrap();
-    let good = w.backup("customers", &src)["snapshot"]
+    let good = w.backup("customers", &src)["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -142,7 +142,7 @@ fn a_suspicious_backup_holds_the_last_good_snapshot() {
         let len = std::fs::metadata(f).unwrap().len() as usize;
         std::fs::write(f, noise(len.max(512), 200 + i as u64)).unwrap();
     }
-    let bad = w.backup("customers", &src);
+    let bad = w.backup_expect("customers", &src, 4);
     assert_eq!(bad["changes"]["suspicious"], true);
     let snaps = w.snapshots();
     assert_eq!(snaps[0]["id"], good.as_str());

@@ -239,7 +239,7 @@ impl Soak {
         let done = self.finish(runs);
         let rows_after = self.rows.load(Ordering::SeqCst);
         for name in ["backup records", "backup ledger"] {
-            if let Some(id) = done.get(name).and_then(|v| v["snapshot"].as_str()) {
+            if let Some(id) = done.get(name).and_then(|v| v["id"].as_str()) {
                 self.reported.insert(id.to_string());
             }
         }

@@ -20,7 +20,7 @@ fn writer_cannot_read_and_nothing_leaks() {
     )
     .unwrap();
     fs::write(src.join("plain.txt"), MARKER).unwrap();
-    let id = w.backup("customers", &src)["snapshot"]
+    let id = w.backup("customers", &src)["id"]
         .as_str()
         .unwrap()
         .to_string();

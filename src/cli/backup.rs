@@ -2,7 +2,7 @@
 
 use super::common::{self, human_bytes};
 use super::progress::Bar;
-use super::{RepoArg, EXIT_PARTIAL};
+use super::{RepoArg, EXIT_PARTIAL, EXIT_SUSPICIOUS};
 use anyhow::Result;
 use custodian::archiver::changes::AnomalyThresholds;
 use custodian::archiver::{backup, BackupOptions, Progress};
@@ -131,7 +131,8 @@ pub fn run(args: BackupArgs) -> Result<u8> {
     }
     if args.json {
         common::print_json(&serde_json::json!({
-            "snapshot": outcome.id.to_hex(),
+            "id": outcome.id.to_hex(),
+            "short_id": outcome.id.short(),
             "source": outcome.head.source,
             "time": outcome.head.time,
             "stats": s,
@@ -154,6 +155,16 @@ pub fn run(args: BackupArgs) -> Result<u8> {
             s.packs_added,
             s.duration_ms as f64 / 1000.0
         );
+    }
+    if let Some(c) = outcome.head.changes.as_ref().filter(|c| c.suspicious) {
+        eprintln!(
+            "warning: snapshot {} looks like ransomware or mass damage ({}). It was saved and \
+             the previous one is kept; check the store before trusting it, and restore from an \
+             earlier snapshot if the change was not wanted (exit code {EXIT_SUSPICIOUS}).",
+            outcome.id.short(),
+            c.reasons.join("; ")
+        );
+        return Ok(EXIT_SUSPICIOUS);
     }
     if outcome.skipped.is_empty() {
         Ok(0)

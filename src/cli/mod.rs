@@ -35,7 +35,11 @@ use std::process::ExitCode;
 /// Exit code when a backup committed but skipped some files.
 pub const EXIT_PARTIAL: u8 = 3;
 
-const EXIT_HELP: &str = "Exit codes: 0 success; 1 error (a drill: it failed); 2 a drill could not run; 3 backup committed but some files were skipped (they are listed).
+/// Exit code when a backup committed a snapshot flagged suspicious (ransomware-like change).
+pub const EXIT_SUSPICIOUS: u8 = 4;
+
+const EXIT_HELP: &str = "Exit codes: 0 success; 1 error (a drill: it failed); 2 a drill could not run; 3 backup committed but some files were skipped (they are listed);
+4 backup committed a snapshot flagged suspicious (ransomware-like change). `status`: 0 all good, 1 degraded, 2 failing or down.
 Environment: CUSTODIAN_REPO, CUSTODIAN_WRITER_KEY, CUSTODIAN_IDENTITY stand in for --repo, --writer-key,
 --identity; CUSTODIAN_STATE_DIR sets the state dir (default ~/.local/state/custodian); RUST_LOG sets log detail.";
 

@@ -197,13 +197,19 @@ struct Daemon {
 }
 
 impl Daemon {
-    /// Snapshots per source, counted once at start (then kept up to date in memory).
-    fn snapshot_counts(&self) -> Result<HashMap<String, u64>> {
-        let mut counts = HashMap::new();
+    /// Snapshots per source and the newest of each, read once at start (then kept up to date
+    /// in memory).
+    fn snapshot_counts(&self) -> Result<HashMap<String, sources::Seen>> {
+        let mut seen: HashMap<String, sources::Seen> = HashMap::new();
         for snap in self.repo.list_snapshots()? {
-            *counts.entry(snap.head.source).or_default() += 1;
+            let entry = seen.entry(snap.head.source.clone()).or_default();
+            entry.count += 1;
+            let time = unix(snap.time);
+            if entry.newest.as_ref().is_none_or(|(t, _)| *t <= time) {
+                entry.newest = Some((time, snap.id.to_hex()));
+            }
         }
-        Ok(counts)
+        Ok(seen)
     }
 
     fn main_loop(&mut self, rx: &Receiver<Msg>) {

@@ -41,9 +41,31 @@ fn next_fire(cfg: &SourceConfig, after: SystemTime, jitter: Duration) -> Option<
     Some(next + spread)
 }
 
+/// What the repository says about a source at start-up, so that the RPO age and the last
+/// success are known from the first scrape, not only after this daemon's first run (a fresh
+/// state dir, a new host, snapshots taken with the CLI).
+#[derive(Default)]
+pub(super) struct Seen {
+    pub(super) count: u64,
+    /// Unix seconds and id of the newest snapshot.
+    pub(super) newest: Option<(u64, String)>,
+}
+
+impl Seen {
+    fn apply(&self, status: &mut SourceStatus) {
+        status.snapshots = self.count;
+        if let Some((time, id)) = &self.newest {
+            if status.last_success.is_none_or(|t| t < *time) {
+                status.last_success = Some(*time);
+                status.last_snapshot = Some(id.clone());
+            }
+        }
+    }
+}
+
 impl Daemon {
     /// (Re)build the sources from the config, keeping what is known about same-named ones.
-    pub(super) fn install_sources(&mut self, previous: &StatusDoc, counts: &HashMap<String, u64>) {
+    pub(super) fn install_sources(&mut self, previous: &StatusDoc, seen: &HashMap<String, Seen>) {
         let now = crate::clock::now();
         let mut old: HashMap<String, Source> = std::mem::take(&mut self.sources)
             .into_iter()
@@ -80,10 +102,9 @@ impl Daemon {
                     }
                 }
             };
-            source.status.snapshots = counts
-                .get(&source.cfg.name)
-                .copied()
-                .unwrap_or(source.status.snapshots);
+            if let Some(seen) = seen.get(&source.cfg.name) {
+                seen.apply(&mut source.status);
+            }
             source.next_run = next_fire(&source.cfg, now, self.config.daemon.jitter);
             // A run the schedule wanted while the daemon was down runs once now.
             if let Some(last) = source.status.last_attempt {
