@@ -192,6 +192,14 @@ pub(crate) fn io_reason(e: &std::io::Error) -> String {
             "the disk holding it is full. Free space there (or move it elsewhere), then run \
              again; nothing that was committed before is affected"
         }
+        // systemd sets INVOCATION_ID for every unit it runs: there, a read-only path is almost
+        // always the shipped unit's ProtectSystem=strict, not a read-only disk.
+        ReadOnlyFilesystem if std::env::var_os("INVOCATION_ID").is_some() => {
+            "the path is read-only for this service: the shipped unit has ProtectSystem=strict \
+             and may write only /var/lib/custodian. For a repository on local disk or a NAS \
+             mount, add its directory to ReadWritePaths= in a drop-in (systemctl edit \
+             custodian; example: systemd/local-repository.conf), then restart the service"
+        }
         ReadOnlyFilesystem => {
             "the file system is read-only. Remount it read-write, or point custodian elsewhere \
              (for the state dir: CUSTODIAN_STATE_DIR)"

@@ -618,7 +618,12 @@ fn a_run_missed_while_down_runs_at_start_and_failures_retry_without_stopping() {
         .arg(&config)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "a failing source: {}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a failing source: {}",
+        text(&out)
+    );
     assert!(text(&out).contains("PROBLEM: source customers: the last backup failed"));
     assert!(d.log().contains("retrying later"));
     std::fs::rename(&moved, &src).unwrap();
@@ -653,7 +658,11 @@ fn scheduled_drills_run_and_export_their_margins() {
     )
     .unwrap();
     // A broken runbook beside it: reported, and the good one still runs.
-    std::fs::write(runbooks.join("broken.md"), "+++\nid = \"broken\"\nrto = 5\n+++\n").unwrap();
+    std::fs::write(
+        runbooks.join("broken.md"),
+        "+++\nid = \"broken\"\nrto = 5\n+++\n",
+    )
+    .unwrap();
     let port = free_port();
     let config = write_config(
         &w,
@@ -677,14 +686,19 @@ fn scheduled_drills_run_and_export_their_margins() {
     assert!(get("custodian_drill_rto_margin_seconds").unwrap() > 500.0);
     assert!(get("custodian_drill_rpo_margin_seconds").unwrap() > 3000.0);
     assert_eq!(
-        m.iter().find(|(k, _)| k == "custodian_runbooks_broken").map(|(_, v)| *v),
+        m.iter()
+            .find(|(k, _)| k == "custodian_runbooks_broken")
+            .map(|(_, v)| *v),
         Some(1.0),
         "{m:?}"
     );
     let status = d.status();
     assert_eq!(status["drills"][0]["last_result"], "pass", "{status}");
     assert!(
-        status["broken_runbooks"][0].as_str().unwrap().contains("broken.md"),
+        status["broken_runbooks"][0]
+            .as_str()
+            .unwrap()
+            .contains("broken.md"),
         "{status}"
     );
     assert!(d.log().contains("broken.md"), "{}", d.log());
@@ -808,14 +822,29 @@ fn a_second_daemon_on_the_same_state_dir_is_refused_and_the_first_keeps_its_stat
         metric(&m, "custodian_source_rpo_age_seconds", "customers").is_some_and(|a| a < 600.0),
         "{m:?}"
     );
-    assert!(metric(&m, "custodian_source_last_success_timestamp_seconds", "customers").is_some());
-    assert_eq!(first.status()["health"], "ok", "a snapshot in the repository is a success");
+    assert!(metric(
+        &m,
+        "custodian_source_last_success_timestamp_seconds",
+        "customers"
+    )
+    .is_some());
+    assert_eq!(
+        first.status()["health"],
+        "ok",
+        "a snapshot in the repository is a success"
+    );
     // Every sample is described, and totals are counters.
     let exposition = scrape_text(port);
     for (sample, _) in &m {
         let name = sample.split('{').next().unwrap();
-        assert!(exposition.contains(&format!("# HELP {name} ")), "no HELP for {name}");
-        assert!(exposition.contains(&format!("# TYPE {name} ")), "no TYPE for {name}");
+        assert!(
+            exposition.contains(&format!("# HELP {name} ")),
+            "no HELP for {name}"
+        );
+        assert!(
+            exposition.contains(&format!("# TYPE {name} ")),
+            "no TYPE for {name}"
+        );
     }
     assert!(
         exposition.contains("# TYPE custodian_prune_reclaimed_bytes_total counter"),

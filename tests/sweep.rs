@@ -234,10 +234,7 @@ fn world_with_a_snapshot(extra: &[&str]) -> (World, std::path::PathBuf, Expected
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("a.csv"), noise(300_000, 1)).unwrap();
     fs::write(src.join("b.csv"), b"1,2,3\n").unwrap();
-    let first = w.backup("s", &src)["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let first = w.backup("s", &src)["id"].as_str().unwrap().to_string();
     let first_copy = w.dir.path().join("first-copy");
     copy_tree(&src, &first_copy);
     (w, src, vec![(first, first_copy)])
@@ -369,10 +366,7 @@ fn every_write_of_copy_key_changes_and_drill_reports_is_a_safe_kill_point() {
     case.adds = 1;
     table.push(("copy (creating the mirror)", sweep(&case)));
     ok(w.writer_cmd(&copy));
-    let second = w.backup("s", &src)["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let second = w.backup("s", &src)["id"].as_str().unwrap().to_string();
     let mut case = Case::new(&dest, &copy);
     case.via = Some(&w);
     case.adds = 1;

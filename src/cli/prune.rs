@@ -62,12 +62,12 @@ pub fn prune(args: PruneArgs) -> Result<u8> {
     if args.json {
         common::print_json(&report)?;
     } else {
-        print_report(&report);
+        print_report(&report, args.grace.is_zero());
     }
     Ok(0)
 }
 
-fn print_report(r: &PruneReport) {
+fn print_report(r: &PruneReport, no_grace: bool) {
     outln!(
         "{} snapshot(s) reference {} blob(s) in {} pack(s), {}",
         r.snapshots,
@@ -93,8 +93,14 @@ fn print_report(r: &PruneReport) {
             );
         }
         if !p.mark_unused.is_empty() || !p.mark_repack.is_empty() {
+            // With no grace period a real run deletes what it marks in the same run.
+            let when = if no_grace {
+                "and delete them in this same run (--grace 0s)"
+            } else {
+                "for deletion after the grace period"
+            };
             outln!(
-                "{would}mark {} unused pack(s) ({}) and {} partly used pack(s) ({}) for deletion after the grace period",
+                "{would}mark {} unused pack(s) ({}) and {} partly used pack(s) ({}) {when}",
                 p.mark_unused.len(),
                 human_bytes(p.mark_unused_bytes),
                 p.mark_repack.len(),
@@ -121,6 +127,33 @@ fn print_report(r: &PruneReport) {
     } else {
         outln!("nothing deleted this run");
     }
+    print_when(r, no_grace);
+}
+
+/// When the space still waiting comes back, so nobody runs prune again and again in vain.
+fn print_when(r: &PruneReport, no_grace: bool) {
+    let Some(last) = r.passes.last() else {
+        return;
+    };
+    let Some(at) = last.eligible_at.as_deref() else {
+        if last.young_packs > 0 && r.deleted_packs == 0 {
+            outln!(
+                "{} pack(s) in use or written within the grace period were left alone",
+                last.young_packs
+            );
+        }
+        return;
+    };
+    if no_grace && !r.dry_run {
+        return;
+    }
+    outln!(
+        "{} pack(s) ({}) become eligible for deletion at {}; run prune again after that, or \
+         use --grace 0s if no backup is running",
+        last.waiting_packs,
+        human_bytes(last.waiting_bytes),
+        custodian::when::show_stored(at)
+    );
 }
 
 #[derive(clap::Args)]

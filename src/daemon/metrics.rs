@@ -36,9 +36,18 @@ const GAUGES: &[(&str, &str)] = &[
 
 /// Every counter, with its `# HELP` text.
 const COUNTERS: &[(&str, &str)] = &[
-    ("custodian_backup_runs_total", "Backups finished since the daemon started, by source and result."),
-    ("custodian_prune_reclaimed_bytes_total", "Bytes prunes deleted, over every run the status file remembers."),
-    ("custodian_prune_deleted_packs_total", "Packs prunes deleted, over every run the status file remembers."),
+    (
+        "custodian_backup_runs_total",
+        "Backups finished since the daemon started, by source and result.",
+    ),
+    (
+        "custodian_prune_reclaimed_bytes_total",
+        "Bytes prunes deleted, over every run the status file remembers.",
+    ),
+    (
+        "custodian_prune_deleted_packs_total",
+        "Packs prunes deleted, over every run the status file remembers.",
+    ),
 ];
 
 /// Start the exporter (its own small runtime thread), install the global recorder and describe
@@ -183,7 +192,10 @@ mod tests {
             let name = rule["alert"].as_str().unwrap();
             let expr = rule["expr"].as_str().unwrap();
             assert!(
-                matches!(rule["labels"]["severity"].as_str(), Some("critical" | "warning")),
+                matches!(
+                    rule["labels"]["severity"].as_str(),
+                    Some("critical" | "warning")
+                ),
                 "{name}"
             );
             assert!(rule["annotations"]["summary"].as_str().is_some(), "{name}");
@@ -196,7 +208,10 @@ mod tests {
                     .chars()
                     .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
                     .collect();
-                assert!(known(&metric), "{name} uses {metric}, which is not exported");
+                assert!(
+                    known(&metric),
+                    "{name} uses {metric}, which is not exported"
+                );
                 rest = &rest[at + metric.len()..];
             }
             assert!(!names.contains(&name), "{name} twice");
@@ -217,7 +232,11 @@ mod tests {
             .args(["check", "rules", path])
             .output()
         {
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 
@@ -232,7 +251,10 @@ mod tests {
             assert!(name.ends_with("_total"), "{name}: counters end in _total");
         }
         for (name, _) in GAUGES {
-            assert!(!name.ends_with("_total"), "{name}: a gauge named like a counter");
+            assert!(
+                !name.ends_with("_total"),
+                "{name}: a gauge named like a counter"
+            );
         }
     }
 }

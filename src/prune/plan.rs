@@ -78,6 +78,12 @@ pub struct Plan {
     /// Markers still in their grace period, and packs too young to mark.
     pub waiting_markers: usize,
     pub young_packs: usize,
+    /// Packs (and bytes) marked by earlier runs or by this one that wait for their grace
+    /// period, and when the last of them may be deleted (RFC 3339): what the operator is told
+    /// to come back for.
+    pub waiting_packs: u64,
+    pub waiting_bytes: u64,
+    pub eligible_at: Option<String>,
     /// Unused bytes left in partly used packs after this run (within `max_unused`).
     pub unused_bytes_left: u64,
 }
@@ -108,6 +114,8 @@ pub fn plan(
     let mut plan = Plan::default();
     let live = |e: &PackEntry| referenced.contains(&RefKey::from(&e.id));
     let mut marked: HashSet<PackId> = HashSet::new();
+    let mut waiting: HashSet<PackId> = HashSet::new();
+    let mut eligible: Option<SystemTime> = None;
     for m in markers {
         marked.extend(m.packs.iter().copied());
         if age(now, m.written) >= rules.grace {
@@ -115,6 +123,8 @@ pub fn plan(
             plan.finished_packs.extend(m.packs.iter().copied());
         } else {
             plan.waiting_markers += 1;
+            waiting.extend(m.packs.iter().copied());
+            eligible = eligible.max(m.written.checked_add(rules.grace));
         }
     }
     // A pack's age comes from the store; one without a time is never old enough to mark.
@@ -134,8 +144,17 @@ pub fn plan(
             continue;
         }
         if !old(p) {
-            plan.young_packs += 1;
-            kept_bytes += p.size;
+            // Indexed and wholly unused: the data of forgotten snapshots, marked now so one
+            // grace period suffices. Safe at any age: a running backup that reuses one of its
+            // blobs, or wrote the pack, rescues the blob at its commit check (FORMAT.md,
+            // "Prune"). Leftovers (perhaps uploads in flight) and repacks wait until old.
+            if p.indexed && !p.blobs.iter().any(&live) {
+                plan.mark_unused.push(p.id);
+                plan.mark_unused_bytes += p.size;
+            } else {
+                plan.young_packs += 1;
+                kept_bytes += p.size;
+            }
             continue;
         }
         let unused_bytes: u64 = p
@@ -177,6 +196,17 @@ pub fn plan(
         kept_bytes -= p.size;
     }
     plan.unused_bytes_left = unused_left;
+
+    for p in packs.iter().filter(|p| waiting.contains(&p.id)) {
+        plan.waiting_packs += 1;
+        plan.waiting_bytes += p.size;
+    }
+    if !plan.to_mark().is_empty() {
+        plan.waiting_packs += plan.to_mark().len() as u64;
+        plan.waiting_bytes += plan.mark_unused_bytes + plan.mark_repack_bytes;
+        eligible = eligible.max(now.checked_add(rules.grace));
+    }
+    plan.eligible_at = eligible.map(|t| humantime::format_rfc3339_seconds(t).to_string());
 
     // Live blobs that stay reachable without copying: in an indexed pack nobody deletes. Index
     // objects are signed, and a leftover is adopted only when its signed header is bound to its
@@ -277,16 +307,46 @@ mod tests {
     }
 
     #[test]
-    fn unused_old_packs_are_marked_young_ones_left_alone() {
+    fn unused_old_packs_are_marked_young_used_ones_left_alone() {
         let now = crate::clock::now();
         let packs = [
             pack(1, &[1, 2], 24, now),
             pack(2, &[3], 24, now),
-            pack(3, &[4], 1, now),
+            pack(3, &[1], 1, now),
         ];
         let p = plan(&packs, &refs(&[1, 2]), &[], now, rules(0.05));
         assert_eq!(p.mark_unused, vec![PackId([2; 32])]);
-        assert_eq!(p.young_packs, 1, "pack 3 may belong to a running backup");
+        assert_eq!(p.young_packs, 1, "pack 3 is in use, and young");
+        assert_eq!(p.waiting_packs, 1);
+        let at = humantime::parse_rfc3339(p.eligible_at.as_deref().unwrap()).unwrap();
+        assert!(
+            at > now + HOUR * 5 && at <= now + HOUR * 6,
+            "one grace period from now"
+        );
+    }
+
+    #[test]
+    fn young_unused_packs_are_marked_at_once_but_young_leftovers_and_repacks_wait() {
+        let now = crate::clock::now();
+        let mut leftover = pack(4, &[6], 1, now);
+        leftover.indexed = false;
+        let packs = [
+            pack(1, &[1], 1, now),
+            pack(2, &[2, 3], 1, now),
+            pack(3, &[4], 1, now),
+            leftover,
+        ];
+        let p = plan(&packs, &refs(&[1, 2]), &[], now, rules(0.0));
+        assert_eq!(
+            p.mark_unused,
+            vec![PackId([3; 32])],
+            "forgotten data goes now"
+        );
+        assert!(
+            p.mark_repack.is_empty(),
+            "a young partly used pack is not repacked"
+        );
+        assert_eq!(p.young_packs, 3);
         assert!(p.delete.is_empty() && p.copies.is_empty() && p.mark_repack.is_empty());
     }
 
