@@ -21,6 +21,20 @@ pub enum Select {
     RandomWithin(u32),
 }
 
+impl std::fmt::Display for Select {
+    /// As a runbook writes it, so messages quote the operator's own words.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Select::Latest => write!(f, "latest"),
+            Select::LatestBefore(t) => {
+                write!(f, "latest-before {}", humantime::format_rfc3339_seconds(*t))
+            }
+            Select::LatestBeforeSuspicious => write!(f, "latest-before-suspicious"),
+            Select::RandomWithin(days) => write!(f, "random-within {days}"),
+        }
+    }
+}
+
 impl Select {
     /// `latest`, `latest-before 2026-11-01T00:00:00Z`, `latest-before-suspicious`,
     /// `random-within 30`.
@@ -151,6 +165,8 @@ struct FrontMatter {
     select: Spanned<String>,
     #[serde(default)]
     scope: Vec<String>,
+    /// Where the runbook's own steps restore to; `runbook show` prints it in its commands.
+    restore_target: Option<String>,
     /// How far back the worst gap between snapshots is measured. Default 30 days.
     rpo_window: Option<Spanned<String>>,
     #[serde(default)]
@@ -176,6 +192,8 @@ pub struct Runbook {
     pub select: Select,
     /// Paths inside the snapshot; empty means all of it.
     pub scope: Vec<String>,
+    /// Where the steps restore to (`restore-target`), if the runbook says.
+    pub restore_target: Option<String>,
     pub checks: Checks,
     /// The human steps.
     pub body: String,
@@ -289,6 +307,7 @@ impl Runbook {
             schedule,
             select,
             scope: fm.scope,
+            restore_target: fm.restore_target,
             checks: fm.checks,
             body: body.trim_start_matches('\n').to_string(),
         })

@@ -6,8 +6,9 @@ use super::{RepoArg, EXIT_PARTIAL, EXIT_SUSPICIOUS};
 use anyhow::Result;
 use custodian::archiver::changes::AnomalyThresholds;
 use custodian::archiver::{backup, BackupOptions, Progress};
+use custodian::config::{Config, SourceKind};
 use custodian::repository::{Credential, Repository};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -15,16 +16,21 @@ use std::sync::Arc;
 pub struct BackupArgs {
     #[command(flatten)]
     repo: RepoArg,
-    /// Writer credential.
+    /// Writer credential (with --config: the config's writer-key-file).
     #[arg(long, env = "CUSTODIAN_WRITER_KEY")]
-    writer_key: PathBuf,
-    /// Name of the record store (snapshots are grouped by it).
+    writer_key: Option<PathBuf>,
+    /// Name of the record store (snapshots are grouped by it). With --config: which configured
+    /// source to back up (default: all of them).
+    #[arg(long, required_unless_present = "config")]
+    source: Option<String>,
+    /// Allow a source name the repository has no snapshots of yet (and so a new key domain):
+    /// without it a mistyped --source is refused with the known sources listed.
     #[arg(long)]
-    source: String,
+    new_source: bool,
     /// Key domain (default: the source name).
     #[arg(long)]
     domain: Option<String>,
-    /// Glob to leave out; without '/' it matches names anywhere. Repeatable.
+    /// Glob to leave out (gitignore style: `*.tmp`, `/cache`, `cache/`). Repeatable.
     #[arg(long)]
     exclude: Vec<String>,
     /// Label for the snapshot. Repeatable.
@@ -36,6 +42,9 @@ pub struct BackupArgs {
     /// Parallel uploads (default: 1 on local disk, 4 on S3). Each holds one pack (~17 MiB).
     #[arg(long)]
     connections: Option<usize>,
+    /// Walk the source and say what a backup would hold; write nothing.
+    #[arg(long)]
+    dry_run: bool,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -49,8 +58,107 @@ pub struct BackupArgs {
     /// first (as the daemon does for `kind = "sqlite"`), so the application may keep writing.
     #[arg(long)]
     sqlite: bool,
-    /// The record store directory (or, with --sqlite, the database file).
+    /// The record store directory (or, with --sqlite, the database file). With --config, the
+    /// configured path is used.
+    #[arg(required_unless_present = "config")]
+    path: Option<PathBuf>,
+}
+
+/// One source to back up, from the command line or from the daemon's config.
+struct Job {
+    source: String,
+    domain: Option<String>,
     path: PathBuf,
+    excludes: Vec<String>,
+    one_file_system: bool,
+    sqlite: bool,
+    anomaly: AnomalyThresholds,
+}
+
+/// The jobs this command runs, the writer credential and the state dir for the cache.
+fn jobs(args: &BackupArgs) -> Result<(Vec<Job>, PathBuf, PathBuf)> {
+    let flag_anomaly = AnomalyThresholds {
+        changed_share: args.suspicious_changed_share,
+        incompressible_share: args.suspicious_incompressible_share,
+        ..Default::default()
+    };
+    let Some(file) = &args.repo.config else {
+        let (Some(source), Some(path), Some(key)) = (&args.source, &args.path, &args.writer_key)
+        else {
+            anyhow::bail!(
+                "backup needs --source NAME, the PATH to back up and --writer-key FILE (or \
+                 CUSTODIAN_WRITER_KEY); or --config FILE to back up the daemon's sources"
+            );
+        };
+        let job = Job {
+            source: source.clone(),
+            domain: args.domain.clone(),
+            path: path.clone(),
+            excludes: args.exclude.clone(),
+            one_file_system: false,
+            sqlite: args.sqlite,
+            anomaly: flag_anomaly,
+        };
+        return Ok((vec![job], key.clone(), common::state_dir()));
+    };
+    if args.path.is_some() || args.sqlite || args.domain.is_some() {
+        anyhow::bail!(
+            "with --config the source's path, kind and domain come from {}: drop PATH, --sqlite \
+             and --domain, or drop --config",
+            file.display()
+        );
+    }
+    let config = Config::load_form(file)?;
+    let known: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+    if let Some(want) = &args.source {
+        if !known.contains(&want.as_str()) {
+            anyhow::bail!(
+                "{} has no source '{want}'; its sources are: {}",
+                file.display(),
+                known.join(", ")
+            );
+        }
+    }
+    let jobs = config
+        .sources
+        .iter()
+        .filter(|s| args.source.as_ref().is_none_or(|w| *w == s.name))
+        .map(|s| Job {
+            source: s.name.clone(),
+            domain: s.domain.clone(),
+            path: s.path.clone(),
+            excludes: s.exclude.iter().chain(&args.exclude).cloned().collect(),
+            one_file_system: s.one_file_system,
+            sqlite: s.kind == SourceKind::Sqlite,
+            anomaly: config.anomaly,
+        })
+        .collect();
+    let key = args
+        .writer_key
+        .clone()
+        .unwrap_or(config.repository.writer_key_file.clone());
+    Ok((jobs, key, config.repository.state_dir))
+}
+
+/// A source the repository has never seen is refused unless asked for: a typo must not make a
+/// new source and key domain. The first backup into an empty repository needs no flag.
+fn check_known_source(repo: &Repository, source: &str) -> Result<()> {
+    let mut known: Vec<String> = repo
+        .list_snapshots()?
+        .into_iter()
+        .map(|s| s.head.source)
+        .collect();
+    known.sort();
+    known.dedup();
+    if known.is_empty() || known.iter().any(|k| k == source) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the repository has no source '{source}' yet; its sources are: {}. If '{source}' is \
+         a new record store, run again with --new-source (it gets its own key domain); \
+         otherwise correct --source.",
+        known.join(", ")
+    )
 }
 
 /// Remove the staging copies that killed `backup --sqlite` runs of this source left (under
@@ -69,18 +177,60 @@ fn remove_dead_staging(dir: &std::path::Path) {
 }
 
 pub fn run(args: BackupArgs) -> Result<u8> {
+    let (jobs, writer_key, state_dir) = jobs(&args)?;
     let repo = Arc::new(Repository::open(
         common::backend(&args.repo)?,
-        &Credential::Writer(args.writer_key.clone()),
+        &Credential::Writer(writer_key),
     )?);
+    let mut worst = 0;
+    for job in jobs {
+        custodian::archiver::source_name_ok(&job.source)
+            .map_err(|why| anyhow::anyhow!("--source '{}' {why}", job.source))?;
+        if !args.new_source && args.repo.config.is_none() {
+            check_known_source(&repo, &job.source)?;
+        }
+        let code = if args.dry_run {
+            dry_run(&job, args.json)?
+        } else {
+            one(&repo, &args, job, &state_dir)?
+        };
+        worst = worst.max(code);
+    }
+    Ok(worst)
+}
+
+/// `--dry-run`: the walk a backup would make, with its excludes; nothing is written.
+fn dry_run(job: &Job, json: bool) -> Result<u8> {
+    let excludes = custodian::source::Excludes::new(&job.excludes)?;
+    let walked = custodian::source::walk(&job.path, &excludes, job.one_file_system)?;
+    let count = |k| walked.entries.iter().filter(|e| e.node.kind == k).count();
+    let files = count(custodian::format::tree::NodeKind::File);
+    let dirs = count(custodian::format::tree::NodeKind::Dir);
+    let bytes: u64 = walked.entries.iter().map(|e| e.node.size).sum();
+    if json {
+        common::print_json(&serde_json::json!({
+            "dry_run": true, "source": job.source, "files": files, "dirs": dirs, "bytes": bytes,
+            "skipped": walked.skipped.len(),
+        }))?;
+    } else {
+        outln!(
+            "dry run: source {} would hold {files} files, {dirs} dirs, {} ({} unreadable); \
+             nothing was written",
+            job.source,
+            human_bytes(bytes),
+            walked.skipped.len()
+        );
+    }
+    Ok(0)
+}
+
+/// One backup, with its summary and exit code.
+fn one(repo: &Arc<Repository>, args: &BackupArgs, job: Job, state_dir: &Path) -> Result<u8> {
     let create_if_absent = repo.probe_create_if_absent()?;
-    let path = std::path::absolute(&args.path).unwrap_or(args.path.clone());
-    let state_dir = common::state_dir();
-    custodian::archiver::source_name_ok(&args.source)
-        .map_err(|why| anyhow::anyhow!("--source '{}' {why}", args.source))?;
-    let runs = state_dir.join("staging-cli").join(&args.source);
+    let path = std::path::absolute(&job.path).unwrap_or(job.path.clone());
+    let runs = state_dir.join("staging-cli").join(&job.source);
     let staging = runs.join(std::process::id().to_string());
-    let (path, display_path) = if args.sqlite {
+    let (path, display_path) = if job.sqlite {
         remove_dead_staging(&runs);
         if let Err(e) = custodian::source::sqlite::capture(&path, &staging) {
             let _ = std::fs::remove_dir_all(&staging);
@@ -91,23 +241,19 @@ pub fn run(args: BackupArgs) -> Result<u8> {
         (path, None)
     };
     let opts = BackupOptions {
-        source: args.source,
-        domain: args.domain,
+        source: job.source,
+        domain: job.domain,
         path,
-        excludes: args.exclude,
-        tags: args.tag,
-        host: args.host.unwrap_or_else(common::hostname),
-        state_dir,
+        excludes: job.excludes,
+        tags: args.tag.clone(),
+        host: args.host.clone().unwrap_or_else(common::hostname),
+        state_dir: state_dir.to_path_buf(),
         time: custodian::clock::now(),
         connections: args.connections,
-        one_file_system: false,
+        one_file_system: job.one_file_system,
         display_path,
         cancel: None,
-        anomaly: AnomalyThresholds {
-            changed_share: args.suspicious_changed_share,
-            incompressible_share: args.suspicious_incompressible_share,
-            ..Default::default()
-        },
+        anomaly: job.anomaly,
     };
     let progress = Arc::new(Progress::default());
     let bar = {
@@ -119,17 +265,25 @@ pub fn run(args: BackupArgs) -> Result<u8> {
             )
         })
     };
-    let outcome = backup(repo, &opts, &progress);
+    let outcome = backup(repo.clone(), &opts, &progress);
     drop(bar);
-    if args.sqlite {
+    if job.sqlite {
         let _ = std::fs::remove_dir_all(&staging);
     }
     let outcome = outcome?;
+    report(&outcome, args.json, create_if_absent)
+}
+
+fn report(
+    outcome: &custodian::archiver::BackupOutcome,
+    json: bool,
+    create_if_absent: impl serde::Serialize,
+) -> Result<u8> {
     let s = &outcome.head.stats;
     for skip in &outcome.skipped {
         eprintln!("warning: skipped {}: {}", skip.path.display(), skip.error);
     }
-    if args.json {
+    if json {
         common::print_json(&serde_json::json!({
             "id": outcome.id.to_hex(),
             "short_id": outcome.id.short(),
@@ -143,8 +297,9 @@ pub fn run(args: BackupArgs) -> Result<u8> {
         }))?;
     } else {
         outln!(
-            "snapshot {} saved: {} files, {} dirs, {} ({} files read, {} read; {} new blobs, {} added in {} packs) in {:.2}s",
+            "snapshot {} of {} saved: {} files, {} dirs, {} ({} files read, {} read; {} new blobs, {} added in {} packs) in {:.2}s",
             outcome.id.short(),
+            outcome.head.source,
             s.files,
             s.dirs,
             human_bytes(s.bytes),

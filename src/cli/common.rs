@@ -34,9 +34,35 @@ pub fn init_logging(default_level: &str, json: bool) {
 static COUNTER: std::sync::OnceLock<Arc<Counting>> = std::sync::OnceLock::new();
 
 pub fn backend(repo: &RepoArg) -> Result<Arc<dyn custodian::backend::Backend>> {
-    let counting = Arc::new(Counting::new(custodian::backend::open(&repo.repo)?));
+    let inner = match (&repo.repo, &repo.config) {
+        (Some(url), _) => custodian::backend::open(url)?,
+        (None, Some(_)) => custodian::daemon::open_backend(&daemon_config(repo)?)?,
+        (None, None) => anyhow::bail!(
+            "no repository given: pass --repo PATH|s3://BUCKET/PREFIX (or set CUSTODIAN_REPO), \
+             or --config FILE to use the daemon's repository"
+        ),
+    };
+    let counting = Arc::new(Counting::new(inner));
     let _ = COUNTER.set(counting.clone());
     Ok(counting)
+}
+
+/// The daemon's config named by --config, read for its form (a missing source path does not
+/// stop a listing or a prune).
+pub fn daemon_config(repo: &RepoArg) -> Result<custodian::config::Config> {
+    let Some(file) = &repo.config else {
+        anyhow::bail!("this needs the daemon's config: pass --config FILE");
+    };
+    Ok(custodian::config::Config::load_form(file)?)
+}
+
+/// How the repository was named, for messages and suggested commands.
+pub fn repo_text(repo: &RepoArg) -> String {
+    match (&repo.repo, &repo.config) {
+        (Some(url), _) => format!("--repo {url}"),
+        (None, Some(file)) => format!("--config {}", file.display()),
+        (None, None) => "--repo REPO".into(),
+    }
 }
 
 /// Requests made so far by this command.
@@ -56,12 +82,21 @@ pub fn credential(keys: &KeyArgs, what: &str) -> Result<Credential> {
     }
 }
 
+/// The same, falling back to the writer credential the daemon's config names.
+pub fn credential_for(repo: &RepoArg, keys: &KeyArgs, what: &str) -> Result<Credential> {
+    if keys.identity.is_none() && keys.writer_key.is_none() && repo.config.is_some() {
+        let config = daemon_config(repo)?;
+        return Ok(Credential::Writer(config.repository.writer_key_file));
+    }
+    credential(keys, what)
+}
+
 /// Open with the operator identity if given, else the writer credential. An operator pins the
 /// repository's trust list under the state dir (see `repository::trust`).
 pub fn open(repo: &RepoArg, keys: &KeyArgs, what: &str) -> Result<Repository> {
     Ok(Repository::open_pinned(
         backend(repo)?,
-        &credential(keys, what)?,
+        &credential_for(repo, keys, what)?,
         Some(state_dir().join("trust")),
     )?)
 }

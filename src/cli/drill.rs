@@ -200,7 +200,7 @@ fn show(rb: &Runbook, repo_arg: &RepoArg, keys: &KeyArgs) -> Result<u8> {
         humantime::format_duration(rb.rto),
         humantime::format_duration(rb.rpo)
     );
-    outln!("LIVE FACTS at {}", humantime::format_rfc3339_seconds(now));
+    outln!("LIVE FACTS at {}", custodian::when::show(now));
     let mut commands = Vec::new();
     for source in &rb.sources {
         let of: Vec<_> = all.iter().filter(|s| &s.head.source == source).collect();
@@ -213,11 +213,15 @@ fn show(rb: &Runbook, repo_arg: &RepoArg, keys: &KeyArgs) -> Result<u8> {
         } else {
             ""
         };
+        let flag = match &newest.head.changes {
+            Some(c) if c.suspicious => format!("  SUSPICIOUS ({})", c.reasons.join("; ")),
+            _ => String::new(),
+        };
         outln!(
-            "  {source}: newest snapshot {} taken {} ago ({}){rpo_note}; {} snapshots",
+            "  {source}: newest snapshot {} taken {} ago ({}){rpo_note}; {} snapshots{flag}",
             newest.id.short(),
             age(newest.time),
-            newest.head.time,
+            custodian::when::show(newest.time),
             of.len()
         );
         for s in of.iter().rev().take(5).skip(1) {
@@ -237,14 +241,19 @@ fn show(rb: &Runbook, repo_arg: &RepoArg, keys: &KeyArgs) -> Result<u8> {
                         .map(|p| format!("{}:{p}", chosen.id.short()))
                         .collect()
                 };
+                let target = rb.restore_target.as_deref().unwrap_or("RESTORE-DIR");
+                let warning = match &chosen.head.changes {
+                    Some(c) if c.suspicious => "   # SUSPICIOUS snapshot: check before use",
+                    _ => "",
+                };
                 for p in paths {
                     commands.push(format!(
-                        "custodian restore {p} --source {source} --repo {} --identity OPERATOR.key --target /srv/restore/{source}",
-                        repo_arg.repo
+                        "custodian restore {p} --source {source} {} --identity OPERATOR.key --target {target}{warning}",
+                        common::repo_text(repo_arg)
                     ));
                 }
             }
-            None => outln!("      no snapshot matches select = {:?}", rb.select),
+            None => outln!("      no snapshot matches select = \"{}\"", rb.select),
         }
     }
     outln!("\nRESTORE COMMANDS");

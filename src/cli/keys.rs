@@ -129,7 +129,7 @@ pub fn key(cmd: KeyCommand) -> Result<u8> {
             )?;
             outln!(
                 "repository at {} trusted on this machine (its trust list was signed by {by})",
-                repo.repo
+                common::repo_text(&repo)
             );
             Ok(0)
         }
@@ -176,7 +176,7 @@ pub fn init(args: InitArgs) -> Result<u8> {
                 outln!(
                     "repository at {} already exists and {} is its writer credential: an \
                      earlier init finished; nothing to do",
-                    args.repo.repo,
+                    common::repo_text(&args.repo),
                     args.writer_key_out.display()
                 );
                 return Ok(0);
@@ -221,7 +221,7 @@ pub fn init(args: InitArgs) -> Result<u8> {
     outln!(
         "created repository {} at {}\nwriter credential: {} (give this to the backing-up server; it cannot read backups)",
         initialized.repo.config.repo_id.short(),
-        args.repo.repo,
+        common::repo_text(&args.repo),
         args.writer_key_out.display()
     );
     Ok(0)

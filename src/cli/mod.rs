@@ -53,13 +53,18 @@ pub struct Cli {
     command: Command,
 }
 
-/// Repository location, shared by every verb that opens one.
+/// Repository location, shared by every verb that opens one: a URL, or the daemon's config
+/// (borgmatic style), which also supplies the writer credential and the S3 settings.
 #[derive(clap::Args, Clone)]
 pub struct RepoArg {
     /// Repository: a local path, or s3://BUCKET/PREFIX (credentials and endpoint from the
     /// usual AWS_* environment variables).
     #[arg(long, env = "CUSTODIAN_REPO")]
-    repo: String,
+    repo: Option<String>,
+    /// The daemon's config file: its repository, S3 settings and writer credential (unless
+    /// --identity or --writer-key is given).
+    #[arg(long, conflicts_with = "repo")]
+    config: Option<PathBuf>,
 }
 
 /// Which key to open the repository with.

@@ -42,7 +42,7 @@ pub fn drill(repo: &Repository, rb: &Runbook, opts: &DrillOptions) -> Result<Dri
             all.iter().filter(|s| &s.head.source == source).collect();
         let (snap, how) = select(&of_source, &rb.select, opts.now).ok_or_else(|| {
             Error::Invalid(format!(
-                "runbook '{}': no snapshot of source '{source}' matches select = {:?}; back it up first",
+                "runbook '{}': no snapshot of source '{source}' matches select = \"{}\"; back it up first",
                 rb.id, rb.select
             ))
         })?;

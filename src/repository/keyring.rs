@@ -70,7 +70,11 @@ pub fn load_writer_credential(path: &Path, config: &RepoConfig) -> Result<Writer
     {
         return Err(Error::KeyFile {
             path: path.to_path_buf(),
-            reason: "is an operator identity, not a writer credential. Pass it with --identity instead of --writer-key.".into(),
+            reason: "is an operator identity, not a writer credential. Backups take the writer \
+                     credential that 'custodian init --writer-key-out' wrote (an operator never \
+                     needs to back up with its own identity); commands that read take this file \
+                     with --identity instead of --writer-key."
+                .into(),
         });
     }
     let cred: WriterCredential = decode_json(
