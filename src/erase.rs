@@ -42,7 +42,8 @@ pub struct ErasedSnapshot {
     /// already written it).
     pub new: Option<String>,
     pub time: String,
-    pub entries_removed: u64,
+    /// Regular files erased from it (a directory counts as the files below it).
+    pub files_removed: u64,
 }
 
 /// What an erase did.
@@ -52,7 +53,11 @@ pub struct EraseReport {
     pub snapshots: Vec<ErasedSnapshot>,
     /// Snapshots of the source with nothing to erase.
     pub unchanged: usize,
-    pub entries_removed: u64,
+    pub files_removed: u64,
+    /// Held snapshots (short id and reason) that block the real run; a dry run lists them.
+    pub held: Vec<String>,
+    /// The exclusion that keeps the pattern out of later backups (absent in a dry run).
+    pub exclusion: Option<String>,
 }
 
 /// Rewrite every snapshot of `opts.source` without the matching paths.
@@ -108,15 +113,22 @@ pub fn erase(repo: &Arc<Repository>, opts: &EraseOptions) -> Result<EraseReport>
             None => report.unchanged += 1,
         }
     }
-    let doomed = rewrites.iter().map(|(s, _, _)| &s.id);
-    repo.refuse_held(doomed.chain(superseded.iter().map(|s| &s.id)), "erase")?;
-    report.entries_removed = rewrites.iter().map(|(_, _, n)| n).sum();
+    let doomed: Vec<SnapshotId> = rewrites
+        .iter()
+        .map(|(s, _, _)| s.id)
+        .chain(superseded.iter().map(|s| s.id))
+        .collect();
+    report.held = crate::repository::held_among(&repo.holds()?, &doomed);
+    if !opts.dry_run {
+        repo.refuse_held(&doomed, "erase")?;
+    }
+    report.files_removed = rewrites.iter().map(|(_, _, n)| n).sum();
     for (snap, _, removed) in &rewrites {
         report.snapshots.push(ErasedSnapshot {
             old: snap.id.to_hex(),
             new: None,
             time: snap.head.time.clone(),
-            entries_removed: *removed,
+            files_removed: *removed,
         });
     }
     for snap in &superseded {
@@ -124,12 +136,14 @@ pub fn erase(repo: &Arc<Repository>, opts: &EraseOptions) -> Result<EraseReport>
             old: snap.id.to_hex(),
             new: successors.get(&snap.id).map(|id| id.to_hex()),
             time: snap.head.time.clone(),
-            entries_removed: 0,
+            files_removed: 0,
         });
     }
     if opts.dry_run || report.snapshots.is_empty() {
         return Ok(report);
     }
+    // First, so a backup that starts while the rewrite runs already leaves the paths out.
+    report.exclusion = Some(repo.add_exclusion(&opts.source, &opts.pattern)?);
 
     let new_ids = rewriter.commit(&index, &mut rewrites)?;
     for (entry, id) in report.snapshots.iter_mut().zip(&new_ids) {
@@ -240,7 +254,7 @@ impl Rewriter<'_> {
         for mut node in std::mem::take(&mut tree.nodes) {
             let path = rel.join(node.name.as_os());
             if self.pattern.matches(&path) {
-                removed += 1;
+                removed += self.files_in(&node, &path)?;
                 changed = true;
                 continue;
             }
@@ -265,6 +279,23 @@ impl Rewriter<'_> {
         };
         self.memo.insert(key, (new_id, removed));
         Ok((new_id, removed))
+    }
+
+    /// Regular files at or below `node` (what an erase report counts).
+    fn files_in(&self, node: &crate::format::tree::Node, path: &Path) -> Result<u64> {
+        match (node.kind, node.subtree) {
+            (NodeKind::File, _) => Ok(1),
+            (NodeKind::Dir, Some(sub)) => {
+                crate::format::tree::check_depth(path)
+                    .map_err(|e| Error::Damaged(e.to_string()))?;
+                let mut n = 0;
+                for child in self.reader.tree(&sub)?.nodes {
+                    n += self.files_in(&child, &path.join(child.name.as_os()))?;
+                }
+                Ok(n)
+            }
+            _ => Ok(0),
+        }
     }
 
     /// A tree by id, new or stored.

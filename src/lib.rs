@@ -28,6 +28,7 @@ pub mod erase;
 pub mod error;
 pub mod failpoint;
 pub mod format;
+pub mod human;
 pub mod id;
 pub mod incident;
 pub mod prune;

@@ -174,6 +174,21 @@ pub fn decide(policy: &Policy, candidates: &[Candidate], now: SystemTime) -> Vec
         .collect()
 }
 
+/// Snapshots grouped as retention judges them: by source and host, as restic groups by host
+/// and paths, so a source backed up from an old and a new server keeps the newest of each.
+/// Order within a group stays that of `snapshots` (lineage order).
+pub fn groups<'a>(
+    snapshots: impl IntoIterator<Item = &'a crate::repository::SnapshotInfo>,
+) -> std::collections::BTreeMap<(String, String), Vec<&'a crate::repository::SnapshotInfo>> {
+    let mut out: std::collections::BTreeMap<(String, String), Vec<_>> = Default::default();
+    for s in snapshots {
+        out.entry((s.head.source.clone(), s.head.host.clone()))
+            .or_default()
+            .push(s);
+    }
+    out
+}
+
 /// Decide for one source's snapshots (with their holds), given oldest first in lineage order as
 /// `Repository::list_snapshots` lists them: every decision, and the snapshots to forget as a
 /// destruction record will list them.

@@ -27,7 +27,7 @@ impl std::fmt::Display for Select {
         match self {
             Select::Latest => write!(f, "latest"),
             Select::LatestBefore(t) => {
-                write!(f, "latest-before {}", humantime::format_rfc3339_seconds(*t))
+                write!(f, "latest-before {}", crate::when::rfc3339(*t))
             }
             Select::LatestBeforeSuspicious => write!(f, "latest-before-suspicious"),
             Select::RandomWithin(days) => write!(f, "random-within {days}"),
@@ -430,6 +430,8 @@ mod tests {
             Select::LatestBefore(_)
         ));
         assert!(Select::parse("latest-before yesterday").is_err());
+        let old = Select::parse("latest-before 1960-01-01T00:00:00Z").unwrap();
+        assert_eq!(old.to_string(), "latest-before 1960-01-01T00:00:00Z");
         assert!(Select::parse("random-within 0").is_err());
     }
 }

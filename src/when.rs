@@ -105,6 +105,13 @@ pub fn show_stored(text: &str) -> String {
         .unwrap_or_else(|_| text.to_string())
 }
 
+/// RFC 3339 in UTC to the second, for any time (humantime's formatter panics before 1970, and
+/// a runbook or a listing may name such a time).
+pub fn rfc3339(t: SystemTime) -> String {
+    let utc: DateTime<Utc> = t.into();
+    utc.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// Which zone listings use, for their header.
 pub fn zone_label() -> &'static str {
     if SHOW_UTC.load(Ordering::Relaxed) {

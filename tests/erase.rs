@@ -143,7 +143,10 @@ fn erase_then_prune_leaves_no_blob_of_the_erased_files_and_every_other_file_rest
         .collect();
     let dry = json(erase_acme(w.operator_cmd(&[]), &["--dry-run", "--json"]));
     assert_eq!(dry["snapshots"].as_array().unwrap().len(), 3);
-    assert_eq!(dry["entries_removed"], 3, "one folder per snapshot");
+    assert_eq!(
+        dry["files_removed"], 12,
+        "four files per snapshot, not one folder"
+    );
     let ids_now: Vec<String> = w
         .snapshots()
         .iter()
@@ -164,8 +167,12 @@ fn erase_then_prune_leaves_no_blob_of_the_erased_files_and_every_other_file_rest
     assert!(out.status.success(), "{}", text(&out));
     let out = erase_acme(w.operator_cmd(&[]), &[]);
     assert!(!out.status.success());
+    assert!(text(&out).contains("hold outranks erase"), "{}", text(&out));
+    // A dry run still works, and names the hold that would block the real run.
+    let out = erase_acme(w.operator_cmd(&[]), &["--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("legal hold outranks erasure"),
+        text(&out).contains("would be refused") && text(&out).contains("litigation"),
         "{}",
         text(&out)
     );
@@ -177,7 +184,8 @@ fn erase_then_prune_leaves_no_blob_of_the_erased_files_and_every_other_file_rest
     assert!(out.status.success(), "{}", text(&out));
 
     let done = json(erase_acme(w.operator_cmd(&[]), &["--json"]));
-    assert_eq!(done["entries_removed"], 3);
+    assert_eq!(done["files_removed"], 12);
+    assert!(done["exclusion"].is_string(), "{done}");
     let snaps = w.snapshots();
     assert_eq!(snaps.len(), 3);
     for (s, time) in snaps.iter().zip(&times) {
@@ -248,4 +256,67 @@ fn erase_then_prune_leaves_no_blob_of_the_erased_files_and_every_other_file_rest
             path.display()
         );
     }
+}
+
+/// The record store still holds an erased client's files: later backups must not store them
+/// again, until an operator lifts the exclusion.
+#[test]
+fn erased_paths_stay_out_of_later_backups_until_an_operator_lifts_the_exclusion() {
+    let w = World::new(TINY_PACKS);
+    let src = w.dir.path().join("records");
+    records(&src, 0, true);
+    w.backup("crm", &src);
+    let out = erase_acme(w.operator_cmd(&[]), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("still holds the files") && said.contains("4 file(s)"),
+        "{said}"
+    );
+
+    // The files are still in the store; the next backup leaves them out.
+    w.backup("crm", &src);
+    let ls = |w: &World| {
+        let out = w.operator_cmd(&["ls", "latest"]).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(!ls(&w).contains("acme"), "{}", ls(&w));
+    assert!(ls(&w).contains("bolt"));
+
+    // Listed: counted in `snapshots` (never named), named by `exclusions` for an operator.
+    let out = w.writer_cmd(&["snapshots"]).output().unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains("source crm: 1 erased path pattern(s)"),
+        "{listing}"
+    );
+    assert!(!listing.contains("acme"), "{listing}");
+    let out = w.writer_cmd(&["exclusions", "--json"]).output().unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["pattern"], "clients/acme", "{list}");
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    // The exclusion is sealed: the storage cannot read the path.
+    for (path, bytes) in all_bytes(&w.repo.join("exclusions")) {
+        assert!(
+            !contains(&bytes, b"acme"),
+            "{} shows the path",
+            path.display()
+        );
+    }
+
+    // Only an operator lifts it; then the files are backed up again.
+    let out = w
+        .writer_cmd(&["exclusions", "--remove", &id[..8]])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("identity"), "{}", text(&out));
+    let out = w
+        .operator_cmd(&["exclusions", "--remove", &id[..8]])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    w.backup("crm", &src);
+    assert!(ls(&w).contains("acme"));
 }

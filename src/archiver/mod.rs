@@ -56,6 +56,8 @@ pub struct BackupOutcome {
     pub head: SnapshotHead,
     /// Entries not backed up, with reasons (names: show to the operator, never log at info).
     pub skipped: Vec<SkippedEntry>,
+    /// Erase exclusions of the source that this backup applied.
+    pub erase_exclusions: usize,
 }
 
 /// Run one backup and commit its snapshot.
@@ -82,7 +84,13 @@ pub fn backup(
     for pack in &recovered {
         index.add_pack(pack);
     }
-    let excludes = Excludes::new(&opts.excludes)?;
+    // Paths an operator erased stay out of every later snapshot (repository::exclusions).
+    let erased: Vec<String> = repo
+        .exclusions(Some(&opts.source))?
+        .into_iter()
+        .map(|(_, e)| e.pattern)
+        .collect();
+    let excludes = Excludes::new(&[opts.excludes.as_slice(), &erased].concat())?;
     let walked = walk(&opts.path, &excludes, opts.one_file_system)?;
     crate::failpoint::pause("after-walk", 0);
     let mut entries = walked.entries;
@@ -288,7 +296,12 @@ pub fn backup(
     if let Err(e) = cache.save() {
         tracing::warn!("snapshot saved, but the file cache could not be: {e}; the next backup reads every file again");
     }
-    Ok(BackupOutcome { id, head, skipped })
+    Ok(BackupOutcome {
+        id,
+        head,
+        skipped,
+        erase_exclusions: erased.len(),
+    })
 }
 
 /// Hold the newest unflagged snapshot of `source` before `suspicious`, so no retention rule can

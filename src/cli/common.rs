@@ -116,9 +116,17 @@ pub fn open_operator(repo: &RepoArg, keys: &KeyArgs, what: &str) -> Result<Repos
     }
 }
 
-/// Progress bars only for people: a terminal on stdout and no `--json`.
+/// `--quiet` was given.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Remember `--quiet` for `interactive`.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Progress bars only for people: a terminal on stdout, no `--json` and no `--quiet`.
 pub fn interactive(json: bool) -> bool {
-    !json && std::io::stdout().is_terminal()
+    !json && !QUIET.load(std::sync::atomic::Ordering::Relaxed) && std::io::stdout().is_terminal()
 }
 
 /// Print a value as pretty JSON on stdout.
@@ -138,27 +146,34 @@ pub fn state_dir() -> PathBuf {
     home.join(".local/state/custodian")
 }
 
-/// Bytes for people (binary units).
+/// A `--source` the repository has no snapshots of is a typo until shown otherwise: refuse it
+/// with the real sources listed, rather than answer "0 snapshots".
+pub fn known_source(
+    all: &[custodian::repository::SnapshotInfo],
+    source: Option<&str>,
+) -> Result<()> {
+    let Some(want) = source else {
+        return Ok(());
+    };
+    let mut known: Vec<&str> = all.iter().map(|s| s.head.source.as_str()).collect();
+    known.sort_unstable();
+    known.dedup();
+    if known.is_empty() || known.contains(&want) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the repository has no snapshots of source '{want}'; its sources are: {}",
+        known.join(", ")
+    )
+}
+
 /// A clap value parser for durations (`30d`, `7y`, `6h`, `0s`).
 pub fn duration(text: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("'{text}' is not a duration ({e}); write e.g. 30d, 6h or 0s"))
 }
 
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+pub use custodian::human::bytes as human_bytes;
 
 /// This machine's host name, for snapshot labels.
 pub fn hostname() -> String {

@@ -46,6 +46,34 @@ pub fn run(args: DaemonArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// Erase exclusions per source, from the repository if it can be reached with the config's
+/// writer credential (counts only: the patterns are customer paths).
+fn print_exclusions(c: &Config) {
+    let found = daemon::open_backend(c).and_then(|backend| {
+        custodian::repository::Repository::open(
+            backend,
+            &custodian::repository::Credential::Writer(c.repository.writer_key_file.clone()),
+        )?
+        .exclusions(None)
+    });
+    match found {
+        Ok(list) => {
+            for s in &c.sources {
+                let n = list.iter().filter(|(_, e)| e.source == s.name).count();
+                if n > 0 {
+                    outln!(
+                        "source {}: {n} erased path pattern(s) left out of its backups",
+                        s.name
+                    );
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("note: erase exclusions not checked (the repository could not be read: {e})")
+        }
+    }
+}
+
 pub fn config(command: ConfigCommand) -> Result<u8> {
     let ConfigCommand::Check { config } = command;
     let c = Config::load(&config)?;
@@ -73,6 +101,7 @@ pub fn config(command: ConfigCommand) -> Result<u8> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    print_exclusions(&c);
     if warnings > 0 {
         outln!("{warnings} warning(s) above: the daemon would start, but check them");
     }
@@ -161,6 +190,12 @@ fn print_status(doc: &StatusDoc) {
             ago(s.last_success, now),
             s.last_result,
         );
+        if s.erase_exclusions > 0 {
+            outln!(
+                "  {} erased path pattern(s) left out of its backups ('custodian exclusions')",
+                s.erase_exclusions
+            );
+        }
         if let Some(e) = &s.last_error {
             outln!("  last error: {e}");
         }

@@ -10,7 +10,7 @@ use custodian::backend::LocalBackend;
 use custodian::check::{check, CheckProgress};
 use custodian::crypto::keys::{identity_file_text, write_private};
 use custodian::drill::{drill, DrillOptions};
-use custodian::repository::{init, Credential, InitOptions, Repository, SnapshotSelector};
+use custodian::repository::{init, Credential, InitOptions, Repository};
 use custodian::restorer::{restore, RestoreOptions, RestoreProgress};
 use custodian::runbook::Runbook;
 use custodian::sample;
@@ -243,7 +243,7 @@ pub fn run(args: DemoArgs) -> Result<u8> {
 
     let t = Instant::now();
     let operator_repo = Repository::open(backend, &Credential::Operator(operator_key.clone()))?;
-    let latest = operator_repo.find_snapshot(&SnapshotSelector::Latest(Some("customers")))?;
+    let latest = operator_repo.resolve_snapshot("latest", Some("customers"))?;
     let restored = restore(
         &operator_repo,
         &latest,
@@ -252,7 +252,9 @@ pub fn run(args: DemoArgs) -> Result<u8> {
             target: scratch.clone(),
             subpath: None,
             include: vec![],
+            exclude: vec![],
             overwrite: false,
+            dry_run: false,
         },
         &RestoreProgress::default(),
     )?;

@@ -157,14 +157,14 @@ fn reports(args: &DrillArgs) -> Result<u8> {
     }
     for r in &all {
         outln!(
-            "{}  {}  {:<24} RTO {:.1}s/{:.0}s  RPO {}s/{}s  {}",
-            r.time,
+            "{}  {}  {:<24} RTO {} of {}  RPO {} of {}  {}",
+            custodian::when::show_stored(&r.time),
             if r.passed { "PASS" } else { "FAIL" },
             r.runbook,
-            r.rto.achieved_seconds,
-            r.rto.target_seconds,
-            r.rpo.newest_age_seconds,
-            r.rpo.target_seconds,
+            custodian::human::seconds(r.rto.achieved_seconds),
+            custodian::human::seconds(r.rto.target_seconds),
+            custodian::human::seconds(r.rpo.newest_age_seconds as f64),
+            custodian::human::seconds(r.rpo.target_seconds as f64),
             r.reasons.first().map_or("", |s| s.as_str())
         );
     }

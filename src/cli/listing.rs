@@ -17,6 +17,15 @@ pub struct SnapshotsArgs {
     /// Only this record store.
     #[arg(long)]
     source: Option<String>,
+    /// Only snapshots taken on this host.
+    #[arg(long)]
+    host: Option<String>,
+    /// Only snapshots with this tag (repeat: all of them).
+    #[arg(long)]
+    tag: Vec<String>,
+    /// Only the newest N of each source and host.
+    #[arg(long, value_name = "N")]
+    latest: Option<usize>,
     /// Only snapshots taken before this time: RFC 3339 (2026-11-20T08:00:00Z, or with an
     /// offset), or a local time without a zone (2026-11-20 09:00).
     #[arg(long, value_parser = custodian::when::parse)]
@@ -52,12 +61,26 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
     for (name, reason) in &scan.damaged {
         eprintln!("skipped {name}: it is damaged or forged ({reason}). Run 'custodian check'.");
     }
-    let list: Vec<_> = scan
+    common::known_source(&scan.good, args.source.as_deref())?;
+    let filter = custodian::repository::Filter {
+        source: args.source.as_deref(),
+        host: args.host.as_deref(),
+        tags: &args.tag,
+    };
+    let mut list: Vec<_> = scan
         .good
-        .into_iter()
-        .filter(|s| args.source.as_ref().is_none_or(|src| &s.head.source == src))
+        .iter()
+        .filter(|s| filter.matches(s))
         .filter(|s| args.before.is_none_or(|t| s.time < t.time))
         .collect();
+    if let Some(n) = args.latest {
+        // Lineage order is oldest first within each source and host: keep each group's tail.
+        let keep: std::collections::HashSet<_> = custodian::retention::groups(list.iter().copied())
+            .into_values()
+            .flat_map(|g| g.into_iter().rev().take(n).map(|s| s.id))
+            .collect();
+        list.retain(|s| keep.contains(&s.id));
+    }
     if args.json {
         let out: Vec<_> = list
             .iter()
@@ -117,6 +140,14 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
         );
     }
     outln!("{} snapshot(s)", list.len());
+    // Counted, never named: the patterns are customer paths ('custodian exclusions' shows them).
+    let mut excluded: std::collections::BTreeMap<String, usize> = Default::default();
+    for (_, e) in repo.exclusions(args.source.as_deref())? {
+        *excluded.entry(e.source).or_default() += 1;
+    }
+    for (source, n) in excluded {
+        outln!("source {source}: {n} erased path pattern(s) left out of later backups ('custodian exclusions')");
+    }
     Ok(0)
 }
 
@@ -183,8 +214,16 @@ fn entry_json(path: &Path, node: &Node) -> serde_json::Value {
         "mode": format!("{:04o}", node.mode),
         "uid": node.uid,
         "gid": node.gid,
-        "mtime": format!("{}.{:09}", node.mtime, node.mtime_ns),
+        "mtime": mtime_text(node),
         "target": node.target,
         "chunks": node.content.iter().map(|c| c.0.to_hex()).collect::<Vec<_>>(),
     })
+}
+
+/// A node's mtime as RFC 3339 with nanoseconds, as every other time in JSON output (chrono:
+/// a hostile listing may carry any mtime, before 1970 or far beyond 9999).
+fn mtime_text(node: &Node) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp(node.mtime, node.mtime_ns)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+        .unwrap_or_else(|| format!("{}.{:09}", node.mtime, node.mtime_ns))
 }

@@ -49,6 +49,12 @@ pub struct Cli {
     /// Show times in UTC instead of local time (JSON is always UTC).
     #[arg(long, global = true)]
     utc: bool,
+    /// More log detail on stderr: -v info, -vv debug (RUST_LOG overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// No progress bars and only errors in the log.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -113,6 +119,8 @@ enum Command {
     Prune(prune::PruneArgs),
     /// Rewrite every snapshot of a source without the matching paths (operator identity).
     Erase(prune::EraseArgs),
+    /// Paths erases keep out of later backups; `--remove ID` lifts one (operator identity).
+    Exclusions(prune::ExclusionsArgs),
     /// Put a snapshot on hold (legal hold, incident): never forgotten or pruned.
     Hold(retention::HoldArgs),
     /// Release a hold (operator identity).
@@ -160,9 +168,16 @@ pub(crate) fn stdout_failed(e: std::io::Error) -> ! {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     custodian::when::show_utc(cli.utc);
+    common::set_quiet(cli.quiet);
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
     match &cli.command {
         Command::Daemon(a) => common::init_logging("info", a.log_format == "json"),
-        _ => common::init_logging("warn", false),
+        _ => common::init_logging(level, false),
     }
     let result = match cli.command {
         Command::Key(c) => keys::key(c),
@@ -182,6 +197,7 @@ pub fn run() -> ExitCode {
         Command::Forget(a) => retention::forget(a),
         Command::Prune(a) => prune::prune(a),
         Command::Erase(a) => prune::erase(a),
+        Command::Exclusions(a) => prune::exclusions(a),
         Command::Hold(a) => retention::hold(a),
         Command::Release(a) => retention::release(a),
         Command::DestructionRecords(a) => retention::records(a),

@@ -169,7 +169,8 @@ pub struct EraseArgs {
     /// path from the source root (`clients/acme/**` or `clients/acme`).
     #[arg(long)]
     path: String,
-    /// Show which snapshots would be rewritten and how many entries go; change nothing.
+    /// Show which snapshots would be rewritten, how many files go, and which hold would block
+    /// the real run; change nothing.
     #[arg(long)]
     dry_run: bool,
     #[arg(long)]
@@ -195,14 +196,13 @@ pub fn erase(args: EraseArgs) -> Result<u8> {
     }
     for s in &report.snapshots {
         outln!(
-            "{} {}  {} entr{} removed{}",
-            &s.old[..8],
-            s.time.chars().take(19).collect::<String>(),
-            s.entries_removed,
-            if s.entries_removed == 1 { "y" } else { "ies" },
+            "{} {}  {} file(s) removed{}",
+            custodian::id::short_text(&s.old),
+            custodian::when::show_stored(&s.time),
+            s.files_removed,
             s.new
-                .as_ref()
-                .map(|n| format!(" -> {}", &n[..8]))
+                .as_deref()
+                .map(|n| format!(" -> {}", custodian::id::short_text(n)))
                 .unwrap_or_default()
         );
     }
@@ -215,17 +215,94 @@ pub fn erase(args: EraseArgs) -> Result<u8> {
         );
     } else if report.dry_run {
         outln!(
-            "dry run: {} snapshot(s) would be rewritten, {} entr(ies) removed; nothing changed",
+            "dry run: {} snapshot(s) would be rewritten, {} file(s) removed; nothing changed",
             report.snapshots.len(),
-            report.entries_removed
+            report.files_removed
         );
+        if !report.held.is_empty() {
+            outln!(
+                "the real run would be refused: held snapshot(s) {} (a hold outranks erasure; \
+                 release it first with 'custodian release ID')",
+                report.held.join(", ")
+            );
+        }
     } else {
         outln!(
-            "rewrote {} snapshot(s) without {} entr(ies); the old heads are deleted and a destruction record is written.\n\
+            "rewrote {} snapshot(s) without {} file(s); the old heads are deleted and a destruction record is written.\n\
              The data goes with the next prunes: 'custodian prune --max-unused 0' marks it, and the same command after the grace period deletes it.",
             report.snapshots.len(),
-            report.entries_removed
+            report.files_removed
+        );
+        outln!(
+            "The record store itself still holds the files: delete them there if they must go. \
+             Until then every backup of {} leaves '{}' out (exclusion {}; 'custodian exclusions' \
+             lists them, and only an operator removes one).",
+            args.source,
+            args.path,
+            report
+                .exclusion
+                .as_deref()
+                .map(|e| custodian::id::short_text(e.trim_start_matches("exclusions/")))
+                .unwrap_or_default()
         );
     }
+    Ok(0)
+}
+
+#[derive(clap::Args)]
+pub struct ExclusionsArgs {
+    #[command(flatten)]
+    repo: RepoArg,
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// Only this source's.
+    #[arg(long)]
+    source: Option<String>,
+    /// Remove this exclusion (id prefix; operator identity): later backups store those paths
+    /// again.
+    #[arg(long, value_name = "ID")]
+    remove: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+/// `custodian exclusions`: the paths erases keep out of later backups.
+pub fn exclusions(args: ExclusionsArgs) -> Result<u8> {
+    if let Some(id) = &args.remove {
+        let repo = common::open_operator(&args.repo, &args.keys, "removing an erase exclusion")?;
+        let gone = repo.remove_exclusion(id)?;
+        outln!(
+            "exclusion of '{}' from source {} removed: its next backup stores those paths again",
+            gone.pattern,
+            gone.source
+        );
+        return Ok(0);
+    }
+    let repo = common::open(&args.repo, &args.keys, "listing erase exclusions")?;
+    let list = repo.exclusions(args.source.as_deref())?;
+    if args.json {
+        let out: Vec<_> = list
+            .iter()
+            .map(|(name, e)| {
+                serde_json::json!({
+                    "id": name.trim_start_matches("exclusions/"), "source": e.source,
+                    "pattern": e.pattern, "time": e.time, "by": e.by,
+                })
+            })
+            .collect();
+        common::print_json(&out)?;
+        return Ok(0);
+    }
+    for (name, e) in &list {
+        outln!(
+            "{}  {:<14} {}  by {}  {}",
+            custodian::id::short_text(name.trim_start_matches("exclusions/")),
+            e.source,
+            custodian::when::show_stored(&e.time),
+            e.by,
+            e.pattern
+        );
+    }
+    outln!("{} exclusion(s)", list.len());
     Ok(0)
 }

@@ -4,6 +4,7 @@ use super::common::{self, human_bytes};
 use super::progress::Bar;
 use super::{KeyArgs, RepoArg};
 use anyhow::Result;
+use custodian::repository::SnapshotSelector;
 use custodian::restorer::{restore, RestoreOptions, RestoreProgress};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -27,6 +28,19 @@ pub struct RestoreArgs {
     /// Only paths matching this glob (relative to the restored root). Repeatable.
     #[arg(long)]
     include: Vec<String>,
+    /// Leave out what matches (gitignore style, as backup's --exclude), with everything
+    /// below it. Repeatable.
+    #[arg(long)]
+    exclude: Vec<String>,
+    /// Say what would be restored and whether the target takes it; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// With `latest`: only snapshots taken on this host.
+    #[arg(long)]
+    host: Option<String>,
+    /// With `latest`: only snapshots with this tag (repeat: all of them).
+    #[arg(long)]
+    tag: Vec<String>,
     /// Keep setuid, setgid and sticky bits. Off by default: a snapshot is only as trustworthy as
     /// every key that could write one, and a setuid file restored as root is a way in.
     #[arg(long)]
@@ -44,7 +58,12 @@ pub fn run(args: RestoreArgs) -> Result<u8> {
         Some((s, p)) => (s, Some(PathBuf::from(p.trim_start_matches('/')))),
         None => (args.snapshot.as_str(), None),
     };
-    let snap = repo.resolve_snapshot(spec, args.source.as_deref())?;
+    let filter = custodian::repository::Filter {
+        source: args.source.as_deref(),
+        host: args.host.as_deref(),
+        tags: &args.tag,
+    };
+    let snap = repo.find_snapshot(&SnapshotSelector::parse_filtered(spec, filter))?;
     let progress = Arc::new(RestoreProgress::default());
     let bar = {
         let p = progress.clone();
@@ -60,7 +79,9 @@ pub fn run(args: RestoreArgs) -> Result<u8> {
         target: args.target.clone(),
         subpath: sub,
         include: args.include,
+        exclude: args.exclude,
         overwrite: args.overwrite,
+        dry_run: args.dry_run,
         keep_special_bits: args.keep_special_bits,
     };
     let summary = restore(&repo, &snap, &opts, &progress)?;
@@ -68,8 +89,18 @@ pub fn run(args: RestoreArgs) -> Result<u8> {
     let secs = started.elapsed().as_secs_f64();
     if args.json {
         common::print_json(
-            &serde_json::json!({"snapshot": snap.id.to_hex(), "target": args.target, "summary": summary, "seconds": secs, "requests": common::requests()}),
+            &serde_json::json!({"snapshot": snap.id.to_hex(), "dry_run": args.dry_run, "target": args.target, "summary": summary, "seconds": secs, "requests": common::requests()}),
         )?;
+    } else if args.dry_run {
+        outln!(
+            "dry run: snapshot {} would restore to {}: {} files, {} dirs, {} links, {}; nothing was written",
+            snap.id.short(),
+            args.target.display(),
+            summary.files,
+            summary.dirs,
+            summary.links,
+            human_bytes(summary.bytes),
+        );
     } else {
         outln!(
             "restored snapshot {} to {}: {} files, {} dirs, {} links, {} from {} packs in {secs:.2}s (every blob verified)",

@@ -13,21 +13,31 @@ pub struct ForgetArgs {
     repo: RepoArg,
     #[command(flatten)]
     keys: KeyArgs,
-    /// Only this source (each source is decided on its own snapshots anyway).
+    /// Only this source (each source and host is decided on its own snapshots anyway).
     #[arg(long)]
     source: Option<String>,
+    /// Only snapshots taken on this host.
+    #[arg(long)]
+    host: Option<String>,
+    /// Only snapshots with this tag (repeat: all of them).
+    #[arg(long)]
+    tag: Vec<String>,
     /// Keep the newest N snapshots.
     #[arg(long)]
     keep_last: Option<u32>,
     /// Keep the newest snapshot of each of the last N hours (UTC) that have one.
     #[arg(long)]
     keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days (UTC) that have one.
     #[arg(long)]
     keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one.
     #[arg(long)]
     keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months that have one.
     #[arg(long)]
     keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years that have one.
     #[arg(long)]
     keep_yearly: Option<u32>,
     /// Keep everything within this long of the newest snapshot (e.g. 30d).
@@ -72,8 +82,10 @@ pub struct RecordsArgs {
     json: bool,
 }
 
-pub fn forget(args: ForgetArgs) -> Result<u8> {
-    let policy = Policy {
+/// The policy per source: the flags for every source, or (with --config and no flags) each
+/// configured source's own, as the daemon applies them.
+fn policies(args: &ForgetArgs) -> Result<Box<dyn Fn(&str) -> Option<Policy>>> {
+    let flags = Policy {
         keep_last: args.keep_last,
         keep_hourly: args.keep_hourly,
         keep_daily: args.keep_daily,
@@ -84,33 +96,49 @@ pub fn forget(args: ForgetArgs) -> Result<u8> {
         max_age: args.max_age,
         min_age: args.min_age,
     };
-    if policy.is_empty() {
-        anyhow::bail!("forget needs a policy: give at least one --keep-* option or --max-age (use --dry-run to see the decisions first)");
+    if !flags.is_empty() {
+        flags.validate().map_err(anyhow::Error::msg)?;
+        return Ok(Box::new(move |_| Some(flags.clone())));
     }
-    policy.validate().map_err(anyhow::Error::msg)?;
+    if args.repo.config.is_none() {
+        anyhow::bail!("forget needs a policy: give at least one --keep-* option or --max-age, or --config FILE for the daemon's (use --dry-run to see the decisions first)");
+    }
+    let config = common::daemon_config(&args.repo)?;
+    let by_source: BTreeMap<String, Policy> = config
+        .sources
+        .into_iter()
+        .filter(|s| !s.retention.is_empty())
+        .map(|s| (s.name, s.retention))
+        .collect();
+    Ok(Box::new(move |source| by_source.get(source).cloned()))
+}
+
+pub fn forget(args: ForgetArgs) -> Result<u8> {
+    let policy_of = policies(&args)?;
     let repo = common::open(&args.repo, &args.keys, "forget")?;
     let holds = repo.holds()?;
     let now = custodian::clock::now();
-    let mut by_source: BTreeMap<String, Vec<_>> = BTreeMap::new();
-    for s in repo.list_snapshots()? {
-        if args
-            .source
-            .as_ref()
-            .is_none_or(|want| &s.head.source == want)
-        {
-            by_source.entry(s.head.source.clone()).or_default().push(s);
-        }
-    }
+    let all = repo.list_snapshots()?;
+    let filter = custodian::repository::Filter {
+        source: args.source.as_deref(),
+        host: args.host.as_deref(),
+        tags: &args.tag,
+    };
+    common::known_source(&all, args.source.as_deref())?;
     let mut report = Vec::new();
     let mut doomed = Vec::new();
-    for (source, snaps) in &by_source {
-        let refs: Vec<_> = snaps.iter().collect();
-        let (decisions, forget) = plan(&refs, &holds, &policy, now);
+    for ((source, host), snaps) in
+        custodian::retention::groups(all.iter().filter(|s| filter.matches(s)))
+    {
+        let Some(policy) = policy_of(&source) else {
+            continue;
+        };
+        let (decisions, forget) = plan(&snaps, &holds, &policy, now);
         doomed.extend(forget);
         for (snap, d) in snaps.iter().zip(decisions) {
             report.push(serde_json::json!({
                 "id": snap.id.to_hex(), "short_id": snap.id.short(), "source": source,
-                "time": snap.head.time, "keep": d.keep, "reasons": d.reasons,
+                "host": host, "time": snap.head.time, "keep": d.keep, "reasons": d.reasons,
             }));
         }
     }
@@ -136,12 +164,7 @@ pub fn forget(args: ForgetArgs) -> Result<u8> {
             },
             r["short_id"].as_str().unwrap_or(""),
             r["source"].as_str().unwrap_or(""),
-            r["time"]
-                .as_str()
-                .unwrap_or("")
-                .chars()
-                .take(19)
-                .collect::<String>(),
+            custodian::when::show_stored(r["time"].as_str().unwrap_or("")),
             r["reasons"]
                 .as_array()
                 .map(|a| a

@@ -80,9 +80,12 @@ fn apply_retention(
     let all = repo.list_snapshots()?;
     let now = crate::clock::now();
     let mut counts = HashMap::new();
+    let groups = crate::retention::groups(&all);
     for (source, policy) in policies {
-        let snaps: Vec<_> = all.iter().filter(|s| &s.head.source == source).collect();
-        let (_, doomed) = crate::retention::plan(&snaps, &holds, policy, now);
+        let mut doomed = Vec::new();
+        for ((_, _), snaps) in groups.iter().filter(|((s, _), _)| s == source) {
+            doomed.extend(crate::retention::plan(snaps, &holds, policy, now).1);
+        }
         if !doomed.is_empty() {
             repo.forget(&doomed, local)?;
         }

@@ -260,6 +260,7 @@ impl Daemon {
                 s.status.bytes_added = stats.bytes_added;
                 s.status.snapshots += 1;
                 s.status.suspicious = outcome.head.changes.as_ref().is_some_and(|c| c.suspicious);
+                s.status.erase_exclusions = outcome.erase_exclusions as u64;
                 s.status.consecutive_failures = 0;
                 if s.cfg.watch && s.watcher.is_some() {
                     s.status.watcher = "healthy".into();

@@ -39,6 +39,9 @@ pub struct SourceStatus {
     pub next_run: Option<u64>,
     /// `off`, `healthy` or `failed` (a failed watcher falls back to full scans).
     pub watcher: String,
+    /// Erase exclusions the last backup applied (paths an operator erased; counted, never
+    /// named).
+    pub erase_exclusions: u64,
 }
 
 /// One scheduled drill's last result.

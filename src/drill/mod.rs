@@ -311,10 +311,12 @@ fn restore_scope(
         target: dest.clone(),
         subpath: scope.map(Path::to_path_buf),
         include: Vec::new(),
+        exclude: Vec::new(),
         overwrite: true,
+        dry_run: false,
     };
     restore(repo, snap, &opts, &RestoreProgress::default())?;
     // A directory's plan is relative to it; a single file's entry is its name, in `dest`.
-    let planned = plan::plan(reader, &root_node, &Selection::new(&[])?)?;
+    let planned = plan::plan(reader, &root_node, &Selection::new(&[], &[])?)?;
     Ok((dest, planned))
 }

@@ -139,20 +139,24 @@ impl DrillReport {
             "{verdict}  drill '{}': {}\n",
             self.runbook, self.title
         ));
-        out.push_str(&format!("run {} · owner {}\n", self.time, self.owner));
+        out.push_str(&format!(
+            "run {} · owner {}\n",
+            crate::when::show_stored(&self.time),
+            self.owner
+        ));
         for r in &self.reasons {
             out.push_str(&format!("  ✗ {r}\n"));
         }
         out.push_str("\nsnapshots\n");
         for s in &self.sources {
             out.push_str(&format!(
-                "  {:<16} {} ({}), {}: {} files, {} bytes\n",
+                "  {:<16} {} ({}), {}: {} files, {}\n",
                 s.source,
-                &s.snapshot[..12.min(s.snapshot.len())],
-                s.snapshot_time,
+                crate::id::short_text(&s.snapshot),
+                crate::when::show_stored(&s.snapshot_time),
                 s.selected_by,
                 s.files,
-                s.bytes
+                crate::human::bytes(s.bytes)
             ));
         }
         out.push_str("\ntimeline\n");
@@ -173,11 +177,11 @@ impl DrillReport {
         ));
         let rpo_used = self.rpo.newest_age_seconds.max(self.rpo.worst_gap_seconds) as f64;
         out.push_str(&format!(
-            "  RPO {} newest {}s, worst gap {}s, of {}s\n",
+            "  RPO {} newest {} old, worst gap {}, of {}\n",
             bar(rpo_used, self.rpo.target_seconds as f64),
-            self.rpo.newest_age_seconds,
-            self.rpo.worst_gap_seconds,
-            self.rpo.target_seconds
+            crate::human::seconds(self.rpo.newest_age_seconds as f64),
+            crate::human::seconds(self.rpo.worst_gap_seconds as f64),
+            crate::human::seconds(self.rpo.target_seconds as f64)
         ));
         out.push_str("\nchecks\n");
         for c in &self.checks {

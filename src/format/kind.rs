@@ -39,6 +39,8 @@ pub enum ObjectKind {
     Trust,
     /// `keys/migrated-v1`: what `migrate` vouched for.
     Migration,
+    /// `exclusions/<hash>`: a path an erase removed, left out of the source's later backups.
+    Exclusion,
 }
 
 impl ObjectKind {
@@ -58,6 +60,7 @@ impl ObjectKind {
             ObjectKind::DrillReport => "drill report",
             ObjectKind::Trust => "trust list",
             ObjectKind::Migration => "migration list",
+            ObjectKind::Exclusion => "erase exclusion",
         }
     }
 
@@ -77,6 +80,7 @@ impl ObjectKind {
             ObjectKind::Destruction => "destruction/",
             ObjectKind::Marker => "prune/",
             ObjectKind::Lease => "locks/",
+            ObjectKind::Exclusion => "exclusions/",
         }
     }
 
@@ -89,7 +93,7 @@ impl ObjectKind {
             ObjectKind::DomainWriter | ObjectKind::KeyRecord | ObjectKind::Session => KEYS_VERSION,
             ObjectKind::DrillReport => 1,
             ObjectKind::Trust | ObjectKind::Migration => super::trust::TRUST_VERSION,
-            ObjectKind::Hold | ObjectKind::Destruction => RECORD_VERSION,
+            ObjectKind::Hold | ObjectKind::Destruction | ObjectKind::Exclusion => RECORD_VERSION,
             ObjectKind::Marker => MARKER_VERSION,
             ObjectKind::Lease => LEASE_VERSION,
         }
@@ -126,6 +130,7 @@ impl ObjectKind {
                 | ObjectKind::Destruction
                 | ObjectKind::Marker
                 | ObjectKind::DrillReport
+                | ObjectKind::Exclusion
         )
     }
 }

@@ -4,6 +4,7 @@
 
 mod blobs;
 mod domains;
+mod exclusions;
 mod exclusive;
 mod index;
 mod init;
@@ -18,6 +19,7 @@ pub mod trust;
 mod verify;
 
 pub use blobs::{coalesce, decode_tree, validate_tree_blob, BlobReader, PackBlobs};
+pub use exclusions::Exclusion;
 pub use index::{Location, MasterIndex};
 pub use init::{init, InitOptions, Initialized};
 pub use keyring::DomainDestroyed;
@@ -25,7 +27,7 @@ pub use marks::{Marks, PruneMarker};
 pub use packer::{PackUploader, PackWriter, UploadSummary};
 pub use records::{held_among, DestroyedSnapshot, DestructionRecord, Hold};
 pub use repack::FrameCopier;
-pub use snapshots::{lineage_times, Scanned, SnapshotInfo, SnapshotSelector};
+pub use snapshots::{lineage_times, Filter, Scanned, SnapshotInfo, SnapshotSelector};
 
 use crate::backend::{Backend, ErrorKind};
 use crate::crypto::{self, MetadataKeys, SessionKey};

@@ -89,17 +89,61 @@ impl<T> Scanned<T> {
 
 /// How a user names a snapshot.
 pub enum SnapshotSelector<'a> {
-    /// The newest, optionally of one source.
-    Latest(Option<&'a str>),
+    /// The newest of those the filter lets through.
+    Latest(Filter<'a>),
     /// A unique prefix of the id.
     Prefix(&'a str),
+}
+
+/// Which snapshots a listing, `forget` or `latest` looks at (restic's --host and --tag):
+/// all of `tags` must be on a snapshot.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Filter<'a> {
+    pub source: Option<&'a str>,
+    pub host: Option<&'a str>,
+    pub tags: &'a [String],
+}
+
+impl Filter<'_> {
+    /// Whether `s` passes.
+    pub fn matches(&self, s: &SnapshotInfo) -> bool {
+        self.source.is_none_or(|w| s.head.source == w)
+            && self.host.is_none_or(|w| s.head.host == w)
+            && self.tags.iter().all(|t| s.head.tags.contains(t))
+    }
+
+    /// The filter in words, for "no snapshot matches".
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(s) = self.source {
+            parts.push(format!("source {s}"));
+        }
+        if let Some(h) = self.host {
+            parts.push(format!("host {h}"));
+        }
+        if !self.tags.is_empty() {
+            parts.push(format!("tags {}", self.tags.join(",")));
+        }
+        parts.join(", ")
+    }
 }
 
 impl<'a> SnapshotSelector<'a> {
     /// `latest` or an id prefix.
     pub fn parse(text: &'a str, source: Option<&'a str>) -> Self {
+        Self::parse_filtered(
+            text,
+            Filter {
+                source,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// `latest` (of what `filter` lets through) or an id prefix.
+    pub fn parse_filtered(text: &'a str, filter: Filter<'a>) -> Self {
         if text == "latest" {
-            SnapshotSelector::Latest(source)
+            SnapshotSelector::Latest(filter)
         } else {
             SnapshotSelector::Prefix(text)
         }
@@ -199,23 +243,31 @@ impl Repository {
         }
         let all = scan.lenient("snapshot");
         match selector {
-            SnapshotSelector::Latest(source) => {
+            SnapshotSelector::Latest(filter) => {
                 let sources: std::collections::BTreeSet<&str> =
                     all.iter().map(|s| s.head.source.as_str()).collect();
-                if source.is_none() && sources.len() > 1 {
+                if filter.source.is_none() && sources.len() > 1 {
                     return Err(Error::Invalid(format!(
                         "'latest' is ambiguous: the repository holds several sources ({}). Add --source NAME.",
                         sources.into_iter().collect::<Vec<_>>().join(", ")
                     )));
                 }
+                if let Some(want) = filter.source.filter(|w| !sources.contains(w)) {
+                    return Err(Error::Invalid(format!(
+                        "the repository has no snapshots of source '{want}'; its sources are: {}",
+                        sources.into_iter().collect::<Vec<_>>().join(", ")
+                    )));
+                }
                 all.into_iter()
                     .rev()
-                    .find(|s| source.is_none_or(|src| s.head.source == src))
+                    .find(|s| filter.matches(s))
                     .ok_or_else(|| {
-                        Error::SnapshotNotFound(format!(
-                            "latest{}",
-                            source.map(|s| format!(" (source {s})")).unwrap_or_default()
-                        ))
+                        let what = filter.describe();
+                        Error::SnapshotNotFound(if what.is_empty() {
+                            "latest".into()
+                        } else {
+                            format!("latest ({what})")
+                        })
                     })
             }
             SnapshotSelector::Prefix(prefix) => {

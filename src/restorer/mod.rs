@@ -29,7 +29,11 @@ pub struct RestoreOptions {
     /// Path inside the snapshot (`SNAPSHOT:sub/path`).
     pub subpath: Option<PathBuf>,
     pub include: Vec<String>,
+    /// Left out, with everything below (gitignore style, as backup's excludes).
+    pub exclude: Vec<String>,
     pub overwrite: bool,
+    /// Plan only: say what would be written, touch nothing.
+    pub dry_run: bool,
     /// Keep setuid, setgid and sticky bits (off by default: a snapshot could be forged).
     pub keep_special_bits: bool,
 }
@@ -69,6 +73,9 @@ pub fn restore(
         }
         other => other?,
     };
+    if opts.dry_run {
+        return dry_run(&opts.target, opts.overwrite, &plan);
+    }
     let reader = BlobReader::new(repo, &index);
     let target_was_empty = prepare_target(&opts.target, opts.overwrite)?;
     // Every write from here on goes through this handle and cannot leave the target.
@@ -86,6 +93,28 @@ pub fn restore(
     summary.packs = packs;
     summary.blobs = plan.blobs.len() as u64;
     finish_metadata(&target, &plan, &root, opts.keep_special_bits)?;
+    Ok(summary)
+}
+
+/// What a restore would write, and whether the target would take it.
+fn dry_run(target: &Path, overwrite: bool, plan: &RestorePlan) -> Result<RestoreSummary> {
+    if let Ok(mut entries) = fs::read_dir(target) {
+        if entries.next().is_some() && !overwrite {
+            return Err(Error::TargetNotEmpty(target.to_path_buf()));
+        }
+    }
+    let mut summary = RestoreSummary {
+        bytes: plan.bytes,
+        blobs: plan.blobs.len() as u64,
+        ..Default::default()
+    };
+    for e in &plan.entries {
+        match (e.node.kind, &e.link_to) {
+            (NodeKind::Dir, _) => summary.dirs += 1,
+            (NodeKind::File, None) => summary.files += 1,
+            _ => summary.links += 1,
+        }
+    }
     Ok(summary)
 }
 
@@ -112,8 +141,12 @@ fn planned(
         // Best effort: on a damaged tree, planning reads trees one by one and names the directory.
         let _ = reader.prefetch_trees(&subtree);
     }
-    let plan = plan::plan(&reader, &root, &Selection::new(&opts.include)?)
-        .map_err(|e| e.in_snapshot(&snapshot.id))?;
+    let plan = plan::plan(
+        &reader,
+        &root,
+        &Selection::new(&opts.include, &opts.exclude)?,
+    )
+    .map_err(|e| e.in_snapshot(&snapshot.id))?;
     drop(reader);
     Ok((index, root, plan))
 }

@@ -30,13 +30,21 @@ pub struct RestorePlan {
 /// Which entries to restore.
 pub struct Selection {
     include: Option<GlobSet>,
+    /// `--exclude`, read as backup's excludes are (gitignore style): what matches is left out
+    /// with everything below it, whatever the includes say.
+    exclude: crate::source::Excludes,
 }
 
 impl Selection {
-    /// `--include` globs, matched against paths relative to the restore root.
-    pub fn new(include: &[String]) -> Result<Self> {
+    /// `--include` globs, matched against paths relative to the restore root, and `--exclude`
+    /// patterns.
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Self> {
+        let exclude = crate::source::Excludes::new(exclude)?;
         if include.is_empty() {
-            return Ok(Selection { include: None });
+            return Ok(Selection {
+                include: None,
+                exclude,
+            });
         }
         let mut b = GlobSetBuilder::new();
         for p in include {
@@ -49,7 +57,13 @@ impl Selection {
                 b.build()
                     .map_err(|e| Error::Invalid(format!("--include: {e}")))?,
             ),
+            exclude,
         })
+    }
+
+    fn excluded(&self, rel: &Path, node: &Node) -> bool {
+        self.exclude
+            .excluded(rel, node.name.as_os(), node.kind == NodeKind::Dir)
     }
 
     fn matches(&self, rel: &Path) -> bool {
@@ -147,6 +161,9 @@ impl Planner<'_, '_> {
         let mut kept = false;
         for child in tree.nodes {
             let child_rel = rel.join(child.name.as_os());
+            if self.selection.excluded(&child_rel, &child) {
+                continue;
+            }
             let child_matched = matched || self.selection.matches(&child_rel);
             if child.kind == NodeKind::Dir {
                 let slot = self.plan.entries.len();
