@@ -113,6 +113,12 @@ pub fn content_hash(bytes: &[u8]) -> [u8; 32] {
     *blake3::hash(bytes).as_bytes()
 }
 
+/// The short form (eight characters) of an id held as text, for people; any text, however
+/// short or odd, is shown whole rather than cut mid-character.
+pub fn short_text(id: &str) -> String {
+    id.chars().take(8).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,10 +132,4 @@ mod tests {
         let json = serde_json::to_string(&id).unwrap();
         assert_eq!(serde_json::from_str::<BlobId>(&json).unwrap(), id);
     }
-}
-
-/// The short form (eight characters) of an id held as text, for people; any text, however
-/// short or odd, is shown whole rather than cut mid-character.
-pub fn short_text(id: &str) -> String {
-    id.chars().take(8).collect()
 }

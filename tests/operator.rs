@@ -324,3 +324,337 @@ fn one_broken_runbook_does_not_block_the_others() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--runbooks"), "{}", text(&out));
 }
+
+/// A daemon config for world `w` with one directory source and one SQLite source.
+fn daemon_config(w: &World, store: &std::path::Path, db: &std::path::Path) -> std::path::PathBuf {
+    let config = w.dir.path().join("custodian.toml");
+    fs::write(
+        &config,
+        format!(
+            "[repository]\nurl = {:?}\nwriter-key-file = {:?}\nstate-dir = {:?}\n\n\
+             [[source]]\nname = \"books\"\npath = {:?}\nschedule = \"0 2 * * *\"\n\
+             exclude = [\"*.tmp\"]\nkeep-last = 1\n\n\
+             [[source]]\nname = \"ledger\"\npath = {:?}\nkind = \"sqlite\"\nschedule = \"0 3 * * *\"\n",
+            w.repo,
+            w.writer,
+            w.dir.path().join("daemon-state"),
+            store,
+            db
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn the_cli_acts_on_the_daemons_config_as_borgmatic_users_expect() {
+    let w = World::new(&[]);
+    let src = store(&w);
+    fs::write(src.join("scratch.tmp"), b"tmp").unwrap();
+    let db = w.dir.path().join("ledger.sqlite");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2);")
+        .unwrap();
+    let config = daemon_config(&w, &src, &db);
+    let cfg = config.to_str().unwrap();
+    let cmd = |args: &[&str]| {
+        let out = w.cmd(args).env_remove("CUSTODIAN_REPO").output().unwrap();
+        (
+            out.status.code(),
+            text(&out),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        )
+    };
+
+    // Every configured source, SQLite included, with the config's excludes.
+    let (code, said, _) = cmd(&["backup", "--config", cfg]);
+    assert_eq!(code, Some(0), "{said}");
+    for _ in 0..2 {
+        let (code, said, _) = cmd(&["backup", "--config", cfg, "--source", "books"]);
+        assert_eq!(code, Some(0), "{said}");
+    }
+    let (_, _, listing) = cmd(&["snapshots", "--config", cfg, "--json"]);
+    let snaps: Vec<serde_json::Value> = serde_json::from_str(&listing).unwrap();
+    let of = |s: &str| snaps.iter().filter(|x| x["source"] == s).count();
+    assert_eq!((of("books"), of("ledger")), (3, 1), "{listing}");
+    let out = w
+        .operator_cmd(&["ls", "latest", "--source", "books"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("scratch.tmp"));
+    let out = w
+        .operator_cmd(&["ls", "latest", "--source", "ledger"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ledger.sqlite"),
+        "{}",
+        text(&out)
+    );
+
+    // A source the config does not have is named, with the ones it has.
+    let (code, said, _) = cmd(&["backup", "--config", cfg, "--source", "bokos"]);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("no source 'bokos'") && said.contains("books, ledger"),
+        "{said}"
+    );
+
+    // forget --config --dry-run previews the daemon's retention (keep-last 1 for books only).
+    let (code, said, out) = cmd(&["forget", "--config", cfg, "--dry-run", "--json"]);
+    assert_eq!(code, Some(0), "{said}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["forgotten"], 2, "{plan}");
+    assert!(plan["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["source"] == "books"));
+    let (_, _, listing) = cmd(&["snapshots", "--config", cfg, "--json"]);
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&listing)
+            .unwrap()
+            .len(),
+        4
+    );
+
+    // prune --config opens the same repository with the same credential.
+    let (code, said, _) = cmd(&["prune", "--config", cfg, "--dry-run"]);
+    assert_eq!(code, Some(0), "{said}");
+}
+
+#[test]
+fn a_mistyped_source_is_refused_and_the_real_ones_listed() {
+    let w = World::new(&[]);
+    let src = store(&w);
+    w.backup("customers", &src);
+    let out = w
+        .writer_cmd(&["backup", "--source", "customer"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("its sources are: customers") && text(&out).contains("--new-source")
+    );
+    assert_eq!(w.snapshots().len(), 1, "no new source was made");
+    let out = w
+        .writer_cmd(&["backup", "--source", "branch-2", "--new-source"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
+    let out = w
+        .writer_cmd(&["snapshots", "--source", "customer"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("branch-2, customers"), "{}", text(&out));
+}
+
+#[test]
+fn restic_filters_and_dry_runs() {
+    let w = World::new(&[]);
+    let src = store(&w);
+    fs::create_dir_all(src.join("scans")).unwrap();
+    fs::write(src.join("scans/a.pdf"), b"scan").unwrap();
+    let backup = |tag: &str, host: &str| {
+        let out = w
+            .writer_cmd(&[
+                "backup", "--json", "--source", "books", "--tag", tag, "--host", host,
+            ])
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let a = backup("nightly", "old-server");
+    let b = backup("manual", "old-server");
+    let c = backup("nightly", "new-server");
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut cmd = w.writer_cmd(&["snapshots", "--json"]);
+        cmd.args(args);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&["--tag", "nightly"]), vec![a.clone(), c.clone()]);
+    assert_eq!(ids(&["--host", "old-server"]), vec![a.clone(), b.clone()]);
+    assert_eq!(
+        ids(&["--latest", "1"]),
+        vec![b.clone(), c.clone()],
+        "one per host"
+    );
+
+    // forget groups by source and host: keep-last 1 keeps the newest of each host.
+    let out = w
+        .writer_cmd(&["forget", "--keep-last", "1", "--dry-run", "--json"])
+        .output()
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["forgotten"], 1, "{plan}");
+    let out = w
+        .writer_cmd(&[
+            "forget",
+            "--keep-last",
+            "1",
+            "--tag",
+            "nightly",
+            "--dry-run",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["forgotten"], 0, "one nightly per host: {plan}");
+
+    // latest with filters.
+    let target = w.dir.path().join("restored");
+    let out = w
+        .operator_cmd(&[
+            "restore",
+            "latest",
+            "--host",
+            "old-server",
+            "--tag",
+            "nightly",
+            "--exclude",
+            "scans/",
+            "--json",
+            "--target",
+        ])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["snapshot"], a.as_str());
+    assert!(target.join("clients/acme/ledger.csv").exists());
+    assert!(
+        !target.join("scans").exists(),
+        "--exclude left the folder out"
+    );
+
+    // restore --dry-run writes nothing and still checks the target.
+    let fresh = w.dir.path().join("fresh");
+    let out = w
+        .operator_cmd(&["restore", "latest", "--dry-run", "--target"])
+        .arg(&fresh)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dry run: snapshot"));
+    assert!(!fresh.exists());
+    let out = w
+        .operator_cmd(&["restore", "latest", "--dry-run", "--target"])
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a full target is refused: {}",
+        text(&out)
+    );
+
+    // backup --dry-run walks and writes nothing.
+    let before = w.snapshots().len();
+    let out = w
+        .writer_cmd(&[
+            "backup",
+            "--dry-run",
+            "--source",
+            "books",
+            "--exclude",
+            "*.pdf",
+        ])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("would hold 1 files"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(w.snapshots().len(), before);
+}
+
+#[test]
+fn small_things_an_operator_notices() {
+    let w = World::new(&[]);
+    let src = store(&w);
+    // An operator identity given to backup: told what backup takes instead.
+    let out = w
+        .cmd(&["backup", "--source", "books", "--writer-key"])
+        .arg(&w.operator)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("init --writer-key-out"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        !text(&out).contains("Pass it with --identity instead"),
+        "{}",
+        text(&out)
+    );
+
+    // backup --json and snapshots --json call the id the same.
+    let made = w.backup("books", &src);
+    assert_eq!(made["id"], w.snapshots()[0]["id"]);
+
+    // ls --json gives mtime as RFC 3339.
+    let out = w
+        .operator_cmd(&["ls", "latest", "--json"])
+        .output()
+        .unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mtime = rows[0]["mtime"].as_str().unwrap();
+    assert!(humantime::parse_rfc3339(mtime).is_ok(), "{mtime}");
+
+    // dump of a directory streams a tar archive.
+    let out = w
+        .operator_cmd(&["dump", "latest:clients"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let mut archive = tar::Archive::new(&out.stdout[..]);
+    let names: Vec<String> = archive
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, vec!["acme", "acme/ledger.csv"]);
+
+    // Help on the options people reach for.
+    for (cmd, flag) in [
+        (["forget", "--help"], "--keep-daily"),
+        (["hold", "--help"], "--source"),
+    ] {
+        let out = w.cmd(&cmd).output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(flag))
+            .unwrap();
+        let next = help.lines().skip_while(|l| *l != line).nth(1).unwrap_or("");
+        assert!(
+            line.trim().len() > flag.len() + 10
+                || !next.trim().is_empty() && !next.trim().starts_with('-'),
+            "{flag} has no help:\n{help}"
+        );
+    }
+}

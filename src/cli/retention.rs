@@ -84,7 +84,10 @@ pub struct RecordsArgs {
 
 /// The policy per source: the flags for every source, or (with --config and no flags) each
 /// configured source's own, as the daemon applies them.
-fn policies(args: &ForgetArgs) -> Result<Box<dyn Fn(&str) -> Option<Policy>>> {
+/// Which policy applies to a source (none: leave it alone).
+type PolicyOf = Box<dyn Fn(&str) -> Option<Policy>>;
+
+fn policies(args: &ForgetArgs) -> Result<PolicyOf> {
     let flags = Policy {
         keep_last: args.keep_last,
         keep_hourly: args.keep_hourly,
