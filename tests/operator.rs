@@ -429,7 +429,8 @@ fn a_mistyped_source_is_refused_and_the_real_ones_listed() {
     let src = store(&w);
     w.backup("customers", &src);
     let out = w
-        .writer_cmd(&["backup", "--source", "customer"])
+        .strict_cmd(&["backup", "--source", "customer"])
+        .env("CUSTODIAN_WRITER_KEY", &w.writer)
         .arg(&src)
         .output()
         .unwrap();
@@ -439,7 +440,8 @@ fn a_mistyped_source_is_refused_and_the_real_ones_listed() {
     );
     assert_eq!(w.snapshots().len(), 1, "no new source was made");
     let out = w
-        .writer_cmd(&["backup", "--source", "branch-2", "--new-source"])
+        .strict_cmd(&["backup", "--source", "branch-2", "--new-source"])
+        .env("CUSTODIAN_WRITER_KEY", &w.writer)
         .arg(&src)
         .output()
         .unwrap();
@@ -552,7 +554,7 @@ fn restic_filters_and_dry_runs() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("dry run: snapshot"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("dry run: would restore snapshot"));
     assert!(!fresh.exists());
     let out = w
         .operator_cmd(&["restore", "latest", "--dry-run", "--target"])

@@ -91,26 +91,29 @@ pub fn run(args: RestoreArgs) -> Result<u8> {
         common::print_json(
             &serde_json::json!({"snapshot": snap.id.to_hex(), "dry_run": args.dry_run, "target": args.target, "summary": summary, "seconds": secs, "requests": common::requests()}),
         )?;
-    } else if args.dry_run {
-        outln!(
-            "dry run: snapshot {} would restore to {}: {} files, {} dirs, {} links, {}; nothing was written",
-            snap.id.short(),
-            args.target.display(),
-            summary.files,
-            summary.dirs,
-            summary.links,
-            human_bytes(summary.bytes),
-        );
     } else {
+        let (verb, tail) = if args.dry_run {
+            (
+                "dry run: would restore",
+                "; nothing was written".to_string(),
+            )
+        } else {
+            (
+                "restored",
+                format!(
+                    " from {} packs in {secs:.2}s (every blob verified)",
+                    summary.packs
+                ),
+            )
+        };
         outln!(
-            "restored snapshot {} to {}: {} files, {} dirs, {} links, {} from {} packs in {secs:.2}s (every blob verified)",
+            "{verb} snapshot {} to {}: {} files, {} dirs, {} links, {}{tail}",
             snap.id.short(),
             args.target.display(),
             summary.files,
             summary.dirs,
             summary.links,
             human_bytes(summary.bytes),
-            summary.packs
         );
     }
     Ok(0)

@@ -77,8 +77,19 @@ impl World {
             .unwrap()
     }
 
-    /// `custodian ARGS…` with this world's repository and state dir in the environment.
+    /// `custodian ARGS…` with this world's repository and state dir in the environment. Tests
+    /// back up many sources freely, so `backup` gets `--new-source`; `strict_cmd` does not add
+    /// it (tests/operator.rs proves an unseen source is refused without it).
     pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.strict_cmd(args);
+        if args.first() == Some(&"backup") && !args.contains(&"--config") {
+            c.arg("--new-source");
+        }
+        c
+    }
+
+    /// `custodian ARGS…` exactly as given, with this world's environment.
+    pub fn strict_cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
         c.args(args)
             .env("CUSTODIAN_REPO", &self.repo)
