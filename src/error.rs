@@ -185,6 +185,20 @@ impl<T> IoContext<T> for std::io::Result<T> {
 }
 
 /// An io error with what to do about the common ones (one paragraph, for the operator).
+/// The fix for a read-only path. Under systemd it is almost always the shipped unit's
+/// ProtectSystem=strict, not a read-only disk, so the message names the unit setting.
+fn read_only_fix(under_systemd: bool) -> &'static str {
+    if under_systemd {
+        "the path is read-only for this service: the shipped unit has ProtectSystem=strict and \
+         may write only /var/lib/custodian. For a repository on local disk or a NAS mount, add \
+         its directory to ReadWritePaths= in a drop-in (systemctl edit custodian; example: \
+         systemd/local-repository.conf), then restart the service"
+    } else {
+        "the file system is read-only. Remount it read-write, or point custodian elsewhere (for \
+         the state dir: CUSTODIAN_STATE_DIR)"
+    }
+}
+
 pub(crate) fn io_reason(e: &std::io::Error) -> String {
     use std::io::ErrorKind::*;
     let fix = match e.kind() {
@@ -192,18 +206,8 @@ pub(crate) fn io_reason(e: &std::io::Error) -> String {
             "the disk holding it is full. Free space there (or move it elsewhere), then run \
              again; nothing that was committed before is affected"
         }
-        // systemd sets INVOCATION_ID for every unit it runs: there, a read-only path is almost
-        // always the shipped unit's ProtectSystem=strict, not a read-only disk.
-        ReadOnlyFilesystem if std::env::var_os("INVOCATION_ID").is_some() => {
-            "the path is read-only for this service: the shipped unit has ProtectSystem=strict \
-             and may write only /var/lib/custodian. For a repository on local disk or a NAS \
-             mount, add its directory to ReadWritePaths= in a drop-in (systemctl edit \
-             custodian; example: systemd/local-repository.conf), then restart the service"
-        }
-        ReadOnlyFilesystem => {
-            "the file system is read-only. Remount it read-write, or point custodian elsewhere \
-             (for the state dir: CUSTODIAN_STATE_DIR)"
-        }
+        // systemd sets INVOCATION_ID for every unit it runs.
+        ReadOnlyFilesystem => read_only_fix(std::env::var_os("INVOCATION_ID").is_some()),
         PermissionDenied => {
             "permission denied. Give the user custodian runs as access, or point custodian \
              elsewhere"
@@ -211,4 +215,14 @@ pub(crate) fn io_reason(e: &std::io::Error) -> String {
         _ => return e.to_string(),
     };
     format!("{e}: {fix}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_read_only_path_under_systemd_names_the_unit_setting() {
+        assert!(super::read_only_fix(true).contains("ReadWritePaths="));
+        assert!(super::read_only_fix(true).contains("local-repository.conf"));
+        assert!(super::read_only_fix(false).contains("Remount"));
+    }
 }

@@ -145,7 +145,7 @@ fn migrate_signs_a_version_1_repository_in_place() {
     );
     // A backup with the new credential is signed by it.
     let out = std::process::Command::new(BIN)
-        .args(["backup", "--json", "--source", "fixture"])
+        .args(["backup", "--json", "--new-source", "--source", "fixture"])
         .arg(fixture.join("source"))
         .env("CUSTODIAN_REPO", d.join("repo"))
         .env("CUSTODIAN_STATE_DIR", d.join("state"))

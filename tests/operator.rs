@@ -660,3 +660,87 @@ fn small_things_an_operator_notices() {
         );
     }
 }
+
+#[test]
+fn cron_errors_name_the_field_and_runbook_show_uses_the_runbooks_own_target() {
+    let w = World::new(&[]);
+    let src = store(&w);
+    let config = w.dir.path().join("custodian.toml");
+    fs::write(
+        &config,
+        format!(
+            "[repository]\nurl = {:?}\nwriter-key-file = {:?}\nstate-dir = {:?}\n\n\
+             [[source]]\nname = \"books\"\npath = {:?}\nschedule = \"0 25 * * *\"\n",
+            w.repo, w.writer, w.state, src
+        ),
+    )
+    .unwrap();
+    let out = w
+        .cmd(&["config", "check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let said = text(&out);
+    assert!(
+        said.contains("hour field's range 0-23") && !said.contains("less than"),
+        "{said}"
+    );
+
+    // runbook show: the runbook's own restore target, and a suspicious newest snapshot flagged.
+    w.backup("books", &src);
+    let dir = w.dir.path().join("runbooks");
+    fs::create_dir_all(&dir).unwrap();
+    let book = runbook("books-lost", "books").replace(
+        "rpo = \"1d\"\n",
+        "rpo = \"1d\"\nrestore-target = \"/srv/records-clean\"\n",
+    );
+    fs::write(dir.join("books-lost.md"), book).unwrap();
+    let out = w
+        .operator_cmd(&[
+            "runbook",
+            "show",
+            "books-lost",
+            "--runbooks",
+            dir.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("--target /srv/records-clean"), "{shown}");
+    assert!(!shown.contains("/srv/restore/"), "{shown}");
+}
+
+#[test]
+fn verbose_and_quiet_change_only_what_goes_to_stderr() {
+    let w = World::new(&[]);
+    let src = store(&w);
+    let run = |flag: &str| {
+        let out = w
+            .writer_cmd(&[flag, "backup", "--source", "books"])
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{flag}: {}", text(&out));
+        (
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (out_v, err_v) = run("-vv");
+    assert!(
+        err_v.contains("DEBUG") && err_v.contains("walked the source"),
+        "{err_v}"
+    );
+    assert!(
+        !err_v.contains("clients/acme"),
+        "no file names in logs: {err_v}"
+    );
+    let (out_q, err_q) = run("-q");
+    assert!(out_v.contains("saved") && out_q.contains("saved"));
+    assert!(
+        !err_q.contains("INFO") && !err_q.contains("WARN"),
+        "{err_q}"
+    );
+}

@@ -95,6 +95,12 @@ pub fn backup(
     crate::failpoint::pause("after-walk", 0);
     let mut entries = walked.entries;
     let mut skipped = walked.skipped;
+    tracing::debug!(
+        entries = entries.len(),
+        unreadable = skipped.len(),
+        erase_exclusions = erased.len(),
+        "walked the source"
+    );
 
     let cache_key = repo.meta.derive("custodian 2026 cache path names");
     let source_key = blake3::keyed_hash(

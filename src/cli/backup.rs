@@ -142,7 +142,11 @@ fn jobs(args: &BackupArgs) -> Result<(Vec<Job>, PathBuf, PathBuf)> {
 
 /// A source the repository has never seen is refused unless asked for: a typo must not make a
 /// new source and key domain. The first backup into an empty repository needs no flag.
-fn check_known_source(repo: &Repository, source: &str) -> Result<()> {
+fn check_known_source(repo: &Repository, job: &Job) -> Result<()> {
+    let source = job.source.as_str();
+    if repo.domain_exists(job.domain.as_deref().unwrap_or(source))? {
+        return Ok(());
+    }
     let mut known: Vec<String> = repo
         .list_snapshots()?
         .into_iter()
@@ -187,7 +191,7 @@ pub fn run(args: BackupArgs) -> Result<u8> {
         custodian::archiver::source_name_ok(&job.source)
             .map_err(|why| anyhow::anyhow!("--source '{}' {why}", job.source))?;
         if !args.new_source && args.repo.config.is_none() {
-            check_known_source(&repo, &job.source)?;
+            check_known_source(&repo, &job)?;
         }
         let code = if args.dry_run {
             dry_run(&job, args.json)?

@@ -187,6 +187,17 @@ impl Repository {
         })
     }
 
+    /// Whether key domain `name` has its writer record: one listing, no read. A backup asks
+    /// this before the costlier question of which sources the snapshots name.
+    pub fn domain_exists(&self, name: &str) -> Result<bool> {
+        let writer = format!("{}.writer", self.domain_object(name));
+        Ok(self
+            .backend
+            .list("keys/domains/")?
+            .iter()
+            .any(|o| o.name == writer))
+    }
+
     fn domain_object(&self, name: &str) -> String {
         let key = self.meta.derive("custodian 2026 domain object name");
         format!(

@@ -81,11 +81,14 @@ impl World {
     /// back up many sources freely, so `backup` gets `--new-source`; `strict_cmd` does not add
     /// it (tests/operator.rs proves an unseen source is refused without it).
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = self.strict_cmd(args);
-        if args.first() == Some(&"backup") && !args.contains(&"--config") {
-            c.arg("--new-source");
+        match args.split_first() {
+            Some((&"backup", rest)) if !args.contains(&"--config") => {
+                let mut with: Vec<&str> = vec!["backup", "--new-source"];
+                with.extend_from_slice(rest);
+                self.strict_cmd(&with)
+            }
+            _ => self.strict_cmd(args),
         }
-        c
     }
 
     /// `custodian ARGS…` exactly as given, with this world's environment.
