@@ -120,6 +120,7 @@ fn add_dir<W: Write>(
                     next: 0,
                     batch: Default::default(),
                     pos: 0,
+                    left: node.size,
                     error: None,
                 };
                 let added = tar.append_data(&mut h, &path, &mut content);
@@ -156,6 +157,9 @@ struct Chunks<'a> {
     next: usize,
     batch: std::collections::VecDeque<Vec<u8>>,
     pos: usize,
+    /// Bytes the tar header promised and not yet produced: a tar entry must hold exactly its
+    /// size, so chunks that disagree with the listing fail the dump instead of corrupting it.
+    left: u64,
     error: Option<Error>,
 }
 
@@ -175,6 +179,17 @@ impl Chunks<'_> {
     }
 }
 
+impl Chunks<'_> {
+    fn mismatch(&mut self) -> std::io::Error {
+        self.error = Some(Error::Damaged(
+            "a file's chunks do not add up to the size its listing gives; the snapshot is \
+             damaged or forged. Run 'custodian check --read-data' and use an earlier snapshot."
+                .into(),
+        ));
+        std::io::Error::other("size mismatch")
+    }
+}
+
 impl Read for Chunks<'_> {
     fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
         while self.batch.front().is_none_or(|b| self.pos == b.len()) {
@@ -183,19 +198,28 @@ impl Read for Chunks<'_> {
                 continue;
             }
             if self.next == self.ids.len() {
-                return Ok(0);
+                return if self.left == 0 {
+                    Ok(0)
+                } else {
+                    Err(self.mismatch())
+                };
             }
             if let Err(e) = self.fill() {
                 self.error = Some(e);
                 return Err(std::io::Error::other("a chunk could not be read"));
             }
         }
+        let available = self.batch.front().map_or(0, |f| f.len() - self.pos);
+        let n = out.len().min(available);
+        if n as u64 > self.left {
+            return Err(self.mismatch());
+        }
         let Some(front) = self.batch.front() else {
             return Ok(0);
         };
-        let n = out.len().min(front.len() - self.pos);
         out[..n].copy_from_slice(&front[self.pos..self.pos + n]);
         self.pos += n;
+        self.left -= n as u64;
         Ok(n)
     }
 }

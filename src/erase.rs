@@ -96,6 +96,7 @@ pub fn erase(repo: &Arc<Repository>, opts: &EraseOptions) -> Result<EraseReport>
         repo,
         new_trees: HashMap::new(),
         memo: HashMap::new(),
+        file_counts: HashMap::new(),
     };
     let mut report = EraseReport {
         dry_run: opts.dry_run,
@@ -189,6 +190,9 @@ struct Rewriter<'a> {
     new_trees: HashMap<BlobId, (String, Vec<u8>)>,
     /// (old tree, its path) -> (new tree if changed, entries removed).
     memo: HashMap<(BlobId, PathBuf), (Option<BlobId>, u64)>,
+    /// Files below each tree counted so far: a listing that repeats one subtree many times
+    /// costs one walk of it.
+    file_counts: HashMap<BlobId, u64>,
 }
 
 impl Rewriter<'_> {
@@ -282,16 +286,20 @@ impl Rewriter<'_> {
     }
 
     /// Regular files at or below `node` (what an erase report counts).
-    fn files_in(&self, node: &crate::format::tree::Node, path: &Path) -> Result<u64> {
+    fn files_in(&mut self, node: &crate::format::tree::Node, path: &Path) -> Result<u64> {
         match (node.kind, node.subtree) {
             (NodeKind::File, _) => Ok(1),
             (NodeKind::Dir, Some(sub)) => {
+                if let Some(n) = self.file_counts.get(&sub) {
+                    return Ok(*n);
+                }
                 crate::format::tree::check_depth(path)
                     .map_err(|e| Error::Damaged(e.to_string()))?;
                 let mut n = 0;
                 for child in self.reader.tree(&sub)?.nodes {
                     n += self.files_in(&child, &path.join(child.name.as_os()))?;
                 }
+                self.file_counts.insert(sub, n);
                 Ok(n)
             }
             _ => Ok(0),
