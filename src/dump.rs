@@ -14,40 +14,30 @@ use std::path::Path;
 /// Chunks fetched at once (about 32 MiB at the default chunk size).
 const DUMP_BATCH: usize = 32;
 
-/// What `dump` wrote.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dumped {
-    /// A file's bytes.
-    File(u64),
-    /// A directory as a tar archive with this many entries.
-    Tar(u64),
-}
-
 /// Write the file at `path` in `snap` to `out`, or the directory there as a tar archive.
 pub fn dump(
     reader: &BlobReader,
     snap: &SnapshotInfo,
     path: &Path,
     out: &mut impl Write,
-) -> Result<Dumped> {
+) -> Result<()> {
     reader.limit_walk(snap.walk_allowance());
     let node = crate::restorer::plan::descend(reader, &snap.head.root, path)?;
     match node.kind {
         NodeKind::File => {
-            let written = copy_file(reader, &node, path, out)?;
-            out.flush().map_err(stdout_error)?;
-            Ok(Dumped::File(written))
+            let mut content = Chunks::of(reader, &node);
+            let copied = std::io::copy(&mut content, out);
+            content.result(copied)?;
+            out.flush().map_err(stdout_error)
         }
         NodeKind::Dir => {
             let mut tar = tar::Builder::new(out);
             tar.mode(tar::HeaderMode::Complete);
-            let mut entries = 0;
-            add_dir(reader, &node, Path::new(""), &mut tar, &mut entries)?;
+            add_dir(reader, &node, Path::new(""), &mut tar)?;
             tar.into_inner()
                 .map_err(stdout_error)?
                 .flush()
-                .map_err(stdout_error)?;
-            Ok(Dumped::Tar(entries))
+                .map_err(stdout_error)
         }
         other => Err(Error::Invalid(format!(
             "'{}' is a {}, which has no content to dump; 'custodian ls SNAPSHOT {}' shows it",
@@ -60,23 +50,6 @@ pub fn dump(
 
 fn stdout_error(e: std::io::Error) -> Error {
     Error::io("standard output", e)
-}
-
-/// Stream a file's chunks in batches.
-fn copy_file(reader: &BlobReader, node: &Node, path: &Path, out: &mut impl Write) -> Result<u64> {
-    let ids: Vec<BlobId> = node.content.iter().map(|c| c.0).collect();
-    let mut written = 0;
-    for batch in ids.chunks(DUMP_BATCH) {
-        let blobs = reader.read_many(batch)?;
-        for id in batch {
-            let bytes = blobs.get(id).ok_or_else(|| {
-                Error::Damaged(format!("blob {id} of '{}' is missing", path.display()))
-            })?;
-            out.write_all(bytes).map_err(stdout_error)?;
-            written += bytes.len() as u64;
-        }
-    }
-    Ok(written)
 }
 
 fn header(node: &Node, kind: tar::EntryType, size: u64) -> tar::Header {
@@ -96,7 +69,6 @@ fn add_dir<W: Write>(
     dir: &Node,
     rel: &Path,
     tar: &mut tar::Builder<W>,
-    entries: &mut u64,
 ) -> Result<()> {
     let Some(tree) = dir.subtree else {
         return Ok(());
@@ -104,30 +76,18 @@ fn add_dir<W: Write>(
     check_depth(rel).map_err(|e| Error::Damaged(e.to_string()))?;
     for node in reader.tree(&tree)?.nodes {
         let path = rel.join(std::ffi::OsStr::from_bytes(&node.name.0));
-        *entries += 1;
         match node.kind {
             NodeKind::Dir => {
                 let mut h = header(&node, tar::EntryType::Directory, 0);
                 tar.append_data(&mut h, &path, std::io::empty())
                     .map_err(stdout_error)?;
-                add_dir(reader, &node, &path, tar, entries)?;
+                add_dir(reader, &node, &path, tar)?;
             }
             NodeKind::File => {
                 let mut h = header(&node, tar::EntryType::Regular, node.size);
-                let mut content = Chunks {
-                    reader,
-                    ids: node.content.iter().map(|c| c.0).collect(),
-                    next: 0,
-                    batch: Default::default(),
-                    pos: 0,
-                    left: node.size,
-                    error: None,
-                };
+                let mut content = Chunks::of(reader, &node);
                 let added = tar.append_data(&mut h, &path, &mut content);
-                if let Some(e) = content.error.take() {
-                    return Err(e);
-                }
-                added.map_err(stdout_error)?;
+                content.result(added)?;
             }
             NodeKind::Symlink => {
                 let mut h = header(&node, tar::EntryType::Symlink, 0);
@@ -163,7 +123,29 @@ struct Chunks<'a> {
     error: Option<Error>,
 }
 
-impl Chunks<'_> {
+impl<'a> Chunks<'a> {
+    /// The content of file `node`.
+    fn of(reader: &'a BlobReader<'a>, node: &Node) -> Self {
+        Chunks {
+            reader,
+            ids: node.content.iter().map(|c| c.0).collect(),
+            next: 0,
+            batch: Default::default(),
+            pos: 0,
+            left: node.size,
+            error: None,
+        }
+    }
+
+    /// The outcome of copying this content: a repository error kept aside comes first, as
+    /// itself; otherwise the write's own error.
+    fn result<T>(&mut self, copied: std::io::Result<T>) -> Result<()> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        copied.map(|_| ()).map_err(stdout_error)
+    }
+
     fn fill(&mut self) -> Result<()> {
         let end = (self.next + DUMP_BATCH).min(self.ids.len());
         let ids = &self.ids[self.next..end];
@@ -177,9 +159,7 @@ impl Chunks<'_> {
         self.next = end;
         Ok(())
     }
-}
 
-impl Chunks<'_> {
     fn mismatch(&mut self) -> std::io::Error {
         self.error = Some(Error::Damaged(
             "a file's chunks do not add up to the size its listing gives; the snapshot is \
@@ -209,14 +189,11 @@ impl Read for Chunks<'_> {
                 return Err(std::io::Error::other("a chunk could not be read"));
             }
         }
-        let available = self.batch.front().map_or(0, |f| f.len() - self.pos);
-        let n = out.len().min(available);
+        let front = self.batch.front().map(Vec::as_slice).unwrap_or_default();
+        let n = out.len().min(front.len() - self.pos);
         if n as u64 > self.left {
             return Err(self.mismatch());
         }
-        let Some(front) = self.batch.front() else {
-            return Ok(0);
-        };
         out[..n].copy_from_slice(&front[self.pos..self.pos + n]);
         self.pos += n;
         self.left -= n as u64;

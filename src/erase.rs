@@ -123,7 +123,9 @@ pub fn erase(repo: &Arc<Repository>, opts: &EraseOptions) -> Result<EraseReport>
     if !opts.dry_run {
         repo.refuse_held(&doomed, "erase")?;
     }
-    report.files_removed = rewrites.iter().map(|(_, _, n)| n).sum();
+    report.files_removed = rewrites
+        .iter()
+        .fold(0u64, |sum, (_, _, n)| sum.saturating_add(*n));
     for (snap, _, removed) in &rewrites {
         report.snapshots.push(ErasedSnapshot {
             old: snap.id.to_hex(),
@@ -204,6 +206,9 @@ impl Rewriter<'_> {
         let _ = self.reader.prefetch_trees(&root);
         let domain = self.reader.domain(&head.domain)?;
         let (new_root, mut removed) = self.dir(&domain, root, Path::new(""))?;
+        // Whether anything changed, not the file count, decides: a match of only a symlink,
+        // a named pipe or an empty directory removes no file but still rewrites the snapshot.
+        let mut changed = new_root.is_some();
         let mut new = head.clone();
         if let Some(id) = new_root {
             new.root.subtree = Some(id);
@@ -221,23 +226,23 @@ impl Rewriter<'_> {
                 .filter(|e| !self.pattern.matches(Path::new(e.path.as_os())))
                 .collect();
             if entries.len() != before {
-                removed += (before - entries.len()) as u64;
+                changed = true;
+                removed = removed.saturating_add((before - entries.len()) as u64);
                 new.skipped = entries.len() as u64;
                 new.skipped_list = if entries.is_empty() {
                     None
                 } else {
-                    let json = serde_json::to_vec(&SkippedList {
+                    let json = compress::json_bytes(&SkippedList {
                         version: TREE_VERSION,
                         entries,
-                    })
-                    .unwrap_or_default();
+                    })?;
                     let id = domain.blob_id(&json);
                     self.new_trees.insert(id, (domain.name.clone(), json));
                     Some(id)
                 };
             }
         }
-        Ok((removed > 0).then_some((new, removed)))
+        Ok(changed.then_some((new, removed)))
     }
 
     /// Rewrite one directory: (new tree id if anything below changed, entries removed).
@@ -253,18 +258,18 @@ impl Rewriter<'_> {
         }
         crate::format::tree::check_depth(rel).map_err(|e| Error::Damaged(e.to_string()))?;
         let mut tree = self.reader.tree(&tree_id)?;
-        let (mut removed, mut changed) = (0, false);
+        let (mut removed, mut changed) = (0u64, false);
         let mut kept = Vec::with_capacity(tree.nodes.len());
         for mut node in std::mem::take(&mut tree.nodes) {
             let path = rel.join(node.name.as_os());
             if self.pattern.matches(&path) {
-                removed += self.files_in(&node, &path)?;
+                removed = removed.saturating_add(self.files_in(&node, &path)?);
                 changed = true;
                 continue;
             }
             if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
                 let (new, n) = self.dir(domain, sub, &path)?;
-                removed += n;
+                removed = removed.saturating_add(n);
                 if new.is_some() {
                     node.subtree = new;
                     changed = true;
@@ -297,7 +302,9 @@ impl Rewriter<'_> {
                     .map_err(|e| Error::Damaged(e.to_string()))?;
                 let mut n = 0;
                 for child in self.reader.tree(&sub)?.nodes {
-                    n += self.files_in(&child, &path.join(child.name.as_os()))?;
+                    n = self
+                        .files_in(&child, &path.join(child.name.as_os()))?
+                        .saturating_add(n);
                 }
                 self.file_counts.insert(sub, n);
                 Ok(n)

@@ -20,11 +20,10 @@ impl Moment {
     /// 2026-12-01 14:49:00 +01:00 (13:49:00 UTC)"; `None` when the zone was given.
     pub fn reading(&self, typed: &str) -> Option<String> {
         self.local.then(|| {
-            let utc: DateTime<Utc> = self.time.into();
             format!(
-                "{typed} read as local time {} ({} UTC); give a zone (Z or +01:00) to mean another",
+                "{typed}: read as local time {} ({}); give a zone (Z or +01:00) to mean another",
                 local_text(self.time),
-                utc.format("%Y-%m-%d %H:%M:%S")
+                rfc3339(self.time)
             )
         })
     }
@@ -91,8 +90,10 @@ pub fn show_utc(utc: bool) {
 /// A time for people: local with its offset, or UTC after `--utc`.
 pub fn show(t: SystemTime) -> String {
     if SHOW_UTC.load(Ordering::Relaxed) {
-        let utc: DateTime<Utc> = t.into();
-        utc.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+        utc(t).map_or_else(
+            || out_of_range(t),
+            |u| u.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        )
     } else {
         local_text(t)
     }
@@ -105,11 +106,34 @@ pub fn show_stored(text: &str) -> String {
         .unwrap_or_else(|_| text.to_string())
 }
 
-/// RFC 3339 in UTC to the second, for any time (humantime's formatter panics before 1970, and
-/// a runbook or a listing may name such a time).
+/// RFC 3339 in UTC to the second, for any time (humantime's formatter panics before 1970 and
+/// after 9999, and a runbook, a listing or a marker may name such a time).
 pub fn rfc3339(t: SystemTime) -> String {
-    let utc: DateTime<Utc> = t.into();
-    utc.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    match utc(t) {
+        Some(utc) => utc.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        None => out_of_range(t),
+    }
+}
+
+/// `t` as a chrono time, or `None` beyond chrono's range (its `From<SystemTime>` would panic).
+fn utc(t: SystemTime) -> Option<DateTime<Utc>> {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => DateTime::from_timestamp(i64::try_from(d.as_secs()).ok()?, d.subsec_nanos()),
+        Err(e) => {
+            let d = e.duration();
+            let secs = i64::try_from(d.as_secs()).ok()?;
+            DateTime::from_timestamp(-secs, 0)?
+                .checked_sub_signed(chrono::TimeDelta::nanoseconds(i64::from(d.subsec_nanos())))
+        }
+    }
+}
+
+/// A time no calendar here can show, as seconds from 1970.
+fn out_of_range(t: SystemTime) -> String {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => format!("{}s after 1970", d.as_secs()),
+        Err(e) => format!("{}s before 1970", e.duration().as_secs()),
+    }
 }
 
 /// Which zone listings use, for their header.
@@ -122,8 +146,14 @@ pub fn zone_label() -> &'static str {
 }
 
 fn local_text(t: SystemTime) -> String {
-    let local: DateTime<Local> = t.into();
-    local.format("%Y-%m-%d %H:%M:%S %:z").to_string()
+    utc(t).map_or_else(
+        || out_of_range(t),
+        |u| {
+            u.with_timezone(&Local)
+                .format("%Y-%m-%d %H:%M:%S %:z")
+                .to_string()
+        },
+    )
 }
 
 #[cfg(test)]
@@ -163,6 +193,19 @@ mod tests {
             assert!(m.reading(t).unwrap().contains("read as local time"));
         }
         assert!(parse("2026-12-01").unwrap().local);
+    }
+
+    #[test]
+    fn times_beyond_any_calendar_are_shown_not_panicked_on() {
+        let far = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::MAX / 4);
+        let before = std::time::UNIX_EPOCH - std::time::Duration::from_secs(10 * 365 * 86400);
+        for t in [far, before] {
+            assert!(!rfc3339(t).is_empty());
+            assert!(!show(t).is_empty());
+        }
+        assert_eq!(rfc3339(before), "1960-01-04T00:00:00Z");
+        let y10k = parse("+10000-01-01T00:00:00Z").map(|m| rfc3339(m.time));
+        assert!(y10k.is_err() || y10k.is_ok_and(|s| s.contains("10000")));
     }
 
     #[test]

@@ -320,3 +320,34 @@ fn erased_paths_stay_out_of_later_backups_until_an_operator_lifts_the_exclusion(
     w.backup("crm", &src);
     assert!(ls(&w).contains("acme"));
 }
+
+/// A match that removes no regular file (a symlink, an empty directory) still rewrites the
+/// snapshot: the file count is for the report, not the decision.
+#[test]
+fn erasing_only_a_symlink_and_an_empty_folder_still_rewrites() {
+    let w = World::new(&[]);
+    let src = w.dir.path().join("records");
+    fs::create_dir_all(src.join("clients/acme")).unwrap();
+    fs::create_dir_all(src.join("clients/bolt")).unwrap();
+    fs::write(src.join("clients/bolt/a.csv"), b"a").unwrap();
+    std::os::unix::fs::symlink("../bolt/a.csv", src.join("clients/acme-link")).unwrap();
+    w.backup("crm", &src);
+    for pattern in ["clients/acme", "clients/acme-link"] {
+        let out = w
+            .operator_cmd(&["erase", "--json", "--source", "crm", "--path", pattern])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            done["snapshots"].as_array().unwrap().len(),
+            1,
+            "{pattern}: {done}"
+        );
+        assert_eq!(done["files_removed"], 0, "{done}");
+    }
+    let out = w.operator_cmd(&["ls", "latest"]).output().unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(!listing.contains("acme"), "{listing}");
+    assert!(listing.contains("bolt/a.csv"), "{listing}");
+}

@@ -308,7 +308,8 @@ fn a_clock_stepped_forward_a_day_destroys_nothing_early() {
 }
 
 /// Object kinds by the prefix of their names (`list-type=2`: listings).
-const KINDS: [&str; 16] = [
+const KINDS: [&str; 17] = [
+    "exclusions/",
     "keys/trust-",
     "keys/writer-",
     "keys/metadata-",

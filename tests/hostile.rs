@@ -441,3 +441,37 @@ fn init_never_loses_an_existing_credential_file() {
         "a new credential in its place"
     );
 }
+
+/// Only an operator erases, so only an operator's exclusion counts. One a writer credential
+/// signed (a stolen server trying to empty another source's backups, or to stop them with a
+/// pattern such as `/`) is refused by every backup, which names it, and by `check`.
+#[test]
+fn an_erase_exclusion_signed_by_a_writer_is_refused() {
+    let w = World::new(&[]);
+    let src = w.dir.path().join("records");
+    fs::create_dir_all(src.join("clients")).unwrap();
+    fs::write(src.join("clients/a.csv"), b"a").unwrap();
+    w.backup("s", &src);
+    let repo = Forger::new(w.repo.to_str().unwrap(), &w.writer, "s").repo;
+    let exclusion = custodian::repository::Exclusion {
+        version: 1,
+        source: "s".into(),
+        pattern: "clients".into(),
+        time: "2026-01-01T00:00:00Z".into(),
+        by: "operator".into(),
+    };
+    let (name, _) = repo
+        .put_meta(custodian::format::ObjectKind::Exclusion, &exclusion)
+        .unwrap();
+    let out = w
+        .writer_cmd(&["backup", "--source", "s"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains(&name), "{}", text(&out));
+    assert_eq!(w.snapshots().len(), 1, "nothing was committed");
+    let out = w.writer_cmd(&["check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains(&name), "{}", text(&out));
+}

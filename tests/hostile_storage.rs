@@ -440,3 +440,55 @@ fn a_second_operator_writes_only_once_its_key_is_on_the_trust_list() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(w.snapshots()[0]["held"], "case 1");
 }
+
+/// Erase exclusions are read by every backup. One the storage forged (unsigned), or planted
+/// larger than any exclusion may be, must never be obeyed silently (dropping a client's files
+/// from backups) nor be skipped silently (storing erased files again): backups refuse, naming
+/// it; `check` names it; listings still answer.
+#[test]
+fn forged_and_oversized_erase_exclusions_stop_backups_and_are_named() {
+    let w = World::new(&[]);
+    let src = records(&w);
+    w.backup("s", &src);
+    let s = Storage::new(&w, None);
+    let exclusion = json!({"version": 1, "source": "s", "pattern": "*", "time": "x", "by": "x"});
+    let forged = s.put_hashed("exclusions/", &s.seal(&exclusion));
+    let backup = || {
+        w.writer_cmd(&["backup", "--source", "s"])
+            .arg(&src)
+            .output()
+            .unwrap()
+    };
+    let out = backup();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(&forged) && text(&out).contains("no backup runs"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(w.snapshots().len(), 1, "nothing was committed");
+    check_names(&w, &forged);
+    let out = w.writer_cmd(&["snapshots"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&forged),
+        "the listing warns: {}",
+        text(&out)
+    );
+    s.store.delete(&forged).unwrap();
+
+    // Larger than any exclusion: refused by its listed size, before it is read.
+    let giant = vec![0u8; 256 << 10];
+    let planted = s.put_hashed("exclusions/", &giant);
+    let out = backup();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("more than any erase exclusion may be"),
+        "{}",
+        text(&out)
+    );
+    s.store.delete(&planted).unwrap();
+    let out = backup();
+    assert!(out.status.success(), "{}", text(&out));
+    restores_exactly(&w, &src, "after");
+}

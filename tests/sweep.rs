@@ -283,6 +283,14 @@ fn every_write_and_delete_of_backup_forget_prune_hold_and_erase_is_a_safe_kill_p
     case.operator = true;
     case.adds = 1;
     table.push(("erase", sweep(&case)));
+    // Lifting the exclusion that erase writes.
+    ok(w.operator_cmd(&["erase", "--source", "s", "--path", "c.csv"]));
+    let out = w.writer_cmd(&["exclusions", "--json"]).output().unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let mut case = Case::new(&w, &["exclusions", "--remove", &id]);
+    case.operator = true;
+    table.push(("exclusions --remove", sweep(&case)));
     report(&table);
 }
 

@@ -147,21 +147,13 @@ fn check_known_source(repo: &Repository, job: &Job) -> Result<()> {
     if repo.domain_exists(job.domain.as_deref().unwrap_or(source))? {
         return Ok(());
     }
-    let mut known: Vec<String> = repo
-        .list_snapshots()?
-        .into_iter()
-        .map(|s| s.head.source)
-        .collect();
-    known.sort();
-    known.dedup();
-    if known.is_empty() || known.iter().any(|k| k == source) {
-        return Ok(());
-    }
-    anyhow::bail!(
-        "the repository has no source '{source}' yet; its sources are: {}. If '{source}' is \
-         a new record store, run again with --new-source (it gets its own key domain); \
-         otherwise correct --source.",
-        known.join(", ")
+    common::known_source_or(
+        &repo.list_snapshots()?,
+        Some(source),
+        &format!(
+            " If '{source}' is a new record store, run again with --new-source (it gets its \
+             own key domain); otherwise correct --source."
+        ),
     )
 }
 
@@ -194,7 +186,7 @@ pub fn run(args: BackupArgs) -> Result<u8> {
             check_known_source(&repo, &job)?;
         }
         let code = if args.dry_run {
-            dry_run(&job, args.json)?
+            dry_run(&repo, &job, args.json)?
         } else {
             one(&repo, &args, job, &state_dir)?
         };
@@ -203,9 +195,15 @@ pub fn run(args: BackupArgs) -> Result<u8> {
     Ok(worst)
 }
 
-/// `--dry-run`: the walk a backup would make, with its excludes; nothing is written.
-fn dry_run(job: &Job, json: bool) -> Result<u8> {
-    let excludes = custodian::source::Excludes::new(&job.excludes)?;
+/// `--dry-run`: the walk a backup would make, with its excludes and the source's erase
+/// exclusions; nothing is written.
+fn dry_run(repo: &Repository, job: &Job, json: bool) -> Result<u8> {
+    let erased = repo
+        .exclusions(Some(&job.source))?
+        .into_iter()
+        .map(|(_, e)| e.pattern);
+    let patterns: Vec<String> = job.excludes.iter().cloned().chain(erased).collect();
+    let excludes = custodian::source::Excludes::new(&patterns)?;
     let walked = custodian::source::walk(&job.path, &excludes, job.one_file_system)?;
     let count = |k| walked.entries.iter().filter(|e| e.node.kind == k).count();
     let files = count(custodian::format::tree::NodeKind::File);

@@ -152,6 +152,15 @@ pub fn known_source(
     all: &[custodian::repository::SnapshotInfo],
     source: Option<&str>,
 ) -> Result<()> {
+    known_source_or(all, source, "")
+}
+
+/// The same, with `fix` (a sentence) added to the refusal.
+pub fn known_source_or(
+    all: &[custodian::repository::SnapshotInfo],
+    source: Option<&str>,
+    fix: &str,
+) -> Result<()> {
     let Some(want) = source else {
         return Ok(());
     };
@@ -162,7 +171,7 @@ pub fn known_source(
         return Ok(());
     }
     anyhow::bail!(
-        "the repository has no snapshots of source '{want}'; its sources are: {}",
+        "the repository has no snapshots of source '{want}'; its sources are: {}.{fix}",
         known.join(", ")
     )
 }

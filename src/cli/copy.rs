@@ -58,7 +58,7 @@ pub fn run(args: CopyArgs) -> Result<u8> {
     for s in &report.snapshots {
         outln!(
             "snapshot {} ({}, {}): {}, {} packs present and whole",
-            &s.id[..8],
+            custodian::id::short_text(&s.id),
             s.source,
             s.time,
             s.status,

@@ -110,14 +110,21 @@ pub fn find(args: FindArgs) -> Result<u8> {
         return Ok(0);
     }
     for f in &found {
-        let mtime = std::time::UNIX_EPOCH + std::time::Duration::from_secs(f.mtime.max(0) as u64);
+        // A listing's mtime is whatever its writer put there: any i64.
+        let mtime = if f.mtime >= 0 {
+            std::time::UNIX_EPOCH
+                .checked_add(std::time::Duration::from_secs(f.mtime.unsigned_abs()))
+        } else {
+            std::time::UNIX_EPOCH
+                .checked_sub(std::time::Duration::from_secs(f.mtime.unsigned_abs()))
+        };
         outln!(
             "{}  {}  {:<12} {:>10}  mtime {}  {}",
-            &f.snapshot[..8],
-            &f.time[..19.min(f.time.len())],
+            custodian::id::short_text(&f.snapshot),
+            custodian::when::show_stored(&f.time),
             f.source,
             human_bytes(f.size),
-            humantime::format_rfc3339_seconds(mtime),
+            mtime.map_or_else(|| f.mtime.to_string(), custodian::when::rfc3339),
             f.path
         );
     }

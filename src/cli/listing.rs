@@ -1,7 +1,7 @@
 //! `snapshots` and `ls`.
 
 use super::common::{self, human_bytes};
-use super::{KeyArgs, RepoArg};
+use super::{FilterArgs, KeyArgs, RepoArg};
 use anyhow::Result;
 use custodian::format::tree::{Name, Node, NodeKind};
 use custodian::repository::BlobReader;
@@ -14,15 +14,8 @@ pub struct SnapshotsArgs {
     repo: RepoArg,
     #[command(flatten)]
     keys: KeyArgs,
-    /// Only this record store.
-    #[arg(long)]
-    source: Option<String>,
-    /// Only snapshots taken on this host.
-    #[arg(long)]
-    host: Option<String>,
-    /// Only snapshots with this tag (repeat: all of them).
-    #[arg(long)]
-    tag: Vec<String>,
+    #[command(flatten)]
+    filter: FilterArgs,
     /// Only the newest N of each source and host.
     #[arg(long, value_name = "N")]
     latest: Option<usize>,
@@ -61,12 +54,8 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
     for (name, reason) in &scan.damaged {
         eprintln!("skipped {name}: it is damaged or forged ({reason}). Run 'custodian check'.");
     }
-    common::known_source(&scan.good, args.source.as_deref())?;
-    let filter = custodian::repository::Filter {
-        source: args.source.as_deref(),
-        host: args.host.as_deref(),
-        tags: &args.tag,
-    };
+    common::known_source(&scan.good, args.filter.source.as_deref())?;
+    let filter = args.filter.filter();
     let mut list: Vec<_> = scan
         .good
         .iter()
@@ -142,8 +131,15 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
     outln!("{} snapshot(s)", list.len());
     // Counted, never named: the patterns are customer paths ('custodian exclusions' shows them).
     let mut excluded: std::collections::BTreeMap<String, usize> = Default::default();
-    for (_, e) in repo.exclusions(args.source.as_deref())? {
-        *excluded.entry(e.source).or_default() += 1;
+    // A damaged or forged exclusion stops backups (they must not store erased files again),
+    // but the listing still answers, and says so.
+    match repo.exclusions(args.filter.source.as_deref()) {
+        Ok(list) => {
+            for (_, e) in list {
+                *excluded.entry(e.source).or_default() += 1;
+            }
+        }
+        Err(e) => eprintln!("warning: {e}"),
     }
     for (source, n) in excluded {
         outln!("source {source}: {n} erased path pattern(s) left out of later backups ('custodian exclusions')");

@@ -73,6 +73,31 @@ pub struct RepoArg {
     config: Option<PathBuf>,
 }
 
+/// restic's snapshot filters, shared by `snapshots`, `forget` and `restore` (for `latest`).
+#[derive(clap::Args, Clone)]
+pub struct FilterArgs {
+    /// Only this record store (and, for `latest`, the one it means).
+    #[arg(long)]
+    source: Option<String>,
+    /// Only snapshots taken on this host.
+    #[arg(long)]
+    host: Option<String>,
+    /// Only snapshots with this tag (repeat: all of them).
+    #[arg(long)]
+    tag: Vec<String>,
+}
+
+impl FilterArgs {
+    /// The library's filter over these flags.
+    pub fn filter(&self) -> custodian::repository::Filter<'_> {
+        custodian::repository::Filter {
+            source: self.source.as_deref(),
+            host: self.host.as_deref(),
+            tags: &self.tag,
+        }
+    }
+}
+
 /// Which key to open the repository with.
 #[derive(clap::Args, Clone)]
 pub struct KeyArgs {

@@ -270,12 +270,14 @@ pub struct ExclusionsArgs {
 pub fn exclusions(args: ExclusionsArgs) -> Result<u8> {
     if let Some(id) = &args.remove {
         let repo = common::open_operator(&args.repo, &args.keys, "removing an erase exclusion")?;
-        let gone = repo.remove_exclusion(id)?;
-        outln!(
-            "exclusion of '{}' from source {} removed: its next backup stores those paths again",
-            gone.pattern,
-            gone.source
-        );
+        match repo.remove_exclusion(id)? {
+            Some(gone) => outln!(
+                "exclusion of '{}' from source {} removed: its next backup stores those paths again",
+                gone.pattern,
+                gone.source
+            ),
+            None => outln!("exclusion {id} is not there (already removed); nothing to do"),
+        }
         return Ok(0);
     }
     let repo = common::open(&args.repo, &args.keys, "listing erase exclusions")?;

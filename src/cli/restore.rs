@@ -2,7 +2,7 @@
 
 use super::common::{self, human_bytes};
 use super::progress::Bar;
-use super::{KeyArgs, RepoArg};
+use super::{FilterArgs, KeyArgs, RepoArg};
 use anyhow::Result;
 use custodian::repository::SnapshotSelector;
 use custodian::restorer::{restore, RestoreOptions, RestoreProgress};
@@ -35,19 +35,13 @@ pub struct RestoreArgs {
     /// Say what would be restored and whether the target takes it; write nothing.
     #[arg(long)]
     dry_run: bool,
-    /// With `latest`: only snapshots taken on this host.
-    #[arg(long)]
-    host: Option<String>,
-    /// With `latest`: only snapshots with this tag (repeat: all of them).
-    #[arg(long)]
-    tag: Vec<String>,
     /// Keep setuid, setgid and sticky bits. Off by default: a snapshot is only as trustworthy as
     /// every key that could write one, and a setuid file restored as root is a way in.
     #[arg(long)]
     keep_special_bits: bool,
-    /// Source, for `latest`.
-    #[arg(long)]
-    source: Option<String>,
+    /// Which snapshot `latest` means.
+    #[command(flatten)]
+    filter: FilterArgs,
     #[arg(long)]
     json: bool,
 }
@@ -58,12 +52,10 @@ pub fn run(args: RestoreArgs) -> Result<u8> {
         Some((s, p)) => (s, Some(PathBuf::from(p.trim_start_matches('/')))),
         None => (args.snapshot.as_str(), None),
     };
-    let filter = custodian::repository::Filter {
-        source: args.source.as_deref(),
-        host: args.host.as_deref(),
-        tags: &args.tag,
-    };
-    let snap = repo.find_snapshot(&SnapshotSelector::parse_filtered(spec, filter))?;
+    let snap = repo.find_snapshot(&SnapshotSelector::parse_filtered(
+        spec,
+        args.filter.filter(),
+    ))?;
     let progress = Arc::new(RestoreProgress::default());
     let bar = {
         let p = progress.clone();

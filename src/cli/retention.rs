@@ -1,7 +1,7 @@
 //! `custodian forget`, `hold`, `release` and `destruction-records`.
 
 use super::common::{self, duration};
-use super::{KeyArgs, RepoArg};
+use super::{FilterArgs, KeyArgs, RepoArg};
 use anyhow::Result;
 use custodian::retention::{plan, Policy};
 use std::collections::BTreeMap;
@@ -13,15 +13,9 @@ pub struct ForgetArgs {
     repo: RepoArg,
     #[command(flatten)]
     keys: KeyArgs,
-    /// Only this source (each source and host is decided on its own snapshots anyway).
-    #[arg(long)]
-    source: Option<String>,
-    /// Only snapshots taken on this host.
-    #[arg(long)]
-    host: Option<String>,
-    /// Only snapshots with this tag (repeat: all of them).
-    #[arg(long)]
-    tag: Vec<String>,
+    /// Which snapshots to judge (each source and host is decided on its own anyway).
+    #[command(flatten)]
+    filter: FilterArgs,
     /// Keep the newest N snapshots.
     #[arg(long)]
     keep_last: Option<u32>,
@@ -122,12 +116,8 @@ pub fn forget(args: ForgetArgs) -> Result<u8> {
     let holds = repo.holds()?;
     let now = custodian::clock::now();
     let all = repo.list_snapshots()?;
-    let filter = custodian::repository::Filter {
-        source: args.source.as_deref(),
-        host: args.host.as_deref(),
-        tags: &args.tag,
-    };
-    common::known_source(&all, args.source.as_deref())?;
+    let filter = args.filter.filter();
+    common::known_source(&all, filter.source)?;
     let mut report = Vec::new();
     let mut doomed = Vec::new();
     for ((source, host), snaps) in
@@ -236,7 +226,13 @@ pub fn records(args: RecordsArgs) -> Result<u8> {
             r.bytes_deleted
         );
         for s in &r.snapshots {
-            outln!("    {} {} {} ({})", &s.id[..8], s.source, s.time, s.reason);
+            outln!(
+                "    {} {} {} ({})",
+                custodian::id::short_text(&s.id),
+                s.source,
+                custodian::when::show_stored(&s.time),
+                s.reason
+            );
         }
     }
     outln!("{} destruction record(s)", records.len());

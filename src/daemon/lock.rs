@@ -35,16 +35,23 @@ pub fn take(state_dir: &Path) -> Result<StateDirLock> {
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);
         let holder = holder.trim();
-        let who = if holder.parse::<u32>().is_ok() {
-            format!("pid {holder}")
-        } else {
-            "a process whose pid is not recorded".to_string()
+        let (who, stop) = match holder.parse::<u32>() {
+            Ok(pid) => (
+                format!("pid {pid}"),
+                format!("systemctl stop custodian, or kill {pid}"),
+            ),
+            Err(_) => (
+                "a process whose pid is not recorded".to_string(),
+                format!(
+                    "systemctl stop custodian, or find it with 'fuser {}'",
+                    path.display()
+                ),
+            ),
         };
         return Err(Error::Invalid(format!(
             "another custodian daemon ({who}) is already running with state dir {}. Stop it \
-             first (systemctl stop custodian, or kill {holder}), or give this daemon its own \
-             state-dir in [repository]; two daemons on one state dir would fight over its \
-             status socket and cache.",
+             first ({stop}), or give this daemon its own state-dir in [repository]; two daemons \
+             on one state dir would fight over its status socket and cache.",
             state_dir.display()
         )));
     }

@@ -13,6 +13,9 @@ use std::time::Duration;
 /// Socket file name in the state dir.
 const SOCKET: &str = "daemon.sock";
 
+/// Largest status answer read from the socket.
+const STATUS_MAX: u64 = 16 << 20;
+
 pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join(SOCKET)
 }
@@ -44,13 +47,23 @@ pub fn serve(state_dir: &Path, doc: Arc<Mutex<StatusDoc>>) -> Result<()> {
 /// Ask the running daemon, else read the status it last wrote.
 pub fn fetch(state_dir: &Path) -> Result<StatusDoc> {
     let path = socket_path(state_dir);
-    if let Ok(mut conn) = UnixStream::connect(&path) {
+    if let Ok(conn) = UnixStream::connect(&path) {
         let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
         let mut text = Vec::new();
-        if conn.read_to_end(&mut text).is_ok() {
-            if let Ok(mut doc) = serde_json::from_slice::<StatusDoc>(&text) {
-                doc.live = true;
-                return Ok(doc);
+        // A status is a few KiB per source; anything far larger is not one.
+        if conn.take(STATUS_MAX).read_to_end(&mut text).is_ok() {
+            let answer: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+            if let Some(why) = answer.get("error").and_then(|e| e.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "the running daemon could not give its status ({why}); restart it \
+                     (systemctl restart custodian) and look at its log"
+                )));
+            }
+            if let Ok(mut doc) = serde_json::from_value::<StatusDoc>(answer) {
+                if doc.pid.is_some() {
+                    doc.live = true;
+                    return Ok(doc);
+                }
             }
         }
     }

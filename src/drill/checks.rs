@@ -223,7 +223,9 @@ pub fn command(
             Err(_) => break None,
         }
     };
-    let output = std::fs::read_to_string(log).unwrap_or_default();
+    // Evidence, not data: an unreadable log is said so rather than shown as empty.
+    let output = std::fs::read_to_string(log)
+        .unwrap_or_else(|e| format!("(the command's output could not be read: {e})"));
     let last = output
         .lines()
         .rev()

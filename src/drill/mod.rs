@@ -107,12 +107,11 @@ pub fn select<'a>(
 ) -> Option<(&'a SnapshotInfo, String)> {
     match how {
         Select::Latest => snaps.last().map(|s| (*s, "latest".into())),
-        Select::LatestBefore(t) => snaps.iter().rev().find(|s| s.time < *t).map(|s| {
-            (
-                *s,
-                format!("latest before {}", humantime::format_rfc3339(*t)),
-            )
-        }),
+        Select::LatestBefore(t) => snaps
+            .iter()
+            .rev()
+            .find(|s| s.time < *t)
+            .map(|s| (*s, format!("latest before {}", crate::when::rfc3339(*t)))),
         Select::LatestBeforeSuspicious => {
             // The snapshot just before the most recent flagged one: later snapshots hold the
             // encrypted files too, even when they changed too little to be flagged themselves.

@@ -201,12 +201,13 @@ pub fn plan(
         plan.waiting_packs += 1;
         plan.waiting_bytes += p.size;
     }
-    if !plan.to_mark().is_empty() {
-        plan.waiting_packs += plan.to_mark().len() as u64;
+    let marking = plan.to_mark().len() as u64;
+    if marking > 0 {
+        plan.waiting_packs += marking;
         plan.waiting_bytes += plan.mark_unused_bytes + plan.mark_repack_bytes;
         eligible = eligible.max(now.checked_add(rules.grace));
     }
-    plan.eligible_at = eligible.map(|t| humantime::format_rfc3339_seconds(t).to_string());
+    plan.eligible_at = eligible.map(crate::when::rfc3339);
 
     // Live blobs that stay reachable without copying: in an indexed pack nobody deletes. Index
     // objects are signed, and a leftover is adopted only when its signed header is bound to its

@@ -70,9 +70,16 @@ impl Repository {
         Ok(out)
     }
 
-    /// Remove an exclusion by (a prefix of) its id: operators only, an explicit act.
-    pub fn remove_exclusion(&self, id: &str) -> Result<Exclusion> {
+    /// Remove an exclusion by (a prefix of) its id: operators only, an explicit act. A whole
+    /// id that is no longer there answers `None`, so a removal killed after its delete can be
+    /// run again; a prefix that matches nothing is an error (a typo, not a rerun).
+    pub fn remove_exclusion(&self, id: &str) -> Result<Option<Exclusion>> {
         self.require_operator("removing an erase exclusion")?;
+        if id.trim_start_matches("exclusions/").is_empty() {
+            return Err(Error::Invalid(
+                "name the exclusion to remove by its id ('custodian exclusions' lists them)".into(),
+            ));
+        }
         let wanted = format!("exclusions/{}", id.trim_start_matches("exclusions/"));
         let found: Vec<_> = self
             .exclusions(None)?
@@ -82,8 +89,9 @@ impl Repository {
         match found.as_slice() {
             [(name, e)] => {
                 self.delete_object(name)?;
-                Ok(e.clone())
+                Ok(Some(e.clone()))
             }
+            [] if is_whole_id(id) => Ok(None),
             [] => Err(Error::Invalid(format!(
                 "no erase exclusion '{id}'; 'custodian exclusions' lists them"
             ))),
@@ -93,4 +101,10 @@ impl Repository {
             ))),
         }
     }
+}
+
+/// A whole exclusion id: the 64 hex digits of its hash.
+fn is_whole_id(id: &str) -> bool {
+    let id = id.trim_start_matches("exclusions/");
+    id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
 }

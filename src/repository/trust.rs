@@ -248,6 +248,9 @@ fn operator_only(kind: ObjectKind, name: &str) -> bool {
         || name.starts_with("keys/writer-")
         // Drill reports are evidence for auditors: a writer must not be able to forge a pass.
         || kind == ObjectKind::DrillReport
+        // Only an operator erases: a writer's "exclusion" could silently empty a source's
+        // backups, or stop them.
+        || kind == ObjectKind::Exclusion
 }
 
 /// The name a signature binds: a pack header lives inside a pack whose name is the hash of its
