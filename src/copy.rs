@@ -27,6 +27,9 @@ pub struct CopyOptions {
     pub snapshots: Vec<String>,
     /// Where an operator's machine pins trust lists (`repository::trust`).
     pub pin_dir: Option<std::path::PathBuf>,
+    /// The destination's audit entry, written once it is open, and where this machine keeps
+    /// its anchors (the source's entry is the caller's).
+    pub audit: Option<(crate::audit::Intent, Option<crate::audit::Local>)>,
 }
 
 /// Object count and bytes in one repository.
@@ -100,6 +103,10 @@ pub fn copy(
         }])?;
     }
     let dest = Repository::open_pinned(to.clone(), credential, opts.pin_dir.clone())?;
+    let audited = match &opts.audit {
+        Some((intent, local)) => Some(crate::audit::begin(&dest, intent, local.as_ref(), None)?),
+        None => None,
+    };
 
     let index = from.load_index()?;
     let selected = select(from, opts)?;
@@ -179,6 +186,13 @@ pub fn copy(
     report.objects_verified = done.verified;
     report.from = totals(from.store_for_mirror().as_ref())?;
     report.to = totals(to.as_ref())?;
+    if let Some(begun) = &audited {
+        let touched = crate::audit::Touched {
+            files: report.objects_copied,
+            bytes: report.bytes_copied,
+        };
+        crate::audit::close(&dest, begun, "ok", Some(touched));
+    }
     Ok(report)
 }
 

@@ -12,6 +12,7 @@
 //! ```
 
 pub mod archiver;
+pub mod audit;
 pub mod backend;
 pub mod check;
 pub mod chunker;

@@ -6,6 +6,7 @@ use super::{RepoArg, EXIT_PARTIAL, EXIT_SUSPICIOUS};
 use anyhow::Result;
 use custodian::archiver::changes::AnomalyThresholds;
 use custodian::archiver::{backup, BackupOptions, Progress};
+use custodian::audit::Touched;
 use custodian::config::{Config, SourceKind};
 use custodian::repository::{Credential, Repository};
 use std::path::{Path, PathBuf};
@@ -178,6 +179,17 @@ pub fn run(args: BackupArgs) -> Result<u8> {
         common::backend(&args.repo)?,
         &Credential::Writer(writer_key),
     )?);
+    let single = (jobs.len() == 1).then(|| jobs[0].source.clone());
+    let op = if args.dry_run {
+        "backup --dry-run"
+    } else {
+        "backup"
+    };
+    let audit = common::audit(
+        &repo,
+        custodian::audit::Intent::write(op, "").source(single.as_deref()),
+    )?;
+    let mut touched = Touched::default();
     let mut worst = 0;
     for job in jobs {
         custodian::archiver::source_name_ok(&job.source)
@@ -188,11 +200,14 @@ pub fn run(args: BackupArgs) -> Result<u8> {
         let code = if args.dry_run {
             dry_run(&repo, &job, args.json)?
         } else {
-            one(&repo, &args, job, &state_dir)?
+            let (code, t) = one(&repo, &args, job, &state_dir)?;
+            touched.files += t.files;
+            touched.bytes += t.bytes;
+            code
         };
         worst = worst.max(code);
     }
-    Ok(worst)
+    Ok(audit.exit(worst, Some(touched)))
 }
 
 /// `--dry-run`: the walk a backup would make, with its excludes and the source's erase
@@ -227,7 +242,12 @@ fn dry_run(repo: &Repository, job: &Job, json: bool) -> Result<u8> {
 }
 
 /// One backup, with its summary and exit code.
-fn one(repo: &Arc<Repository>, args: &BackupArgs, job: Job, state_dir: &Path) -> Result<u8> {
+fn one(
+    repo: &Arc<Repository>,
+    args: &BackupArgs,
+    job: Job,
+    state_dir: &Path,
+) -> Result<(u8, Touched)> {
     let create_if_absent = repo.probe_create_if_absent()?;
     let path = std::path::absolute(&job.path).unwrap_or(job.path.clone());
     let runs = state_dir.join("staging-cli").join(&job.source);
@@ -273,7 +293,11 @@ fn one(repo: &Arc<Repository>, args: &BackupArgs, job: Job, state_dir: &Path) ->
         let _ = std::fs::remove_dir_all(&staging);
     }
     let outcome = outcome?;
-    report(&outcome, args.json, create_if_absent)
+    let touched = Touched {
+        files: outcome.head.stats.files,
+        bytes: outcome.head.stats.bytes,
+    };
+    Ok((report(&outcome, args.json, create_if_absent)?, touched))
 }
 
 fn report(

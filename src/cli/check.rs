@@ -35,6 +35,13 @@ pub fn run(args: CheckArgs) -> Result<u8> {
     } else {
         common::open(&args.repo, &args.keys, "check")?
     };
+    let audit = match subset {
+        Some(_) => Some(common::audit(
+            &repo,
+            custodian::audit::Intent::read("check --read-data", ""),
+        )?),
+        None => None,
+    };
     let progress = Arc::new(CheckProgress::default());
     let bar = {
         let p = progress.clone();
@@ -75,5 +82,13 @@ pub fn run(args: CheckArgs) -> Result<u8> {
             }
         );
     }
-    Ok(if report.errors.is_empty() { 0 } else { 1 })
+    let code = if report.errors.is_empty() { 0 } else { 1 };
+    if let Some(audit) = audit {
+        let touched = custodian::audit::Touched {
+            files: report.packs_read,
+            bytes: report.bytes_read,
+        };
+        audit.exit(code, Some(touched));
+    }
+    Ok(code)
 }

@@ -116,6 +116,77 @@ pub fn open_operator(repo: &RepoArg, keys: &KeyArgs, what: &str) -> Result<Repos
     }
 }
 
+/// `--reason` and `--audit-offline`, for every command's audit entry.
+static AUDIT_FLAGS: std::sync::OnceLock<(Option<String>, Option<String>)> =
+    std::sync::OnceLock::new();
+
+/// Remember the audit flags for [`audit`].
+pub fn set_audit(reason: Option<String>, offline: Option<String>) {
+    let _ = AUDIT_FLAGS.set((reason, offline));
+}
+
+/// `--reason`, if given.
+pub fn reason() -> Option<String> {
+    AUDIT_FLAGS.get().and_then(|(r, _)| r.clone())
+}
+
+/// Where this machine keeps audit anchors and offline entries.
+pub fn audit_local() -> custodian::audit::Local {
+    custodian::audit::Local::new(state_dir().join("audit"))
+}
+
+/// A command's audit entry: written before the command acts, closed with its result. Dropped
+/// without [`Audited::done`] (an error on the way), it is closed as failed.
+pub struct Audited<'r> {
+    repo: &'r Repository,
+    begun: custodian::audit::Begun,
+    closed: bool,
+}
+
+impl Audited<'_> {
+    /// Close the entry with `result` ("ok", "partial") and what was touched.
+    pub fn done(mut self, result: &str, touched: Option<custodian::audit::Touched>) {
+        custodian::audit::close(self.repo, &self.begun, result, touched);
+        self.closed = true;
+    }
+
+    /// Close the entry by exit code: 0 ok, 3 partial, anything else failed.
+    pub fn exit(self, code: u8, touched: Option<custodian::audit::Touched>) -> u8 {
+        let result = match code {
+            0 => "ok",
+            super::EXIT_PARTIAL => "partial",
+            super::EXIT_SUSPICIOUS => "suspicious",
+            _ => "failed",
+        };
+        self.done(result, touched);
+        code
+    }
+}
+
+impl Drop for Audited<'_> {
+    fn drop(&mut self) {
+        if !self.closed {
+            custodian::audit::close(self.repo, &self.begun, "failed", None);
+        }
+    }
+}
+
+/// Append this command's audit entry (its reason: `--reason`, else `default_reason`) before it
+/// acts; refused when the entry cannot be written, unless `--audit-offline` was given.
+pub fn audit<'r>(repo: &'r Repository, intent: custodian::audit::Intent) -> Result<Audited<'r>> {
+    let mut intent = intent;
+    if let Some(r) = reason() {
+        intent.reason = r;
+    }
+    let offline = AUDIT_FLAGS.get().and_then(|(_, o)| o.as_deref());
+    let begun = custodian::audit::begin(repo, &intent, Some(&audit_local()), offline)?;
+    Ok(Audited {
+        repo,
+        begun,
+        closed: false,
+    })
+}
+
 /// `--quiet` was given.
 static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 

@@ -35,12 +35,18 @@ pub fn run(args: CopyArgs) -> Result<u8> {
     let to_backend = Arc::new(Counting::new(custodian::backend::open(&args.to)?));
     let pin_dir = Some(common::state_dir().join("trust"));
     let from = Repository::open_pinned(from_backend.clone(), &credential, pin_dir.clone())?;
+    let intent = custodian::audit::Intent::write("copy", "").source(args.source.as_deref());
+    let audit = common::audit(&from, intent.clone())?;
+    let mut dest_intent = intent;
+    dest_intent.reason = common::reason().unwrap_or_default();
     let opts = CopyOptions {
         source: args.source,
         snapshots: args.snapshots,
         pin_dir,
+        audit: Some((dest_intent, Some(common::audit_local()))),
     };
     let report = copy(&from, to_backend.clone(), &credential, &opts)?;
+    audit.done("ok", None);
     if args.json {
         common::print_json(&serde_json::json!({
             "from": {"repository": args.from, "objects": report.from.objects,

@@ -244,6 +244,12 @@ pub fn run(args: DemoArgs) -> Result<u8> {
     let t = Instant::now();
     let operator_repo = Repository::open(backend, &Credential::Operator(operator_key.clone()))?;
     let latest = operator_repo.resolve_snapshot("latest", Some("customers"))?;
+    // The operator's reads leave evidence first, as every command's do.
+    let audit_local = custodian::audit::Local::new(state.join("audit"));
+    let read = custodian::audit::Intent::read("restore, check, drill", "demo: prove recovery")
+        .source(Some("customers"))
+        .snapshots([latest.id.to_hex()]);
+    let begun = custodian::audit::begin(&operator_repo, &read, Some(&audit_local), None)?;
     let restored = restore(
         &operator_repo,
         &latest,
@@ -290,6 +296,16 @@ pub fn run(args: DemoArgs) -> Result<u8> {
         bail!("the drill failed:\n{}", drilled.render());
     }
     step("restore drill (runbook whole-store-lost)", t);
+    custodian::audit::close(&operator_repo, &begun, "ok", None);
+
+    let t = Instant::now();
+    let store = custodian::audit::store(&operator_repo)?;
+    let kept = audit_local.anchor(&operator_repo.location(), operator_repo.config.repo_id)?;
+    let audited = custodian::audit::verify::verify(&store, kept.as_ref(), 2)?;
+    if let Some(p) = audited.problems.first() {
+        bail!("the audit log does not verify: {} {}", p.object, p.what);
+    }
+    step("verify the audit log (chain, signatures, checkpoints)", t);
 
     let repo_size = dir_size(&repo_dir);
     let logical = first.head.stats.bytes + second.head.stats.bytes;
@@ -338,6 +354,11 @@ pub fn run(args: DemoArgs) -> Result<u8> {
             .auth()
             .map(|a| a.list.by.as_str())
             .unwrap_or("nobody (format 1)")
+    );
+    outln!(
+        "  audit log        {} entries chained and signed, {} checkpoint(s), verified",
+        audited.entries,
+        audited.checkpoints
     );
     outln!(
         "  drill            {} '{}': RTO {:.1}s of {:.0}s, RPO {}s of {}s, {} checks passed",

@@ -113,6 +113,20 @@ fn run_drills(args: &DrillArgs) -> Result<u8> {
         _ => anyhow::bail!("name one runbook (file or id), or pass --all"),
     };
     let repo = common::open_operator(&args.repo, &args.keys, "a restore drill")?;
+    let ids: Vec<&str> = books.iter().map(|b| b.id.as_str()).collect();
+    let sources: Vec<&str> = books
+        .iter()
+        .flat_map(|b| b.sources.iter())
+        .map(String::as_str)
+        .collect();
+    let audit = common::audit(
+        &repo,
+        custodian::audit::Intent::read(
+            "drill",
+            &format!("restore drill of runbook {}", ids.join(", ")),
+        )
+        .source((sources.len() == 1).then(|| sources[0])),
+    )?;
     let report_dir = args
         .report_dir
         .clone()
@@ -139,8 +153,9 @@ fn run_drills(args: &DrillArgs) -> Result<u8> {
         common::print_json(&reports)?;
     }
     if !reports.iter().all(|r| r.passed) {
-        return Ok(1);
+        return Ok(audit.exit(1, None));
     }
+    audit.done("ok", None);
     if broken > 0 {
         eprintln!("{broken} runbook(s) could not be drilled: fix them (custodian runbook lint)");
         return Ok(EXIT_COULD_NOT_RUN);

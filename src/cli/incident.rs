@@ -3,6 +3,7 @@
 use super::common::{self, human_bytes};
 use super::{KeyArgs, RepoArg};
 use anyhow::Result;
+use custodian::audit::Intent;
 use custodian::incident::{self, Pattern};
 use custodian::repository::BlobReader;
 use std::io::IsTerminal;
@@ -59,9 +60,16 @@ pub fn diff(args: DiffArgs) -> Result<u8> {
     let source = args.source.as_deref();
     let a = repo.resolve_snapshot(&args.from, source)?;
     let b = repo.resolve_snapshot(&args.to, source)?;
+    let audit = common::audit(
+        &repo,
+        Intent::read("diff", "")
+            .source(Some(&b.head.source))
+            .snapshots([a.id.to_hex(), b.id.to_hex()]),
+    )?;
     let index = repo.load_index()?;
     let reader = BlobReader::new(&repo, &index);
     let changes = incident::diff(&reader, &a, &b)?;
+    audit.done("ok", Some(touched(changes.len())));
     if args.json {
         common::print_json(&changes)?;
         return Ok(0);
@@ -102,9 +110,16 @@ pub fn find(args: FindArgs) -> Result<u8> {
         .into_iter()
         .filter(|s| args.source.as_ref().is_none_or(|src| &s.head.source == src))
         .collect();
+    let audit = common::audit(
+        &repo,
+        Intent::read("find", "")
+            .source(args.source.as_deref())
+            .snapshots(snaps.iter().map(|s| s.id.to_hex())),
+    )?;
     let index = repo.load_index()?;
     let reader = BlobReader::new(&repo, &index);
     let found = incident::find(&reader, &snaps, &pattern)?;
+    audit.done("ok", Some(touched(found.len())));
     if args.json {
         common::print_json(&found)?;
         return Ok(0);
@@ -145,6 +160,12 @@ pub fn dump(args: DumpArgs) -> Result<u8> {
     })?;
     let repo = common::open_operator(&args.repo, &args.keys, "dump")?;
     let snap = repo.resolve_snapshot(spec, args.source.as_deref())?;
+    let audit = common::audit(
+        &repo,
+        Intent::read("dump", "")
+            .source(Some(&snap.head.source))
+            .snapshots([snap.id.to_hex()]),
+    )?;
     let index = repo.load_index()?;
     let reader = BlobReader::new(&repo, &index);
     let path = PathBuf::from(path.trim_start_matches('/'));
@@ -162,7 +183,9 @@ pub fn dump(args: DumpArgs) -> Result<u8> {
         }
     }
     let mut out = std::io::BufWriter::new(stdout.lock());
-    match custodian::dump::dump(&reader, &snap, &path, &mut out) {
+    let dumped = custodian::dump::dump(&reader, &snap, &path, &mut out);
+    audit.done(if dumped.is_ok() { "ok" } else { "failed" }, None);
+    match dumped {
         Ok(_) => Ok(0),
         Err(custodian::Error::Io { cause, .. })
             if cause.kind() == std::io::ErrorKind::BrokenPipe =>
@@ -170,5 +193,13 @@ pub fn dump(args: DumpArgs) -> Result<u8> {
             Ok(0)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// What a listing command touched: how many entries it showed (never their names).
+fn touched(shown: usize) -> custodian::audit::Touched {
+    custodian::audit::Touched {
+        files: shown as u64,
+        bytes: 0,
     }
 }

@@ -3,6 +3,7 @@
 use super::common;
 use super::{KeyArgs, RepoArg};
 use anyhow::Result;
+use custodian::audit::Intent;
 use custodian::chunker::ChunkerParams;
 use custodian::constants::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, PACK_TARGET, ZSTD_LEVEL};
 use custodian::crypto::keys::{identity_file_text, write_private};
@@ -117,7 +118,9 @@ pub fn key(cmd: KeyCommand) -> Result<u8> {
             keys,
         } => {
             let repo = common::open_operator(&repo, &keys, "changing the trust list")?;
+            let audit = common::audit(&repo, Intent::write("key add-operator", ""))?;
             let seq = repo.add_operator_key(&recipient, &key)?;
+            audit.done("ok", None);
             outln!("trust list version {seq}: operator {recipient} may now sign");
             Ok(0)
         }
@@ -146,7 +149,15 @@ pub fn key(cmd: KeyCommand) -> Result<u8> {
             let repo = common::open_operator(&repo, &keys, "destroying a key domain")?;
             use custodian::repository::DomainDestroyed;
             let local = common::state_dir().join("destruction");
-            match repo.destroy_domain(&domain, dry_run, &local)? {
+            let op = if dry_run {
+                "key destroy-domain --dry-run"
+            } else {
+                "key destroy-domain"
+            };
+            let audit = common::audit(&repo, Intent::write(op, "").source(Some(&domain)))?;
+            let destroyed = repo.destroy_domain(&domain, dry_run, &local)?;
+            audit.done("ok", None);
+            match destroyed {
                 DomainDestroyed::WouldDestroy { snapshots, objects } => outln!(
                     "dry run: key domain '{domain}' would be destroyed: {} snapshot(s) forgotten, \
                      {objects} object(s) deleted; no snapshot of it is held. Nothing was changed.",
@@ -205,12 +216,15 @@ pub fn init(args: InitArgs) -> Result<u8> {
     )?;
     // Pin the new repository on this machine at once, so a later swap or downgrade is caught.
     // The repository exists by now: a state dir that cannot be written only costs the pin.
-    if let Err(e) = custodian::repository::Repository::open_pinned(
+    // Its audit log starts with the init (written after it: before, there was no trust list to
+    // sign against).
+    match custodian::repository::Repository::open_pinned(
         common::backend(&args.repo)?,
         &custodian::repository::Credential::Operator(args.identity.clone()),
         Some(common::state_dir().join("trust")),
     ) {
-        eprintln!("warning: the new repository could not be pinned on this machine ({e}); the first command with --identity pins it");
+        Ok(repo) => common::audit(&repo, Intent::write("init", ""))?.done("ok", None),
+        Err(e) => eprintln!("warning: the new repository could not be pinned on this machine ({e}); the first command with --identity pins it"),
     }
     if let Some(auth) = initialized.repo.auth() {
         outln!(
@@ -376,5 +390,9 @@ pub fn migrate(args: MigrateArgs) -> Result<u8> {
     for (name, why) in &done.refused {
         eprintln!("not vouched for (did not open as its kind): {name}: {why}");
     }
+    // A format-1 repository could not sign an entry; the signed one starts its audit log.
+    let signed = common::open_operator(&args.repo, &args.keys, "migrate")?;
+    let code = if done.refused.is_empty() { 0 } else { 1 };
+    common::audit(&signed, Intent::write("migrate", ""))?.exit(code, None);
     Ok(if done.refused.is_empty() { 0 } else { 1 })
 }

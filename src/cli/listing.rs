@@ -3,6 +3,7 @@
 use super::common::{self, human_bytes};
 use super::{FilterArgs, KeyArgs, RepoArg};
 use anyhow::Result;
+use custodian::audit::Intent;
 use custodian::format::tree::{Name, Node, NodeKind};
 use custodian::repository::BlobReader;
 use custodian::restorer::plan::descend;
@@ -150,6 +151,12 @@ pub fn snapshots(args: SnapshotsArgs) -> Result<u8> {
 pub fn ls(args: LsArgs) -> Result<u8> {
     let repo = common::open_operator(&args.repo, &args.keys, "ls (listing file names)")?;
     let snap = repo.resolve_snapshot(&args.snapshot, args.source.as_deref())?;
+    let audit = common::audit(
+        &repo,
+        Intent::read("ls", "")
+            .source(Some(&snap.head.source))
+            .snapshots([snap.id.to_hex()]),
+    )?;
     let index = repo.load_index()?;
     let reader = BlobReader::new(&repo, &index);
     reader.limit_walk(snap.walk_allowance());
@@ -179,6 +186,13 @@ pub fn ls(args: LsArgs) -> Result<u8> {
             outln!("{}{suffix}", path.display());
         }
     }
+    audit.done(
+        "ok",
+        Some(custodian::audit::Touched {
+            files: rows.len() as u64,
+            bytes: 0,
+        }),
+    );
     Ok(0)
 }
 

@@ -13,6 +13,7 @@ macro_rules! out {
     ($($t:tt)*) => { $crate::cli::emit(format_args!($($t)*)) };
 }
 
+mod audit;
 mod backup;
 mod check;
 mod common;
@@ -55,6 +56,15 @@ pub struct Cli {
     /// No progress bars and only errors in the log.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
+    /// Why this command runs (a ticket, an incident, a request): kept in the repository's
+    /// audit log with who ran it.
+    #[arg(long, global = true, value_name = "TEXT")]
+    reason: Option<String>,
+    /// Break glass: when the repository's audit log cannot be written (read-only storage in an
+    /// incident), keep this command's entry on this machine and go on. It is uploaded at the
+    /// next contact and flagged in every report.
+    #[arg(long, global = true, value_name = "WHY")]
+    audit_offline: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -114,6 +124,9 @@ enum Command {
     /// Manage keys.
     #[command(subcommand)]
     Key(keys::KeyCommand),
+    /// The audit log: who read or changed what, when and why; verify it, export it.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Create a repository and its writer credential.
     Init(keys::InitArgs),
     /// Upgrade a format-1 repository to format 2 (signed) in place, and issue a new writer
@@ -194,6 +207,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     custodian::when::show_utc(cli.utc);
     common::set_quiet(cli.quiet);
+    common::set_audit(cli.reason.clone(), cli.audit_offline.clone());
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -206,6 +220,7 @@ pub fn run() -> ExitCode {
     }
     let result = match cli.command {
         Command::Key(c) => keys::key(c),
+        Command::Audit(c) => audit::audit(c),
         Command::Init(a) => keys::init(a),
         Command::Migrate(a) => keys::migrate(a),
         Command::Backup(a) => backup::run(a),

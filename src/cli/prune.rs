@@ -3,6 +3,7 @@
 use super::common::{self, duration, human_bytes};
 use super::{KeyArgs, RepoArg};
 use anyhow::Result;
+use custodian::audit::Intent;
 use custodian::prune::{self, PruneOptions, PruneReport, Rules};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,7 +59,14 @@ pub fn prune(args: PruneArgs) -> Result<u8> {
             ),
         },
     };
+    let op = if args.dry_run {
+        "prune --dry-run"
+    } else {
+        "prune"
+    };
+    let audit = common::audit(&repo, Intent::write(op, ""))?;
     let report = prune::prune(&repo, &opts)?;
+    audit.done("ok", None);
     if args.json {
         common::print_json(&report)?;
     } else {
@@ -189,7 +197,15 @@ pub fn erase(args: EraseArgs) -> Result<u8> {
         dry_run: args.dry_run,
         local_dir: common::state_dir().join("destruction"),
     };
+    let op = if args.dry_run {
+        "erase --dry-run"
+    } else {
+        "erase"
+    };
+    let audit = common::audit(&repo, Intent::write(op, "").source(Some(&args.source)))?;
     let report = custodian::erase::erase(&repo, &opts)?;
+    let files = report.files_removed as u64;
+    audit.done("ok", Some(custodian::audit::Touched { files, bytes: 0 }));
     if args.json {
         common::print_json(&report)?;
         return Ok(0);
@@ -270,7 +286,10 @@ pub struct ExclusionsArgs {
 pub fn exclusions(args: ExclusionsArgs) -> Result<u8> {
     if let Some(id) = &args.remove {
         let repo = common::open_operator(&args.repo, &args.keys, "removing an erase exclusion")?;
-        match repo.remove_exclusion(id)? {
+        let audit = common::audit(&repo, Intent::write("exclusions --remove", ""))?;
+        let removed = repo.remove_exclusion(id)?;
+        audit.done("ok", None);
+        match removed {
             Some(gone) => outln!(
                 "exclusion of '{}' from source {} removed: its next backup stores those paths again",
                 gone.pattern,

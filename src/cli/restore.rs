@@ -4,6 +4,7 @@ use super::common::{self, human_bytes};
 use super::progress::Bar;
 use super::{FilterArgs, KeyArgs, RepoArg};
 use anyhow::Result;
+use custodian::audit::{Intent, Touched};
 use custodian::repository::SnapshotSelector;
 use custodian::restorer::{restore, RestoreOptions, RestoreProgress};
 use std::path::PathBuf;
@@ -56,6 +57,19 @@ pub fn run(args: RestoreArgs) -> Result<u8> {
         spec,
         args.filter.filter(),
     ))?;
+    let audit = common::audit(
+        &repo,
+        Intent::read(
+            if args.dry_run {
+                "restore --dry-run"
+            } else {
+                "restore"
+            },
+            "",
+        )
+        .source(Some(&snap.head.source))
+        .snapshots([snap.id.to_hex()]),
+    )?;
     let progress = Arc::new(RestoreProgress::default());
     let bar = {
         let p = progress.clone();
@@ -78,6 +92,13 @@ pub fn run(args: RestoreArgs) -> Result<u8> {
     };
     let summary = restore(&repo, &snap, &opts, &progress)?;
     drop(bar);
+    audit.done(
+        "ok",
+        Some(Touched {
+            files: summary.files,
+            bytes: summary.bytes,
+        }),
+    );
     let secs = started.elapsed().as_secs_f64();
     if args.json {
         common::print_json(

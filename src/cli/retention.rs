@@ -3,6 +3,7 @@
 use super::common::{self, duration};
 use super::{FilterArgs, KeyArgs, RepoArg};
 use anyhow::Result;
+use custodian::audit::Intent;
 use custodian::retention::{plan, Policy};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -54,9 +55,6 @@ pub struct ForgetArgs {
 pub struct HoldArgs {
     /// Snapshot id prefix (or `latest` with --source).
     snapshot: String,
-    /// Why (legal hold, incident number…): kept with the hold.
-    #[arg(long)]
-    reason: Option<String>,
     /// With `latest`: whose latest snapshot (needed when the repository has several sources).
     #[arg(long)]
     source: Option<String>,
@@ -113,6 +111,15 @@ fn policies(args: &ForgetArgs) -> Result<PolicyOf> {
 pub fn forget(args: ForgetArgs) -> Result<u8> {
     let policy_of = policies(&args)?;
     let repo = common::open(&args.repo, &args.keys, "forget")?;
+    let op = if args.dry_run {
+        "forget --dry-run"
+    } else {
+        "forget"
+    };
+    let audit = common::audit(
+        &repo,
+        Intent::write(op, "").source(args.filter.source.as_deref()),
+    )?;
     let holds = repo.holds()?;
     let now = custodian::clock::now();
     let all = repo.list_snapshots()?;
@@ -140,6 +147,7 @@ pub fn forget(args: ForgetArgs) -> Result<u8> {
     } else {
         Some(repo.forget(&doomed, &common::state_dir().join("destruction"))?)
     };
+    audit.done("ok", None);
     if args.json {
         common::print_json(&serde_json::json!({
             "dry_run": args.dry_run, "snapshots": report, "forgotten": doomed.len(),
@@ -183,8 +191,11 @@ pub fn forget(args: ForgetArgs) -> Result<u8> {
 pub fn hold(args: HoldArgs) -> Result<u8> {
     let repo = common::open(&args.repo, &args.keys, "hold")?;
     let snap = repo.resolve_snapshot(&args.snapshot, args.source.as_deref())?;
-    let reason = args.reason.unwrap_or_else(|| "held by hand".into());
-    if repo.hold(&snap.id, &reason)? {
+    let reason = common::reason().unwrap_or_else(|| "held by hand".into());
+    let audit = common::audit(&repo, snap_intent("hold", &snap))?;
+    let held = repo.hold(&snap.id, &reason)?;
+    audit.done("ok", None);
+    if held {
         outln!("snapshot {} is held: {reason}", snap.id.short());
     } else {
         outln!("snapshot {} was already held", snap.id.short());
@@ -195,7 +206,10 @@ pub fn hold(args: HoldArgs) -> Result<u8> {
 pub fn release(args: HoldArgs) -> Result<u8> {
     let repo = common::open_operator(&args.repo, &args.keys, "releasing a hold")?;
     let snap = repo.resolve_snapshot(&args.snapshot, args.source.as_deref())?;
-    if repo.release(&snap.id)? {
+    let audit = common::audit(&repo, snap_intent("release", &snap))?;
+    let released = repo.release(&snap.id)?;
+    audit.done("ok", None);
+    if released {
         outln!("snapshot {} is no longer held", snap.id.short());
     } else {
         outln!(
@@ -237,4 +251,11 @@ pub fn records(args: RecordsArgs) -> Result<u8> {
     }
     outln!("{} destruction record(s)", records.len());
     Ok(0)
+}
+
+/// The audit entry of a command about one snapshot.
+fn snap_intent(op: &str, snap: &custodian::repository::SnapshotInfo) -> Intent {
+    Intent::write(op, "")
+        .source(Some(&snap.head.source))
+        .snapshots([snap.id.to_hex()])
 }

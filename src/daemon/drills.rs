@@ -149,6 +149,16 @@ fn run_drill(
     rb: &crate::runbook::Runbook,
     state_dir: &Path,
 ) -> Result<crate::drill::DrillReport> {
+    let intent =
+        crate::audit::Intent::read("drill", &format!("scheduled drill of runbook {}", rb.id))
+            .source(
+                rb.sources
+                    .first()
+                    .filter(|_| rb.sources.len() == 1)
+                    .map(String::as_str),
+            );
+    let local = crate::audit::Local::new(state_dir.join("audit"));
+    let begun = crate::audit::begin(repo, &intent, Some(&local), None)?;
     let report = crate::drill::drill(
         repo,
         rb,
@@ -156,7 +166,13 @@ fn run_drill(
             scratch_parent: state_dir.join("scratch"),
             now: crate::clock::now(),
         },
-    )?;
+    );
+    let result = match &report {
+        Ok(r) if r.passed => "ok",
+        _ => "failed",
+    };
+    crate::audit::close(repo, &begun, result, None);
+    let report = report?;
     repo.store_drill_report(&report)?;
     report.save_local(&state_dir.join("drills"))?;
     Ok(report)

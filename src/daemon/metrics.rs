@@ -32,6 +32,7 @@ const GAUGES: &[(&str, &str)] = &[
     ("custodian_prune_last_reclaimed_bytes", "Bytes the last prune deleted."),
     ("custodian_prune_marked_bytes", "Bytes of unused packs marked and waiting for their grace period."),
     ("custodian_runbooks_broken", "Runbooks that could not be parsed; they are not drilled until fixed."),
+    ("custodian_audit_entries", "Length of the repository's audit log as this daemon last saw it; compare with a later count to catch truncation."),
 ];
 
 /// Every counter, with its `# HELP` text.
@@ -43,6 +44,10 @@ const COUNTERS: &[(&str, &str)] = &[
     (
         "custodian_prune_reclaimed_bytes_total",
         "Bytes prunes deleted, over every run the status file remembers.",
+    ),
+    (
+        "custodian_audit_failures_total",
+        "Runs whose audit entry could not be written to the repository.",
     ),
     (
         "custodian_prune_deleted_packs_total",

@@ -7,6 +7,7 @@
 //! safe point (they commit nothing partial and leave uploaded packs for the next run), and the
 //! daemon exits 0 once they have. SIGHUP reloads the config; a bad one is logged and ignored.
 
+mod audit;
 mod drills;
 mod lock;
 mod metrics;
@@ -116,6 +117,7 @@ pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
         last_status_line: String::new(),
         config,
     };
+    audit::publish_length(&daemon.repo, &state_dir);
     let counts = daemon.snapshot_counts()?;
     daemon.install_sources(&persisted, &counts);
     daemon.install_drills(&persisted);

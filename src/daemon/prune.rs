@@ -25,10 +25,14 @@ impl Daemon {
             break_lease: None,
         };
         let (repo, tx) = (self.repo.clone(), self.tx.clone());
+        let state_dir = self.config.repository.state_dir.clone();
         let spawned = std::thread::Builder::new()
             .name("prune".into())
             .spawn(move || {
                 let result = crate::prune::prune(&repo, &opts);
+                let intent = crate::audit::Intent::write("prune", "prune schedule (daemon)");
+                let outcome = if result.is_ok() { "ok" } else { "failed" };
+                super::audit::record(&repo, &state_dir, intent, outcome, None);
                 let _ = tx.send(Msg::PruneDone(Box::new(result)));
             });
         if let Err(e) = spawned {

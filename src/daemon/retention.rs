@@ -87,7 +87,15 @@ fn apply_retention(
             doomed.extend(crate::retention::plan(snaps, &holds, policy, now).1);
         }
         if !doomed.is_empty() {
-            repo.forget(&doomed, local)?;
+            let ids = doomed.iter().map(|(id, _)| id.to_hex());
+            let intent = crate::audit::Intent::write("forget", "retention policy (daemon)")
+                .source(Some(source))
+                .snapshots(ids);
+            let forgot = repo.forget(&doomed, local);
+            let result = if forgot.is_ok() { "ok" } else { "failed" };
+            let state_dir = local.parent().unwrap_or(local);
+            super::audit::record(repo, state_dir, intent, result, None);
+            forgot?;
         }
         counts.insert(source.clone(), doomed.len() as u64);
     }

@@ -337,9 +337,24 @@ pub(super) fn run_backup(
         cancel: Some(cancel),
         anomaly,
     };
-    let result = backup(repo, &opts, &Progress::default());
+    let result = backup(repo.clone(), &opts, &Progress::default());
     if cfg.kind == SourceKind::Sqlite {
         let _ = std::fs::remove_dir_all(&staging);
     }
+    let intent =
+        crate::audit::Intent::write("backup", "scheduled backup (daemon)").source(Some(&cfg.name));
+    let (intent, outcome, touched) = match &result {
+        Ok(o) => (
+            intent.snapshots([o.id.to_hex()]),
+            "ok",
+            Some(crate::audit::Touched {
+                files: o.head.stats.files,
+                bytes: o.head.stats.bytes,
+            }),
+        ),
+        Err(Error::Cancelled) => (intent, "cancelled", None),
+        Err(_) => (intent, "failed", None),
+    };
+    super::audit::record(&repo, state_dir, intent, outcome, touched);
     result
 }

@@ -41,6 +41,10 @@ pub enum ObjectKind {
     Migration,
     /// `exclusions/<hash>`: a path an erase removed, left out of the source's later backups.
     Exclusion,
+    /// `audit/log/<seq>`: one entry of the audit log.
+    AuditEntry,
+    /// `audit/checkpoints/<count>-<closes>`: a signed statement of the log's length and head.
+    AuditCheckpoint,
 }
 
 impl ObjectKind {
@@ -61,6 +65,8 @@ impl ObjectKind {
             ObjectKind::Trust => "trust list",
             ObjectKind::Migration => "migration list",
             ObjectKind::Exclusion => "erase exclusion",
+            ObjectKind::AuditEntry => "audit entry",
+            ObjectKind::AuditCheckpoint => "audit checkpoint",
         }
     }
 
@@ -81,6 +87,8 @@ impl ObjectKind {
             ObjectKind::Marker => "prune/",
             ObjectKind::Lease => "locks/",
             ObjectKind::Exclusion => "exclusions/",
+            ObjectKind::AuditEntry => super::audit::LOG_PREFIX,
+            ObjectKind::AuditCheckpoint => super::audit::CHECKPOINT_PREFIX,
         }
     }
 
@@ -96,6 +104,7 @@ impl ObjectKind {
             ObjectKind::Hold | ObjectKind::Destruction | ObjectKind::Exclusion => RECORD_VERSION,
             ObjectKind::Marker => MARKER_VERSION,
             ObjectKind::Lease => LEASE_VERSION,
+            ObjectKind::AuditEntry | ObjectKind::AuditCheckpoint => super::audit::AUDIT_VERSION,
         }
     }
 
@@ -118,6 +127,11 @@ impl ObjectKind {
     /// the envelope and age's framing (zstd JSON never grows much).
     pub fn max_stored(self) -> u64 {
         self.max_plain() as u64 + 64 * KIB as u64
+    }
+
+    /// Kinds of the audit log, the only ones an auditor's key may sign.
+    pub fn is_audit(self) -> bool {
+        matches!(self, ObjectKind::AuditEntry | ObjectKind::AuditCheckpoint)
     }
 
     /// Whether the object's name is `prefix || hex(BLAKE3(object bytes))`, so a reader can

@@ -2,6 +2,7 @@
 //! `version`; a version newer than this build understands is refused, never guessed at.
 //! docs/FORMAT.md describes these bytes for anyone writing another reader.
 
+pub mod audit;
 pub mod config;
 pub mod index;
 pub mod keys;

@@ -29,6 +29,9 @@ pub struct TrustList {
     pub config: RepoConfig,
     pub operators: Vec<TrustedOperator>,
     pub writers: Vec<TrustedWriter>,
+    /// Auditors (access registry): they verify and read the audit log, never a record.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auditors: Vec<TrustedAuditor>,
     /// Set by `migrate`: `hex(BLAKE3(stored bytes))` of [`MIGRATION_NAME`], which vouches for
     /// the unsigned objects format 1 wrote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,6 +58,31 @@ pub struct TrustedOperator {
     pub recipient: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<String>,
+    /// Who they are and who let them in (access registry; absent in lists written before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<Registered>,
+}
+
+/// What the access registry says of a principal: its name, who added it, when, and until when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Registered {
+    pub name: String,
+    pub added: String,
+    pub added_by: String,
+    /// After this time (RFC 3339) the principal's key no longer counts for new work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}
+
+/// An auditor: an age recipient the audit log is sealed to, and the signing key it proves its
+/// own entries (verifications, review sign-offs) with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TrustedAuditor {
+    pub recipient: String,
+    pub signing_key: String,
+    pub registry: Registered,
 }
 
 /// A writer credential whose signatures count.
@@ -67,6 +95,30 @@ pub struct TrustedWriter {
     /// Ed25519 public key, hex.
     pub key: String,
     pub added: String,
+    /// Set by `access revoke-writer`: from then on only the objects listed in
+    /// `keys/revoked-<id>` (what it had signed by then) verify with this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Revocation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+}
+
+/// When a writer credential was revoked, by whom, and `hex(H(stored bytes))` of the list of
+/// what it had signed until then.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Revocation {
+    pub time: String,
+    pub by: String,
+    pub vouched: String,
+}
+
+/// Where the objects a revoked credential signed before its revocation are listed (a
+/// [`Migration`]-shaped list, signed by the revoking operator).
+pub fn revoked_name(credential_id: &str) -> String {
+    format!("keys/revoked-{credential_id}")
 }
 
 /// Object name of version `seq`.

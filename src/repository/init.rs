@@ -222,6 +222,7 @@ pub(super) fn first_trust(
             .map(|r| TrustedOperator {
                 recipient: r.clone(),
                 signing_key: (r == t.operator).then(|| hex::encode(t.signer.public())),
+                registry: None,
             })
             .collect(),
         writers: vec![TrustedWriter {
@@ -229,7 +230,11 @@ pub(super) fn first_trust(
             name: t.writer_name.into(),
             key: hex::encode(writer.public()),
             added: t.now.to_string(),
+            revoked: None,
+            added_by: Some(format!("operator {}", key_id(&t.signer.public()))),
+            expires: None,
         }],
+        auditors: Vec::new(),
         migrated: t.migrated.clone(),
     };
     let name = trust_name(1);

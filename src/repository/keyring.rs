@@ -184,6 +184,7 @@ impl Repository {
             create_if_absent: OnceLock::from(create_if_absent),
             opened_by: "init".into(),
             auth,
+            audited: OnceLock::new(),
         })
     }
 
@@ -387,6 +388,7 @@ impl Repository {
     /// Full keys of domain `name`, including its identity: operators only.
     pub fn domain_for_read(&self, name: &str) -> Result<DomainKeys> {
         let identities = self.require_operator("reading backed-up content")?;
+        self.require_audited("reading backed-up content")?;
         let object = format!("{}.operator", self.domain_object(name));
         let stored = self.backend.get(&object)?;
         let (sealed, _) = self.verify(ObjectKind::KeyRecord, &object, &stored)?;

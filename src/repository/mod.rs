@@ -68,6 +68,9 @@ pub struct Repository {
     pub opened_by: String,
     /// Format 2: who may sign and this process's signing key; `None` for format 1.
     auth: Option<trust::Auth>,
+    /// Set once this process's audit entry is written (or kept offline): no domain identity is
+    /// unwrapped before (reads fail closed).
+    audited: OnceLock<()>,
 }
 
 impl Repository {
@@ -192,6 +195,7 @@ impl Repository {
             sessions: Mutex::default(),
             create_if_absent: OnceLock::new(),
             auth,
+            audited: OnceLock::new(),
         })
     }
 
@@ -394,7 +398,8 @@ impl Repository {
     /// Delete a pack or a bookkeeping object (prune, forget, release, leases); anything else,
     /// such as `config` or a name outside the namespace, is refused.
     pub fn delete_object(&self, name: &str) -> Result<()> {
-        if !(name.starts_with("packs/") || verify::kind_of(name).is_some()) {
+        let audit = verify::kind_of(name).is_some_and(ObjectKind::is_audit);
+        if audit || !(name.starts_with("packs/") || verify::kind_of(name).is_some()) {
             return Err(Error::Invalid(format!(
                 "internal error: '{name}' is not an object custodian deletes"
             )));
@@ -420,6 +425,49 @@ impl Repository {
     /// reader of the mirror verifies them through its own namespace.
     pub fn store_for_mirror(&self) -> Arc<dyn Backend> {
         self.backend.clone()
+    }
+
+    /// Record that this process's audit entry exists, which lets it unwrap domain identities.
+    pub fn mark_audited(&self) {
+        let _ = self.audited.set(());
+    }
+
+    /// Refuse to read content before the audit entry is written (see `crate::audit`).
+    pub(crate) fn require_audited(&self, what: &str) -> Result<()> {
+        match self.audited.get() {
+            Some(()) => Ok(()),
+            None => Err(Error::AuditUnavailable {
+                op: what.to_string(),
+                cause: "no audit entry was written for this command".into(),
+            }),
+        }
+    }
+
+    /// The store, for the audit log's own namespace (`crate::audit::chain`).
+    pub(crate) fn backend_ref(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// Seal an audit entry's details to the metadata key and the auditors.
+    pub fn seal_for_audit(&self, plain: &[u8]) -> Result<Vec<u8>> {
+        let mut recipients = vec![self.meta_recipient.clone()];
+        for r in self.auth.iter().flat_map(|a| a.auditor_recipients()) {
+            recipients.push(crypto::keys::parse_recipient(
+                &r,
+                "auditor in the trust list",
+            )?);
+        }
+        Ok(crypto::seal_to(&recipients, plain, "audit entry")?)
+    }
+
+    /// Open an audit entry's details with the metadata key (writers and operators).
+    pub fn open_audit(&self, sealed: &[u8]) -> Result<Vec<u8>> {
+        Ok(crypto::open_with(
+            &[&self.meta.identity],
+            sealed,
+            "audit entry",
+            "It was not sealed for this repository.",
+        )?)
     }
 
     /// Format 2's trust list, if this repository has one.

@@ -30,13 +30,48 @@ pub enum Anchor {
         pin_dir: Option<PathBuf>,
         recipient: String,
     },
+    /// An auditor (its age recipient): like an operator who did not create the repository, it
+    /// trusts the first list only once pinned, and must be on the newest list's auditors.
+    Auditor {
+        pin_dir: Option<PathBuf>,
+        recipient: String,
+    },
+}
+
+/// What the access registry lets a key do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Operator,
+    Writer,
+    Auditor,
+}
+
+impl Role {
+    /// The role's name in entries and listings.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Operator => "operator",
+            Role::Writer => "writer",
+            Role::Auditor => "auditor",
+        }
+    }
+}
+
+/// A key that may sign: who it is, in which role, and its name in the registry.
+#[derive(Clone, Debug)]
+pub struct Signer {
+    pub who: String,
+    pub role: Role,
+    pub name: Option<String>,
 }
 
 /// Who may sign, and the key this process signs with.
 pub struct Auth {
     signer: ObjectSigner,
     /// Public key -> who it is, for listings and messages.
-    trusted: HashMap<[u8; 32], String>,
+    trusted: HashMap<[u8; 32], Signer>,
+    /// Revoked writer keys -> who, and what they had signed when revoked (only that verifies).
+    revoked: HashMap<[u8; 32], (String, Migration)>,
     /// The newest trust list and its object name.
     pub list: TrustList,
     pub list_name: String,
@@ -94,12 +129,9 @@ impl Auth {
             )));
         };
         check_config(config, &list)?;
-        if let (
-            Anchor::Operator {
-                pin_dir: Some(dir), ..
-            },
-            Some((first, bytes)),
-        ) = (anchor, chain.first().map(|(n, b)| (n, b)))
+        check_member(&list, anchor)?;
+        if let (Some(dir), Some((first, bytes))) =
+            (anchor.pin_dir(), chain.first().map(|(n, b)| (n, b)))
         {
             // Only now that the whole chain verified: pin it, so a replaced list or a downgrade
             // to format 1 is caught on this machine later.
@@ -117,8 +149,10 @@ impl Auth {
             Some(hash) => read_migration(backend, &list, hash)?,
             None => Migration::default(),
         };
+        let revoked = read_revocations(backend, &list)?;
         Ok(Auth {
             trusted: trusted_keys(&list),
+            revoked,
             signer,
             list,
             list_name: name,
@@ -135,6 +169,16 @@ impl Auth {
     /// other key could not be verified by anyone, so it is refused before it is written.
     pub fn sign(&self, kind: ObjectKind, name: &str, body: Vec<u8>) -> Result<Vec<u8>> {
         let public = self.signer.public();
+        if self
+            .trusted
+            .get(&public)
+            .is_some_and(|s| s.role == Role::Auditor && !kind.is_audit())
+        {
+            return Err(Error::Invalid(format!(
+                "an auditor writes only to the audit log, not a {}",
+                kind.what()
+            )));
+        }
         if !self.trusted.contains_key(&public) {
             return Err(Error::Invalid(format!(
                 "your operator signing key {} is not on this repository's trust list, so nothing \
@@ -198,20 +242,66 @@ impl Auth {
             Err(e) => return Err(forged(name, &e.to_string())),
         };
         match self.trusted.get(&by) {
-            Some(who) if operator_only(kind, name) && !who.starts_with("operator ") => Err(forged(
+            Some(s) if operator_only(kind, name) && s.role != Role::Operator => Err(forged(
                 name,
-                &format!("is signed by {who}, but only an operator may write it"),
+                &format!("is signed by {}, but only an operator may write it", s.who),
             )),
-            Some(who) => Ok((body, who.clone())),
-            None => Err(forged(
+            Some(s) if s.role == Role::Auditor && !kind.is_audit() => Err(forged(
                 name,
                 &format!(
+                    "is signed by {}, but an auditor writes only audit entries",
+                    s.who
+                ),
+            )),
+            Some(s) => Ok((body, s.who.clone())),
+            None => match self.revoked.get(&by) {
+                Some((who, vouched)) if vouched_by(vouched, kind, name, stored) => {
+                    Ok((body, format!("{who} (before its revocation)")))
+                }
+                Some((who, _)) => Err(forged(
+                    name,
+                    &format!(
+                        "is signed by {who}, which was revoked, and it is not among what that \
+                         credential had written by then (a stolen credential forging after \
+                         revocation)"
+                    ),
+                )),
+                None => Err(forged(
+                    name,
+                    &format!(
                     "is signed by credential key {}, which is not on this repository's list of \
                      writers and operators",
                     key_id(&by)
                 ),
-            )),
+                )),
+            },
         }
+    }
+
+    /// Who a key is, if it may sign.
+    pub fn signer(&self, key: &[u8; 32]) -> Option<&Signer> {
+        self.trusted.get(key)
+    }
+
+    /// This process's key, and who the registry says it is.
+    pub fn own(&self) -> ([u8; 32], Option<&Signer>) {
+        let key = self.signer.public();
+        (key, self.trusted.get(&key))
+    }
+
+    /// Sign with this process's key without the trust-list check, for the audit log's
+    /// checkpoints kept outside the repository.
+    pub fn signing_key(&self) -> &ObjectSigner {
+        &self.signer
+    }
+
+    /// The auditors' age recipients: the audit log is sealed to them too.
+    pub fn auditor_recipients(&self) -> Vec<String> {
+        self.list
+            .auditors
+            .iter()
+            .map(|a| a.recipient.clone())
+            .collect()
     }
 
     /// Whether `migrate` vouched for pack `id` (a format-1 pack, whose header has no data-hash).
@@ -222,22 +312,33 @@ impl Auth {
             .is_ok()
     }
 
-    /// Whether `migrate` listed this unsigned object with exactly these bytes (a pack header
-    /// is vouched for by its pack, whose name is the hash of all its bytes).
+    /// Whether `migrate` listed this unsigned object with exactly these bytes.
     fn vouched(&self, kind: ObjectKind, name: &str, stored: &[u8]) -> bool {
-        if kind == ObjectKind::PackHeader {
-            let id = name.rsplit('/').next().unwrap_or_default();
-            return self
-                .legacy
-                .packs
-                .binary_search_by(|p| p.as_str().cmp(id))
-                .is_ok();
-        }
-        self.legacy
-            .objects
-            .get(name)
-            .is_some_and(|h| *h == hex::encode(crate::id::content_hash(stored)))
+        vouched_by(&self.legacy, kind, name, stored)
     }
+}
+
+impl Anchor {
+    fn pin_dir(&self) -> Option<&Path> {
+        match self {
+            Anchor::Operator { pin_dir, .. } | Anchor::Auditor { pin_dir, .. } => {
+                pin_dir.as_deref()
+            }
+            Anchor::Writer { .. } => None,
+        }
+    }
+}
+
+/// Whether `list` names this object with exactly these bytes (a pack header is vouched for by
+/// its pack, whose name is the hash of all its bytes).
+fn vouched_by(list: &Migration, kind: ObjectKind, name: &str, stored: &[u8]) -> bool {
+    if kind == ObjectKind::PackHeader {
+        let id = name.rsplit('/').next().unwrap_or_default();
+        return list.packs.binary_search_by(|p| p.as_str().cmp(id)).is_ok();
+    }
+    list.objects
+        .get(name)
+        .is_some_and(|h| *h == hex::encode(crate::id::content_hash(stored)))
 }
 
 /// Objects only an operator writes: the operators' key records (the metadata key and the
@@ -264,32 +365,33 @@ fn bind(kind: ObjectKind, name: &str) -> &str {
 }
 
 fn read_migration(backend: &dyn Backend, list: &TrustList, hash: &str) -> Result<Migration> {
-    let listed = backend.list("keys/")?;
-    let size = listed
-        .iter()
-        .find(|o| o.name == MIGRATION_NAME)
-        .map_or(0, |o| o.size);
-    if size > ObjectKind::Migration.max_stored() {
-        return Err(forged(
-            MIGRATION_NAME,
-            "is larger than any migration list may be",
-        ));
-    }
-    let stored = backend.get(MIGRATION_NAME)?;
+    read_vouched_list(backend, list, MIGRATION_NAME, hash)
+}
+
+/// A list of objects an operator vouches for (`migrate`'s, or a revocation's), which the trust
+/// list names by the hash of its stored bytes.
+fn read_vouched_list(
+    backend: &dyn Backend,
+    list: &TrustList,
+    name: &str,
+    hash: &str,
+) -> Result<Migration> {
+    let stored = match backend.get_if_present(name)? {
+        Some(b) if b.len() as u64 <= ObjectKind::Migration.max_stored() => b,
+        Some(_) => return Err(forged(name, "is larger than any such list may be")),
+        None => return Err(forged(name, "is missing, though the trust list names it")),
+    };
     if hex::encode(crate::id::content_hash(&stored)) != hash {
-        return Err(forged(
-            MIGRATION_NAME,
-            "is not the one the trust list names",
-        ));
+        return Err(forged(name, "is not the one the trust list names"));
     }
-    let (by, body) = open_envelope(ObjectKind::Migration.what(), MIGRATION_NAME, &stored)
-        .map_err(|e| forged(MIGRATION_NAME, &e.to_string()))?;
+    let (by, body) = open_envelope(ObjectKind::Migration.what(), name, &stored)
+        .map_err(|e| forged(name, &e.to_string()))?;
     if !operator_keys(list).contains(&by) {
-        return Err(forged(MIGRATION_NAME, "is not signed by an operator"));
+        return Err(forged(name, "is not signed by an operator"));
     }
-    let mut migration: Migration = decode_json(body, MIGRATION_NAME, TRUST_VERSION)?;
-    migration.packs.sort();
-    Ok(migration)
+    let mut vouched: Migration = decode_json(body, name, TRUST_VERSION)?;
+    vouched.packs.sort();
+    Ok(vouched)
 }
 
 /// Refuse to treat a repository as format 1 when this credential or machine knows it was
@@ -362,7 +464,8 @@ fn parse_key(hex_key: &str) -> Option<[u8; 32]> {
 
 /// Keys that may have signed the first list: for a writer, the operator keys its credential
 /// was issued with; for an operator, its own key, else (trust on first use) the listed
-/// operator who signed it, pinned so that a replaced list is caught later.
+/// operator who signed it, pinned so that a replaced list is caught later. An auditor always
+/// trusts on first use (it signs no trust list).
 fn genesis_signers(
     list: &TrustList,
     anchor: &Anchor,
@@ -370,32 +473,25 @@ fn genesis_signers(
     bytes: &[u8],
     location: &str,
 ) -> Result<Vec<[u8; 32]>> {
-    let (pin_dir, recipient) = match anchor {
+    let (pin_dir, recipient, operator) = match anchor {
         Anchor::Writer { operator_keys, .. } => return Ok(operator_keys.clone()),
-        Anchor::Operator { pin_dir, recipient } => (pin_dir.as_deref(), recipient),
+        Anchor::Operator { pin_dir, recipient } => (pin_dir.as_deref(), recipient, true),
+        Anchor::Auditor { pin_dir, recipient } => (pin_dir.as_deref(), recipient, false),
     };
-    if !list.operators.iter().any(|o| o.recipient == *recipient) {
-        return Err(Error::Invalid(format!(
-            "your identity (public key {recipient}) is not one of this repository's operators \
-             ({}). Use an operator identity that was given to 'custodian init'.",
-            list.operators
-                .iter()
-                .map(|o| o.recipient.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )));
-    }
     let pinned = match pin_dir {
         Some(dir) => check_pin(dir, location, list, bytes)?,
         None => false,
     };
     let listed = operator_keys(list);
-    if listed.contains(&own) {
+    if operator && listed.contains(&own) {
         // Signed by this operator (the caller checks, then pins it: `pin_verified`).
         return Ok(vec![own]);
     }
     if pinned {
         return Ok(listed);
+    }
+    if operator && !list.operators.iter().any(|o| o.recipient == *recipient) {
+        return Err(not_operator(list, recipient));
     }
     Err(Error::Invalid(format!(
         "this machine has not seen repository {} before, and its trust list was signed by {}, \
@@ -409,6 +505,66 @@ fn genesis_signers(
     )))
 }
 
+fn not_operator(list: &TrustList, recipient: &str) -> Error {
+    if list.auditors.iter().any(|a| a.recipient == recipient) {
+        return Error::Invalid(format!(
+            "your identity ({recipient}) is an auditor of this repository: auditors verify the \
+             audit log and the repository's structure ('custodian audit verify', 'audit log', \
+             'check', 'report'), and never read records or file names."
+        ));
+    }
+    Error::Invalid(format!(
+        "your identity (public key {recipient}) is not one of this repository's operators \
+         ({}). Use an operator identity that was given to 'custodian init' or added with \
+         'custodian access add-operator'.",
+        list.operators
+            .iter()
+            .map(|o| o.recipient.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// The caller must be on the newest list in its role, and not expired: a removed operator or
+/// auditor stops here, whatever it pinned before.
+fn check_member(list: &TrustList, anchor: &Anchor) -> Result<()> {
+    let now = crate::clock::now();
+    let (expires, who) = match anchor {
+        Anchor::Writer { .. } => return Ok(()),
+        Anchor::Operator { recipient, .. } => {
+            let Some(o) = list.operators.iter().find(|o| o.recipient == *recipient) else {
+                return Err(not_operator(list, recipient));
+            };
+            (
+                o.registry.as_ref().and_then(|r| r.expires.clone()),
+                "operator",
+            )
+        }
+        Anchor::Auditor { recipient, .. } => {
+            let Some(a) = list.auditors.iter().find(|a| a.recipient == *recipient) else {
+                return Err(Error::Invalid(format!(
+                    "your identity ({recipient}) is not one of this repository's auditors. An \
+                     operator adds auditors with 'custodian access add-auditor'."
+                )));
+            };
+            (a.registry.expires.clone(), "auditor")
+        }
+    };
+    match expires {
+        Some(t) if expired(&t, now) => Err(Error::Invalid(format!(
+            "your {who} access to repository {} expired at {t}. Ask an operator to extend it \
+             ('custodian access add-{who} … --expires DATE').",
+            list.repo_id.short()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Whether an expiry time has passed; a time that does not parse counts as passed (fail closed).
+pub fn expired(expires: &str, now: std::time::SystemTime) -> bool {
+    humantime::parse_rfc3339_weak(expires).map_or(true, |t| t <= now)
+}
+
 /// What operators compare before trusting a repository they did not create: the first 32 hex
 /// characters (128 bits) of `H(first trust list as stored)`.
 pub fn fingerprint(bytes: &[u8]) -> String {
@@ -418,14 +574,19 @@ pub fn fingerprint(bytes: &[u8]) -> String {
 /// The pin file for a repository location (an attacker controls the repository id, not where
 /// the operator points custodian).
 fn pin_file(dir: &Path, location: &str) -> PathBuf {
-    // One repository, one pin: `/srv/r`, `/srv/r/` and a symlink to it are the same place.
+    dir.join(location_key(location))
+}
+
+/// A file name for what this machine keeps about the repository at `location` (pins, audit
+/// anchors): one repository, one name, so `/srv/r`, `/srv/r/` and a symlink to it agree.
+pub fn location_key(location: &str) -> String {
     let canonical = match location.contains("://") {
         true => location.to_string(),
         false => std::fs::canonicalize(location)
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| location.to_string()),
     };
-    dir.join(&hex::encode(crate::id::content_hash(canonical.as_bytes()))[..32])
+    hex::encode(crate::id::content_hash(canonical.as_bytes()))[..32].to_string()
 }
 
 /// Whether a pin exists for `location` and matches; a different one is an error.
@@ -521,32 +682,100 @@ fn check_writer(
              written; ask an operator to check the repository."
         )));
     }
-    if !list.writers.iter().any(|w| parse_key(&w.key) == Some(own)) {
-        return Err(Error::Invalid(format!(
-            "writer credential {credential_id} is not on this repository's list of writers: it \
-             was revoked, or it belongs to someone else. Nothing was written; ask an operator \
-             for a valid credential."
-        )));
+    let now = crate::clock::now();
+    match list.writers.iter().find(|w| parse_key(&w.key) == Some(own)) {
+        Some(w) if w.revoked.is_some() => {
+            let r = w.revoked.as_ref().map(|r| (r.time.as_str(), r.by.as_str()));
+            let (time, by) = r.unwrap_or_default();
+            return Err(Error::Invalid(format!(
+                "writer credential {credential_id} ('{}') was revoked at {time} by {by}: \
+                 nothing was written. If this server should still back up, an operator issues \
+                 it a new credential with 'custodian access issue-writer --name NAME --out FILE'.",
+                w.name
+            )));
+        }
+        Some(w) if w.expires.as_deref().is_some_and(|t| expired(t, now)) => {
+            return Err(Error::Invalid(format!(
+                "writer credential {credential_id} ('{}') expired at {}: nothing was written. \
+                 An operator issues a new one with 'custodian access issue-writer'.",
+                w.name,
+                w.expires.as_deref().unwrap_or_default()
+            )));
+        }
+        Some(_) => return Ok(()),
+        None => {}
     }
-    Ok(())
+    Err(Error::Invalid(format!(
+        "writer credential {credential_id} is not on this repository's list of writers: it \
+         belongs to someone else, or the list was changed. Nothing was written; ask an operator \
+         for a valid credential."
+    )))
 }
 
-fn trusted_keys(list: &TrustList) -> HashMap<[u8; 32], String> {
+fn trusted_keys(list: &TrustList) -> HashMap<[u8; 32], Signer> {
     let mut out = HashMap::new();
-    for w in &list.writers {
+    for w in list.writers.iter().filter(|w| w.revoked.is_none()) {
         if let Some(k) = parse_key(&w.key) {
+            let who = format!("writer credential {} ({})", short(&w.id), w.name);
+            let name = Some(w.name.clone());
             out.insert(
                 k,
-                format!("writer credential {} ({})", short(&w.id), w.name),
+                Signer {
+                    who,
+                    role: Role::Writer,
+                    name,
+                },
             );
         }
     }
     for o in &list.operators {
         if let Some(k) = o.signing_key.as_deref().and_then(parse_key) {
-            out.insert(k, format!("operator {}", key_id(&k)));
+            let who = format!("operator {}", key_id(&k));
+            let name = o.registry.as_ref().map(|r| r.name.clone());
+            out.insert(
+                k,
+                Signer {
+                    who,
+                    role: Role::Operator,
+                    name,
+                },
+            );
+        }
+    }
+    for a in &list.auditors {
+        if let Some(k) = parse_key(&a.signing_key) {
+            let who = format!("auditor {}", key_id(&k));
+            let name = Some(a.registry.name.clone());
+            out.insert(
+                k,
+                Signer {
+                    who,
+                    role: Role::Auditor,
+                    name,
+                },
+            );
         }
     }
     out
+}
+
+/// For each revoked writer, the list of what it had signed by then (`keys/revoked-<id>`),
+/// checked against the hash the trust list names and signed by an operator.
+fn read_revocations(
+    backend: &dyn Backend,
+    list: &TrustList,
+) -> Result<HashMap<[u8; 32], (String, Migration)>> {
+    let mut out = HashMap::new();
+    for w in &list.writers {
+        let (Some(revocation), Some(key)) = (&w.revoked, parse_key(&w.key)) else {
+            continue;
+        };
+        let name = crate::format::trust::revoked_name(&w.id);
+        let vouched = read_vouched_list(backend, list, &name, &revocation.vouched)?;
+        let who = format!("writer credential {} ({})", short(&w.id), w.name);
+        out.insert(key, (who, vouched));
+    }
+    Ok(out)
 }
 
 fn short(id: &str) -> &str {

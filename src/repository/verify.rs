@@ -20,8 +20,13 @@ pub fn kind_of(name: &str) -> Option<ObjectKind> {
         "locks" => ObjectKind::Lease,
         "drills" => ObjectKind::DrillReport,
         "sessions" => ObjectKind::Session,
+        "audit" if name.starts_with(crate::format::audit::LOG_PREFIX) => ObjectKind::AuditEntry,
+        "audit" if name.starts_with(crate::format::audit::CHECKPOINT_PREFIX) => {
+            ObjectKind::AuditCheckpoint
+        }
         "keys" if name.starts_with("keys/trust-") => ObjectKind::Trust,
         "keys" if name == crate::format::trust::MIGRATION_NAME => ObjectKind::Migration,
+        "keys" if name.starts_with("keys/revoked-") => ObjectKind::Migration,
         "keys" if name.ends_with(".writer") => ObjectKind::DomainWriter,
         "keys" => ObjectKind::KeyRecord,
         _ => return None,
@@ -42,6 +47,7 @@ pub fn all_objects(repo: &Repository) -> Result<Vec<(crate::backend::ObjectInfo,
         "drills/",
         "sessions/",
         "keys/",
+        "audit/",
     ] {
         for object in repo.backend.list(folder)? {
             if let Some(kind) = kind_of(&object.name) {
@@ -91,5 +97,14 @@ mod tests {
         assert_eq!(kind_of("prune/ab"), Some(ObjectKind::Marker));
         assert_eq!(kind_of("packs/ab/abcd"), None);
         assert_eq!(kind_of("config"), None);
+        assert_eq!(
+            kind_of("audit/log/000000000001"),
+            Some(ObjectKind::AuditEntry)
+        );
+        assert_eq!(
+            kind_of("audit/checkpoints/000000000001-000000000001"),
+            Some(ObjectKind::AuditCheckpoint)
+        );
+        assert_eq!(kind_of("keys/revoked-ab"), Some(ObjectKind::Migration));
     }
 }

@@ -1,0 +1,230 @@
+//! The chain of entries in the store: finding its head, appending after it, and verifying all
+//! of it. Needs only the store and the trust list ([`Auth`]): no key that opens anything, so an
+//! auditor verifies with the same code as the daemon appends.
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::format::audit::{
+    checkpoint_name, entry_name, parse_checkpoint_name, parse_entry_name, Checkpoint, EntryBody,
+    AUDIT_VERSION, CHECKPOINT_PREFIX, LOG_PREFIX,
+};
+use crate::format::{decode_json, ObjectKind};
+use crate::repository::trust::Auth;
+
+/// The last entry: its number (0 for an empty log) and `hex(H(stored bytes))`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: Option<String>,
+}
+
+/// The store and the trust list that says whose signatures count.
+pub struct Store<'a> {
+    pub backend: &'a dyn Backend,
+    pub auth: &'a Auth,
+}
+
+/// A verified entry: its body, the hash of its stored bytes and who signed it.
+pub struct Entry {
+    pub body: EntryBody,
+    pub hash: String,
+    pub by: String,
+}
+
+impl Store<'_> {
+    /// Fetch entry `seq` and check its signature, signer, size and number; `None` if absent.
+    pub fn entry(&self, seq: u64) -> Result<Option<Entry>> {
+        let name = entry_name(seq);
+        let Some(stored) = self.backend.get_if_present(&name)? else {
+            return Ok(None);
+        };
+        self.open_entry(&name, seq, &stored).map(Some)
+    }
+
+    fn open_entry(&self, name: &str, seq: u64, stored: &[u8]) -> Result<Entry> {
+        if stored.len() as u64 > ObjectKind::AuditEntry.max_stored() {
+            return Err(bad(name, "is larger than any audit entry may be"));
+        }
+        let (body, by) = self.auth.verify(ObjectKind::AuditEntry, name, stored)?;
+        let body: EntryBody = decode_json(body, name, AUDIT_VERSION)?;
+        if body.seq != seq {
+            return Err(bad(name, "holds another entry's number"));
+        }
+        let hash = hex::encode(crate::id::content_hash(stored));
+        Ok(Entry { body, hash, by })
+    }
+
+    /// The head, starting from `hint` (a head this process or machine saw before) and walking
+    /// forward, or from a listing when there is no hint. A hint whose entry is gone or changed
+    /// means the log was truncated or rewritten: refused.
+    pub fn head(&self, hint: Option<&Head>) -> Result<Head> {
+        let mut head = match hint.filter(|h| h.seq > 0) {
+            Some(h) => self.check_hint(h)?,
+            None => self.listed_head()?,
+        };
+        loop {
+            match self.entry(head.seq + 1)? {
+                Some(next) if next.body.prev == head.hash => {
+                    head = Head {
+                        seq: head.seq + 1,
+                        hash: Some(next.hash),
+                    }
+                }
+                Some(_) => {
+                    return Err(bad(
+                        &entry_name(head.seq + 1),
+                        "does not continue the chain before it",
+                    ))
+                }
+                None => return Ok(head),
+            }
+        }
+    }
+
+    fn check_hint(&self, hint: &Head) -> Result<Head> {
+        match self.entry(hint.seq)? {
+            Some(e) if Some(&e.hash) == hint.hash.as_ref() => Ok(hint.clone()),
+            Some(_) => Err(truncated(format!(
+                "entry {} is not the one this machine saw: the log was rewritten",
+                hint.seq
+            ))),
+            None => Err(truncated(format!(
+                "entry {} is gone, though this machine saw it: the log was truncated",
+                hint.seq
+            ))),
+        }
+    }
+
+    fn listed_head(&self) -> Result<Head> {
+        let last = self
+            .backend
+            .list(LOG_PREFIX)?
+            .iter()
+            .filter_map(|o| parse_entry_name(&o.name))
+            .max();
+        let Some(seq) = last else {
+            return Ok(Head::default());
+        };
+        let entry = self
+            .entry(seq)?
+            .ok_or_else(|| bad(&entry_name(seq), "vanished while it was read"))?;
+        Ok(Head {
+            seq,
+            hash: Some(entry.hash),
+        })
+    }
+
+    /// Append `make(head)` (the signed bytes of the next entry) after the head, retrying when
+    /// another process took the number first. Returns the new head.
+    pub fn append(
+        &self,
+        hint: Option<&Head>,
+        make: impl Fn(&Head) -> Result<Vec<u8>>,
+    ) -> Result<Head> {
+        let mut head = self.head(hint)?;
+        for _ in 0..64 {
+            let stored = make(&head)?;
+            let seq = head.seq + 1;
+            if self.backend.put_new(&entry_name(seq), &stored)? {
+                let hash = hex::encode(crate::id::content_hash(&stored));
+                return Ok(Head {
+                    seq,
+                    hash: Some(hash),
+                });
+            }
+            head = self.head(Some(&head))?;
+        }
+        Err(Error::Invalid(
+            "the audit log grew under this command 64 times in a row; run it again".into(),
+        ))
+    }
+
+    /// Store a checkpoint of `head`, closing entry `closes` (0: a periodic one).
+    pub fn checkpoint(&self, head: &Head, body: &Checkpoint, closes: u64) -> Result<()> {
+        let name = checkpoint_name(head.seq, closes);
+        let json = crate::compress::json_bytes(body)?;
+        let stored = self.auth.sign(ObjectKind::AuditCheckpoint, &name, json)?;
+        self.backend.put_new(&name, &stored)?;
+        Ok(())
+    }
+
+    /// Every checkpoint by name, verified or with what is wrong with it (vanished ones left
+    /// out).
+    pub fn checkpoints(&self) -> Result<Vec<(String, std::result::Result<Checkpoint, String>)>> {
+        let mut out = Vec::new();
+        for object in self.backend.list(CHECKPOINT_PREFIX)? {
+            let opened = match parse_checkpoint_name(&object.name) {
+                None => Err("is not a checkpoint name".to_string()),
+                Some((count, _)) => match self.open_checkpoint(&object, count) {
+                    Ok(None) => continue,
+                    Ok(Some(c)) => Ok(c),
+                    Err(e) => Err(e.to_string()),
+                },
+            };
+            out.push((object.name, opened));
+        }
+        Ok(out)
+    }
+
+    fn open_checkpoint(
+        &self,
+        object: &crate::backend::ObjectInfo,
+        count: u64,
+    ) -> Result<Option<Checkpoint>> {
+        if object.size > ObjectKind::AuditCheckpoint.max_stored() {
+            return Err(bad(&object.name, "is larger than any checkpoint may be"));
+        }
+        let Some(stored) = self.backend.get_if_present(&object.name)? else {
+            return Ok(None);
+        };
+        let (body, _) = self
+            .auth
+            .verify(ObjectKind::AuditCheckpoint, &object.name, &stored)?;
+        let checkpoint: Checkpoint = decode_json(body, &object.name, AUDIT_VERSION)?;
+        if checkpoint.count != count {
+            return Err(bad(&object.name, "holds another checkpoint's count"));
+        }
+        Ok(Some(checkpoint))
+    }
+}
+
+/// Fetch and check entries `seqs` on `workers` threads, in order: `f` turns each outcome into
+/// what the caller keeps.
+pub fn each_entry<T: Send>(
+    store: &Store,
+    seqs: &[u64],
+    workers: usize,
+    f: impl Fn(u64, Result<Option<Entry>>) -> T + Sync,
+) -> Vec<T> {
+    let chunk = seqs.len().div_ceil(workers.max(1)).max(1);
+    let f = &f;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = seqs
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(|s| f(*s, store.entry(*s))).collect()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h: std::thread::ScopedJoinHandle<'_, Vec<T>>| {
+                // A panicking checker is a bug; its part is reported as unreadable below.
+                h.join().unwrap_or_default()
+            })
+            .collect()
+    })
+}
+
+/// An audit object that fails a check.
+pub fn bad(object: &str, why: &str) -> Error {
+    Error::Damaged(format!(
+        "{object} {why}. The audit log was tampered with or damaged; run 'custodian audit \
+         verify' and compare with a copy or a checkpoint kept elsewhere."
+    ))
+}
+
+fn truncated(why: String) -> Error {
+    Error::Damaged(format!(
+        "the repository's audit log does not match what this machine recorded: {why}. Nothing \
+         was read or written. Run 'custodian audit verify', and keep the repository as it is for \
+         the investigation."
+    ))
+}

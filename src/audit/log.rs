@@ -1,0 +1,120 @@
+//! Reading the log for people: each entry's sealed details opened with the caller's key (the
+//! metadata key, or an auditor's identity), joined with the result its closing checkpoint gives.
+
+use super::chain::{each_entry, Store};
+use crate::error::{Error, Result};
+use crate::format::audit::{parse_entry_name, Closing, Details, AUDIT_VERSION, LOG_PREFIX};
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// Largest sealed details an entry may carry.
+const DETAILS_MAX: usize = 64 * 1024;
+
+/// One entry as people read it.
+#[derive(Clone, Debug, Serialize)]
+pub struct Record {
+    pub seq: u64,
+    pub time: String,
+    /// The key that signed the entry, as the trust list names it.
+    pub signed_by: String,
+    /// Kept on an operator's machine and uploaded later (`--audit-offline`).
+    pub offline: bool,
+    #[serde(flatten)]
+    pub details: Details,
+    /// The command's result from its closing checkpoint (`None`: no checkpoint closed it, so
+    /// the command ended before it could say).
+    pub closed: Option<Closing>,
+}
+
+impl Record {
+    /// "ok", "failed", … or "unknown (no closing checkpoint)".
+    pub fn result(&self) -> &str {
+        match (&self.details.result, &self.closed) {
+            (Some(r), _) => r,
+            (None, Some(c)) => &c.result,
+            (None, None) => "unknown",
+        }
+    }
+}
+
+/// Every entry in order, opened with `open` (sealed bytes to zstd JSON). An entry that fails
+/// its checks stops the reading: `audit verify` says why.
+pub fn read(
+    store: &Store,
+    open: &(dyn Fn(&[u8]) -> Result<Vec<u8>> + Sync),
+    workers: usize,
+) -> Result<Vec<Record>> {
+    let mut seqs: Vec<u64> = store
+        .backend
+        .list(LOG_PREFIX)?
+        .iter()
+        .filter_map(|o| parse_entry_name(&o.name))
+        .collect();
+    seqs.sort_unstable();
+    let closings = closings(store)?;
+    let records = each_entry(store, &seqs, workers, |seq, found| {
+        let entry = found?.ok_or_else(|| super::chain::bad(&format!("entry {seq}"), "vanished"))?;
+        let sealed = hex::decode(&entry.body.sealed).map_err(|_| {
+            super::chain::bad(
+                &format!("audit entry {seq}"),
+                "holds details that are not hex",
+            )
+        })?;
+        let details: Details = crate::format::decode_packed(
+            &open(&sealed)?,
+            &format!("audit entry {seq}"),
+            AUDIT_VERSION,
+            DETAILS_MAX,
+        )?;
+        Ok::<_, Error>(Record {
+            seq,
+            time: entry.body.time,
+            signed_by: entry.by,
+            offline: entry.body.offline,
+            details,
+            closed: closings.get(&seq).cloned(),
+        })
+    });
+    records.into_iter().collect()
+}
+
+/// Results by entry, from the checkpoints that close them (bad checkpoints are left to verify).
+fn closings(store: &Store) -> Result<HashMap<u64, Closing>> {
+    Ok(store
+        .checkpoints()?
+        .into_iter()
+        .filter_map(|(_, c)| c.ok()?.closes)
+        .map(|c| (c.seq, c))
+        .collect())
+}
+
+/// Filters of `audit log` (restic style: all must match).
+#[derive(Clone, Debug, Default)]
+pub struct Query {
+    pub source: Option<String>,
+    pub since: Option<std::time::SystemTime>,
+    /// A credential or operator id, or a registry name (substring, any case).
+    pub actor: Option<String>,
+}
+
+impl Query {
+    /// Whether `r` passes every filter.
+    pub fn matches(&self, r: &Record) -> bool {
+        let source = self
+            .source
+            .as_ref()
+            .is_none_or(|s| r.details.source.as_deref() == Some(s.as_str()));
+        let since = self
+            .since
+            .is_none_or(|since| humantime::parse_rfc3339_weak(&r.time).is_ok_and(|t| t >= since));
+        let actor = self.actor.as_ref().is_none_or(|a| {
+            let a = a.to_lowercase();
+            r.details.actor.to_lowercase().contains(&a)
+                || r.details
+                    .name
+                    .as_ref()
+                    .is_some_and(|n| n.to_lowercase().contains(&a))
+        });
+        source && since && actor
+    }
+}
