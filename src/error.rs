@@ -98,10 +98,11 @@ pub enum Error {
     /// A command that cannot leave its audit entry does not run (reads fail closed).
     #[error(
         "{op} was refused: its audit entry could not be written to the repository ({cause}). \
-         custodian does not read customer records without leaving evidence. Give the repository \
-         back write access to its audit/ folder and run the command again; in an emergency, \
-         when the storage is read-only, run it again with --audit-offline 'WHY': the entry is \
-         kept on this machine, uploaded at the next contact, and flagged in every report."
+         custodian does not touch customer records without leaving evidence. Give the \
+         repository back write access to its audit/ folder and run the command again; in an \
+         emergency, when the storage is read-only, run it again with --audit-offline 'WHY': the \
+         entry is kept on this machine, uploaded at the next contact, and flagged in every \
+         report."
     )]
     AuditUnavailable { op: String, cause: String },
     #[error("{0}")]

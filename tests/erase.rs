@@ -65,7 +65,11 @@ fn erase_acme(mut cmd: std::process::Command, extra: &[&str]) -> std::process::O
 
 fn operator_repo(w: &World) -> Repository {
     let backend = custodian::backend::open(w.repo.to_str().unwrap()).unwrap();
-    Repository::open(backend, &Credential::Operator(w.operator.clone())).unwrap()
+    let repo = Repository::open(backend, &Credential::Operator(w.operator.clone())).unwrap();
+    // Reading content needs this process's audit entry first, as every command's does.
+    let intent = custodian::audit::Intent::read("test inspection", "erase test");
+    custodian::audit::begin(&repo, &intent, None, None).unwrap();
+    repo
 }
 
 /// Content and tree blobs of everything under `clients/acme` in every snapshot.

@@ -353,6 +353,17 @@ fn another_operator_trusts_only_a_confirmed_fingerprint_and_notices_a_swap() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let out = as_second(&["key", "trust", "--fingerprint", &fingerprint]);
     assert!(out.status.success(), "{}", text(&out));
+    // A read leaves an audit entry signed by the reader: until the first operator lists the
+    // second one's signing key, the second cannot sign one, so it cannot read.
+    let out = as_second(&["ls", "latest"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("key add-operator"), "{}", text(&out));
+    let out = w
+        .operator_cmd(&["key", "add-operator", "--recipient", &recipient, "--key"])
+        .arg(common::signing_key_of(&second))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
     let target = w.dir.path().join("second-restore");
     let mut c = w.cmd(&["restore", "latest", "--target"]);
     c.arg(&target)

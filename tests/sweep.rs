@@ -131,6 +131,11 @@ fn sweep(case: &Case) -> usize {
     let w = case.at;
     let mut paths: Vec<&Path> = vec![&w.repo, &w.state];
     paths.extend(case.creates.iter().map(|p| p.as_path()));
+    // A command run from another world keeps its audit anchors there: it goes back too, or the
+    // reset repository would look truncated to that machine (as it should).
+    if let Some(via) = case.via {
+        paths.extend([via.repo.as_path(), via.state.as_path()]);
+    }
     let base = Baseline::save(&paths);
     let before = snapshots_of(w).len();
     let log = w.dir.path().join("ops.log");

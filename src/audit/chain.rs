@@ -116,16 +116,19 @@ impl Store<'_> {
 
     /// Append `make(head)` (the signed bytes of the next entry) after the head, retrying when
     /// another process took the number first. Returns the new head.
+    /// `put_new` creates a name only if absent, and must be reliable on this store (see
+    /// `Repository::create_exclusive`): two entries under one number would fork the chain.
     pub fn append(
         &self,
         hint: Option<&Head>,
         make: impl Fn(&Head) -> Result<Vec<u8>>,
+        put_new: impl Fn(&str, &[u8]) -> Result<bool>,
     ) -> Result<Head> {
         let mut head = self.head(hint)?;
         for _ in 0..64 {
             let stored = make(&head)?;
             let seq = head.seq + 1;
-            if self.backend.put_new(&entry_name(seq), &stored)? {
+            if put_new(&entry_name(seq), &stored)? {
                 let hash = hex::encode(crate::id::content_hash(&stored));
                 return Ok(Head {
                     seq,

@@ -11,7 +11,14 @@ pub fn jsonl(record: &Record) -> String {
 /// An RFC 5424 line: facility authpriv (10), severity notice (5), structured data with the
 /// entry's facts, and the reason as the message.
 pub fn syslog(record: &Record) -> String {
-    let d = &record.details;
+    let Some(d) = &record.details else {
+        return format!(
+            "<85>1 {} - custodian - audit [custodian@32473 seq=\"{}\" actor=\"{}\" sealed=\"true\"] entry not sealed to this key",
+            record.time,
+            record.seq,
+            sd_escape(&record.signed_by)
+        );
+    };
     let params = [
         ("seq", record.seq.to_string()),
         ("actor", d.actor.clone()),
@@ -22,7 +29,7 @@ pub fn syslog(record: &Record) -> String {
         ("source", d.source.clone().unwrap_or_default()),
         ("snapshots", d.snapshots.join(",")),
         ("result", record.result().to_string()),
-        ("offline", record.offline.to_string()),
+        ("offline", record.flagged_offline.to_string()),
     ];
     let sd: String = params
         .iter()

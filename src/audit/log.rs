@@ -17,10 +17,13 @@ pub struct Record {
     pub time: String,
     /// The key that signed the entry, as the trust list names it.
     pub signed_by: String,
-    /// Kept on an operator's machine and uploaded later (`--audit-offline`).
-    pub offline: bool,
+    /// Kept on an operator's machine and uploaded later (`--audit-offline`): the entry's
+    /// plain flag, which no one can remove without breaking its signature.
+    pub flagged_offline: bool,
+    /// What the entry says; `None` when it was not sealed to the reader's key (an auditor
+    /// added after it was written): its chain fields and signer are still shown and verified.
     #[serde(flatten)]
-    pub details: Details,
+    pub details: Option<Details>,
     /// The command's result from its closing checkpoint (`None`: no checkpoint closed it, so
     /// the command ended before it could say).
     pub closed: Option<Closing>,
@@ -29,7 +32,7 @@ pub struct Record {
 impl Record {
     /// "ok", "failed", … or "unknown (no closing checkpoint)".
     pub fn result(&self) -> &str {
-        match (&self.details.result, &self.closed) {
+        match (self.details.as_ref().and_then(|d| d.result.as_ref()), &self.closed) {
             (Some(r), _) => r,
             (None, Some(c)) => &c.result,
             (None, None) => "unknown",
@@ -60,17 +63,21 @@ pub fn read(
                 "holds details that are not hex",
             )
         })?;
-        let details: Details = crate::format::decode_packed(
-            &open(&sealed)?,
-            &format!("audit entry {seq}"),
-            AUDIT_VERSION,
-            DETAILS_MAX,
-        )?;
+        let details: Option<Details> = match open(&sealed) {
+            Ok(plain) => Some(crate::format::decode_packed(
+                &plain,
+                &format!("audit entry {seq}"),
+                AUDIT_VERSION,
+                DETAILS_MAX,
+            )?),
+            Err(Error::Crypto(crate::error::CryptoError::NoMatchingKey { .. })) => None,
+            Err(e) => return Err(e),
+        };
         Ok::<_, Error>(Record {
             seq,
             time: entry.body.time,
             signed_by: entry.by,
-            offline: entry.body.offline,
+            flagged_offline: entry.body.offline,
             details,
             closed: closings.get(&seq).cloned(),
         })
@@ -100,19 +107,18 @@ pub struct Query {
 impl Query {
     /// Whether `r` passes every filter.
     pub fn matches(&self, r: &Record) -> bool {
+        let d = r.details.as_ref();
         let source = self
             .source
             .as_ref()
-            .is_none_or(|s| r.details.source.as_deref() == Some(s.as_str()));
+            .is_none_or(|s| d.and_then(|d| d.source.as_deref()) == Some(s.as_str()));
         let since = self
             .since
             .is_none_or(|since| humantime::parse_rfc3339_weak(&r.time).is_ok_and(|t| t >= since));
         let actor = self.actor.as_ref().is_none_or(|a| {
             let a = a.to_lowercase();
-            r.details.actor.to_lowercase().contains(&a)
-                || r.details
-                    .name
-                    .as_ref()
+            r.signed_by.to_lowercase().contains(&a)
+                || d.and_then(|d| d.name.as_ref())
                     .is_some_and(|n| n.to_lowercase().contains(&a))
         });
         source && since && actor

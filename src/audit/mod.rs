@@ -126,22 +126,44 @@ pub fn append(repo: &Repository, intent: &Intent, local: Option<&Local>) -> Resu
     };
     if let Some(local) = local {
         for (file, pending) in local.pending(&location, repo_id)? {
-            let head = store.append(hint.as_ref(), |h| {
-                entry_bytes(repo, h, pending.sealed.clone(), true)
-            })?;
-            local.remember(&location, repo_id, &head)?;
+            let head = store.append(
+                hint.as_ref(),
+                |h| entry_bytes(repo, h, pending.sealed.clone(), true),
+                |name, bytes| put_new(repo, name, bytes),
+            )?;
+            remember(local, &location, repo_id, &head);
             std::fs::remove_file(&file).map_err(|e| Error::io(&file, e))?;
             hint = Some(head);
         }
     }
     let sealed = hex::encode(repo.seal_for_audit(&details(repo, intent, None)?)?);
-    let head = store.append(hint.as_ref(), |h| {
-        entry_bytes(repo, h, sealed.clone(), false)
-    })?;
+    let head = store.append(
+        hint.as_ref(),
+        |h| entry_bytes(repo, h, sealed.clone(), false),
+        |name, bytes| put_new(repo, name, bytes),
+    )?;
     if let Some(local) = local {
-        local.remember(&location, repo_id, &head)?;
+        remember(local, &location, repo_id, &head);
     }
     Ok(head)
+}
+
+/// Create an entry's name only if absent: a local disk's create is atomic; elsewhere the shared
+/// name goes through check-write-settle-verify, since an S3 server may let two creators win.
+fn put_new(repo: &Repository, name: &str, bytes: &[u8]) -> Result<bool> {
+    let backend = repo.backend_ref();
+    if backend.atomic_create() {
+        return Ok(backend.put_new(name, bytes)?);
+    }
+    repo.create_exclusive(name, bytes)
+}
+
+/// Record the head on this machine. The entry is in the repository already, so a state dir
+/// that cannot be written costs only this anchor: said, not fatal.
+fn remember(local: &Local, location: &str, repo_id: crate::id::RepoId, head: &Head) {
+    if let Err(e) = local.remember(location, repo_id, head) {
+        tracing::warn!("this machine's audit anchor was not updated: {e}");
+    }
 }
 
 /// Close the command's entry with a checkpoint: the head, and the result ("ok", "failed",

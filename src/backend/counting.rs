@@ -97,6 +97,10 @@ impl Backend for Counting {
         result
     }
 
+    fn atomic_create(&self) -> bool {
+        self.inner.atomic_create()
+    }
+
     fn connections(&self) -> usize {
         self.inner.connections()
     }

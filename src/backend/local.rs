@@ -157,6 +157,10 @@ impl Backend for LocalBackend {
         self.root.display().to_string()
     }
 
+    fn atomic_create(&self) -> bool {
+        true
+    }
+
     fn put_new(&self, name: &str, bytes: &[u8]) -> Result<bool, BackendError> {
         self.write_new(name, bytes)
             .map_err(|e| self.err("writing", name, e))

@@ -90,4 +90,9 @@ pub trait Backend: Send + Sync {
     fn connections(&self) -> usize {
         1
     }
+    /// Whether `put_new` is atomic by construction (a local file system's hard link), so
+    /// writers sharing a name need no check-write-settle-verify round (`create_exclusive`).
+    fn atomic_create(&self) -> bool {
+        false
+    }
 }

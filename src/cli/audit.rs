@@ -175,7 +175,14 @@ fn since(text: &str) -> Result<std::time::SystemTime> {
 
 /// One entry on one line: number, time, actor, operation, source, snapshots, result, reason.
 fn line(r: &Record) -> String {
-    let d = &r.details;
+    let Some(d) = &r.details else {
+        return format!(
+            "{:>6}  {}  signed by {}  (not sealed to your key: written before you could read the log)",
+            r.seq,
+            custodian::when::show_stored(&r.time),
+            r.signed_by
+        );
+    };
     let who = match &d.name {
         Some(n) if !d.actor.contains(&format!("({n})")) => format!("{} ({n})", d.actor),
         _ => d.actor.clone(),

@@ -13,6 +13,7 @@ macro_rules! out {
     ($($t:tt)*) => { $crate::cli::emit(format_args!($($t)*)) };
 }
 
+mod access;
 mod audit;
 mod backup;
 mod check;
@@ -124,6 +125,9 @@ enum Command {
     /// Manage keys.
     #[command(subcommand)]
     Key(keys::KeyCommand),
+    /// The access registry: who may read, write or audit; issue and revoke credentials.
+    #[command(subcommand)]
+    Access(access::AccessCommand),
     /// The audit log: who read or changed what, when and why; verify it, export it.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -221,6 +225,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Key(c) => keys::key(c),
         Command::Audit(c) => audit::audit(c),
+        Command::Access(c) => access::access(c),
         Command::Init(a) => keys::init(a),
         Command::Migrate(a) => keys::migrate(a),
         Command::Backup(a) => backup::run(a),

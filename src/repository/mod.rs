@@ -2,6 +2,7 @@
 //! writer credential gives bookkeeping access only; opening with an operator identity adds the
 //! domain identities that read content. Every read-side method checks which one it has.
 
+mod access;
 mod blobs;
 mod domains;
 mod exclusions;
@@ -18,6 +19,7 @@ mod snapshots;
 pub mod trust;
 mod verify;
 
+pub use access::{Principal, Revoked};
 pub use blobs::{coalesce, decode_tree, validate_tree_blob, BlobReader, PackBlobs};
 pub use exclusions::Exclusion;
 pub use index::{Location, MasterIndex};

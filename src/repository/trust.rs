@@ -77,6 +77,8 @@ pub struct Auth {
     pub list_name: String,
     /// [`fingerprint`] of the first trust list.
     pub fingerprint: String,
+    /// The operator key that signed the first trust list: new writer credentials anchor on it.
+    pub genesis_key: [u8; 32],
     /// Format-1 objects `migrate` vouched for: name -> hash of the stored bytes, and packs.
     legacy: Migration,
 }
@@ -93,6 +95,7 @@ impl Auth {
         let own = signer.public();
         let mut previous: Option<(TrustList, [u8; 32])> = None;
         let mut name = String::new();
+        let mut genesis_key = [0u8; 32];
         for (seq, (object, bytes)) in chain.iter().enumerate() {
             let (by, body) = open_envelope(ObjectKind::Trust.what(), object, bytes)
                 .map_err(|e| forged(object, &e.to_string()))?;
@@ -109,6 +112,9 @@ impl Auth {
                         key_id(&by)
                     ),
                 ));
+            }
+            if previous.is_none() {
+                genesis_key = by;
             }
             let prev_hash = previous.as_ref().map(|(_, h)| hex::encode(h));
             if list.seq != seq as u64 + 1
@@ -157,6 +163,7 @@ impl Auth {
             list,
             list_name: name,
             legacy,
+            genesis_key,
             fingerprint: chain
                 .first()
                 .map(|(_, b)| fingerprint(b))

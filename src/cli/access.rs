@@ -1,0 +1,300 @@
+//! `custodian access`: the access registry (who may do what, by key), and its changes, each an
+//! audit entry signed by the operator who made it.
+
+use super::audit::Reader;
+use super::common;
+use super::{KeyArgs, RepoArg};
+use anyhow::Result;
+use custodian::audit::Intent;
+use custodian::format::trust::TrustList;
+use custodian::repository::Principal;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+#[derive(clap::Subcommand)]
+pub enum AccessCommand {
+    /// Every principal: name, role, key, sources, who added it and when, expiry, last use.
+    List(ListArgs),
+    /// Issue a writer credential for a server (operator identity); written mode 0600.
+    IssueWriter(IssueArgs),
+    /// Revoke a writer credential: what it signed afterwards is refused everywhere.
+    RevokeWriter(NamedArgs),
+    /// Add an auditor: it verifies and reads the audit log, never a record.
+    AddAuditor(AddAuditorArgs),
+    /// Remove an auditor: entries from now on are no longer sealed to it.
+    RemoveAuditor(NamedArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    repo: RepoArg,
+    #[command(flatten)]
+    keys: KeyArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct IssueArgs {
+    /// The server's name in the registry.
+    #[arg(long)]
+    name: String,
+    /// Where to write the credential (refuses to overwrite).
+    #[arg(long)]
+    out: PathBuf,
+    /// When it stops working (a date or time).
+    #[arg(long)]
+    expires: Option<String>,
+    #[command(flatten)]
+    repo: RepoArg,
+    #[command(flatten)]
+    keys: KeyArgs,
+}
+
+#[derive(clap::Args)]
+pub struct NamedArgs {
+    /// The principal's name (or a writer credential's id prefix).
+    name: String,
+    #[command(flatten)]
+    repo: RepoArg,
+    #[command(flatten)]
+    keys: KeyArgs,
+}
+
+#[derive(clap::Args)]
+pub struct AddAuditorArgs {
+    /// The auditor's age recipient (age1…).
+    recipient: String,
+    /// The auditor's signing key, from 'custodian key show' on the auditor's machine.
+    #[arg(long)]
+    key: String,
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    expires: Option<String>,
+    #[command(flatten)]
+    repo: RepoArg,
+    #[command(flatten)]
+    keys: KeyArgs,
+}
+
+/// Run an `access` subcommand.
+pub fn access(cmd: AccessCommand) -> Result<u8> {
+    match cmd {
+        AccessCommand::List(a) => list(a),
+        AccessCommand::IssueWriter(a) => issue_writer(a),
+        AccessCommand::RevokeWriter(a) => revoke_writer(a),
+        AccessCommand::AddAuditor(a) => add_auditor(a),
+        AccessCommand::RemoveAuditor(a) => remove_auditor(a),
+    }
+}
+
+/// One principal as the registry and the audit log know it.
+#[derive(Serialize)]
+pub struct Row {
+    pub name: String,
+    pub role: &'static str,
+    pub key: String,
+    pub sources: String,
+    pub added: String,
+    pub added_by: String,
+    pub expires: Option<String>,
+    pub revoked: Option<String>,
+    pub last_use: Option<String>,
+}
+
+/// Every principal of `list`, with its last use from the audit log (`last`: signer -> time).
+pub fn rows(list: &TrustList, last: &HashMap<String, String>) -> Vec<Row> {
+    let mut out = Vec::new();
+    for o in &list.operators {
+        let key = o.signing_key.clone().unwrap_or_default();
+        let who = o.signing_key.as_deref().map(signer_text).unwrap_or_default();
+        let reg = o.registry.as_ref();
+        out.push(Row {
+            name: reg.map_or_else(|| "(from init)".into(), |r| r.name.clone()),
+            role: "operator",
+            key: format!("{} (signing {})", o.recipient, short(&key)),
+            sources: "all".into(),
+            added: reg.map_or_else(|| list_origin(list), |r| r.added.clone()),
+            added_by: reg.map_or_else(|| "init".into(), |r| r.added_by.clone()),
+            expires: reg.and_then(|r| r.expires.clone()),
+            revoked: None,
+            last_use: last.get(&format!("operator {who}")).cloned(),
+        });
+    }
+    for w in &list.writers {
+        // As the trust list names signers: the credential id's first 8 characters.
+        let who = format!("writer credential {} ({})", w.id.get(..8).unwrap_or(&w.id), w.name);
+        out.push(Row {
+            name: w.name.clone(),
+            role: "writer",
+            key: format!("credential {}", w.id),
+            sources: "all (back up and list; never read)".into(),
+            added: w.added.clone(),
+            added_by: w.added_by.clone().unwrap_or_else(|| "init".into()),
+            expires: w.expires.clone(),
+            revoked: w.revoked.as_ref().map(|r| format!("{} by {}", r.time, r.by)),
+            last_use: last.get(&who).cloned(),
+        });
+    }
+    for a in &list.auditors {
+        out.push(Row {
+            name: a.registry.name.clone(),
+            role: "auditor",
+            key: format!("{} (signing {})", a.recipient, short(&a.signing_key)),
+            sources: "audit log and structure only".into(),
+            added: a.registry.added.clone(),
+            added_by: a.registry.added_by.clone(),
+            expires: a.registry.expires.clone(),
+            revoked: None,
+            last_use: last.get(&format!("auditor {}", signer_text(&a.signing_key))).cloned(),
+        });
+    }
+    out
+}
+
+fn signer_text(hex_key: &str) -> String {
+    let mut key = [0u8; 32];
+    match hex::decode_to_slice(hex_key, &mut key) {
+        Ok(()) => custodian::crypto::sign::key_id(&key),
+        Err(_) => String::new(),
+    }
+}
+
+fn short(text: &str) -> &str {
+    text.get(..16).unwrap_or(text)
+}
+
+fn list_origin(list: &TrustList) -> String {
+    list.config.created.clone()
+}
+
+/// Last use of each signer ("operator 1a2b…", "writer credential …"), from the audit log.
+pub fn last_use(reader: &Reader) -> Result<HashMap<String, String>> {
+    let mut last = HashMap::new();
+    for r in reader.records()? {
+        let who = r.signed_by.trim_end_matches(" (before its revocation)").to_string();
+        last.insert(who, r.time);
+    }
+    Ok(last)
+}
+
+fn list(args: ListArgs) -> Result<u8> {
+    let reader = Reader::open(&args.repo, &args.keys)?;
+    let list = match &reader {
+        Reader::Repo(r) => r.auth().map(|a| a.list.clone()),
+        Reader::Auditor(a) => Some(a.auth.list.clone()),
+    };
+    let Some(list) = list else {
+        anyhow::bail!("a format-1 repository has no access registry; run 'custodian migrate'");
+    };
+    let rows = rows(&list, &last_use(&reader)?);
+    if args.json {
+        common::print_json(&rows)?;
+        return Ok(0);
+    }
+    for r in &rows {
+        outln!(
+            "{:<9} {:<20} {}\n          sources: {}; added {} by {}; expires {}; last use {}{}",
+            r.role,
+            r.name,
+            r.key,
+            r.sources,
+            custodian::when::show_stored(&r.added),
+            r.added_by,
+            r.expires.as_deref().map_or_else(|| "never".into(), custodian::when::show_stored),
+            r.last_use.as_deref().map_or_else(|| "never".into(), custodian::when::show_stored),
+            r.revoked.as_deref().map(|t| format!("; REVOKED {t}")).unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+fn expires(text: Option<&str>) -> Result<Option<String>> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let moment = custodian::when::parse(text).map_err(|e| anyhow::anyhow!("--expires: {e}"))?;
+    Ok(Some(custodian::when::rfc3339(moment.time)))
+}
+
+fn issue_writer(args: IssueArgs) -> Result<u8> {
+    if args.out.exists() {
+        anyhow::bail!(
+            "{} already exists; custodian never overwrites a key. Choose another --out.",
+            args.out.display()
+        );
+    }
+    let repo = common::open_operator(&args.repo, &args.keys, "issuing a writer credential")?;
+    let who = Principal {
+        name: &args.name,
+        expires: expires(args.expires.as_deref())?,
+    };
+    let audit = common::audit(&repo, Intent::write("access issue-writer", ""))?;
+    let id = repo.issue_writer(&who, |text| {
+        custodian::crypto::keys::write_private(&args.out, text)
+    })?;
+    audit.done("ok", None);
+    outln!(
+        "issued writer credential {} ('{}') to {} (mode 0600): give it to the server; it cannot \
+         read backups",
+        custodian::id::short_text(&id),
+        args.name,
+        args.out.display()
+    );
+    Ok(0)
+}
+
+fn revoke_writer(args: NamedArgs) -> Result<u8> {
+    let repo = common::open_operator(&args.repo, &args.keys, "revoking a writer credential")?;
+    let audit = common::audit(&repo, Intent::write("access revoke-writer", ""))?;
+    let revoked = repo.revoke_writer(&args.name)?;
+    audit.done("ok", None);
+    if let Some(when) = &revoked.already {
+        outln!(
+            "writer credential {} ('{}') was already revoked ({when}); nothing to do",
+            custodian::id::short_text(&revoked.id),
+            revoked.name
+        );
+        return Ok(0);
+    }
+    outln!(
+        "writer credential {} ('{}') revoked: the {} object(s) and {} pack(s) it wrote until \
+         now stay valid; anything it signs from now on is refused, and its next backup too.\n\
+         It still knows the repository's metadata key and the key domains' dedup keys: it can \
+         read snapshot heads and test guessed files if it keeps storage access. Revoke its \
+         storage credentials too.",
+        custodian::id::short_text(&revoked.id),
+        revoked.name,
+        revoked.objects,
+        revoked.packs
+    );
+    Ok(0)
+}
+
+fn add_auditor(args: AddAuditorArgs) -> Result<u8> {
+    let repo = common::open_operator(&args.repo, &args.keys, "adding an auditor")?;
+    let who = Principal {
+        name: &args.name,
+        expires: expires(args.expires.as_deref())?,
+    };
+    let audit = common::audit(&repo, Intent::write("access add-auditor", ""))?;
+    let seq = repo.add_auditor(&args.recipient, &args.key, &who)?;
+    audit.done("ok", None);
+    outln!(
+        "trust list version {seq}: auditor '{}' added; entries from now on are sealed to it too",
+        args.name
+    );
+    Ok(0)
+}
+
+fn remove_auditor(args: NamedArgs) -> Result<u8> {
+    let repo = common::open_operator(&args.repo, &args.keys, "removing an auditor")?;
+    let audit = common::audit(&repo, Intent::write("access remove-auditor", ""))?;
+    let seq = repo.remove_auditor(&args.name)?;
+    audit.done("ok", None);
+    outln!("trust list version {seq}: auditor '{}' removed", args.name);
+    Ok(0)
+}

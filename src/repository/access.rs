@@ -1,0 +1,275 @@
+//! The access registry's changes, each a new trust-list version signed by an operator: issue
+//! and revoke writer credentials, add and remove auditors. A revocation lists what the
+//! credential had signed until then (`keys/revoked-<id>`), so its earlier snapshots still
+//! verify and anything it signs afterwards does not.
+
+use super::Repository;
+use crate::crypto::keys::identity_secret;
+use crate::crypto::sign::{key_id, open_envelope, ObjectSigner};
+use crate::error::{Error, Result};
+use crate::format::index::IndexFile;
+use crate::format::keys::{WriterCredential, KEYS_VERSION, WRITER_KIND};
+use crate::format::trust::{
+    revoked_name, Migration, Registered, Revocation, TrustList, TrustedAuditor, TrustedWriter,
+    TRUST_VERSION,
+};
+use crate::format::ObjectKind;
+use zeroize::Zeroizing;
+
+/// What a revocation vouched for: the objects and packs the credential had written.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Revoked {
+    pub id: String,
+    pub name: String,
+    pub objects: usize,
+    pub packs: usize,
+    /// It was revoked before (a rerun): nothing changed.
+    pub already: Option<String>,
+}
+
+/// A new auditor or writer: its name, expiry and the operator's reason-free metadata.
+pub struct Principal<'a> {
+    pub name: &'a str,
+    pub expires: Option<String>,
+}
+
+impl Repository {
+    fn registry_auth(&self) -> Result<&super::trust::Auth> {
+        self.require_operator("changing the access registry")?;
+        self.auth().ok_or_else(|| {
+            Error::Invalid(
+                "a format-1 repository has no access registry; run 'custodian migrate' first"
+                    .into(),
+            )
+        })
+    }
+
+    fn now_text() -> String {
+        crate::when::rfc3339(crate::clock::now())
+    }
+
+    /// Issue a writer credential named `who.name`: `keep` stores its text (mode 0600) before the
+    /// trust list names it, so a crash leaves at worst an unlisted, useless credential.
+    pub fn issue_writer(
+        &self,
+        who: &Principal,
+        keep: impl FnOnce(&str) -> Result<()>,
+    ) -> Result<String> {
+        let auth = self.registry_auth()?;
+        if auth.list.writers.iter().any(|w| w.name == who.name && w.revoked.is_none()) {
+            return Err(Error::Invalid(format!(
+                "a writer named '{}' is already on the registry; revoke it first or choose \
+                 another --name",
+                who.name
+            )));
+        }
+        let (signer, seed) = ObjectSigner::generate();
+        let credential = WriterCredential {
+            version: KEYS_VERSION,
+            kind: WRITER_KIND.into(),
+            repo_id: self.config.repo_id,
+            credential_id: crate::id::SessionId::random().to_hex(),
+            metadata_identity: identity_secret(&self.meta.identity).to_string(),
+            metadata_dedup_key: hex::encode(*self.meta.dedup_key),
+            signing_key: Some(hex::encode(*seed)),
+            config_digest: Some(self.config.digest()?),
+            operator_keys: vec![hex::encode(auth.genesis_key)],
+        };
+        let text = serde_json::to_string_pretty(&credential)
+            .map_err(|e| Error::Invalid(format!("internal error: a credential: {e}")))?;
+        let text = Zeroizing::new(text + "\n");
+        let name = format!("keys/writer-{}", credential.credential_id);
+        let sealed = self.seal_for_operators(text.as_bytes(), "writer credential")?;
+        self.backend
+            .put_new(&name, &self.sign(ObjectKind::KeyRecord, &name, sealed)?)?;
+        keep(&text)?;
+        let now = Self::now_text();
+        let by = self.opened_by_key();
+        auth.extend(self.backend.as_ref(), &now, |list| {
+            list.writers.push(TrustedWriter {
+                id: credential.credential_id.clone(),
+                name: who.name.to_string(),
+                key: hex::encode(signer.public()),
+                added: now.clone(),
+                revoked: None,
+                added_by: Some(by.clone()),
+                expires: who.expires.clone(),
+            });
+            Ok(())
+        })?;
+        Ok(credential.credential_id)
+    }
+
+    /// Revoke the writer credential named (or id-prefixed) `which`: list what it signed so
+    /// far, then mark it revoked in the next trust list.
+    pub fn revoke_writer(&self, which: &str) -> Result<Revoked> {
+        let auth = self.registry_auth()?;
+        if let Some(done) = already_revoked(&auth.list, which) {
+            return Ok(done);
+        }
+        let writer = find_writer(&auth.list, which)?;
+        let key = parse_hex32(&writer.key)?;
+        let vouched = self.signed_by(&key)?;
+        let body = crate::compress::json_bytes(&vouched)?;
+        let name = revoked_name(&writer.id);
+        let stored = self.sign(ObjectKind::Migration, &name, body)?;
+        let hash = hex::encode(crate::id::content_hash(&stored));
+        if !self.backend.put_new(&name, &stored)? {
+            // Left by a revocation killed before its trust list: no list names it, so it is
+            // replaced by this (complete) inventory.
+            self.delete_object(&name)?;
+            self.backend.put_new(&name, &stored)?;
+        }
+        let now = Self::now_text();
+        let by = self.opened_by_key();
+        let id = writer.id.clone();
+        auth.extend(self.backend.as_ref(), &now, |list| {
+            let w = list.writers.iter_mut().find(|w| w.id == id);
+            if let Some(w) = w {
+                w.revoked = Some(Revocation {
+                    time: now.clone(),
+                    by: by.clone(),
+                    vouched: hash.clone(),
+                });
+            }
+            Ok(())
+        })?;
+        Ok(Revoked {
+            id: writer.id.clone(),
+            name: writer.name.clone(),
+            objects: vouched.objects.len(),
+            packs: vouched.packs.len(),
+            already: None,
+        })
+    }
+
+    /// Everything signed with `key`: objects by name and stored hash, and the packs its index
+    /// objects name (a pack's header is signed by the same key).
+    fn signed_by(&self, key: &[u8; 32]) -> Result<Migration> {
+        let mut out = Migration {
+            version: TRUST_VERSION,
+            ..Migration::default()
+        };
+        for (object, kind) in super::verify::all_objects(self)? {
+            let Some(stored) = self.get_listed(kind, &object)? else {
+                continue;
+            };
+            let signer = open_envelope(kind.what(), &object.name, &stored).map(|(by, _)| by);
+            if signer.ok().as_ref() != Some(key) {
+                continue;
+            }
+            if kind == ObjectKind::Index {
+                let index: IndexFile = self.open_meta(kind, &object.name, &stored)?;
+                out.packs.extend(index.packs.iter().map(|p| p.id.to_hex()));
+            }
+            let hash = hex::encode(crate::id::content_hash(&stored));
+            out.objects.insert(object.name, hash);
+        }
+        out.packs.sort();
+        out.packs.dedup();
+        Ok(out)
+    }
+
+    /// Add auditor `recipient` with signing key `key` (from `custodian key show` on the
+    /// auditor's machine).
+    pub fn add_auditor(&self, recipient: &str, key: &str, who: &Principal) -> Result<u64> {
+        let auth = self.registry_auth()?;
+        crate::crypto::keys::parse_recipient(recipient, "the auditor's recipient")?;
+        parse_hex32(key)?;
+        let now = Self::now_text();
+        let by = self.opened_by_key();
+        let list = auth.extend(self.backend.as_ref(), &now, |list| {
+            if list.auditors.iter().any(|a| a.recipient == recipient || a.registry.name == who.name) {
+                return Err(Error::Invalid(format!(
+                    "auditor '{}' ({recipient}) is already on the registry",
+                    who.name
+                )));
+            }
+            list.auditors.push(TrustedAuditor {
+                recipient: recipient.to_string(),
+                signing_key: key.to_ascii_lowercase(),
+                registry: Registered {
+                    name: who.name.to_string(),
+                    added: now.clone(),
+                    added_by: by.clone(),
+                    expires: who.expires.clone(),
+                },
+            });
+            Ok(())
+        })?;
+        Ok(list.seq)
+    }
+
+    /// Remove auditor `name`: entries written from now on are no longer sealed to it.
+    pub fn remove_auditor(&self, name: &str) -> Result<u64> {
+        let auth = self.registry_auth()?;
+        let list = auth.extend(self.backend.as_ref(), &Self::now_text(), |list| {
+            let before = list.auditors.len();
+            list.auditors.retain(|a| a.registry.name != name);
+            if list.auditors.len() == before {
+                return Err(Error::Invalid(format!(
+                    "there is no auditor named '{name}' ('custodian access list' shows them)"
+                )));
+            }
+            Ok(())
+        })?;
+        Ok(list.seq)
+    }
+
+    /// "operator <key id>" of the operator who opened this repository.
+    fn opened_by_key(&self) -> String {
+        self.auth()
+            .map(|a| format!("operator {}", key_id(&a.own().0)))
+            .unwrap_or_else(|| self.opened_by.clone())
+    }
+}
+
+/// A writer `which` names that is revoked, while none in force answers to it: a rerun.
+fn already_revoked(list: &TrustList, which: &str) -> Option<Revoked> {
+    if list.writers.iter().any(|w| w.revoked.is_none() && w.name == which) {
+        return None;
+    }
+    let w = list
+        .writers
+        .iter()
+        .find(|w| w.name == which || (!which.is_empty() && w.id.starts_with(which)))?;
+    let r = w.revoked.as_ref()?;
+    Some(Revoked {
+        id: w.id.clone(),
+        name: w.name.clone(),
+        objects: 0,
+        packs: 0,
+        already: Some(format!("{} by {}", r.time, r.by)),
+    })
+}
+
+fn find_writer<'a>(list: &'a TrustList, which: &str) -> Result<&'a TrustedWriter> {
+    let live = || list.writers.iter().filter(|w| w.revoked.is_none());
+    let by_name: Vec<_> = live().filter(|w| w.name == which).collect();
+    let found: Vec<_> = if by_name.is_empty() {
+        live().filter(|w| !which.is_empty() && w.id.starts_with(which)).collect()
+    } else {
+        by_name
+    };
+    match found.as_slice() {
+        [one] => Ok(one),
+        [] => Err(Error::Invalid(format!(
+            "no writer credential named '{which}' is in force ('custodian access list' shows \
+             them; revoked ones are marked)"
+        ))),
+        _ => Err(Error::Invalid(format!(
+            "'{which}' names {} writer credentials; give the credential id",
+            found.len()
+        ))),
+    }
+}
+
+fn parse_hex32(text: &str) -> Result<[u8; 32]> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).map_err(|_| {
+        Error::Invalid(format!(
+            "'{text}' is not a signing key (64 hex characters, from 'custodian key show')"
+        ))
+    })?;
+    Ok(out)
+}

@@ -1,0 +1,417 @@
+//! The audit log and the access registry (issue 14), through the real binary: one entry per
+//! command with its actor and reason and never a path; tampering named by `audit verify`; reads
+//! refused when the log cannot be written, and `--audit-offline`; revoked writers; auditors.
+
+mod common;
+
+use common::{is_root, text, World};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+const MARKER: &str = "Zq7MARKERclient";
+
+fn store(w: &World) -> PathBuf {
+    let src = w.dir.path().join("store");
+    fs::create_dir_all(src.join(format!("clients/{MARKER}"))).unwrap();
+    fs::write(
+        src.join(format!("clients/{MARKER}/{MARKER}.csv")),
+        format!("{MARKER},1,2\n"),
+    )
+    .unwrap();
+    fs::write(src.join("clients/other.csv"), b"3,4\n").unwrap();
+    src
+}
+
+/// `audit log --json` as the operator sees it.
+fn entries(w: &World) -> Vec<serde_json::Value> {
+    let out = w.operator_cmd(&["audit", "log", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn run_ok(mut c: std::process::Command) -> String {
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    text(&out)
+}
+
+fn stdout_ok(mut c: std::process::Command) -> String {
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn verify(w: &World) -> (bool, String) {
+    let out = w.writer_cmd(&["audit", "verify"]).output().unwrap();
+    (out.status.success(), text(&out))
+}
+
+fn log_dir(w: &World) -> PathBuf {
+    w.repo.join("audit/log")
+}
+
+fn entry_file(w: &World, seq: u64) -> PathBuf {
+    log_dir(w).join(format!("{seq:012}"))
+}
+
+#[test]
+fn every_command_leaves_one_entry_with_its_actor_and_reason_and_no_path() {
+    let w = World::new(&[]);
+    let src = store(&w);
+    let first = entries(&w);
+    assert_eq!(first.len(), 1, "init is the first entry: {first:?}");
+    assert_eq!(first[0]["op"], "init");
+
+    w.backup("books", &src);
+    fs::write(src.join("clients/other.csv"), b"3,4,5\n").unwrap();
+    w.backup("books", &src);
+    let id = w.latest_id();
+    let target = w.dir.path().join("out");
+    let marker_path = format!("latest:clients/{MARKER}/{MARKER}.csv");
+    let runbooks = w.dir.path().join("runbooks");
+    fs::create_dir_all(&runbooks).unwrap();
+    fs::write(runbooks.join("books.md"), RUNBOOK).unwrap();
+    let runbooks = runbooks.display().to_string();
+    let cases: Vec<(&str, Vec<String>, &str, &str)> = vec![
+        ("backup", vec!["backup".into(), "--source".into(), "books".into(), src.display().to_string()], "writer", "write"),
+        ("ls", vec!["ls".into(), "latest".into(), "--source".into(), "books".into()], "operator", "read"),
+        ("restore", vec!["restore".into(), "latest".into(), "--source".into(), "books".into(), "--target".into(), target.display().to_string(), "--include".into(), format!("clients/{MARKER}")], "operator", "read"),
+        ("dump", vec!["dump".into(), marker_path.clone(), "--source".into(), "books".into()], "operator", "read"),
+        ("find", vec!["find".into(), MARKER.into()], "operator", "read"),
+        ("diff", vec!["diff".into(), format!("{}", &w.snapshots()[0]["id"].as_str().unwrap()[..8]), id[..8].to_string()], "operator", "read"),
+        ("check --read-data", vec!["check".into(), "--read-data".into()], "operator", "read"),
+        ("drill", vec!["drill".into(), "books".into(), "--runbooks".into(), runbooks], "operator", "read"),
+        ("hold", vec!["hold".into(), id[..8].to_string()], "writer", "write"),
+        ("release", vec!["release".into(), id[..8].to_string()], "operator", "write"),
+        ("forget --dry-run", vec!["forget".into(), "--keep-last".into(), "1".into(), "--dry-run".into()], "writer", "write"),
+        ("prune --dry-run", vec!["prune".into(), "--dry-run".into()], "writer", "write"),
+        ("erase --dry-run", vec!["erase".into(), "--source".into(), "books".into(), "--path".into(), format!("clients/{MARKER}"), "--dry-run".into()], "operator", "write"),
+    ];
+    for (i, (op, args, role, access)) in cases.iter().enumerate() {
+        let before = entries(&w).len();
+        let reason = format!("ticket T-{i}");
+        let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+        all.extend(["--reason", &reason]);
+        let mut c = if *role == "writer" {
+            w.writer_cmd(&all)
+        } else {
+            w.operator_cmd(&all)
+        };
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{op}: {}", text(&out));
+        let now = entries(&w);
+        assert_eq!(now.len(), before + 1, "{op} leaves exactly one entry: {now:?}");
+        let e = &now[before];
+        assert_eq!(e["op"], *op, "{e}");
+        assert_eq!(e["role"], *role, "{op}: {e}");
+        assert_eq!(e["access"], *access, "{op}: {e}");
+        assert_eq!(e["reason"], reason.as_str(), "{op}: {e}");
+        assert_eq!(e["closed"]["result"], "ok", "{op}: {e}");
+        assert!(e["host"].as_str().is_some_and(|h| !h.is_empty()), "{e}");
+    }
+    let restore = entries(&w)
+        .into_iter()
+        .find(|e| e["op"] == "restore")
+        .unwrap();
+    assert_eq!(restore["source"], "books");
+    let restored = w.snapshots().last().unwrap()["id"].clone();
+    assert_eq!(restore["snapshots"][0], restored);
+    assert_eq!(restore["closed"]["touched"]["files"], 1, "{restore}");
+
+    // No file name or path in any entry, opened or exported, nor in the stored objects.
+    let log = stdout_ok(w.operator_cmd(&["audit", "export", "--format", "jsonl"]));
+    let syslog = stdout_ok(w.operator_cmd(&["audit", "export", "--format", "syslog"]));
+    assert!(log.lines().count() >= cases.len() + 3, "{log}");
+    assert!(syslog.contains("[custodian@32473 seq=\"1\""), "{syslog}");
+    for (what, shown) in [("jsonl", &log), ("syslog", &syslog)] {
+        assert!(!shown.contains(MARKER), "{what} names a customer path: {shown}");
+    }
+    for (path, bytes) in common::all_bytes(&w.repo.join("audit")) {
+        assert!(!common::contains(&bytes, MARKER.as_bytes()), "{}", path.display());
+    }
+    let (ok, said) = verify(&w);
+    assert!(ok, "{said}");
+}
+
+const RUNBOOK: &str = "+++
+id = \"books\"
+title = \"Books restore\"
+sources = [\"books\"]
+owner = \"test\"
+rto = \"10m\"
+rpo = \"1d\"
+select = \"latest\"
+[checks.files]
+min-files = 1
++++
+
+Restore the books.
+";
+
+/// A world with `n` entries after init (backups of one small store).
+fn world_with_entries(n: usize) -> World {
+    let w = World::new(&[]);
+    let src = store(&w);
+    for i in 0..n {
+        fs::write(src.join("clients/other.csv"), format!("{i}\n")).unwrap();
+        w.backup("books", &src);
+    }
+    w
+}
+
+#[test]
+fn an_edited_entry_is_named_by_verify() {
+    let w = world_with_entries(3);
+    let file = entry_file(&w, 2);
+    let mut bytes = fs::read(&file).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 1;
+    fs::write(&file, bytes).unwrap();
+    let (ok, said) = verify(&w);
+    assert!(!ok);
+    assert!(
+        said.contains("FIRST BAD: audit/log/000000000002"),
+        "{said}"
+    );
+}
+
+#[test]
+fn a_deleted_entry_is_named_as_a_gap() {
+    let w = world_with_entries(3);
+    fs::remove_file(entry_file(&w, 3)).unwrap();
+    let (ok, said) = verify(&w);
+    assert!(!ok);
+    assert!(
+        said.contains("FIRST BAD: audit/log/000000000003 is missing (the log goes from entry 2 to entry 4)"),
+        "{said}"
+    );
+}
+
+#[test]
+fn reordered_entries_fail_their_signature() {
+    let w = world_with_entries(3);
+    let (a, b) = (entry_file(&w, 2), entry_file(&w, 3));
+    let (x, y) = (fs::read(&a).unwrap(), fs::read(&b).unwrap());
+    fs::write(&a, y).unwrap();
+    fs::write(&b, x).unwrap();
+    let (ok, said) = verify(&w);
+    assert!(!ok);
+    assert!(said.contains("FIRST BAD: audit/log/000000000002"), "{said}");
+}
+
+#[test]
+fn truncation_is_caught_by_a_checkpoint_and_by_this_machines_anchor() {
+    let w = world_with_entries(3);
+    let (ok, said) = verify(&w);
+    assert!(ok, "{said}");
+    // The storage drops the last two entries: the checkpoints in the repository disagree.
+    fs::remove_file(entry_file(&w, 4)).unwrap();
+    fs::remove_file(entry_file(&w, 3)).unwrap();
+    let (ok, said) = verify(&w);
+    assert!(!ok);
+    assert!(said.contains("it was truncated"), "{said}");
+    // It drops the checkpoints too: the anchor this machine kept still catches it.
+    fs::remove_dir_all(w.repo.join("audit/checkpoints")).unwrap();
+    let (ok, said) = verify(&w);
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("FIRST BAD: audit/log/000000000004 is missing: this machine's anchor"),
+        "{said}"
+    );
+    // And the next read is refused rather than chained onto a shortened log.
+    let out = w
+        .operator_cmd(&["ls", "latest", "--source", "books"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("truncated"), "{}", text(&out));
+}
+
+#[test]
+fn a_read_on_read_only_storage_is_refused_and_audit_offline_catches_up_later() {
+    if is_root() {
+        eprintln!("skipped: root ignores directory permissions");
+        return;
+    }
+    let w = world_with_entries(1);
+    let target = w.dir.path().join("out");
+    let restore = |extra: &[&str]| {
+        let mut args = vec!["restore", "latest", "--source", "books", "--target"];
+        let t = target.display().to_string();
+        args.push(&t);
+        args.extend_from_slice(extra);
+        w.operator_cmd(&args).output().unwrap()
+    };
+    common::chmod(&log_dir(&w), 0o555);
+    let out = restore(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("--audit-offline"), "{}", text(&out));
+    assert!(!target.exists(), "nothing may be restored without evidence");
+
+    let out = restore(&["--audit-offline", "storage read-only, incident 9"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(target.join("clients/other.csv").exists());
+    assert!(text(&out).contains("AUDIT OFFLINE"), "{}", text(&out));
+    let count = fs::read_dir(log_dir(&w)).unwrap().count();
+
+    common::chmod(&log_dir(&w), 0o755);
+    run_ok(w.operator_cmd(&["snapshots"]));
+    run_ok(w.operator_cmd(&["ls", "latest", "--source", "books"]));
+    assert_eq!(
+        fs::read_dir(log_dir(&w)).unwrap().count(),
+        count + 2,
+        "the kept entry arrives before the new one"
+    );
+    let all = entries(&w);
+    let kept = &all[all.len() - 2];
+    assert_eq!(kept["op"], "restore");
+    assert_eq!(kept["flagged_offline"], true, "{kept}");
+    assert_eq!(kept["offline"]["reason"], "storage read-only, incident 9", "{kept}");
+    let shown = run_ok(w.operator_cmd(&["audit", "log"]));
+    assert!(shown.contains("OFFLINE since"), "{shown}");
+    assert!(shown.contains("incident 9"), "{shown}");
+    let (ok, said) = verify(&w);
+    assert!(ok && said.contains("kept offline"), "{said}");
+}
+
+/// Issue a second writer credential named `name`; returns its path.
+fn issue(w: &World, name: &str) -> PathBuf {
+    let out_file = w.dir.path().join(format!("{name}.key"));
+    let mut c = w.operator_cmd(&["access", "issue-writer", "--name", name, "--out"]);
+    c.arg(&out_file);
+    run_ok(c);
+    out_file
+}
+
+fn backup_with(w: &World, key: &Path, src: &Path) -> std::process::Output {
+    w.cmd(&["backup", "--source", "books", "--json"])
+        .arg(src)
+        .env("CUSTODIAN_WRITER_KEY", key)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_revoked_writer_is_refused_and_what_it_signs_afterwards_too() {
+    let w = World::new(&[]);
+    let src = store(&w);
+    let second = issue(&w, "branch-server");
+    let out = backup_with(&w, &second, &src);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = w.latest_id();
+
+    let listed = run_ok(w.operator_cmd(&["access", "list"]));
+    assert!(listed.contains("branch-server"), "{listed}");
+    run_ok(w.operator_cmd(&["access", "revoke-writer", "branch-server", "--reason", "server stolen"]));
+    let listed = stdout_ok(w.operator_cmd(&["access", "list", "--json"]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    let row = rows.iter().find(|r| r["name"] == "branch-server").unwrap();
+    assert!(row["revoked"].as_str().is_some(), "{row}");
+    assert!(row["last_use"].as_str().is_some(), "{row}");
+
+    fs::write(src.join("clients/other.csv"), b"new\n").unwrap();
+    let out = backup_with(&w, &second, &src);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("was revoked"), "{}", text(&out));
+
+    // What it wrote before the revocation still restores.
+    w.restore(&id, &w.dir.path().join("before"), &[]);
+
+    // A head it signs after the revocation (forged with its key) is refused on restore.
+    let forged = forge_head_with(&w, &second, &id);
+    let out = w
+        .operator_cmd(&["restore", &forged, "--target"])
+        .arg(w.dir.path().join("forged"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("revoked"), "{}", text(&out));
+    assert!(!w.dir.path().join("forged").exists());
+    let out = w.operator_cmd(&["check"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains(&forged[..16]), "{}", text(&out));
+}
+
+/// Re-seal snapshot `id`'s head as a new object signed by the credential at `key`.
+fn forge_head_with(w: &World, key: &Path, id: &str) -> String {
+    let cred: serde_json::Value = serde_json::from_slice(&fs::read(key).unwrap()).unwrap();
+    let identity: age::x25519::Identity = cred["metadata-identity"].as_str().unwrap().parse().unwrap();
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(cred["signing-key"].as_str().unwrap(), &mut seed).unwrap();
+    let stored = fs::read(w.repo.join("snapshots").join(id)).unwrap();
+    let body = custodian::crypto::sign::unverified_body(&stored);
+    let plain = custodian::crypto::open_with(&[&identity], body, "head", "").unwrap();
+    let resealed =
+        custodian::crypto::seal_to(&[identity.to_public()], &plain, "head").unwrap();
+    let name = hex::encode(blake3::hash(&resealed).as_bytes());
+    let signer = custodian::crypto::sign::ObjectSigner::from_seed(&seed);
+    let object = format!("snapshots/{name}");
+    fs::write(
+        w.repo.join(&object),
+        signer.envelope("snapshot", &object, &resealed),
+    )
+    .unwrap();
+    name
+}
+
+#[test]
+fn an_auditor_verifies_and_reads_the_log_but_never_a_record() {
+    let w = world_with_entries(1);
+    let auditor = w.dir.path().join("auditor.key");
+    let out = w.cmd(&["key", "generate", "--output"]).arg(&auditor).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let key = common::signing_key_of(&auditor);
+    run_ok(w.operator_cmd(&[
+        "access", "add-auditor", &recipient, "--key", &key, "--name", "Ms Audit",
+        "--reason", "annual review",
+    ]));
+    // The auditor's machine trusts the repository after comparing its fingerprint.
+    let first = fs::read(w.repo.join("keys/trust-0000000001")).unwrap();
+    let fingerprint = custodian::repository::trust::fingerprint(&first);
+    let as_auditor = |args: &[&str]| {
+        let mut c = w.cmd(args);
+        c.env("CUSTODIAN_IDENTITY", &auditor)
+            .env("CUSTODIAN_STATE_DIR", w.dir.path().join("auditor-state"));
+        c
+    };
+    run_ok(as_auditor(&["key", "trust", "--fingerprint", &fingerprint]));
+    let said = run_ok(as_auditor(&["audit", "verify"]));
+    assert!(said.contains("audit log verified"), "{said}");
+    // Entries written after the auditor was added are sealed to it; earlier ones show only
+    // their signer (the chain still verifies).
+    w.restore("latest", &w.dir.path().join("out"), &["--source", "books", "--reason", "client request 5"]);
+    let log = run_ok(as_auditor(&["audit", "log"]));
+    assert!(log.contains("restore source books"), "{log}");
+    assert!(log.contains("client request 5"), "{log}");
+    assert!(log.contains("not sealed to your key"), "{log}");
+    assert!(!log.contains("access add-auditor"), "{log}");
+    let listed = run_ok(as_auditor(&["access", "list"]));
+    assert!(listed.contains("Ms Audit"), "{listed}");
+    for args in [
+        vec!["ls", "latest", "--source", "books"],
+        vec!["restore", "latest", "--source", "books", "--target", "/tmp/never"],
+    ] {
+        let out = as_auditor(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
+        assert!(text(&out).contains("is an auditor"), "{}", text(&out));
+    }
+}
+
+#[test]
+fn the_log_works_the_same_on_s3() {
+    let Some(server) = common::s3_servers().into_iter().next() else {
+        return;
+    };
+    let w = World::on_s3(&server, &[]);
+    let src = store(&w);
+    w.backup("books", &src);
+    w.restore("latest", &w.dir.path().join("out"), &["--source", "books", "--reason", "s3 drill"]);
+    let all = entries(&w);
+    let ops: Vec<&str> = all.iter().filter_map(|e| e["op"].as_str()).collect();
+    assert_eq!(ops, ["init", "backup", "restore"]);
+    assert_eq!(all[2]["reason"], "s3 drill");
+    let (ok, said) = verify(&w);
+    assert!(ok, "{said}");
+    assert!(said.contains("3 entries"), "{said}");
+}
