@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [repo, identity, n, state] = <[String; 4]>::try_from(args)
-        .map_err(|_| "usage: audit_fill REPO IDENTITY N STATE_DIR")?;
+    let [repo, identity, n, state] =
+        <[String; 4]>::try_from(args).map_err(|_| "usage: audit_fill REPO IDENTITY N STATE_DIR")?;
     let n: u64 = n.parse()?;
     let backend = custodian::backend::open(&repo)?;
     let repo = Repository::open(backend, &Credential::Operator(PathBuf::from(identity)))?;
@@ -21,6 +21,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         custodian::audit::append(&repo, &intent, Some(&local))?;
     }
     let secs = started.elapsed().as_secs_f64();
-    eprintln!("appended {n} entries in {secs:.1}s ({:.0} per second)", n as f64 / secs);
+    eprintln!(
+        "appended {n} entries in {secs:.1}s ({:.0} per second)",
+        n as f64 / secs
+    );
     Ok(())
 }

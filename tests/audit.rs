@@ -24,7 +24,10 @@ fn store(w: &World) -> PathBuf {
 
 /// `audit log --json` as the operator sees it.
 fn entries(w: &World) -> Vec<serde_json::Value> {
-    let out = w.operator_cmd(&["audit", "log", "--json"]).output().unwrap();
+    let out = w
+        .operator_cmd(&["audit", "log", "--json"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -73,19 +76,129 @@ fn every_command_leaves_one_entry_with_its_actor_and_reason_and_no_path() {
     fs::write(runbooks.join("books.md"), RUNBOOK).unwrap();
     let runbooks = runbooks.display().to_string();
     let cases: Vec<(&str, Vec<String>, &str, &str)> = vec![
-        ("backup", vec!["backup".into(), "--source".into(), "books".into(), src.display().to_string()], "writer", "write"),
-        ("ls", vec!["ls".into(), "latest".into(), "--source".into(), "books".into()], "operator", "read"),
-        ("restore", vec!["restore".into(), "latest".into(), "--source".into(), "books".into(), "--target".into(), target.display().to_string(), "--include".into(), format!("clients/{MARKER}")], "operator", "read"),
-        ("dump", vec!["dump".into(), marker_path.clone(), "--source".into(), "books".into()], "operator", "read"),
-        ("find", vec!["find".into(), MARKER.into()], "operator", "read"),
-        ("diff", vec!["diff".into(), format!("{}", &w.snapshots()[0]["id"].as_str().unwrap()[..8]), id[..8].to_string()], "operator", "read"),
-        ("check --read-data", vec!["check".into(), "--read-data".into()], "operator", "read"),
-        ("drill", vec!["drill".into(), "books".into(), "--runbooks".into(), runbooks], "operator", "read"),
-        ("hold", vec!["hold".into(), id[..8].to_string()], "writer", "write"),
-        ("release", vec!["release".into(), id[..8].to_string()], "operator", "write"),
-        ("forget --dry-run", vec!["forget".into(), "--keep-last".into(), "1".into(), "--dry-run".into()], "writer", "write"),
-        ("prune --dry-run", vec!["prune".into(), "--dry-run".into()], "writer", "write"),
-        ("erase --dry-run", vec!["erase".into(), "--source".into(), "books".into(), "--path".into(), format!("clients/{MARKER}"), "--dry-run".into()], "operator", "write"),
+        (
+            "backup",
+            vec![
+                "backup".into(),
+                "--source".into(),
+                "books".into(),
+                src.display().to_string(),
+            ],
+            "writer",
+            "write",
+        ),
+        (
+            "ls",
+            vec![
+                "ls".into(),
+                "latest".into(),
+                "--source".into(),
+                "books".into(),
+            ],
+            "operator",
+            "read",
+        ),
+        (
+            "restore",
+            vec![
+                "restore".into(),
+                "latest".into(),
+                "--source".into(),
+                "books".into(),
+                "--target".into(),
+                target.display().to_string(),
+                "--include".into(),
+                format!("clients/{MARKER}"),
+            ],
+            "operator",
+            "read",
+        ),
+        (
+            "dump",
+            vec![
+                "dump".into(),
+                marker_path.clone(),
+                "--source".into(),
+                "books".into(),
+            ],
+            "operator",
+            "read",
+        ),
+        (
+            "find",
+            vec!["find".into(), MARKER.into()],
+            "operator",
+            "read",
+        ),
+        (
+            "diff",
+            vec![
+                "diff".into(),
+                format!("{}", &w.snapshots()[0]["id"].as_str().unwrap()[..8]),
+                id[..8].to_string(),
+            ],
+            "operator",
+            "read",
+        ),
+        (
+            "check --read-data",
+            vec!["check".into(), "--read-data".into()],
+            "operator",
+            "read",
+        ),
+        (
+            "drill",
+            vec![
+                "drill".into(),
+                "books".into(),
+                "--runbooks".into(),
+                runbooks,
+            ],
+            "operator",
+            "read",
+        ),
+        (
+            "hold",
+            vec!["hold".into(), id[..8].to_string()],
+            "writer",
+            "write",
+        ),
+        (
+            "release",
+            vec!["release".into(), id[..8].to_string()],
+            "operator",
+            "write",
+        ),
+        (
+            "forget --dry-run",
+            vec![
+                "forget".into(),
+                "--keep-last".into(),
+                "1".into(),
+                "--dry-run".into(),
+            ],
+            "writer",
+            "write",
+        ),
+        (
+            "prune --dry-run",
+            vec!["prune".into(), "--dry-run".into()],
+            "writer",
+            "write",
+        ),
+        (
+            "erase --dry-run",
+            vec![
+                "erase".into(),
+                "--source".into(),
+                "books".into(),
+                "--path".into(),
+                format!("clients/{MARKER}"),
+                "--dry-run".into(),
+            ],
+            "operator",
+            "write",
+        ),
     ];
     for (i, (op, args, role, access)) in cases.iter().enumerate() {
         let before = entries(&w).len();
@@ -100,7 +213,11 @@ fn every_command_leaves_one_entry_with_its_actor_and_reason_and_no_path() {
         let out = c.output().unwrap();
         assert!(out.status.success(), "{op}: {}", text(&out));
         let now = entries(&w);
-        assert_eq!(now.len(), before + 1, "{op} leaves exactly one entry: {now:?}");
+        assert_eq!(
+            now.len(),
+            before + 1,
+            "{op} leaves exactly one entry: {now:?}"
+        );
         let e = &now[before];
         assert_eq!(e["op"], *op, "{e}");
         assert_eq!(e["role"], *role, "{op}: {e}");
@@ -124,10 +241,17 @@ fn every_command_leaves_one_entry_with_its_actor_and_reason_and_no_path() {
     assert!(log.lines().count() >= cases.len() + 3, "{log}");
     assert!(syslog.contains("[custodian@32473 seq=\"1\""), "{syslog}");
     for (what, shown) in [("jsonl", &log), ("syslog", &syslog)] {
-        assert!(!shown.contains(MARKER), "{what} names a customer path: {shown}");
+        assert!(
+            !shown.contains(MARKER),
+            "{what} names a customer path: {shown}"
+        );
     }
     for (path, bytes) in common::all_bytes(&w.repo.join("audit")) {
-        assert!(!common::contains(&bytes, MARKER.as_bytes()), "{}", path.display());
+        assert!(
+            !common::contains(&bytes, MARKER.as_bytes()),
+            "{}",
+            path.display()
+        );
     }
     let (ok, said) = verify(&w);
     assert!(ok, "{said}");
@@ -169,10 +293,7 @@ fn an_edited_entry_is_named_by_verify() {
     fs::write(&file, bytes).unwrap();
     let (ok, said) = verify(&w);
     assert!(!ok);
-    assert!(
-        said.contains("FIRST BAD: audit/log/000000000002"),
-        "{said}"
-    );
+    assert!(said.contains("FIRST BAD: audit/log/000000000002"), "{said}");
 }
 
 #[test]
@@ -182,7 +303,9 @@ fn a_deleted_entry_is_named_as_a_gap() {
     let (ok, said) = verify(&w);
     assert!(!ok);
     assert!(
-        said.contains("FIRST BAD: audit/log/000000000003 is missing (the log goes from entry 2 to entry 4)"),
+        said.contains(
+            "FIRST BAD: audit/log/000000000003 is missing (the log goes from entry 2 to entry 4)"
+        ),
         "{said}"
     );
 }
@@ -266,7 +389,10 @@ fn a_read_on_read_only_storage_is_refused_and_audit_offline_catches_up_later() {
     let kept = &all[all.len() - 2];
     assert_eq!(kept["op"], "restore");
     assert_eq!(kept["flagged_offline"], true, "{kept}");
-    assert_eq!(kept["offline"]["reason"], "storage read-only, incident 9", "{kept}");
+    assert_eq!(
+        kept["offline"]["reason"], "storage read-only, incident 9",
+        "{kept}"
+    );
     let shown = run_ok(w.operator_cmd(&["audit", "log"]));
     assert!(shown.contains("OFFLINE since"), "{shown}");
     assert!(shown.contains("incident 9"), "{shown}");
@@ -302,7 +428,13 @@ fn a_revoked_writer_is_refused_and_what_it_signs_afterwards_too() {
 
     let listed = run_ok(w.operator_cmd(&["access", "list"]));
     assert!(listed.contains("branch-server"), "{listed}");
-    run_ok(w.operator_cmd(&["access", "revoke-writer", "branch-server", "--reason", "server stolen"]));
+    run_ok(w.operator_cmd(&[
+        "access",
+        "revoke-writer",
+        "branch-server",
+        "--reason",
+        "server stolen",
+    ]));
     let listed = stdout_ok(w.operator_cmd(&["access", "list", "--json"]));
     let rows: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
     let row = rows.iter().find(|r| r["name"] == "branch-server").unwrap();
@@ -335,14 +467,14 @@ fn a_revoked_writer_is_refused_and_what_it_signs_afterwards_too() {
 /// Re-seal snapshot `id`'s head as a new object signed by the credential at `key`.
 fn forge_head_with(w: &World, key: &Path, id: &str) -> String {
     let cred: serde_json::Value = serde_json::from_slice(&fs::read(key).unwrap()).unwrap();
-    let identity: age::x25519::Identity = cred["metadata-identity"].as_str().unwrap().parse().unwrap();
+    let identity: age::x25519::Identity =
+        cred["metadata-identity"].as_str().unwrap().parse().unwrap();
     let mut seed = [0u8; 32];
     hex::decode_to_slice(cred["signing-key"].as_str().unwrap(), &mut seed).unwrap();
     let stored = fs::read(w.repo.join("snapshots").join(id)).unwrap();
     let body = custodian::crypto::sign::unverified_body(&stored);
     let plain = custodian::crypto::open_with(&[&identity], body, "head", "").unwrap();
-    let resealed =
-        custodian::crypto::seal_to(&[identity.to_public()], &plain, "head").unwrap();
+    let resealed = custodian::crypto::seal_to(&[identity.to_public()], &plain, "head").unwrap();
     let name = hex::encode(blake3::hash(&resealed).as_bytes());
     let signer = custodian::crypto::sign::ObjectSigner::from_seed(&seed);
     let object = format!("snapshots/{name}");
@@ -358,13 +490,24 @@ fn forge_head_with(w: &World, key: &Path, id: &str) -> String {
 fn an_auditor_verifies_and_reads_the_log_but_never_a_record() {
     let w = world_with_entries(1);
     let auditor = w.dir.path().join("auditor.key");
-    let out = w.cmd(&["key", "generate", "--output"]).arg(&auditor).output().unwrap();
+    let out = w
+        .cmd(&["key", "generate", "--output"])
+        .arg(&auditor)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let key = common::signing_key_of(&auditor);
     run_ok(w.operator_cmd(&[
-        "access", "add-auditor", &recipient, "--key", &key, "--name", "Ms Audit",
-        "--reason", "annual review",
+        "access",
+        "add-auditor",
+        &recipient,
+        "--key",
+        &key,
+        "--name",
+        "Ms Audit",
+        "--reason",
+        "annual review",
     ]));
     // The auditor's machine trusts the repository after comparing its fingerprint.
     let first = fs::read(w.repo.join("keys/trust-0000000001")).unwrap();
@@ -380,7 +523,11 @@ fn an_auditor_verifies_and_reads_the_log_but_never_a_record() {
     assert!(said.contains("audit log verified"), "{said}");
     // Entries written after the auditor was added are sealed to it; earlier ones show only
     // their signer (the chain still verifies).
-    w.restore("latest", &w.dir.path().join("out"), &["--source", "books", "--reason", "client request 5"]);
+    w.restore(
+        "latest",
+        &w.dir.path().join("out"),
+        &["--source", "books", "--reason", "client request 5"],
+    );
     let log = run_ok(as_auditor(&["audit", "log"]));
     assert!(log.contains("restore source books"), "{log}");
     assert!(log.contains("client request 5"), "{log}");
@@ -388,9 +535,36 @@ fn an_auditor_verifies_and_reads_the_log_but_never_a_record() {
     assert!(!log.contains("access add-auditor"), "{log}");
     let listed = run_ok(as_auditor(&["access", "list"]));
     assert!(listed.contains("Ms Audit"), "{listed}");
+    let checked = run_ok(as_auditor(&["check"]));
+    assert!(
+        checked.contains("signatures and signers verified") && checked.contains("no errors"),
+        "{checked}"
+    );
+    // A forged snapshot head (a different key) is named by the auditor's check.
+    let head = fs::read_dir(w.repo.join("snapshots"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = fs::read(&head).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&head, bytes).unwrap();
+    let out = as_auditor(&["check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let name = head.file_name().unwrap().to_string_lossy().to_string();
+    assert!(text(&out).contains(&name), "{}", text(&out));
     for args in [
         vec!["ls", "latest", "--source", "books"],
-        vec!["restore", "latest", "--source", "books", "--target", "/tmp/never"],
+        vec![
+            "restore",
+            "latest",
+            "--source",
+            "books",
+            "--target",
+            "/tmp/never",
+        ],
     ] {
         let out = as_auditor(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));
@@ -406,7 +580,11 @@ fn the_log_works_the_same_on_s3() {
     let w = World::on_s3(&server, &[]);
     let src = store(&w);
     w.backup("books", &src);
-    w.restore("latest", &w.dir.path().join("out"), &["--source", "books", "--reason", "s3 drill"]);
+    w.restore(
+        "latest",
+        &w.dir.path().join("out"),
+        &["--source", "books", "--reason", "s3 drill"],
+    );
     let all = entries(&w);
     let ops: Vec<&str> = all.iter().filter_map(|e| e["op"].as_str()).collect();
     assert_eq!(ops, ["init", "backup", "restore"]);

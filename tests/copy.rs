@@ -94,8 +94,9 @@ fn copies_local_to_s3_and_back_verified_and_incremental() {
     let report = copy(&w, &server, &["--from", &local, "--to", &mirror]);
     assert_eq!(statuses(&report), ["already-present"; 3]);
     assert_eq!(report["objects_copied"], 0, "{report}");
-    // Only the copy's audit entry and its closing checkpoint are written.
-    assert_eq!(report["to"]["requests"]["put"], 2, "{report}");
+    // Only the copy's audit entry, its closing checkpoint and the store's create-if-absent
+    // probe (which the entry's exclusive create needs) are written.
+    assert_eq!(report["to"]["requests"]["put"], 3, "{report}");
 
     // A new snapshot, selected by source and `latest`: only its new objects travel.
     custodian::sample::mutate(&customers, 34).unwrap();

@@ -32,7 +32,10 @@ pub struct Record {
 impl Record {
     /// "ok", "failed", … or "unknown (no closing checkpoint)".
     pub fn result(&self) -> &str {
-        match (self.details.as_ref().and_then(|d| d.result.as_ref()), &self.closed) {
+        match (
+            self.details.as_ref().and_then(|d| d.result.as_ref()),
+            &self.closed,
+        ) {
             (Some(r), _) => r,
             (None, Some(c)) => &c.result,
             (None, None) => "unknown",

@@ -5,7 +5,6 @@ use super::audit::Reader;
 use super::common;
 use super::{KeyArgs, RepoArg};
 use anyhow::Result;
-use custodian::audit::Intent;
 use custodian::format::trust::TrustList;
 use custodian::repository::Principal;
 use serde::Serialize;
@@ -110,7 +109,11 @@ pub fn rows(list: &TrustList, last: &HashMap<String, String>) -> Vec<Row> {
     let mut out = Vec::new();
     for o in &list.operators {
         let key = o.signing_key.clone().unwrap_or_default();
-        let who = o.signing_key.as_deref().map(signer_text).unwrap_or_default();
+        let who = o
+            .signing_key
+            .as_deref()
+            .map(signer_text)
+            .unwrap_or_default();
         let reg = o.registry.as_ref();
         out.push(Row {
             name: reg.map_or_else(|| "(from init)".into(), |r| r.name.clone()),
@@ -126,7 +129,11 @@ pub fn rows(list: &TrustList, last: &HashMap<String, String>) -> Vec<Row> {
     }
     for w in &list.writers {
         // As the trust list names signers: the credential id's first 8 characters.
-        let who = format!("writer credential {} ({})", w.id.get(..8).unwrap_or(&w.id), w.name);
+        let who = format!(
+            "writer credential {} ({})",
+            w.id.get(..8).unwrap_or(&w.id),
+            w.name
+        );
         out.push(Row {
             name: w.name.clone(),
             role: "writer",
@@ -135,7 +142,10 @@ pub fn rows(list: &TrustList, last: &HashMap<String, String>) -> Vec<Row> {
             added: w.added.clone(),
             added_by: w.added_by.clone().unwrap_or_else(|| "init".into()),
             expires: w.expires.clone(),
-            revoked: w.revoked.as_ref().map(|r| format!("{} by {}", r.time, r.by)),
+            revoked: w
+                .revoked
+                .as_ref()
+                .map(|r| format!("{} by {}", r.time, r.by)),
             last_use: last.get(&who).cloned(),
         });
     }
@@ -149,7 +159,9 @@ pub fn rows(list: &TrustList, last: &HashMap<String, String>) -> Vec<Row> {
             added_by: a.registry.added_by.clone(),
             expires: a.registry.expires.clone(),
             revoked: None,
-            last_use: last.get(&format!("auditor {}", signer_text(&a.signing_key))).cloned(),
+            last_use: last
+                .get(&format!("auditor {}", signer_text(&a.signing_key)))
+                .cloned(),
         });
     }
     out
@@ -175,7 +187,10 @@ fn list_origin(list: &TrustList) -> String {
 pub fn last_use(reader: &Reader) -> Result<HashMap<String, String>> {
     let mut last = HashMap::new();
     for r in reader.records()? {
-        let who = r.signed_by.trim_end_matches(" (before its revocation)").to_string();
+        let who = r
+            .signed_by
+            .trim_end_matches(" (before its revocation)")
+            .to_string();
         last.insert(who, r.time);
     }
     Ok(last)
@@ -204,9 +219,16 @@ fn list(args: ListArgs) -> Result<u8> {
             r.sources,
             custodian::when::show_stored(&r.added),
             r.added_by,
-            r.expires.as_deref().map_or_else(|| "never".into(), custodian::when::show_stored),
-            r.last_use.as_deref().map_or_else(|| "never".into(), custodian::when::show_stored),
-            r.revoked.as_deref().map(|t| format!("; REVOKED {t}")).unwrap_or_default()
+            r.expires
+                .as_deref()
+                .map_or_else(|| "never".into(), custodian::when::show_stored),
+            r.last_use
+                .as_deref()
+                .map_or_else(|| "never".into(), custodian::when::show_stored),
+            r.revoked
+                .as_deref()
+                .map(|t| format!("; REVOKED {t}"))
+                .unwrap_or_default()
         );
     }
     Ok(0)
@@ -227,16 +249,15 @@ fn issue_writer(args: IssueArgs) -> Result<u8> {
             args.out.display()
         );
     }
-    let repo = common::open_operator(&args.repo, &args.keys, "issuing a writer credential")?;
     let who = Principal {
         name: &args.name,
         expires: expires(args.expires.as_deref())?,
     };
-    let audit = common::audit(&repo, Intent::write("access issue-writer", ""))?;
-    let id = repo.issue_writer(&who, |text| {
-        custodian::crypto::keys::write_private(&args.out, text)
+    let id = common::operator_change(&args.repo, &args.keys, "access issue-writer", |repo| {
+        repo.issue_writer(&who, |text| {
+            custodian::crypto::keys::write_private(&args.out, text)
+        })
     })?;
-    audit.done("ok", None);
     outln!(
         "issued writer credential {} ('{}') to {} (mode 0600): give it to the server; it cannot \
          read backups",
@@ -248,10 +269,9 @@ fn issue_writer(args: IssueArgs) -> Result<u8> {
 }
 
 fn revoke_writer(args: NamedArgs) -> Result<u8> {
-    let repo = common::open_operator(&args.repo, &args.keys, "revoking a writer credential")?;
-    let audit = common::audit(&repo, Intent::write("access revoke-writer", ""))?;
-    let revoked = repo.revoke_writer(&args.name)?;
-    audit.done("ok", None);
+    let revoked = common::operator_change(&args.repo, &args.keys, "access revoke-writer", |r| {
+        r.revoke_writer(&args.name)
+    })?;
     if let Some(when) = &revoked.already {
         outln!(
             "writer credential {} ('{}') was already revoked ({when}); nothing to do",
@@ -275,14 +295,13 @@ fn revoke_writer(args: NamedArgs) -> Result<u8> {
 }
 
 fn add_auditor(args: AddAuditorArgs) -> Result<u8> {
-    let repo = common::open_operator(&args.repo, &args.keys, "adding an auditor")?;
     let who = Principal {
         name: &args.name,
         expires: expires(args.expires.as_deref())?,
     };
-    let audit = common::audit(&repo, Intent::write("access add-auditor", ""))?;
-    let seq = repo.add_auditor(&args.recipient, &args.key, &who)?;
-    audit.done("ok", None);
+    let seq = common::operator_change(&args.repo, &args.keys, "access add-auditor", |r| {
+        r.add_auditor(&args.recipient, &args.key, &who)
+    })?;
     outln!(
         "trust list version {seq}: auditor '{}' added; entries from now on are sealed to it too",
         args.name
@@ -291,10 +310,9 @@ fn add_auditor(args: AddAuditorArgs) -> Result<u8> {
 }
 
 fn remove_auditor(args: NamedArgs) -> Result<u8> {
-    let repo = common::open_operator(&args.repo, &args.keys, "removing an auditor")?;
-    let audit = common::audit(&repo, Intent::write("access remove-auditor", ""))?;
-    let seq = repo.remove_auditor(&args.name)?;
-    audit.done("ok", None);
+    let seq = common::operator_change(&args.repo, &args.keys, "access remove-auditor", |r| {
+        r.remove_auditor(&args.name)
+    })?;
     outln!("trust list version {seq}: auditor '{}' removed", args.name);
     Ok(0)
 }

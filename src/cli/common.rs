@@ -187,6 +187,21 @@ pub fn audit<'r>(repo: &'r Repository, intent: custodian::audit::Intent) -> Resu
     })
 }
 
+/// An operator's change: open with the identity, append the entry for `op` (a write), run
+/// `act`, and close the entry.
+pub fn operator_change<T>(
+    repo: &RepoArg,
+    keys: &KeyArgs,
+    op: &str,
+    act: impl FnOnce(&Repository) -> custodian::Result<T>,
+) -> Result<T> {
+    let opened = open_operator(repo, keys, op)?;
+    let audit = audit(&opened, custodian::audit::Intent::write(op, ""))?;
+    let done = act(&opened)?;
+    audit.done("ok", None);
+    Ok(done)
+}
+
 /// `--quiet` was given.
 static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 

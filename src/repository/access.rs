@@ -56,7 +56,12 @@ impl Repository {
         keep: impl FnOnce(&str) -> Result<()>,
     ) -> Result<String> {
         let auth = self.registry_auth()?;
-        if auth.list.writers.iter().any(|w| w.name == who.name && w.revoked.is_none()) {
+        if auth
+            .list
+            .writers
+            .iter()
+            .any(|w| w.name == who.name && w.revoked.is_none())
+        {
             return Err(Error::Invalid(format!(
                 "a writer named '{}' is already on the registry; revoke it first or choose \
                  another --name",
@@ -179,7 +184,11 @@ impl Repository {
         let now = Self::now_text();
         let by = self.opened_by_key();
         let list = auth.extend(self.backend.as_ref(), &now, |list| {
-            if list.auditors.iter().any(|a| a.recipient == recipient || a.registry.name == who.name) {
+            if list
+                .auditors
+                .iter()
+                .any(|a| a.recipient == recipient || a.registry.name == who.name)
+            {
                 return Err(Error::Invalid(format!(
                     "auditor '{}' ({recipient}) is already on the registry",
                     who.name
@@ -226,7 +235,11 @@ impl Repository {
 
 /// A writer `which` names that is revoked, while none in force answers to it: a rerun.
 fn already_revoked(list: &TrustList, which: &str) -> Option<Revoked> {
-    if list.writers.iter().any(|w| w.revoked.is_none() && w.name == which) {
+    if list
+        .writers
+        .iter()
+        .any(|w| w.revoked.is_none() && w.name == which)
+    {
         return None;
     }
     let w = list
@@ -247,7 +260,9 @@ fn find_writer<'a>(list: &'a TrustList, which: &str) -> Result<&'a TrustedWriter
     let live = || list.writers.iter().filter(|w| w.revoked.is_none());
     let by_name: Vec<_> = live().filter(|w| w.name == which).collect();
     let found: Vec<_> = if by_name.is_empty() {
-        live().filter(|w| !which.is_empty() && w.id.starts_with(which)).collect()
+        live()
+            .filter(|w| !which.is_empty() && w.id.starts_with(which))
+            .collect()
     } else {
         by_name
     };

@@ -30,6 +30,7 @@ pub use packer::{PackUploader, PackWriter, UploadSummary};
 pub use records::{held_among, DestroyedSnapshot, DestructionRecord, Hold};
 pub use repack::FrameCopier;
 pub use snapshots::{lineage_times, Filter, Scanned, SnapshotInfo, SnapshotSelector};
+pub use verify::verify_signatures;
 
 use crate::backend::{Backend, ErrorKind};
 use crate::crypto::{self, MetadataKeys, SessionKey};

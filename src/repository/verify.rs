@@ -35,6 +35,13 @@ pub fn kind_of(name: &str) -> Option<ObjectKind> {
 
 /// Every stored object outside `packs/` with its kind.
 pub fn all_objects(repo: &Repository) -> Result<Vec<(crate::backend::ObjectInfo, ObjectKind)>> {
+    all_objects_in(repo.backend.as_ref())
+}
+
+/// The same, in a store opened without a repository key (an auditor's).
+pub fn all_objects_in(
+    backend: &dyn crate::backend::Backend,
+) -> Result<Vec<(crate::backend::ObjectInfo, ObjectKind)>> {
     let mut out = Vec::new();
     for folder in [
         "snapshots/",
@@ -49,7 +56,7 @@ pub fn all_objects(repo: &Repository) -> Result<Vec<(crate::backend::ObjectInfo,
         "keys/",
         "audit/",
     ] {
-        for object in repo.backend.list(folder)? {
+        for object in backend.list(folder)? {
             if let Some(kind) = kind_of(&object.name) {
                 out.push((object, kind));
             }
@@ -77,6 +84,46 @@ impl Repository {
         }
         Ok(bad)
     }
+}
+
+/// An auditor's structure check: every object outside `packs/` carries a valid signature by a
+/// key of the trust list in a role allowed to write it, and hash-named ones hash to their
+/// names; every pack name is a pack id. Nothing is decrypted. Returns the objects checked and
+/// `(object, what is wrong)` for each that fails.
+pub fn verify_signatures(
+    backend: &dyn crate::backend::Backend,
+    auth: &super::trust::Auth,
+) -> Result<(usize, Vec<(String, String)>)> {
+    let objects = all_objects_in(backend)?;
+    let mut bad = Vec::new();
+    for (object, kind) in &objects {
+        if object.size > kind.max_stored() {
+            bad.push((object.name.clone(), "is larger than its kind allows".into()));
+            continue;
+        }
+        let Some(stored) = backend.get_if_present(&object.name)? else {
+            continue;
+        };
+        match auth.verify(*kind, &object.name, &stored) {
+            Err(e) => bad.push((object.name.clone(), e.to_string())),
+            Ok((body, _)) if kind.hash_named() && !hashes_to_name(body, &object.name) => {
+                bad.push((object.name.clone(), "does not hash to its name".into()))
+            }
+            Ok(_) => {}
+        }
+    }
+    for pack in backend.list("packs/")? {
+        let id = pack.name.rsplit('/').next().unwrap_or_default();
+        if id.parse::<crate::id::PackId>().is_err() {
+            bad.push((pack.name.clone(), "is not named by a pack id".into()));
+        }
+    }
+    Ok((objects.len(), bad))
+}
+
+fn hashes_to_name(body: &[u8], name: &str) -> bool {
+    let expected = name.rsplit('/').next().unwrap_or_default();
+    hex::encode(crate::id::content_hash(body)) == expected
 }
 
 #[cfg(test)]
