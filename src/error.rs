@@ -105,6 +105,10 @@ pub enum Error {
          report."
     )]
     AuditUnavailable { op: String, cause: String },
+    /// The caller's identity is not on the trust list in `role`: the CLI then tries the other
+    /// role (an auditor's identity given where an operator's would also do).
+    #[error("{message}")]
+    NotListed { role: &'static str, message: String },
     #[error("{0}")]
     Damaged(String),
     #[error("{0}")]

@@ -311,6 +311,43 @@ fn a_deleted_entry_is_named_as_a_gap() {
 }
 
 #[test]
+fn hostile_audit_objects_are_named_and_nothing_panics() {
+    let w = world_with_entries(3);
+    fs::write(log_dir(&w).join("notes.txt"), b"planted").unwrap();
+    fs::write(entry_file(&w, 3), vec![b'{'; 300 * 1024]).unwrap();
+    let checkpoints = w.repo.join("audit/checkpoints");
+    fs::write(
+        checkpoints.join("000000000009-000000000009"),
+        b"CUSTSIG1 garbage",
+    )
+    .unwrap();
+    let (ok, said) = verify(&w);
+    assert!(!ok);
+    assert!(
+        said.contains("audit/log/notes.txt is not an entry name"),
+        "{said}"
+    );
+    assert!(
+        said.contains("audit/log/000000000003 is larger than any audit entry"),
+        "{said}"
+    );
+    assert!(
+        said.contains("audit/checkpoints/000000000009-000000000009"),
+        "{said}"
+    );
+    // Reading the log stops at the bad entry with a message, never a panic.
+    let out = w.operator_cmd(&["audit", "log"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("000000000003"), "{}", text(&out));
+    // Garbage where an entry should be is refused as unsigned.
+    fs::write(entry_file(&w, 3), b"not an envelope").unwrap();
+    let (ok, said) = verify(&w);
+    assert!(!ok);
+    assert!(said.contains("FIRST BAD: audit/log/notes.txt"), "{said}");
+    assert!(said.contains("also: audit/log/000000000003"), "{said}");
+}
+
+#[test]
 fn reordered_entries_fail_their_signature() {
     let w = world_with_entries(3);
     let (a, b) = (entry_file(&w, 2), entry_file(&w, 3));
@@ -445,6 +482,28 @@ fn a_revoked_writer_is_refused_and_what_it_signs_afterwards_too() {
     let out = backup_with(&w, &second, &src);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("was revoked"), "{}", text(&out));
+
+    // The inventory is pinned by the trust list: altering it stops everyone who opens the
+    // repository, naming it.
+    let inventory = fs::read_dir(w.repo.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("revoked-")
+        })
+        .unwrap();
+    let original = fs::read(&inventory).unwrap();
+    let mut altered = original.clone();
+    let last = altered.len() - 2;
+    altered[last] ^= 1;
+    fs::write(&inventory, &altered).unwrap();
+    let out = w.writer_cmd(&["snapshots"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("keys/revoked-"), "{}", text(&out));
+    fs::write(&inventory, &original).unwrap();
 
     // What it wrote before the revocation still restores.
     w.restore(&id, &w.dir.path().join("before"), &[]);

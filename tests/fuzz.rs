@@ -47,6 +47,9 @@ fn parse_everything(bytes: &[u8]) {
     let _ = decode_json::<RepoConfig>(bytes, "t", 2).map(|c| c.chunker.validate());
     let _ = decode_json::<TrustList>(bytes, "t", 1);
     let _ = decode_json::<Migration>(bytes, "t", 1);
+    let _ = decode_json::<custodian::format::audit::EntryBody>(bytes, "t", 1);
+    let _ = decode_json::<custodian::format::audit::Checkpoint>(bytes, "t", 1);
+    let _ = decode_packed::<custodian::format::audit::Details>(bytes, "t", 1, 1 << 16);
     let _ = decode_packed::<Tree>(bytes, "t", 1, 1 << 20);
     let _ = custodian::compress::decompress_bounded(bytes, 1 << 20);
     let _ = custodian::format::refs::decode(bytes, "r");

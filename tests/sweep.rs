@@ -412,6 +412,48 @@ fn every_write_of_copy_key_changes_and_drill_reports_is_a_safe_kill_point() {
     case.expected = &expected;
     table.push(("key add-operator", sweep(&case)));
 
+    // The access registry: a writer credential issued, an auditor added, a writer revoked.
+    let issued = w.dir.path().join("branch.key");
+    let issue = [
+        "access",
+        "issue-writer",
+        "--name",
+        "branch",
+        "--out",
+        issued.to_str().unwrap(),
+    ];
+    let mut case = Case::new(&w, &issue);
+    case.operator = true;
+    case.expected = &expected;
+    case.creates = vec![issued.clone()];
+    table.push(("access issue-writer", sweep(&case)));
+    let auditor_key = keys.path().join("auditor.key");
+    let out = Command::new(BIN)
+        .args(["key", "generate", "--output"])
+        .arg(&auditor_key)
+        .output()
+        .unwrap();
+    let auditor_recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let auditor_signing = signing_key_of(&auditor_key);
+    let auditor = [
+        "access",
+        "add-auditor",
+        &auditor_recipient,
+        "--key",
+        &auditor_signing,
+        "--name",
+        "auditor",
+    ];
+    let mut case = Case::new(&w, &auditor);
+    case.operator = true;
+    case.expected = &expected;
+    table.push(("access add-auditor", sweep(&case)));
+    ok(w.operator_cmd(&issue));
+    let mut case = Case::new(&w, &["access", "revoke-writer", "branch"]);
+    case.operator = true;
+    case.expected = &expected;
+    table.push(("access revoke-writer", sweep(&case)));
+
     // A second source's domain, crypto-shredded.
     w.backup("doomed", &src);
     let mut case = Case::new(

@@ -48,6 +48,29 @@ pub fn private_dir(dir: &Path) -> Result<()> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).at(dir)
 }
 
+/// Replace `path` with `bytes` so that a reader sees the old file or the new one, never half:
+/// a private (0600) temporary file unique to this writer, synced, then renamed over it.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!(
+        "{}-{}.tmp",
+        std::process::id(),
+        crate::id::SessionId::random().to_hex()
+    ));
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(crate::error::Error::io(&tmp, e));
+    }
+    fs::rename(&tmp, path).at(path)
+}
+
 impl FileCache {
     /// Open the cache for `source_key` (already a keyed hash) under `state_dir`. A missing or
     /// unreadable cache is simply empty.

@@ -7,7 +7,7 @@ pub mod changes;
 pub mod commit;
 mod pipeline;
 
-pub use cache::private_dir;
+pub use cache::{private_dir, write_atomic};
 pub use pipeline::Progress;
 
 use crate::error::{Error, Result};

@@ -145,15 +145,5 @@ fn write_atomic(file: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = file.parent() {
         crate::archiver::private_dir(dir)?;
     }
-    // Unique per writer: several commands may record the same repository's head at once.
-    let tmp = file.with_extension(format!(
-        "{}-{}.tmp",
-        std::process::id(),
-        crate::id::SessionId::random().to_hex()
-    ));
-    std::fs::write(&tmp, bytes).at(&tmp)?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .at(&tmp)?;
-    std::fs::rename(&tmp, file).at(file)
+    crate::archiver::write_atomic(file, bytes)
 }

@@ -6,6 +6,7 @@ use super::common;
 use super::{KeyArgs, RepoArg};
 use anyhow::Result;
 use custodian::format::trust::TrustList;
+use custodian::repository::trust::{key_who_hex, writer_who, Role};
 use custodian::repository::Principal;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -104,36 +105,27 @@ pub struct Row {
     pub last_use: Option<String>,
 }
 
-/// Every principal of `list`, with its last use from the audit log (`last`: signer -> time).
+/// Every principal of `list`, with its last use from the audit log (`last`: signer -> time,
+/// signers named as the trust list names them).
 pub fn rows(list: &TrustList, last: &HashMap<String, String>) -> Vec<Row> {
+    let last_use = |who: Option<String>| who.and_then(|w| last.get(&w).cloned());
     let mut out = Vec::new();
     for o in &list.operators {
         let key = o.signing_key.clone().unwrap_or_default();
-        let who = o
-            .signing_key
-            .as_deref()
-            .map(signer_text)
-            .unwrap_or_default();
         let reg = o.registry.as_ref();
         out.push(Row {
             name: reg.map_or_else(|| "(from init)".into(), |r| r.name.clone()),
             role: "operator",
             key: format!("{} (signing {})", o.recipient, short(&key)),
             sources: "all".into(),
-            added: reg.map_or_else(|| list_origin(list), |r| r.added.clone()),
+            added: reg.map_or_else(|| list.config.created.clone(), |r| r.added.clone()),
             added_by: reg.map_or_else(|| "init".into(), |r| r.added_by.clone()),
             expires: reg.and_then(|r| r.expires.clone()),
             revoked: None,
-            last_use: last.get(&format!("operator {who}")).cloned(),
+            last_use: last_use(key_who_hex(Role::Operator, &key)),
         });
     }
     for w in &list.writers {
-        // As the trust list names signers: the credential id's first 8 characters.
-        let who = format!(
-            "writer credential {} ({})",
-            w.id.get(..8).unwrap_or(&w.id),
-            w.name
-        );
         out.push(Row {
             name: w.name.clone(),
             role: "writer",
@@ -146,7 +138,7 @@ pub fn rows(list: &TrustList, last: &HashMap<String, String>) -> Vec<Row> {
                 .revoked
                 .as_ref()
                 .map(|r| format!("{} by {}", r.time, r.by)),
-            last_use: last.get(&who).cloned(),
+            last_use: last_use(Some(writer_who(w))),
         });
     }
     for a in &list.auditors {
@@ -159,28 +151,14 @@ pub fn rows(list: &TrustList, last: &HashMap<String, String>) -> Vec<Row> {
             added_by: a.registry.added_by.clone(),
             expires: a.registry.expires.clone(),
             revoked: None,
-            last_use: last
-                .get(&format!("auditor {}", signer_text(&a.signing_key)))
-                .cloned(),
+            last_use: last_use(key_who_hex(Role::Auditor, &a.signing_key)),
         });
     }
     out
 }
 
-fn signer_text(hex_key: &str) -> String {
-    let mut key = [0u8; 32];
-    match hex::decode_to_slice(hex_key, &mut key) {
-        Ok(()) => custodian::crypto::sign::key_id(&key),
-        Err(_) => String::new(),
-    }
-}
-
 fn short(text: &str) -> &str {
     text.get(..16).unwrap_or(text)
-}
-
-fn list_origin(list: &TrustList) -> String {
-    list.config.created.clone()
 }
 
 /// Last use of each signer ("operator 1a2b…", "writer credential …"), from the audit log.
@@ -243,21 +221,22 @@ fn expires(text: Option<&str>) -> Result<Option<String>> {
 }
 
 fn issue_writer(args: IssueArgs) -> Result<u8> {
-    if args.out.exists() {
-        anyhow::bail!(
-            "{} already exists; custodian never overwrites a key. Choose another --out.",
-            args.out.display()
-        );
-    }
     let who = Principal {
         name: &args.name,
         expires: expires(args.expires.as_deref())?,
     };
-    let id = common::operator_change(&args.repo, &args.keys, "access issue-writer", |repo| {
-        repo.issue_writer(&who, |text| {
-            custodian::crypto::keys::write_private(&args.out, text)
-        })
+    let issued = common::operator_change(&args.repo, &args.keys, "access issue-writer", |r| {
+        r.issue_writer(&who, &args.out)
     })?;
+    let id = issued.id;
+    if issued.already {
+        outln!(
+            "writer credential {} in {} is already issued and listed; nothing to do",
+            custodian::id::short_text(&id),
+            args.out.display()
+        );
+        return Ok(0);
+    }
     outln!(
         "issued writer credential {} ('{}') to {} (mode 0600): give it to the server; it cannot \
          read backups",
@@ -302,10 +281,13 @@ fn add_auditor(args: AddAuditorArgs) -> Result<u8> {
     let seq = common::operator_change(&args.repo, &args.keys, "access add-auditor", |r| {
         r.add_auditor(&args.recipient, &args.key, &who)
     })?;
-    outln!(
-        "trust list version {seq}: auditor '{}' added; entries from now on are sealed to it too",
-        args.name
-    );
+    match seq {
+        Some(seq) => outln!(
+            "trust list version {seq}: auditor '{}' added; entries from now on are sealed to it too",
+            args.name
+        ),
+        None => outln!("auditor '{}' is listed already; nothing to do", args.name),
+    }
     Ok(0)
 }
 

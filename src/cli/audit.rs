@@ -69,6 +69,25 @@ pub fn audit(cmd: AuditCommand) -> Result<u8> {
     }
 }
 
+/// After `first` refused the identity as no operator of the repository: open it as an auditor
+/// instead. If it is no auditor either, the operator's refusal stands; any other error (an
+/// unpinned trust list, a forged one) is the auditor's.
+pub fn as_auditor(repo: &RepoArg, keys: &KeyArgs, first: anyhow::Error) -> Result<AuditorView> {
+    let not_operator = matches!(
+        first.downcast_ref::<custodian::Error>(),
+        Some(custodian::Error::NotListed { .. })
+    );
+    let (Some(identity), true) = (&keys.identity, not_operator) else {
+        return Err(first);
+    };
+    let pins = Some(common::state_dir().join("trust"));
+    match AuditorView::open(common::backend(repo)?, identity, pins) {
+        Ok(view) => Ok(view),
+        Err(custodian::Error::NotListed { .. }) => Err(first),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The repository opened by whoever asks: an auditor identity opens only the audit log.
 pub enum Reader {
     Repo(Box<Repository>),
@@ -80,24 +99,7 @@ impl Reader {
     pub fn open(repo: &RepoArg, keys: &KeyArgs) -> Result<Reader> {
         match common::open(repo, keys, "reading the audit log") {
             Ok(r) => Ok(Reader::Repo(Box::new(r))),
-            Err(first) => match &keys.identity {
-                Some(id) => AuditorView::open(
-                    common::backend(repo)?,
-                    id,
-                    Some(common::state_dir().join("trust")),
-                )
-                .map(|v| Reader::Auditor(Box::new(v)))
-                .map_err(|e| {
-                    match e
-                        .to_string()
-                        .contains("not one of this repository's auditors")
-                    {
-                        true => first,
-                        false => e.into(),
-                    }
-                }),
-                None => Err(first),
-            },
+            Err(first) => Ok(Reader::Auditor(Box::new(as_auditor(repo, keys, first)?))),
         }
     }
 

@@ -36,10 +36,9 @@ pub fn run(args: CheckArgs) -> Result<u8> {
     } else {
         match common::open(&args.repo, &args.keys, "check") {
             Ok(repo) => repo,
-            Err(e) => match auditor_check(&args)? {
-                Some(code) => return Ok(code),
-                None => return Err(e),
-            },
+            Err(e) => {
+                return auditor_check(&args, &super::audit::as_auditor(&args.repo, &args.keys, e)?)
+            }
         }
     };
     let audit = match subset {
@@ -101,16 +100,8 @@ pub fn run(args: CheckArgs) -> Result<u8> {
 }
 
 /// `check` by an auditor (an identity on the registry's auditors, not an operator): every
-/// object's signature and signer, hash names and pack names; nothing is decrypted. `None` when
-/// the identity is no auditor either (the operator error stands).
-fn auditor_check(args: &CheckArgs) -> Result<Option<u8>> {
-    let Some(identity) = &args.keys.identity else {
-        return Ok(None);
-    };
-    let pins = Some(common::state_dir().join("trust"));
-    let Ok(view) = AuditorView::open(common::backend(&args.repo)?, identity, pins) else {
-        return Ok(None);
-    };
+/// object's signature and signer, hash names and pack names; nothing is decrypted.
+fn auditor_check(args: &CheckArgs, view: &AuditorView) -> Result<u8> {
     let (checked, bad) =
         custodian::repository::verify_signatures(view.backend.as_ref(), &view.auth)?;
     if args.json {
@@ -128,5 +119,5 @@ fn auditor_check(args: &CheckArgs) -> Result<Option<u8>> {
             if bad.is_empty() { ", no errors" } else { "" }
         );
     }
-    Ok(Some(if bad.is_empty() { 0 } else { 1 }))
+    Ok(if bad.is_empty() { 0 } else { 1 })
 }

@@ -2,7 +2,7 @@
 //! dir) so that `custodian status` works while the daemon is down and a run missed while it was
 //! down can be caught up at start-up. Holds no file names.
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -120,23 +120,10 @@ pub fn load(state_dir: &Path) -> Result<StatusDoc> {
 
 /// Write atomically (temporary file, fsync, rename), mode 0600.
 pub fn save(state_dir: &Path, doc: &StatusDoc) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = status_path(state_dir);
-    let tmp = state_dir.join(format!(".{STATUS_FILE}.tmp"));
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .at(&tmp)?;
     let json = serde_json::to_vec_pretty(doc).map_err(|e| {
         Error::Invalid(format!(
             "internal error: the status could not be serialised: {e}"
         ))
     })?;
-    file.write_all(&json).at(&tmp)?;
-    file.sync_all().at(&tmp)?;
-    std::fs::rename(&tmp, &path).at(&path)
+    crate::archiver::write_atomic(&status_path(state_dir), &json)
 }

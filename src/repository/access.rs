@@ -4,7 +4,7 @@
 //! verify and anything it signs afterwards does not.
 
 use super::Repository;
-use crate::crypto::keys::identity_secret;
+use crate::crypto::keys::{identity_secret, read_private, write_private};
 use crate::crypto::sign::{key_id, open_envelope, ObjectSigner};
 use crate::error::{Error, Result};
 use crate::format::index::IndexFile;
@@ -14,6 +14,7 @@ use crate::format::trust::{
     TRUST_VERSION,
 };
 use crate::format::ObjectKind;
+use std::path::Path;
 use zeroize::Zeroizing;
 
 /// What a revocation vouched for: the objects and packs the credential had written.
@@ -25,6 +26,13 @@ pub struct Revoked {
     pub packs: usize,
     /// It was revoked before (a rerun): nothing changed.
     pub already: Option<String>,
+}
+
+/// A writer credential issued (or found issued by an earlier run: `already`).
+#[derive(Clone, Debug)]
+pub struct Issued {
+    pub id: String,
+    pub already: bool,
 }
 
 /// A new auditor or writer: its name, expiry and the operator's reason-free metadata.
@@ -48,27 +56,62 @@ impl Repository {
         crate::when::rfc3339(crate::clock::now())
     }
 
-    /// Issue a writer credential named `who.name`: `keep` stores its text (mode 0600) before the
-    /// trust list names it, so a crash leaves at worst an unlisted, useless credential.
-    pub fn issue_writer(
-        &self,
-        who: &Principal,
-        keep: impl FnOnce(&str) -> Result<()>,
-    ) -> Result<String> {
+    /// Issue a writer credential named `who.name` into `out` (mode 0600). Order: the operators'
+    /// copy, the file, then the trust list naming it, so a kill leaves at worst an unlisted
+    /// credential, which a rerun with the same `--out` finishes listing.
+    pub fn issue_writer(&self, who: &Principal, out: &Path) -> Result<Issued> {
         let auth = self.registry_auth()?;
-        if auth
-            .list
-            .writers
-            .iter()
-            .any(|w| w.name == who.name && w.revoked.is_none())
-        {
+        let credential = match self.earlier_issue(out)? {
+            Some(c) if auth.list.writers.iter().any(|w| w.id == c.credential_id) => {
+                return Ok(Issued {
+                    id: c.credential_id,
+                    already: true,
+                })
+            }
+            Some(c) => c,
+            None => self.new_writer(auth, who, out)?,
+        };
+        let seed = super::keyring::decode_hex_key(
+            credential.signing_key.as_deref().unwrap_or_default(),
+            "writer credential",
+        )?;
+        let key = hex::encode(ObjectSigner::from_seed(&seed).public());
+        let now = Self::now_text();
+        let by = self.opened_by_key();
+        auth.extend(self.backend.as_ref(), &now, |list| {
+            list.writers.push(TrustedWriter {
+                id: credential.credential_id.clone(),
+                name: who.name.to_string(),
+                key,
+                added: now.clone(),
+                revoked: None,
+                added_by: Some(by),
+                expires: who.expires.clone(),
+            });
+            Ok(())
+        })?;
+        Ok(Issued {
+            id: credential.credential_id,
+            already: false,
+        })
+    }
+
+    /// A fresh credential: its operators' copy stored, then the file written.
+    fn new_writer(
+        &self,
+        auth: &super::trust::Auth,
+        who: &Principal,
+        out: &Path,
+    ) -> Result<WriterCredential> {
+        let live = |w: &&TrustedWriter| w.name == who.name && w.revoked.is_none();
+        if auth.list.writers.iter().any(|w| live(&w)) {
             return Err(Error::Invalid(format!(
                 "a writer named '{}' is already on the registry; revoke it first or choose \
                  another --name",
                 who.name
             )));
         }
-        let (signer, seed) = ObjectSigner::generate();
+        let (_, seed) = ObjectSigner::generate();
         let credential = WriterCredential {
             version: KEYS_VERSION,
             kind: WRITER_KIND.into(),
@@ -87,22 +130,35 @@ impl Repository {
         let sealed = self.seal_for_operators(text.as_bytes(), "writer credential")?;
         self.backend
             .put_new(&name, &self.sign(ObjectKind::KeyRecord, &name, sealed)?)?;
-        keep(&text)?;
-        let now = Self::now_text();
-        let by = self.opened_by_key();
-        auth.extend(self.backend.as_ref(), &now, |list| {
-            list.writers.push(TrustedWriter {
-                id: credential.credential_id.clone(),
-                name: who.name.to_string(),
-                key: hex::encode(signer.public()),
-                added: now.clone(),
-                revoked: None,
-                added_by: Some(by.clone()),
-                expires: who.expires.clone(),
-            });
-            Ok(())
-        })?;
-        Ok(credential.credential_id)
+        write_private(out, &text)?;
+        Ok(credential)
+    }
+
+    /// What an `issue-writer` killed before its trust list left at `out`: a credential of this
+    /// repository whose operators' copy is stored. Anything else there is never overwritten.
+    fn earlier_issue(&self, out: &Path) -> Result<Option<WriterCredential>> {
+        if !out.exists() {
+            return Ok(None);
+        }
+        let refuse = || {
+            Error::Invalid(format!(
+                "{} already exists; custodian never overwrites a key. Choose another --out.",
+                out.display()
+            ))
+        };
+        let text = read_private(out)?;
+        let credential: WriterCredential = serde_json::from_str(&text).map_err(|_| refuse())?;
+        let ours = credential.repo_id == self.config.repo_id
+            && credential.signing_key.is_some()
+            && credential
+                .credential_id
+                .parse::<crate::id::SessionId>()
+                .is_ok();
+        let copy = format!("keys/writer-{}", credential.credential_id);
+        if !ours || self.backend.get_if_present(&copy)?.is_none() {
+            return Err(refuse());
+        }
+        Ok(Some(credential))
     }
 
     /// Revoke the writer credential named (or id-prefixed) `which`: list what it signed so
@@ -176,11 +232,27 @@ impl Repository {
     }
 
     /// Add auditor `recipient` with signing key `key` (from `custodian key show` on the
-    /// auditor's machine).
-    pub fn add_auditor(&self, recipient: &str, key: &str, who: &Principal) -> Result<u64> {
+    /// auditor's machine); returns the new trust list version, or `None` when exactly this
+    /// auditor is listed already (a rerun).
+    pub fn add_auditor(&self, recipient: &str, key: &str, who: &Principal) -> Result<Option<u64>> {
         let auth = self.registry_auth()?;
         crate::crypto::keys::parse_recipient(recipient, "the auditor's recipient")?;
         parse_hex32(key)?;
+        let same = |a: &TrustedAuditor| {
+            a.recipient == recipient
+                && a.signing_key.eq_ignore_ascii_case(key)
+                && a.registry.name == who.name
+        };
+        if auth.list.auditors.iter().any(same) {
+            return Ok(None);
+        }
+        if auth.list.operators.iter().any(|o| o.recipient == recipient) {
+            return Err(Error::Invalid(format!(
+                "{recipient} is an operator of this repository; an auditor needs an identity of \
+                 its own (custodian key generate), so that what it can do stays what its role \
+                 allows"
+            )));
+        }
         let now = Self::now_text();
         let by = self.opened_by_key();
         let list = auth.extend(self.backend.as_ref(), &now, |list| {
@@ -206,7 +278,7 @@ impl Repository {
             });
             Ok(())
         })?;
-        Ok(list.seq)
+        Ok(Some(list.seq))
     }
 
     /// Remove auditor `name`: entries written from now on are no longer sealed to it.
@@ -280,11 +352,9 @@ fn find_writer<'a>(list: &'a TrustList, which: &str) -> Result<&'a TrustedWriter
 }
 
 fn parse_hex32(text: &str) -> Result<[u8; 32]> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(text, &mut out).map_err(|_| {
+    super::trust::parse_key(text).ok_or_else(|| {
         Error::Invalid(format!(
             "'{text}' is not a signing key (64 hex characters, from 'custodian key show')"
         ))
-    })?;
-    Ok(out)
+    })
 }

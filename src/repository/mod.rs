@@ -13,13 +13,15 @@ mod keyring;
 mod marks;
 pub mod migrate;
 mod packer;
+mod pins;
 mod records;
+mod registry;
 mod repack;
 mod snapshots;
 pub mod trust;
 mod verify;
 
-pub use access::{Principal, Revoked};
+pub use access::{Issued, Principal, Revoked};
 pub use blobs::{coalesce, decode_tree, validate_tree_blob, BlobReader, PackBlobs};
 pub use exclusions::Exclusion;
 pub use index::{Location, MasterIndex};
@@ -278,17 +280,14 @@ impl Repository {
                 .map(|(b, by)| (b, Some(by)))?,
             None => (stored, None),
         };
-        if kind.hash_named() {
-            let expected = name.rsplit('/').next().unwrap_or_default();
-            if hex::encode(crate::id::content_hash(body)) != expected {
-                return Err(crate::error::FormatError::Malformed {
-                    what: format!("{} {name}", kind.what()),
-                    reason: "its bytes do not hash to its name: it was altered, or copied \
-                             from another name"
-                        .into(),
-                }
-                .into());
+        if kind.hash_named() && !verify::hashes_to_name(body, name) {
+            return Err(crate::error::FormatError::Malformed {
+                what: format!("{} {name}", kind.what()),
+                reason: "its bytes do not hash to its name: it was altered, or copied from \
+                         another name"
+                    .into(),
             }
+            .into());
         }
         Ok((body, by))
     }

@@ -14,6 +14,11 @@ use crate::format::{decode_json, ObjectKind};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::pins::{check_pin, pin_verified};
+pub use super::pins::{confirm, fingerprint, location_key, refuse_downgrade};
+use super::registry::{check_member, check_writer, not_operator, read_revocations, trusted_keys};
+pub use super::registry::{expired, key_who, key_who_hex, writer_who, Role, Signer};
+
 /// What the caller trusts before reading anything from the store.
 pub enum Anchor {
     /// A writer credential: the operator keys it was issued with, its config digest and its
@@ -36,33 +41,6 @@ pub enum Anchor {
         pin_dir: Option<PathBuf>,
         recipient: String,
     },
-}
-
-/// What the access registry lets a key do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Operator,
-    Writer,
-    Auditor,
-}
-
-impl Role {
-    /// The role's name in entries and listings.
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Operator => "operator",
-            Role::Writer => "writer",
-            Role::Auditor => "auditor",
-        }
-    }
-}
-
-/// A key that may sign: who it is, in which role, and its name in the registry.
-#[derive(Clone, Debug)]
-pub struct Signer {
-    pub who: String,
-    pub role: Role,
-    pub name: Option<String>,
 }
 
 /// Who may sign, and the key this process signs with.
@@ -285,21 +263,10 @@ impl Auth {
         }
     }
 
-    /// Who a key is, if it may sign.
-    pub fn signer(&self, key: &[u8; 32]) -> Option<&Signer> {
-        self.trusted.get(key)
-    }
-
     /// This process's key, and who the registry says it is.
     pub fn own(&self) -> ([u8; 32], Option<&Signer>) {
         let key = self.signer.public();
         (key, self.trusted.get(&key))
-    }
-
-    /// Sign with this process's key without the trust-list check, for the audit log's
-    /// checkpoints kept outside the repository.
-    pub fn signing_key(&self) -> &ObjectSigner {
-        &self.signer
     }
 
     /// The auditors' age recipients: the audit log is sealed to them too.
@@ -377,7 +344,7 @@ fn read_migration(backend: &dyn Backend, list: &TrustList, hash: &str) -> Result
 
 /// A list of objects an operator vouches for (`migrate`'s, or a revocation's), which the trust
 /// list names by the hash of its stored bytes.
-fn read_vouched_list(
+pub(super) fn read_vouched_list(
     backend: &dyn Backend,
     list: &TrustList,
     name: &str,
@@ -401,39 +368,14 @@ fn read_vouched_list(
     Ok(vouched)
 }
 
-/// Refuse to treat a repository as format 1 when this credential or machine knows it was
-/// format 2: deleting the trust list and editing `config` back must not switch signatures off.
-pub fn refuse_downgrade(
-    config: &RepoConfig,
-    signed_credential: bool,
-    pin: Option<(&Path, &str)>,
-) -> Result<()> {
-    let pinned = pin.is_some_and(|(dir, location)| pin_file(dir, location).exists());
-    if signed_credential || pinned {
-        return Err(Error::Damaged(format!(
-            "repository {} says it is format version {}, but your {} knows it as format 2 \
-             (signed): its config was replaced to switch signatures off. Nothing was read or \
-             written; compare the repository with a copy.",
-            config.repo_id.short(),
-            config.version,
-            if signed_credential {
-                "writer credential"
-            } else {
-                "machine"
-            }
-        )));
-    }
-    Ok(())
-}
-
-fn forged(object: &str, why: &str) -> Error {
+pub(super) fn forged(object: &str, why: &str) -> Error {
     Error::Damaged(format!(
         "{object} {why}. The storage was tampered with, or the object is damaged; custodian \
          does not act on it. Run 'custodian check' and compare with a copy."
     ))
 }
 
-fn read_chain(backend: &dyn Backend) -> Result<Vec<(String, Vec<u8>)>> {
+pub(super) fn read_chain(backend: &dyn Backend) -> Result<Vec<(String, Vec<u8>)>> {
     let mut names: Vec<(u64, crate::backend::ObjectInfo)> = backend
         .list("keys/")?
         .into_iter()
@@ -457,14 +399,14 @@ fn read_chain(backend: &dyn Backend) -> Result<Vec<(String, Vec<u8>)>> {
     Ok(out)
 }
 
-fn operator_keys(list: &TrustList) -> Vec<[u8; 32]> {
+pub(super) fn operator_keys(list: &TrustList) -> Vec<[u8; 32]> {
     list.operators
         .iter()
         .filter_map(|o| o.signing_key.as_deref().and_then(parse_key))
         .collect()
 }
 
-fn parse_key(hex_key: &str) -> Option<[u8; 32]> {
+pub(crate) fn parse_key(hex_key: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(hex_key, &mut out).ok().map(|()| out)
 }
@@ -512,155 +454,6 @@ fn genesis_signers(
     )))
 }
 
-fn not_operator(list: &TrustList, recipient: &str) -> Error {
-    if list.auditors.iter().any(|a| a.recipient == recipient) {
-        return Error::Invalid(format!(
-            "your identity ({recipient}) is an auditor of this repository: auditors verify the \
-             audit log and the repository's structure ('custodian audit verify', 'audit log', \
-             'check', 'report'), and never read records or file names."
-        ));
-    }
-    Error::Invalid(format!(
-        "your identity (public key {recipient}) is not one of this repository's operators \
-         ({}). Use an operator identity that was given to 'custodian init' or added with \
-         'custodian access add-operator'.",
-        list.operators
-            .iter()
-            .map(|o| o.recipient.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))
-}
-
-/// The caller must be on the newest list in its role, and not expired: a removed operator or
-/// auditor stops here, whatever it pinned before.
-fn check_member(list: &TrustList, anchor: &Anchor) -> Result<()> {
-    let now = crate::clock::now();
-    let (expires, who) = match anchor {
-        Anchor::Writer { .. } => return Ok(()),
-        Anchor::Operator { recipient, .. } => {
-            let Some(o) = list.operators.iter().find(|o| o.recipient == *recipient) else {
-                return Err(not_operator(list, recipient));
-            };
-            (
-                o.registry.as_ref().and_then(|r| r.expires.clone()),
-                "operator",
-            )
-        }
-        Anchor::Auditor { recipient, .. } => {
-            let Some(a) = list.auditors.iter().find(|a| a.recipient == *recipient) else {
-                return Err(Error::Invalid(format!(
-                    "your identity ({recipient}) is not one of this repository's auditors. An \
-                     operator adds auditors with 'custodian access add-auditor'."
-                )));
-            };
-            (a.registry.expires.clone(), "auditor")
-        }
-    };
-    match expires {
-        Some(t) if expired(&t, now) => Err(Error::Invalid(format!(
-            "your {who} access to repository {} expired at {t}. Ask an operator to extend it \
-             ('custodian access add-{who} … --expires DATE').",
-            list.repo_id.short()
-        ))),
-        _ => Ok(()),
-    }
-}
-
-/// Whether an expiry time has passed; a time that does not parse counts as passed (fail closed).
-pub fn expired(expires: &str, now: std::time::SystemTime) -> bool {
-    humantime::parse_rfc3339_weak(expires).map_or(true, |t| t <= now)
-}
-
-/// What operators compare before trusting a repository they did not create: the first 32 hex
-/// characters (128 bits) of `H(first trust list as stored)`.
-pub fn fingerprint(bytes: &[u8]) -> String {
-    hex::encode(&crate::id::content_hash(bytes)[..16])
-}
-
-/// The pin file for a repository location (an attacker controls the repository id, not where
-/// the operator points custodian).
-fn pin_file(dir: &Path, location: &str) -> PathBuf {
-    dir.join(location_key(location))
-}
-
-/// A file name for what this machine keeps about the repository at `location` (pins, audit
-/// anchors): one repository, one name, so `/srv/r`, `/srv/r/` and a symlink to it agree.
-pub fn location_key(location: &str) -> String {
-    let canonical = match location.contains("://") {
-        true => location.to_string(),
-        false => std::fs::canonicalize(location)
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| location.to_string()),
-    };
-    hex::encode(crate::id::content_hash(canonical.as_bytes()))[..32].to_string()
-}
-
-/// Whether a pin exists for `location` and matches; a different one is an error.
-fn check_pin(dir: &Path, location: &str, list: &TrustList, bytes: &[u8]) -> Result<bool> {
-    let file = pin_file(dir, location);
-    let Ok(pinned) = std::fs::read_to_string(&file) else {
-        return Ok(false);
-    };
-    if pinned.trim() == pin_text(list, bytes) {
-        return Ok(true);
-    }
-    Err(Error::Damaged(format!(
-        "the repository at {location} is not the one this machine knows there (pinned in {}): \
-         its trust list or identity was replaced. Do not use it until an operator who signed \
-         it confirms what happened.",
-        file.display()
-    )))
-}
-
-/// Pin the (verified) first trust list for `location` unless a pin is there already.
-fn pin_verified(dir: &Path, location: &str, name: &str, bytes: &[u8]) -> Result<()> {
-    if pin_file(dir, location).exists() {
-        return Ok(());
-    }
-    let (_, body) = open_envelope(ObjectKind::Trust.what(), name, bytes)
-        .map_err(|e| forged(name, &e.to_string()))?;
-    let list: TrustList = decode_json(body, name, TRUST_VERSION)?;
-    write_pin(dir, location, &list, bytes)
-}
-
-fn pin_text(list: &TrustList, bytes: &[u8]) -> String {
-    format!(
-        "{} {}",
-        list.repo_id.to_hex(),
-        hex::encode(crate::id::content_hash(bytes))
-    )
-}
-
-fn write_pin(dir: &Path, location: &str, list: &TrustList, bytes: &[u8]) -> Result<()> {
-    crate::archiver::private_dir(dir)?;
-    let file = pin_file(dir, location);
-    std::fs::write(&file, pin_text(list, bytes)).map_err(|e| Error::io(&file, e))
-}
-
-/// `custodian key trust`: pin the repository at `backend` after the operator compared its
-/// fingerprint. Returns who signed the first trust list.
-pub fn confirm(backend: &dyn Backend, pin_dir: &Path, fingerprint_given: &str) -> Result<String> {
-    let chain = read_chain(backend)?;
-    let Some((name, bytes)) = chain.first() else {
-        return Err(Error::Invalid(
-            "this repository has no trust list (format 1): there is nothing to pin.".into(),
-        ));
-    };
-    if fingerprint(bytes) != fingerprint_given.trim().to_ascii_lowercase() {
-        return Err(Error::Invalid(format!(
-            "the repository's fingerprint is {}, not {fingerprint_given}: do not trust it until \
-             the operator who created it confirms which is right.",
-            fingerprint(bytes)
-        )));
-    }
-    let (_, body) = open_envelope(ObjectKind::Trust.what(), name, bytes)
-        .map_err(|e| forged(name, &e.to_string()))?;
-    let list: TrustList = decode_json(body, name, TRUST_VERSION)?;
-    write_pin(pin_dir, &backend.location(), &list, bytes)?;
-    Ok(list.by)
-}
-
 fn check_config(config: &RepoConfig, list: &TrustList) -> Result<()> {
     if *config == list.config {
         return Ok(());
@@ -672,121 +465,6 @@ fn check_config(config: &RepoConfig, list: &TrustList) -> Result<()> {
         config.changes_from(&list.config).join("; "),
         trust_name(list.seq)
     )))
-}
-
-fn check_writer(
-    list: &TrustList,
-    config: &RepoConfig,
-    digest: Option<&str>,
-    credential_id: &str,
-    own: [u8; 32],
-) -> Result<()> {
-    let current = config.digest()?;
-    if digest.is_some_and(|d| d != current) {
-        return Err(Error::Invalid(format!(
-            "writer credential {credential_id} was issued for another version of this \
-             repository's config (its digest differs): the config was changed. Nothing was \
-             written; ask an operator to check the repository."
-        )));
-    }
-    let now = crate::clock::now();
-    match list.writers.iter().find(|w| parse_key(&w.key) == Some(own)) {
-        Some(w) if w.revoked.is_some() => {
-            let r = w.revoked.as_ref().map(|r| (r.time.as_str(), r.by.as_str()));
-            let (time, by) = r.unwrap_or_default();
-            return Err(Error::Invalid(format!(
-                "writer credential {credential_id} ('{}') was revoked at {time} by {by}: \
-                 nothing was written. If this server should still back up, an operator issues \
-                 it a new credential with 'custodian access issue-writer --name NAME --out FILE'.",
-                w.name
-            )));
-        }
-        Some(w) if w.expires.as_deref().is_some_and(|t| expired(t, now)) => {
-            return Err(Error::Invalid(format!(
-                "writer credential {credential_id} ('{}') expired at {}: nothing was written. \
-                 An operator issues a new one with 'custodian access issue-writer'.",
-                w.name,
-                w.expires.as_deref().unwrap_or_default()
-            )));
-        }
-        Some(_) => return Ok(()),
-        None => {}
-    }
-    Err(Error::Invalid(format!(
-        "writer credential {credential_id} is not on this repository's list of writers: it \
-         belongs to someone else, or the list was changed. Nothing was written; ask an operator \
-         for a valid credential."
-    )))
-}
-
-fn trusted_keys(list: &TrustList) -> HashMap<[u8; 32], Signer> {
-    let mut out = HashMap::new();
-    for w in list.writers.iter().filter(|w| w.revoked.is_none()) {
-        if let Some(k) = parse_key(&w.key) {
-            let who = format!("writer credential {} ({})", short(&w.id), w.name);
-            let name = Some(w.name.clone());
-            out.insert(
-                k,
-                Signer {
-                    who,
-                    role: Role::Writer,
-                    name,
-                },
-            );
-        }
-    }
-    for o in &list.operators {
-        if let Some(k) = o.signing_key.as_deref().and_then(parse_key) {
-            let who = format!("operator {}", key_id(&k));
-            let name = o.registry.as_ref().map(|r| r.name.clone());
-            out.insert(
-                k,
-                Signer {
-                    who,
-                    role: Role::Operator,
-                    name,
-                },
-            );
-        }
-    }
-    for a in &list.auditors {
-        if let Some(k) = parse_key(&a.signing_key) {
-            let who = format!("auditor {}", key_id(&k));
-            let name = Some(a.registry.name.clone());
-            out.insert(
-                k,
-                Signer {
-                    who,
-                    role: Role::Auditor,
-                    name,
-                },
-            );
-        }
-    }
-    out
-}
-
-/// For each revoked writer, the list of what it had signed by then (`keys/revoked-<id>`),
-/// checked against the hash the trust list names and signed by an operator.
-fn read_revocations(
-    backend: &dyn Backend,
-    list: &TrustList,
-) -> Result<HashMap<[u8; 32], (String, Migration)>> {
-    let mut out = HashMap::new();
-    for w in &list.writers {
-        let (Some(revocation), Some(key)) = (&w.revoked, parse_key(&w.key)) else {
-            continue;
-        };
-        let name = crate::format::trust::revoked_name(&w.id);
-        let vouched = read_vouched_list(backend, list, &name, &revocation.vouched)?;
-        let who = format!("writer credential {} ({})", short(&w.id), w.name);
-        out.insert(key, (who, vouched));
-    }
-    Ok(out)
-}
-
-fn short(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
 }
 
 /// Parse a writer credential's hex operator keys.

@@ -121,7 +121,8 @@ pub fn verify_signatures(
     Ok((objects.len(), bad))
 }
 
-fn hashes_to_name(body: &[u8], name: &str) -> bool {
+/// Whether a hash-named object's body hashes to the last component of its name.
+pub(super) fn hashes_to_name(body: &[u8], name: &str) -> bool {
     let expected = name.rsplit('/').next().unwrap_or_default();
     hex::encode(crate::id::content_hash(body)) == expected
 }
