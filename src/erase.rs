@@ -373,7 +373,9 @@ impl Rewriter<'_> {
             }
         }
         for (name, trees) in by_domain {
-            let domain = self.reader.domain(name)?;
+            // Sealed to the current generation (after an operator change, a removed operator
+            // never held it), as a backup would.
+            let domain = repo.domain_for_write(name)?;
             let session = repo.start_session(&domain.recipient)?;
             let mut writer = PackWriter::new(name, repo.config.pack_target);
             for (id, json) in trees {

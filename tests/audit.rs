@@ -652,3 +652,119 @@ fn the_log_works_the_same_on_s3() {
     assert!(ok, "{said}");
     assert!(said.contains("3 entries"), "{said}");
 }
+
+/// How many stored objects `identity` can decrypt (as stored, or inside a signed envelope).
+fn openable_by(w: &World, identity: &Path) -> usize {
+    let ids = custodian::crypto::keys::load_identity_file(identity).unwrap();
+    let refs: Vec<&age::x25519::Identity> = ids.iter().collect();
+    common::all_bytes(&w.repo)
+        .iter()
+        .filter(|(_, bytes)| {
+            let body = custodian::crypto::sign::unverified_body(bytes);
+            custodian::crypto::open_with(&refs, body, "object", "").is_ok()
+                || custodian::crypto::open_with(&refs, bytes, "object", "").is_ok()
+        })
+        .count()
+}
+
+#[test]
+fn an_added_operator_reads_and_a_removed_one_opens_nothing_afterwards() {
+    let w = World::new(&[]);
+    let src = store(&w);
+    fs::write(src.join("clients/big.bin"), common::noise(3 << 20, 7)).unwrap();
+    w.backup("books", &src);
+    let before = w.latest_id();
+    let bob = w.dir.path().join("bob.key");
+    let out = w
+        .cmd(&["key", "generate", "--output"])
+        .arg(&bob)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let key = common::signing_key_of(&bob);
+    let said = run_ok(w.operator_cmd(&[
+        "access",
+        "add-operator",
+        &recipient,
+        "--key",
+        &key,
+        "--name",
+        "Bob",
+        "--reason",
+        "new bookkeeper",
+    ]));
+    assert!(said.contains("operator 'Bob' added"), "{said}");
+    let as_bob = |args: &[&str]| {
+        let mut c = w.cmd(args);
+        c.env("CUSTODIAN_IDENTITY", &bob)
+            .env("CUSTODIAN_STATE_DIR", w.dir.path().join("bob-state"));
+        c
+    };
+    let first = fs::read(w.repo.join("keys/trust-0000000001")).unwrap();
+    let fingerprint = custodian::repository::trust::fingerprint(&first);
+    run_ok(as_bob(&["key", "trust", "--fingerprint", &fingerprint]));
+    // Bob reads what was backed up before he was added (re-sealed to him).
+    let mut c = as_bob(&["restore", &before, "--target"]);
+    c.arg(w.dir.path().join("bob-out"))
+        .args(["--reason", "first look"]);
+    run_ok(c);
+    common::assert_same_content(&src, &w.dir.path().join("bob-out"));
+    assert!(openable_by(&w, &bob) > 0);
+
+    let said = run_ok(w.operator_cmd(&[
+        "access",
+        "remove-operator",
+        "Bob",
+        "--reason",
+        "left the firm",
+    ]));
+    assert!(said.contains("could already read"), "{said}");
+    assert!(
+        said.contains("cannot read: anything backed up from now on"),
+        "{said}"
+    );
+    fs::write(src.join("clients/other.csv"), b"after Bob left\n").unwrap();
+    let stats = w.backup("books", &src);
+    // The new generation keeps the dedup key: the unchanged 3 MiB are not uploaded again.
+    let added = stats["stats"]["bytes_added"].as_u64().unwrap();
+    assert!(added < 1 << 20, "{stats}");
+    let after = w.latest_id();
+
+    // Refused by custodian, and nothing in the store opens with his identity any more: not
+    // the new domain keys, not the re-sealed old ones, not the metadata key.
+    let mut c = as_bob(&["restore", &after, "--target"]);
+    c.arg(w.dir.path().join("bob-after"));
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("was removed"), "{}", text(&out));
+    assert!(!w.dir.path().join("bob-after").exists());
+    assert_eq!(openable_by(&w, &bob), 0);
+
+    // The operators in office read both generations; Bob's entries still verify.
+    w.restore(&before, &w.dir.path().join("old"), &[]);
+    w.restore(&after, &w.dir.path().join("new"), &[]);
+    common::assert_same_content(&src, &w.dir.path().join("new"));
+    assert_eq!(
+        fs::read(w.dir.path().join("old/clients/other.csv")).unwrap(),
+        b"3,4\n"
+    );
+    let (ok, said) = verify(&w);
+    assert!(ok, "{said}");
+    let said = run_ok(w.operator_cmd(&["check", "--read-data"]));
+    assert!(said.contains("no errors"), "{said}");
+    let ops: Vec<String> = entries(&w)
+        .iter()
+        .filter_map(|e| e["op"].as_str().map(str::to_string))
+        .collect();
+    for op in ["access add-operator", "access remove-operator", "restore"] {
+        assert!(ops.iter().any(|o| o == op), "{op} missing from {ops:?}");
+    }
+    let listed = stdout_ok(w.operator_cmd(&["access", "list", "--json"]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    let row = rows.iter().find(|r| r["name"] == "Bob").unwrap();
+    assert!(
+        row["revoked"].as_str().unwrap().contains("removed"),
+        "{row}"
+    );
+}

@@ -20,8 +20,14 @@ pub enum AccessCommand {
     IssueWriter(IssueArgs),
     /// Revoke a writer credential: what it signed afterwards is refused everywhere.
     RevokeWriter(NamedArgs),
+    /// Add an operator: it may read every source; starts a new generation of domain keys and
+    /// seals every key record to the operators in office.
+    AddOperator(AddPrincipalArgs),
+    /// Remove an operator: key records are sealed without it, and what is backed up from now
+    /// on goes to new domain keys it never held. Prints what it could already read.
+    RemoveOperator(NamedArgs),
     /// Add an auditor: it verifies and reads the audit log, never a record.
-    AddAuditor(AddAuditorArgs),
+    AddAuditor(AddPrincipalArgs),
     /// Remove an auditor: entries from now on are no longer sealed to it.
     RemoveAuditor(NamedArgs),
 }
@@ -64,10 +70,10 @@ pub struct NamedArgs {
 }
 
 #[derive(clap::Args)]
-pub struct AddAuditorArgs {
-    /// The auditor's age recipient (age1…).
+pub struct AddPrincipalArgs {
+    /// The person's age recipient (age1…, from 'custodian key generate' on their machine).
     recipient: String,
-    /// The auditor's signing key, from 'custodian key show' on the auditor's machine.
+    /// Their signing key, from 'custodian key show' on their machine.
     #[arg(long)]
     key: String,
     #[arg(long)]
@@ -86,6 +92,8 @@ pub fn access(cmd: AccessCommand) -> Result<u8> {
         AccessCommand::List(a) => list(a),
         AccessCommand::IssueWriter(a) => issue_writer(a),
         AccessCommand::RevokeWriter(a) => revoke_writer(a),
+        AccessCommand::AddOperator(a) => add_operator(a),
+        AccessCommand::RemoveOperator(a) => remove_operator(a),
         AccessCommand::AddAuditor(a) => add_auditor(a),
         AccessCommand::RemoveAuditor(a) => remove_auditor(a),
     }
@@ -121,7 +129,10 @@ pub fn rows(list: &TrustList, last: &HashMap<String, String>) -> Vec<Row> {
             added: reg.map_or_else(|| list.config.created.clone(), |r| r.added.clone()),
             added_by: reg.map_or_else(|| "init".into(), |r| r.added_by.clone()),
             expires: reg.and_then(|r| r.expires.clone()),
-            revoked: None,
+            revoked: o
+                .removed
+                .as_ref()
+                .map(|r| format!("{} by {} (removed)", r.time, r.by)),
             last_use: last_use(key_who_hex(Role::Operator, &key)),
         });
     }
@@ -273,7 +284,7 @@ fn revoke_writer(args: NamedArgs) -> Result<u8> {
     Ok(0)
 }
 
-fn add_auditor(args: AddAuditorArgs) -> Result<u8> {
+fn add_auditor(args: AddPrincipalArgs) -> Result<u8> {
     let who = Principal {
         name: &args.name,
         expires: expires(args.expires.as_deref())?,
@@ -296,5 +307,74 @@ fn remove_auditor(args: NamedArgs) -> Result<u8> {
         r.remove_auditor(&args.name)
     })?;
     outln!("trust list version {seq}: auditor '{}' removed", args.name);
+    Ok(0)
+}
+
+/// An operator change: the trust list (`act`, under this command's audit entry), then, on the
+/// repository reopened with the new list, every key record re-sealed to the operators in
+/// office. A rerun after a kill finds the list changed and re-seals again.
+fn change_operators<T>(
+    repo: &RepoArg,
+    keys: &KeyArgs,
+    op: &str,
+    act: impl FnOnce(&custodian::repository::Repository) -> custodian::Result<T>,
+) -> Result<(T, custodian::repository::Resealed, usize)> {
+    let opened = common::open_operator(repo, keys, op)?;
+    let audit = common::audit(&opened, custodian::audit::Intent::write(op, ""))?;
+    let done = act(&opened)?;
+    let fresh = common::open_operator(repo, keys, op)?;
+    let resealed = fresh.reseal_for_operators()?;
+    let snapshots = fresh.list_snapshots()?.len();
+    audit.done("ok", None);
+    Ok((done, resealed, snapshots))
+}
+
+fn add_operator(args: AddPrincipalArgs) -> Result<u8> {
+    let who = Principal {
+        name: &args.name,
+        expires: expires(args.expires.as_deref())?,
+    };
+    let (seq, resealed, _) =
+        change_operators(&args.repo, &args.keys, "access add-operator", |r| {
+            r.add_operator(&args.recipient, &args.key, &who)
+        })?;
+    let head = match seq {
+        Some(seq) => format!("trust list version {seq}: operator '{}' added", args.name),
+        None => format!("operator '{}' is listed already", args.name),
+    };
+    outln!(
+        "{head}; {} key domain(s) and {} record(s) sealed to the operators in office. On first \
+         use they compare the repository's fingerprint with you and run 'custodian key trust'.",
+        resealed.domains,
+        resealed.records
+    );
+    Ok(0)
+}
+
+fn remove_operator(args: NamedArgs) -> Result<u8> {
+    let (removed, resealed, snapshots) =
+        change_operators(&args.repo, &args.keys, "access remove-operator", |r| {
+            r.remove_operator(&args.name)
+        })?;
+    let who = format!("'{}' ({})", removed.name, removed.recipient);
+    if let Some(when) = &removed.already {
+        outln!("operator {who} was already removed ({when}); key records re-sealed again");
+    } else {
+        outln!(
+            "operator {who} removed; the {} object(s) it signed stay valid, anything it signs \
+             from now on is refused.",
+            removed.signed
+        );
+    }
+    outln!(
+        "What it could already read, and still can from any copy it kept: the {snapshots} \
+         snapshot(s) in this repository now, their files and names, and the bookkeeping \
+         (snapshot list, sizes, source names, audit details). Copies of the repository made \
+         before now, and old versions the storage provider keeps, still open with its \
+         identity.\nWhat it cannot read: anything backed up from now on (sealed to new domain \
+         keys it never held). {} key domain(s) and {} record(s) were re-sealed without it.",
+        resealed.domains,
+        resealed.records
+    );
     Ok(0)
 }

@@ -19,6 +19,15 @@ pub struct DomainKeys {
     pub chunker_seed: u64,
     pub recipient: x25519::Recipient,
     pub identity: Option<x25519::Identity>,
+    /// Identities of the domain's earlier generations (operators, for reading old content).
+    pub older: Vec<x25519::Identity>,
+}
+
+impl DomainKeys {
+    /// Every identity held, newest first (empty for a writer).
+    pub fn identities(&self) -> Vec<&x25519::Identity> {
+        self.identity.iter().chain(self.older.iter()).collect()
+    }
 }
 
 impl DomainKeys {

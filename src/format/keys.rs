@@ -27,6 +27,20 @@ pub struct DomainOperatorRecord {
     pub chunker_seed: u64,
 }
 
+/// `keys/domains/<id>.history`, encrypted to the operators and written by one: the identities
+/// of a domain's earlier generations, re-sealed when the operators changed, so the operators
+/// in office read old backups while the old records (sealed to whoever was removed) go.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DomainHistoryRecord {
+    pub version: u32,
+    pub name: String,
+    pub generation: u32,
+    pub identities: Vec<String>,
+    pub dedup_key: String,
+    pub chunker_seed: u64,
+}
+
 /// `keys/domains/<id>.writer`, encrypted to the metadata identity: what a writer needs to back up
 /// into the domain (public recipient, dedup key, chunker seed) and nothing that reads it.
 #[derive(Serialize, Deserialize)]

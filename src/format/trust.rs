@@ -36,6 +36,22 @@ pub struct TrustList {
     /// the unsigned objects format 1 wrote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migrated: Option<String>,
+    /// Generation of the key domains: every change of the operators starts a new one, so
+    /// what is backed up afterwards is sealed to domain keys only the operators of this list
+    /// ever held (`keys/domains/`, docs/FORMAT.md "Operator changes").
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub key_generation: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl TrustList {
+    /// Operators in office (not removed): the recipients key records are sealed to.
+    pub fn current_operators(&self) -> impl Iterator<Item = &TrustedOperator> {
+        self.operators.iter().filter(|o| o.removed.is_none())
+    }
 }
 
 /// Where `migrate` lists the format-1 objects it vouches for.
@@ -61,6 +77,10 @@ pub struct TrustedOperator {
     /// Who they are and who let them in (access registry; absent in lists written before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<Registered>,
+    /// Set by `access remove-operator`: from then on only what `keys/revoked-operator-<key>`
+    /// lists (what it had signed by then) verifies with its key, and nothing is sealed to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<Revocation>,
 }
 
 /// What the access registry says of a principal: its name, who added it, when, and until when.

@@ -42,7 +42,7 @@ pub struct Principal<'a> {
 }
 
 impl Repository {
-    fn registry_auth(&self) -> Result<&super::trust::Auth> {
+    pub(super) fn registry_auth(&self) -> Result<&super::trust::Auth> {
         self.require_operator("changing the access registry")?;
         self.auth().ok_or_else(|| {
             Error::Invalid(
@@ -52,7 +52,7 @@ impl Repository {
         })
     }
 
-    fn now_text() -> String {
+    pub(super) fn now_text() -> String {
         crate::when::rfc3339(crate::clock::now())
     }
 
@@ -170,17 +170,7 @@ impl Repository {
         }
         let writer = find_writer(&auth.list, which)?;
         let key = parse_hex32(&writer.key)?;
-        let vouched = self.signed_by(&key)?;
-        let body = crate::compress::json_bytes(&vouched)?;
-        let name = revoked_name(&writer.id);
-        let stored = self.sign(ObjectKind::Migration, &name, body)?;
-        let hash = hex::encode(crate::id::content_hash(&stored));
-        if !self.backend.put_new(&name, &stored)? {
-            // Left by a revocation killed before its trust list: no list names it, so it is
-            // replaced by this (complete) inventory.
-            self.delete_object(&name)?;
-            self.backend.put_new(&name, &stored)?;
-        }
+        let (hash, vouched) = self.store_inventory(&key, &writer.id)?;
         let now = Self::now_text();
         let by = self.opened_by_key();
         let id = writer.id.clone();
@@ -202,6 +192,23 @@ impl Repository {
             packs: vouched.packs.len(),
             already: None,
         })
+    }
+
+    /// List what `key` signed so far in `keys/revoked-<id>`; returns the hash the trust list
+    /// will name, and the list.
+    pub(super) fn store_inventory(&self, key: &[u8; 32], id: &str) -> Result<(String, Migration)> {
+        let vouched = self.signed_by(key)?;
+        let body = crate::compress::json_bytes(&vouched)?;
+        let name = revoked_name(id);
+        let stored = self.sign(ObjectKind::Migration, &name, body)?;
+        let hash = hex::encode(crate::id::content_hash(&stored));
+        if !self.backend.put_new(&name, &stored)? {
+            // Left by a revocation killed before its trust list: no list names it, so it is
+            // replaced by this (complete) inventory.
+            self.delete_object(&name)?;
+            self.backend.put_new(&name, &stored)?;
+        }
+        Ok((hash, vouched))
     }
 
     /// Everything signed with `key`: objects by name and stored hash, and the packs its index
@@ -298,7 +305,7 @@ impl Repository {
     }
 
     /// "operator <key id>" of the operator who opened this repository.
-    fn opened_by_key(&self) -> String {
+    pub(super) fn opened_by_key(&self) -> String {
         self.auth()
             .map(|a| format!("operator {}", key_id(&a.own().0)))
             .unwrap_or_else(|| self.opened_by.clone())
@@ -351,7 +358,7 @@ fn find_writer<'a>(list: &'a TrustList, which: &str) -> Result<&'a TrustedWriter
     }
 }
 
-fn parse_hex32(text: &str) -> Result<[u8; 32]> {
+pub(super) fn parse_hex32(text: &str) -> Result<[u8; 32]> {
     super::trust::parse_key(text).ok_or_else(|| {
         Error::Invalid(format!(
             "'{text}' is not a signing key (64 hex characters, from 'custodian key show')"

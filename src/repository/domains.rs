@@ -103,6 +103,7 @@ impl Repository {
             chunker_seed: rec.chunker_seed,
             recipient: crate::crypto::keys::parse_recipient(&rec.recipient, "domain recipient")?,
             identity: None,
+            older: Vec::new(),
         }))
     }
 

@@ -223,6 +223,7 @@ pub(super) fn first_trust(
                 recipient: r.clone(),
                 signing_key: (r == t.operator).then(|| hex::encode(t.signer.public())),
                 registry: None,
+                removed: None,
             })
             .collect(),
         writers: vec![TrustedWriter {
@@ -236,6 +237,7 @@ pub(super) fn first_trust(
         }],
         auditors: Vec::new(),
         migrated: t.migrated.clone(),
+        key_generation: 0,
     };
     let name = trust_name(1);
     let body = serde_json::to_vec_pretty(&list).map_err(internal)?;

@@ -191,20 +191,19 @@ impl Repository {
     /// Whether key domain `name` has its writer record: one listing, no read. A backup asks
     /// this before the costlier question of which sources the snapshots name.
     pub fn domain_exists(&self, name: &str) -> Result<bool> {
-        let writer = format!("{}.writer", self.domain_object(name));
+        let writers: Vec<String> = (0..=self.key_generation())
+            .map(|g| format!("{}.writer", self.domain_object_at(name, g)))
+            .collect();
         Ok(self
             .backend
             .list("keys/domains/")?
             .iter()
-            .any(|o| o.name == writer))
+            .any(|o| writers.contains(&o.name)))
     }
 
+    /// The current generation's records of domain `name` (what writers use).
     fn domain_object(&self, name: &str) -> String {
-        let key = self.meta.derive("custodian 2026 domain object name");
-        format!(
-            "keys/domains/{}",
-            &blake3::keyed_hash(&key, name.as_bytes()).to_hex()[..32]
-        )
+        self.domain_object_at(name, self.key_generation())
     }
 
     /// The keys a writer needs for domain `name`, creating the domain on first use.
@@ -243,8 +242,10 @@ impl Repository {
     /// Returns false when another process created the domain first.
     fn create_domain(&self, name: &str) -> Result<bool> {
         let identity = x25519::Identity::generate();
-        let dedup = random_key();
-        let seed: u64 = rand::random();
+        let (dedup, seed) = match self.earlier_domain_keys(name)? {
+            Some(kept) => kept,
+            None => (random_key(), rand::random()),
+        };
         let operator = DomainOperatorRecord {
             version: KEYS_VERSION,
             name: name.to_string(),
@@ -323,11 +324,7 @@ impl Repository {
             }
             Err(e) => return Err(e),
         };
-        let Some(identity) = keys.identity.as_ref() else {
-            return Err(Error::Invalid(
-                "the domain identity could not be opened".into(),
-            ));
-        };
+        let identities = keys.identities();
         // The order is what makes a killed run safe to repeat: the snapshots go first (none is
         // ever listed without its keys), then the sessions, found with the identity still here;
         // then the writer's record, so nothing new can be written into the domain; the
@@ -347,13 +344,25 @@ impl Repository {
             let Ok((sealed, _)) = self.verify(ObjectKind::Session, &o.name, &stored) else {
                 continue;
             };
-            if crypto::open_with(&[identity], sealed, "session key", "").is_ok() {
+            if crypto::open_with(&identities, sealed, "session key", "").is_ok() {
                 doomed.push((o.name, o.size));
             }
         }
-        let base = self.domain_object(name);
-        doomed.push((format!("{base}.writer"), 0));
-        doomed.push((format!("{base}.operator"), 0));
+        // Every generation's records, the operators' (identities) last.
+        let present: std::collections::HashSet<String> = self
+            .backend
+            .list("keys/domains/")?
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        for suffix in [".writer", ".history", ".operator"] {
+            for g in 0..=self.key_generation() {
+                let object = format!("{}{suffix}", self.domain_object_at(name, g));
+                if present.contains(&object) {
+                    doomed.push((object, 0));
+                }
+            }
+        }
         if dry_run {
             return Ok(DomainDestroyed::WouldDestroy {
                 snapshots: ids,
@@ -389,32 +398,7 @@ impl Repository {
     pub fn domain_for_read(&self, name: &str) -> Result<DomainKeys> {
         let identities = self.require_operator("reading backed-up content")?;
         self.require_audited("reading backed-up content")?;
-        let object = format!("{}.operator", self.domain_object(name));
-        let stored = self.backend.get(&object)?;
-        let (sealed, _) = self.verify(ObjectKind::KeyRecord, &object, &stored)?;
-        let refs: Vec<&x25519::Identity> = identities.iter().collect();
-        let plain = crypto::open_with(
-            &refs,
-            sealed,
-            &format!("key domain '{name}'"),
-            "Your identity is not an operator of this repository.",
-        )?;
-        let rec: DomainOperatorRecord =
-            crate::format::decode_packed(&plain, "domain key record", KEYS_VERSION, KEY_MAX)?;
-        if rec.name != name {
-            return Err(Error::Damaged(format!(
-                "the operator record of key domain '{name}' holds the keys of another domain: the \
-                 repository's key records were swapped or forged. Run 'custodian check'."
-            )));
-        }
-        let identity = parse_identity(&rec.identity, Path::new("repository domain record"))?;
-        Ok(DomainKeys {
-            name: rec.name,
-            dedup_key: decode_hex_key(&rec.dedup_key, "domain record")?,
-            chunker_seed: rec.chunker_seed,
-            recipient: identity.to_public(),
-            identity: Some(identity),
-        })
+        self.domain_keys_held(name, identities)
     }
 
     /// Start a run's session: a fresh key, stored sealed to `recipient` before any blob uses it.
@@ -445,17 +429,20 @@ impl Repository {
         if let Some(key) = self.sessions.lock().map_err(|_| poisoned())?.get(&id) {
             return Ok(key.clone());
         }
-        let identity = match domain {
-            None => &self.meta.identity,
-            Some(d) => d.identity.as_ref().ok_or_else(|| Error::NeedsIdentity {
-                what: "opening file content".into(),
-            })?,
+        let identities = match domain {
+            None => vec![&self.meta.identity],
+            Some(d) if d.identity.is_some() => d.identities(),
+            Some(_) => {
+                return Err(Error::NeedsIdentity {
+                    what: "opening file content".into(),
+                })
+            }
         };
         let name = format!("sessions/{id}");
         let stored = self.backend.get(&name)?;
         let (sealed, _) = self.verify(ObjectKind::Session, &name, &stored)?;
         let plain = crypto::open_with(
-            &[identity],
+            &identities,
             sealed,
             &format!("session {}", id),
             "The session belongs to another key domain.",

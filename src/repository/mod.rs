@@ -7,11 +7,13 @@ mod blobs;
 mod domains;
 mod exclusions;
 mod exclusive;
+mod generations;
 mod index;
 mod init;
 mod keyring;
 mod marks;
 pub mod migrate;
+mod operators;
 mod packer;
 mod pins;
 mod records;
@@ -28,6 +30,7 @@ pub use index::{Location, MasterIndex};
 pub use init::{init, InitOptions, Initialized};
 pub use keyring::DomainDestroyed;
 pub use marks::{Marks, PruneMarker};
+pub use operators::{RemovedOperator, Resealed};
 pub use packer::{PackUploader, PackWriter, UploadSummary};
 pub use records::{held_among, DestroyedSnapshot, DestructionRecord, Hold};
 pub use repack::FrameCopier;
@@ -119,13 +122,6 @@ impl Repository {
             &config.metadata_recipient,
             "repository metadata recipient",
         )?;
-        let operator_recipients = config
-            .operator_recipients
-            .iter()
-            .map(|r| {
-                crypto::keys::parse_recipient(r, "operator recipient in the repository config")
-            })
-            .collect::<Result<Vec<_>>>()?;
         let (meta, operator, auth, opened_by) = match credential {
             Credential::Writer(path) => {
                 let keys = keyring::load_writer_credential(path, &config)?;
@@ -182,6 +178,7 @@ impl Repository {
                 (meta, Some(identities), auth, by)
             }
         };
+        let operator_recipients = sealing_recipients(&config, auth.as_ref())?;
         if meta.identity.to_public().to_string() != config.metadata_recipient {
             return Err(Error::Invalid(format!(
                 "the metadata identity in your key does not match repository {} at {}: the key belongs to another repository.",
@@ -234,36 +231,6 @@ impl Repository {
             Some(auth) => auth.sign(kind, name, body),
             None => Ok(body),
         }
-    }
-
-    /// Give operator `recipient` (already one of the repository's operators) the signing key
-    /// `key` (hex), in a new trust list version signed by this operator. Returns the version.
-    pub fn add_operator_key(&self, recipient: &str, key: &str) -> Result<u64> {
-        self.require_operator("changing the trust list")?;
-        let auth = self.auth.as_ref().ok_or_else(|| {
-            Error::Invalid(
-                "a format-1 repository has no trust list; run 'custodian migrate' first".into(),
-            )
-        })?;
-        if trust::parse_keys(&[key.to_string()]).is_err() {
-            return Err(Error::Invalid(format!("--key '{key}' is not 64 hex characters (an operator signing key from 'custodian key show')")));
-        }
-        let now = humantime::format_rfc3339_seconds(crate::clock::now()).to_string();
-        let list = auth.extend(self.backend.as_ref(), &now, |list| {
-            let entry = list
-                .operators
-                .iter_mut()
-                .find(|o| o.recipient == recipient)
-                .ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "{recipient} is not one of this repository's operators; adding operators \
-                         is a change of config that is not supported yet"
-                    ))
-                })?;
-            entry.signing_key = Some(key.to_ascii_lowercase());
-            Ok(())
-        })?;
-        Ok(list.seq)
     }
 
     /// The body of a stored object after checking its signature and signer (format 2), and
@@ -524,6 +491,30 @@ impl Repository {
             })
             .collect())
     }
+}
+
+/// Whom key records are sealed to: the operators in office on the trust list (format 2, where
+/// operators change), else the config's.
+fn sealing_recipients(
+    config: &RepoConfig,
+    auth: Option<&trust::Auth>,
+) -> Result<Vec<x25519::Recipient>> {
+    let listed: Vec<&str> = match auth {
+        Some(auth) => auth
+            .list
+            .current_operators()
+            .map(|o| o.recipient.as_str())
+            .collect(),
+        None => config
+            .operator_recipients
+            .iter()
+            .map(String::as_str)
+            .collect(),
+    };
+    listed
+        .into_iter()
+        .map(|r| crypto::keys::parse_recipient(r, "operator recipient in the trust list"))
+        .collect()
 }
 
 /// Object name of a pack: two-character fan-out keeps directories small.

@@ -49,8 +49,7 @@ pub(super) fn not_operator(list: &TrustList, recipient: &str) -> Error {
         };
     }
     let operators: Vec<&str> = list
-        .operators
-        .iter()
+        .current_operators()
         .map(|o| o.recipient.as_str())
         .collect();
     Error::NotListed {
@@ -73,6 +72,18 @@ pub(super) fn check_member(list: &TrustList, anchor: &Anchor) -> Result<()> {
             let Some(o) = list.operators.iter().find(|o| o.recipient == *recipient) else {
                 return Err(not_operator(list, recipient));
             };
+            if let Some(r) = &o.removed {
+                return Err(Error::NotListed {
+                    role: "operator",
+                    message: format!(
+                        "your identity ({recipient}) was removed from this repository's \
+                         operators at {} by {}: nothing was read. Keys made since are sealed \
+                         only to the operators in office; ask one of them if you still need \
+                         access.",
+                        r.time, r.by
+                    ),
+                });
+            }
             (
                 o.registry.as_ref().and_then(|r| r.expires.clone()),
                 "operator",
@@ -179,7 +190,7 @@ pub(super) fn trusted_keys(list: &TrustList) -> HashMap<[u8; 32], Signer> {
         let who = Some(writer_who(w));
         add(parse_key(&w.key), Role::Writer, who, Some(w.name.clone()));
     }
-    for o in &list.operators {
+    for o in list.current_operators() {
         let key = o.signing_key.as_deref().and_then(parse_key);
         add(
             key,
@@ -210,9 +221,23 @@ pub(super) fn read_revocations(
         let vouched = read_vouched_list(backend, list, &name, &revocation.vouched)?;
         out.insert(key, (writer_who(w), vouched));
     }
+    for o in &list.operators {
+        let (Some(removal), Some(key)) = (&o.removed, o.signing_key.as_deref().and_then(parse_key))
+        else {
+            continue;
+        };
+        let name = crate::format::trust::revoked_name(&operator_revocation_id(&key));
+        let vouched = read_vouched_list(backend, list, &name, &removal.vouched)?;
+        out.insert(key, (key_who(Role::Operator, &key), vouched));
+    }
     Ok(out)
 }
 
 pub(super) fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
+}
+
+/// The id a removed operator's inventory is stored under (`keys/revoked-operator-<key>`).
+pub fn operator_revocation_id(key: &[u8; 32]) -> String {
+    format!("operator-{}", hex::encode(&key[..8]))
 }

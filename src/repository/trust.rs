@@ -400,8 +400,7 @@ pub(super) fn read_chain(backend: &dyn Backend) -> Result<Vec<(String, Vec<u8>)>
 }
 
 pub(super) fn operator_keys(list: &TrustList) -> Vec<[u8; 32]> {
-    list.operators
-        .iter()
+    list.current_operators()
         .filter_map(|o| o.signing_key.as_deref().and_then(parse_key))
         .collect()
 }
