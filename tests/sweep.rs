@@ -448,6 +448,33 @@ fn every_write_of_copy_key_changes_and_drill_reports_is_a_safe_kill_point() {
     case.operator = true;
     case.expected = &expected;
     table.push(("access add-auditor", sweep(&case)));
+    // An operator added, then removed: each a new key generation with every record re-sealed.
+    let third_key = keys.path().join("third.key");
+    let out = Command::new(BIN)
+        .args(["key", "generate", "--output"])
+        .arg(&third_key)
+        .output()
+        .unwrap();
+    let third_recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let third_signing = signing_key_of(&third_key);
+    let add_third = [
+        "access",
+        "add-operator",
+        &third_recipient,
+        "--key",
+        &third_signing,
+        "--name",
+        "third",
+    ];
+    let mut case = Case::new(&w, &add_third);
+    case.operator = true;
+    case.expected = &expected;
+    table.push(("access add-operator", sweep(&case)));
+    ok(w.operator_cmd(&add_third));
+    let mut case = Case::new(&w, &["access", "remove-operator", "third"]);
+    case.operator = true;
+    case.expected = &expected;
+    table.push(("access remove-operator", sweep(&case)));
     ok(w.operator_cmd(&issue));
     let mut case = Case::new(&w, &["access", "revoke-writer", "branch"]);
     case.operator = true;
