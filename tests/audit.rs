@@ -768,3 +768,52 @@ fn an_added_operator_reads_and_a_removed_one_opens_nothing_afterwards() {
         "{row}"
     );
 }
+
+#[test]
+fn an_access_review_lists_unused_expiring_and_changes_and_is_signed_off() {
+    let w = World::new(&[]);
+    let soon = humantime::format_rfc3339_seconds(
+        std::time::SystemTime::now() + std::time::Duration::from_secs(10 * 86_400),
+    )
+    .to_string();
+    let key = w.dir.path().join("branch.key");
+    let mut c = w.operator_cmd(&["access", "issue-writer", "--name", "branch", "--expires"]);
+    c.arg(&soon).arg("--out").arg(&key);
+    run_ok(c);
+    let review = |extra: &[&str], offset: &str| -> serde_json::Value {
+        let mut c = w.operator_cmd(&["access", "review", "--json"]);
+        c.args(extra).env("CUSTODIAN_TEST_CLOCK_OFFSET", offset);
+        serde_json::from_str(&stdout_ok(c)).unwrap()
+    };
+    let doc = review(&[], "+0s");
+    assert!(doc["last_review"].is_null(), "{doc}");
+    assert!(
+        doc["expiring"].to_string().contains("writer 'branch'"),
+        "{doc}"
+    );
+    assert!(!doc["unused"].to_string().contains("branch"), "{doc}");
+    let ops = doc["changes"].to_string();
+    assert!(ops.contains("access issue-writer"), "{doc}");
+    // Two hundred days on, the server that never backed up is unused.
+    let doc = review(&["--unused-days", "90"], "+200d");
+    assert!(
+        doc["unused"].to_string().contains("writer 'branch'"),
+        "{doc}"
+    );
+
+    let out = w
+        .operator_cmd(&["access", "review", "--approve"])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(text(&out).contains("needs --reason"), "{}", text(&out));
+    let doc = review(&["--approve", "--reason", "Q4 review, ticket 7"], "+0s");
+    let approved = doc["approved"].as_u64().unwrap();
+    let doc = review(&[], "+0s");
+    assert_eq!(doc["last_review"]["seq"].as_u64(), Some(approved), "{doc}");
+    assert_eq!(doc["last_review"]["trust_seq"], doc["trust_list"], "{doc}");
+    assert_eq!(doc["changes"].as_array().unwrap().len(), 0, "{doc}");
+    let signed = entries(&w);
+    let entry = signed.iter().find(|e| e["op"] == "access review").unwrap();
+    assert_eq!(entry["reason"], "Q4 review, ticket 7");
+}

@@ -46,10 +46,16 @@ fn write_config_with(w: &World, port: u16, daemon: &str, sources: &str) -> PathB
 
 impl Daemon {
     fn start(config: &Path) -> Daemon {
+        Daemon::start_with(config, &[])
+    }
+
+    /// Start with extra environment (a stepped clock).
+    fn start_with(config: &Path, env: &[(&str, &str)]) -> Daemon {
         let log = config.with_extension("log");
         let child = Command::new(BIN)
             .args(["daemon", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -887,4 +893,73 @@ fn a_second_daemon_on_the_same_state_dir_is_refused_and_the_first_keeps_its_stat
     let again = Daemon::start(&config);
     let (code, log) = again.stop(Duration::from_secs(30));
     assert_eq!(code, Some(0), "{log}");
+}
+
+#[test]
+fn an_overdue_access_review_shows_in_status_and_metrics_until_signed_off() {
+    let w = World::new(&[]);
+    let src = w.dir.path().join("records");
+    custodian::sample::generate(&src, 20 << 10, 5).unwrap();
+    let port = free_port();
+    let config = write_config(
+        &w,
+        port,
+        &format!("[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"0 0 3 * * *\"\n"),
+    );
+    let later = [("CUSTODIAN_TEST_CLOCK_OFFSET", "+100d")];
+    let age = |port| {
+        let m = scrape_until(port, |m| {
+            m.iter()
+                .any(|(k, _)| k == "custodian_access_review_age_days")
+        });
+        m.iter()
+            .find(|(k, _)| k == "custodian_access_review_age_days")
+            .map(|(_, v)| *v)
+    };
+    // A hundred days after init, never reviewed: overdue in the metrics and in status.
+    let d = Daemon::start_with(&config, &later);
+    assert!(age(port).is_some_and(|v| v >= 100.0), "{}", d.log());
+    // `status` judges with its own clock, stepped the same way.
+    let status = |config: &Path| -> serde_json::Value {
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--config"])
+            .arg(config)
+            .envs(later)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let problems = status(&config)["problems"].to_string();
+    assert!(problems.contains("access review overdue"), "{problems}");
+    d.stop(Duration::from_secs(30));
+
+    // Signed off that day: current again.
+    let out = w
+        .operator_cmd(&[
+            "access",
+            "review",
+            "--approve",
+            "--reason",
+            "Q1 access review",
+        ])
+        .envs(later)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("review signed off in audit entry"),
+        "{}",
+        text(&out)
+    );
+    let d = Daemon::start_with(&config, &later);
+    assert!(age(port).is_some_and(|v| v < 1.0), "{}", d.log());
+    let status = status(&config);
+    assert!(
+        !status["problems"].to_string().contains("access review"),
+        "{status}"
+    );
+    assert!(
+        status["access_review"]["last"].as_str().is_some(),
+        "{status}"
+    );
 }

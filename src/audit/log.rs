@@ -3,7 +3,9 @@
 
 use super::chain::{each_entry, Store};
 use crate::error::{Error, Result};
-use crate::format::audit::{parse_entry_name, Closing, Details, AUDIT_VERSION, LOG_PREFIX};
+use crate::format::audit::{
+    parse_entry_name, Closing, Details, AUDIT_VERSION, LOG_PREFIX, REVIEW_OP,
+};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -86,6 +88,50 @@ pub fn read(
         })
     });
     records.into_iter().collect()
+}
+
+/// The sign-off of an access review, as the log holds it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Review {
+    pub seq: u64,
+    pub time: String,
+    /// The trust list version approved.
+    pub trust_seq: u64,
+}
+
+/// The newest access review signed off in entries `after+1 ..= head`, walking back from the
+/// head (so a daemon that remembers `after` reads only what is new). Entries it cannot open
+/// are skipped; a damaged one is an error.
+pub fn last_review(
+    store: &Store,
+    open: &dyn Fn(&[u8]) -> Result<Vec<u8>>,
+    head: u64,
+    after: u64,
+) -> Result<Option<Review>> {
+    for seq in (after + 1..=head).rev() {
+        let Some(entry) = store.entry(seq)? else {
+            continue;
+        };
+        let Ok(sealed) = hex::decode(&entry.body.sealed) else {
+            continue;
+        };
+        let plain = match open(&sealed) {
+            Ok(plain) => plain,
+            Err(Error::Crypto(crate::error::CryptoError::NoMatchingKey { .. })) => continue,
+            Err(e) => return Err(e),
+        };
+        let what = format!("audit entry {seq}");
+        let details: Details =
+            crate::format::decode_packed(&plain, &what, AUDIT_VERSION, DETAILS_MAX)?;
+        if let (REVIEW_OP, Some(trust_seq)) = (details.op.as_str(), details.reviewed) {
+            return Ok(Some(Review {
+                seq,
+                time: entry.body.time,
+                trust_seq,
+            }));
+        }
+    }
+    Ok(None)
 }
 
 /// Results by entry, from the checkpoints that close them (bad checkpoints are left to verify).

@@ -32,6 +32,8 @@ pub struct Intent {
     /// Set when the entry is written after the act (the daemon's backups).
     pub result: Option<String>,
     pub touched: Option<Touched>,
+    /// An access review's sign-off: the trust list version approved.
+    pub reviewed: Option<u64>,
 }
 
 impl Intent {
@@ -54,6 +56,7 @@ impl Intent {
             reason: reason.to_string(),
             result: None,
             touched: None,
+            reviewed: None,
         }
     }
 
@@ -263,6 +266,7 @@ fn details(repo: &Repository, intent: &Intent, offline: Option<Offline>) -> Resu
         result: intent.result.clone(),
         touched: intent.touched,
         offline,
+        reviewed: intent.reviewed,
     };
     crate::compress::pack_json(&details)
 }

@@ -30,6 +30,9 @@ pub enum AccessCommand {
     AddAuditor(AddPrincipalArgs),
     /// Remove an auditor: entries from now on are no longer sealed to it.
     RemoveAuditor(NamedArgs),
+    /// The periodic review: every principal, unused and expiring ones, changes since the last
+    /// review; `--approve --reason …` signs it off.
+    Review(super::review::ReviewArgs),
 }
 
 #[derive(clap::Args)]
@@ -96,6 +99,7 @@ pub fn access(cmd: AccessCommand) -> Result<u8> {
         AccessCommand::RemoveOperator(a) => remove_operator(a),
         AccessCommand::AddAuditor(a) => add_auditor(a),
         AccessCommand::RemoveAuditor(a) => remove_auditor(a),
+        AccessCommand::Review(a) => super::review::review(a),
     }
 }
 

@@ -229,4 +229,12 @@ fn print_status(doc: &StatusDoc) {
             outln!("  last error: {e}");
         }
     }
+    if let Some(r) = &doc.access_review {
+        outln!(
+            "access review: last signed off {} ({} days; due every {})",
+            r.last.as_deref().unwrap_or("never"),
+            r.age_days(custodian::clock::now()),
+            custodian::daemon::status::REVIEW_EVERY_DAYS
+        );
+    }
 }

@@ -29,6 +29,7 @@ mod progress;
 mod prune;
 mod restore;
 mod retention;
+mod review;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -3,6 +3,7 @@
 //! once an hour. Each entry also goes to the journal with structured fields, and the log's
 //! length to the metrics, both out of the storage's reach.
 
+use super::state::AccessReview;
 use crate::audit::{Intent, Local, Touched};
 use crate::repository::Repository;
 use std::path::Path;
@@ -30,6 +31,7 @@ pub fn record(
     match crate::audit::append(repo, &intent, Some(&local)) {
         Ok(head) => {
             metrics::gauge!("custodian_audit_entries").set(head.seq as f64);
+            refresh_review(repo, head.seq);
             let fields = crate::audit::export::journal_fields(
                 head.seq,
                 &intent.op,
@@ -58,9 +60,55 @@ pub fn publish_length(repo: &Repository, state_dir: &Path) {
         .ok()
         .flatten();
     match crate::audit::store(repo).and_then(|s| s.head(hint.as_ref())) {
-        Ok(head) => metrics::gauge!("custodian_audit_entries").set(head.seq as f64),
+        Ok(head) => {
+            metrics::gauge!("custodian_audit_entries").set(head.seq as f64);
+            refresh_review(repo, head.seq);
+        }
         Err(e) => tracing::error!(error = %e, "the repository's audit log could not be read"),
     }
+}
+
+/// Access reviews seen so far: entries up to `scanned` were read once and never again.
+struct ReviewCursor {
+    scanned: u64,
+    status: Option<AccessReview>,
+}
+
+static REVIEW: Mutex<ReviewCursor> = Mutex::new(ReviewCursor {
+    scanned: 0,
+    status: None,
+});
+
+/// Read the entries added since the last call for an access review's sign-off.
+fn refresh_review(repo: &Repository, head: u64) {
+    let Ok(mut cursor) = REVIEW.lock() else {
+        return;
+    };
+    let found = crate::audit::store(repo).and_then(|store| {
+        let open = |sealed: &[u8]| repo.open_audit(sealed);
+        crate::audit::log::last_review(&store, &open, head, cursor.scanned)
+    });
+    match found {
+        Ok(found) => {
+            let last = found
+                .map(|r| r.time)
+                .or_else(|| cursor.status.as_ref().and_then(|s| s.last.clone()));
+            cursor.status = Some(AccessReview {
+                counting_from: last.clone().unwrap_or_else(|| repo.config.created.clone()),
+                last,
+            });
+            cursor.scanned = head;
+        }
+        Err(e) => tracing::warn!(error = %e, "could not look for the last access review"),
+    }
+}
+
+/// The last access review as known, published as `custodian_access_review_age_days`.
+pub fn review_status() -> Option<AccessReview> {
+    let status = REVIEW.lock().ok()?.status.clone()?;
+    let age = status.age_days(crate::clock::now());
+    metrics::gauge!("custodian_access_review_age_days").set(age as f64);
+    Some(status)
 }
 
 fn checkpoint_due() -> bool {

@@ -32,6 +32,7 @@ const GAUGES: &[(&str, &str)] = &[
     ("custodian_prune_last_reclaimed_bytes", "Bytes the last prune deleted."),
     ("custodian_prune_marked_bytes", "Bytes of unused packs marked and waiting for their grace period."),
     ("custodian_runbooks_broken", "Runbooks that could not be parsed; they are not drilled until fixed."),
+    ("custodian_access_review_age_days", "Days since access was last reviewed and signed off ('custodian access review --approve'); since the repository's creation if never."),
     ("custodian_audit_entries", "Length of the repository's audit log as this daemon last saw it; compare with a later count to catch truncation."),
 ];
 

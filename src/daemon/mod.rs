@@ -101,6 +101,7 @@ pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
             drills: Vec::new(),
             broken_runbooks: Vec::new(),
             prune: persisted.prune.clone(),
+            access_review: None,
         })),
         sources: Vec::new(),
         drills: Vec::new(),
@@ -353,6 +354,7 @@ impl Daemon {
             doc.broken_runbooks = self.broken_runbooks.clone();
             doc.prune.next_run = self.prune_next.map(unix);
             metrics::publish_prune(&doc.prune);
+            doc.access_review = audit::review_status();
         }
         metrics::publish_broken_runbooks(self.broken_runbooks.len());
         let failing = self

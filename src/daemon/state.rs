@@ -92,6 +92,27 @@ pub struct StatusDoc {
     /// Runbooks that could not be parsed (file, line and fault): not drilled until fixed.
     pub broken_runbooks: Vec<String>,
     pub prune: PruneStatus,
+    /// The last access review's sign-off as the audit log holds it (`None`: unknown yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_review: Option<AccessReview>,
+}
+
+/// When access was last reviewed (`access review --approve`); counted from the repository's
+/// creation when it never was.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AccessReview {
+    pub last: Option<String>,
+    pub counting_from: String,
+}
+
+impl AccessReview {
+    /// Whole days since the last review (or the creation), at `now`.
+    pub fn age_days(&self, now: SystemTime) -> u64 {
+        humantime::parse_rfc3339_weak(&self.counting_from)
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .map_or(0, |d| d.as_secs() / 86_400)
+    }
 }
 
 /// Seconds since the Unix epoch.

@@ -85,6 +85,9 @@ pub enum Health {
     Failing = 2,
 }
 
+/// Days an access review stays current (a quarter), as the alert rule also says.
+pub const REVIEW_EVERY_DAYS: u64 = 90;
+
 /// Judge a status document: the worst finding, and every finding in words.
 pub fn health(doc: &StatusDoc) -> (Health, Vec<String>) {
     let mut found: Vec<(Health, String)> = Vec::new();
@@ -133,6 +136,20 @@ pub fn health(doc: &StatusDoc) -> (Health, Vec<String>) {
     }
     if doc.prune.last_result == "failed" {
         found.push((Health::Degraded, "the last prune failed".into()));
+    }
+    if let Some(review) = &doc.access_review {
+        let age = review.age_days(crate::clock::now());
+        if age > REVIEW_EVERY_DAYS {
+            let last = review.last.as_deref().unwrap_or("never");
+            found.push((
+                Health::Degraded,
+                format!(
+                    "access review overdue: last signed off {last} ({age} days ago; due every \
+                     {REVIEW_EVERY_DAYS}). An operator runs 'custodian access review' and \
+                     signs it off with --approve --reason …"
+                ),
+            ));
+        }
     }
     let worst = found.iter().map(|(h, _)| *h).max().unwrap_or(Health::Ok);
     (worst, found.into_iter().map(|(_, m)| m).collect())

@@ -74,7 +74,13 @@ pub struct Details {
     /// `--audit-offline REASON` and when the entry was kept locally.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offline: Option<Offline>,
+    /// An access review's sign-off: the trust list version the reviewer approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewed: Option<u64>,
 }
+
+/// The op of an access review's sign-off (`access review --approve`).
+pub const REVIEW_OP: &str = "access review";
 
 /// Counts of what a command touched (never names).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
