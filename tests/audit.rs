@@ -817,3 +817,132 @@ fn an_access_review_lists_unused_expiring_and_changes_and_is_signed_off() {
     let entry = signed.iter().find(|e| e["op"] == "access review").unwrap();
     assert_eq!(entry["reason"], "Q4 review, ticket 7");
 }
+
+/// Debian's Chromium, as scripts/test installs it.
+fn chromium() -> std::process::Command {
+    let bin = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("Chromium is not installed: scripts/test installs Debian's chromium package");
+    let mut c = std::process::Command::new(bin);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]);
+    c
+}
+
+#[test]
+fn the_auditors_report_renders_in_chromium_with_the_key_facts() {
+    // The auditor is added first: entries are sealed to the auditors listed when written.
+    let w = World::new(&[]);
+    let auditor = w.dir.path().join("auditor.key");
+    let out = w
+        .cmd(&["key", "generate", "--output"])
+        .arg(&auditor)
+        .output()
+        .unwrap();
+    let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let key = common::signing_key_of(&auditor);
+    run_ok(w.operator_cmd(&[
+        "access",
+        "add-auditor",
+        &recipient,
+        "--key",
+        &key,
+        "--name",
+        "Ms Audit",
+    ]));
+    let src = store(&w);
+    w.backup("books", &src);
+    fs::write(src.join("clients/other.csv"), b"5,6\n").unwrap();
+    w.backup("books", &src);
+    let mut c = w.operator_cmd(&["access", "issue-writer", "--name", "branch", "--out"]);
+    c.arg(w.dir.path().join("b.key"));
+    run_ok(c);
+    w.restore(
+        "latest",
+        &w.dir.path().join("out"),
+        &["--source", "books", "--reason", "client request 9"],
+    );
+    let runbooks = w.dir.path().join("runbooks");
+    fs::create_dir_all(&runbooks).unwrap();
+    fs::write(runbooks.join("books.md"), RUNBOOK).unwrap();
+    let mut c = w.operator_cmd(&["drill", "books", "--runbooks"]);
+    c.arg(&runbooks);
+    run_ok(c);
+    run_ok(w.operator_cmd(&["access", "review", "--approve", "--reason", "quarterly"]));
+
+    // The auditor alone writes the report.
+    let dir = w.dir.path().join("report");
+    let mut c = w.cmd(&["report", "--since", "30d", "--out"]);
+    c.arg(&dir)
+        .env("CUSTODIAN_IDENTITY", &auditor)
+        .env("CUSTODIAN_STATE_DIR", w.dir.path().join("auditor-state"));
+    let first = fs::read(w.repo.join("keys/trust-0000000001")).unwrap();
+    let fingerprint = custodian::repository::trust::fingerprint(&first);
+    let mut trust = w.cmd(&["key", "trust", "--fingerprint", &fingerprint]);
+    trust
+        .env("CUSTODIAN_IDENTITY", &auditor)
+        .env("CUSTODIAN_STATE_DIR", w.dir.path().join("auditor-state"));
+    run_ok(trust);
+    run_ok(c);
+    let facts: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(facts["audit"]["verified"], true, "{facts}");
+    assert_eq!(facts["sources"][0]["name"], "books", "{facts}");
+    assert_eq!(facts["sources"][0]["backups"], 2, "{facts}");
+    let drill = &facts["drills"][0];
+    assert_eq!(drill["result"], "ok", "{facts}");
+    assert_eq!(drill["figures"][0]["passed"], true, "{facts}");
+    assert!(drill["figures"][0]["rto-achieved"].as_f64().unwrap() > 0.0);
+    let reads = facts["reads"].to_string();
+    assert!(reads.contains("client request 9"), "{facts}");
+    assert!(!facts["last_review"].is_null(), "{facts}");
+    let html = fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(!html.contains(MARKER));
+
+    // Rendered by a real browser: the DOM it built holds the facts and the charts, and the
+    // screenshot is a real picture of them.
+    let url = format!("file://{}", dir.join("report.html").display());
+    let profile = w.dir.path().join("chromium-profile");
+    let out = chromium()
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--dump-dom", &url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let dom = String::from_utf8_lossy(&out.stdout);
+    for fact in [
+        "VERIFIED",
+        "client request 9",
+        "access issue-writer",
+        "RPO met on",
+        "Last access review signed off",
+    ] {
+        assert!(dom.contains(fact), "{fact} missing from the rendered page");
+    }
+    assert!(dom.matches("<svg").count() >= 3, "charts missing");
+    assert!(dom.contains("class=\"met\""), "no backup bar in the chart");
+    let shot = w.dir.path().join("report.png");
+    let out = chromium()
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", shot.display()))
+        .args(["--window-size=1200,2400", &url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let png = fs::read(&shot).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(
+        png.len() > 20_000,
+        "a blank screenshot: {} bytes",
+        png.len()
+    );
+}

@@ -8,11 +8,13 @@
 pub mod auditor;
 pub mod chain;
 pub mod export;
+pub mod html;
 mod local;
 pub mod log;
+pub mod report;
 pub mod verify;
 
-pub use crate::format::audit::{Access, Touched};
+pub use crate::format::audit::{Access, DrillFigures, Touched};
 pub use chain::Head;
 pub use local::{Local, Pending};
 
@@ -173,6 +175,17 @@ fn remember(local: &Local, location: &str, repo_id: crate::id::RepoId, head: &He
 /// "partial") with what was touched. A checkpoint that cannot be written is logged, not fatal:
 /// the entry is in the log already.
 pub fn close(repo: &Repository, begun: &Begun, result: &str, touched: Option<Touched>) {
+    close_drills(repo, begun, result, touched, Vec::new())
+}
+
+/// [`close`] for drills: the closing checkpoint also carries what each drill measured.
+pub fn close_drills(
+    repo: &Repository,
+    begun: &Begun,
+    result: &str,
+    touched: Option<Touched>,
+    drills: Vec<DrillFigures>,
+) {
     let Begun::Written(head) = begun else {
         return;
     };
@@ -180,6 +193,7 @@ pub fn close(repo: &Repository, begun: &Begun, result: &str, touched: Option<Tou
         seq: head.seq,
         result: result.to_string(),
         touched,
+        drills,
     };
     if let Err(e) = checkpoint(repo, head, Some(closes)) {
         tracing::warn!(

@@ -165,7 +165,7 @@ fn log(args: LogArgs) -> Result<u8> {
 }
 
 /// `--since`: a time, or a duration ago.
-fn since(text: &str) -> Result<std::time::SystemTime> {
+pub fn since(text: &str) -> Result<std::time::SystemTime> {
     if let Ok(ago) = humantime::parse_duration(text) {
         return Ok(custodian::clock::now()
             .checked_sub(ago)

@@ -150,6 +150,12 @@ impl Audited<'_> {
         self.closed = true;
     }
 
+    /// Close a drill's entry with what each drill measured.
+    pub fn done_drills(mut self, result: &str, drills: Vec<custodian::audit::DrillFigures>) {
+        custodian::audit::close_drills(self.repo, &self.begun, result, None, drills);
+        self.closed = true;
+    }
+
     /// Close the entry by exit code: 0 ok, 3 partial, anything else failed.
     pub fn exit(self, code: u8, touched: Option<custodian::audit::Touched>) -> u8 {
         let result = match code {

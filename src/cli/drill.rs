@@ -152,10 +152,12 @@ fn run_drills(args: &DrillArgs) -> Result<u8> {
     if args.json {
         common::print_json(&reports)?;
     }
+    let figures = reports.iter().map(|r| r.figures()).collect();
     if !reports.iter().all(|r| r.passed) {
-        return Ok(audit.exit(1, None));
+        audit.done_drills("failed", figures);
+        return Ok(1);
     }
-    audit.done("ok", None);
+    audit.done_drills("ok", figures);
     if broken > 0 {
         eprintln!("{broken} runbook(s) could not be drilled: fix them (custodian runbook lint)");
         return Ok(EXIT_COULD_NOT_RUN);

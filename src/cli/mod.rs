@@ -27,6 +27,7 @@ mod keys;
 mod listing;
 mod progress;
 mod prune;
+mod report;
 mod restore;
 mod retention;
 mod review;
@@ -132,6 +133,9 @@ enum Command {
     /// The audit log: who read or changed what, when and why; verify it, export it.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Evidence for auditors: backups and RPO, drills with RTO and RPO, checks, access changes
+    /// and review, every read, destruction, the audit log's verification (HTML and JSON).
+    Report(report::ReportArgs),
     /// Create a repository and its writer credential.
     Init(keys::InitArgs),
     /// Upgrade a format-1 repository to format 2 (signed) in place, and issue a new writer
@@ -227,6 +231,7 @@ pub fn run() -> ExitCode {
         Command::Key(c) => keys::key(c),
         Command::Audit(c) => audit::audit(c),
         Command::Access(c) => access::access(c),
+        Command::Report(a) => report::report(a),
         Command::Init(a) => keys::init(a),
         Command::Migrate(a) => keys::migrate(a),
         Command::Backup(a) => backup::run(a),

@@ -171,7 +171,8 @@ fn run_drill(
         Ok(r) if r.passed => "ok",
         _ => "failed",
     };
-    crate::audit::close(repo, &begun, result, None);
+    let figures = report.iter().map(|r| r.figures()).collect();
+    crate::audit::close_drills(repo, &begun, result, None, figures);
     let report = report?;
     repo.store_drill_report(&report)?;
     report.save_local(&state_dir.join("drills"))?;

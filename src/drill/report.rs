@@ -211,6 +211,19 @@ fn bar(used: f64, target: f64) -> String {
     s
 }
 
+impl DrillReport {
+    /// The figures the audit log keeps of this drill (durations, no names).
+    pub fn figures(&self) -> crate::audit::DrillFigures {
+        crate::audit::DrillFigures {
+            passed: self.passed,
+            rto_target: self.rto.target_seconds,
+            rto_achieved: self.rto.achieved_seconds,
+            rpo_target: self.rpo.target_seconds,
+            rpo_achieved: self.rpo.newest_age_seconds,
+        }
+    }
+}
+
 impl Repository {
     /// Store a report in `drills/`, sealed to the operators; returns its object name.
     pub fn store_drill_report(&self, report: &DrillReport) -> Result<String> {

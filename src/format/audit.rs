@@ -120,6 +120,22 @@ pub struct Closing {
     pub result: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub touched: Option<Touched>,
+    /// A drill's measured recovery against its promises, one per runbook (durations only: the
+    /// same figures the daemon exports as metrics), so an auditor's report shows RTO and RPO.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drills: Vec<DrillFigures>,
+}
+
+/// What one drill measured, in seconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DrillFigures {
+    pub passed: bool,
+    pub rto_target: f64,
+    pub rto_achieved: f64,
+    pub rpo_target: u64,
+    /// Age of the newest snapshot at drill time: what a loss then would have cost.
+    pub rpo_achieved: u64,
 }
 
 /// Object name of entry `seq`.
