@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The audit log at scale: append N entries (default 100,000) to a fresh local repository, as N
 # commands would, then time `custodian audit verify` (every signature, link and checkpoint) and
-# `audit log --json`. Prints the figures and appends them to bench/results/latest-audit.jsonl.
+# `audit log --json` and `report`. Prints the figures and appends them to bench/results/latest-audit.jsonl.
 #
 #   bench/audit.sh            # 100,000 entries
 #   AUDIT_N=10000 bench/audit.sh
@@ -22,4 +22,6 @@ M="python3 bench/measure.py"
 $M "audit verify ($N entries)" -- "$BIN" audit verify --repo "$WORK/repo" --writer-key "$WORK/writer.key" --json \
   | tee -a bench/results/latest-audit.jsonl
 $M "audit log --json ($N entries)" -- sh -c "'$BIN' audit log --repo '$WORK/repo' --writer-key '$WORK/writer.key' --json > /dev/null" \
+  | tee -a bench/results/latest-audit.jsonl
+$M "report ($N entries)" -- "$BIN" report --since 3650d --out "$WORK/report" --repo "$WORK/repo" --writer-key "$WORK/writer.key" \
   | tee -a bench/results/latest-audit.jsonl

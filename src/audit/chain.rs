@@ -29,6 +29,8 @@ pub struct Entry {
     pub body: EntryBody,
     pub hash: String,
     pub by: String,
+    /// The signer's role, if its key is in force ("operator", "writer", "auditor").
+    pub role: Option<&'static str>,
 }
 
 impl Store<'_> {
@@ -51,7 +53,16 @@ impl Store<'_> {
             return Err(bad(name, "holds another entry's number"));
         }
         let hash = hex::encode(crate::id::content_hash(stored));
-        Ok(Entry { body, hash, by })
+        let role = self
+            .auth
+            .signer_role(ObjectKind::AuditEntry, name, stored)
+            .map(|r| r.name());
+        Ok(Entry {
+            body,
+            hash,
+            by,
+            role,
+        })
     }
 
     /// The head, starting from `hint` (a head this process or machine saw before) and walking

@@ -19,6 +19,8 @@ pub struct Record {
     pub time: String,
     /// The key that signed the entry, as the trust list names it.
     pub signed_by: String,
+    /// The signer's role as the trust list in force says (`None`: revoked or removed since).
+    pub role: Option<&'static str>,
     /// Kept on an operator's machine and uploaded later (`--audit-offline`): the entry's
     /// plain flag, which no one can remove without breaking its signature.
     pub flagged_offline: bool,
@@ -82,6 +84,7 @@ pub fn read(
             seq,
             time: entry.body.time,
             signed_by: entry.by,
+            role: entry.role,
             flagged_offline: entry.body.offline,
             details,
             closed: closings.get(&seq).cloned(),
@@ -123,7 +126,10 @@ pub fn last_review(
         let what = format!("audit entry {seq}");
         let details: Details =
             crate::format::decode_packed(&plain, &what, AUDIT_VERSION, DETAILS_MAX)?;
-        if let (REVIEW_OP, Some(trust_seq)) = (details.op.as_str(), details.reviewed) {
+        let by_operator = entry.role == Some("operator");
+        if let (REVIEW_OP, Some(trust_seq), true) =
+            (details.op.as_str(), details.reviewed, by_operator)
+        {
             return Ok(Some(Review {
                 seq,
                 time: entry.body.time,
@@ -140,8 +146,11 @@ fn closings(store: &Store) -> Result<HashMap<u64, Closing>> {
         .checkpoints()?
         .into_iter()
         .filter_map(|(_, c)| c.ok()?.closes)
-        .map(|c| (c.seq, c))
-        .collect())
+        .fold(HashMap::new(), |mut first, c| {
+            // The first closing counts: a later one cannot rewrite a command's result.
+            first.entry(c.seq).or_insert(c);
+            first
+        }))
 }
 
 /// Filters of `audit log` (restic style: all must match).

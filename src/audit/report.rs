@@ -216,7 +216,7 @@ fn drill_run(r: &Record) -> DrillRun {
 
 fn review_of(r: &Record) -> Option<Review> {
     let d = r.details.as_ref()?;
-    (d.op == REVIEW_OP).then_some(Review {
+    (d.op == REVIEW_OP && r.role == Some("operator")).then_some(Review {
         seq: r.seq,
         time: r.time.clone(),
         trust_seq: d.reviewed?,
@@ -228,7 +228,9 @@ fn sources(records: &[Record], window: &Window) -> Vec<SourceFacts> {
     let mut good: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     let mut failed: BTreeMap<String, usize> = BTreeMap::new();
     for r in records {
-        let (Some(d), Some(t)) = (r.details.as_ref(), time_of(r)) else {
+        // Entries dated after the report's time are not believed (a skewed or forged clock).
+        let (Some(d), Some(t)) = (r.details.as_ref(), time_of(r).filter(|t| *t <= window.now))
+        else {
             continue;
         };
         let Some(source) = d.source.clone().filter(|_| d.op == "backup") else {
@@ -239,7 +241,10 @@ fn sources(records: &[Record], window: &Window) -> Vec<SourceFacts> {
         }
         match result_of(r).as_str() {
             "ok" | "partial" => good.entry(source).or_default().push(unix(t)),
-            _ => *failed.entry(source).or_default() += 1,
+            // Still running, or its process died before it could say: neither.
+            "unfinished" => {}
+            _ if t >= window.since => *failed.entry(source).or_default() += 1,
+            _ => {}
         }
     }
     let names: std::collections::BTreeSet<String> =

@@ -115,7 +115,7 @@ fn when(text: &str) -> Option<SystemTime> {
 fn latest_review(records: &[Record]) -> Option<Review> {
     records.iter().rev().find_map(|r| {
         let d = r.details.as_ref()?;
-        (d.op == REVIEW_OP).then_some(Review {
+        (d.op == REVIEW_OP && r.role == Some("operator")).then_some(Review {
             seq: r.seq,
             time: r.time.clone(),
             trust_seq: d.reviewed?,

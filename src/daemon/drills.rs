@@ -69,7 +69,14 @@ impl Daemon {
     }
 
     pub(super) fn dispatch_drills(&mut self, now: SystemTime) {
-        let Some(operator) = self.operator.clone() else {
+        let due = self
+            .drills
+            .iter()
+            .any(|j| !j.running && j.next_run.is_some_and(|t| t <= now));
+        if !due {
+            return;
+        }
+        let Some(operator) = self.fresh_operator() else {
             return;
         };
         for job in &mut self.drills {

@@ -150,6 +150,48 @@ pub fn open_backend(config: &Config) -> Result<Arc<dyn Backend>> {
 }
 
 /// Open the repository with the writer credential, probing create-if-absent.
+impl Daemon {
+    /// The repository with the trust list in force, reopened when an operator changed it since
+    /// (a new key generation, a revoked credential). If reopening fails the old one is kept,
+    /// and its writes of key domains refuse with a clear message.
+    pub(super) fn fresh_repo(&mut self) -> Arc<Repository> {
+        if let Ok(false) = self.repo.trust_is_current() {
+            match open_backend(&self.config).and_then(|b| open_writer(&self.config, b)) {
+                Ok(repo) => {
+                    tracing::info!("the access registry changed: repository reopened");
+                    self.repo = Arc::new(repo);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the access registry changed and the repository could not be reopened")
+                }
+            }
+        }
+        self.repo.clone()
+    }
+
+    /// The drills' operator repository, reopened like [`Self::fresh_repo`].
+    pub(super) fn fresh_operator(&mut self) -> Option<Arc<Repository>> {
+        let current = self.operator.clone()?;
+        let (Ok(false), Some(d)) = (current.trust_is_current(), &self.config.drills) else {
+            return Some(current);
+        };
+        let reopened = open_backend(&self.config).and_then(|b| {
+            Repository::open_pinned(
+                b,
+                &Credential::Operator(d.identity_file.clone()),
+                Some(self.config.repository.state_dir.join("trust")),
+            )
+        });
+        match reopened {
+            Ok(repo) => self.operator = Some(Arc::new(repo)),
+            Err(e) => {
+                tracing::error!(error = %e, "the access registry changed and the drills' repository could not be reopened")
+            }
+        }
+        self.operator.clone()
+    }
+}
+
 fn open_writer(config: &Config, backend: Arc<dyn Backend>) -> Result<Repository> {
     let repo = Repository::open(
         backend,

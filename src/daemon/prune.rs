@@ -24,7 +24,7 @@ impl Daemon {
             local_dir: self.config.repository.state_dir.join("destruction"),
             break_lease: None,
         };
-        let (repo, tx) = (self.repo.clone(), self.tx.clone());
+        let (repo, tx) = (self.fresh_repo(), self.tx.clone());
         let state_dir = self.config.repository.state_dir.clone();
         let spawned = std::thread::Builder::new()
             .name("prune".into())

@@ -33,7 +33,7 @@ impl Daemon {
             .filter(|s| !s.cfg.retention.is_empty())
             .map(|s| (s.cfg.name.clone(), s.cfg.retention.clone()))
             .collect();
-        let (repo, tx) = (self.repo.clone(), self.tx.clone());
+        let (repo, tx) = (self.fresh_repo(), self.tx.clone());
         let local = self.config.repository.state_dir.join("destruction");
         let spawned = std::thread::Builder::new()
             .name("forget".into())

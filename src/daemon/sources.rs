@@ -195,10 +195,11 @@ impl Daemon {
 
     pub(super) fn start_run(&mut self, i: usize) {
         let cancel = Arc::new(AtomicBool::new(false));
+        let repo = self.fresh_repo();
         let s = &mut self.sources[i];
         s.running = Some(cancel.clone());
         s.status.last_attempt = Some(unix(crate::clock::now()));
-        let (cfg, repo, tx) = (s.cfg.clone(), self.repo.clone(), self.tx.clone());
+        let (cfg, tx) = (s.cfg.clone(), self.tx.clone());
         let (state_dir, connections, anomaly) = (
             self.config.repository.state_dir.clone(),
             self.config.repository.connections,

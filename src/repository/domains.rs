@@ -96,6 +96,11 @@ impl Repository {
             if !matches {
                 return Ok(DomainState::Mismatched { writer, operator });
             }
+            self.refuse_planted(
+                name,
+                &operator_name,
+                operator.as_deref().unwrap_or_default(),
+            )?;
         }
         Ok(DomainState::Usable(DomainKeys {
             name: rec.name,
@@ -105,6 +110,28 @@ impl Repository {
             identity: None,
             older: Vec::new(),
         }))
+    }
+
+    /// After an operator change, an existing domain's new pair must come from an operator:
+    /// one a writer signed was planted (by a stolen credential) to choose the keys of every
+    /// later backup.
+    fn refuse_planted(&self, name: &str, object: &str, operator: &[u8]) -> Result<()> {
+        let Some(auth) = self.auth() else {
+            return Ok(());
+        };
+        if self.key_generation() == 0
+            || auth.signer_role(ObjectKind::KeyRecord, object, operator)
+                == Some(super::trust::Role::Operator)
+            || self.earlier_domain_keys(name)?.is_none()
+        {
+            return Ok(());
+        }
+        Err(Error::Damaged(format!(
+            "{object}, the new key generation of domain '{name}', was written by a writer, not \
+             by the operator who changed the operators: a planted key. Nothing was backed up; \
+             an operator reruns the 'custodian access' command that made the change, which \
+             replaces it."
+        )))
     }
 
     /// Delete exactly the half-made records seen (never bytes someone wrote since).

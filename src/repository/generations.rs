@@ -30,12 +30,43 @@ struct Held {
     identities: Vec<x25519::Identity>,
     dedup_key: String,
     chunker_seed: u64,
+    /// The records these came from (only these are ever deleted after re-sealing).
+    objects: Vec<String>,
 }
 
 impl Repository {
     /// The current generation of key domains (0 before any operator change, and in format 1).
     pub(super) fn key_generation(&self) -> u32 {
         self.auth.as_ref().map_or(0, |a| a.list.key_generation)
+    }
+
+    /// Whether the trust list this process loaded is still the newest (one listing). A
+    /// process that outlives an operator change must reopen before it writes: it would seal
+    /// to keys the operators have moved away from.
+    pub fn trust_is_current(&self) -> Result<bool> {
+        let Some(auth) = &self.auth else {
+            return Ok(true);
+        };
+        let newest = self
+            .backend
+            .list("keys/trust-")?
+            .iter()
+            .filter_map(|o| crate::format::trust::parse_trust_name(&o.name))
+            .max();
+        Ok(newest.is_none_or(|n| n <= auth.list.seq))
+    }
+
+    /// Refuse to write key domains under a trust list that is no longer the newest.
+    pub(super) fn require_current_trust(&self) -> Result<()> {
+        if self.trust_is_current()? {
+            return Ok(());
+        }
+        Err(Error::Invalid(
+            "the access registry changed since this process opened the repository (an \
+             operator was added or removed): nothing was written. Run the command again; the \
+             daemon reopens the repository by itself before its next run."
+                .into(),
+        ))
     }
 
     /// Object name (without suffix) of domain `name` in generation `generation`: a keyed hash,
@@ -102,7 +133,11 @@ impl Repository {
             }
         }
         let Some(mut held) = held else {
-            return Err(first_error.unwrap_or_else(|| not_found(name, self.location())));
+            let object = format!(
+                "{}.operator",
+                self.domain_object_at(name, self.key_generation())
+            );
+            return Err(first_error.unwrap_or_else(|| not_found(name, object, self.location())));
         };
         let identity = held.identities.remove(0);
         Ok(DomainKeys {
@@ -130,6 +165,7 @@ impl Repository {
             identities: vec![identity],
             dedup_key: rec.dedup_key,
             chunker_seed: rec.chunker_seed,
+            objects: vec![object.to_string()],
         }))
     }
 
@@ -155,6 +191,7 @@ impl Repository {
             identities: parsed,
             dedup_key: rec.dedup_key,
             chunker_seed: rec.chunker_seed,
+            objects: vec![object.to_string()],
         }))
     }
 
@@ -186,9 +223,11 @@ impl Repository {
 
     /// Every domain record this operator can open, by domain name: what an operator change
     /// re-seals. Records it cannot open (sealed before it was added, and already re-sealed to
-    /// it in a history) are skipped.
+    /// it in a history), damaged ones, and ones stored under a name that is not their domain's
+    /// are skipped (and never deleted).
     fn domains_held(&self, identities: &[x25519::Identity]) -> Result<BTreeMap<String, Held>> {
         let mut out: BTreeMap<String, Held> = BTreeMap::new();
+        let generation = self.key_generation();
         for o in self.backend.list("keys/domains/")? {
             let rec = if o.name.ends_with(".operator") {
                 self.peek::<DomainOperatorRecord>(&o.name, identities)?
@@ -202,15 +241,26 @@ impl Repository {
             let Some((name, ids, dedup_key, chunker_seed)) = rec else {
                 continue;
             };
+            let base = o.name.rsplit_once('.').map_or("", |(b, _)| b);
+            if !(0..=generation).any(|g| self.domain_object_at(&name, g) == base) {
+                tracing::warn!(object = %o.name, "a domain record under another domain's name: skipped");
+                continue;
+            }
             let ids = ids
                 .iter()
                 .map(|i| parse_identity(i, Path::new("repository domain record")))
                 .collect::<Result<Vec<_>>>()?;
             let entry = out.entry(name).or_insert_with(|| Held {
                 identities: Vec::new(),
-                dedup_key,
+                dedup_key: dedup_key.clone(),
                 chunker_seed,
+                objects: Vec::new(),
             });
+            if entry.dedup_key != dedup_key || entry.chunker_seed != chunker_seed {
+                tracing::warn!(object = %o.name, "a domain record whose dedup key differs from its domain's: skipped");
+                continue;
+            }
+            entry.objects.push(o.name.clone());
             for id in ids {
                 let known = entry
                     .identities
@@ -232,6 +282,10 @@ impl Repository {
     ) -> Result<Option<T>> {
         match self.open_domain::<T>(object, "", identities) {
             Err(e) if not_ours(&e) => Ok(None),
+            Err(e) if e.is_damage() => {
+                tracing::warn!(object, error = %e, "a damaged or forged domain record: skipped");
+                Ok(None)
+            }
             found => found,
         }
     }
@@ -265,18 +319,44 @@ impl Repository {
             // Replaces a history of this generation a killed run left: this one holds at
             // least as much, since the old one was among what was read.
             self.backend.replace(&history, &stored)?;
-            for g in 0..generation {
-                let base = self.domain_object_at(name, g);
-                for suffix in [".operator", ".history"] {
-                    if let Err(e) = self.delete_object(&format!("{base}{suffix}")) {
-                        if !e.is_not_found() {
-                            return Err(e);
-                        }
+            self.ensure_current_pair(name, keys)?;
+            // Only records that were opened and went into the history, of earlier generations.
+            let current = format!("{current}.");
+            for object in keys.objects.iter().filter(|o| !o.starts_with(&current)) {
+                if let Err(e) = self.delete_object(object) {
+                    if !e.is_not_found() {
+                        return Err(e);
                     }
                 }
             }
         }
         Ok(held.len())
+    }
+}
+
+impl Repository {
+    /// The current generation's pair of an existing domain, made by this operator: a pair a
+    /// writer made (planted, or racing the change) is replaced once its identity is safe in the
+    /// history just written; one this operator cannot open is left alone.
+    fn ensure_current_pair(&self, name: &str, keys: &Held) -> Result<()> {
+        let base = self.domain_object_at(name, self.key_generation());
+        let (operator_name, writer_name) = (format!("{base}.operator"), format!("{base}.writer"));
+        if let Some(op) = self.backend.get_if_present(&operator_name)? {
+            let role = self
+                .auth()
+                .and_then(|a| a.signer_role(ObjectKind::KeyRecord, &operator_name, &op));
+            if role == Some(super::trust::Role::Operator) || !keys.objects.contains(&operator_name)
+            {
+                return Ok(());
+            }
+            self.delete_if_unchanged(&operator_name, &op)?;
+        }
+        if let Some(w) = self.backend.get_if_present(&writer_name)? {
+            self.delete_if_unchanged(&writer_name, &w)?;
+        }
+        let dedup = decode_hex_key(&keys.dedup_key, "domain record")?;
+        self.create_domain_with(name, &dedup, keys.chunker_seed)?;
+        Ok(())
     }
 }
 
@@ -295,12 +375,12 @@ fn not_ours(e: &Error) -> bool {
     matches!(e, Error::Crypto(CryptoError::NoMatchingKey { .. }))
 }
 
-fn not_found(name: &str, location: String) -> Error {
+fn not_found(name: &str, object: String, location: String) -> Error {
     Error::Backend(crate::backend::BackendError {
         kind: crate::backend::ErrorKind::NotFound,
         operation: "read",
-        object: format!("key domain '{name}'"),
+        object,
         location,
-        message: "it has no key records".into(),
+        message: format!("key domain '{name}' has no key records (destroyed, or never made)"),
     })
 }

@@ -208,6 +208,7 @@ impl Repository {
 
     /// The keys a writer needs for domain `name`, creating the domain on first use.
     pub fn domain_for_write(&self, name: &str) -> Result<DomainKeys> {
+        self.require_current_trust()?;
         let base = self.domain_object(name);
         let settle = super::domains::settle_time();
         let deadline = std::time::Instant::now() + settle + std::time::Duration::from_secs(30);
@@ -239,18 +240,39 @@ impl Repository {
         )))
     }
 
-    /// Returns false when another process created the domain first.
+    /// Returns false when another process created the domain first. A domain that exists in
+    /// an earlier generation gets its new one from an operator only (a writer could otherwise
+    /// plant keys of its own choosing for every later backup).
     fn create_domain(&self, name: &str) -> Result<bool> {
-        let identity = x25519::Identity::generate();
         let (dedup, seed) = match self.earlier_domain_keys(name)? {
+            Some(_) if !self.can_read() => {
+                return Err(Error::Invalid(format!(
+                    "key domain '{name}' is moving to key generation {} after a change of \
+                     operators, and only an operator creates its new keys. Nothing was backed \
+                     up: the operator who made the change reruns the same 'custodian access' \
+                     command (it finishes the change); back up again after that.",
+                    self.key_generation()
+                )))
+            }
             Some(kept) => kept,
             None => (random_key(), rand::random()),
         };
+        self.create_domain_with(name, &dedup, seed)
+    }
+
+    /// Create the current generation's pair of domain `name` with these dedup key and seed.
+    pub(super) fn create_domain_with(
+        &self,
+        name: &str,
+        dedup: &[u8; 32],
+        seed: u64,
+    ) -> Result<bool> {
+        let identity = x25519::Identity::generate();
         let operator = DomainOperatorRecord {
             version: KEYS_VERSION,
             name: name.to_string(),
             identity: identity_secret(&identity).to_string(),
-            dedup_key: hex::encode(*dedup),
+            dedup_key: hex::encode(dedup),
             chunker_seed: seed,
         };
         let sealed =
@@ -306,6 +328,7 @@ impl Repository {
         dry_run: bool,
         local_dir: &Path,
     ) -> Result<DomainDestroyed> {
+        self.require_current_trust()?;
         let keys = match self.domain_for_read(name) {
             Ok(keys) => keys,
             Err(Error::Backend(b)) if b.kind == ErrorKind::NotFound => {

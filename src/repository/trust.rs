@@ -263,6 +263,13 @@ impl Auth {
         }
     }
 
+    /// The role of the key that signed `stored`, if it is a key in force (the signature is
+    /// checked by [`Self::verify`]; this only says who).
+    pub fn signer_role(&self, kind: ObjectKind, name: &str, stored: &[u8]) -> Option<Role> {
+        let (by, _) = open_envelope(kind.what(), bind(kind, name), stored).ok()?;
+        self.trusted.get(&by).map(|s| s.role)
+    }
+
     /// This process's key, and who the registry says it is.
     pub fn own(&self) -> ([u8; 32], Option<&Signer>) {
         let key = self.signer.public();
@@ -321,6 +328,8 @@ fn operator_only(kind: ObjectKind, name: &str) -> bool {
     matches!(kind, ObjectKind::Trust | ObjectKind::Migration)
         || name.starts_with("keys/metadata-")
         || name.starts_with("keys/writer-")
+        // Earlier generations' identities, re-sealed by the operator who changed the set.
+        || (name.starts_with("keys/domains/") && name.ends_with(".history"))
         // Drill reports are evidence for auditors: a writer must not be able to forge a pass.
         || kind == ObjectKind::DrillReport
         // Only an operator erases: a writer's "exclusion" could silently empty a source's
