@@ -438,6 +438,16 @@ fn a_read_on_read_only_storage_is_refused_and_audit_offline_catches_up_later() {
 }
 
 /// Issue a second writer credential named `name`; returns its path.
+/// A new identity `name.key` from `key generate`: its path, recipient and signing key.
+fn person(w: &World, name: &str) -> (PathBuf, String, String) {
+    let path = w.dir.path().join(format!("{name}.key"));
+    let mut c = w.cmd(&["key", "generate", "--output"]);
+    c.arg(&path);
+    let recipient = stdout_ok(c).trim().to_string();
+    let key = common::signing_key_of(&path);
+    (path, recipient, key)
+}
+
 fn issue(w: &World, name: &str) -> PathBuf {
     let out_file = w.dir.path().join(format!("{name}.key"));
     let mut c = w.operator_cmd(&["access", "issue-writer", "--name", name, "--out"]);
@@ -548,15 +558,7 @@ fn forge_head_with(w: &World, key: &Path, id: &str) -> String {
 #[test]
 fn an_auditor_verifies_and_reads_the_log_but_never_a_record() {
     let w = world_with_entries(1);
-    let auditor = w.dir.path().join("auditor.key");
-    let out = w
-        .cmd(&["key", "generate", "--output"])
-        .arg(&auditor)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let key = common::signing_key_of(&auditor);
+    let (auditor, recipient, key) = person(&w, "auditor");
     run_ok(w.operator_cmd(&[
         "access",
         "add-auditor",
@@ -674,15 +676,7 @@ fn an_added_operator_reads_and_a_removed_one_opens_nothing_afterwards() {
     fs::write(src.join("clients/big.bin"), common::noise(3 << 20, 7)).unwrap();
     w.backup("books", &src);
     let before = w.latest_id();
-    let bob = w.dir.path().join("bob.key");
-    let out = w
-        .cmd(&["key", "generate", "--output"])
-        .arg(&bob)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let key = common::signing_key_of(&bob);
+    let (bob, recipient, key) = person(&w, "bob");
     let said = run_ok(w.operator_cmd(&[
         "access",
         "add-operator",
@@ -842,14 +836,7 @@ fn chromium() -> std::process::Command {
 fn the_auditors_report_renders_in_chromium_with_the_key_facts() {
     // The auditor is added first: entries are sealed to the auditors listed when written.
     let w = World::new(&[]);
-    let auditor = w.dir.path().join("auditor.key");
-    let out = w
-        .cmd(&["key", "generate", "--output"])
-        .arg(&auditor)
-        .output()
-        .unwrap();
-    let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let key = common::signing_key_of(&auditor);
+    let (auditor, recipient, key) = person(&w, "auditor");
     run_ok(w.operator_cmd(&[
         "access",
         "add-auditor",
