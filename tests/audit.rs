@@ -677,6 +677,13 @@ fn an_added_operator_reads_and_a_removed_one_opens_nothing_afterwards() {
     w.backup("books", &src);
     let before = w.latest_id();
     let (bob, recipient, key) = person(&w, "bob");
+    // A writer that opened the repository before the change (a running daemon's view).
+    let stale = custodian::repository::Repository::open(
+        std::sync::Arc::new(custodian::backend::LocalBackend::new(&w.repo)),
+        &custodian::repository::Credential::Writer(w.writer.clone()),
+    )
+    .unwrap();
+    assert!(stale.trust_is_current().unwrap());
     let said = run_ok(w.operator_cmd(&[
         "access",
         "add-operator",
@@ -689,6 +696,23 @@ fn an_added_operator_reads_and_a_removed_one_opens_nothing_afterwards() {
         "new bookkeeper",
     ]));
     assert!(said.contains("operator 'Bob' added"), "{said}");
+    // It no longer writes key domains: it would seal to keys the operators moved away from.
+    assert!(!stale.trust_is_current().unwrap());
+    let refused = stale.domain_for_write("books").err().unwrap().to_string();
+    assert!(refused.contains("access registry changed"), "{refused}");
+    // Every operators' record was re-sealed to Bob: the metadata key and the writer copies.
+    let ids = custodian::crypto::keys::load_identity_file(&bob).unwrap();
+    for (path, bytes) in common::all_bytes(&w.repo.join("keys")) {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("writer-") || name.starts_with("metadata-") {
+            let body = custodian::crypto::sign::unverified_body(&bytes);
+            let opened = custodian::crypto::open_with(&[&ids[0]], body, "record", "");
+            assert!(
+                opened.is_ok(),
+                "{name} was not re-sealed to the new operator"
+            );
+        }
+    }
     let as_bob = |args: &[&str]| {
         let mut c = w.cmd(args);
         c.env("CUSTODIAN_IDENTITY", &bob)
@@ -932,4 +956,81 @@ fn the_auditors_report_renders_in_chromium_with_the_key_facts() {
         "a blank screenshot: {} bytes",
         png.len()
     );
+}
+
+/// The one `.history` record of a repository with one domain after an operator change.
+fn history_file(w: &World) -> PathBuf {
+    fs::read_dir(w.repo.join("keys/domains"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "history"))
+        .expect("an operator change writes a history record")
+}
+
+#[test]
+fn hostile_history_records_are_refused_and_never_deleted() {
+    let w = World::new(&[]);
+    let src = store(&w);
+    w.backup("books", &src);
+    let (_, recipient, key) = person(&w, "carol");
+    run_ok(w.operator_cmd(&[
+        "access",
+        "add-operator",
+        &recipient,
+        "--key",
+        &key,
+        "--name",
+        "Carol",
+    ]));
+    let history = history_file(&w);
+    let original = fs::read(&history).unwrap();
+    let restore = |to: &str| {
+        let mut c = w.operator_cmd(&["restore", "latest", "--source", "books", "--target"]);
+        c.arg(w.dir.path().join(to));
+        c.output().unwrap()
+    };
+
+    // Re-signed by the writer credential: only an operator writes a history.
+    let cred: serde_json::Value = serde_json::from_slice(&fs::read(&w.writer).unwrap()).unwrap();
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(cred["signing-key"].as_str().unwrap(), &mut seed).unwrap();
+    let writer = custodian::crypto::sign::ObjectSigner::from_seed(&seed);
+    let name = format!(
+        "keys/domains/{}",
+        history.file_name().unwrap().to_string_lossy()
+    );
+    let body = custodian::crypto::sign::unverified_body(&original);
+    fs::write(&history, writer.envelope("key record", &name, body)).unwrap();
+    let out = restore("forged");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("only an operator may write it"),
+        "{}",
+        text(&out)
+    );
+
+    // Garbage, and a giant: named, refused, nothing restored.
+    for bad in [b"not a record".to_vec(), vec![7u8; 300 << 10]] {
+        fs::write(&history, &bad).unwrap();
+        let out = restore("garbage");
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains(&name), "{}", text(&out));
+        assert!(!w.dir.path().join("garbage/clients").exists());
+    }
+
+    // An operator change skips a record it cannot trust and never deletes it.
+    fs::write(&history, &original).unwrap();
+    let junk = w
+        .repo
+        .join("keys/domains/00112233445566778899aabbccddeeff.history");
+    fs::write(&junk, b"junk").unwrap();
+    run_ok(w.operator_cmd(&["access", "remove-operator", "Carol"]));
+    assert_eq!(fs::read(&junk).unwrap(), b"junk");
+    fs::remove_file(&junk).unwrap();
+    w.restore(
+        "latest",
+        &w.dir.path().join("after"),
+        &["--source", "books"],
+    );
+    common::assert_same_content(&src, &w.dir.path().join("after"));
 }

@@ -64,33 +64,41 @@ pub fn read(
     let closings = closings(store)?;
     let records = each_entry(store, &seqs, workers, |seq, found| {
         let entry = found?.ok_or_else(|| super::chain::bad(&format!("entry {seq}"), "vanished"))?;
-        let sealed = hex::decode(&entry.body.sealed).map_err(|_| {
-            super::chain::bad(
-                &format!("audit entry {seq}"),
-                "holds details that are not hex",
-            )
-        })?;
-        let details: Option<Details> = match open(&sealed) {
-            Ok(plain) => Some(crate::format::decode_packed(
-                &plain,
-                &format!("audit entry {seq}"),
-                AUDIT_VERSION,
-                DETAILS_MAX,
-            )?),
-            Err(Error::Crypto(crate::error::CryptoError::NoMatchingKey { .. })) => None,
-            Err(e) => return Err(e),
-        };
-        Ok::<_, Error>(Record {
-            seq,
-            time: entry.body.time,
-            signed_by: entry.by,
-            role: entry.role,
-            flagged_offline: entry.body.offline,
-            details,
-            closed: closings.get(&seq).cloned(),
-        })
+        record(seq, entry, open, closings.get(&seq).cloned())
     });
     records.into_iter().collect()
+}
+
+/// Entry `seq` as people read it: its sealed details opened with `open` (`None` when they
+/// were not sealed to the reader), and the result `closed` gives.
+fn record(
+    seq: u64,
+    entry: super::chain::Entry,
+    open: &(dyn Fn(&[u8]) -> Result<Vec<u8>> + Sync),
+    closed: Option<Closing>,
+) -> Result<Record> {
+    let what = format!("audit entry {seq}");
+    let sealed = hex::decode(&entry.body.sealed)
+        .map_err(|_| super::chain::bad(&what, "holds details that are not hex"))?;
+    let details: Option<Details> = match open(&sealed) {
+        Ok(plain) => Some(crate::format::decode_packed(
+            &plain,
+            &what,
+            AUDIT_VERSION,
+            DETAILS_MAX,
+        )?),
+        Err(Error::Crypto(crate::error::CryptoError::NoMatchingKey { .. })) => None,
+        Err(e) => return Err(e),
+    };
+    Ok(Record {
+        seq,
+        time: entry.body.time,
+        signed_by: entry.by,
+        role: entry.role,
+        flagged_offline: entry.body.offline,
+        details,
+        closed,
+    })
 }
 
 /// The sign-off of an access review, as the log holds it.
@@ -102,12 +110,25 @@ pub struct Review {
     pub trust_seq: u64,
 }
 
+impl Review {
+    /// The sign-off `r` is, if it is one: an access review entry signed by an operator in
+    /// office, naming the trust list version approved.
+    pub fn of(r: &Record) -> Option<Review> {
+        let d = r.details.as_ref()?;
+        (d.op == REVIEW_OP && r.role == Some("operator")).then_some(Review {
+            seq: r.seq,
+            time: r.time.clone(),
+            trust_seq: d.reviewed?,
+        })
+    }
+}
+
 /// The newest access review signed off in entries `after+1 ..= head`, walking back from the
 /// head (so a daemon that remembers `after` reads only what is new). Entries it cannot open
 /// are skipped; a damaged one is an error.
 pub fn last_review(
     store: &Store,
-    open: &dyn Fn(&[u8]) -> Result<Vec<u8>>,
+    open: &(dyn Fn(&[u8]) -> Result<Vec<u8>> + Sync),
     head: u64,
     after: u64,
 ) -> Result<Option<Review>> {
@@ -115,26 +136,8 @@ pub fn last_review(
         let Some(entry) = store.entry(seq)? else {
             continue;
         };
-        let Ok(sealed) = hex::decode(&entry.body.sealed) else {
-            continue;
-        };
-        let plain = match open(&sealed) {
-            Ok(plain) => plain,
-            Err(Error::Crypto(crate::error::CryptoError::NoMatchingKey { .. })) => continue,
-            Err(e) => return Err(e),
-        };
-        let what = format!("audit entry {seq}");
-        let details: Details =
-            crate::format::decode_packed(&plain, &what, AUDIT_VERSION, DETAILS_MAX)?;
-        let by_operator = entry.role == Some("operator");
-        if let (REVIEW_OP, Some(trust_seq), true) =
-            (details.op.as_str(), details.reviewed, by_operator)
-        {
-            return Ok(Some(Review {
-                seq,
-                time: entry.body.time,
-                trust_seq,
-            }));
+        if let Some(review) = Review::of(&record(seq, entry, open, None)?) {
+            return Ok(Some(review));
         }
     }
     Ok(None)

@@ -128,7 +128,7 @@ pub fn facts(repository: &str, records: &[Record], verified: &Verified, window: 
             .collect(),
         checks: pick(&|r| op_is(r, &|op| op.starts_with("check")), false),
         access_changes: pick(&|r| op_is(r, &registry_op), false),
-        last_review: records.iter().rev().find_map(review_of),
+        last_review: records.iter().rev().find_map(Review::of),
         reads: pick(
             &|r| r.details.as_ref().is_some_and(|d| d.access == Access::Read),
             true,
@@ -212,15 +212,6 @@ fn drill_run(r: &Record) -> DrillRun {
             .map(|c| c.drills.clone())
             .unwrap_or_default(),
     }
-}
-
-fn review_of(r: &Record) -> Option<Review> {
-    let d = r.details.as_ref()?;
-    (d.op == REVIEW_OP && r.role == Some("operator")).then_some(Review {
-        seq: r.seq,
-        time: r.time.clone(),
-        trust_seq: d.reviewed?,
-    })
 }
 
 /// Per source: the times of good backups (the whole log, so the first day's gap is right).

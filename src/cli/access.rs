@@ -15,7 +15,7 @@ use std::path::PathBuf;
 #[derive(clap::Subcommand)]
 pub enum AccessCommand {
     /// Every principal: name, role, key, sources, who added it and when, expiry, last use.
-    List(ListArgs),
+    List(super::ReadArgs),
     /// Issue a writer credential for a server (operator identity); written mode 0600.
     IssueWriter(IssueArgs),
     /// Revoke a writer credential: what it signed afterwards is refused everywhere.
@@ -33,16 +33,6 @@ pub enum AccessCommand {
     /// The periodic review: every principal, unused and expiring ones, changes since the last
     /// review; `--approve --reason …` signs it off.
     Review(super::review::ReviewArgs),
-}
-
-#[derive(clap::Args)]
-pub struct ListArgs {
-    #[command(flatten)]
-    repo: RepoArg,
-    #[command(flatten)]
-    keys: KeyArgs,
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -189,15 +179,9 @@ pub fn last_use(reader: &Reader) -> Result<HashMap<String, String>> {
     Ok(last)
 }
 
-fn list(args: ListArgs) -> Result<u8> {
+fn list(args: super::ReadArgs) -> Result<u8> {
     let reader = Reader::open(&args.repo, &args.keys)?;
-    let list = match &reader {
-        Reader::Repo(r) => r.auth().map(|a| a.list.clone()),
-        Reader::Auditor(a) => Some(a.auth.list.clone()),
-    };
-    let Some(list) = list else {
-        anyhow::bail!("a format-1 repository has no access registry; run 'custodian migrate'");
-    };
+    let list = reader.trust_list()?;
     let rows = rows(&list, &last_use(&reader)?);
     if args.json {
         common::print_json(&rows)?;

@@ -15,7 +15,7 @@ pub enum AuditCommand {
     Log(LogArgs),
     /// Check the chain, every signature and checkpoint, and this machine's anchor; name the
     /// first bad entry.
-    Verify(VerifyArgs),
+    Verify(super::ReadArgs),
     /// Every entry for another system: JSON lines, or RFC 5424 syslog lines.
     Export(ExportArgs),
 }
@@ -35,16 +35,6 @@ pub struct LogArgs {
     /// Only entries by this actor: a credential or key id, or a name from the access registry.
     #[arg(long)]
     actor: Option<String>,
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(clap::Args)]
-pub struct VerifyArgs {
-    #[command(flatten)]
-    repo: RepoArg,
-    #[command(flatten)]
-    keys: KeyArgs,
     #[arg(long)]
     json: bool,
 }
@@ -122,6 +112,18 @@ impl Reader {
     pub fn records(&self) -> Result<Vec<Record>> {
         let open = |sealed: &[u8]| self.open_details(sealed);
         Ok(custodian::audit::log::read(&self.store()?, &open, 2)?)
+    }
+
+    /// The trust list in force (the access registry), as this reader verified it.
+    pub fn trust_list(&self) -> Result<custodian::format::trust::TrustList> {
+        match self {
+            Reader::Repo(r) => r.auth().map(|a| a.list.clone()).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "a format-1 repository has no access registry; run 'custodian migrate'"
+                )
+            }),
+            Reader::Auditor(a) => Ok(a.auth.list.clone()),
+        }
     }
 
     /// Where the repository is and its id, for this machine's anchor.
@@ -222,7 +224,7 @@ fn line(r: &Record) -> String {
     )
 }
 
-fn verify(args: VerifyArgs) -> Result<u8> {
+fn verify(args: super::ReadArgs) -> Result<u8> {
     let reader = Reader::open(&args.repo, &args.keys)?;
     let (location, repo_id) = reader.anchor_key();
     let local = common::audit_local();

@@ -72,6 +72,17 @@ pub struct Cli {
     command: Command,
 }
 
+/// A repository, a key to open it with, and `--json`: verbs that only read and report.
+#[derive(clap::Args)]
+pub struct ReadArgs {
+    #[command(flatten)]
+    repo: RepoArg,
+    #[command(flatten)]
+    keys: KeyArgs,
+    #[arg(long)]
+    json: bool,
+}
+
 /// Repository location, shared by every verb that opens one: a URL, or the daemon's config
 /// (borgmatic style), which also supplies the writer credential and the S3 settings.
 #[derive(clap::Args, Clone)]

@@ -66,19 +66,13 @@ pub fn review(args: ReviewArgs) -> Result<u8> {
         );
     }
     let reader = Reader::open(&args.repo, &args.keys)?;
-    let list = match &reader {
-        Reader::Repo(r) => r.auth().map(|a| a.list.clone()),
-        Reader::Auditor(a) => Some(a.auth.list.clone()),
-    };
-    let Some(list) = list else {
-        bail!("a format-1 repository has no access registry; run 'custodian migrate'");
-    };
+    let list = reader.trust_list()?;
     let records = reader.records()?;
     let now = custodian::clock::now();
     let principals = rows(&list, &last_use(&reader)?);
     let mut doc = ReviewDoc {
         trust_list: list.seq,
-        last_review: latest_review(&records),
+        last_review: records.iter().rev().find_map(Review::of),
         unused: unused(&principals, now, days(args.unused_days)),
         expiring: expiring(&principals, now, days(args.expiring_days)),
         principals,
@@ -110,17 +104,6 @@ fn days(n: u64) -> Duration {
 
 fn when(text: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(text).ok()
-}
-
-fn latest_review(records: &[Record]) -> Option<Review> {
-    records.iter().rev().find_map(|r| {
-        let d = r.details.as_ref()?;
-        (d.op == REVIEW_OP && r.role == Some("operator")).then_some(Review {
-            seq: r.seq,
-            time: r.time.clone(),
-            trust_seq: d.reviewed?,
-        })
-    })
 }
 
 /// Principals in force whose last use (or, never used, their addition) is older than `limit`.

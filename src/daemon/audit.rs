@@ -31,7 +31,7 @@ pub fn record(
     match crate::audit::append(repo, &intent, Some(&local)) {
         Ok(head) => {
             metrics::gauge!("custodian_audit_entries").set(head.seq as f64);
-            refresh_review(repo, head.seq);
+            refresh_review(repo, head.seq, true);
             let fields = crate::audit::export::journal_fields(
                 head.seq,
                 &intent.op,
@@ -62,7 +62,7 @@ pub fn publish_length(repo: &Repository, state_dir: &Path) {
     match crate::audit::store(repo).and_then(|s| s.head(hint.as_ref())) {
         Ok(head) => {
             metrics::gauge!("custodian_audit_entries").set(head.seq as f64);
-            refresh_review(repo, head.seq);
+            refresh_review(repo, head.seq, false);
         }
         Err(e) => tracing::error!(error = %e, "the repository's audit log could not be read"),
     }
@@ -79,11 +79,16 @@ static REVIEW: Mutex<ReviewCursor> = Mutex::new(ReviewCursor {
     status: None,
 });
 
-/// Read the entries added since the last call for an access review's sign-off.
-fn refresh_review(repo: &Repository, head: u64) {
+/// Read the entries added since the last call for an access review's sign-off. `own`: the
+/// head is the entry this daemon just wrote (never a review), so it need not be read back.
+fn refresh_review(repo: &Repository, head: u64, own: bool) {
     let Ok(mut cursor) = REVIEW.lock() else {
         return;
     };
+    if own && cursor.status.is_some() && cursor.scanned + 1 == head {
+        cursor.scanned = head;
+        return;
+    }
     let found = crate::audit::store(repo).and_then(|store| {
         let open = |sealed: &[u8]| repo.open_audit(sealed);
         crate::audit::log::last_review(&store, &open, head, cursor.scanned)

@@ -34,6 +34,23 @@ struct Held {
     objects: Vec<String>,
 }
 
+impl Held {
+    /// Add another record's identities (each once) and its object name.
+    fn absorb(&mut self, other: Held) {
+        self.objects.extend(other.objects);
+        for id in other.identities {
+            let public = id.to_public().to_string();
+            if !self
+                .identities
+                .iter()
+                .any(|k| k.to_public().to_string() == public)
+            {
+                self.identities.push(id);
+            }
+        }
+    }
+}
+
 impl Repository {
     /// The current generation of key domains (0 before any operator change, and in format 1).
     pub(super) fn key_generation(&self) -> u32 {
@@ -49,7 +66,7 @@ impl Repository {
         };
         let newest = self
             .backend
-            .list("keys/trust-")?
+            .list("keys/")?
             .iter()
             .filter_map(|o| crate::format::trust::parse_trust_name(&o.name))
             .max();
@@ -115,15 +132,15 @@ impl Repository {
         let mut first_error = None;
         for g in (0..=self.key_generation()).rev() {
             let base = self.domain_object_at(name, g);
-            for found in [
-                self.open_operator_record(&format!("{base}.operator"), name, identities),
-                self.open_history(&format!("{base}.history"), name, identities),
-            ] {
-                match found {
-                    Ok(Some(h)) => match &mut held {
-                        None => held = Some(h),
-                        Some(all) => all.identities.extend(h.identities),
-                    },
+            for object in [format!("{base}.operator"), format!("{base}.history")] {
+                match self.read_record(&object, identities) {
+                    Ok(Some((found, h))) => {
+                        check_name(&found, name, &object)?;
+                        match &mut held {
+                            None => held = Some(h),
+                            Some(all) => all.absorb(h),
+                        }
+                    }
                     Ok(None) => {}
                     Err(e) if not_ours(&e) => {
                         first_error.get_or_insert(e);
@@ -150,144 +167,98 @@ impl Repository {
         })
     }
 
-    fn open_operator_record(
+    /// Fetch, verify and open an operators' domain record (`.operator` or `.history`): its
+    /// domain's name and what it holds; `None` when it is absent. Hostile input: size-limited
+    /// before it is opened, signed, and holding at least one identity.
+    fn read_record(
         &self,
         object: &str,
-        name: &str,
         identities: &[x25519::Identity],
-    ) -> Result<Option<Held>> {
-        let Some(rec) = self.open_domain::<DomainOperatorRecord>(object, name, identities)? else {
-            return Ok(None);
-        };
-        let identity = parse_identity(&rec.identity, Path::new("repository domain record"))?;
-        check_name(&rec.name, name, object)?;
-        Ok(Some(Held {
-            identities: vec![identity],
-            dedup_key: rec.dedup_key,
-            chunker_seed: rec.chunker_seed,
-            objects: vec![object.to_string()],
-        }))
-    }
-
-    fn open_history(
-        &self,
-        object: &str,
-        name: &str,
-        identities: &[x25519::Identity],
-    ) -> Result<Option<Held>> {
-        let Some(rec) = self.open_domain::<DomainHistoryRecord>(object, name, identities)? else {
-            return Ok(None);
-        };
-        check_name(&rec.name, name, object)?;
-        let parsed = rec
-            .identities
-            .iter()
-            .map(|i| parse_identity(i, Path::new("repository domain history")))
-            .collect::<Result<Vec<_>>>()?;
-        if parsed.is_empty() {
-            return Err(Error::Damaged(format!("{object} lists no identity")));
-        }
-        Ok(Some(Held {
-            identities: parsed,
-            dedup_key: rec.dedup_key,
-            chunker_seed: rec.chunker_seed,
-            objects: vec![object.to_string()],
-        }))
-    }
-
-    /// Fetch, verify and open an operators' domain record; `None` when it is absent.
-    fn open_domain<T: DeserializeOwned>(
-        &self,
-        object: &str,
-        name: &str,
-        identities: &[x25519::Identity],
-    ) -> Result<Option<T>> {
+    ) -> Result<Option<(String, Held)>> {
         let Some(stored) = self.backend.get_if_present(object)? else {
             return Ok(None);
         };
+        if stored.len() as u64 > ObjectKind::KeyRecord.max_stored() {
+            return Err(Error::Damaged(format!(
+                "{object} is {} bytes, more than any key record may be",
+                stored.len()
+            )));
+        }
         let (sealed, _) = self.verify(ObjectKind::KeyRecord, object, &stored)?;
         let refs: Vec<&x25519::Identity> = identities.iter().collect();
         let plain = crypto::open_with(
             &refs,
             sealed,
-            &format!("key domain '{name}'"),
+            &format!("key record {object}"),
             "Your identity is not an operator of this repository.",
         )?;
-        Ok(Some(crate::format::decode_packed(
-            &plain,
-            "domain key record",
-            KEYS_VERSION,
-            RECORD_MAX,
-        )?))
+        let (name, texts, dedup_key, chunker_seed) = if object.ends_with(".history") {
+            let r: DomainHistoryRecord = decode_record(&plain)?;
+            (r.name, r.identities, r.dedup_key, r.chunker_seed)
+        } else {
+            let r: DomainOperatorRecord = decode_record(&plain)?;
+            (r.name, vec![r.identity], r.dedup_key, r.chunker_seed)
+        };
+        let identities = texts
+            .iter()
+            .map(|i| parse_identity(i, Path::new("repository domain record")))
+            .collect::<Result<Vec<_>>>()?;
+        if identities.is_empty() {
+            return Err(Error::Damaged(format!("{object} lists no identity")));
+        }
+        let held = Held {
+            identities,
+            dedup_key,
+            chunker_seed,
+            objects: vec![object.to_string()],
+        };
+        Ok(Some((name, held)))
     }
 
     /// Every domain record this operator can open, by domain name: what an operator change
     /// re-seals. Records it cannot open (sealed before it was added, and already re-sealed to
-    /// it in a history), damaged ones, and ones stored under a name that is not their domain's
-    /// are skipped (and never deleted).
+    /// it in a history), damaged ones, ones stored under a name that is not their domain's,
+    /// and ones with another dedup key are skipped (and never deleted).
     fn domains_held(&self, identities: &[x25519::Identity]) -> Result<BTreeMap<String, Held>> {
         let mut out: BTreeMap<String, Held> = BTreeMap::new();
         let generation = self.key_generation();
         for o in self.backend.list("keys/domains/")? {
-            let rec = if o.name.ends_with(".operator") {
-                self.peek::<DomainOperatorRecord>(&o.name, identities)?
-                    .map(|r| (r.name, vec![r.identity], r.dedup_key, r.chunker_seed))
-            } else if o.name.ends_with(".history") {
-                self.peek::<DomainHistoryRecord>(&o.name, identities)?
-                    .map(|r| (r.name, r.identities, r.dedup_key, r.chunker_seed))
-            } else {
-                None
-            };
-            let Some((name, ids, dedup_key, chunker_seed)) = rec else {
+            let Some(base) = o
+                .name
+                .strip_suffix(".operator")
+                .or_else(|| o.name.strip_suffix(".history"))
+            else {
                 continue;
             };
-            let base = o.name.rsplit_once('.').map_or("", |(b, _)| b);
+            let (name, held) = match self.read_record(&o.name, identities) {
+                Ok(Some(found)) => found,
+                Ok(None) => continue,
+                Err(e) if not_ours(&e) => continue,
+                Err(e) if e.is_damage() => {
+                    tracing::warn!(object = %o.name, error = %e, "a damaged or forged domain record: skipped");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if !(0..=generation).any(|g| self.domain_object_at(&name, g) == base) {
                 tracing::warn!(object = %o.name, "a domain record under another domain's name: skipped");
                 continue;
             }
-            let ids = ids
-                .iter()
-                .map(|i| parse_identity(i, Path::new("repository domain record")))
-                .collect::<Result<Vec<_>>>()?;
-            let entry = out.entry(name).or_insert_with(|| Held {
-                identities: Vec::new(),
-                dedup_key: dedup_key.clone(),
-                chunker_seed,
-                objects: Vec::new(),
-            });
-            if entry.dedup_key != dedup_key || entry.chunker_seed != chunker_seed {
-                tracing::warn!(object = %o.name, "a domain record whose dedup key differs from its domain's: skipped");
-                continue;
-            }
-            entry.objects.push(o.name.clone());
-            for id in ids {
-                let known = entry
-                    .identities
-                    .iter()
-                    .any(|k| k.to_public().to_string() == id.to_public().to_string());
-                if !known {
-                    entry.identities.push(id);
+            match out.get_mut(&name) {
+                None => {
+                    out.insert(name, held);
+                }
+                Some(all)
+                    if all.dedup_key == held.dedup_key && all.chunker_seed == held.chunker_seed =>
+                {
+                    all.absorb(held)
+                }
+                Some(_) => {
+                    tracing::warn!(object = %o.name, "a domain record whose dedup key differs from its domain's: skipped")
                 }
             }
         }
         Ok(out)
-    }
-
-    /// A record that opens with `identities`, else `None` (another set's, or not ours).
-    fn peek<T: DeserializeOwned>(
-        &self,
-        object: &str,
-        identities: &[x25519::Identity],
-    ) -> Result<Option<T>> {
-        match self.open_domain::<T>(object, "", identities) {
-            Err(e) if not_ours(&e) => Ok(None),
-            Err(e) if e.is_damage() => {
-                tracing::warn!(object, error = %e, "a damaged or forged domain record: skipped");
-                Ok(None)
-            }
-            found => found,
-        }
     }
 
     /// After an operator change: seal every domain's identities, of all generations, to the
@@ -358,6 +329,15 @@ impl Repository {
         self.create_domain_with(name, &dedup, keys.chunker_seed)?;
         Ok(())
     }
+}
+
+fn decode_record<T: DeserializeOwned>(plain: &[u8]) -> Result<T> {
+    Ok(crate::format::decode_packed(
+        plain,
+        "domain key record",
+        KEYS_VERSION,
+        RECORD_MAX,
+    )?)
 }
 
 fn check_name(found: &str, name: &str, object: &str) -> Result<()> {

@@ -187,16 +187,20 @@ impl Repository {
             records: 0,
         };
         let metadata = super::keyring::metadata_object(&self.config.metadata_recipient);
-        let mut fixed = vec![metadata];
-        fixed.extend(
-            self.backend
-                .list("keys/writer-")?
-                .into_iter()
-                .map(|o| o.name),
-        );
-        for name in fixed {
-            let stored = self.backend.get(&name)?;
-            let body = self.reseal(ObjectKind::KeyRecord, &name, &stored)?;
+        // Listings are by folder (a local store walks directories), so `keys/` is filtered.
+        let fixed: Vec<_> = self
+            .backend
+            .list("keys/")?
+            .into_iter()
+            .filter(|o| o.name == metadata || o.name.starts_with("keys/writer-"))
+            .collect();
+        for o in fixed {
+            let Some(stored) = self.get_listed(ObjectKind::KeyRecord, &o)? else {
+                continue;
+            };
+            let name = o.name;
+            let plain = self.opened(ObjectKind::KeyRecord, &name, &stored)?;
+            let body = self.seal_for_operators(&plain, "key record")?;
             let signed = self.sign(ObjectKind::KeyRecord, &name, body)?;
             self.backend.replace(&name, &signed)?;
             done.records += 1;
@@ -208,13 +212,12 @@ impl Repository {
             let Some(stored) = self.get_listed(ObjectKind::DrillReport, &o)? else {
                 continue;
             };
-            let (sealed, _) = self.verify(ObjectKind::DrillReport, &o.name, &stored)?;
-            let plain = self.open_for_operators(sealed, "drill report")?;
+            let plain = self.opened(ObjectKind::DrillReport, &o.name, &stored)?;
             if !seen.insert(crate::id::content_hash(&plain)) {
                 self.delete_object(&o.name)?;
                 continue;
             }
-            let body = self.reseal(ObjectKind::DrillReport, &o.name, &stored)?;
+            let body = self.seal_for_operators(&plain, "drill report")?;
             let (name, _) = self.put_hash_named(ObjectKind::DrillReport, body)?;
             if name != o.name {
                 self.delete_object(&o.name)?;
@@ -224,11 +227,17 @@ impl Repository {
         Ok(done)
     }
 
-    /// The plaintext of an operators' object, sealed afresh to the operators in office.
-    fn reseal(&self, kind: ObjectKind, name: &str, stored: &[u8]) -> Result<Vec<u8>> {
+    /// The plaintext of an operators' object, after checking its signature.
+    fn opened(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        stored: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
         let (sealed, _) = self.verify(kind, name, stored)?;
-        let plain = zeroize::Zeroizing::new(self.open_for_operators(sealed, kind.what())?);
-        self.seal_for_operators(&plain, kind.what())
+        Ok(zeroize::Zeroizing::new(
+            self.open_for_operators(sealed, kind.what())?,
+        ))
     }
 
     /// The age recipient of the identity this repository was opened with, if an operator's.
