@@ -10,6 +10,7 @@ use crate::format::audit::{
 };
 use crate::format::{decode_json, ObjectKind};
 use crate::repository::trust::Auth;
+use std::time::Duration;
 
 /// The last entry: its number (0 for an empty log) and `hex(H(stored bytes))`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -69,27 +70,70 @@ impl Store<'_> {
     /// forward, or from a listing when there is no hint. A hint whose entry is gone or changed
     /// means the log was truncated or rewritten: refused.
     pub fn head(&self, hint: Option<&Head>) -> Result<Head> {
-        let mut head = match hint.filter(|h| h.seq > 0) {
-            Some(h) => self.check_hint(h)?,
-            None => self.listed_head()?,
-        };
-        loop {
-            match self.entry(head.seq + 1)? {
-                Some(next) if next.body.prev == head.hash => {
-                    head = Head {
-                        seq: head.seq + 1,
-                        hash: Some(next.hash),
-                    }
-                }
-                Some(_) => {
-                    return Err(bad(
-                        &entry_name(head.seq + 1),
-                        "does not continue the chain before it",
-                    ))
-                }
-                None => return Ok(head),
-            }
+        match hint.filter(|h| h.seq > 0) {
+            Some(h) => self.walk(self.check_hint(h)?, true),
+            None => self.walk(self.listed_head()?, false),
         }
+    }
+
+    /// Walk forward from `head` to the last entry. `pinned`: `head` is one this machine wrote
+    /// and verified. An entry only read may have been the loser of a race that a store without
+    /// reliable create-if-absent let two writers win (see `Repository::create_exclusive`): if
+    /// the next entry does not continue it, it is read again once, and the winner continues.
+    fn walk(&self, mut head: Head, mut pinned: bool) -> Result<Head> {
+        loop {
+            let Some(next) = self.entry(head.seq + 1)? else {
+                return Ok(head);
+            };
+            if next.body.prev != head.hash && !pinned {
+                head = self.reread(head.seq)?;
+            }
+            if next.body.prev != head.hash {
+                return Err(bad(
+                    &entry_name(head.seq + 1),
+                    "does not continue the chain before it",
+                ));
+            }
+            head = Head {
+                seq: head.seq + 1,
+                hash: Some(next.hash),
+            };
+            pinned = false;
+        }
+    }
+
+    /// Entry `seq` as the store holds it now.
+    fn reread(&self, seq: u64) -> Result<Head> {
+        let entry = self
+            .entry(seq)?
+            .ok_or_else(|| bad(&entry_name(seq), "vanished while it was read"))?;
+        Ok(Head {
+            seq,
+            hash: Some(entry.hash),
+        })
+    }
+
+    /// On a store whose create-if-absent may let two writers win, an entry just read may be a
+    /// loser about to be overwritten, and chaining to it would fork the log. Such a loser is
+    /// visible for at most one request's gap, so wait `settle` and read the entry again until it
+    /// holds still. A head this machine wrote itself (`pinned`) is settled already.
+    fn settled(&self, mut head: Head, pinned: Option<&Head>, settle: Duration) -> Result<Head> {
+        for _ in 0..8 {
+            if head.seq == 0 || pinned == Some(&head) {
+                return Ok(head);
+            }
+            std::thread::sleep(settle);
+            let now = self.reread(head.seq)?;
+            if now == head {
+                return Ok(head);
+            }
+            head = self.walk(now, false)?;
+        }
+        Err(Error::Invalid(format!(
+            "audit entry {} kept changing while it was read; the store does not settle. Run the \
+             command again, and check that only custodian writes to this repository",
+            head.seq
+        )))
     }
 
     fn check_hint(&self, hint: &Head) -> Result<Head> {
@@ -129,14 +173,20 @@ impl Store<'_> {
     /// another process took the number first. Returns the new head.
     /// `put_new` creates a name only if absent, and must be reliable on this store (see
     /// `Repository::create_exclusive`): two entries under one number would fork the chain.
+    /// `settle`: on a store whose create-if-absent is not atomic, how long a racing loser's
+    /// entry may stay visible (see [`Store::settled`]); `None` on a local disk.
     pub fn append(
         &self,
         hint: Option<&Head>,
+        settle: Option<Duration>,
         make: impl Fn(&Head) -> Result<Vec<u8>>,
         put_new: impl Fn(&str, &[u8]) -> Result<bool>,
     ) -> Result<Head> {
         let mut head = self.head(hint)?;
         for _ in 0..64 {
+            if let Some(settle) = settle {
+                head = self.settled(head, hint, settle)?;
+            }
             let stored = make(&head)?;
             let seq = head.seq + 1;
             if put_new(&entry_name(seq), &stored)? {

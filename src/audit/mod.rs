@@ -125,6 +125,7 @@ pub fn append(repo: &Repository, intent: &Intent, local: Option<&Local>) -> Resu
     let store = store(repo)?;
     let location = repo.location();
     let repo_id = repo.config.repo_id;
+    let settle = repo.settle_time()?;
     let mut hint = match local {
         Some(l) => l.anchor(&location, repo_id)?,
         None => None,
@@ -133,6 +134,7 @@ pub fn append(repo: &Repository, intent: &Intent, local: Option<&Local>) -> Resu
         for (file, pending) in local.pending(&location, repo_id)? {
             let head = store.append(
                 hint.as_ref(),
+                settle,
                 |h| entry_bytes(repo, h, pending.sealed.clone(), true),
                 |name, bytes| put_new(repo, name, bytes),
             )?;
@@ -144,6 +146,7 @@ pub fn append(repo: &Repository, intent: &Intent, local: Option<&Local>) -> Resu
     let sealed = hex::encode(repo.seal_for_audit(&details(repo, intent, None)?)?);
     let head = store.append(
         hint.as_ref(),
+        settle,
         |h| entry_bytes(repo, h, sealed.clone(), false),
         |name, bytes| put_new(repo, name, bytes),
     )?;

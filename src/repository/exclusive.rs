@@ -37,12 +37,24 @@ impl Repository {
         Ok(*self.create_if_absent.get_or_init(|| found))
     }
 
-    /// Create `name` unless it exists; false if another writer has it (or got there first).
-    pub(crate) fn create_exclusive(&self, name: &str, bytes: &[u8]) -> Result<bool> {
-        let settle = if self.probe_create_if_absent()?.is_atomic() {
+    /// How long two writers' racing creates of one name may take to settle on this store;
+    /// `None` where create is atomic (a local disk).
+    pub fn settle_time(&self) -> Result<Option<Duration>> {
+        if self.backend.atomic_create() {
+            return Ok(None);
+        }
+        Ok(Some(if self.probe_create_if_absent()?.is_atomic() {
             SETTLE_TRUSTED
         } else {
             SETTLE
+        }))
+    }
+
+    /// Create `name` unless it exists; false if another writer has it (or got there first).
+    pub(crate) fn create_exclusive(&self, name: &str, bytes: &[u8]) -> Result<bool> {
+        let settle = match self.settle_time()? {
+            Some(settle) => settle,
+            None => SETTLE_TRUSTED,
         };
         let started = Instant::now();
         if self.backend.get_if_present(name)?.is_some() {

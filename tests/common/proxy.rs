@@ -23,6 +23,9 @@ pub enum Fault {
     Stall(Duration),
     /// Forward without `If-None-Match`, as stores that ignore create-if-absent behave.
     StripConditional,
+    /// Forward to this path instead (`/bucket/key`): the answer a reader gets from a store that
+    /// still shows an older write. Only for servers that do not check signatures (moto).
+    Redirect(String),
 }
 
 /// One request as the fault plan sees it.
@@ -174,7 +177,11 @@ fn serve(
     } else {
         &[]
     };
-    server.write_all(&rewrite(&head, strip))?;
+    let mut forwarded = head.clone();
+    if let Fault::Redirect(path) = &fault {
+        forwarded[0] = format!("{method} {path} HTTP/1.1");
+    }
+    server.write_all(&rewrite(&forwarded, strip))?;
     let mut body = vec![0u8; body_len];
     if let Fault::Stall(pause) = fault {
         let half = body_len / 2;
