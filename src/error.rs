@@ -109,6 +109,14 @@ pub enum Error {
     /// role (an auditor's identity given where an operator's would also do).
     #[error("{message}")]
     NotListed { role: &'static str, message: String },
+    /// An operator granted only some sources asked for another (`access add-operator
+    /// --sources`): its identity was never given that source's keys.
+    #[error(
+        "operator '{operator}' is not granted source '{domain}': its keys are sealed only to the \
+         operators granted it ('custodian access list' shows who). Ask one of them, or an \
+         operator granted every source, to do this."
+    )]
+    NotGranted { operator: String, domain: String },
     #[error("{0}")]
     Damaged(String),
     #[error("{0}")]

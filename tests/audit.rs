@@ -1034,3 +1034,119 @@ fn hostile_history_records_are_refused_and_never_deleted() {
     );
     common::assert_same_content(&src, &w.dir.path().join("after"));
 }
+
+/// An operator granted some sources reads those (old snapshots and new ones, and a granted
+/// source first backed up later) and is refused the rest, by keys: no key record of another
+/// source opens with its identity. It cannot change the registry. On local disk and moto.
+#[test]
+fn an_operator_granted_some_sources_reads_only_those() {
+    granted_sources_on(&World::new(&[]), None);
+    if let Some(moto) = common::s3_servers().into_iter().find(|s| s.name == "moto") {
+        granted_sources_on(&World::on_s3(&moto, &[]), Some(&moto));
+    }
+}
+
+fn granted_sources_on(w: &World, server: Option<&common::S3Server>) {
+    let src = store(w);
+    w.backup("branch-a", &src);
+    w.backup("branch-b", &src);
+    let (carol, recipient, key) = person(w, "carol");
+    run_ok(w.operator_cmd(&[
+        "access",
+        "add-operator",
+        &recipient,
+        "--key",
+        &key,
+        "--name",
+        "Carol",
+        "--sources",
+        "branch-a,branch-new",
+        "--reason",
+        "branch A's bookkeeper",
+    ]));
+    w.backup("branch-new", &src);
+    w.backup("branch-c", &src);
+    let as_carol = |args: &[&str]| {
+        let mut c = w.cmd(args);
+        c.env("CUSTODIAN_IDENTITY", &carol)
+            .env("CUSTODIAN_STATE_DIR", w.dir.path().join("carol-state"));
+        c
+    };
+    let first = match (server, &w.s3) {
+        (Some(s), Some((url, _))) => {
+            use custodian::backend::Backend;
+            custodian::backend::ObjectStoreBackend::s3_with(url, &s.settings())
+                .unwrap()
+                .get("keys/trust-0000000001")
+                .unwrap()
+        }
+        _ => fs::read(w.repo.join("keys/trust-0000000001")).unwrap(),
+    };
+    let fingerprint = custodian::repository::trust::fingerprint(&first);
+    run_ok(as_carol(&["key", "trust", "--fingerprint", &fingerprint]));
+    for source in ["branch-a", "branch-new"] {
+        let target = w.dir.path().join(format!("carol-{source}"));
+        let mut c = as_carol(&["restore", "latest", "--source", source, "--target"]);
+        c.arg(&target).args(["--reason", "month end"]);
+        run_ok(c);
+        common::assert_same_content(&src, &target);
+    }
+    for source in ["branch-b", "branch-c"] {
+        let target = w.dir.path().join(format!("carol-{source}"));
+        let mut c = as_carol(&["restore", "latest", "--source", source, "--target"]);
+        c.arg(&target);
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let said = text(&out);
+        assert!(
+            said.contains(&format!("'Carol' is not granted source '{source}'")),
+            "{said}"
+        );
+        assert!(!target.exists());
+    }
+    if w.s3.is_none() {
+        // By keys: every domain record Carol opens is of a source she is granted.
+        let ids = custodian::crypto::keys::load_identity_file(&carol).unwrap();
+        let mut opened = std::collections::BTreeSet::new();
+        for (path, bytes) in common::all_bytes(&w.repo.join("keys/domains")) {
+            let body = custodian::crypto::sign::unverified_body(&bytes);
+            if let Ok(plain) = custodian::crypto::open_with(&[&ids[0]], body, "record", "") {
+                let json = custodian::compress::unpack_json(&plain, 1 << 20).unwrap();
+                let record: serde_json::Value = serde_json::from_slice(&json).unwrap();
+                opened.insert(record["name"].as_str().unwrap().to_string());
+                assert!(!path.to_string_lossy().ends_with(".writer"));
+            }
+        }
+        assert_eq!(
+            opened.into_iter().collect::<Vec<_>>(),
+            ["branch-a", "branch-new"]
+        );
+    }
+    // The registry needs an operator granted every source.
+    let (_, other, other_key) = person(w, "dave");
+    let mut c = as_carol(&["access", "add-operator", &other, "--key", &other_key]);
+    c.args(["--name", "Dave", "--reason", "help"]);
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("granted only some sources"),
+        "{}",
+        text(&out)
+    );
+    // access list names her sources (sorted by keyed id, so compared as a set).
+    let listed = stdout_ok(w.operator_cmd(&["access", "list", "--json"]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    let carol_row = rows.iter().find(|r| r["name"] == "Carol").unwrap();
+    let mut granted: Vec<&str> = carol_row["granted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g.as_str())
+        .collect();
+    granted.sort();
+    assert_eq!(granted, ["branch-a", "branch-new"]);
+    let first_row = rows.iter().find(|r| r["role"] == "operator").unwrap();
+    assert!(first_row["granted"].is_null(), "{first_row}");
+    let (ok, said) = verify(w);
+    assert!(ok, "{said}");
+}

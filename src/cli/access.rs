@@ -4,12 +4,12 @@
 use super::audit::Reader;
 use super::common;
 use super::{KeyArgs, RepoArg};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use custodian::format::trust::TrustList;
 use custodian::repository::trust::{key_who_hex, writer_who, Role};
 use custodian::repository::Principal;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
@@ -73,6 +73,10 @@ pub struct AddPrincipalArgs {
     name: String,
     #[arg(long)]
     expires: Option<String>,
+    /// Operators only: the sources (key domains) it may read, comma-separated; without it,
+    /// every source, including ones backed up later.
+    #[arg(long, value_delimiter = ',')]
+    sources: Option<Vec<String>>,
     #[command(flatten)]
     repo: RepoArg,
     #[command(flatten)]
@@ -105,21 +109,37 @@ pub struct Row {
     pub expires: Option<String>,
     pub revoked: Option<String>,
     pub last_use: Option<String>,
+    /// An operator granted only some sources: their names (or keyed ids, for an auditor, who
+    /// cannot name them); `None`: every source.
+    pub granted: Option<Vec<String>>,
 }
 
 /// Every principal of `list`, with its last use from the audit log (`last`: signer -> time,
-/// signers named as the trust list names them).
-pub fn rows(list: &TrustList, last: &HashMap<String, String>) -> Vec<Row> {
+/// signers named as the trust list names them) and its grants named by `names` (keyed id ->
+/// source name; empty for an auditor).
+pub fn rows(
+    list: &TrustList,
+    last: &HashMap<String, String>,
+    names: &BTreeMap<String, String>,
+) -> Vec<Row> {
     let last_use = |who: Option<String>| who.and_then(|w| last.get(&w).cloned());
     let mut out = Vec::new();
     for o in &list.operators {
         let key = o.signing_key.clone().unwrap_or_default();
         let reg = o.registry.as_ref();
+        let granted = o.sources.as_ref().map(|ids| {
+            ids.iter()
+                .map(|id| names.get(id).cloned().unwrap_or_else(|| format!("id {id}")))
+                .collect::<Vec<_>>()
+        });
         out.push(Row {
             name: reg.map_or_else(|| "(from init)".into(), |r| r.name.clone()),
             role: "operator",
             key: format!("{} (signing {})", o.recipient, short(&key)),
-            sources: "all".into(),
+            sources: granted
+                .as_ref()
+                .map_or_else(|| "all".into(), |g| g.join(", ")),
+            granted,
             added: reg.map_or_else(|| list.config.created.clone(), |r| r.added.clone()),
             added_by: reg.map_or_else(|| "init".into(), |r| r.added_by.clone()),
             expires: reg.and_then(|r| r.expires.clone()),
@@ -136,6 +156,7 @@ pub fn rows(list: &TrustList, last: &HashMap<String, String>) -> Vec<Row> {
             role: "writer",
             key: format!("credential {}", w.id),
             sources: "all (back up and list; never read)".into(),
+            granted: None,
             added: w.added.clone(),
             added_by: w.added_by.clone().unwrap_or_else(|| "init".into()),
             expires: w.expires.clone(),
@@ -152,6 +173,7 @@ pub fn rows(list: &TrustList, last: &HashMap<String, String>) -> Vec<Row> {
             role: "auditor",
             key: format!("{} (signing {})", a.recipient, short(&a.signing_key)),
             sources: "audit log and structure only".into(),
+            granted: None,
             added: a.registry.added.clone(),
             added_by: a.registry.added_by.clone(),
             expires: a.registry.expires.clone(),
@@ -182,7 +204,7 @@ pub fn last_use(reader: &Reader) -> Result<HashMap<String, String>> {
 fn list(args: super::ReadArgs) -> Result<u8> {
     let reader = Reader::open(&args.repo, &args.keys)?;
     let list = reader.trust_list()?;
-    let rows = rows(&list, &last_use(&reader)?);
+    let rows = rows(&list, &last_use(&reader)?, &reader.source_names()?);
     if args.json {
         common::print_json(&rows)?;
         return Ok(0);
@@ -273,6 +295,12 @@ fn revoke_writer(args: NamedArgs) -> Result<u8> {
 }
 
 fn add_auditor(args: AddPrincipalArgs) -> Result<u8> {
+    if args.sources.is_some() {
+        bail!(
+            "--sources is for operators: an auditor never reads a record of any source, so it \
+             has no grants. Run the command again without --sources."
+        );
+    }
     let who = Principal {
         name: &args.name,
         expires: expires(args.expires.as_deref())?,
@@ -324,10 +352,17 @@ fn add_operator(args: AddPrincipalArgs) -> Result<u8> {
     };
     let (seq, resealed, _) =
         change_operators(&args.repo, &args.keys, "access add-operator", |r| {
-            r.add_operator(&args.recipient, &args.key, &who)
+            r.add_operator(&args.recipient, &args.key, &who, args.sources.as_deref())
         })?;
+    let granted = match &args.sources {
+        Some(names) => format!("granted {}", names.join(", ")),
+        None => "granted every source".into(),
+    };
     let head = match seq {
-        Some(seq) => format!("trust list version {seq}: operator '{}' added", args.name),
+        Some(seq) => format!(
+            "trust list version {seq}: operator '{}' added, {granted}",
+            args.name
+        ),
         None => format!("operator '{}' is listed already", args.name),
     };
     outln!(

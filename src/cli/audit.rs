@@ -93,6 +93,15 @@ impl Reader {
         }
     }
 
+    /// Source names by keyed id, for naming grants; an auditor, who holds no metadata key,
+    /// gets none.
+    pub fn source_names(&self) -> Result<std::collections::BTreeMap<String, String>> {
+        match self {
+            Reader::Repo(r) => Ok(r.source_names()?),
+            Reader::Auditor(_) => Ok(Default::default()),
+        }
+    }
+
     /// The log's store view.
     pub fn store(&self) -> Result<Store<'_>> {
         match self {

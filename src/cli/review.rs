@@ -69,7 +69,7 @@ pub fn review(args: ReviewArgs) -> Result<u8> {
     let list = reader.trust_list()?;
     let records = reader.records()?;
     let now = custodian::clock::now();
-    let principals = rows(&list, &last_use(&reader)?);
+    let principals = rows(&list, &last_use(&reader)?, &reader.source_names()?);
     let mut doc = ReviewDoc {
         trust_list: list.seq,
         last_review: records.iter().rev().find_map(Review::of),

@@ -228,7 +228,7 @@ impl Repository {
     /// Store a report in `drills/`, sealed to the operators; returns its object name.
     pub fn store_drill_report(&self, report: &DrillReport) -> Result<String> {
         let plain = crate::compress::pack_json(report)?;
-        let sealed = self.seal_for_operators(&plain, "drill report")?;
+        let sealed = self.seal_drill_report(&plain)?;
         Ok(self.put_hash_named(ObjectKind::DrillReport, sealed)?.0)
     }
 
@@ -238,6 +238,10 @@ impl Repository {
         for o in self.list(ObjectKind::DrillReport)? {
             match self.read_drill_report(&o) {
                 Ok(report) => out.push(report),
+                // A report on a source this operator is not granted is sealed to others.
+                Err(crate::Error::Crypto(crate::error::CryptoError::NoMatchingKey { .. })) => {
+                    tracing::debug!(object = %o.name, "a drill report not sealed to this identity")
+                }
                 Err(e) if e.is_damage() => {
                     tracing::warn!(object = %o.name, "skipped a damaged or forged drill report: {e}")
                 }

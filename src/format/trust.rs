@@ -81,6 +81,24 @@ pub struct TrustedOperator {
     /// lists (what it had signed by then) verifies with its key, and nothing is sealed to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removed: Option<Revocation>,
+    /// The key domains it is granted, as keyed ids (`Repository::source_id`); `None`: every
+    /// source, past and future.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sources: Option<Vec<String>>,
+}
+
+impl TrustedOperator {
+    /// Whether it may read the domain with keyed id `id`.
+    pub fn grants(&self, id: &str) -> bool {
+        self.sources
+            .as_ref()
+            .is_none_or(|ids| ids.iter().any(|g| g == id))
+    }
+
+    /// Granted every source, so it can re-seal every domain.
+    pub fn is_full(&self) -> bool {
+        self.sources.is_none()
+    }
 }
 
 /// What the access registry says of a principal: its name, who added it, when, and until when.

@@ -44,6 +44,7 @@ pub struct Principal<'a> {
 impl Repository {
     pub(super) fn registry_auth(&self) -> Result<&super::trust::Auth> {
         self.require_operator("changing the access registry")?;
+        self.require_full_operator()?;
         self.auth().ok_or_else(|| {
             Error::Invalid(
                 "a format-1 repository has no access registry; run 'custodian migrate' first"
@@ -127,7 +128,7 @@ impl Repository {
             .map_err(|e| Error::Invalid(format!("internal error: a credential: {e}")))?;
         let text = Zeroizing::new(text + "\n");
         let name = format!("keys/writer-{}", credential.credential_id);
-        let sealed = self.seal_for_operators(text.as_bytes(), "writer credential")?;
+        let sealed = self.seal_for_full_operators(text.as_bytes())?;
         self.backend
             .put_new(&name, &self.sign(ObjectKind::KeyRecord, &name, sealed)?)?;
         write_private(out, &text)?;

@@ -285,7 +285,8 @@ impl Repository {
                 chunker_seed: keys.chunker_seed,
             };
             let plain = Zeroizing::new(crate::compress::pack_json(&record)?);
-            let sealed = self.seal_for_operators(&plain, "domain history")?;
+            let sealed =
+                crate::crypto::seal_to(&self.recipients_for(name)?, &plain, "domain history")?;
             let stored = self.sign(ObjectKind::KeyRecord, &history, sealed)?;
             // Replaces a history of this generation a killed run left: this one holds at
             // least as much, since the old one was among what was read.

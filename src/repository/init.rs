@@ -224,6 +224,7 @@ pub(super) fn first_trust(
                 signing_key: (r == t.operator).then(|| hex::encode(t.signer.public())),
                 registry: None,
                 removed: None,
+                sources: None,
             })
             .collect(),
         writers: vec![TrustedWriter {

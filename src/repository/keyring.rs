@@ -275,8 +275,11 @@ impl Repository {
             dedup_key: hex::encode(dedup),
             chunker_seed: seed,
         };
-        let sealed =
-            self.seal_to_operators(&crate::compress::pack_json(&operator)?, "domain key")?;
+        let sealed = crypto::seal_to(
+            &self.recipients_for(name)?,
+            &crate::compress::pack_json(&operator)?,
+            "domain key",
+        )?;
         let base = self.domain_object(name);
         let operator_name = format!("{base}.operator");
         let sealed = self.sign(ObjectKind::KeyRecord, &operator_name, sealed)?;
@@ -329,6 +332,7 @@ impl Repository {
         local_dir: &Path,
     ) -> Result<DomainDestroyed> {
         self.require_current_trust()?;
+        self.require_granted(name)?;
         let keys = match self.domain_for_read(name) {
             Ok(keys) => keys,
             Err(Error::Backend(b)) if b.kind == ErrorKind::NotFound => {
@@ -420,6 +424,7 @@ impl Repository {
     /// Full keys of domain `name`, including its identity: operators only.
     pub fn domain_for_read(&self, name: &str) -> Result<DomainKeys> {
         let identities = self.require_operator("reading backed-up content")?;
+        self.require_granted(name)?;
         self.require_audited("reading backed-up content")?;
         self.domain_keys_held(name, identities)
     }

@@ -8,6 +8,7 @@ mod domains;
 mod exclusions;
 mod exclusive;
 mod generations;
+mod grants;
 mod index;
 mod init;
 mod keyring;
@@ -453,9 +454,19 @@ impl Repository {
         crypto::seal_to(&self.operator_recipients, plain, what)
     }
 
-    /// Seal something only operators may read (drill reports name customer files).
+    /// Seal something every operator in office may read (the metadata key record).
     pub fn seal_for_operators(&self, plain: &[u8], what: &str) -> Result<Vec<u8>> {
         Ok(self.seal_to_operators(plain, what)?)
+    }
+
+    /// Seal a writer credential's copy: only operators granted every source hold one, since
+    /// issuing and revoking writers is theirs.
+    pub(super) fn seal_for_full_operators(&self, plain: &[u8]) -> Result<Vec<u8>> {
+        Ok(crypto::seal_to(
+            &self.full_recipients()?,
+            plain,
+            "writer credential",
+        )?)
     }
 
     /// Open what [`Self::seal_for_operators`] sealed; needs an operator identity.

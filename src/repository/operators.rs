@@ -33,12 +33,20 @@ pub struct Resealed {
 
 impl Repository {
     /// Add operator `recipient` with signing key `key` (from `custodian key show` on its
-    /// machine). Returns the new trust list version, or `None` when exactly this operator is
-    /// listed already (a rerun: re-sealing may still be due).
-    pub fn add_operator(&self, recipient: &str, key: &str, who: &Principal) -> Result<Option<u64>> {
+    /// machine), granted `sources` (key domain names; `None`: every source). Returns the new
+    /// trust list version, or `None` when exactly this operator is listed already (a rerun:
+    /// re-sealing may still be due).
+    pub fn add_operator(
+        &self,
+        recipient: &str,
+        key: &str,
+        who: &Principal,
+        sources: Option<&[String]>,
+    ) -> Result<Option<u64>> {
         let auth = self.registry_auth()?;
         crate::crypto::keys::parse_recipient(recipient, "the operator's recipient")?;
         parse_hex32(key)?;
+        let sources = sources.map(|names| self.grant_ids(names)).transpose()?;
         if let Some(o) = auth
             .list
             .operators
@@ -46,7 +54,11 @@ impl Repository {
             .find(|o| o.recipient == recipient)
         {
             return match &o.removed {
-                None if o.registry.as_ref().is_some_and(|r| r.name == who.name) => Ok(None),
+                None if o.registry.as_ref().is_some_and(|r| r.name == who.name)
+                    && o.sources == sources =>
+                {
+                    Ok(None)
+                }
                 None => Err(Error::Invalid(format!(
                     "{recipient} is already an operator of this repository"
                 ))),
@@ -83,6 +95,7 @@ impl Repository {
                     expires: who.expires.clone(),
                 }),
                 removed: None,
+                sources: sources.clone(),
             });
             list.key_generation += 1;
             Ok(())
@@ -200,7 +213,11 @@ impl Repository {
             };
             let name = o.name;
             let plain = self.opened(ObjectKind::KeyRecord, &name, &stored)?;
-            let body = self.seal_for_operators(&plain, "key record")?;
+            let body = if name == metadata {
+                self.seal_for_operators(&plain, "key record")?
+            } else {
+                self.seal_for_full_operators(&plain)?
+            };
             let signed = self.sign(ObjectKind::KeyRecord, &name, body)?;
             self.backend.replace(&name, &signed)?;
             done.records += 1;
@@ -217,7 +234,7 @@ impl Repository {
                 self.delete_object(&o.name)?;
                 continue;
             }
-            let body = self.seal_for_operators(&plain, "drill report")?;
+            let body = self.seal_drill_report(&plain)?;
             let (name, _) = self.put_hash_named(ObjectKind::DrillReport, body)?;
             if name != o.name {
                 self.delete_object(&o.name)?;
@@ -241,7 +258,7 @@ impl Repository {
     }
 
     /// The age recipient of the identity this repository was opened with, if an operator's.
-    fn operator_recipient(&self) -> Option<String> {
+    pub(super) fn operator_recipient(&self) -> Option<String> {
         self.operator
             .as_ref()
             .and_then(|ids| ids.first())
