@@ -26,7 +26,7 @@ pub(super) struct Source {
     pub(super) last_event: Option<Instant>,
     /// The cancel flag of the run in progress.
     pub(super) running: Option<Arc<AtomicBool>>,
-    pub(super) watcher: Option<notify::RecommendedWatcher>,
+    pub(super) watcher: Option<watch::Watch>,
     pub(super) status: SourceStatus,
 }
 
