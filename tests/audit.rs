@@ -1149,4 +1149,42 @@ fn granted_sources_on(w: &World, server: Option<&common::S3Server>) {
     assert!(first_row["granted"].is_null(), "{first_row}");
     let (ok, said) = verify(w);
     assert!(ok, "{said}");
+    if w.s3.is_none() {
+        // A modified client: Carol signs a next trust list that drops her limits. Refused.
+        forge_next_trust_list(w, &carol, |list| {
+            for o in list["operators"].as_array_mut().unwrap() {
+                o.as_object_mut().unwrap().remove("sources");
+            }
+        });
+        let out = w.operator_cmd(&["snapshots"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            text(&out).contains("no trusted operator holds"),
+            "{}",
+            text(&out)
+        );
+    }
+}
+
+/// Sign, with `identity`'s operator key, the trust list after the newest, edited by `edit`.
+fn forge_next_trust_list(w: &World, identity: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let keys = w.repo.join("keys");
+    let newest = fs::read_dir(&keys)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("trust-"))
+        .max()
+        .unwrap();
+    let stored = fs::read(keys.join(&newest)).unwrap();
+    let body = custodian::crypto::sign::unverified_body(&stored);
+    let mut list: serde_json::Value = serde_json::from_slice(body).unwrap();
+    let seq = list["seq"].as_u64().unwrap() + 1;
+    list["seq"] = seq.into();
+    list["prev"] = hex::encode(custodian::id::content_hash(&stored)).into();
+    edit(&mut list);
+    let name = format!("keys/trust-{seq:010}");
+    let ids = custodian::crypto::keys::load_identity_file(identity).unwrap();
+    let signer = custodian::crypto::sign::ObjectSigner::for_operator(&ids[0]);
+    let forged = signer.envelope("trust list", &name, &serde_json::to_vec(&list).unwrap());
+    fs::write(w.repo.join(&name), forged).unwrap();
 }

@@ -76,16 +76,17 @@ impl Store<'_> {
         }
     }
 
-    /// Walk forward from `head` to the last entry. `pinned`: `head` is one this machine wrote
-    /// and verified. An entry only read may have been the loser of a race that a store without
-    /// reliable create-if-absent let two writers win (see `Repository::create_exclusive`): if
-    /// the next entry does not continue it, it is read again once, and the winner continues.
+    /// Walk forward from `head` to the last entry. `pinned`: `head` is one this machine saw
+    /// before. An entry only read may have been the loser of a race that an S3 store let two
+    /// writers win (see `Repository::create_exclusive`): if the next entry does not continue
+    /// it, it is read again once, and the winner continues. A local disk's create is atomic,
+    /// so there a mismatch is always damage.
     fn walk(&self, mut head: Head, mut pinned: bool) -> Result<Head> {
         loop {
             let Some(next) = self.entry(head.seq + 1)? else {
                 return Ok(head);
             };
-            if next.body.prev != head.hash && !pinned {
+            if next.body.prev != head.hash && !pinned && !self.backend.atomic_create() {
                 head = self.reread(head.seq)?;
             }
             if next.body.prev != head.hash {
@@ -102,11 +103,24 @@ impl Store<'_> {
         }
     }
 
-    /// Entry `seq` as the store holds it now.
+    /// Entry `seq` as the store holds it now, which must continue the entry before it: a
+    /// store serving two signed entries under one number cannot splice the chain this way.
     fn reread(&self, seq: u64) -> Result<Head> {
+        let name = entry_name(seq);
         let entry = self
             .entry(seq)?
-            .ok_or_else(|| bad(&entry_name(seq), "vanished while it was read"))?;
+            .ok_or_else(|| bad(&name, "vanished while it was read"))?;
+        let before = match seq {
+            0 | 1 => None,
+            n => Some(
+                self.entry(n - 1)?
+                    .ok_or_else(|| bad(&entry_name(n - 1), "vanished while it was read"))?
+                    .hash,
+            ),
+        };
+        if entry.body.prev != before {
+            return Err(bad(&name, "does not continue the chain before it"));
+        }
         Ok(Head {
             seq,
             hash: Some(entry.hash),
@@ -116,10 +130,11 @@ impl Store<'_> {
     /// On a store whose create-if-absent may let two writers win, an entry just read may be a
     /// loser about to be overwritten, and chaining to it would fork the log. Such a loser is
     /// visible for at most one request's gap, so wait `settle` and read the entry again until it
-    /// holds still. A head this machine wrote itself (`pinned`) is settled already.
-    fn settled(&self, mut head: Head, pinned: Option<&Head>, settle: Duration) -> Result<Head> {
+    /// holds still. (Even a head this machine remembers may have been only read, by `audit
+    /// verify`, so every head waits.)
+    fn settled(&self, mut head: Head, settle: Duration) -> Result<Head> {
         for _ in 0..8 {
-            if head.seq == 0 || pinned == Some(&head) {
+            if head.seq == 0 {
                 return Ok(head);
             }
             std::thread::sleep(settle);
@@ -129,11 +144,10 @@ impl Store<'_> {
             }
             head = self.walk(now, false)?;
         }
-        Err(Error::Invalid(format!(
-            "audit entry {} kept changing while it was read; the store does not settle. Run the \
-             command again, and check that only custodian writes to this repository",
-            head.seq
-        )))
+        Err(bad(
+            &entry_name(head.seq),
+            "kept changing while it was read (a store does not do that on its own)",
+        ))
     }
 
     fn check_hint(&self, hint: &Head) -> Result<Head> {
@@ -185,7 +199,7 @@ impl Store<'_> {
         let mut head = self.head(hint)?;
         for _ in 0..64 {
             if let Some(settle) = settle {
-                head = self.settled(head, hint, settle)?;
+                head = self.settled(head, settle)?;
             }
             let stored = make(&head)?;
             let seq = head.seq + 1;
@@ -196,7 +210,9 @@ impl Store<'_> {
                     hash: Some(hash),
                 });
             }
-            head = self.head(Some(&head))?;
+            // Another process took the number: walk on from what was read (not pinned: it
+            // may itself have been a race's loser).
+            head = self.walk(head, false)?;
         }
         Err(Error::Invalid(
             "the audit log grew under this command 64 times in a row; run it again".into(),

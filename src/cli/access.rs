@@ -129,7 +129,14 @@ pub fn rows(
         let reg = o.registry.as_ref();
         let granted = o.sources.as_ref().map(|ids| {
             ids.iter()
-                .map(|id| names.get(id).cloned().unwrap_or_else(|| format!("id {id}")))
+                .map(|id| match names.get(id) {
+                    Some(name) => name.clone(),
+                    // From the plaintext trust list: shown only if it looks like an id.
+                    None if id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                        format!("id {id}")
+                    }
+                    None => "(malformed id)".into(),
+                })
                 .collect::<Vec<_>>()
         });
         out.push(Row {

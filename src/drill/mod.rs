@@ -46,6 +46,7 @@ pub fn drill(repo: &Repository, rb: &Runbook, opts: &DrillOptions) -> Result<Dri
                 rb.id, rb.select
             ))
         })?;
+        repo.require_granted(&snap.head.domain)?;
         report
             .steps
             .push(Step::new(format!("select {source}"), started));
@@ -214,6 +215,7 @@ fn restore_and_check(
             .fold((0, 0), |(f, b), e| (f + 1, b + e.node.size));
         report.sources.push(SourceResult {
             source: source.clone(),
+            domain: Some(snap.head.domain.clone()),
             snapshot: snap.id.to_hex(),
             snapshot_time: snap.head.time.clone(),
             selected_by: how.clone(),

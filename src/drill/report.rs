@@ -33,6 +33,9 @@ impl Step {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SourceResult {
     pub source: String,
+    /// The key domain its snapshot is sealed to: the report is sealed to operators granted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
     pub snapshot: String,
     pub snapshot_time: String,
     pub selected_by: String,
@@ -227,6 +230,8 @@ impl DrillReport {
 impl Repository {
     /// Store a report in `drills/`, sealed to the operators; returns its object name.
     pub fn store_drill_report(&self, report: &DrillReport) -> Result<String> {
+        // Sealed to the operators in office now, not those of an older trust list.
+        self.require_current_trust()?;
         let plain = crate::compress::pack_json(report)?;
         let sealed = self.seal_drill_report(&plain)?;
         Ok(self.put_hash_named(ObjectKind::DrillReport, sealed)?.0)

@@ -116,21 +116,20 @@ impl Repository {
     /// one a writer signed was planted (by a stolen credential) to choose the keys of every
     /// later backup.
     fn refuse_planted(&self, name: &str, object: &str, operator: &[u8]) -> Result<()> {
-        let Some(auth) = self.auth() else {
+        if self.auth().is_none() {
             return Ok(());
-        };
+        }
         if self.key_generation() == 0
-            || auth.signer_role(ObjectKind::KeyRecord, object, operator)
-                == Some(super::trust::Role::Operator)
+            || self.signed_by_granted(object, operator, name)
             || self.earlier_domain_keys(name)?.is_none()
         {
             return Ok(());
         }
         Err(Error::Damaged(format!(
-            "{object}, the new key generation of domain '{name}', was written by a writer, not \
-             by the operator who changed the operators: a planted key. Nothing was backed up; \
-             an operator reruns the 'custodian access' command that made the change, which \
-             replaces it."
+            "{object}, the new key generation of domain '{name}', was written by a writer or by \
+             an operator not granted it, not by the operator who changed the operators: a \
+             planted key. Nothing was backed up; an operator granted every source reruns the \
+             'custodian access' command that made the change, which replaces it."
         )))
     }
 

@@ -88,6 +88,7 @@ impl Repository {
             .collect();
         match found.as_slice() {
             [(name, e)] => {
+                self.require_granted(&e.source)?;
                 self.delete_object(name)?;
                 Ok(Some(e.clone()))
             }

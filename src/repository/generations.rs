@@ -74,7 +74,7 @@ impl Repository {
     }
 
     /// Refuse to write key domains under a trust list that is no longer the newest.
-    pub(super) fn require_current_trust(&self) -> Result<()> {
+    pub(crate) fn require_current_trust(&self) -> Result<()> {
         if self.trust_is_current()? {
             return Ok(());
         }
@@ -314,10 +314,10 @@ impl Repository {
         let base = self.domain_object_at(name, self.key_generation());
         let (operator_name, writer_name) = (format!("{base}.operator"), format!("{base}.writer"));
         if let Some(op) = self.backend.get_if_present(&operator_name)? {
-            let role = self
-                .auth()
-                .and_then(|a| a.signer_role(ObjectKind::KeyRecord, &operator_name, &op));
-            if role == Some(super::trust::Role::Operator) || !keys.objects.contains(&operator_name)
+            // Kept only if this operator opened it and an operator granted it signed it: a
+            // pair sealed past the re-sealing operator (planted to lock the others out) goes.
+            if keys.objects.contains(&operator_name)
+                && self.signed_by_granted(&operator_name, &op, name)
             {
                 return Ok(());
             }

@@ -35,7 +35,8 @@ impl Repository {
         self.recipients_where(|o| ids.iter().all(|id| o.grants(id)), "a drill report")
     }
 
-    /// The operators granted every source: they alone hold writer-credential copies.
+    /// The operators granted every source: they alone hold writer-credential copies (and
+    /// reports that name no domain).
     pub(super) fn full_recipients(&self) -> Result<Vec<x25519::Recipient>> {
         self.recipients_where(TrustedOperator::is_full, "a writer credential")
     }
@@ -87,7 +88,7 @@ impl Repository {
     }
 
     /// Refuse, before trying any key, to read a domain this operator is not granted.
-    pub(super) fn require_granted(&self, name: &str) -> Result<()> {
+    pub fn require_granted(&self, name: &str) -> Result<()> {
         let Some(o) = self.own_operator() else {
             return Ok(());
         };
@@ -101,6 +102,17 @@ impl Repository {
                 .map_or_else(String::new, |r| r.name.clone()),
             domain: name.to_string(),
         })
+    }
+
+    /// Whether `stored` (key record `object` of domain `name`) was signed by an operator in
+    /// office granted that domain: only such a record may give a domain its keys after an
+    /// operator change (a writer's, or a restricted operator's for a domain it is not granted,
+    /// was planted).
+    pub(super) fn signed_by_granted(&self, object: &str, stored: &[u8], name: &str) -> bool {
+        let id = self.source_id(name);
+        self.auth()
+            .and_then(|a| a.operator_signer(ObjectKind::KeyRecord, object, stored))
+            .is_some_and(|o| o.grants(&id))
     }
 
     /// Every key domain's name by its keyed id, from the writers' domain records (the metadata
@@ -155,22 +167,25 @@ struct ReportSources {
 
 #[derive(serde::Deserialize)]
 struct ReportSource {
-    source: String,
+    domain: Option<String>,
 }
 
 impl Repository {
     /// Seal a drill report (packed JSON; it names customer files) to the operators granted
-    /// every source it drilled.
+    /// every key domain it drilled.
     pub(crate) fn seal_drill_report(&self, plain: &[u8]) -> Result<Vec<u8>> {
         let json = crate::compress::unpack_json(plain, crate::format::kind::REPORT_MAX_PLAIN)
             .map_err(|e| Error::Invalid(format!("internal error: a drill report: {e}")))?;
         let report: ReportSources = serde_json::from_slice(&json)
             .map_err(|e| Error::Invalid(format!("internal error: a drill report: {e}")))?;
-        let names: Vec<&str> = report.sources.iter().map(|s| s.source.as_str()).collect();
-        Ok(crate::crypto::seal_to(
-            &self.recipients_for_all(&names)?,
-            plain,
-            "drill report",
-        )?)
+        // By key domain; a report that names none (or an older one without domains) goes to
+        // operators granted every source.
+        let domains: Option<Vec<&str>> =
+            report.sources.iter().map(|s| s.domain.as_deref()).collect();
+        let recipients = match domains {
+            Some(names) if !names.is_empty() => self.recipients_for_all(&names)?,
+            _ => self.full_recipients()?,
+        };
+        Ok(crate::crypto::seal_to(&recipients, plain, "drill report")?)
     }
 }

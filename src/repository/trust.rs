@@ -80,7 +80,7 @@ impl Auth {
             let list: TrustList = decode_json(body, object, TRUST_VERSION)?;
             let allowed: Vec<[u8; 32]> = match &previous {
                 None => genesis_signers(&list, anchor, own, bytes, &backend.location())?,
-                Some((prev, _)) => operator_keys(prev),
+                Some((prev, _)) => registry_keys(prev),
             };
             if !allowed.contains(&by) {
                 return Err(forged(
@@ -186,9 +186,11 @@ impl Auth {
         change: impl FnOnce(&mut TrustList) -> Result<()>,
     ) -> Result<TrustList> {
         let public = self.signer.public();
-        if !operator_keys(&self.list).contains(&public) {
+        if !registry_keys(&self.list).contains(&public) {
             return Err(Error::Invalid(
-                "only an operator whose signing key is on the trust list can change it".into(),
+                "only an operator granted every source, whose signing key is on the trust list, \
+                 can change it"
+                    .into(),
             ));
         }
         let previous = backend.get(&self.list_name)?;
@@ -263,8 +265,21 @@ impl Auth {
         }
     }
 
-    /// The role of the key that signed `stored`, if it is a key in force (the signature is
-    /// checked by [`Self::verify`]; this only says who).
+    /// The operator in office whose key signed `stored` (the signature is checked by
+    /// [`Self::verify`]; this only says who): its grants decide whose key records count.
+    pub fn operator_signer(
+        &self,
+        kind: ObjectKind,
+        name: &str,
+        stored: &[u8],
+    ) -> Option<&crate::format::trust::TrustedOperator> {
+        let (by, _) = open_envelope(kind.what(), bind(kind, name), stored).ok()?;
+        self.list
+            .current_operators()
+            .find(|o| o.signing_key.as_deref().and_then(parse_key) == Some(by))
+    }
+
+    /// The role of the key that signed `stored`, if it is a key in force.
     pub fn signer_role(&self, kind: ObjectKind, name: &str, stored: &[u8]) -> Option<Role> {
         let (by, _) = open_envelope(kind.what(), bind(kind, name), stored).ok()?;
         self.trusted.get(&by).map(|s| s.role)
@@ -406,6 +421,15 @@ pub(super) fn read_chain(backend: &dyn Backend) -> Result<Vec<(String, Vec<u8>)>
         out.push((object.name, bytes));
     }
     Ok(out)
+}
+
+/// Keys that may sign the next trust list: operators in office granted every source. One
+/// granted some sources may not (it could otherwise grant itself the rest).
+fn registry_keys(list: &TrustList) -> Vec<[u8; 32]> {
+    list.current_operators()
+        .filter(|o| o.is_full())
+        .filter_map(|o| o.signing_key.as_deref().and_then(parse_key))
+        .collect()
 }
 
 pub(super) fn operator_keys(list: &TrustList) -> Vec<[u8; 32]> {
