@@ -1188,3 +1188,45 @@ fn forge_next_trust_list(w: &World, identity: &Path, edit: impl FnOnce(&mut serd
     let forged = signer.envelope("trust list", &name, &serde_json::to_vec(&list).unwrap());
     fs::write(w.repo.join(&name), forged).unwrap();
 }
+
+/// A command killed before its closing leaves its entry open; a writer's key closing it (say,
+/// "ok" for a restore that failed) does not give the entry a result: only the entry's own
+/// signer closes it.
+#[test]
+fn only_the_entrys_own_signer_closes_it() {
+    let w = World::new(&[]);
+    let src = store(&w);
+    w.backup("books", &src);
+    w.restore("latest", &w.dir.path().join("out"), &["--reason", "look"]);
+    let restore = |all: Vec<serde_json::Value>| {
+        all.into_iter()
+            .find(|e| e["op"] == "restore")
+            .unwrap()
+    };
+    let seq = restore(entries(&w))["seq"].as_u64().unwrap();
+    let checkpoints = w.repo.join("audit/checkpoints");
+    for c in fs::read_dir(&checkpoints).unwrap().flatten() {
+        if c.file_name().to_string_lossy().ends_with(&format!("-{seq:012}")) {
+            fs::remove_file(c.path()).unwrap();
+        }
+    }
+    let repo = custodian::repository::Repository::open(
+        std::sync::Arc::new(custodian::backend::LocalBackend::new(&w.repo)),
+        &custodian::repository::Credential::Writer(w.writer.clone()),
+    )
+    .unwrap();
+    let head = custodian::audit::store(&repo).unwrap().head(None).unwrap();
+    let forged = custodian::format::audit::Closing {
+        seq,
+        result: "ok".into(),
+        touched: None,
+        drills: Vec::new(),
+    };
+    custodian::audit::checkpoint(&repo, &head, Some(forged)).unwrap();
+    let entry = restore(entries(&w));
+    assert!(entry["closed"].is_null(), "{entry}");
+    // The backup's own closing (the writer's) still counts.
+    let all = entries(&w);
+    let backup = all.iter().find(|e| e["op"] == "backup").unwrap();
+    assert_eq!(backup["closed"]["result"], "ok", "{backup}");
+}

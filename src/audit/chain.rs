@@ -228,9 +228,12 @@ impl Store<'_> {
         Ok(())
     }
 
-    /// Every checkpoint by name, verified or with what is wrong with it (vanished ones left
-    /// out).
-    pub fn checkpoints(&self) -> Result<Vec<(String, std::result::Result<Checkpoint, String>)>> {
+    /// Every checkpoint by name, verified (with who signed it) or with what is wrong with it
+    /// (vanished ones left out).
+    #[allow(clippy::type_complexity)]
+    pub fn checkpoints(
+        &self,
+    ) -> Result<Vec<(String, std::result::Result<(Checkpoint, String), String>)>> {
         let mut out = Vec::new();
         for object in self.backend.list(CHECKPOINT_PREFIX)? {
             let opened = match parse_checkpoint_name(&object.name) {
@@ -250,21 +253,21 @@ impl Store<'_> {
         &self,
         object: &crate::backend::ObjectInfo,
         count: u64,
-    ) -> Result<Option<Checkpoint>> {
+    ) -> Result<Option<(Checkpoint, String)>> {
         if object.size > ObjectKind::AuditCheckpoint.max_stored() {
             return Err(bad(&object.name, "is larger than any checkpoint may be"));
         }
         let Some(stored) = self.backend.get_if_present(&object.name)? else {
             return Ok(None);
         };
-        let (body, _) = self
+        let (body, by) = self
             .auth
             .verify(ObjectKind::AuditCheckpoint, &object.name, &stored)?;
         let checkpoint: Checkpoint = decode_json(body, &object.name, AUDIT_VERSION)?;
         if checkpoint.count != count {
             return Err(bad(&object.name, "holds another checkpoint's count"));
         }
-        Ok(Some(checkpoint))
+        Ok(Some((checkpoint, by)))
     }
 }
 

@@ -4,7 +4,7 @@
 use super::chain::{each_entry, Store};
 use crate::error::{Error, Result};
 use crate::format::audit::{
-    parse_entry_name, Closing, Details, AUDIT_VERSION, LOG_PREFIX, REVIEW_OP,
+    parse_entry_name, Checkpoint, Closing, Details, AUDIT_VERSION, LOG_PREFIX, REVIEW_OP,
 };
 use serde::Serialize;
 use std::collections::HashMap;
@@ -64,7 +64,8 @@ pub fn read(
     let closings = closings(store)?;
     let records = each_entry(store, &seqs, workers, |seq, found| {
         let entry = found?.ok_or_else(|| super::chain::bad(&format!("entry {seq}"), "vanished"))?;
-        record(seq, entry, open, closings.get(&seq).cloned())
+        let closed = closing_by(&closings, seq, &entry.by);
+        record(seq, entry, open, closed)
     });
     records.into_iter().collect()
 }
@@ -143,17 +144,38 @@ pub fn last_review(
     Ok(None)
 }
 
-/// Results by entry, from the checkpoints that close them (bad checkpoints are left to verify).
-fn closings(store: &Store) -> Result<HashMap<u64, Closing>> {
-    Ok(store
-        .checkpoints()?
-        .into_iter()
-        .filter_map(|(_, c)| c.ok()?.closes)
-        .fold(HashMap::new(), |mut first, c| {
-            // The first closing counts: a later one cannot rewrite a command's result.
-            first.entry(c.seq).or_insert(c);
-            first
-        }))
+/// Closings by entry, in checkpoint order, with their signers (bad checkpoints are left to
+/// verify).
+fn closings(store: &Store) -> Result<HashMap<u64, Vec<(Closing, String)>>> {
+    let mut out: HashMap<u64, Vec<(Closing, String)>> = HashMap::new();
+    for (_, checkpoint) in store.checkpoints()? {
+        if let Ok((
+            Checkpoint {
+                closes: Some(c), ..
+            },
+            by,
+        )) = checkpoint
+        {
+            out.entry(c.seq).or_default().push((c, by));
+        }
+    }
+    Ok(out)
+}
+
+/// Entry `seq`'s result: the first closing signed by the key that signed the entry. Another
+/// key's closing (a writer closing an operator's unclosed entry) does not count, and a later
+/// one cannot rewrite a command's result.
+fn closing_by(
+    closings: &HashMap<u64, Vec<(Closing, String)>>,
+    seq: u64,
+    by: &str,
+) -> Option<Closing> {
+    let key = |who: &str| who.trim_end_matches(" (before its revocation)").to_string();
+    closings
+        .get(&seq)?
+        .iter()
+        .find(|(_, signer)| key(signer) == key(by))
+        .map(|(c, _)| c.clone())
 }
 
 /// Filters of `audit log` (restic style: all must match).

@@ -122,7 +122,7 @@ fn fetch_all(store: &Store, seqs: &[u64], workers: usize) -> Vec<Result<Checked,
 fn check_points(store: &Store, hashes: &[String], out: &mut Verified) -> Result<()> {
     for (name, checkpoint) in store.checkpoints()? {
         let checkpoint = match checkpoint {
-            Ok(c) => c,
+            Ok((c, _)) => c,
             Err(e) => {
                 out.problem(&name, &e);
                 continue;
