@@ -1151,7 +1151,7 @@ fn granted_sources_on(w: &World, server: Option<&common::S3Server>) {
     assert!(ok, "{said}");
     if w.s3.is_none() {
         // A modified client: Carol signs a next trust list that drops her limits. Refused.
-        forge_next_trust_list(w, &carol, |list| {
+        let forged = forge_next_trust_list(w, &carol, |list| {
             for o in list["operators"].as_array_mut().unwrap() {
                 o.as_object_mut().unwrap().remove("sources");
             }
@@ -1163,11 +1163,27 @@ fn granted_sources_on(w: &World, server: Option<&common::S3Server>) {
             "{}",
             text(&out)
         );
+        fs::remove_file(forged).unwrap();
     }
+    // Removed (on moto too): refused by name, and a backup after it is sealed past her.
+    run_ok(w.operator_cmd(&["access", "remove-operator", "Carol", "--reason", "moved on"]));
+    w.backup("branch-a", &src);
+    let mut c = as_carol(&["restore", "latest", "--source", "branch-a", "--target"]);
+    c.arg(w.dir.path().join("carol-after"));
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("was removed"), "{}", text(&out));
+    let (ok, said) = verify(w);
+    assert!(ok, "{said}");
 }
 
-/// Sign, with `identity`'s operator key, the trust list after the newest, edited by `edit`.
-fn forge_next_trust_list(w: &World, identity: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+/// Sign, with `identity`'s operator key, the trust list after the newest, edited by `edit`;
+/// returns its file.
+fn forge_next_trust_list(
+    w: &World,
+    identity: &Path,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> PathBuf {
     let keys = w.repo.join("keys");
     let newest = fs::read_dir(&keys)
         .unwrap()
@@ -1187,6 +1203,7 @@ fn forge_next_trust_list(w: &World, identity: &Path, edit: impl FnOnce(&mut serd
     let signer = custodian::crypto::sign::ObjectSigner::for_operator(&ids[0]);
     let forged = signer.envelope("trust list", &name, &serde_json::to_vec(&list).unwrap());
     fs::write(w.repo.join(&name), forged).unwrap();
+    w.repo.join(name)
 }
 
 /// A command killed before its closing leaves its entry open; a writer's key closing it (say,
@@ -1198,15 +1215,15 @@ fn only_the_entrys_own_signer_closes_it() {
     let src = store(&w);
     w.backup("books", &src);
     w.restore("latest", &w.dir.path().join("out"), &["--reason", "look"]);
-    let restore = |all: Vec<serde_json::Value>| {
-        all.into_iter()
-            .find(|e| e["op"] == "restore")
-            .unwrap()
-    };
+    let restore =
+        |all: Vec<serde_json::Value>| all.into_iter().find(|e| e["op"] == "restore").unwrap();
     let seq = restore(entries(&w))["seq"].as_u64().unwrap();
     let checkpoints = w.repo.join("audit/checkpoints");
     for c in fs::read_dir(&checkpoints).unwrap().flatten() {
-        if c.file_name().to_string_lossy().ends_with(&format!("-{seq:012}")) {
+        if c.file_name()
+            .to_string_lossy()
+            .ends_with(&format!("-{seq:012}"))
+        {
             fs::remove_file(c.path()).unwrap();
         }
     }
