@@ -45,7 +45,7 @@ fn stdout_ok(mut c: std::process::Command) -> String {
 }
 
 fn verify(w: &World) -> (bool, String) {
-    let out = w.writer_cmd(&["audit", "verify"]).output().unwrap();
+    let out = w.operator_cmd(&["audit", "verify"]).output().unwrap();
     (out.status.success(), text(&out))
 }
 
@@ -743,11 +743,15 @@ fn an_added_operator_reads_and_a_removed_one_opens_nothing_afterwards() {
         "{said}"
     );
     fs::write(src.join("clients/other.csv"), b"after Bob left\n").unwrap();
-    let stats = w.backup("books", &src);
+    // The metadata key was rotated with the removal: the server gets a new credential.
+    let fresh = issue(&w, "server-2");
+    let out = backup_with(&w, &fresh, &src);
+    assert!(out.status.success(), "{}", text(&out));
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // The new generation keeps the dedup key: the unchanged 3 MiB are not uploaded again.
     let added = stats["stats"]["bytes_added"].as_u64().unwrap();
     assert!(added < 1 << 20, "{stats}");
-    let after = w.latest_id();
+    let after = latest_by_operator(&w);
 
     // Refused by custodian, and nothing in the store opens with his identity any more: not
     // the new domain keys, not the re-sealed old ones, not the metadata key.
@@ -1165,9 +1169,15 @@ fn granted_sources_on(w: &World, server: Option<&common::S3Server>) {
         );
         fs::remove_file(forged).unwrap();
     }
-    // Removed (on moto too): refused by name, and a backup after it is sealed past her.
-    run_ok(w.operator_cmd(&["access", "remove-operator", "Carol", "--reason", "moved on"]));
-    w.backup("branch-a", &src);
+    // Removed (on moto too): refused by name, and a backup after it is sealed past her (with
+    // a new writer credential: the removal rotated the metadata key).
+    let said =
+        run_ok(w.operator_cmd(&["access", "remove-operator", "Carol", "--reason", "moved on"]));
+    assert!(said.contains("Writers to replace:"), "{said}");
+    let fresh = issue(w, "server-2");
+    let mut c = w.cmd(&["backup", "--source", "branch-a"]);
+    c.arg(&src).env("CUSTODIAN_WRITER_KEY", &fresh);
+    run_ok(c);
     let mut c = as_carol(&["restore", "latest", "--source", "branch-a", "--target"]);
     c.arg(w.dir.path().join("carol-after"));
     let out = c.output().unwrap();
@@ -1246,4 +1256,94 @@ fn only_the_entrys_own_signer_closes_it() {
     let all = entries(&w);
     let backup = all.iter().find(|e| e["op"] == "backup").unwrap();
     assert_eq!(backup["closed"]["result"], "ok", "{backup}");
+}
+
+/// Revoking a writer rotates the metadata key, the secret its credential held that future data
+/// depends on: nothing written afterwards opens with the revoked credential's key. The other
+/// writer's credential predates the new key and is refused until replaced; retiring the
+/// replaced one rotates nothing more; every snapshot restores.
+#[test]
+fn revoking_a_writer_rotates_the_metadata_key() {
+    let w = World::new(&[]);
+    let src = store(&w);
+    let stolen = issue(&w, "branch-server");
+    assert!(backup_with(&w, &stolen, &src).status.success());
+    let first = w.latest_id();
+    let before: std::collections::BTreeSet<PathBuf> = common::all_bytes(&w.repo)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    let said = run_ok(w.operator_cmd(&[
+        "access",
+        "revoke-writer",
+        "branch-server",
+        "--reason",
+        "server stolen",
+    ]));
+    assert!(said.contains("metadata key was rotated"), "{said}");
+    assert!(said.contains("Writers to replace:"), "{said}");
+
+    // The first writer's credential predates the new key: refused, naming the way out.
+    let out = backup_with(&w, &w.writer, &src);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("issue-writer"), "{}", text(&out));
+    let fresh = issue(&w, "main-server-2");
+    fs::write(src.join("clients/other.csv"), b"after the theft\n").unwrap();
+    assert!(backup_with(&w, &fresh, &src).status.success());
+    let listed = stdout_ok(w.operator_cmd(&["access", "list", "--json"]));
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    let old = rows
+        .iter()
+        .find(|r| r["role"] == "writer" && r["revoked"].is_null() && r["name"] != "main-server-2")
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let said = run_ok(w.operator_cmd(&["access", "revoke-writer", &old, "--reason", "replaced"]));
+    assert!(said.contains("nothing to rotate"), "{said}");
+    fs::write(src.join("clients/third.csv"), b"later\n").unwrap();
+    assert!(backup_with(&w, &fresh, &src).status.success());
+    let last = latest_by_operator(&w);
+
+    // Both sides of the rotation restore, and the log verifies.
+    w.restore(&first, &w.dir.path().join("first"), &[]);
+    w.restore(&last, &w.dir.path().join("last"), &[]);
+    common::assert_same_content(&src, &w.dir.path().join("last"));
+    run_ok(w.operator_cmd(&["audit", "verify"]));
+
+    // Nothing stored since opens with the stolen credential's metadata key; the new one's do.
+    let key_of = |path: &Path, field: &str| -> Vec<age::x25519::Identity> {
+        let cred: serde_json::Value = serde_json::from_slice(&fs::read(path).unwrap()).unwrap();
+        let mut out = vec![cred["metadata-identity"].as_str().unwrap().parse().unwrap()];
+        for i in cred[field].as_array().into_iter().flatten() {
+            out.push(i.as_str().unwrap().parse().unwrap());
+        }
+        out
+    };
+    let stolen_keys = key_of(&stolen, "later-metadata-identities");
+    let fresh_keys = key_of(&fresh, "later-metadata-identities");
+    let opens = |ids: &[age::x25519::Identity], bytes: &[u8]| {
+        let refs: Vec<&age::x25519::Identity> = ids.iter().collect();
+        let body = custodian::crypto::sign::unverified_body(bytes);
+        custodian::crypto::open_with(&refs, body, "object", "").is_ok()
+    };
+    let (mut by_stolen, mut by_fresh) = (Vec::new(), 0);
+    for (path, bytes) in common::all_bytes(&w.repo) {
+        if before.contains(&path) {
+            continue;
+        }
+        if opens(&stolen_keys, &bytes) {
+            by_stolen.push(path.clone());
+        }
+        by_fresh += usize::from(opens(&fresh_keys, &bytes));
+    }
+    assert!(by_stolen.is_empty(), "{by_stolen:?}");
+    assert!(by_fresh >= 4, "{by_fresh}");
+}
+
+/// The newest snapshot's id, listed by the operator (the writer credential may be stale).
+fn latest_by_operator(w: &World) -> String {
+    let listed = stdout_ok(w.operator_cmd(&["snapshots", "--json"]));
+    let snaps: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    snaps.last().unwrap()["id"].as_str().unwrap().to_string()
 }

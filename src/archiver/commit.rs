@@ -139,7 +139,7 @@ fn write_refs(
             continue;
         }
         if session.is_none() {
-            session = Some(repo.start_session(&repo.meta.identity.to_public())?);
+            session = Some(repo.start_session(repo.meta_recipient())?);
         }
         if let Some(key) = &session {
             let frame = seal_blob(

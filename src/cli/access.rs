@@ -289,16 +289,39 @@ fn revoke_writer(args: NamedArgs) -> Result<u8> {
     }
     outln!(
         "writer credential {} ('{}') revoked: the {} object(s) and {} pack(s) it wrote until \
-         now stay valid; anything it signs from now on is refused, and its next backup too.\n\
-         It still knows the repository's metadata key and the key domains' dedup keys: it can \
-         read snapshot heads and test guessed files if it keeps storage access. Revoke its \
-         storage credentials too.",
+         now stay valid; anything it signs from now on is refused, and its next backup too.",
         custodian::id::short_text(&revoked.id),
         revoked.name,
         revoked.objects,
         revoked.packs
     );
+    if revoked.rotated {
+        outln!(
+            "The metadata key was rotated: what is written from now on (snapshot lists, \
+             indexes, dedup keys, audit details) is sealed to a key it never held. What it saw \
+             until now it keeps; revoke its storage credentials too."
+        );
+    } else {
+        outln!(
+            "It was issued before the newest metadata key and never held it: nothing to rotate."
+        );
+    }
+    say_reissue(&revoked.reissue);
     Ok(0)
+}
+
+/// After a metadata key rotation: which writers need new credentials, and how.
+fn say_reissue(writers: &[String]) {
+    if writers.is_empty() {
+        return;
+    }
+    outln!(
+        "Every writer credential issued before now lacks the new metadata key and is refused \
+         until replaced: issue each server a new one ('custodian access issue-writer --name NEW \
+         --out FILE'), install it, then revoke the old one (that rotates nothing more). Writers \
+         to replace: {}.",
+        writers.join(", ")
+    );
 }
 
 fn add_auditor(args: AddPrincipalArgs) -> Result<u8> {
@@ -401,10 +424,12 @@ fn remove_operator(args: NamedArgs) -> Result<u8> {
          snapshot(s) in this repository now, their files and names, and the bookkeeping \
          (snapshot list, sizes, source names, audit details). Copies of the repository made \
          before now, and old versions the storage provider keeps, still open with its \
-         identity.\nWhat it cannot read: anything backed up from now on (sealed to new domain \
-         keys it never held). {} key domain(s) and {} record(s) were re-sealed without it.",
+         identity.\nWhat it cannot read: anything backed up from now on, neither files (new \
+         domain keys) nor bookkeeping (a new metadata key), all keys it never held. {} key \
+         domain(s) and {} record(s) were re-sealed without it.",
         resealed.domains,
         resealed.records
     );
+    say_reissue(&removed.reissue);
     Ok(0)
 }

@@ -87,4 +87,8 @@ pub struct WriterCredential {
     /// Format 2: operator signing keys (hex) trusted to sign the repository's trust list.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operator_keys: Vec<String>,
+    /// The metadata identities of later generations (after a writer's revocation), oldest
+    /// first; `metadata_identity` stays the founding one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub later_metadata_identities: Vec<String>,
 }

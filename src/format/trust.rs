@@ -41,6 +41,10 @@ pub struct TrustList {
     /// ever held (`keys/domains/`, docs/FORMAT.md "Operator changes").
     #[serde(default, skip_serializing_if = "is_zero")]
     pub key_generation: u32,
+    /// Recipients of the metadata key's later generations, oldest first (each revocation of a
+    /// writer adds one); new bookkeeping is sealed to the last, else to the config's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata_keys: Vec<String>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -141,6 +145,10 @@ pub struct TrustedWriter {
     pub added_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    /// How many later metadata generations there were when it was issued: the newest it
+    /// holds. Revoking a credential that already lacks the newest rotates nothing.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub metadata_generation: u32,
 }
 
 /// When a writer credential was revoked, by whom, and `hex(H(stored bytes))` of the list of

@@ -26,6 +26,11 @@ pub struct Revoked {
     pub packs: usize,
     /// It was revoked before (a rerun): nothing changed.
     pub already: Option<String>,
+    /// Whether the metadata key was rotated (the credential held the newest).
+    pub rotated: bool,
+    /// The writers in office whose credentials predate the rotated metadata key: each needs a
+    /// new one.
+    pub reissue: Vec<String>,
 }
 
 /// A writer credential issued (or found issued by an earlier run: `already`).
@@ -88,6 +93,7 @@ impl Repository {
                 revoked: None,
                 added_by: Some(by),
                 expires: who.expires.clone(),
+                metadata_generation: list.metadata_keys.len() as u32,
             });
             Ok(())
         })?;
@@ -123,6 +129,7 @@ impl Repository {
             signing_key: Some(hex::encode(*seed)),
             config_digest: Some(self.config.digest()?),
             operator_keys: vec![hex::encode(auth.genesis_key)],
+            later_metadata_identities: self.later_metadata_secrets(),
         };
         let text = serde_json::to_string_pretty(&credential)
             .map_err(|e| Error::Invalid(format!("internal error: a credential: {e}")))?;
@@ -175,7 +182,14 @@ impl Repository {
         let now = Self::now_text();
         let by = self.opened_by_key();
         let id = writer.id.clone();
+        // What the credential knew that future data depends on: the metadata key, unless it
+        // was issued before the newest generation (a credential replaced after a rotation).
+        let rotated = match writer.metadata_generation as usize >= auth.list.metadata_keys.len() {
+            true => Some(self.new_metadata_generation(None)?),
+            false => None,
+        };
         auth.extend(self.backend.as_ref(), &now, |list| {
+            list.metadata_keys.extend(rotated.clone());
             let w = list.writers.iter_mut().find(|w| w.id == id);
             if let Some(w) = w {
                 w.revoked = Some(Revocation {
@@ -192,6 +206,11 @@ impl Repository {
             objects: vouched.objects.len(),
             packs: vouched.packs.len(),
             already: None,
+            reissue: match rotated {
+                Some(_) => Self::writers_to_reissue(&auth.list, Some(&writer.id)),
+                None => Vec::new(),
+            },
+            rotated: rotated.is_some(),
         })
     }
 
@@ -333,6 +352,8 @@ fn already_revoked(list: &TrustList, which: &str) -> Option<Revoked> {
         objects: 0,
         packs: 0,
         already: Some(format!("{} by {}", r.time, r.by)),
+        reissue: Vec::new(),
+        rotated: false,
     })
 }
 

@@ -197,6 +197,7 @@ pub(super) fn first_trust(
         signing_key: Some(hex::encode(*seed)),
         config_digest: Some(t.config.digest()?),
         operator_keys: vec![hex::encode(t.signer.public())],
+        later_metadata_identities: Vec::new(),
     };
     let text = Zeroizing::new(serde_json::to_string_pretty(&credential).map_err(internal)? + "\n");
     // A copy for the operators, so they can re-issue the credential if the server's copy is lost.
@@ -235,10 +236,12 @@ pub(super) fn first_trust(
             revoked: None,
             added_by: Some(format!("operator {}", key_id(&t.signer.public()))),
             expires: None,
+            metadata_generation: 0,
         }],
         auditors: Vec::new(),
         migrated: t.migrated.clone(),
         key_generation: 0,
+        metadata_keys: Vec::new(),
     };
     let name = trust_name(1);
     let body = serde_json::to_vec_pretty(&list).map_err(internal)?;

@@ -47,6 +47,8 @@ pub(super) fn decode_hex_key(text: &str, what: &str) -> Result<Zeroizing<[u8; 32
 /// it trusts before reading anything from the store.
 pub struct WriterKeys {
     pub meta: MetadataKeys,
+    /// Later metadata generations' identities, oldest first.
+    pub later: Vec<x25519::Identity>,
     pub signer: Option<ObjectSigner>,
     pub anchor: super::trust::Anchor,
     pub credential_id: String,
@@ -119,6 +121,11 @@ pub fn load_writer_credential(path: &Path, config: &RepoConfig) -> Result<Writer
             identity: parse_identity(&cred.metadata_identity, path)?,
             dedup_key: decode_hex_key(&cred.metadata_dedup_key, "writer credential")?,
         },
+        later: cred
+            .later_metadata_identities
+            .iter()
+            .map(|i| parse_identity(i, path))
+            .collect::<Result<_>>()?,
         signer,
         anchor: super::trust::Anchor::Writer {
             operator_keys: super::trust::parse_keys(&cred.operator_keys)?,
@@ -171,6 +178,7 @@ impl Repository {
     ) -> Result<Repository> {
         Ok(Repository {
             meta_recipient: meta.identity.to_public(),
+            meta_later: Vec::new(),
             operator_recipients: config
                 .operator_recipients
                 .iter()
@@ -458,7 +466,7 @@ impl Repository {
             return Ok(key.clone());
         }
         let identities = match domain {
-            None => vec![&self.meta.identity],
+            None => self.meta_identities(),
             Some(d) if d.identity.is_some() => d.identities(),
             Some(_) => {
                 return Err(Error::NeedsIdentity {

@@ -20,6 +20,7 @@ mod pins;
 mod records;
 mod registry;
 mod repack;
+mod rotation;
 mod snapshots;
 pub mod trust;
 mod verify;
@@ -65,7 +66,11 @@ pub struct Repository {
     /// (`ObjectKind`), which checks, limits and signs them.
     backend: Arc<dyn Backend>,
     pub config: RepoConfig,
+    /// The founding metadata keys: the config's identity (and the keys derived from it).
     pub meta: MetadataKeys,
+    /// Later metadata generations' identities held, oldest first (`rotation.rs`).
+    meta_later: Vec<x25519::Identity>,
+    /// Where new bookkeeping is sealed: the newest metadata generation.
     meta_recipient: x25519::Recipient,
     operator_recipients: Vec<x25519::Recipient>,
     operator: Option<Vec<x25519::Identity>>,
@@ -119,11 +124,7 @@ impl Repository {
         pin_dir: Option<PathBuf>,
     ) -> Result<Repository> {
         let config = Self::read_config(backend.as_ref())?;
-        let meta_recipient = crypto::keys::parse_recipient(
-            &config.metadata_recipient,
-            "repository metadata recipient",
-        )?;
-        let (meta, operator, auth, opened_by) = match credential {
+        let (meta, meta_later, operator, auth, opened_by) = match credential {
             Credential::Writer(path) => {
                 let keys = keyring::load_writer_credential(path, &config)?;
                 let auth = match keys.signer {
@@ -140,8 +141,9 @@ impl Repository {
                     }
                     None => None,
                 };
+                rotation::check_writer_holds(auth.as_ref().map(|a| &a.list), &keys.later, path)?;
                 let by = format!("writer credential {}", keys.credential_id);
-                (keys.meta, None, auth, by)
+                (keys.meta, keys.later, None, auth, by)
             }
             Credential::Operator(path) => {
                 let identities = crypto::keys::load_identity_file(path)?;
@@ -172,14 +174,24 @@ impl Repository {
                     path,
                     auth.as_ref(),
                 )?;
+                let later = rotation::load_later_as_operator(
+                    backend.as_ref(),
+                    &identities,
+                    auth.as_ref(),
+                    path,
+                )?;
                 let by = identities
                     .first()
                     .map(|i| format!("operator {}", i.to_public()))
                     .unwrap_or_default();
-                (meta, Some(identities), auth, by)
+                (meta, later, Some(identities), auth, by)
             }
         };
         let operator_recipients = sealing_recipients(&config, auth.as_ref())?;
+        let meta_recipient = crypto::keys::parse_recipient(
+            rotation::current_recipient(auth.as_ref().map(|a| &a.list), &config.metadata_recipient),
+            "repository metadata recipient",
+        )?;
         if meta.identity.to_public().to_string() != config.metadata_recipient {
             return Err(Error::Invalid(format!(
                 "the metadata identity in your key does not match repository {} at {}: the key belongs to another repository.",
@@ -191,6 +203,7 @@ impl Repository {
             backend,
             config,
             meta,
+            meta_later,
             meta_recipient,
             operator_recipients,
             opened_by,
@@ -312,7 +325,7 @@ impl Repository {
         let what = format!("{} {}", kind.what(), name);
         let (body, by) = self.verify(kind, name, bytes)?;
         let plain = crypto::open_with(
-            &[&self.meta.identity],
+            &self.meta_identities(),
             body,
             &what,
             "The object was not written for this repository's metadata key.",
@@ -433,7 +446,7 @@ impl Repository {
     /// Open an audit entry's details with the metadata key (writers and operators).
     pub fn open_audit(&self, sealed: &[u8]) -> Result<Vec<u8>> {
         Ok(crypto::open_with(
-            &[&self.meta.identity],
+            &self.meta_identities(),
             sealed,
             "audit entry",
             "It was not sealed for this repository.",

@@ -22,6 +22,8 @@ pub struct RemovedOperator {
     pub signed: usize,
     /// Removed before (a rerun): when and by whom.
     pub already: Option<String>,
+    /// The writers whose credentials predate the metadata key rotated with the removal.
+    pub reissue: Vec<String>,
 }
 
 /// What re-sealing to the operators in office touched.
@@ -125,6 +127,7 @@ impl Repository {
             recipient: found.recipient.clone(),
             signed: 0,
             already: None,
+            reissue: Vec::new(),
         };
         if let Some(r) = &found.removed {
             removed.already = Some(format!("{} by {}", r.time, r.by));
@@ -155,7 +158,11 @@ impl Repository {
         let now = Self::now_text();
         let by = self.opened_by_key();
         let recipient = found.recipient.clone();
+        // It held the metadata key: what is written from now on is sealed to a new one.
+        let rotated = self.new_metadata_generation(Some(&recipient))?;
+        removed.reissue = Self::writers_to_reissue(&auth.list, None);
         auth.extend(self.backend.as_ref(), &now, |list| {
+            list.metadata_keys.push(rotated.clone());
             if let Some(o) = list.operators.iter_mut().find(|o| o.recipient == recipient) {
                 o.removed = Some(Revocation {
                     time: now.clone(),
@@ -199,13 +206,12 @@ impl Repository {
             domains: self.reseal_domains()?,
             records: 0,
         };
-        let metadata = super::keyring::metadata_object(&self.config.metadata_recipient);
         // Listings are by folder (a local store walks directories), so `keys/` is filtered.
         let fixed: Vec<_> = self
             .backend
             .list("keys/")?
             .into_iter()
-            .filter(|o| o.name == metadata || o.name.starts_with("keys/writer-"))
+            .filter(|o| o.name.starts_with("keys/metadata-") || o.name.starts_with("keys/writer-"))
             .collect();
         for o in fixed {
             let Some(stored) = self.get_listed(ObjectKind::KeyRecord, &o)? else {
@@ -213,7 +219,7 @@ impl Repository {
             };
             let name = o.name;
             let plain = self.opened(ObjectKind::KeyRecord, &name, &stored)?;
-            let body = if name == metadata {
+            let body = if name.starts_with("keys/metadata-") {
                 self.seal_for_operators(&plain, "key record")?
             } else {
                 self.seal_for_full_operators(&plain)?
