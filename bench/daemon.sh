@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The daemon's reaction time and idle cost: a watched store of 100,000 files (1,000 directories),
 # one file changed, time until the snapshot is committed; then the daemon's CPU over a quiet
-# minute. Prints a small table.
+# minute. Also the cost of watching during a backup (issue #15): the daemon's first backup of the
+# watched store against the CLI's first backup of the same store into a fresh repository, and
+# any rescans the backup's own reads caused. Prints a small table.
 #
 #   bench/daemon.sh                   # debounce 1s (the default 30s adds 29 s of deliberate quiet)
 #   BENCH_FILES=20000 bench/daemon.sh # smaller
@@ -26,6 +28,13 @@ for i in range(n):
         f.write(f"id,name,balance\n{i},client {i},{i * 7 % 1000}\n")
 PY
 "$BIN" key generate --output "$WORK/ops.key" > "$WORK/ops.pub"
+# The CLI's first backup of the same store, for comparison (its own repository).
+"$BIN" init --repo "$WORK/cli-repo" --identity "$WORK/ops.key" --writer-key-out "$WORK/cli-writer.key" >&2
+CLI_START=$(date +%s.%N)
+CUSTODIAN_STATE_DIR="$WORK/cli-state" "$BIN" backup --repo "$WORK/cli-repo" --writer-key "$WORK/cli-writer.key" \
+  --source store --new-source "$WORK/store" > /dev/null
+CLI=$(python3 -c "import time; print(f'{time.time() - $CLI_START:.2f}')")
+rm -rf "$WORK/cli-repo" "$WORK/cli-state"
 "$BIN" init --repo "$WORK/repo" --identity "$WORK/ops.key" --writer-key-out "$WORK/writer.key" >&2
 cat > "$WORK/custodian.toml" <<TOML
 [repository]
@@ -55,7 +64,9 @@ PY
 # First snapshot (every file read), triggered by a first change.
 echo "first" > "$WORK/store/client-0000/first-change.txt"
 FIRST=$(wait_commit 1)
+FIRST_BACKUP=$(grep "backup committed" "$WORK/daemon.log" | head -1 | sed -E 's/.*seconds=([0-9.]+).*/\1/')
 sleep 2
+RESCANS=$(grep -c "lost events" "$WORK/daemon.log" || true)
 # One file changed.
 echo "changed" >> "$WORK/store/client-0500/record-050000.csv"
 ONE=$(wait_commit 2)
@@ -72,6 +83,9 @@ cat <<TABLE
 | measure ($FILES files, debounce $DEBOUNCE) | value |
 |---|---|
 | first change → first snapshot committed (all files read) | ${FIRST} s |
+| of which the watched source's backup itself | ${FIRST_BACKUP} s |
+| the CLI's first backup of the same store (fresh repository) | ${CLI} s |
+| watcher overflows or rescans caused by the backup's reads | ${RESCANS} |
 | one file changed → snapshot committed | ${ONE} s |
 | of which the backup itself (walk, read 1 file, commit) | ${BACKUP} s |
 | daemon CPU while idle (${IDLE} s) | ${IDLE_CPU} % of one core |

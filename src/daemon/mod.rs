@@ -10,6 +10,7 @@
 mod audit;
 mod drills;
 mod lock;
+mod memory;
 mod metrics;
 mod prune;
 mod retention;
@@ -152,8 +153,10 @@ pub fn open_backend(config: &Config) -> Result<Arc<dyn Backend>> {
 /// Open the repository with the writer credential, probing create-if-absent.
 impl Daemon {
     /// The repository with the trust list in force, reopened when an operator changed it since
-    /// (a new key generation, a revoked credential). If reopening fails the old one is kept,
-    /// and its writes of key domains refuse with a clear message.
+    /// (a new key generation, a revoked credential). If reopening fails (this credential was
+    /// revoked, or predates a rotated metadata key) the old one is kept, and everything it
+    /// would write refuses with a clear message: domains, indexes, heads, destruction records,
+    /// prune and audit entries all check that their trust list is still the newest.
     pub(super) fn fresh_repo(&mut self) -> Arc<Repository> {
         if let Ok(false) = self.repo.trust_is_current() {
             match open_backend(&self.config).and_then(|b| open_writer(&self.config, b)) {
@@ -268,15 +271,18 @@ impl Daemon {
             }
             self.publish(now);
             // A running drill finishes (and removes its restore) before the daemon exits.
-            if self.stopping
-                && self.sources.iter().all(|s| s.running.is_none())
-                && self.drills.iter().all(|d| !d.running)
-                && !self.forget_running
-                && !self.prune_running
-            {
+            if self.stopping && self.idle() {
                 return;
             }
-            match rx.recv_timeout(self.wait(now)) {
+            let msg = rx.recv_timeout(self.wait(now));
+            let job_ended = matches!(
+                msg,
+                Ok(Msg::Done { .. }
+                    | Msg::DrillDone { .. }
+                    | Msg::ForgetDone(_)
+                    | Msg::PruneDone(_))
+            );
+            match msg {
                 Ok(Msg::Signal(signal_hook::consts::SIGHUP)) => self.reload(),
                 Ok(Msg::Signal(_)) => self.stop(),
                 Ok(Msg::Watch(name, event)) => self.on_watch(&name, event),
@@ -295,7 +301,18 @@ impl Daemon {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
+            if job_ended && self.idle() {
+                memory::give_back();
+            }
         }
+    }
+
+    /// No job runs: no backup, drill, retention or prune.
+    fn idle(&self) -> bool {
+        self.sources.iter().all(|s| s.running.is_none())
+            && self.drills.iter().all(|d| !d.running)
+            && !self.forget_running
+            && !self.prune_running
     }
 
     /// How long to sleep: until the next thing is due, at most a tick.
