@@ -1269,10 +1269,12 @@ fn revoking_a_writer_rotates_the_metadata_key() {
     let stolen = issue(&w, "branch-server");
     assert!(backup_with(&w, &stolen, &src).status.success());
     let first = w.latest_id();
-    let before: std::collections::BTreeSet<PathBuf> = common::all_bytes(&w.repo)
-        .into_iter()
-        .map(|(p, _)| p)
-        .collect();
+    // A daemon's view, opened before the revocation.
+    let stale = custodian::repository::Repository::open(
+        std::sync::Arc::new(custodian::backend::LocalBackend::new(&w.repo)),
+        &custodian::repository::Credential::Writer(w.writer.clone()),
+    )
+    .unwrap();
     let said = run_ok(w.operator_cmd(&[
         "access",
         "revoke-writer",
@@ -1280,9 +1282,22 @@ fn revoking_a_writer_rotates_the_metadata_key() {
         "--reason",
         "server stolen",
     ]));
+    // What exists now (the revocation's own entry was written before it acted).
+    let before: std::collections::BTreeSet<PathBuf> = common::all_bytes(&w.repo)
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
     assert!(said.contains("metadata key was rotated"), "{said}");
     assert!(said.contains("Writers to replace:"), "{said}");
 
+    // It writes no bookkeeping under the retired key: no index, no destruction record.
+    for refused in [
+        stale.write_index(Vec::new()).err(),
+        stale.forget(&[], &w.dir.path().join("local")).err(),
+    ] {
+        let said = refused.unwrap().to_string();
+        assert!(said.contains("access registry changed"), "{said}");
+    }
     // The first writer's credential predates the new key: refused, naming the way out.
     let out = backup_with(&w, &w.writer, &src);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -1332,10 +1347,21 @@ fn revoking_a_writer_rotates_the_metadata_key() {
         if before.contains(&path) {
             continue;
         }
-        if opens(&stolen_keys, &bytes) {
+        // An audit entry is signed JSON; its details are sealed inside, as hex.
+        let inner = path.to_string_lossy().contains("audit/log/").then(|| {
+            let body = custodian::crypto::sign::unverified_body(&bytes);
+            let entry: serde_json::Value = serde_json::from_slice(body).unwrap();
+            hex::decode(entry["sealed"].as_str().unwrap()).unwrap()
+        });
+        let sealed = inner.as_deref().unwrap_or(&bytes);
+        let open_raw = |ids: &[age::x25519::Identity]| {
+            let refs: Vec<&age::x25519::Identity> = ids.iter().collect();
+            inner.is_some() && custodian::crypto::open_with(&refs, sealed, "details", "").is_ok()
+        };
+        if opens(&stolen_keys, &bytes) || open_raw(&stolen_keys) {
             by_stolen.push(path.clone());
         }
-        by_fresh += usize::from(opens(&fresh_keys, &bytes));
+        by_fresh += usize::from(opens(&fresh_keys, &bytes) || open_raw(&fresh_keys));
     }
     assert!(by_stolen.is_empty(), "{by_stolen:?}");
     assert!(by_fresh >= 4, "{by_fresh}");

@@ -123,6 +123,8 @@ pub fn begin(
 /// Append an entry now (pending offline entries first); the daemon's after-the-act record.
 pub fn append(repo: &Repository, intent: &Intent, local: Option<&Local>) -> Result<Head> {
     let store = store(repo)?;
+    // Details are sealed to the metadata key: never to one a revocation retired since.
+    repo.require_current_trust()?;
     let location = repo.location();
     let repo_id = repo.config.repo_id;
     let settle = repo.settle_time()?;

@@ -279,22 +279,31 @@ fn revoke_writer(args: NamedArgs) -> Result<u8> {
     let revoked = common::operator_change(&args.repo, &args.keys, "access revoke-writer", |r| {
         r.revoke_writer(&args.name)
     })?;
-    if let Some(when) = &revoked.already {
-        outln!(
-            "writer credential {} ('{}') was already revoked ({when}); nothing to do",
+    match &revoked.already {
+        Some(when) if !revoked.rotated => {
+            outln!(
+                "writer credential {} ('{}') was already revoked ({when}); nothing to do",
+                custodian::id::short_text(&revoked.id),
+                revoked.name
+            );
+            return Ok(0);
+        }
+        Some(when) => outln!(
+            "writer credential {} ('{}') was already revoked ({when}) but still held the newest \
+             metadata key.",
             custodian::id::short_text(&revoked.id),
             revoked.name
-        );
-        return Ok(0);
+        ),
+        None => outln!(
+            "writer credential {} ('{}') revoked: the {} object(s) and {} pack(s) it wrote \
+             until now stay valid; anything it signs from now on is refused, and its next \
+             backup too.",
+            custodian::id::short_text(&revoked.id),
+            revoked.name,
+            revoked.objects,
+            revoked.packs
+        ),
     }
-    outln!(
-        "writer credential {} ('{}') revoked: the {} object(s) and {} pack(s) it wrote until \
-         now stay valid; anything it signs from now on is refused, and its next backup too.",
-        custodian::id::short_text(&revoked.id),
-        revoked.name,
-        revoked.objects,
-        revoked.packs
-    );
     if revoked.rotated {
         outln!(
             "The metadata key was rotated: what is written from now on (snapshot lists, \
@@ -318,8 +327,8 @@ fn say_reissue(writers: &[String]) {
     outln!(
         "Every writer credential issued before now lacks the new metadata key and is refused \
          until replaced: issue each server a new one ('custodian access issue-writer --name NEW \
-         --out FILE'), install it, then revoke the old one (that rotates nothing more). Writers \
-         to replace: {}.",
+         --out FILE'), install it, then revoke the old one (that rotates nothing more; until \
+         then what is signed with the old key still verifies). Writers to replace: {}.",
         writers.join(", ")
     );
 }

@@ -83,6 +83,9 @@ pub struct PruneReport {
 
 /// Run a prune.
 pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport> {
+    // Prune writes indexes and pack headers: only under the newest trust list (and so the
+    // newest metadata key; a daemon that opened before a revocation reopens first).
+    repo.require_current_trust()?;
     let lease = if opts.dry_run {
         None
     } else {

@@ -4,7 +4,7 @@
 //! verify and anything it signs afterwards does not.
 
 use super::Repository;
-use crate::crypto::keys::{identity_secret, read_private, write_private};
+use crate::crypto::keys::{identity_secret, parse_identity, read_private, write_private};
 use crate::crypto::sign::{key_id, open_envelope, ObjectSigner};
 use crate::error::{Error, Result};
 use crate::format::index::IndexFile;
@@ -156,7 +156,15 @@ impl Repository {
         };
         let text = read_private(out)?;
         let credential: WriterCredential = serde_json::from_str(&text).map_err(|_| refuse())?;
+        // One issued before the newest metadata key could not back up: not this issue's.
+        let newest = self.meta_recipient().to_string();
+        let current = newest == self.config.metadata_recipient
+            || credential
+                .later_metadata_identities
+                .iter()
+                .any(|i| parse_identity(i, out).is_ok_and(|i| i.to_public().to_string() == newest));
         let ours = credential.repo_id == self.config.repo_id
+            && current
             && credential.signing_key.is_some()
             && credential
                 .credential_id
@@ -173,7 +181,18 @@ impl Repository {
     /// far, then mark it revoked in the next trust list.
     pub fn revoke_writer(&self, which: &str) -> Result<Revoked> {
         let auth = self.registry_auth()?;
-        if let Some(done) = already_revoked(&auth.list, which) {
+        if let Some((mut done, generation)) = already_revoked(&auth.list, which) {
+            // Revoked while it still held the newest metadata key (by a custodian that did
+            // not rotate): rotate now.
+            if generation as usize >= auth.list.metadata_keys.len() {
+                let rotated = self.new_metadata_generation(None)?;
+                auth.extend(self.backend.as_ref(), &Self::now_text(), |list| {
+                    list.metadata_keys.push(rotated.clone());
+                    Ok(())
+                })?;
+                done.rotated = true;
+                done.reissue = Self::writers_to_reissue(&auth.list, Some(&done.id));
+            }
             return Ok(done);
         }
         let writer = find_writer(&auth.list, which)?;
@@ -332,8 +351,9 @@ impl Repository {
     }
 }
 
-/// A writer `which` names that is revoked, while none in force answers to it: a rerun.
-fn already_revoked(list: &TrustList, which: &str) -> Option<Revoked> {
+/// A writer `which` names that is revoked, while none in force answers to it: a rerun. Also
+/// the metadata generation its credential held.
+fn already_revoked(list: &TrustList, which: &str) -> Option<(Revoked, u32)> {
     if list
         .writers
         .iter()
@@ -346,7 +366,7 @@ fn already_revoked(list: &TrustList, which: &str) -> Option<Revoked> {
         .iter()
         .find(|w| w.name == which || (!which.is_empty() && w.id.starts_with(which)))?;
     let r = w.revoked.as_ref()?;
-    Some(Revoked {
+    let done = Revoked {
         id: w.id.clone(),
         name: w.name.clone(),
         objects: 0,
@@ -354,7 +374,8 @@ fn already_revoked(list: &TrustList, which: &str) -> Option<Revoked> {
         already: Some(format!("{} by {}", r.time, r.by)),
         reissue: Vec::new(),
         rotated: false,
-    })
+    };
+    Some((done, w.metadata_generation))
 }
 
 fn find_writer<'a>(list: &'a TrustList, which: &str) -> Result<&'a TrustedWriter> {

@@ -80,8 +80,8 @@ impl Repository {
         }
         Err(Error::Invalid(
             "the access registry changed since this process opened the repository (an \
-             operator was added or removed): nothing was written. Run the command again; the \
-             daemon reopens the repository by itself before its next run."
+             operator was added or removed, or a writer revoked): nothing was written. Run the \
+             command again; the daemon reopens the repository by itself before its next run."
                 .into(),
         ))
     }

@@ -199,6 +199,8 @@ impl Repository {
 
     /// Write one index object naming `packs`, which must already be durable.
     pub fn write_index(&self, packs: Vec<IndexPack>) -> Result<IndexId> {
+        // It names blob ids: sealed to the newest metadata key only.
+        self.require_current_trust()?;
         let (name, _) = self.put_meta(
             ObjectKind::Index,
             &IndexFile {

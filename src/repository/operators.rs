@@ -46,7 +46,10 @@ impl Repository {
         sources: Option<&[String]>,
     ) -> Result<Option<u64>> {
         let auth = self.registry_auth()?;
-        crate::crypto::keys::parse_recipient(recipient, "the operator's recipient")?;
+        // Stored canonical, so comparisons with parsed recipients hold.
+        let canonical =
+            crate::crypto::keys::parse_recipient(recipient, "the operator's recipient")?.to_string();
+        let recipient = canonical.as_str();
         parse_hex32(key)?;
         let sources = sources.map(|names| self.grant_ids(names)).transpose()?;
         if let Some(o) = auth

@@ -206,6 +206,7 @@ impl Repository {
         doomed: &[(SnapshotId, DestroyedSnapshot)],
         local_dir: &Path,
     ) -> Result<DestructionRecord> {
+        self.require_current_trust()?;
         self.refuse_held(doomed.iter().map(|(id, _)| id), "forget")?;
         let ids: Vec<SnapshotId> = doomed.iter().map(|(id, _)| *id).collect();
         let objects = self.snapshot_objects(&ids)?;

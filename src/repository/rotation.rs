@@ -62,16 +62,30 @@ pub(super) fn load_later_as_operator(
         return Ok(Vec::new());
     };
     let list = &auth.list;
+    if list.metadata_keys.is_empty() {
+        return Ok(Vec::new());
+    }
     let refs: Vec<&x25519::Identity> = identities.iter().collect();
+    // Sizes from one listing (a local store lists by folder), checked before any download.
+    let listed = backend.list("keys/")?;
     let mut out = Vec::new();
     for recipient in &list.metadata_keys {
         let name = metadata_object(recipient);
-        let stored = backend.get(&name)?;
-        if stored.len() as u64 > ObjectKind::KeyRecord.max_stored() {
-            return Err(Error::Damaged(format!(
-                "{name} is larger than any key record"
-            )));
+        match listed.iter().find(|o| o.name == name) {
+            Some(o) if o.size <= ObjectKind::KeyRecord.max_stored() => {}
+            Some(_) => {
+                return Err(Error::Damaged(format!(
+                    "{name} is larger than any key record"
+                )))
+            }
+            None => {
+                return Err(Error::Damaged(format!(
+                    "{name}, the metadata key the trust list names, is missing: the key records \
+                     were damaged or deleted. Restore keys/ from a copy."
+                )))
+            }
         }
+        let stored = backend.get(&name)?;
         let (sealed, _) = auth.verify(ObjectKind::KeyRecord, &name, &stored)?;
         let plain = crate::crypto::open_with(
             &refs,
@@ -140,10 +154,14 @@ impl Repository {
             dedup_key: hex::encode(*self.meta.dedup_key),
         };
         let plain = zeroize::Zeroizing::new(crate::compress::pack_json(&record)?);
+        // Compared parsed, so a stored recipient's spelling cannot keep the removed one in.
+        let without = without
+            .and_then(|w| crate::crypto::keys::parse_recipient(w, "operator recipient").ok())
+            .map(|r| r.to_string());
         let to: Vec<x25519::Recipient> = self
             .operator_recipients
             .iter()
-            .filter(|r| without != Some(r.to_string().as_str()))
+            .filter(|r| without.as_deref() != Some(r.to_string().as_str()))
             .cloned()
             .collect();
         let sealed = crate::crypto::seal_to(&to, &plain, "metadata key")?;

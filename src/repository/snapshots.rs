@@ -153,6 +153,7 @@ impl<'a> SnapshotSelector<'a> {
 impl Repository {
     /// Commit a snapshot: the last write of a backup.
     pub fn write_snapshot(&self, head: &SnapshotHead) -> Result<SnapshotId> {
+        self.require_current_trust()?;
         let (name, _) = self.put_meta(ObjectKind::Snapshot, head)?;
         name["snapshots/".len()..]
             .parse()
