@@ -40,6 +40,11 @@ impl ChunkerParams {
     }
 }
 
+/// The least zstd level for a page group: 64 KiB compressed alone loses about 6 % against a
+/// mebibyte chunk at level 3; level 9 wins it back and more (bench: 8.09 against 8.33 MB for a
+/// 42 MB ledger), at a cost that stays small because databases are a small part of a store.
+pub const PAGE_GROUP_LEVEL: i32 = 9;
+
 /// Bytes per chunk of a SQLite database at its usual 4 KiB page: 16 pages. Smaller groups
 /// upload less per changed page but add index entries; a page larger than this is one chunk.
 pub const PAGE_GROUP: usize = 64 * 1024;
@@ -80,12 +85,13 @@ impl Chunker {
         }
     }
 
-    /// Split everything `reader` yields into chunks, calling `emit` for each in order.
-    /// Returns the number of bytes read.
+    /// Split everything `reader` yields into chunks, calling `emit` for each in order, with
+    /// whether it is a database's page group (worth a stronger compression: it is small, and
+    /// compressed alone). Returns the number of bytes read.
     pub fn chunk<R: Read, E: From<io::Error>>(
         &mut self,
         mut reader: R,
-        mut emit: impl FnMut(&[u8]) -> Result<(), E>,
+        mut emit: impl FnMut(&[u8], bool) -> Result<(), E>,
     ) -> Result<u64, E> {
         let max = self.params.max as usize;
         if self.buf.len() < max + READ_AHEAD {
@@ -110,8 +116,8 @@ impl Chunker {
             // The first fill holds the header, when there is one.
             let group = *pages.get_or_insert_with(|| sqlite_group(&self.buf[..len]));
             let consumed = match group {
-                Some(group) => emit_groups(&self.buf[..len], group, eof, &mut emit)?,
-                None => self.emit_defined(len, eof, &mut emit)?,
+                Some(group) => emit_groups(&self.buf[..len], group, eof, &mut |c| emit(c, true))?,
+                None => self.emit_defined(len, eof, &mut |c| emit(c, false))?,
             };
             self.buf.copy_within(consumed..len, 0);
             len -= consumed;
@@ -198,7 +204,7 @@ mod tests {
     fn lengths(data: &[u8], seed: u64) -> Vec<usize> {
         let mut out = Vec::new();
         Chunker::new(small(), seed)
-            .chunk::<_, io::Error>(data, |c| {
+            .chunk::<_, io::Error>(data, |c, _| {
                 out.push(c.len());
                 Ok(())
             })
@@ -217,7 +223,7 @@ mod tests {
     fn chunks(data: &[u8]) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         Chunker::new(small(), 7)
-            .chunk::<_, io::Error>(data, |c| {
+            .chunk::<_, io::Error>(data, |c, _| {
                 out.push(c.to_vec());
                 Ok(())
             })
@@ -303,7 +309,7 @@ mod tests {
         fn concatenated_chunks_equal_input(data in proptest::collection::vec(any::<u8>(), 0..30_000), seed in any::<u64>()) {
             let mut joined = Vec::new();
             let read = Chunker::new(small(), seed)
-                .chunk::<_, io::Error>(&data[..], |c| { assert!(c.len() <= 4096); joined.extend_from_slice(c); Ok(()) })
+                .chunk::<_, io::Error>(&data[..], |c, _| { assert!(c.len() <= 4096); joined.extend_from_slice(c); Ok(()) })
                 .unwrap();
             prop_assert_eq!(read as usize, data.len());
             prop_assert_eq!(joined, data);

@@ -2,7 +2,7 @@
 //! AEAD) through a bounded queue; one packer thread fills packs and hands them to the uploader.
 //! Every queue is bounded, so memory stays bounded whatever the file sizes; both cores compress.
 
-use crate::chunker::{Chunker, ChunkerParams};
+use crate::chunker::{Chunker, ChunkerParams, PAGE_GROUP_LEVEL};
 use crate::compress;
 use crate::constants::{PACK_QUEUE, SEAL_QUEUE};
 use crate::crypto::{seal_blob, DomainKeys, SessionKey};
@@ -38,6 +38,8 @@ struct SealJob {
     id: BlobId,
     kind: BlobKind,
     data: Vec<u8>,
+    /// The zstd level, when not the repository's (a database's page group).
+    level: Option<i32>,
 }
 
 struct PackJob {
@@ -125,14 +127,16 @@ impl Pipeline {
 
     /// Queue a blob unless an identical one is stored or queued (atomic insert-if-absent).
     pub fn submit(&self, id: BlobId, kind: BlobKind, data: Vec<u8>) -> Result<()> {
-        submit(
-            &self.known,
-            self.seal_tx.as_ref(),
-            &self.failed,
+        self.submit_at(SealJob {
             id,
             kind,
             data,
-        )
+            level: None,
+        })
+    }
+
+    fn submit_at(&self, job: SealJob) -> Result<()> {
+        submit(&self.known, self.seal_tx.as_ref(), &self.failed, job)
     }
 
     /// Read, chunk and queue `jobs` on `readers` threads; results come back in any order.
@@ -180,7 +184,7 @@ impl Pipeline {
         let file = std::fs::File::open(&job.path).map_err(|e| e.to_string())?;
         let mut ids = Vec::new();
         let mut high = 0u64;
-        let read = chunker.chunk::<_, ChunkError>(file, |chunk| {
+        let read = chunker.chunk::<_, ChunkError>(file, |chunk, paged| {
             let id = self.domain.blob_id(chunk);
             ids.push(ChunkRef(id, chunk.len() as u32));
             if super::changes::high_entropy(chunk) {
@@ -189,8 +193,13 @@ impl Pipeline {
             progress
                 .bytes_done
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            self.submit(id, BlobKind::Data, chunk.to_vec())
-                .map_err(ChunkError::Pipeline)
+            self.submit_at(SealJob {
+                id,
+                kind: BlobKind::Data,
+                data: chunk.to_vec(),
+                level: paged.then_some(PAGE_GROUP_LEVEL),
+            })
+            .map_err(ChunkError::Pipeline)
         });
         match read {
             Ok(n) => Ok(FileRead {
@@ -236,14 +245,12 @@ fn submit(
     known: &Mutex<HashSet<BlobId>>,
     tx: Option<&Sender<SealJob>>,
     failed: &AtomicBool,
-    id: BlobId,
-    kind: BlobKind,
-    data: Vec<u8>,
+    job: SealJob,
 ) -> Result<()> {
     let fresh = known
         .lock()
         .map_err(|_| Error::Invalid("internal error: poisoned dedup set".into()))?
-        .insert(id);
+        .insert(job.id);
     if !fresh {
         return Ok(());
     }
@@ -252,13 +259,12 @@ fn submit(
     if failed.load(Ordering::SeqCst) {
         return Err(stopped());
     }
-    tx.ok_or_else(stopped)?
-        .send(SealJob { id, kind, data })
-        .map_err(|_| stopped())
+    tx.ok_or_else(stopped)?.send(job).map_err(|_| stopped())
 }
 
 fn seal_loop(rx: Receiver<SealJob>, tx: Sender<PackJob>, key: &SessionKey, level: i32) {
     for job in rx {
+        let level = job.level.map_or(level, |at_least| at_least.max(level));
         let (tag, payload) = compress::compress(&job.data, level);
         let frame = seal_blob(key, &job.id, job.kind.code(), tag, &payload);
         if tx

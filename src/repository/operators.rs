@@ -48,7 +48,8 @@ impl Repository {
         let auth = self.registry_auth()?;
         // Stored canonical, so comparisons with parsed recipients hold.
         let canonical =
-            crate::crypto::keys::parse_recipient(recipient, "the operator's recipient")?.to_string();
+            crate::crypto::keys::parse_recipient(recipient, "the operator's recipient")?
+                .to_string();
         let recipient = canonical.as_str();
         parse_hex32(key)?;
         let sources = sources.map(|names| self.grant_ids(names)).transpose()?;
