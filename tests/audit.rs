@@ -5,8 +5,11 @@
 mod common;
 
 use common::{is_root, text, World};
+use custodian::backend::Backend;
+use custodian::format::audit::entry_name;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const MARKER: &str = "Zq7MARKERclient";
 
@@ -51,10 +54,6 @@ fn verify(w: &World) -> (bool, String) {
 
 fn log_dir(w: &World) -> PathBuf {
     w.repo.join("audit/log")
-}
-
-fn entry_file(w: &World, seq: u64) -> PathBuf {
-    log_dir(w).join(format!("{seq:012}"))
 }
 
 #[test]
@@ -274,7 +273,10 @@ Restore the books.
 
 /// A world with `n` entries after init (backups of one small store).
 fn world_with_entries(n: usize) -> World {
-    let w = World::new(&[]);
+    with_entries(World::new(&[]), n)
+}
+
+fn with_entries(w: World, n: usize) -> World {
     let src = store(&w);
     for i in 0..n {
         fs::write(src.join("clients/other.csv"), format!("{i}\n")).unwrap();
@@ -283,45 +285,71 @@ fn world_with_entries(n: usize) -> World {
     w
 }
 
+/// A world with `n` backups on local disk and, when the test S3 servers run, one on moto, each
+/// with the storage as the provider sees it (to edit, delete and plant objects).
+fn places(n: usize) -> Vec<(World, Arc<dyn Backend>)> {
+    let w = world_with_entries(n);
+    let local: Arc<dyn Backend> = Arc::new(custodian::backend::LocalBackend::new(&w.repo));
+    let mut out = vec![(w, local)];
+    if let Some(moto) = common::s3_servers().into_iter().find(|s| s.name == "moto") {
+        let w = with_entries(World::on_s3(&moto, &[]), n);
+        let url = w.s3.as_ref().unwrap().0.clone();
+        let s3: Arc<dyn Backend> = Arc::new(
+            custodian::backend::ObjectStoreBackend::s3_with(&url, &moto.settings()).unwrap(),
+        );
+        out.push((w, s3));
+    }
+    out
+}
+
 #[test]
 fn an_edited_entry_is_named_by_verify() {
-    let w = world_with_entries(3);
-    let file = entry_file(&w, 2);
-    let mut bytes = fs::read(&file).unwrap();
-    let last = bytes.len() - 3;
-    bytes[last] ^= 1;
-    fs::write(&file, bytes).unwrap();
-    let (ok, said) = verify(&w);
-    assert!(!ok);
-    assert!(said.contains("FIRST BAD: audit/log/000000000002"), "{said}");
+    for (w, store) in places(3) {
+        let name = entry_name(2);
+        let mut bytes = store.get(&name).unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 1;
+        store.replace(&name, &bytes).unwrap();
+        let (ok, said) = verify(&w);
+        assert!(!ok);
+        assert!(said.contains("FIRST BAD: audit/log/000000000002"), "{said}");
+    }
 }
 
 #[test]
 fn a_deleted_entry_is_named_as_a_gap() {
-    let w = world_with_entries(3);
-    fs::remove_file(entry_file(&w, 3)).unwrap();
-    let (ok, said) = verify(&w);
-    assert!(!ok);
-    assert!(
-        said.contains(
-            "FIRST BAD: audit/log/000000000003 is missing (the log goes from entry 2 to entry 4)"
-        ),
-        "{said}"
-    );
+    for (w, store) in places(3) {
+        store.delete(&entry_name(3)).unwrap();
+        let (ok, said) = verify(&w);
+        assert!(!ok);
+        assert!(
+            said.contains(
+                "FIRST BAD: audit/log/000000000003 is missing (the log goes from entry 2 to entry 4)"
+            ),
+            "{said}"
+        );
+    }
 }
 
 #[test]
 fn hostile_audit_objects_are_named_and_nothing_panics() {
-    let w = world_with_entries(3);
-    fs::write(log_dir(&w).join("notes.txt"), b"planted").unwrap();
-    fs::write(entry_file(&w, 3), vec![b'{'; 300 * 1024]).unwrap();
-    let checkpoints = w.repo.join("audit/checkpoints");
-    fs::write(
-        checkpoints.join("000000000009-000000000009"),
-        b"CUSTSIG1 garbage",
-    )
-    .unwrap();
-    let (ok, said) = verify(&w);
+    for (w, store) in places(3) {
+        hostile_audit_objects(&w, store.as_ref());
+    }
+}
+
+fn hostile_audit_objects(w: &World, store: &dyn Backend) {
+    store.replace("audit/log/notes.txt", b"planted").unwrap();
+    store
+        .replace(&entry_name(3), &vec![b'{'; 300 * 1024])
+        .unwrap();
+    store
+        .replace(
+            "audit/checkpoints/000000000009-000000000009",
+            b"CUSTSIG1 garbage",
+        )
+        .unwrap();
+    let (ok, said) = verify(w);
     assert!(!ok);
     assert!(
         said.contains("audit/log/notes.txt is not an entry name"),
@@ -340,8 +368,8 @@ fn hostile_audit_objects_are_named_and_nothing_panics() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("000000000003"), "{}", text(&out));
     // Garbage where an entry should be is refused as unsigned.
-    fs::write(entry_file(&w, 3), b"not an envelope").unwrap();
-    let (ok, said) = verify(&w);
+    store.replace(&entry_name(3), b"not an envelope").unwrap();
+    let (ok, said) = verify(w);
     assert!(!ok);
     assert!(said.contains("FIRST BAD: audit/log/notes.txt"), "{said}");
     assert!(said.contains("also: audit/log/000000000003"), "{said}");
@@ -349,30 +377,38 @@ fn hostile_audit_objects_are_named_and_nothing_panics() {
 
 #[test]
 fn reordered_entries_fail_their_signature() {
-    let w = world_with_entries(3);
-    let (a, b) = (entry_file(&w, 2), entry_file(&w, 3));
-    let (x, y) = (fs::read(&a).unwrap(), fs::read(&b).unwrap());
-    fs::write(&a, y).unwrap();
-    fs::write(&b, x).unwrap();
-    let (ok, said) = verify(&w);
-    assert!(!ok);
-    assert!(said.contains("FIRST BAD: audit/log/000000000002"), "{said}");
+    for (w, store) in places(3) {
+        let (a, b) = (entry_name(2), entry_name(3));
+        let (x, y) = (store.get(&a).unwrap(), store.get(&b).unwrap());
+        store.replace(&a, &y).unwrap();
+        store.replace(&b, &x).unwrap();
+        let (ok, said) = verify(&w);
+        assert!(!ok);
+        assert!(said.contains("FIRST BAD: audit/log/000000000002"), "{said}");
+    }
 }
 
 #[test]
 fn truncation_is_caught_by_a_checkpoint_and_by_this_machines_anchor() {
-    let w = world_with_entries(3);
-    let (ok, said) = verify(&w);
+    for (w, store) in places(3) {
+        truncation(&w, store.as_ref());
+    }
+}
+
+fn truncation(w: &World, store: &dyn Backend) {
+    let (ok, said) = verify(w);
     assert!(ok, "{said}");
     // The storage drops the last two entries: the checkpoints in the repository disagree.
-    fs::remove_file(entry_file(&w, 4)).unwrap();
-    fs::remove_file(entry_file(&w, 3)).unwrap();
-    let (ok, said) = verify(&w);
+    store.delete(&entry_name(4)).unwrap();
+    store.delete(&entry_name(3)).unwrap();
+    let (ok, said) = verify(w);
     assert!(!ok);
     assert!(said.contains("it was truncated"), "{said}");
     // It drops the checkpoints too: the anchor this machine kept still catches it.
-    fs::remove_dir_all(w.repo.join("audit/checkpoints")).unwrap();
-    let (ok, said) = verify(&w);
+    for c in store.list("audit/checkpoints/").unwrap() {
+        store.delete(&c.name).unwrap();
+    }
+    let (ok, said) = verify(w);
     assert!(!ok, "{said}");
     assert!(
         said.contains("FIRST BAD: audit/log/000000000004 is missing: this machine's anchor"),
