@@ -502,10 +502,15 @@ fn backup_with(w: &World, key: &Path, src: &Path) -> std::process::Output {
 
 #[test]
 fn a_revoked_writer_is_refused_and_what_it_signs_afterwards_too() {
-    let w = World::new(&[]);
-    let src = store(&w);
-    let second = issue(&w, "branch-server");
-    let out = backup_with(&w, &second, &src);
+    for (w, store) in places(0) {
+        revoked_writer_on(&w, store.as_ref());
+    }
+}
+
+fn revoked_writer_on(w: &World, storage: &dyn Backend) {
+    let src = store(w);
+    let second = issue(w, "branch-server");
+    let out = backup_with(w, &second, &src);
     assert!(out.status.success(), "{}", text(&out));
     let id = w.latest_id();
 
@@ -525,37 +530,34 @@ fn a_revoked_writer_is_refused_and_what_it_signs_afterwards_too() {
     assert!(row["last_use"].as_str().is_some(), "{row}");
 
     fs::write(src.join("clients/other.csv"), b"new\n").unwrap();
-    let out = backup_with(&w, &second, &src);
+    let out = backup_with(w, &second, &src);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("was revoked"), "{}", text(&out));
 
     // The inventory is pinned by the trust list: altering it stops everyone who opens the
     // repository, naming it.
-    let inventory = fs::read_dir(w.repo.join("keys"))
+    let inventory = storage
+        .list("keys/")
         .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.file_name()
-                .unwrap()
-                .to_string_lossy()
-                .starts_with("revoked-")
-        })
-        .unwrap();
-    let original = fs::read(&inventory).unwrap();
+        .into_iter()
+        .find(|o| o.name.starts_with("keys/revoked-"))
+        .unwrap()
+        .name;
+    let original = storage.get(&inventory).unwrap();
     let mut altered = original.clone();
     let last = altered.len() - 2;
     altered[last] ^= 1;
-    fs::write(&inventory, &altered).unwrap();
+    storage.replace(&inventory, &altered).unwrap();
     let out = w.writer_cmd(&["snapshots"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("keys/revoked-"), "{}", text(&out));
-    fs::write(&inventory, &original).unwrap();
+    storage.replace(&inventory, &original).unwrap();
 
     // What it wrote before the revocation still restores.
     w.restore(&id, &w.dir.path().join("before"), &[]);
 
     // A head it signs after the revocation (forged with its key) is refused on restore.
-    let forged = forge_head_with(&w, &second, &id);
+    let forged = forge_head_with(storage, &second, &id);
     let out = w
         .operator_cmd(&["restore", &forged, "--target"])
         .arg(w.dir.path().join("forged"))
@@ -570,31 +572,34 @@ fn a_revoked_writer_is_refused_and_what_it_signs_afterwards_too() {
 }
 
 /// Re-seal snapshot `id`'s head as a new object signed by the credential at `key`.
-fn forge_head_with(w: &World, key: &Path, id: &str) -> String {
+fn forge_head_with(storage: &dyn Backend, key: &Path, id: &str) -> String {
     let cred: serde_json::Value = serde_json::from_slice(&fs::read(key).unwrap()).unwrap();
     let identity: age::x25519::Identity =
         cred["metadata-identity"].as_str().unwrap().parse().unwrap();
     let mut seed = [0u8; 32];
     hex::decode_to_slice(cred["signing-key"].as_str().unwrap(), &mut seed).unwrap();
-    let stored = fs::read(w.repo.join("snapshots").join(id)).unwrap();
+    let stored = storage.get(&format!("snapshots/{id}")).unwrap();
     let body = custodian::crypto::sign::unverified_body(&stored);
     let plain = custodian::crypto::open_with(&[&identity], body, "head", "").unwrap();
     let resealed = custodian::crypto::seal_to(&[identity.to_public()], &plain, "head").unwrap();
     let name = hex::encode(blake3::hash(&resealed).as_bytes());
     let signer = custodian::crypto::sign::ObjectSigner::from_seed(&seed);
     let object = format!("snapshots/{name}");
-    fs::write(
-        w.repo.join(&object),
-        signer.envelope("snapshot", &object, &resealed),
-    )
-    .unwrap();
+    storage
+        .replace(&object, &signer.envelope("snapshot", &object, &resealed))
+        .unwrap();
     name
 }
 
 #[test]
 fn an_auditor_verifies_and_reads_the_log_but_never_a_record() {
-    let w = world_with_entries(1);
-    let (auditor, recipient, key) = person(&w, "auditor");
+    for (w, store) in places(1) {
+        auditor_on(&w, store.as_ref());
+    }
+}
+
+fn auditor_on(w: &World, store: &dyn Backend) {
+    let (auditor, recipient, key) = person(w, "auditor");
     run_ok(w.operator_cmd(&[
         "access",
         "add-auditor",
@@ -607,7 +612,7 @@ fn an_auditor_verifies_and_reads_the_log_but_never_a_record() {
         "annual review",
     ]));
     // The auditor's machine trusts the repository after comparing its fingerprint.
-    let first = fs::read(w.repo.join("keys/trust-0000000001")).unwrap();
+    let first = store.get("keys/trust-0000000001").unwrap();
     let fingerprint = custodian::repository::trust::fingerprint(&first);
     let as_auditor = |args: &[&str]| {
         let mut c = w.cmd(args);
@@ -638,20 +643,15 @@ fn an_auditor_verifies_and_reads_the_log_but_never_a_record() {
         "{checked}"
     );
     // A forged snapshot head (a different key) is named by the auditor's check.
-    let head = fs::read_dir(w.repo.join("snapshots"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let mut bytes = fs::read(&head).unwrap();
+    let head = store.list("snapshots/").unwrap().remove(0).name;
+    let mut bytes = store.get(&head).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
-    fs::write(&head, bytes).unwrap();
+    store.replace(&head, &bytes).unwrap();
     let out = as_auditor(&["check"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let name = head.file_name().unwrap().to_string_lossy().to_string();
-    assert!(text(&out).contains(&name), "{}", text(&out));
+    let name = head.trim_start_matches("snapshots/");
+    assert!(text(&out).contains(name), "{}", text(&out));
     for args in [
         vec!["ls", "latest", "--source", "books"],
         vec![
