@@ -58,9 +58,14 @@ fn log_dir(w: &World) -> PathBuf {
 
 #[test]
 fn every_command_leaves_one_entry_with_its_actor_and_reason_and_no_path() {
-    let w = World::new(&[]);
-    let src = store(&w);
-    let first = entries(&w);
+    for (w, store) in places(0) {
+        every_command_on(&w, store.as_ref());
+    }
+}
+
+fn every_command_on(w: &World, storage: &dyn Backend) {
+    let src = store(w);
+    let first = entries(w);
     assert_eq!(first.len(), 1, "init is the first entry: {first:?}");
     assert_eq!(first[0]["op"], "init");
 
@@ -200,7 +205,7 @@ fn every_command_leaves_one_entry_with_its_actor_and_reason_and_no_path() {
         ),
     ];
     for (i, (op, args, role, access)) in cases.iter().enumerate() {
-        let before = entries(&w).len();
+        let before = entries(w).len();
         let reason = format!("ticket T-{i}");
         let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
         all.extend(["--reason", &reason]);
@@ -211,7 +216,7 @@ fn every_command_leaves_one_entry_with_its_actor_and_reason_and_no_path() {
         };
         let out = c.output().unwrap();
         assert!(out.status.success(), "{op}: {}", text(&out));
-        let now = entries(&w);
+        let now = entries(w);
         assert_eq!(
             now.len(),
             before + 1,
@@ -225,7 +230,7 @@ fn every_command_leaves_one_entry_with_its_actor_and_reason_and_no_path() {
         assert_eq!(e["closed"]["result"], "ok", "{op}: {e}");
         assert!(e["host"].as_str().is_some_and(|h| !h.is_empty()), "{e}");
     }
-    let restore = entries(&w)
+    let restore = entries(w)
         .into_iter()
         .find(|e| e["op"] == "restore")
         .unwrap();
@@ -245,14 +250,17 @@ fn every_command_leaves_one_entry_with_its_actor_and_reason_and_no_path() {
             "{what} names a customer path: {shown}"
         );
     }
-    for (path, bytes) in common::all_bytes(&w.repo.join("audit")) {
-        assert!(
-            !common::contains(&bytes, MARKER.as_bytes()),
-            "{}",
-            path.display()
-        );
+    for folder in ["audit/log/", "audit/checkpoints/"] {
+        for object in storage.list(folder).unwrap() {
+            let bytes = storage.get(&object.name).unwrap();
+            assert!(
+                !common::contains(&bytes, MARKER.as_bytes()),
+                "{}",
+                object.name
+            );
+        }
     }
-    let (ok, said) = verify(&w);
+    let (ok, said) = verify(w);
     assert!(ok, "{said}");
 }
 
@@ -1408,4 +1416,46 @@ fn latest_by_operator(w: &World) -> String {
     let listed = stdout_ok(w.operator_cmd(&["snapshots", "--json"]));
     let snaps: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
     snaps.last().unwrap()["id"].as_str().unwrap().to_string()
+}
+
+/// The same on S3: a proxy in front of moto refuses every write to `audit/` (as a bucket
+/// policy or object lock during an incident would). The read is refused, `--audit-offline`
+/// lets it through, and the kept entry is uploaded, flagged, once writes work again.
+#[test]
+fn a_read_on_s3_that_refuses_audit_writes_is_refused_and_audit_offline_catches_up() {
+    let Some(moto) = common::s3_servers().into_iter().find(|s| s.name == "moto") else {
+        return;
+    };
+    let w = with_entries(World::on_s3(&moto, &[]), 1);
+    let url = w.s3.as_ref().unwrap().0.clone();
+    let storage = custodian::backend::ObjectStoreBackend::s3_with(&url, &moto.settings()).unwrap();
+    let proxy = common::proxy::FaultProxy::start(&moto.endpoint, |r| {
+        if r.method == "PUT" && r.target.contains("/audit/") {
+            common::proxy::Fault::Status(403)
+        } else {
+            common::proxy::Fault::Pass
+        }
+    });
+    let target = w.dir.path().join("out");
+    let restore = |extra: &[&str]| {
+        let mut c = w.operator_cmd(&["restore", "latest", "--source", "books", "--target"]);
+        c.arg(&target).args(extra).env("AWS_ENDPOINT_URL", &proxy.endpoint);
+        c.output().unwrap()
+    };
+    let out = restore(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("--audit-offline"), "{}", text(&out));
+    assert!(!target.exists(), "nothing may be restored without evidence");
+    let out = restore(&["--audit-offline", "bucket locked, incident 9"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(target.join("clients/other.csv").exists());
+    let count = storage.list("audit/log/").unwrap().len();
+    run_ok(w.operator_cmd(&["ls", "latest", "--source", "books"]));
+    assert_eq!(storage.list("audit/log/").unwrap().len(), count + 2);
+    let all = entries(&w);
+    let kept = &all[all.len() - 2];
+    assert_eq!(kept["op"], "restore");
+    assert_eq!(kept["flagged_offline"], true, "{kept}");
+    let (ok, said) = verify(&w);
+    assert!(ok && said.contains("kept offline"), "{said}");
 }
