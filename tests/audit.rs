@@ -1439,7 +1439,9 @@ fn a_read_on_s3_that_refuses_audit_writes_is_refused_and_audit_offline_catches_u
     let target = w.dir.path().join("out");
     let restore = |extra: &[&str]| {
         let mut c = w.operator_cmd(&["restore", "latest", "--source", "books", "--target"]);
-        c.arg(&target).args(extra).env("AWS_ENDPOINT_URL", &proxy.endpoint);
+        c.arg(&target)
+            .args(extra)
+            .env("AWS_ENDPOINT_URL", &proxy.endpoint);
         c.output().unwrap()
     };
     let out = restore(&[]);

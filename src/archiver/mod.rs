@@ -3,6 +3,7 @@
 //! packs -> index -> snapshot head -> local cache.
 
 mod cache;
+mod cache_format;
 pub mod changes;
 pub mod commit;
 mod pipeline;
@@ -137,7 +138,7 @@ pub fn backup(
 
     // Unchanged files come from the cache; the rest go to the readers.
     let mut jobs = Vec::new();
-    let mut keys = vec![String::new(); entries.len()];
+    let mut keys = vec![[0u8; 32]; entries.len()];
     // Per file: whether its content looks incompressible (carried over for unchanged files).
     let mut incompressible = vec![false; entries.len()];
     for (slot, e) in entries.iter_mut().enumerate() {
@@ -218,10 +219,12 @@ pub fn backup(
     for (slot, e) in entries.iter().enumerate() {
         if e.node.kind == NodeKind::File && !gone[slot] {
             cache.record(
-                std::mem::take(&mut keys[slot]),
-                e.stat,
-                e.node.content.clone(),
-                incompressible[slot],
+                keys[slot],
+                cache::CacheEntry {
+                    stat: e.stat,
+                    content: e.node.content.clone(),
+                    incompressible: incompressible[slot],
+                },
             );
         }
     }
