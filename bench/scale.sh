@@ -7,6 +7,7 @@
 #
 #   bench/scale.sh                          # 100k, 300k and 1M files (about 15 minutes)
 #   SCALE_STEPS="100000 300000" bench/scale.sh
+#   SCALE_RESTIC=0 bench/scale.sh           # custodian alone
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${SCALE_STEPS:-100000 300000 1000000}
@@ -20,7 +21,7 @@ mkdir -p bench/results
 rm -rf "$WORK" && mkdir -p "$WORK/store"
 "$BIN" key generate --output "$WORK/ops.key" > /dev/null
 HAVE_RESTIC=0
-command -v restic > /dev/null && HAVE_RESTIC=1
+[ "${SCALE_RESTIC:-1}" = 1 ] && command -v restic > /dev/null && HAVE_RESTIC=1
 export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$WORK/restic-cache
 
 grow() { # grow N: add notes until the store holds N files (100 per directory)

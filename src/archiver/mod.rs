@@ -159,7 +159,7 @@ pub fn backup(
                     .fetch_add(e.stat.size, Ordering::Relaxed);
                 jobs.push(FileJob {
                     slot,
-                    path: e.path.clone(),
+                    path: opts.path.join(&e.rel),
                 });
             }
         }

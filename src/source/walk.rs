@@ -21,9 +21,9 @@ pub struct FileStat {
     pub ino: u64,
 }
 
-/// One walked entry.
+/// One walked entry. Only its path relative to the root is kept (the root joins it when a
+/// file is read): a million entries would otherwise hold every absolute path twice over.
 pub struct WalkEntry {
-    pub path: PathBuf,
     /// Path relative to the root (empty for the root).
     pub rel: PathBuf,
     pub node: Node,
@@ -122,7 +122,6 @@ impl Walker<'_> {
         }
         let slot = self.out.entries.len();
         self.out.entries.push(WalkEntry {
-            path: path.clone(),
             rel: rel.clone(),
             node,
             stat: stat_from(&meta),
