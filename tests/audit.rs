@@ -728,17 +728,12 @@ fn an_added_operator_reads_and_a_removed_one_opens_nothing_afterwards() {
     )
     .unwrap();
     assert!(stale.trust_is_current().unwrap());
-    let said = run_ok(w.operator_cmd(&[
-        "access",
-        "add-operator",
+    let said = add_operator(
+        &w,
         &recipient,
-        "--key",
         &key,
-        "--name",
-        "Bob",
-        "--reason",
-        "new bookkeeper",
-    ]));
+        &["--name", "Bob", "--reason", "new bookkeeper"],
+    );
     assert!(said.contains("operator 'Bob' added"), "{said}");
     // It no longer writes key domains: it would seal to keys the operators moved away from.
     assert!(!stale.trust_is_current().unwrap());
@@ -1021,15 +1016,7 @@ fn hostile_history_records_are_refused_and_never_deleted() {
     let src = store(&w);
     w.backup("books", &src);
     let (_, recipient, key) = person(&w, "carol");
-    run_ok(w.operator_cmd(&[
-        "access",
-        "add-operator",
-        &recipient,
-        "--key",
-        &key,
-        "--name",
-        "Carol",
-    ]));
+    add_operator(&w, &recipient, &key, &["--name", "Carol"]);
     let history = history_file(&w);
     let original = fs::read(&history).unwrap();
     let restore = |to: &str| {
@@ -1099,19 +1086,15 @@ fn granted_sources_on(w: &World, server: Option<&common::S3Server>) {
     w.backup("branch-a", &src);
     w.backup("branch-b", &src);
     let (carol, recipient, key) = person(w, "carol");
-    run_ok(w.operator_cmd(&[
-        "access",
-        "add-operator",
-        &recipient,
-        "--key",
-        &key,
+    let grant = [
         "--name",
         "Carol",
         "--sources",
         "branch-a,branch-new",
         "--reason",
-        "branch A's bookkeeper",
-    ]));
+        "bookkeeper",
+    ];
+    add_operator(w, &recipient, &key, &grant);
     w.backup("branch-new", &src);
     w.backup("branch-c", &src);
     let as_carol = |args: &[&str]| {
@@ -1409,6 +1392,13 @@ fn revoking_a_writer_rotates_the_metadata_key() {
     }
     assert!(by_stolen.is_empty(), "{by_stolen:?}");
     assert!(by_fresh >= 4, "{by_fresh}");
+}
+
+/// `access add-operator RECIPIENT --key KEY EXTRA…` by the first operator; its output.
+fn add_operator(w: &World, recipient: &str, key: &str, extra: &[&str]) -> String {
+    let mut c = w.operator_cmd(&["access", "add-operator", recipient, "--key", key]);
+    c.args(extra);
+    run_ok(c)
 }
 
 /// The newest snapshot's id, listed by the operator (the writer credential may be stale).

@@ -56,18 +56,9 @@ pub fn private_dir(dir: &Path) -> Result<()> {
 /// a private (0600) temporary file unique to this writer, synced, then renamed over it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension(format!(
-        "{}-{}.tmp",
-        std::process::id(),
-        crate::id::SessionId::random().to_hex()
-    ));
-    let written = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
+    let tmp = private_tmp_name(path);
+    let written =
+        private_tmp(&tmp).and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
         return Err(crate::error::Error::io(&tmp, e));
@@ -151,21 +142,11 @@ impl FileCache {
 
     /// A private temporary file beside the cache, unique to this run.
     fn start(&self) -> Result<NewCache> {
-        use std::os::unix::fs::OpenOptionsExt;
         if let Some(dir) = self.path.parent() {
             private_dir(dir)?;
         }
-        let tmp = self.path.with_extension(format!(
-            "{}-{}.tmp",
-            std::process::id(),
-            crate::id::SessionId::random().to_hex()
-        ));
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .at(&tmp)?;
+        let tmp = private_tmp_name(&self.path);
+        let file = private_tmp(&tmp).at(&tmp)?;
         let mut out =
             zstd::stream::write::Encoder::new(std::io::BufWriter::new(file), 1).at(&tmp)?;
         super::cache_format::write_header(&mut out).at(&tmp)?;
@@ -201,6 +182,25 @@ impl Drop for FileCache {
             let _ = fs::remove_file(&new.tmp);
         }
     }
+}
+
+/// A temporary name beside `path`, unique to this process and call.
+fn private_tmp_name(path: &Path) -> PathBuf {
+    path.with_extension(format!(
+        "{}-{}.tmp",
+        std::process::id(),
+        crate::id::SessionId::random().to_hex()
+    ))
+}
+
+/// Create `tmp` new, readable by its owner only (mode 0600).
+fn private_tmp(tmp: &Path) -> std::io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)
 }
 
 /// The last run's cache, one record at a time; empty if missing or malformed.
