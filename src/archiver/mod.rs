@@ -21,7 +21,6 @@ use crate::source::{walk, Excludes, WalkEntry};
 use cache::FileCache;
 use commit::CommitSession;
 use pipeline::{FileJob, Pipeline};
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -121,17 +120,13 @@ pub fn backup(
     let uploader = Arc::new(PackUploader::start(repo.clone(), recovered, connections));
     // Downstream "stopped" errors give way to the upload error that caused them.
     let root_cause = |e: Error| uploader.take_failure().unwrap_or(e);
-    let known: HashSet<BlobId> = index
-        .blob_ids()
-        .filter(|id| index.dedupable(id))
-        .copied()
-        .collect();
+    let index = Arc::new(index);
     let cancel = opts.cancel.clone().unwrap_or_default();
     let pipeline = Pipeline::start(
         repo.clone(),
         domain.clone(),
         session,
-        known,
+        index.clone(),
         uploader.clone(),
         cancel.clone(),
     );
