@@ -608,17 +608,8 @@ fn an_auditor_verifies_and_reads_the_log_but_never_a_record() {
 
 fn auditor_on(w: &World, store: &dyn Backend) {
     let (auditor, recipient, key) = person(w, "auditor");
-    run_ok(w.operator_cmd(&[
-        "access",
-        "add-auditor",
-        &recipient,
-        "--key",
-        &key,
-        "--name",
-        "Ms Audit",
-        "--reason",
-        "annual review",
-    ]));
+    let named = ["--name", "Ms Audit", "--reason", "annual review"];
+    add_principal(w, "add-auditor", &recipient, &key, &named);
     // The auditor's machine trusts the repository after comparing its fingerprint.
     let first = store.get("keys/trust-0000000001").unwrap();
     let fingerprint = custodian::repository::trust::fingerprint(&first);
@@ -904,15 +895,7 @@ fn the_auditors_report_renders_in_chromium_with_the_key_facts() {
     // The auditor is added first: entries are sealed to the auditors listed when written.
     let w = World::new(&[]);
     let (auditor, recipient, key) = person(&w, "auditor");
-    run_ok(w.operator_cmd(&[
-        "access",
-        "add-auditor",
-        &recipient,
-        "--key",
-        &key,
-        "--name",
-        "Ms Audit",
-    ]));
+    add_principal(&w, "add-auditor", &recipient, &key, &["--name", "Ms Audit"]);
     let src = store(&w);
     w.backup("books", &src);
     fs::write(src.join("clients/other.csv"), b"5,6\n").unwrap();
@@ -1392,11 +1375,48 @@ fn revoking_a_writer_rotates_the_metadata_key() {
     }
     assert!(by_stolen.is_empty(), "{by_stolen:?}");
     assert!(by_fresh >= 4, "{by_fresh}");
+
+    // The new generation's record, as the storage could alter or drop it: refused by name.
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(w.repo.join("config")).unwrap()).unwrap();
+    let founding =
+        custodian::id::content_hash(config["metadata-recipient"].as_str().unwrap().as_bytes());
+    let founding = format!("metadata-{}", &hex::encode(founding)[..16]);
+    let later = fs::read_dir(w.repo.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            name.starts_with("metadata-") && name != founding
+        })
+        .unwrap();
+    let original = fs::read(&later).unwrap();
+    let name = later.file_name().unwrap().to_string_lossy().to_string();
+    let mut altered = original.clone();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    for hostile in [Some(altered), Some(vec![0u8; 3 << 20]), None] {
+        match &hostile {
+            Some(bytes) => fs::write(&later, bytes).unwrap(),
+            None => fs::remove_file(&later).unwrap(),
+        }
+        let out = w.operator_cmd(&["snapshots"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(text(&out).contains(&name), "{}", text(&out));
+    }
+    fs::write(&later, original).unwrap();
+    run_ok(w.operator_cmd(&["snapshots"]));
 }
 
 /// `access add-operator RECIPIENT --key KEY EXTRA…` by the first operator; its output.
 fn add_operator(w: &World, recipient: &str, key: &str, extra: &[&str]) -> String {
-    let mut c = w.operator_cmd(&["access", "add-operator", recipient, "--key", key]);
+    add_principal(w, "add-operator", recipient, key, extra)
+}
+
+/// `access VERB RECIPIENT --key KEY EXTRA…` (add-operator, add-auditor) by the first
+/// operator; its output.
+fn add_principal(w: &World, verb: &str, recipient: &str, key: &str, extra: &[&str]) -> String {
+    let mut c = w.operator_cmd(&["access", verb, recipient, "--key", key]);
     c.args(extra);
     run_ok(c)
 }

@@ -146,11 +146,6 @@ pub fn load_metadata_as_operator(
 ) -> Result<MetadataKeys> {
     let name = metadata_object(&config.metadata_recipient);
     let stored = backend.get(&name)?;
-    let sealed = match auth {
-        Some(auth) => auth.verify(ObjectKind::KeyRecord, &name, &stored)?.0,
-        None => &stored[..],
-    };
-    let refs: Vec<&x25519::Identity> = identities.iter().collect();
     let hint = format!(
         "The identity in {} (public key {}) is not one of this repository's operators ({}). Use an operator identity that was given to 'custodian init --recipient'.",
         path.display(),
@@ -159,7 +154,26 @@ pub fn load_metadata_as_operator(
             .map_or_else(|| "none".to_string(), |i| i.to_public().to_string()),
         config.operator_recipients.join(", ")
     );
-    let plain = crypto::open_with(&refs, sealed, "the repository's metadata key", &hint)?;
+    open_metadata_record(&name, &stored, identities, auth, &hint, path)
+}
+
+/// Open a metadata key record (`keys/metadata-…`, any generation) with an operator identity:
+/// signature (format 2), sealing, format.
+pub(super) fn open_metadata_record(
+    name: &str,
+    stored: &[u8],
+    identities: &[x25519::Identity],
+    auth: Option<&super::trust::Auth>,
+    hint: &str,
+    path: &Path,
+) -> Result<MetadataKeys> {
+    let sealed = match auth {
+        Some(auth) => auth.verify(ObjectKind::KeyRecord, name, stored)?.0,
+        None => stored,
+    };
+    let refs: Vec<&x25519::Identity> = identities.iter().collect();
+    let what = format!("the repository's metadata key {name}");
+    let plain = crypto::open_with(&refs, sealed, &what, hint)?;
     let record: MetadataKeyRecord =
         crate::format::decode_packed(&plain, "metadata key record", KEYS_VERSION, KEY_MAX)?;
     Ok(MetadataKeys {

@@ -12,9 +12,9 @@
 //! (they carry the later identities); an older credential is refused with the reason.
 //! docs/FORMAT.md ("Metadata key generations") gives the argument.
 
-use super::keyring::metadata_object;
+use super::keyring::{metadata_object, open_metadata_record};
 use super::Repository;
-use crate::crypto::keys::{identity_secret, parse_identity};
+use crate::crypto::keys::identity_secret;
 use crate::error::{Error, Result};
 use crate::format::keys::{MetadataKeyRecord, KEYS_VERSION};
 use crate::format::trust::TrustList;
@@ -65,7 +65,6 @@ pub(super) fn load_later_as_operator(
     if list.metadata_keys.is_empty() {
         return Ok(Vec::new());
     }
-    let refs: Vec<&x25519::Identity> = identities.iter().collect();
     // Sizes from one listing (a local store lists by folder), checked before any download.
     let listed = backend.list("keys/")?;
     let mut out = Vec::new();
@@ -86,16 +85,9 @@ pub(super) fn load_later_as_operator(
             }
         }
         let stored = backend.get(&name)?;
-        let (sealed, _) = auth.verify(ObjectKind::KeyRecord, &name, &stored)?;
-        let plain = crate::crypto::open_with(
-            &refs,
-            sealed,
-            &format!("metadata key {name}"),
-            "Your identity is not an operator of this repository.",
-        )?;
-        let record: MetadataKeyRecord =
-            crate::format::decode_packed(&plain, "metadata key record", KEYS_VERSION, 64 << 10)?;
-        let identity = parse_identity(&record.identity, path)?;
+        let hint = "Your identity is not an operator of this repository.";
+        let identity =
+            open_metadata_record(&name, &stored, identities, Some(auth), hint, path)?.identity;
         if identity.to_public().to_string() != *recipient {
             return Err(Error::Damaged(format!(
                 "{name} holds another metadata key than the trust list names: the key records \

@@ -426,14 +426,17 @@ pub(super) fn read_chain(backend: &dyn Backend) -> Result<Vec<(String, Vec<u8>)>
 /// Keys that may sign the next trust list: operators in office granted every source. One
 /// granted some sources may not (it could otherwise grant itself the rest).
 fn registry_keys(list: &TrustList) -> Vec<[u8; 32]> {
-    list.current_operators()
-        .filter(|o| o.is_full())
-        .filter_map(|o| o.signing_key.as_deref().and_then(parse_key))
-        .collect()
+    signing_keys(list.current_operators().filter(|o| o.is_full()))
 }
 
 pub(super) fn operator_keys(list: &TrustList) -> Vec<[u8; 32]> {
-    list.current_operators()
+    signing_keys(list.current_operators())
+}
+
+fn signing_keys<'a>(
+    operators: impl Iterator<Item = &'a crate::format::trust::TrustedOperator>,
+) -> Vec<[u8; 32]> {
+    operators
         .filter_map(|o| o.signing_key.as_deref().and_then(parse_key))
         .collect()
 }
