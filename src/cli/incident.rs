@@ -19,11 +19,7 @@ pub struct DiffArgs {
     #[arg(long)]
     source: Option<String>,
     #[command(flatten)]
-    repo: RepoArg,
-    #[command(flatten)]
-    keys: KeyArgs,
-    #[arg(long)]
-    json: bool,
+    read: super::ReadArgs,
 }
 
 #[derive(clap::Args)]
@@ -56,7 +52,7 @@ pub struct DumpArgs {
 }
 
 pub fn diff(args: DiffArgs) -> Result<u8> {
-    let repo = common::open_operator(&args.repo, &args.keys, "diff")?;
+    let repo = common::open_operator(&args.read.repo, &args.read.keys, "diff")?;
     let source = args.source.as_deref();
     let a = repo.resolve_snapshot(&args.from, source)?;
     let b = repo.resolve_snapshot(&args.to, source)?;
@@ -70,7 +66,7 @@ pub fn diff(args: DiffArgs) -> Result<u8> {
     let reader = BlobReader::new(&repo, &index);
     let changes = incident::diff(&reader, &a, &b)?;
     audit.done("ok", Some(touched(changes.len())));
-    if args.json {
+    if args.read.json {
         common::print_json(&changes)?;
         return Ok(0);
     }

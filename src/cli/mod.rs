@@ -184,7 +184,7 @@ enum Command {
     /// Release a hold (operator identity).
     Release(retention::HoldArgs),
     /// List destruction records: what was destroyed, when, why and by whom.
-    DestructionRecords(retention::RecordsArgs),
+    DestructionRecords(ReadArgs),
     /// What changed between two snapshots (operator identity).
     Diff(incident::DiffArgs),
     /// Which snapshots hold a path, with size and mtime of each version (operator identity).

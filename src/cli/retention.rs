@@ -64,16 +64,6 @@ pub struct HoldArgs {
     keys: KeyArgs,
 }
 
-#[derive(clap::Args)]
-pub struct RecordsArgs {
-    #[command(flatten)]
-    repo: RepoArg,
-    #[command(flatten)]
-    keys: KeyArgs,
-    #[arg(long)]
-    json: bool,
-}
-
 /// The policy per source: the flags for every source, or (with --config and no flags) each
 /// configured source's own, as the daemon applies them.
 /// Which policy applies to a source (none: leave it alone).
@@ -220,7 +210,7 @@ pub fn release(args: HoldArgs) -> Result<u8> {
     Ok(0)
 }
 
-pub fn records(args: RecordsArgs) -> Result<u8> {
+pub fn records(args: super::ReadArgs) -> Result<u8> {
     let repo = common::open(&args.repo, &args.keys, "listing destruction records")?;
     let records = repo.destruction_records()?;
     if args.json {
