@@ -31,11 +31,7 @@ pub struct FindArgs {
     #[arg(long)]
     source: Option<String>,
     #[command(flatten)]
-    repo: RepoArg,
-    #[command(flatten)]
-    keys: KeyArgs,
-    #[arg(long)]
-    json: bool,
+    read: super::ReadArgs,
 }
 
 #[derive(clap::Args)]
@@ -99,7 +95,7 @@ pub fn diff(args: DiffArgs) -> Result<u8> {
 }
 
 pub fn find(args: FindArgs) -> Result<u8> {
-    let repo = common::open_operator(&args.repo, &args.keys, "find")?;
+    let repo = common::open_operator(&args.read.repo, &args.read.keys, "find")?;
     let pattern = Pattern::new(&args.pattern)?;
     let snaps: Vec<_> = repo
         .list_snapshots()?
@@ -116,7 +112,7 @@ pub fn find(args: FindArgs) -> Result<u8> {
     let reader = BlobReader::new(&repo, &index);
     let found = incident::find(&reader, &snaps, &pattern)?;
     audit.done("ok", Some(touched(found.len())));
-    if args.json {
+    if args.read.json {
         common::print_json(&found)?;
         return Ok(0);
     }
