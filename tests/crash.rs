@@ -54,7 +54,7 @@ fn kill_nine_at_every_stage_loses_nothing() {
     copy_tree(&src, &first_copy);
 
     let points = [
-        "after-walk",
+        "after-first-listing",
         "pack:1",
         "pack:4",
         "before-index",
@@ -91,7 +91,7 @@ fn kill_nine_at_every_stage_loses_nothing() {
         let next = w.backup("customers", &src);
         let added = next["stats"]["bytes_added"].as_u64().unwrap();
         match *point {
-            "after-walk" | "pack:1" => assert!(
+            "after-first-listing" | "pack:1" => assert!(
                 added > new_bytes as u64 / 2,
                 "{point}: expected most data to be new, added {added}"
             ),

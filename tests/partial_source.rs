@@ -111,7 +111,7 @@ fn a_file_that_vanishes_during_the_backup_is_skipped() {
     let child = w
         .writer_cmd(&["backup", "--json", "--source", "customers"])
         .arg(&src)
-        .env("CUSTODIAN_TEST_PAUSE_AT", "after-walk")
+        .env("CUSTODIAN_TEST_PAUSE_AT", "after-first-listing")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

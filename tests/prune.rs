@@ -408,7 +408,7 @@ fn a_backup_started_before_a_prune_rescues_what_it_reuses_or_refuses_to_commit()
         let child = w
             .writer_cmd(&["backup", "--json", "--source", "a", "--tag", "gen-0"])
             .arg(&dir)
-            .env("CUSTODIAN_TEST_PAUSE_AT", "after-walk")
+            .env("CUSTODIAN_TEST_PAUSE_AT", "after-first-listing")
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())

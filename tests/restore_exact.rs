@@ -167,6 +167,32 @@ fn unchanged_files_are_not_reread_and_a_lost_cache_uploads_nothing() {
         third["stats"]["files_read"], 1,
         "only the new file is read: {third}"
     );
+    // Changes spread over the tree, in its first and last directories and a new one that
+    // sorts before all: the cache, read in walk order, still meets every unchanged file.
+    let sorted = |dir: &std::path::Path, want_dir: bool| {
+        let mut v: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir() == want_dir)
+            .collect();
+        v.sort();
+        v
+    };
+    let dirs = sorted(&src, true);
+    fs::remove_file(&sorted(dirs.last().unwrap(), false)[0]).unwrap();
+    let modified = &sorted(&dirs[0], false)[0];
+    let mut bytes = fs::read(modified).unwrap();
+    bytes.extend_from_slice(b" amended");
+    fs::write(modified, bytes).unwrap();
+    fs::create_dir(src.join("0-new-branch")).unwrap();
+    fs::write(src.join("0-new-branch/first.txt"), b"opened today").unwrap();
+    let spread = w.backup("customers", &src);
+    assert_eq!(spread["stats"]["files_read"], 2, "{spread}");
+    let changes = &spread["changes"];
+    assert_eq!(changes["files_added"], 1, "{spread}");
+    assert_eq!(changes["files_modified"], 1, "{spread}");
+    assert_eq!(changes["files_deleted"], 1, "{spread}");
+    let third = spread;
     fs::remove_dir_all(&w.state).unwrap();
     let fourth = w.backup("customers", &src);
     assert_eq!(
@@ -178,8 +204,8 @@ fn unchanged_files_are_not_reread_and_a_lost_cache_uploads_nothing() {
         "…but uploads nothing: {fourth}"
     );
     let snaps = w.snapshots();
-    assert_eq!(snaps.len(), 4);
-    assert_eq!(snaps[3]["parent"], snaps[2]["id"]);
+    assert_eq!(snaps.len(), 5);
+    assert_eq!(snaps[4]["parent"], snaps[3]["id"]);
     let target = w.dir.path().join("r");
     w.restore("latest", &target, &[]);
     assert_same_tree(&src, &target);

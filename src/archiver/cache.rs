@@ -1,18 +1,20 @@
 //! The incremental cache: for each file seen last time, its stat identity and content ids, so an
-//! unchanged file is not read again. Paths are stored only as keyed hashes; the cache lives in
-//! the state dir (mode 0700). Losing it costs re-reading, never re-uploading (dedup catches it).
+//! unchanged file is not read again. It lives in the state dir (mode 0700), sealed under a key
+//! derived from the writer's metadata key (`cache_seal`), and is kept in walk order: the last
+//! run's records are read as a stream merged with this run's walk, and this run's are written
+//! as a stream, so memory never holds the cache. Losing it costs re-reading, never
+//! re-uploading (dedup catches it).
 
+use super::cache_seal::{OpenReader, SealWriter};
 use crate::error::{IoContext, Result};
 use crate::format::tree::ChunkRef;
 use crate::id::BlobId;
-use crate::source::FileStat;
-use std::collections::HashMap;
+use crate::source::{walk_order, FileStat};
+use std::cmp::Ordering;
 use std::fs;
+use std::io::{BufWriter, Read};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-
-/// A file's keyed path hash: the cache never holds a path.
-pub type PathKey = [u8; 32];
 
 /// What the cache remembers about one file.
 #[derive(Clone)]
@@ -23,23 +25,40 @@ pub struct CacheEntry {
     pub incompressible: bool,
 }
 
-/// One source's cache: what the last backup recorded (read once, in full: one lookup per
-/// file), and this run's records, streamed to a temporary file as they come.
+impl CacheEntry {
+    /// The content ids, if the file is unchanged and every id is still usable.
+    pub fn reuse(
+        &self,
+        stat: &FileStat,
+        usable: impl Fn(&BlobId) -> bool,
+    ) -> Option<Vec<ChunkRef>> {
+        (self.stat == *stat && self.content.iter().all(|c| usable(&c.0)))
+            .then(|| self.content.clone())
+    }
+}
+
+/// One source's cache: the last backup's records, read as the walk goes, and this run's,
+/// written as they come to a temporary file that replaces the old one after the commit.
 pub struct FileCache {
     path: PathBuf,
     key: [u8; 32],
-    old: HashMap<PathKey, CacheEntry>,
-    /// This run's records so far, and how many of them the old cache knew.
+    old: Option<Box<dyn Read>>,
+    /// The old record read but not yet reached by the walk.
+    ahead: Option<(Vec<u8>, CacheEntry)>,
+    /// Old records read, and how many of them this run's walk met.
+    read: u64,
+    met: u64,
     new: Option<NewCache>,
-    recorded_known: u64,
     /// The first error writing this run's cache: reported by `save`, never fatal before.
     failed: Option<crate::error::Error>,
 }
 
+type Sealed = SealWriter<BufWriter<fs::File>>;
+
 /// The temporary file this run's records go to.
 struct NewCache {
     tmp: PathBuf,
-    out: zstd::stream::write::Encoder<'static, std::io::BufWriter<fs::File>>,
+    out: zstd::stream::write::Encoder<'static, Sealed>,
 }
 
 /// Create `dir` and parents with mode 0700, and tighten it if it already exists.
@@ -75,67 +94,76 @@ impl FileCache {
         private_dir(&dir)?;
         let path = dir.join(format!("{source_key}.cache"));
         Ok(FileCache {
-            old: read_old(&path),
+            old: open_old(&path, &key),
             path,
             key,
+            ahead: None,
+            read: 0,
+            met: 0,
             new: None,
-            recorded_known: 0,
             failed: None,
         })
     }
 
-    /// Keyed hash of a path relative to the source root.
-    pub fn path_key(&self, rel: &Path) -> PathKey {
-        *blake3::keyed_hash(&self.key, rel.as_os_str().as_encoded_bytes()).as_bytes()
-    }
-
-    /// Content ids of an unchanged file, if the cache has it and every id is still usable.
-    pub fn lookup(
-        &self,
-        key: &PathKey,
-        stat: &FileStat,
-        usable: impl Fn(&BlobId) -> bool,
-    ) -> Option<Vec<ChunkRef>> {
-        let entry = self.old.get(key)?;
-        (entry.stat == *stat && entry.content.iter().all(|c| usable(&c.0)))
-            .then(|| entry.content.clone())
-    }
-
-    /// What the previous backup knew about a file, if anything.
-    pub fn previous(&self, key: &PathKey) -> Option<&CacheEntry> {
-        self.old.get(key)
-    }
-
-    /// Files the previous backup knew.
-    pub fn known(&self) -> u64 {
-        self.old.len() as u64
-    }
-
-    /// Known files this run has not recorded (deleted, or unreadable now). Each file is
-    /// recorded once.
-    pub fn not_seen(&self) -> u64 {
-        self.known().saturating_sub(self.recorded_known)
-    }
-
-    /// Remember a file for next time (written out at once; nothing kept in memory).
-    pub fn record(&mut self, key: PathKey, entry: CacheEntry) {
-        if self.old.contains_key(&key) {
-            self.recorded_known += 1;
+    /// What the previous backup knew about the file at `rel` (relative to the source root).
+    /// Calls must come in walk order ([`walk_order`]); records before `rel` are passed over.
+    pub fn previous(&mut self, rel: &[u8]) -> Option<CacheEntry> {
+        loop {
+            if self.ahead.is_none() {
+                self.ahead = self.next_old();
+            }
+            let (path, _) = self.ahead.as_ref()?;
+            match walk_order(path, rel) {
+                Ordering::Less => self.ahead = None,
+                Ordering::Equal => {
+                    self.met += 1;
+                    return self.ahead.take().map(|(_, entry)| entry);
+                }
+                Ordering::Greater => return None,
+            }
         }
+    }
+
+    fn next_old(&mut self) -> Option<(Vec<u8>, CacheEntry)> {
+        let record = super::cache_format::read_record(self.old.as_mut()?);
+        match record {
+            Some(_) => self.read += 1,
+            None => self.old = None,
+        }
+        record
+    }
+
+    /// Files the previous backup knew, and how many of them this run did not meet (deleted,
+    /// or unreadable now). Reads the rest of the old cache: call once, after the walk.
+    pub fn known_and_not_seen(&mut self) -> (u64, u64) {
+        if self.ahead.take().is_some() || self.old.is_some() {
+            while self.next_old().is_some() {}
+        }
+        (self.read, self.read - self.met)
+    }
+
+    /// A file met in the walk could not be read after all: it counts as not seen.
+    pub fn unreadable_now(&mut self) {
+        self.met = self.met.saturating_sub(1);
+    }
+
+    /// Remember a file for next time (written out at once; nothing kept in memory). Calls must
+    /// come in walk order.
+    pub fn record(&mut self, rel: &[u8], entry: &CacheEntry) {
         if self.failed.is_some() {
             return;
         }
-        if let Err(e) = self.append(&key, &entry) {
+        if let Err(e) = self.append(rel, entry) {
             self.failed = Some(e);
         }
     }
 
-    fn append(&mut self, key: &PathKey, entry: &CacheEntry) -> Result<()> {
+    fn append(&mut self, rel: &[u8], entry: &CacheEntry) -> Result<()> {
         if self.new.is_none() {
             self.new = Some(self.start()?);
         }
         if let Some(new) = &mut self.new {
-            super::cache_format::write_record(&mut new.out, key, entry).at(&new.tmp)?;
+            super::cache_format::write_record(&mut new.out, rel, entry).at(&new.tmp)?;
         }
         Ok(())
     }
@@ -147,8 +175,8 @@ impl FileCache {
         }
         let tmp = private_tmp_name(&self.path);
         let file = private_tmp(&tmp).at(&tmp)?;
-        let mut out =
-            zstd::stream::write::Encoder::new(std::io::BufWriter::new(file), 1).at(&tmp)?;
+        let sealed = SealWriter::new(BufWriter::new(file), &self.key).at(&tmp)?;
+        let mut out = zstd::stream::write::Encoder::new(sealed, 1).at(&tmp)?;
         super::cache_format::write_header(&mut out).at(&tmp)?;
         Ok(NewCache { tmp, out })
     }
@@ -165,6 +193,7 @@ impl FileCache {
         let NewCache { tmp, out } = new;
         let finished = out
             .finish()
+            .and_then(SealWriter::finish)
             .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
             .and_then(|f| f.sync_all());
         if let Err(e) = finished {
@@ -203,19 +232,11 @@ fn private_tmp(tmp: &Path) -> std::io::Result<fs::File> {
         .open(tmp)
 }
 
-/// The last run's cache, one record at a time; empty if missing or malformed.
-fn read_old(path: &Path) -> HashMap<PathKey, CacheEntry> {
-    let mut old = HashMap::new();
-    let read = fs::File::open(path)
-        .ok()
-        .and_then(|f| zstd::stream::read::Decoder::new(f).ok())
-        .and_then(|d| {
-            super::cache_format::read_all(std::io::BufReader::new(d), |k, e| {
-                old.insert(k, e);
-            })
-        });
-    if read.is_none() {
-        old.clear();
-    }
-    old
+/// The last run's record stream, past its header; `None` if missing, foreign or unopenable.
+fn open_old(path: &Path, key: &[u8; 32]) -> Option<Box<dyn Read>> {
+    let file = fs::File::open(path).ok()?;
+    let sealed = OpenReader::new(std::io::BufReader::new(file), key).ok()?;
+    let mut records = zstd::stream::read::Decoder::new(sealed).ok()?;
+    super::cache_format::read_header(&mut records)?;
+    Some(Box::new(records))
 }

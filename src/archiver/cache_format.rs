@@ -1,20 +1,22 @@
-//! The incremental cache's file: a zstd stream of fixed binary records, written one record at a
-//! time as a backup goes and read one record at a time, so neither side ever holds the whole
-//! file (JSON of a million files was a quarter of a gigabyte, twice, at the peak of a backup).
+//! The incremental cache's records: a zstd stream (inside the sealed file of `cache_seal`) of
+//! binary records, written one at a time in walk order as a backup goes, and read one at a time
+//! by the next backup as it walks, so neither side ever holds the whole cache.
 //!
-//! `CUSTCAC2`, then per file: keyed path hash (32 bytes), size, mtime s, mtime ns, ctime s,
-//! ctime ns, inode (8 bytes each, little-endian), flags (1 byte: bit 0 incompressible), chunk
-//! count (4 bytes), then per chunk its blob id (32 bytes) and length (4 bytes). The file lives in
-//! the private state dir, but is still read as untrusted: anything malformed or truncated makes
-//! the whole cache empty (the next backup reads every file; dedup uploads nothing again).
+//! `CUSTCAC3`, then per file: path length (4 bytes) and the path relative to the source root,
+//! size, inode, mtime s, mtime ns, ctime s, ctime ns (8 bytes each, little-endian), flags
+//! (1 byte: bit 0 incompressible), chunk count (4 bytes), then per chunk its blob id (32 bytes)
+//! and length (4 bytes). The file is read as untrusted all the same: the first malformed record
+//! ends it (the files after it are read again; dedup uploads nothing twice).
 
-use super::cache::{CacheEntry, PathKey};
+use super::cache::CacheEntry;
 use crate::format::tree::ChunkRef;
 use crate::id::BlobId;
 use crate::source::FileStat;
 use std::io::{self, Read, Write};
 
-const MAGIC: &[u8; 8] = b"CUSTCAC2";
+const MAGIC: &[u8; 8] = b"CUSTCAC3";
+/// Longer relative paths than any file system hands out mean damage.
+const MAX_PATH: u32 = 1 << 20;
 /// More chunks than any file the chunker cut (16 TiB at its smallest chunk) means damage.
 const MAX_CHUNKS: u32 = 1 << 25;
 
@@ -24,9 +26,16 @@ pub fn write_header(out: &mut impl Write) -> io::Result<()> {
 }
 
 /// Append one record.
-pub fn write_record(out: &mut impl Write, key: &PathKey, entry: &CacheEntry) -> io::Result<()> {
+pub fn write_record(out: &mut impl Write, path: &[u8], entry: &CacheEntry) -> io::Result<()> {
     let s = &entry.stat;
-    out.write_all(key)?;
+    let len = u32::try_from(path.len())
+        .ok()
+        .filter(|&l| l <= MAX_PATH)
+        .ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "path too long for the cache")
+        })?;
+    out.write_all(&len.to_le_bytes())?;
+    out.write_all(path)?;
     for n in [s.size, s.ino] {
         out.write_all(&n.to_le_bytes())?;
     }
@@ -43,22 +52,24 @@ pub fn write_record(out: &mut impl Write, key: &PathKey, entry: &CacheEntry) -> 
     Ok(())
 }
 
-/// Read every record, or `None` if the stream is not a whole, well-formed cache.
-pub fn read_all(mut input: impl Read, mut each: impl FnMut(PathKey, CacheEntry)) -> Option<()> {
-    let mut magic = [0u8; 8];
-    input.read_exact(&mut magic).ok()?;
-    if &magic != MAGIC {
+/// Check the header; `None` if the stream is not a cache of this version.
+pub fn read_header(input: &mut impl Read) -> Option<()> {
+    (&array::<8>(input)? == MAGIC).then_some(())
+}
+
+/// The next record, or `None` at the end or at the first malformed byte.
+pub fn read_record(input: &mut impl Read) -> Option<(Vec<u8>, CacheEntry)> {
+    let mut len = [0u8; 4];
+    if read_full(input, &mut len)? != 4 {
         return None;
     }
-    loop {
-        let mut key = [0u8; 32];
-        match read_full(&mut input, &mut key)? {
-            0 => return Some(()),
-            32 => {}
-            _ => return None,
-        }
-        each(key, read_entry(&mut input)?);
+    let len = u32::from_le_bytes(len);
+    if len > MAX_PATH {
+        return None;
     }
+    let mut path = vec![0u8; len as usize];
+    input.read_exact(&mut path).ok()?;
+    Some((path, read_entry(input)?))
 }
 
 fn read_entry(input: &mut impl Read) -> Option<CacheEntry> {
@@ -139,7 +150,7 @@ mod tests {
         }
     }
 
-    fn written(entries: &[(PathKey, CacheEntry)]) -> Vec<u8> {
+    fn written(entries: &[(&[u8], CacheEntry)]) -> Vec<u8> {
         let mut out = Vec::new();
         write_header(&mut out).unwrap();
         for (k, e) in entries {
@@ -148,11 +159,20 @@ mod tests {
         out
     }
 
+    fn read_all(mut bytes: &[u8]) -> Vec<(Vec<u8>, CacheEntry)> {
+        let mut back = Vec::new();
+        if read_header(&mut bytes).is_some() {
+            while let Some(r) = read_record(&mut bytes) {
+                back.push(r);
+            }
+        }
+        back
+    }
+
     #[test]
     fn records_round_trip() {
-        let entries = vec![([1u8; 32], entry(0)), ([2u8; 32], entry(3))];
-        let mut back = Vec::new();
-        read_all(&written(&entries)[..], |k, e| back.push((k, e))).unwrap();
+        let entries: Vec<(&[u8], _)> = vec![(b"a/b.txt", entry(0)), (b"c", entry(3))];
+        let back = read_all(&written(&entries));
         assert_eq!(back.len(), 2);
         for ((k, e), (k2, e2)) in entries.iter().zip(&back) {
             assert_eq!(k, k2);
@@ -163,15 +183,20 @@ mod tests {
     }
 
     #[test]
-    fn a_truncated_or_foreign_cache_is_no_cache() {
-        let bytes = written(&[([1u8; 32], entry(2)), ([2u8; 32], entry(1))]);
-        for cut in [0, 5, 8 + 10, bytes.len() - 1] {
-            assert!(read_all(&bytes[..cut], |_, _| {}).is_none(), "cut at {cut}");
+    fn a_truncated_or_foreign_cache_ends_at_the_damage() {
+        let bytes = written(&[(b"one", entry(2)), (b"two", entry(1))]);
+        let first = written(&[(b"one", entry(2))]).len();
+        for cut in [0, 5, 8 + 10, first - 1] {
+            assert!(read_all(&bytes[..cut]).is_empty(), "cut at {cut}");
         }
-        let mut huge = written(&[([1u8; 32], entry(0))]);
+        assert_eq!(read_all(&bytes[..bytes.len() - 1]).len(), 1);
+        let mut huge = written(&[(b"x", entry(0))]);
         let count_at = huge.len() - 4;
         huge[count_at..].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(read_all(&huge[..], |_, _| {}).is_none());
-        assert!(read_all(&b"{\"version\":1}"[..], |_, _| {}).is_none());
+        assert!(read_all(&huge).is_empty());
+        let mut long = written(&[(b"x", entry(0))]);
+        long[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(read_all(&long).is_empty());
+        assert!(read_all(b"{\"version\":1}").is_empty());
     }
 }

@@ -1,26 +1,33 @@
-//! Backup: walk, reuse unchanged files from the cache, read and chunk the rest through the
-//! pipeline, build trees bottom-up, write the reference list, then commit in order:
-//! packs -> index -> snapshot head -> local cache.
+//! Backup: walk one directory at a time, reuse unchanged files from the cache, read and chunk
+//! the rest through the pipeline, seal each directory's tree as soon as its files are in, write
+//! the reference list, then commit in order: packs -> index -> snapshot head -> local cache.
 
+mod assemble;
 mod cache;
 mod cache_format;
+mod cache_seal;
 pub mod changes;
 pub mod commit;
+mod in_order;
 mod pipeline;
+mod scan;
 
 pub use cache::{private_dir, write_atomic};
 pub use pipeline::Progress;
 
 use crate::error::{Error, Result};
-use crate::format::snapshot::{SnapshotHead, SnapshotStats, SNAPSHOT_VERSION};
-use crate::format::tree::{Node, NodeKind, SkippedEntry, SkippedList, Tree, TREE_VERSION};
+use crate::format::snapshot::{SnapshotHead, SNAPSHOT_VERSION};
+use crate::format::tree::{SkippedEntry, SkippedList, TREE_VERSION};
 use crate::format::BlobKind;
-use crate::id::{BlobId, SnapshotId};
+use crate::id::SnapshotId;
 use crate::repository::{PackUploader, Repository};
-use crate::source::{walk, Excludes, WalkEntry};
+use crate::source::{Excludes, Walk};
+use assemble::Assembler;
 use cache::FileCache;
 use commit::CommitSession;
-use pipeline::{FileJob, Pipeline};
+use in_order::InOrder;
+use pipeline::Pipeline;
+use scan::Scan;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -91,16 +98,7 @@ pub fn backup(
         .map(|(_, e)| e.pattern)
         .collect();
     let excludes = Excludes::new(&[opts.excludes.as_slice(), &erased].concat())?;
-    let walked = walk(&opts.path, &excludes, opts.one_file_system)?;
-    crate::failpoint::pause("after-walk", 0);
-    let mut entries = walked.entries;
-    let mut skipped = walked.skipped;
-    tracing::debug!(
-        entries = entries.len(),
-        unreadable = skipped.len(),
-        erase_exclusions = erased.len(),
-        "walked the source"
-    );
+    let (walk, root) = Walk::start(&opts.path, &excludes, opts.one_file_system)?;
 
     let cache_key = repo.meta.derive("custodian 2026 cache path names");
     let source_key = blake3::keyed_hash(
@@ -108,7 +106,7 @@ pub fn backup(
         format!("{}\0{}", opts.source, opts.path.display()).as_bytes(),
     )
     .to_hex();
-    let mut cache = FileCache::open(
+    let cache = FileCache::open(
         &opts.state_dir,
         &repo.config.repo_id.to_hex(),
         &source_key,
@@ -131,99 +129,56 @@ pub fn backup(
         cancel.clone(),
     );
 
-    // Unchanged files come from the cache; the rest go to the readers.
-    let mut jobs = Vec::new();
-    let mut keys = vec![[0u8; 32]; entries.len()];
-    // Per file: whether its content looks incompressible (carried over for unchanged files).
-    let mut incompressible = vec![false; entries.len()];
-    for (slot, e) in entries.iter_mut().enumerate() {
-        if e.node.kind != NodeKind::File {
-            continue;
-        }
-        keys[slot] = cache.path_key(&e.rel);
-        match cache.lookup(&keys[slot], &e.stat, |id| index.dedupable(id)) {
-            Some(content) => {
-                e.node.content = content;
-                incompressible[slot] = cache
-                    .previous(&keys[slot])
-                    .is_some_and(|p| p.incompressible);
-            }
-            None => {
-                progress
-                    .bytes_total
-                    .fetch_add(e.stat.size, Ordering::Relaxed);
-                jobs.push(FileJob {
-                    slot,
-                    path: opts.path.join(&e.rel),
-                });
-            }
-        }
-    }
-    progress
-        .files_total
-        .store(jobs.len() as u64, Ordering::Relaxed);
-    let files_read = jobs.len() as u64;
-    let mut gone = vec![false; entries.len()];
-    let mut bytes_read = 0;
-    let mut changes = changes::ChangeTracker::default();
-    for done in pipeline.read_files(jobs, repo.config.chunker, progress) {
-        match done.result {
-            Ok(read) => {
-                bytes_read += read.len;
-                match cache.previous(&keys[done.slot]) {
-                    Some(before) => {
-                        changes.modified(read.len, read.high_entropy_bytes, before.incompressible)
-                    }
-                    None => changes.added(),
-                }
-                incompressible[done.slot] = read.high_entropy_bytes * 2 > read.len;
-                let e = &mut entries[done.slot];
-                e.node.content = read.content;
-                e.node.size = read.len;
-            }
-            Err(reason) => {
-                skipped.push(SkippedEntry {
-                    path: crate::format::tree::Name::from_os(entries[done.slot].rel.as_os_str()),
-                    error: reason,
-                });
-                gone[done.slot] = true;
-            }
-        }
-    }
+    let mut scan = Scan {
+        root: &opts.path,
+        index: &index,
+        progress,
+        cache,
+        order: InOrder::default(),
+        trees: Assembler::new(&pipeline, &domain, root),
+        changes: changes::ChangeTracker::default(),
+        skipped: Vec::new(),
+        files_read: 0,
+        bytes_read: 0,
+    };
+    let mut walk = walk;
+    let scanned = std::thread::scope(|scope| {
+        let (jobs, done) = pipeline.readers(scope, repo.config.chunker, progress);
+        scan.run(walk.by_ref(), jobs, &done)
+    });
+    scanned.map_err(root_cause)?;
+    let Scan {
+        mut cache,
+        trees,
+        changes,
+        mut skipped,
+        files_read,
+        bytes_read,
+        ..
+    } = scan;
+    skipped.append(&mut walk.skipped);
+    tracing::debug!(
+        files_read,
+        unreadable = skipped.len(),
+        erase_exclusions = erased.len(),
+        "walked the source"
+    );
 
     if cancel.load(Ordering::SeqCst) {
         // Finish the packs in flight so they are durable and reusable, then stop uncommitted.
+        drop(trees);
         pipeline.finish().map_err(root_cause)?;
         return Err(Error::Cancelled);
     }
-    let mut refs: Vec<BlobId> = Vec::new();
-    let mut stats = SnapshotStats {
-        files_read,
-        bytes_read,
-        ..Default::default()
+    let Some((root, mut refs, mut stats)) = trees.finish() else {
+        return Err(root_cause(Error::Invalid(
+            "the backup stopped before every directory was read (see the error above)".into(),
+        )));
     };
-    build_trees(
-        &mut entries,
-        &gone,
-        &pipeline,
-        &domain,
-        &mut refs,
-        &mut stats,
-    )
-    .map_err(root_cause)?;
-    for (slot, e) in entries.iter().enumerate() {
-        if e.node.kind == NodeKind::File && !gone[slot] {
-            cache.record(
-                keys[slot],
-                cache::CacheEntry {
-                    stat: e.stat,
-                    content: e.node.content.clone(),
-                    incompressible: incompressible[slot],
-                },
-            );
-        }
-    }
-    let change_summary = changes.finish(cache.known(), cache.not_seen(), &opts.anomaly);
+    stats.files_read = files_read;
+    stats.bytes_read = bytes_read;
+    let (known, not_seen) = cache.known_and_not_seen();
+    let change_summary = changes.finish(known, not_seen, &opts.anomaly);
     if change_summary.suspicious {
         tracing::warn!(
             source = %opts.source,
@@ -238,7 +193,11 @@ pub fn backup(
             version: TREE_VERSION,
             entries: skipped.clone(),
         })
-        .unwrap_or_default();
+        .map_err(|e| {
+            Error::Invalid(format!(
+                "internal error: the skipped list did not encode: {e}"
+            ))
+        })?;
         let id = domain.blob_id(&json);
         pipeline
             .submit(id, BlobKind::Tree, json)
@@ -261,7 +220,6 @@ pub fn backup(
     let (ref_blobs, refs_added, refs_bytes) = (written.ids, written.added, written.bytes);
     let uploaded = session.finish()?;
 
-    let root = entries.swap_remove(0).node;
     stats.blobs_added = pstats.blobs_added.load(Ordering::Relaxed) + refs_added;
     stats.bytes_added = pstats.bytes_added.load(Ordering::Relaxed) + refs_bytes;
     stats.packs_added = uploaded.packs;
@@ -337,47 +295,4 @@ fn hold_last_good(repo: &Repository, source: &str, suspicious: &SnapshotId) {
         Ok(None) => {}
         Err(e) => tracing::error!(source, error = %e, "could not hold the last good snapshot"),
     }
-}
-
-/// Fill every directory's subtree bottom-up (reverse pre-order visits children first).
-fn build_trees(
-    entries: &mut [WalkEntry],
-    gone: &[bool],
-    pipeline: &Pipeline,
-    domain: &crate::crypto::DomainKeys,
-    refs: &mut Vec<BlobId>,
-    stats: &mut SnapshotStats,
-) -> Result<()> {
-    for slot in (0..entries.len()).rev() {
-        if gone[slot] {
-            continue;
-        }
-        match entries[slot].node.kind {
-            NodeKind::File => {
-                stats.files += 1;
-                stats.bytes += entries[slot].node.size;
-                refs.extend(entries[slot].node.content.iter().map(|c| c.0));
-            }
-            NodeKind::Dir => {
-                stats.dirs += 1;
-                let nodes: Vec<Node> = entries[slot]
-                    .children
-                    .iter()
-                    .filter(|&&c| !gone[c])
-                    .map(|&c| entries[c].node.clone())
-                    .collect();
-                let json = serde_json::to_vec(&Tree {
-                    version: TREE_VERSION,
-                    nodes,
-                })
-                .unwrap_or_default();
-                let id = domain.blob_id(&json);
-                pipeline.submit(id, BlobKind::Tree, json)?;
-                refs.push(id);
-                entries[slot].node.subtree = Some(id);
-            }
-            NodeKind::Symlink | NodeKind::Fifo => {}
-        }
-    }
-    Ok(())
 }

@@ -14,7 +14,7 @@ use crate::repository::{MasterIndex, PackUploader, PackWriter, Repository};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -48,15 +48,20 @@ struct PackJob {
     frame: Vec<u8>,
 }
 
-/// A file for the readers.
+/// Files queued for the readers at most: enough to keep both cores busy across directories.
+const READ_QUEUE: usize = 256;
+
+/// A file for the readers: child `child` of the walk's directory `dir`.
 pub struct FileJob {
-    pub slot: usize,
+    pub dir: u64,
+    pub child: usize,
     pub path: PathBuf,
 }
 
 /// What reading one file gave, or why it was skipped.
 pub struct FileDone {
-    pub slot: usize,
+    pub dir: u64,
+    pub child: usize,
     pub result: std::result::Result<FileRead, String>,
 }
 
@@ -146,40 +151,41 @@ impl Pipeline {
         submit(&self.queued, self.seal_tx.as_ref(), &self.failed, job)
     }
 
-    /// Read, chunk and queue `jobs` on `readers` threads; results come back in any order.
-    pub fn read_files(
-        &self,
-        jobs: Vec<FileJob>,
+    /// Start one reader per core in `scope`: each reads, chunks and queues the files sent on the
+    /// returned queue (bounded: the walk waits for the readers) and reports each on the returned
+    /// receiver, in any order. Readers stop at a shutdown or a pipeline failure; the queue's
+    /// sender then fails.
+    pub fn readers<'scope, 'env>(
+        &'env self,
+        scope: &'scope std::thread::Scope<'scope, 'env>,
         params: ChunkerParams,
-        progress: &Progress,
-    ) -> Vec<FileDone> {
-        let next = AtomicUsize::new(0);
-        let results = Mutex::new(Vec::with_capacity(jobs.len()));
+        progress: &'env Progress,
+    ) -> (Sender<FileJob>, Receiver<FileDone>) {
+        let (job_tx, job_rx) = bounded::<FileJob>(READ_QUEUE);
+        let (done_tx, done_rx) = crossbeam_channel::unbounded::<FileDone>();
         let readers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        std::thread::scope(|scope| {
-            for _ in 0..readers {
-                scope.spawn(|| {
-                    let mut chunker = Chunker::new(params, self.domain.chunker_seed);
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(job) = jobs.get(i) else { break };
-                        if self.failed.load(Ordering::SeqCst) || self.cancel.load(Ordering::SeqCst)
-                        {
-                            break;
-                        }
-                        let result = self.read_one(&mut chunker, job, progress);
-                        progress.files_done.fetch_add(1, Ordering::Relaxed);
-                        if let Ok(mut r) = results.lock() {
-                            r.push(FileDone {
-                                slot: job.slot,
-                                result,
-                            });
-                        }
+        for _ in 0..readers {
+            let (jobs, done) = (job_rx.clone(), done_tx.clone());
+            scope.spawn(move || {
+                let mut chunker = Chunker::new(params, self.domain.chunker_seed);
+                for job in jobs {
+                    if self.failed.load(Ordering::SeqCst) || self.cancel.load(Ordering::SeqCst) {
+                        break;
                     }
-                });
-            }
-        });
-        results.into_inner().unwrap_or_default()
+                    let result = self.read_one(&mut chunker, &job, progress);
+                    progress.files_done.fetch_add(1, Ordering::Relaxed);
+                    let report = FileDone {
+                        dir: job.dir,
+                        child: job.child,
+                        result,
+                    };
+                    if done.send(report).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        (job_tx, done_rx)
     }
 
     fn read_one(

@@ -219,15 +219,21 @@ fn dry_run(repo: &Repository, job: &Job, json: bool) -> Result<u8> {
         .map(|(_, e)| e.pattern);
     let patterns: Vec<String> = job.excludes.iter().cloned().chain(erased).collect();
     let excludes = custodian::source::Excludes::new(&patterns)?;
-    let walked = custodian::source::walk(&job.path, &excludes, job.one_file_system)?;
-    let count = |k| walked.entries.iter().filter(|e| e.node.kind == k).count();
-    let files = count(custodian::format::tree::NodeKind::File);
-    let dirs = count(custodian::format::tree::NodeKind::Dir);
-    let bytes: u64 = walked.entries.iter().map(|e| e.node.size).sum();
+    let (mut walk, _) = custodian::source::Walk::start(&job.path, &excludes, job.one_file_system)?;
+    let (mut files, mut dirs, mut bytes) = (0u64, 0u64, 0u64);
+    for listing in walk.by_ref() {
+        dirs += 1;
+        for child in &listing.children {
+            if child.node.kind == custodian::format::tree::NodeKind::File {
+                files += 1;
+                bytes += child.node.size;
+            }
+        }
+    }
     if json {
         common::print_json(&serde_json::json!({
             "dry_run": true, "source": job.source, "files": files, "dirs": dirs, "bytes": bytes,
-            "skipped": walked.skipped.len(),
+            "skipped": walk.skipped.len(),
         }))?;
     } else {
         outln!(
@@ -235,7 +241,7 @@ fn dry_run(repo: &Repository, job: &Job, json: bool) -> Result<u8> {
              nothing was written",
             job.source,
             human_bytes(bytes),
-            walked.skipped.len()
+            walk.skipped.len()
         );
     }
     Ok(0)

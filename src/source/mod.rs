@@ -6,7 +6,7 @@ pub mod sqlite;
 pub mod walk;
 
 pub use exclude::Excludes;
-pub use walk::{walk, FileStat, WalkEntry, WalkResult};
+pub use walk::{walk_order, Child, FileStat, Listing, Walk};
 
 /// This machine's name, recorded in snapshots.
 pub fn hostname() -> String {

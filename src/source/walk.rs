@@ -1,6 +1,11 @@
-//! Walks a record store into a flat pre-order list (index 0 is the root), so trees can later be
-//! built bottom-up by iterating in reverse. Anything that cannot be read is reported and
-//! skipped; the walk itself never fails on one bad entry.
+//! Walks a record store one directory at a time, depth first, each directory's children sorted
+//! by name. Memory holds the directories still to visit (one path from the root, with the
+//! siblings still waiting at each level), never the whole store. Anything that cannot be read is
+//! reported and skipped; the walk itself never fails on one bad entry.
+//!
+//! The order is the one the incremental cache is kept in: directories in pre-order, which is
+//! their paths compared component by component ([`walk_order`]), and within a directory its
+//! children by name.
 
 use super::exclude::Excludes;
 use crate::error::{Error, Result};
@@ -21,20 +26,21 @@ pub struct FileStat {
     pub ino: u64,
 }
 
-/// One walked entry. Only its path relative to the root is kept (the root joins it when a
-/// file is read): a million entries would otherwise hold every absolute path twice over.
-pub struct WalkEntry {
-    /// Path relative to the root (empty for the root).
-    pub rel: PathBuf,
+/// One child of a listed directory.
+pub struct Child {
     pub node: Node,
     pub stat: FileStat,
-    pub children: Vec<usize>,
 }
 
-/// The walk's output.
-pub struct WalkResult {
-    pub entries: Vec<WalkEntry>,
-    pub skipped: Vec<SkippedEntry>,
+/// One directory's children, as the walk reaches it.
+pub struct Listing {
+    /// Its number in walk order (the root's is 0).
+    pub id: u64,
+    /// The directory it sits in, and its position among that directory's children.
+    pub parent: Option<(u64, usize)>,
+    /// Path relative to the root (empty for the root).
+    pub rel: PathBuf,
+    pub children: Vec<Child>,
 }
 
 fn node_from(name: Name, kind: NodeKind, m: &fs::Metadata) -> Node {
@@ -65,81 +71,74 @@ fn stat_from(m: &fs::Metadata) -> FileStat {
     }
 }
 
-struct Walker<'a> {
+/// A directory still to list.
+struct Todo {
+    rel: PathBuf,
+    parent: Option<(u64, usize)>,
+    /// False for a mount point under one-file-system: listed empty, as restic and borg do.
+    enter: bool,
+}
+
+/// The walk of one record store: an iterator of [`Listing`]s in pre-order.
+pub struct Walk<'a> {
+    root: PathBuf,
     excludes: &'a Excludes,
     /// With one-file-system: the root's device; directories on others are recorded empty.
     device: Option<u64>,
-    out: WalkResult,
     links: HashMap<(u64, u64), u64>,
+    todo: Vec<Todo>,
+    next_id: u64,
+    /// Entries that could not be read, with reasons (names: never log at info).
+    pub skipped: Vec<SkippedEntry>,
 }
 
-impl Walker<'_> {
+impl<'a> Walk<'a> {
+    /// Start walking `root`, staying on its file system if `one_file_system`. Fails only if
+    /// the root itself is not a readable directory. Returns the root's own node too.
+    pub fn start(
+        root: &Path,
+        excludes: &'a Excludes,
+        one_file_system: bool,
+    ) -> Result<(Self, Node)> {
+        let meta = fs::metadata(root).map_err(|e| {
+            Error::Invalid(format!(
+                "source path {} cannot be read: {e}. Check the path given to 'backup'.",
+                root.display()
+            ))
+        })?;
+        if !meta.is_dir() {
+            return Err(Error::Invalid(format!(
+                "source path {} is not a directory; custodian backs up record-store directories.",
+                root.display()
+            )));
+        }
+        let walk = Walk {
+            root: root.to_path_buf(),
+            excludes,
+            device: one_file_system.then(|| meta.dev()),
+            links: HashMap::new(),
+            todo: vec![Todo {
+                rel: PathBuf::new(),
+                parent: None,
+                enter: true,
+            }],
+            next_id: 0,
+            skipped: Vec::new(),
+        };
+        Ok((walk, node_from(Name(Vec::new()), NodeKind::Dir, &meta)))
+    }
+
     fn skip(&mut self, rel: &Path, error: impl ToString) {
-        self.out.skipped.push(SkippedEntry {
+        self.skipped.push(SkippedEntry {
             path: Name::from_os(rel.as_os_str()),
             error: error.to_string(),
         });
     }
 
-    /// Add `path` and (for directories) everything below it; returns its slot.
-    fn visit(&mut self, path: PathBuf, rel: PathBuf, name: Name) -> Option<usize> {
-        let meta = match fs::symlink_metadata(&path) {
-            Ok(m) => m,
-            Err(e) => {
-                self.skip(&rel, e);
-                return None;
-            }
-        };
-        let ft = meta.file_type();
-        let kind = if ft.is_file() {
-            NodeKind::File
-        } else if ft.is_dir() {
-            NodeKind::Dir
-        } else if ft.is_symlink() {
-            NodeKind::Symlink
-        } else if ft.is_fifo() {
-            NodeKind::Fifo
-        } else {
-            self.skip(
-                &rel,
-                "unsupported file type (socket or device); not backed up",
-            );
-            return None;
-        };
-        let mut node = node_from(name, kind, &meta);
-        if kind == NodeKind::Symlink {
-            match fs::read_link(&path) {
-                Ok(target) => node.target = Some(Name::from_os(target.as_os_str())),
-                Err(e) => {
-                    self.skip(&rel, e);
-                    return None;
-                }
-            }
-        }
-        if kind == NodeKind::File && meta.nlink() > 1 {
-            let next = self.links.len() as u64;
-            node.link_group = Some(*self.links.entry((meta.dev(), meta.ino())).or_insert(next));
-        }
-        let slot = self.out.entries.len();
-        self.out.entries.push(WalkEntry {
-            rel: rel.clone(),
-            node,
-            stat: stat_from(&meta),
-            children: Vec::new(),
-        });
-        if kind == NodeKind::Dir && self.device.is_some_and(|d| d != meta.dev()) {
-            // A mount point: kept as an empty directory, as restic and borg do.
-            return Some(slot);
-        }
-        if kind == NodeKind::Dir {
-            let children = self.read_children(&path, &rel);
-            self.out.entries[slot].children = children;
-        }
-        Some(slot)
-    }
-
-    fn read_children(&mut self, path: &Path, rel: &Path) -> Vec<usize> {
-        let listing = match fs::read_dir(path) {
+    /// The children of `rel` worth keeping, sorted by name, each with whether to enter it.
+    fn list(&mut self, rel: &Path) -> Vec<(Child, bool)> {
+        let path = self.root.join(rel);
+        let listing = match fs::read_dir(&path) {
             Ok(l) => l,
             Err(e) => {
                 self.skip(rel, format!("directory not readable, backed up empty: {e}"));
@@ -164,73 +163,170 @@ impl Walker<'_> {
             if self.excludes.excluded(&child_rel, &name, is_dir) {
                 continue;
             }
-            if let Some(slot) = self.visit(path.join(&name), child_rel, Name::from_os(&name)) {
-                children.push(slot);
+            if let Some(child) = self.child(&path.join(&name), &child_rel, Name::from_os(&name)) {
+                children.push(child);
             }
         }
         children
     }
+
+    /// One child's node and stat, or `None` (reported) if it cannot or must not be kept.
+    fn child(&mut self, path: &Path, rel: &Path, name: Name) -> Option<(Child, bool)> {
+        let meta = match fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.skip(rel, e);
+                return None;
+            }
+        };
+        let ft = meta.file_type();
+        let kind = if ft.is_file() {
+            NodeKind::File
+        } else if ft.is_dir() {
+            NodeKind::Dir
+        } else if ft.is_symlink() {
+            NodeKind::Symlink
+        } else if ft.is_fifo() {
+            NodeKind::Fifo
+        } else {
+            self.skip(
+                rel,
+                "unsupported file type (socket or device); not backed up",
+            );
+            return None;
+        };
+        let mut node = node_from(name, kind, &meta);
+        if kind == NodeKind::Symlink {
+            match fs::read_link(path) {
+                Ok(target) => node.target = Some(Name::from_os(target.as_os_str())),
+                Err(e) => {
+                    self.skip(rel, e);
+                    return None;
+                }
+            }
+        }
+        if kind == NodeKind::File && meta.nlink() > 1 {
+            let next = self.links.len() as u64;
+            node.link_group = Some(*self.links.entry((meta.dev(), meta.ino())).or_insert(next));
+        }
+        let enter = self.device.is_none_or(|d| d == meta.dev());
+        let stat = stat_from(&meta);
+        Some((Child { node, stat }, enter))
+    }
 }
 
-/// Walk `root`, staying on its file system if `one_file_system`. Fails only if the root itself
-/// is not a readable directory.
-pub fn walk(root: &Path, excludes: &Excludes, one_file_system: bool) -> Result<WalkResult> {
-    let meta = fs::metadata(root).map_err(|e| {
-        Error::Invalid(format!(
-            "source path {} cannot be read: {e}. Check the path given to 'backup'.",
-            root.display()
-        ))
-    })?;
-    if !meta.is_dir() {
-        return Err(Error::Invalid(format!(
-            "source path {} is not a directory; custodian backs up record-store directories.",
-            root.display()
-        )));
+impl Iterator for Walk<'_> {
+    type Item = Listing;
+
+    /// The next directory in pre-order; its subdirectories are listed after it, first name first.
+    fn next(&mut self) -> Option<Listing> {
+        let todo = self.todo.pop()?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let listed = if todo.enter {
+            self.list(&todo.rel)
+        } else {
+            Vec::new()
+        };
+        let mut children = Vec::with_capacity(listed.len());
+        let mut subdirs = Vec::new();
+        for (i, (child, enter)) in listed.into_iter().enumerate() {
+            if child.node.kind == NodeKind::Dir {
+                subdirs.push(Todo {
+                    rel: todo.rel.join(child.node.name.as_os()),
+                    parent: Some((id, i)),
+                    enter,
+                });
+            }
+            children.push(child);
+        }
+        self.todo.extend(subdirs.into_iter().rev());
+        Some(Listing {
+            id,
+            parent: todo.parent,
+            rel: todo.rel,
+            children,
+        })
     }
-    let mut walker = Walker {
-        excludes,
-        device: one_file_system.then(|| meta.dev()),
-        out: WalkResult {
-            entries: Vec::new(),
-            skipped: Vec::new(),
-        },
-        links: HashMap::new(),
-    };
-    walker.visit(root.to_path_buf(), PathBuf::new(), Name(Vec::new()));
-    if walker.out.entries.is_empty() {
-        return Err(Error::Invalid(format!(
-            "source path {} vanished during the walk",
-            root.display()
-        )));
+}
+
+/// The walk's order of two file paths relative to the root: their directories component by
+/// component (pre-order), then their names. Records of the incremental cache are kept in it.
+pub fn walk_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let (dir_a, name_a) = split_last(a);
+    let (dir_b, name_b) = split_last(b);
+    components(dir_a)
+        .cmp(components(dir_b))
+        .then_with(|| name_a.cmp(name_b))
+}
+
+fn split_last(path: &[u8]) -> (&[u8], &[u8]) {
+    match path.iter().rposition(|&c| c == b'/') {
+        Some(at) => (&path[..at], &path[at + 1..]),
+        None => (&[], path),
     }
-    Ok(walker.out)
+}
+
+fn components(dir: &[u8]) -> impl Iterator<Item = &[u8]> {
+    dir.split(|&c| c == b'/').filter(|c| !c.is_empty())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStringExt;
 
     #[test]
-    fn walk_orders_children_and_applies_excludes() {
+    fn walk_lists_directories_in_pre_order_and_applies_excludes() {
         let dir = tempfile::tempdir().unwrap();
-        fs::create_dir(dir.path().join("b")).unwrap();
+        for d in ["b", "b/inner", "a-c"] {
+            fs::create_dir(dir.path().join(d)).unwrap();
+        }
         fs::write(dir.path().join("b/keep.csv"), "x").unwrap();
         fs::write(dir.path().join("b/drop.tmp"), "x").unwrap();
+        fs::write(dir.path().join("b/inner/deep.txt"), "x").unwrap();
         fs::write(dir.path().join("a.txt"), "x").unwrap();
         std::os::unix::fs::symlink("nowhere", dir.path().join("link")).unwrap();
         let ex = Excludes::new(&["*.tmp".to_string()]).unwrap();
-        let result = walk(dir.path(), &ex, false).unwrap();
-        let names: Vec<String> = result
-            .entries
-            .iter()
-            .map(|e| e.rel.display().to_string())
-            .collect();
-        assert_eq!(names, vec!["", "a.txt", "b", "b/keep.csv", "link"]);
+        let (walk, root) = Walk::start(dir.path(), &ex, false).unwrap();
+        assert_eq!(root.kind, NodeKind::Dir);
+        let mut files = Vec::new();
+        let mut listings = Vec::new();
+        for l in walk {
+            let names: Vec<String> = l
+                .children
+                .iter()
+                .map(|c| String::from_utf8_lossy(&c.node.name.0).into_owned())
+                .collect();
+            listings.push((l.id, l.parent, l.rel.display().to_string(), names.join(",")));
+            for c in &l.children {
+                if c.node.kind != NodeKind::Dir {
+                    files.push(l.rel.join(c.node.name.as_os()).into_os_string().into_vec());
+                }
+            }
+        }
         assert_eq!(
-            result.entries[4].node.target,
-            Some(Name(b"nowhere".to_vec()))
+            listings,
+            vec![
+                (0, None, "".into(), "a-c,a.txt,b,link".into()),
+                (1, Some((0, 0)), "a-c".into(), "".into()),
+                (2, Some((0, 2)), "b".into(), "inner,keep.csv".into()),
+                (3, Some((2, 0)), "b/inner".into(), "deep.txt".into()),
+            ]
         );
-        assert!(result.skipped.is_empty());
+        // The cache's order is the order files were met in.
+        let mut sorted = files.clone();
+        sorted.sort_by(|a, b| walk_order(a, b));
+        assert_eq!(sorted, files);
         assert!(Excludes::new(&["a[".to_string()]).is_err());
+    }
+
+    #[test]
+    fn walk_order_compares_directories_by_component() {
+        use std::cmp::Ordering::*;
+        assert_eq!(walk_order(b"z", b"a/a"), Less);
+        assert_eq!(walk_order(b"a/z", b"a-c/a"), Less);
+        assert_eq!(walk_order(b"a/b/c", b"a/c"), Greater);
+        assert_eq!(walk_order(b"a/b", b"a/b"), Equal);
     }
 }
