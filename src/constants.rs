@@ -19,6 +19,10 @@ pub const PACK_TARGET_MAX: u64 = 512 * 1024 * 1024;
 /// Write an index object after this many packs so a crash loses little bookkeeping.
 pub const PACKS_PER_INDEX: usize = 64;
 
+/// …or after packs naming this many blobs: a reader decodes one index object whole, so this
+/// bounds what loading the index holds at once (about 11 MB), whatever the file count.
+pub const BLOBS_PER_INDEX: usize = 65_536;
+
 /// Chunks in flight between readers and sealers; with 8 MiB maximum chunks this bounds memory.
 pub const SEAL_QUEUE: usize = 4;
 

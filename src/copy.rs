@@ -118,7 +118,7 @@ pub fn copy(
     let reader = BlobReader::new(from, &index);
     let by_key: HashMap<RefKey, PackId> = index
         .entries()
-        .map(|(id, loc)| (RefKey::from(id), index.pack(loc).id))
+        .map(|(id, loc)| (RefKey::from(id), index.pack(&loc).id))
         .collect();
     let mut needed: BTreeMap<SnapshotId, BTreeSet<PackId>> = BTreeMap::new();
     for snap in &selected {

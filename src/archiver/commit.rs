@@ -19,7 +19,8 @@ pub struct CommitSession<'a> {
     repo: &'a Arc<Repository>,
     index: &'a MasterIndex,
     uploader: Arc<PackUploader>,
-    needed: HashSet<BlobId>,
+    /// Every blob the heads to come need (sorted and deduplicated before the check).
+    needed: Vec<BlobId>,
 }
 
 /// What a reference list cost.
@@ -40,7 +41,7 @@ impl<'a> CommitSession<'a> {
             repo,
             index,
             uploader,
-            needed: HashSet::new(),
+            needed: Vec::new(),
         }
     }
 
@@ -54,18 +55,27 @@ impl<'a> CommitSession<'a> {
     pub fn write_refs(
         &mut self,
         parent: Option<&SnapshotHead>,
-        blobs: Vec<BlobId>,
+        mut blobs: Vec<BlobId>,
     ) -> Result<RefsWritten> {
-        self.needed.extend(blobs.iter().copied());
-        let keys = order_refs(self.repo, self.index, parent, blobs);
+        blobs.sort_unstable();
+        blobs.dedup();
+        let keys = order_refs(self.repo, self.index, parent, &blobs);
         let (ids, added, bytes) = write_refs(self.repo, self.index, &self.uploader, &keys)?;
+        drop(keys);
+        if self.needed.is_empty() {
+            self.needed = blobs;
+        } else {
+            self.needed.append(&mut blobs);
+        }
         self.needed.extend(ids.iter().copied());
         Ok(RefsWritten { ids, added, bytes })
     }
 
     /// Secure the commit against prunes that ran meanwhile (rescue or refuse), wait for every
     /// pack, and write the index naming them. Heads may be written after this, never before.
-    pub fn finish(self) -> Result<UploadSummary> {
+    pub fn finish(mut self) -> Result<UploadSummary> {
+        self.needed.sort_unstable();
+        self.needed.dedup();
         crate::prune::guard::secure_commit(self.repo, self.index, &self.uploader, &self.needed)?;
         drop(self.needed);
         let uploader = Arc::try_unwrap(self.uploader)
@@ -80,42 +90,58 @@ pub fn write_head(repo: &Repository, head: &SnapshotHead) -> Result<SnapshotId> 
     repo.write_snapshot(head)
 }
 
+/// Parent reference blobs read at once (about 8 KiB each): bounded memory, few requests.
+const PARENT_BATCH: usize = 1024;
+
 /// Order the reference set by first appearance: the parent's ids that are still needed, in the
 /// parent's order, then the new ones ascending. Ids are random, so a sorted list would move
 /// every split boundary's contents when a few hundred new ids arrive; in this order unchanged
 /// runs produce identical reference blobs, which deduplicate. A parent list that cannot be read
-/// only costs that sharing.
+/// only costs that sharing. `ids` is sorted and deduplicated; the parent's list is read in
+/// batches, so memory holds the keys once plus a flag per id.
 fn order_refs(
     repo: &Repository,
     index: &MasterIndex,
     parent: Option<&SnapshotHead>,
-    refs: Vec<BlobId>,
+    ids: &[BlobId],
 ) -> Vec<RefKey> {
-    let mut refs: Vec<RefKey> = refs.iter().map(RefKey::from).collect();
-    refs.sort_unstable();
-    refs.dedup();
-    let Some(parent) = parent else { return refs };
+    let fresh = || {
+        let mut keys: Vec<RefKey> = ids.iter().map(RefKey::from).collect();
+        keys.dedup();
+        keys
+    };
+    let Some(parent) = parent else { return fresh() };
     let reader = crate::repository::BlobReader::new(repo, index);
-    let mut previous = Vec::new();
-    let decoded = reader.read_many(&parent.refs).and_then(|plains| {
-        for id in &parent.refs {
-            let plain = plains.get(id).map(Vec::as_slice).unwrap_or_default();
-            previous.extend(crate::format::refs::decode(plain, "parent reference list")?);
+    let mut placed = vec![false; ids.len()];
+    let mut ordered = Vec::with_capacity(ids.len());
+    for batch in parent.refs.chunks(PARENT_BATCH) {
+        let decoded = reader.read_many(batch).and_then(|plains| {
+            for id in batch {
+                let plain = plains.get(id).map(Vec::as_slice).unwrap_or_default();
+                for key in crate::format::refs::decode(plain, "parent reference list")? {
+                    let found = ids.binary_search_by(|id| id.0[..key.0.len()].cmp(&key.0));
+                    if let Ok(at) = found {
+                        if !std::mem::replace(&mut placed[at], true) {
+                            ordered.push(key);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = decoded {
+            tracing::warn!(error = %e, "parent reference list unreadable; writing a fresh one");
+            return fresh();
         }
-        Ok(())
-    });
-    if let Err(e) = decoded {
-        tracing::warn!(error = %e, "parent reference list unreadable; writing a fresh one");
-        return refs;
     }
-    let mut placed: HashSet<RefKey> = HashSet::with_capacity(refs.len());
-    let mut ordered = Vec::with_capacity(refs.len());
-    for id in previous {
-        if refs.binary_search(&id).is_ok() && placed.insert(id) {
-            ordered.push(id);
+    let mut last = None;
+    for (id, _) in ids.iter().zip(&placed).filter(|(_, placed)| !**placed) {
+        let key = RefKey::from(id);
+        if last != Some(key) {
+            ordered.push(key);
+            last = Some(key);
         }
     }
-    ordered.extend(refs.into_iter().filter(|id| !placed.contains(id)));
     ordered
 }
 

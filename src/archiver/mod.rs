@@ -88,9 +88,7 @@ pub fn backup(
     let domain = Arc::new(repo.domain_for_write(opts.domain.as_deref().unwrap_or(&opts.source))?);
     let mut index = repo.load_index()?;
     let recovered = repo.unindexed_packs(&index)?;
-    for pack in &recovered {
-        index.add_pack(pack);
-    }
+    index.add_packs(&recovered);
     // Paths an operator erased stay out of every later snapshot (repository::exclusions).
     let erased: Vec<String> = repo
         .exclusions(Some(&opts.source))?

@@ -5,6 +5,7 @@
 //! Packs a prune has marked for deletion stay readable, but a blob is located in an unmarked pack
 //! whenever it has one, and only blobs with an unmarked location count for deduplication.
 
+use super::blob_table::{BlobTable, MAX_SLOTS};
 use super::marks::Marks;
 use super::{pack_name, Repository};
 use crate::error::{FormatError, Result};
@@ -13,7 +14,6 @@ use crate::format::pack::{parse_trailer, PackHeader, TRAILER_LEN};
 use crate::format::BlobKind;
 use crate::format::ObjectKind;
 use crate::id::{BlobId, IndexId, PackId};
-use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 /// A pack the index knows.
@@ -39,34 +39,73 @@ pub struct Location {
 pub struct MasterIndex {
     pub packs: Vec<PackInfo>,
     slots: HashMap<PackId, u32>,
-    blobs: HashMap<BlobId, Location>,
+    blobs: BlobTable,
     /// Names of the index objects this was loaded from.
     pub objects: Vec<IndexId>,
     /// The prune markers seen when this was loaded, and the packs they name.
     pub marks: Marks,
     marked: HashSet<PackId>,
+    /// Entries left out as damage (locations no pack can have).
+    dropped: u64,
 }
 
 impl MasterIndex {
     /// The index of `files`, preferring packs no marker in `marks` names.
     pub fn build(marks: Marks, files: &[(IndexId, IndexFile)]) -> Self {
-        let mut index = MasterIndex {
-            marked: marks.packs(),
-            marks,
-            ..Default::default()
-        };
+        let mut index = Self::empty(marks);
         for (id, file) in files {
-            for pack in &file.packs {
-                index.add_pack(pack);
-            }
-            index.objects.push(*id);
+            index.push_file(*id, file);
         }
+        index.settle();
         index
     }
 
-    /// Add one pack's entries; a blob already indexed elsewhere keeps its first location.
-    pub fn add_pack(&mut self, pack: &IndexPack) {
-        if self.slots.contains_key(&pack.id) {
+    /// An index with nothing yet, under `marks`; fill with `push_file`, then `settle`.
+    fn empty(marks: Marks) -> Self {
+        MasterIndex {
+            marked: marks.packs(),
+            marks,
+            ..Default::default()
+        }
+    }
+
+    fn push_file(&mut self, id: IndexId, file: &IndexFile) {
+        for pack in &file.packs {
+            self.push_pack(pack);
+        }
+        self.objects.push(id);
+    }
+
+    /// Sort the blob table; until then lookups miss what was pushed.
+    fn settle(&mut self) {
+        let (packs, marked) = (&self.packs, &self.marked);
+        self.blobs.settle(|slot| {
+            packs
+                .get(slot as usize)
+                .is_some_and(|p| marked.contains(&p.id))
+        });
+        if self.dropped > 0 {
+            tracing::warn!(
+                entries = self.dropped,
+                "left out index entries that point beyond any pack custodian writes (damage)"
+            );
+        }
+    }
+
+    /// Add packs' entries (one sort for all of them); a blob already indexed elsewhere keeps
+    /// its first location, unless that one is in a marked pack and the new one is not.
+    pub fn add_packs(&mut self, packs: &[IndexPack]) {
+        if packs.is_empty() {
+            return;
+        }
+        for pack in packs {
+            self.push_pack(pack);
+        }
+        self.settle();
+    }
+
+    fn push_pack(&mut self, pack: &IndexPack) {
+        if self.slots.contains_key(&pack.id) || self.packs.len() >= MAX_SLOTS as usize {
             return;
         }
         let slot = self.packs.len() as u32;
@@ -76,7 +115,6 @@ impl MasterIndex {
             size: pack.size,
         });
         self.slots.insert(pack.id, slot);
-        let marked = self.marked.contains(&pack.id);
         for b in &pack.blobs {
             let here = Location {
                 pack: slot,
@@ -84,16 +122,8 @@ impl MasterIndex {
                 length: b.length,
                 kind: b.kind,
             };
-            match self.blobs.entry(b.id) {
-                Entry::Vacant(v) => {
-                    v.insert(here);
-                }
-                Entry::Occupied(mut o) => {
-                    let there = &self.packs[o.get().pack as usize].id;
-                    if !marked && self.marked.contains(there) {
-                        o.insert(here);
-                    }
-                }
+            if !self.blobs.push(b.id, here) {
+                self.dropped += 1;
             }
         }
     }
@@ -112,11 +142,11 @@ impl MasterIndex {
     }
 
     pub fn get(&self, id: &BlobId) -> Option<Location> {
-        self.blobs.get(id).copied()
+        self.blobs.get(id)
     }
 
     pub fn contains(&self, id: &BlobId) -> bool {
-        self.blobs.contains_key(id)
+        self.blobs.get(id).is_some()
     }
 
     pub fn pack_info(&self, id: &PackId) -> Option<&PackInfo> {
@@ -138,18 +168,18 @@ impl MasterIndex {
 
     /// Every indexed blob id.
     pub fn blob_ids(&self) -> impl Iterator<Item = &BlobId> {
-        self.blobs.keys()
+        self.blobs.iter().map(|(id, _)| id)
     }
 
     /// Every indexed blob grouped by pack, each group sorted by offset (for whole-repository
     /// passes such as `check`).
     pub fn blobs_by_pack(&self) -> HashMap<PackId, Vec<(BlobId, Location)>> {
         let mut groups: HashMap<PackId, Vec<(BlobId, Location)>> = HashMap::new();
-        for (id, loc) in &self.blobs {
+        for (id, loc) in self.blobs.iter() {
             groups
-                .entry(self.pack(loc).id)
+                .entry(self.pack(&loc).id)
                 .or_default()
-                .push((*id, *loc));
+                .push((*id, loc));
         }
         for blobs in groups.values_mut() {
             blobs.sort_by_key(|(_, l)| l.offset);
@@ -157,8 +187,8 @@ impl MasterIndex {
         groups
     }
 
-    /// Every (blob, location) pair.
-    pub fn entries(&self) -> impl Iterator<Item = (&BlobId, &Location)> {
+    /// Every (blob, location) pair, in blob id order.
+    pub fn entries(&self) -> impl Iterator<Item = (&BlobId, Location)> {
         self.blobs.iter()
     }
 }
@@ -169,8 +199,16 @@ impl Repository {
         let marks = self.prune_marks()?;
         // A damaged or forged index object is skipped: what it names is then unknown (a backup
         // stores it again, a restore that needs it says which blob is missing).
-        let files = self.scan_index_files()?.lenient("index object");
-        Ok(MasterIndex::build(marks, &files))
+        // One object at a time: only the compact table stays, never every decoded object.
+        let mut index = MasterIndex::empty(marks);
+        let damaged = self.visit_index_files(|id, file| index.push_file(id, &file))?;
+        super::Scanned::<()> {
+            good: Vec::new(),
+            damaged,
+        }
+        .lenient("index object");
+        index.settle();
+        Ok(index)
     }
 
     /// Every index object as stored (prune rewrites them one by one); fails on one that
@@ -181,7 +219,18 @@ impl Repository {
 
     /// Every readable index object, and the names of those that are damaged or forged.
     pub fn scan_index_files(&self) -> Result<super::Scanned<(IndexId, IndexFile)>> {
-        let mut out = super::Scanned::default();
+        let mut good = Vec::new();
+        let damaged = self.visit_index_files(|id, file| good.push((id, file)))?;
+        Ok(super::Scanned { good, damaged })
+    }
+
+    /// Hand every readable index object to `each`, one at a time; returns the damaged or
+    /// forged ones (name, reason).
+    fn visit_index_files(
+        &self,
+        mut each: impl FnMut(IndexId, IndexFile),
+    ) -> Result<Vec<(String, String)>> {
+        let mut out = super::Scanned::<()>::default();
         for (id, object) in self.list_ids::<IndexId>("index/")? {
             // None: a prune replaced it between our listing and this read; what it named is in
             // the replacement or deleted. Missing it only costs deduplication.
@@ -189,12 +238,12 @@ impl Repository {
                 continue;
             };
             match self.open_meta::<IndexFile>(ObjectKind::Index, &object.name, &bytes) {
-                Ok(file) => out.good.push((id, file)),
+                Ok(file) => each(id, file),
                 Err(e) if e.is_damage() => out.damaged.push((object.name, e.to_string())),
                 Err(e) => return Err(e),
             }
         }
-        Ok(out)
+        Ok(out.damaged)
     }
 
     /// Write one index object naming `packs`, which must already be durable.

@@ -3,6 +3,7 @@
 //! domain identities that read content. Every read-side method checks which one it has.
 
 mod access;
+mod blob_table;
 mod blobs;
 mod domains;
 mod exclusions;

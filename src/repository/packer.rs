@@ -3,7 +3,7 @@
 //! (written by the caller, after `finish`) can need it.
 
 use super::{pack_name, Repository};
-use crate::constants::{PACKS_PER_INDEX, UPLOAD_QUEUE};
+use crate::constants::{BLOBS_PER_INDEX, PACKS_PER_INDEX, UPLOAD_QUEUE};
 use crate::error::{Error, Result};
 use crate::format::index::IndexPack;
 use crate::format::pack::{trailer, PackHeader, PACK_HEADER_VERSION};
@@ -218,7 +218,9 @@ fn upload_loop(
             s.summary.written.push(pack.id);
             s.pending.push(pack.index);
             crate::failpoint::pause("pack", s.summary.packs);
-            (s.pending.len() >= PACKS_PER_INDEX).then(|| std::mem::take(&mut s.pending))
+            let blobs: usize = s.pending.iter().map(|p| p.blobs.len()).sum();
+            (s.pending.len() >= PACKS_PER_INDEX || blobs >= BLOBS_PER_INDEX)
+                .then(|| std::mem::take(&mut s.pending))
         };
         if let Some(packs) = full {
             let id = repo.write_index(packs)?;
