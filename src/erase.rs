@@ -11,6 +11,7 @@ use crate::archiver::commit::{write_head, CommitSession};
 use crate::compress;
 use crate::crypto::{seal_blob, DomainKeys};
 use crate::error::{Error, Result};
+use crate::format::refs::RefKey;
 use crate::format::snapshot::{Rewritten, SnapshotHead};
 use crate::format::tree::{NodeKind, SkippedList, Tree, TREE_VERSION};
 use crate::format::BlobKind;
@@ -391,7 +392,9 @@ impl Rewriter<'_> {
         }
         for (_, head, _) in rewrites.iter_mut() {
             let refs = self.references(head)?;
-            head.refs = commit.write_refs(None, refs)?.ids;
+            head.refs = commit
+                .write_refs(None, refs.iter().map(RefKey::from).collect())?
+                .ids;
         }
         commit.finish()?;
 

@@ -6,6 +6,7 @@
 use super::pipeline::Pipeline;
 use crate::crypto::DomainKeys;
 use crate::error::{Error, Result};
+use crate::format::refs::RefKey;
 use crate::format::snapshot::SnapshotStats;
 use crate::format::tree::{ChunkRef, Node, NodeKind, Tree, TREE_VERSION};
 use crate::format::BlobKind;
@@ -28,8 +29,8 @@ pub struct Assembler<'a> {
     open: HashMap<u64, OpenDir>,
     root: Node,
     closed: bool,
-    /// Every blob the snapshot needs, in the order met.
-    pub refs: Vec<BlobId>,
+    /// Every blob the snapshot needs, by reference key (16 bytes each), in the order met.
+    pub refs: Vec<RefKey>,
     pub stats: SnapshotStats,
 }
 
@@ -127,7 +128,8 @@ impl<'a> Assembler<'a> {
         for node in nodes.iter().filter(|n| n.kind == NodeKind::File) {
             self.stats.files += 1;
             self.stats.bytes += node.size;
-            self.refs.extend(node.content.iter().map(|c| c.0));
+            self.refs
+                .extend(node.content.iter().map(|c| RefKey::from(&c.0)));
         }
         self.stats.dirs += 1;
         let json = serde_json::to_vec(&Tree {
@@ -137,12 +139,12 @@ impl<'a> Assembler<'a> {
         .map_err(|e| Error::Invalid(format!("internal error: a tree did not encode: {e}")))?;
         let id = self.domain.blob_id(&json);
         self.pipeline.submit(id, BlobKind::Tree, json)?;
-        self.refs.push(id);
+        self.refs.push(RefKey::from(&id));
         Ok(id)
     }
 
     /// The root's node with its tree, once every directory has closed.
-    pub fn finish(self) -> Option<(Node, Vec<BlobId>, SnapshotStats)> {
+    pub fn finish(self) -> Option<(Node, Vec<RefKey>, SnapshotStats)> {
         self.closed.then_some((self.root, self.refs, self.stats))
     }
 }

@@ -19,8 +19,9 @@ pub struct CommitSession<'a> {
     repo: &'a Arc<Repository>,
     index: &'a MasterIndex,
     uploader: Arc<PackUploader>,
-    /// Every blob the heads to come need (sorted and deduplicated before the check).
-    needed: Vec<BlobId>,
+    /// Every blob the heads to come need, as reference keys (sorted and deduplicated before
+    /// the check).
+    needed: Vec<RefKey>,
 }
 
 /// What a reference list cost.
@@ -55,7 +56,7 @@ impl<'a> CommitSession<'a> {
     pub fn write_refs(
         &mut self,
         parent: Option<&SnapshotHead>,
-        mut blobs: Vec<BlobId>,
+        mut blobs: Vec<RefKey>,
     ) -> Result<RefsWritten> {
         blobs.sort_unstable();
         blobs.dedup();
@@ -67,7 +68,7 @@ impl<'a> CommitSession<'a> {
         } else {
             self.needed.append(&mut blobs);
         }
-        self.needed.extend(ids.iter().copied());
+        self.needed.extend(ids.iter().map(RefKey::from));
         Ok(RefsWritten { ids, added, bytes })
     }
 
@@ -97,30 +98,26 @@ const PARENT_BATCH: usize = 1024;
 /// parent's order, then the new ones ascending. Ids are random, so a sorted list would move
 /// every split boundary's contents when a few hundred new ids arrive; in this order unchanged
 /// runs produce identical reference blobs, which deduplicate. A parent list that cannot be read
-/// only costs that sharing. `ids` is sorted and deduplicated; the parent's list is read in
-/// batches, so memory holds the keys once plus a flag per id.
+/// only costs that sharing. `keys` is sorted and deduplicated; the parent's list is read in
+/// batches, so memory holds the keys twice plus a flag per key.
 fn order_refs(
     repo: &Repository,
     index: &MasterIndex,
     parent: Option<&SnapshotHead>,
-    ids: &[BlobId],
+    keys: &[RefKey],
 ) -> Vec<RefKey> {
-    let fresh = || {
-        let mut keys: Vec<RefKey> = ids.iter().map(RefKey::from).collect();
-        keys.dedup();
-        keys
+    let Some(parent) = parent else {
+        return keys.to_vec();
     };
-    let Some(parent) = parent else { return fresh() };
     let reader = crate::repository::BlobReader::new(repo, index);
-    let mut placed = vec![false; ids.len()];
-    let mut ordered = Vec::with_capacity(ids.len());
+    let mut placed = vec![false; keys.len()];
+    let mut ordered = Vec::with_capacity(keys.len());
     for batch in parent.refs.chunks(PARENT_BATCH) {
         let decoded = reader.read_many(batch).and_then(|plains| {
             for id in batch {
                 let plain = plains.get(id).map(Vec::as_slice).unwrap_or_default();
                 for key in crate::format::refs::decode(plain, "parent reference list")? {
-                    let found = ids.binary_search_by(|id| id.0[..key.0.len()].cmp(&key.0));
-                    if let Ok(at) = found {
+                    if let Ok(at) = keys.binary_search(&key) {
                         if !std::mem::replace(&mut placed[at], true) {
                             ordered.push(key);
                         }
@@ -131,17 +128,11 @@ fn order_refs(
         });
         if let Err(e) = decoded {
             tracing::warn!(error = %e, "parent reference list unreadable; writing a fresh one");
-            return fresh();
+            return keys.to_vec();
         }
     }
-    let mut last = None;
-    for (id, _) in ids.iter().zip(&placed).filter(|(_, placed)| !**placed) {
-        let key = RefKey::from(id);
-        if last != Some(key) {
-            ordered.push(key);
-            last = Some(key);
-        }
-    }
+    let fresh = keys.iter().zip(&placed).filter(|(_, placed)| !**placed);
+    ordered.extend(fresh.map(|(key, _)| *key));
     ordered
 }
 

@@ -16,6 +16,7 @@ pub use cache::{private_dir, write_atomic};
 pub use pipeline::Progress;
 
 use crate::error::{Error, Result};
+use crate::format::refs::RefKey;
 use crate::format::snapshot::{SnapshotHead, SNAPSHOT_VERSION};
 use crate::format::tree::{SkippedEntry, SkippedList, TREE_VERSION};
 use crate::format::BlobKind;
@@ -200,7 +201,7 @@ pub fn backup(
         pipeline
             .submit(id, BlobKind::Tree, json)
             .map_err(root_cause)?;
-        refs.push(id);
+        refs.push(RefKey::from(&id));
         Some(id)
     };
     let pstats = pipeline.finish().map_err(root_cause)?;

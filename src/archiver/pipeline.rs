@@ -7,6 +7,7 @@ use crate::compress;
 use crate::constants::{PACK_QUEUE, SEAL_QUEUE};
 use crate::crypto::{seal_blob, DomainKeys, SessionKey};
 use crate::error::{Error, Result};
+use crate::format::refs::RefKey;
 use crate::format::tree::ChunkRef;
 use crate::format::BlobKind;
 use crate::id::BlobId;
@@ -77,8 +78,9 @@ pub struct Pipeline {
     domain: Arc<DomainKeys>,
     /// What is stored already (asked, never copied: a million blob ids are ~40 MB a copy).
     index: Arc<MasterIndex>,
-    /// What this run has queued.
-    queued: Arc<Mutex<HashSet<BlobId>>>,
+    /// What this run has queued, by 16-byte reference key: half the memory of whole ids, and
+    /// two distinct keyed ids share a key with probability 2^-128 (docs/FORMAT.md).
+    queued: Arc<Mutex<HashSet<RefKey>>>,
     seal_tx: Option<Sender<SealJob>>,
     sealers: Vec<JoinHandle<()>>,
     packer: Option<JoinHandle<Result<()>>>,
@@ -255,7 +257,7 @@ impl From<std::io::Error> for ChunkError {
 }
 
 fn submit(
-    queued: &Mutex<HashSet<BlobId>>,
+    queued: &Mutex<HashSet<RefKey>>,
     tx: Option<&Sender<SealJob>>,
     failed: &AtomicBool,
     job: SealJob,
@@ -263,7 +265,7 @@ fn submit(
     let fresh = queued
         .lock()
         .map_err(|_| Error::Invalid("internal error: poisoned dedup set".into()))?
-        .insert(job.id);
+        .insert(RefKey::from(&job.id));
     if !fresh {
         return Ok(());
     }
