@@ -87,3 +87,67 @@ impl InOrder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stat(size: u64) -> FileStat {
+        FileStat {
+            size,
+            mtime: 1,
+            mtime_ns: 2,
+            ctime: 3,
+            ctime_ns: 4,
+            ino: 5,
+        }
+    }
+
+    fn waiting(rel: &str) -> Slot {
+        Slot::Waiting(Waiting {
+            rel: rel.as_bytes().to_vec(),
+            stat: stat(rel.len() as u64),
+            before: None,
+        })
+    }
+
+    fn read(w: &Waiting) -> Option<CacheEntry> {
+        Some(CacheEntry {
+            stat: w.stat,
+            content: Vec::new(),
+            incompressible: false,
+        })
+    }
+
+    #[test]
+    fn records_reach_the_cache_in_walk_order_whatever_order_reads_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |key| FileCache::open(dir.path(), "repo", "source", key).unwrap();
+        let mut cache = open([5; 32]);
+        let mut order = InOrder::default();
+        order.push(vec![Slot::Skip, waiting("a"), waiting("b")]);
+        order.push(vec![waiting("d/c")]);
+        // The later directory's file is read first: nothing may be written yet.
+        assert!(order.settle(1, 0, read).is_some());
+        order.flush(&mut cache);
+        assert_eq!(order.dirs.len(), 2);
+        assert!(order.settle(0, 2, read).is_some());
+        order.flush(&mut cache);
+        // "a" could not be read: left out of the cache.
+        assert!(order.settle(0, 1, |_| None).is_some());
+        assert!(order.settle(0, 1, read).is_none(), "settled once only");
+        order.flush(&mut cache);
+        assert!(order.dirs.is_empty());
+        cache.save().unwrap();
+
+        let mut next = open([5; 32]);
+        assert!(next.previous(b"a").is_none());
+        assert_eq!(next.previous(b"b").unwrap().stat, stat(1));
+        assert_eq!(next.previous(b"d/c").unwrap().stat, stat(3));
+        assert_eq!(next.known_and_not_seen(), (2, 0));
+        // Under another key the cache is no cache.
+        let mut foreign = open([6; 32]);
+        assert!(foreign.previous(b"b").is_none());
+        assert_eq!(foreign.known_and_not_seen(), (0, 0));
+    }
+}
