@@ -78,11 +78,11 @@ impl BlobTable {
         true
     }
 
-    /// Sort, and keep one location per blob: the first one (lowest pack slot) among those in
-    /// packs `marked` says are not marked for deletion, else the first one.
-    pub fn settle(&mut self, marked: impl Fn(u32) -> bool) {
+    /// Sort, and keep one location per blob: the one whose pack ranks first by `rank` (a
+    /// pack slot's (marked for deletion, order) key).
+    pub fn settle(&mut self, rank: impl Fn(u32) -> (bool, u32)) {
         self.entries
-            .sort_unstable_by_key(|e| (e.id, marked(e.slot()), e.slot(), e.offset));
+            .sort_unstable_by_key(|e| (e.id, rank(e.slot()), e.offset));
         self.entries.dedup_by_key(|e| e.id);
         self.entries.shrink_to_fit();
     }
@@ -127,7 +127,7 @@ mod tests {
         assert!(t.push(c, loc(0, 1, BlobKind::Refs)));
         assert!(t.push(c, loc(3, 2, BlobKind::Refs)));
         // Pack 0 is marked: `a` moves to pack 2; `c` to pack 3.
-        t.settle(|slot| slot == 0);
+        t.settle(|slot| (slot == 0, slot));
         assert_eq!(t.len(), 3);
         let got = t.get(&a).unwrap();
         assert_eq!((got.pack, got.offset), (2, 9));
@@ -141,7 +141,7 @@ mod tests {
         let mut t = BlobTable::default();
         t.push(a, loc(0, 5, BlobKind::Data));
         t.push(a, loc(2, 9, BlobKind::Data));
-        t.settle(|_| false);
+        t.settle(|slot| (false, slot));
         assert_eq!(t.get(&a).unwrap().pack, 0);
     }
 

@@ -15,6 +15,7 @@ use crate::format::BlobKind;
 use crate::format::ObjectKind;
 use crate::id::{BlobId, IndexId, PackId};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering::Relaxed;
 
 /// A pack the index knows.
 #[derive(Clone, Debug)]
@@ -32,6 +33,14 @@ pub struct Location {
     pub offset: u64,
     pub length: u32,
     pub kind: BlobKind,
+}
+
+/// One index object as a worker read it.
+enum Read {
+    File(IndexId, IndexFile),
+    Damaged(String, String),
+    /// Listed, then replaced by a prune before it was read.
+    Gone,
 }
 
 /// Every indexed blob.
@@ -76,14 +85,29 @@ impl MasterIndex {
         self.objects.push(id);
     }
 
-    /// Sort the blob table; until then lookups miss what was pushed.
+    /// Sort the blob table; until then lookups miss what was pushed. Of several locations of
+    /// a blob the one kept does not depend on the order objects were read in: unmarked packs
+    /// first, then the lowest pack id.
     fn settle(&mut self) {
-        let (packs, marked) = (&self.packs, &self.marked);
+        let mut by_id: Vec<u32> = (0..self.packs.len() as u32).collect();
+        by_id.sort_unstable_by_key(|&slot| self.packs[slot as usize].id);
+        let mut rank = vec![0u32; by_id.len()];
+        for (r, slot) in by_id.into_iter().enumerate() {
+            rank[slot as usize] = r as u32;
+        }
+        let marked: Vec<bool> = self
+            .packs
+            .iter()
+            .map(|p| self.marked.contains(&p.id))
+            .collect();
         self.blobs.settle(|slot| {
-            packs
-                .get(slot as usize)
-                .is_some_and(|p| marked.contains(&p.id))
+            let slot = slot as usize;
+            (
+                marked.get(slot).copied().unwrap_or(true),
+                rank.get(slot).copied().unwrap_or(u32::MAX),
+            )
         });
+        self.objects.sort_unstable();
         if self.dropped > 0 {
             tracing::warn!(
                 entries = self.dropped,
@@ -224,26 +248,65 @@ impl Repository {
         Ok(super::Scanned { good, damaged })
     }
 
-    /// Hand every readable index object to `each`, one at a time; returns the damaged or
-    /// forged ones (name, reason).
+    /// Hand every readable index object to `each`, one at a time, in any order; returns the
+    /// damaged or forged ones (name, reason). Objects are fetched and decoded on one worker
+    /// per core (or per connection, if more), a few at a time: decoding is the cost of
+    /// opening a large index.
     fn visit_index_files(
         &self,
         mut each: impl FnMut(IndexId, IndexFile),
     ) -> Result<Vec<(String, String)>> {
-        let mut out = super::Scanned::<()>::default();
-        for (id, object) in self.list_ids::<IndexId>("index/")? {
-            // None: a prune replaced it between our listing and this read; what it named is in
-            // the replacement or deleted. Missing it only costs deduplication.
-            let Some(bytes) = self.fetch_for_scan(ObjectKind::Index, &object, &mut out)? else {
-                continue;
-            };
-            match self.open_meta::<IndexFile>(ObjectKind::Index, &object.name, &bytes) {
-                Ok(file) => each(id, file),
-                Err(e) if e.is_damage() => out.damaged.push((object.name, e.to_string())),
-                Err(e) => return Err(e),
+        let listed = self.list_ids::<IndexId>("index/")?;
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .max(self.connections())
+            .min(listed.len());
+        let (tx, rx) = crossbeam_channel::bounded(workers.max(1));
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                let tx = tx.clone();
+                let (next, listed) = (&next, &listed);
+                scope.spawn(move || {
+                    while let Some((id, object)) = listed.get(next.fetch_add(1, Relaxed)) {
+                        if tx.send(self.read_index_file(*id, object)).is_err() {
+                            break;
+                        }
+                    }
+                });
             }
+            drop(tx);
+            let mut damaged = Vec::new();
+            let mut failed = None;
+            for read in rx {
+                match read {
+                    Ok(Read::File(id, file)) => each(id, file),
+                    Ok(Read::Damaged(name, why)) => damaged.push((name, why)),
+                    Ok(Read::Gone) => {}
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+            failed.map_or(Ok(damaged), Err)
+        })
+    }
+
+    fn read_index_file(&self, id: IndexId, object: &crate::backend::ObjectInfo) -> Result<Read> {
+        let mut scan = super::Scanned::<()>::default();
+        // None: a prune replaced it between our listing and this read; what it named is in the
+        // replacement or deleted. Missing it only costs deduplication.
+        let Some(bytes) = self.fetch_for_scan(ObjectKind::Index, object, &mut scan)? else {
+            return Ok(match scan.damaged.pop() {
+                Some((name, why)) => Read::Damaged(name, why),
+                None => Read::Gone,
+            });
+        };
+        match self.open_meta::<IndexFile>(ObjectKind::Index, &object.name, &bytes) {
+            Ok(file) => Ok(Read::File(id, file)),
+            Err(e) if e.is_damage() => Ok(Read::Damaged(object.name.clone(), e.to_string())),
+            Err(e) => Err(e),
         }
-        Ok(out.damaged)
     }
 
     /// Write one index object naming `packs`, which must already be durable.

@@ -151,28 +151,39 @@ impl<'a> Walk<'a> {
                 // The listing's own type (d_type) is enough for directory-only excludes.
                 Ok(entry) => {
                     let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-                    names.push((entry.file_name(), is_dir));
+                    names.push((entry.file_name(), is_dir, entry));
                 }
                 Err(e) => self.skip(rel, format!("directory listing failed part-way: {e}")),
             }
         }
         names.sort_by(|a, b| a.0.as_encoded_bytes().cmp(b.0.as_encoded_bytes()));
         let mut children = Vec::with_capacity(names.len());
-        for (name, is_dir) in names {
+        for (name, is_dir, entry) in names {
             let child_rel = rel.join(&name);
             if self.excludes.excluded(&child_rel, &name, is_dir) {
                 continue;
             }
-            if let Some(child) = self.child(&path.join(&name), &child_rel, Name::from_os(&name)) {
+            let meta = entry.metadata();
+            if let Some(child) =
+                self.child(meta, &path.join(&name), &child_rel, Name::from_os(&name))
+            {
                 children.push(child);
             }
         }
         children
     }
 
-    /// One child's node and stat, or `None` (reported) if it cannot or must not be kept.
-    fn child(&mut self, path: &Path, rel: &Path, name: Name) -> Option<(Child, bool)> {
-        let meta = match fs::symlink_metadata(path) {
+    /// One child's node and stat (`meta`: its lstat, taken relative to the open directory, so
+    /// the kernel does not resolve the whole path again per file), or `None` (reported) if it
+    /// cannot or must not be kept.
+    fn child(
+        &mut self,
+        meta: std::io::Result<fs::Metadata>,
+        path: &Path,
+        rel: &Path,
+        name: Name,
+    ) -> Option<(Child, bool)> {
+        let meta = match meta {
             Ok(m) => m,
             Err(e) => {
                 self.skip(rel, e);
