@@ -51,8 +51,8 @@ macro_rules! typed_id {
             type Err = ParseIdError;
             fn from_str(text: &str) -> Result<Self, Self::Err> {
                 let err = || ParseIdError { text: text.to_string(), what: $what, len: $len * 2 };
-                let bytes = hex::decode(text).map_err(|_| err())?;
-                Self::from_slice(&bytes).ok_or_else(err)
+                let mut bytes = [0u8; $len];
+                decode_hex(text.as_bytes(), &mut bytes).then_some(Self(bytes)).ok_or_else(err)
             }
         }
 
@@ -75,12 +75,54 @@ macro_rules! typed_id {
         }
 
         impl<'de> Deserialize<'de> for $name {
+            /// Decoded from the string in place (no copy of it): index objects hold millions.
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let text = String::deserialize(d)?;
-                text.parse().map_err(serde::de::Error::custom)
+                struct Hex;
+                impl serde::de::Visitor<'_> for Hex {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        write!(f, "a {} id of {} hex characters", $what, $len * 2)
+                    }
+                    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<$name, E> {
+                        text.parse().map_err(E::custom)
+                    }
+                }
+                d.deserialize_str(Hex)
             }
         }
     };
+}
+
+/// Hex digit values, 0xff for anything else.
+const HEX: [u8; 256] = {
+    let mut table = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Decode hex into `out`, which it must fill exactly. A table lookup per digit: index objects
+/// hold millions of ids, and this is most of what opening a large index costs.
+fn decode_hex(text: &[u8], out: &mut [u8]) -> bool {
+    if text.len() != out.len() * 2 {
+        return false;
+    }
+    let mut bad = 0u8;
+    for (byte, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
+        let (high, low) = (HEX[pair[0] as usize], HEX[pair[1] as usize]);
+        bad |= high | low;
+        *byte = (high << 4) | (low & 0x0f);
+    }
+    bad & 0xf0 == 0
 }
 
 typed_id!(
@@ -129,6 +171,17 @@ mod tests {
         assert_eq!(id.to_hex().parse::<BlobId>().unwrap(), id);
         assert!("abc".parse::<BlobId>().is_err());
         assert!("zz".repeat(32).parse::<BlobId>().is_err());
+        // Every byte value that is not a hex digit is refused, in either place of a pair.
+        let good = id.to_hex();
+        for bad in (0u8..=255).filter(|b| !b.is_ascii_hexdigit()) {
+            for at in [0, 1, 63] {
+                let mut text = good.clone().into_bytes();
+                text[at] = bad;
+                let text = String::from_utf8_lossy(&text).into_owned();
+                assert!(text.parse::<BlobId>().is_err(), "{bad} at {at}");
+            }
+        }
+        assert_eq!(good.to_uppercase().parse::<BlobId>().unwrap(), id);
         let json = serde_json::to_string(&id).unwrap();
         assert_eq!(serde_json::from_str::<BlobId>(&json).unwrap(), id);
     }

@@ -81,8 +81,18 @@ impl BlobTable {
     /// Sort, and keep one location per blob: the one whose pack ranks first by `rank` (a
     /// pack slot's (marked for deletion, order) key).
     pub fn settle(&mut self, rank: impl Fn(u32) -> (bool, u32)) {
-        self.entries
-            .sort_unstable_by_key(|e| (e.id, rank(e.slot()), e.offset));
+        // By id alone (a plain byte compare), then each run of one id (rare) ordered by rank.
+        self.entries.sort_unstable_by_key(|e| e.id);
+        let mut start = 0;
+        while start < self.entries.len() {
+            let id = self.entries[start].id;
+            let run = self.entries[start..].partition_point(|e| e.id == id);
+            if run > 1 {
+                self.entries[start..start + run]
+                    .sort_unstable_by_key(|e| (rank(e.slot()), e.offset));
+            }
+            start += run;
+        }
         self.entries.dedup_by_key(|e| e.id);
         self.entries.shrink_to_fit();
     }
