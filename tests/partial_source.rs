@@ -126,3 +126,55 @@ fn a_file_that_vanishes_during_the_backup_is_skipped() {
     assert_eq!(summary["skipped"][0]["path"], "goes.csv");
     assert_eq!(summary["stats"]["files"], 1);
 }
+
+#[test]
+fn a_file_that_becomes_a_fifo_or_a_symlink_after_listing_is_skipped_not_followed() {
+    let w = World::new(&[]);
+    let src = w.dir.path().join("records");
+    fs::create_dir_all(&src).unwrap();
+    let outside = w.dir.path().join("outside-secret.txt");
+    fs::write(&outside, b"not part of the source").unwrap();
+    for name in ["a-fifo.csv", "b-link.csv", "c-stays.csv"] {
+        fs::write(src.join(name), b"listed as a file").unwrap();
+    }
+    let child = w
+        .writer_cmd(&["backup", "--json", "--source", "customers"])
+        .arg(&src)
+        .env("CUSTODIAN_TEST_PAUSE_AT", "after-first-listing")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_stopped(child.id());
+    fs::remove_file(src.join("a-fifo.csv")).unwrap();
+    let fifo = std::ffi::CString::new(src.join("a-fifo.csv").into_os_string().into_encoded_bytes())
+        .unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    fs::remove_file(src.join("b-link.csv")).unwrap();
+    std::os::unix::fs::symlink(&outside, src.join("b-link.csv")).unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+    // A FIFO opened for reading would block until a writer came: the backup must not.
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let skipped: Vec<&str> = summary["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped, vec!["a-fifo.csv", "b-link.csv"], "{summary}");
+    let target = w.dir.path().join("restored");
+    w.restore("latest", &target, &[]);
+    assert_eq!(
+        fs::read(target.join("c-stays.csv")).unwrap(),
+        b"listed as a file"
+    );
+    assert!(
+        !target.join("b-link.csv").exists(),
+        "the outside file's bytes were not taken"
+    );
+    assert!(!target.join("a-fifo.csv").exists());
+}

@@ -32,7 +32,8 @@ impl CacheEntry {
         stat: &FileStat,
         usable: impl Fn(&BlobId) -> bool,
     ) -> Option<Vec<ChunkRef>> {
-        (self.stat == *stat && self.content.iter().all(|c| usable(&c.0)))
+        let length: u64 = self.content.iter().map(|c| u64::from(c.1)).sum();
+        (self.stat == *stat && length == stat.size && self.content.iter().all(|c| usable(&c.0)))
             .then(|| self.content.clone())
     }
 }
@@ -42,6 +43,8 @@ impl CacheEntry {
 pub struct FileCache {
     path: PathBuf,
     key: [u8; 32],
+    /// What the sealing binds the file to: repository and source.
+    context: Vec<u8>,
     old: Option<Box<dyn Read>>,
     /// The old record read but not yet reached by the walk.
     ahead: Option<(Vec<u8>, CacheEntry)>,
@@ -86,15 +89,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 impl FileCache {
-    /// Open the cache for `source_key` (already a keyed hash) under `state_dir`. A missing,
-    /// unreadable or malformed cache is simply empty.
+    /// Open the cache for `source_key` (already a keyed hash) under `state_dir`, sealed under
+    /// `key` and bound to `repo_id` and `source_key` (a cache moved to another source's name
+    /// does not open). A missing, unreadable or malformed cache is simply empty.
     pub fn open(state_dir: &Path, repo_id: &str, source_key: &str, key: [u8; 32]) -> Result<Self> {
         let dir = state_dir.join("cache").join(repo_id);
         private_dir(state_dir)?;
         private_dir(&dir)?;
         let path = dir.join(format!("{source_key}.cache"));
         Ok(FileCache {
-            old: open_old(&path, &key),
+            old: open_old(&path, &key, &context(repo_id, source_key)),
+            context: context(repo_id, source_key),
             path,
             key,
             ahead: None,
@@ -115,6 +120,8 @@ impl FileCache {
             let (path, _) = self.ahead.as_ref()?;
             match walk_order(path, rel) {
                 Ordering::Less => self.ahead = None,
+                // Equal in order but other bytes ("a//b"): only a forged file has those.
+                Ordering::Equal if path.as_slice() != rel => return None,
                 Ordering::Equal => {
                     self.met += 1;
                     return self.ahead.take().map(|(_, entry)| entry);
@@ -175,7 +182,7 @@ impl FileCache {
         }
         let tmp = private_tmp_name(&self.path);
         let file = private_tmp(&tmp).at(&tmp)?;
-        let sealed = SealWriter::new(BufWriter::new(file), &self.key).at(&tmp)?;
+        let sealed = SealWriter::new(BufWriter::new(file), &self.key, &self.context).at(&tmp)?;
         let mut out = zstd::stream::write::Encoder::new(sealed, 1).at(&tmp)?;
         super::cache_format::write_header(&mut out).at(&tmp)?;
         Ok(NewCache { tmp, out })
@@ -232,10 +239,15 @@ fn private_tmp(tmp: &Path) -> std::io::Result<fs::File> {
         .open(tmp)
 }
 
+/// The sealing's associated data: the repository and the source the cache belongs to.
+fn context(repo_id: &str, source_key: &str) -> Vec<u8> {
+    format!("{repo_id}/{source_key}").into_bytes()
+}
+
 /// The last run's record stream, past its header; `None` if missing, foreign or unopenable.
-fn open_old(path: &Path, key: &[u8; 32]) -> Option<Box<dyn Read>> {
+fn open_old(path: &Path, key: &[u8; 32], context: &[u8]) -> Option<Box<dyn Read>> {
     let file = fs::File::open(path).ok()?;
-    let sealed = OpenReader::new(std::io::BufReader::new(file), key).ok()?;
+    let sealed = OpenReader::new(std::io::BufReader::new(file), key, context).ok()?;
     let mut records = zstd::stream::read::Decoder::new(sealed).ok()?;
     super::cache_format::read_header(&mut records)?;
     Some(Box::new(records))

@@ -1,9 +1,11 @@
 //! The incremental cache file's sealing: the record stream is cut into blocks of 64 KiB, each
-//! sealed with ChaCha20-Poly1305 under a key for this file alone (keyed BLAKE3 of the cache key
-//! and a random 32-byte salt in the header) and a nonce that counts blocks. The cache holds the
-//! paths of customer files, so nothing of it is readable without the writer's metadata key,
-//! and a changed, reordered or planted block fails to open. A file cut short simply ends early:
-//! the blocks before the cut were authenticated, and a missing record costs one re-read.
+//! sealed with ChaCha20-Poly1305 under a key for this file alone (keyed BLAKE3 of the cache
+//! sealing key and a random 32-byte salt in the header), a nonce that counts blocks, and
+//! associated data naming the repository and source and whether the block is the last. The
+//! cache holds the paths of customer files, so nothing of it is readable without the writer's
+//! metadata key; a changed, reordered, planted or moved block fails to open, and so does a file
+//! cut short (its last block is missing). Readers stop at the first failure: the blocks before
+//! it were authenticated, and a missing record costs one re-read.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
@@ -12,6 +14,8 @@ use std::io::{self, Read, Write};
 const MAGIC: &[u8; 8] = b"CUSTCAS1";
 const BLOCK: usize = 64 * 1024;
 const TAG: usize = 16;
+/// The top bit of a block's length word: this is the last block.
+const LAST: u32 = 1 << 31;
 
 /// The AEAD for one cache file.
 fn cipher(cache_key: &[u8; 32], salt: &[u8; 32]) -> ChaCha20Poly1305 {
@@ -25,6 +29,11 @@ fn nonce(counter: u64) -> Nonce {
     *Nonce::from_slice(&n)
 }
 
+/// Associated data of a block: magic, what the file belongs to, and whether it is the last.
+fn aad(context: &[u8], last: bool) -> Vec<u8> {
+    [MAGIC.as_slice(), context, &[u8::from(last)]].concat()
+}
+
 fn invalid(why: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why.to_string())
 }
@@ -35,11 +44,13 @@ pub struct SealWriter<W: Write> {
     cipher: ChaCha20Poly1305,
     counter: u64,
     buf: Vec<u8>,
+    context: Vec<u8>,
 }
 
 impl<W: Write> SealWriter<W> {
-    /// Write the header (magic, fresh salt) and start sealing under `cache_key`.
-    pub fn new(mut out: W, cache_key: &[u8; 32]) -> io::Result<Self> {
+    /// Write the header (magic, fresh salt) and start sealing under `cache_key`, bound to
+    /// `context`.
+    pub fn new(mut out: W, cache_key: &[u8; 32], context: &[u8]) -> io::Result<Self> {
         let salt: [u8; 32] = rand::random();
         out.write_all(MAGIC)?;
         out.write_all(&salt)?;
@@ -48,32 +59,33 @@ impl<W: Write> SealWriter<W> {
             cipher: cipher(cache_key, &salt),
             counter: 0,
             buf: Vec::with_capacity(BLOCK),
+            context: context.to_vec(),
         })
     }
 
-    fn seal_block(&mut self) -> io::Result<()> {
+    fn seal_block(&mut self, last: bool) -> io::Result<()> {
         let sealed = self
             .cipher
             .encrypt(
                 &nonce(self.counter),
                 Payload {
                     msg: &self.buf,
-                    aad: MAGIC,
+                    aad: &aad(&self.context, last),
                 },
             )
             .map_err(|_| invalid("cache block could not be sealed"))?;
         self.counter += 1;
         self.buf.clear();
         let len = u32::try_from(sealed.len()).map_err(|_| invalid("cache block too large"))?;
-        self.out.write_all(&len.to_le_bytes())?;
+        let word = if last { len | LAST } else { len };
+        self.out.write_all(&word.to_le_bytes())?;
         self.out.write_all(&sealed)
     }
 
-    /// Seal what is buffered and return the inner writer, flushed.
+    /// Seal what is buffered as the last block (possibly empty) and return the inner writer,
+    /// flushed.
     pub fn finish(mut self) -> io::Result<W> {
-        if !self.buf.is_empty() {
-            self.seal_block()?;
-        }
+        self.seal_block(true)?;
         self.out.flush()?;
         Ok(self.out)
     }
@@ -84,7 +96,7 @@ impl<W: Write> Write for SealWriter<W> {
         let take = data.len().min(BLOCK - self.buf.len());
         self.buf.extend_from_slice(&data[..take]);
         if self.buf.len() == BLOCK {
-            self.seal_block()?;
+            self.seal_block(false)?;
         }
         Ok(take)
     }
@@ -102,11 +114,14 @@ pub struct OpenReader<R: Read> {
     counter: u64,
     block: Vec<u8>,
     pos: usize,
+    context: Vec<u8>,
+    /// The last block has been opened: only the end of the file may follow.
+    ended: bool,
 }
 
 impl<R: Read> OpenReader<R> {
-    /// Check the header and get ready to open blocks sealed under `cache_key`.
-    pub fn new(mut input: R, cache_key: &[u8; 32]) -> io::Result<Self> {
+    /// Check the header and get ready to open blocks sealed under `cache_key` for `context`.
+    pub fn new(mut input: R, cache_key: &[u8; 32], context: &[u8]) -> io::Result<Self> {
         let mut header = [0u8; 40];
         input.read_exact(&mut header)?;
         if &header[..8] != MAGIC {
@@ -120,6 +135,8 @@ impl<R: Read> OpenReader<R> {
             counter: 0,
             block: Vec::new(),
             pos: 0,
+            context: context.to_vec(),
+            ended: false,
         })
     }
 
@@ -129,12 +146,17 @@ impl<R: Read> OpenReader<R> {
         let mut got = 0;
         while got < 4 {
             match self.input.read(&mut len[got..])? {
-                0 if got == 0 => return Ok(false),
-                0 => return Err(invalid("cache cut inside a block length")),
+                0 if got == 0 && self.ended => return Ok(false),
+                0 => return Err(invalid("cache cut short")),
                 n => got += n,
             }
         }
-        let len = u32::from_le_bytes(len) as usize;
+        if self.ended {
+            return Err(invalid("data after the cache's last block"));
+        }
+        let word = u32::from_le_bytes(len);
+        let last = word & LAST != 0;
+        let len = (word & !LAST) as usize;
         if !(TAG..=BLOCK + TAG).contains(&len) {
             return Err(invalid("cache block length out of range"));
         }
@@ -146,11 +168,12 @@ impl<R: Read> OpenReader<R> {
                 &nonce(self.counter),
                 Payload {
                     msg: &sealed,
-                    aad: MAGIC,
+                    aad: &aad(&self.context, last),
                 },
             )
             .map_err(|_| invalid("cache block fails authentication"))?;
         self.counter += 1;
+        self.ended = last;
         self.pos = 0;
         Ok(true)
     }
@@ -175,14 +198,18 @@ mod tests {
     use super::*;
 
     fn sealed(data: &[u8], key: &[u8; 32]) -> Vec<u8> {
-        let mut w = SealWriter::new(Vec::new(), key).unwrap();
+        let mut w = SealWriter::new(Vec::new(), key, b"repo/source").unwrap();
         w.write_all(data).unwrap();
         w.finish().unwrap()
     }
 
     fn open(file: &[u8], key: &[u8; 32]) -> io::Result<Vec<u8>> {
+        open_for(file, key, b"repo/source")
+    }
+
+    fn open_for(file: &[u8], key: &[u8; 32], context: &[u8]) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
-        OpenReader::new(file, key)?.read_to_end(&mut out)?;
+        OpenReader::new(file, key, context)?.read_to_end(&mut out)?;
         Ok(out)
     }
 
@@ -212,8 +239,23 @@ mod tests {
             open(&swapped, &key).is_err(),
             "reordered blocks are refused"
         );
-        // Cut after the first block: the first block's bytes, then the end.
-        assert_eq!(open(&file[..40 + block], &key).unwrap(), data[..BLOCK]);
-        assert!(open(&file[..40 + block + 10], &key).is_err());
+        // Cut anywhere, even between blocks: refused (the last block is missing).
+        for cut in [40, 40 + block, 40 + block + 10, file.len() - 1] {
+            assert!(open(&file[..cut], &key).is_err(), "cut at {cut}");
+        }
+        let mut longer = file.clone();
+        longer.extend_from_slice(&file[40..40 + block]);
+        assert!(
+            open(&longer, &key).is_err(),
+            "a block after the last is refused"
+        );
+        assert!(
+            open_for(&file, &key, b"repo/other-source").is_err(),
+            "a cache moved to another source's name does not open"
+        );
+        // Data of exactly whole blocks still ends with a (then empty) last block.
+        let whole = sealed(&data[..2 * BLOCK], &key);
+        assert_eq!(open(&whole, &key).unwrap(), data[..2 * BLOCK]);
+        assert!(open(&sealed(b"", &key), &key).unwrap().is_empty());
     }
 }

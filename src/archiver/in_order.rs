@@ -34,6 +34,8 @@ pub struct InOrder {
     /// The listing number of `dirs[0]`.
     base: u64,
     dirs: VecDeque<Dir>,
+    /// Slots held in `dirs`.
+    held: usize,
 }
 
 impl InOrder {
@@ -43,7 +45,14 @@ impl InOrder {
             .iter()
             .filter(|s| matches!(s, Slot::Waiting(_)))
             .count();
+        self.held += slots.len();
         self.dirs.push_back(Dir { waiting, slots });
+    }
+
+    /// Slots waiting to be written: one large file read early holds back every later
+    /// listing's records, so the walk waits for reads when this grows too large.
+    pub fn held(&self) -> usize {
+        self.held
     }
 
     fn slot(&mut self, dir: u64, child: usize) -> Option<&mut Slot> {
@@ -77,6 +86,7 @@ impl InOrder {
     pub fn flush(&mut self, cache: &mut FileCache) {
         while self.dirs.front().is_some_and(|d| d.waiting == 0) {
             if let Some(dir) = self.dirs.pop_front() {
+                self.held -= dir.slots.len();
                 for slot in dir.slots {
                     if let Slot::Ready(rel, entry) = slot {
                         cache.record(&rel, &entry);

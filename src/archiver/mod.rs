@@ -105,11 +105,13 @@ pub fn backup(
         format!("{}\0{}", opts.source, opts.path.display()).as_bytes(),
     )
     .to_hex();
+    // Its own key for sealing: the naming key's outputs are in file names for anyone to see.
+    let seal_key = repo.meta.derive("custodian 2026 cache seal");
     let cache = FileCache::open(
         &opts.state_dir,
         &repo.config.repo_id.to_hex(),
         &source_key,
-        cache_key,
+        seal_key,
     )?;
 
     let session = repo.start_session(&domain.recipient)?;

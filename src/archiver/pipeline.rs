@@ -196,7 +196,7 @@ impl Pipeline {
         job: &FileJob,
         progress: &Progress,
     ) -> std::result::Result<FileRead, String> {
-        let file = std::fs::File::open(&job.path).map_err(|e| e.to_string())?;
+        let file = open_regular(&job.path)?;
         let mut ids = Vec::new();
         let mut high = 0u64;
         let read = chunker.chunk::<_, ChunkError>(file, |chunk, paged| {
@@ -242,6 +242,26 @@ impl Pipeline {
             }
         }
         Ok(self.stats.clone())
+    }
+}
+
+/// Open a file the walk listed as a regular file, refusing what it may have become since: a
+/// symlink (not followed: its target may lie outside the source), a FIFO (opened without
+/// blocking, then refused, instead of waiting for a writer forever) or a device.
+fn open_regular(path: &std::path::Path) -> std::result::Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => "became a symlink after it was listed; not followed".to_string(),
+            _ => e.to_string(),
+        })?;
+    match file.metadata() {
+        Ok(m) if m.is_file() => Ok(file),
+        Ok(_) => Err("is no longer a regular file (a FIFO or device now); skipped".into()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -17,6 +17,10 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
+/// Cache records held for walk order at most before the walk waits for the readers (about
+/// 150 bytes each).
+const MAX_HELD: usize = 65_536;
+
 /// The state of one pass.
 pub struct Scan<'a> {
     pub root: &'a Path,
@@ -49,6 +53,13 @@ impl Scan<'_> {
                 self.arrived(d)?;
             }
             self.order.flush(&mut self.cache);
+            // Records held back by a file still being read: wait for reads before walking on
+            // (the oldest listing's files are all queued, so this always ends).
+            while self.order.held() > MAX_HELD {
+                let Ok(d) = done.recv() else { break };
+                self.arrived(d)?;
+                self.order.flush(&mut self.cache);
+            }
         }
         drop(jobs);
         for d in done {

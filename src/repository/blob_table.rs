@@ -3,9 +3,9 @@
 //! search. A hash map of the same cost 100 to 130 bytes per blob (entry padding, empty
 //! buckets); ten million blobs now take 440 MB instead of more than a gigabyte.
 //!
-//! Offsets and lengths are 32-bit: no pack custodian writes reaches 4 GiB (the pack target is
-//! at most 512 MiB, plus one blob). An index entry beyond that is damage and is left out, which
-//! costs what a missing entry costs (the blob is stored again, or a restore names it missing).
+//! Offsets and lengths are 32-bit: no pack custodian writes today reaches 4 GiB (the pack target
+//! is at most 512 MiB, plus one blob). A location beyond that (a repository made with a larger
+//! target before the limit existed) goes to a small side table of whole locations instead.
 
 use super::index::Location;
 use crate::format::BlobKind;
@@ -58,24 +58,25 @@ impl Entry {
 #[derive(Default)]
 pub struct BlobTable {
     entries: Vec<Entry>,
+    /// Locations that do not fit an entry, sorted by id too.
+    wide: Vec<(BlobId, Location)>,
 }
 
 impl BlobTable {
-    /// Add a location (unsorted until `settle`). `false`: it cannot be represented (damage).
-    pub fn push(&mut self, id: BlobId, loc: Location) -> bool {
-        let (Ok(offset), true) = (u32::try_from(loc.offset), loc.pack < MAX_SLOTS) else {
-            return false;
-        };
-        if offset.checked_add(loc.length).is_none() {
-            return false;
+    /// Add a location (unsorted until `settle`).
+    pub fn push(&mut self, id: BlobId, loc: Location) {
+        let offset = u32::try_from(loc.offset)
+            .ok()
+            .filter(|o| o.checked_add(loc.length).is_some() && loc.pack < MAX_SLOTS);
+        match offset {
+            Some(offset) => self.entries.push(Entry {
+                id,
+                pack: loc.pack | (kind_code(loc.kind) << SLOT_BITS),
+                offset,
+                length: loc.length,
+            }),
+            None => self.wide.push((id, loc)),
         }
-        self.entries.push(Entry {
-            id,
-            pack: loc.pack | (kind_code(loc.kind) << SLOT_BITS),
-            offset,
-            length: loc.length,
-        });
-        true
     }
 
     /// Sort, and keep one location per blob: the one whose pack ranks first by `rank` (a
@@ -95,22 +96,34 @@ impl BlobTable {
         }
         self.entries.dedup_by_key(|e| e.id);
         self.entries.shrink_to_fit();
+        self.wide
+            .sort_unstable_by_key(|(id, l)| (*id, rank(l.pack), l.offset));
+        self.wide.dedup_by_key(|(id, _)| *id);
+        // A blob with a compact location too keeps that one: each blob is listed once.
+        let entries = &self.entries;
+        self.wide
+            .retain(|(id, _)| entries.binary_search_by(|e| e.id.cmp(id)).is_err());
     }
 
     pub fn get(&self, id: &BlobId) -> Option<Location> {
-        self.entries
-            .binary_search_by(|e| e.id.cmp(id))
-            .ok()
-            .map(|at| self.entries[at].location())
+        match self.entries.binary_search_by(|e| e.id.cmp(id)) {
+            Ok(at) => Some(self.entries[at].location()),
+            Err(_) => self
+                .wide
+                .binary_search_by(|(w, _)| w.cmp(id))
+                .ok()
+                .map(|at| self.wide[at].1),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.wide.len()
     }
 
-    /// Every blob and its location, in id order.
+    /// Every blob and its location (the compact ones in id order, then the wide ones).
     pub fn iter(&self) -> impl Iterator<Item = (&BlobId, Location)> {
-        self.entries.iter().map(|e| (&e.id, e.location()))
+        let compact = self.entries.iter().map(|e| (&e.id, e.location()));
+        compact.chain(self.wide.iter().map(|(id, l)| (id, *l)))
     }
 }
 
@@ -131,11 +144,11 @@ mod tests {
     fn the_table_finds_each_blob_once_preferring_unmarked_packs() {
         let mut t = BlobTable::default();
         let (a, b, c) = (BlobId([3; 32]), BlobId([1; 32]), BlobId([2; 32]));
-        assert!(t.push(a, loc(0, 5, BlobKind::Data)));
-        assert!(t.push(b, loc(1, 7, BlobKind::Tree)));
-        assert!(t.push(a, loc(2, 9, BlobKind::Data)));
-        assert!(t.push(c, loc(0, 1, BlobKind::Refs)));
-        assert!(t.push(c, loc(3, 2, BlobKind::Refs)));
+        t.push(a, loc(0, 5, BlobKind::Data));
+        t.push(b, loc(1, 7, BlobKind::Tree));
+        t.push(a, loc(2, 9, BlobKind::Data));
+        t.push(c, loc(0, 1, BlobKind::Refs));
+        t.push(c, loc(3, 2, BlobKind::Refs));
         // Pack 0 is marked: `a` moves to pack 2; `c` to pack 3.
         t.settle(|slot| (slot == 0, slot));
         assert_eq!(t.len(), 3);
@@ -156,13 +169,27 @@ mod tests {
     }
 
     #[test]
-    fn locations_no_pack_can_have_are_refused() {
+    fn locations_beyond_32_bits_are_kept_whole() {
         let mut t = BlobTable::default();
-        assert!(!t.push(BlobId([1; 32]), loc(0, 1 << 32, BlobKind::Data)));
-        assert!(!t.push(BlobId([1; 32]), loc(MAX_SLOTS, 0, BlobKind::Data)));
-        let mut end = loc(0, u64::from(u32::MAX) - 5, BlobKind::Data);
-        assert!(!t.push(BlobId([1; 32]), end));
-        end.offset = 0;
-        assert!(t.push(BlobId([1; 32]), end));
+        let far = loc(0, 5 << 32, BlobKind::Tree);
+        let late = loc(MAX_SLOTS + 3, 7, BlobKind::Data);
+        let edge = loc(1, u64::from(u32::MAX) - 5, BlobKind::Data);
+        t.push(BlobId([1; 32]), far);
+        t.push(BlobId([2; 32]), late);
+        t.push(BlobId([3; 32]), edge);
+        // Blob 4 is both near and far: listed once, near.
+        t.push(BlobId([4; 32]), far);
+        t.push(BlobId([4; 32]), loc(2, 9, BlobKind::Data));
+        t.settle(|slot| (false, slot));
+        assert_eq!(t.len(), 4);
+        let got = t.get(&BlobId([1; 32])).unwrap();
+        assert_eq!(
+            (got.pack, got.offset, got.kind),
+            (0, 5 << 32, BlobKind::Tree)
+        );
+        assert_eq!(t.get(&BlobId([2; 32])).unwrap().pack, MAX_SLOTS + 3);
+        assert_eq!(t.get(&BlobId([3; 32])).unwrap().offset, edge.offset);
+        assert_eq!(t.get(&BlobId([4; 32])).unwrap().offset, 9);
+        assert_eq!(t.iter().count(), 4);
     }
 }

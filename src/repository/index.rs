@@ -5,7 +5,7 @@
 //! Packs a prune has marked for deletion stay readable, but a blob is located in an unmarked pack
 //! whenever it has one, and only blobs with an unmarked location count for deduplication.
 
-use super::blob_table::{BlobTable, MAX_SLOTS};
+use super::blob_table::BlobTable;
 use super::marks::Marks;
 use super::{pack_name, Repository};
 use crate::error::{FormatError, Result};
@@ -35,6 +35,10 @@ pub struct Location {
     pub kind: BlobKind,
 }
 
+/// Index objects read at once at most: each may decode to a few hundred megabytes when forged
+/// or old (ours hold at most 65,536 blobs, about 11 MB).
+const MAX_INDEX_READERS: usize = 4;
+
 /// One index object as a worker read it.
 enum Read {
     File(IndexId, IndexFile),
@@ -54,8 +58,6 @@ pub struct MasterIndex {
     /// The prune markers seen when this was loaded, and the packs they name.
     pub marks: Marks,
     marked: HashSet<PackId>,
-    /// Entries left out as damage (locations no pack can have).
-    dropped: u64,
 }
 
 impl MasterIndex {
@@ -108,12 +110,6 @@ impl MasterIndex {
             )
         });
         self.objects.sort_unstable();
-        if self.dropped > 0 {
-            tracing::warn!(
-                entries = self.dropped,
-                "left out index entries that point beyond any pack custodian writes (damage)"
-            );
-        }
     }
 
     /// Add packs' entries (one sort for all of them); a blob already indexed elsewhere keeps
@@ -129,7 +125,7 @@ impl MasterIndex {
     }
 
     fn push_pack(&mut self, pack: &IndexPack) {
-        if self.slots.contains_key(&pack.id) || self.packs.len() >= MAX_SLOTS as usize {
+        if self.slots.contains_key(&pack.id) || self.packs.len() >= u32::MAX as usize {
             return;
         }
         let slot = self.packs.len() as u32;
@@ -146,9 +142,7 @@ impl MasterIndex {
                 length: b.length,
                 kind: b.kind,
             };
-            if !self.blobs.push(b.id, here) {
-                self.dropped += 1;
-            }
+            self.blobs.push(b.id, here);
         }
     }
 
@@ -260,7 +254,7 @@ impl Repository {
         let next = std::sync::atomic::AtomicUsize::new(0);
         let workers = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
-            .max(self.connections())
+            .max(self.connections().min(MAX_INDEX_READERS))
             .min(listed.len());
         let (tx, rx) = crossbeam_channel::bounded(workers.max(1));
         std::thread::scope(|scope| {
