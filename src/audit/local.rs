@@ -74,6 +74,15 @@ impl Local {
         }))
     }
 
+    /// How long ago this machine recorded the head it holds for `location` (the anchor's age
+    /// by its modification time); `None` without one, or if the clock went back since.
+    pub fn anchor_age(&self, location: &str) -> Option<std::time::Duration> {
+        let modified = std::fs::metadata(self.anchor_file(location))
+            .and_then(|m| m.modified())
+            .ok()?;
+        std::time::SystemTime::now().duration_since(modified).ok()
+    }
+
     /// Record `head` unless this machine already saw a longer log.
     pub fn remember(&self, location: &str, repo: RepoId, head: &Head) -> Result<()> {
         let Some(hash) = &head.hash else {

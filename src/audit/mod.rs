@@ -132,23 +132,33 @@ pub fn append(repo: &Repository, intent: &Intent, local: Option<&Local>) -> Resu
         Some(l) => l.anchor(&location, repo_id)?,
         None => None,
     };
+    // A head this machine recorded at least one settle time ago has held still since, if the
+    // log still ends there: a race's loser never lasts that long. So has one this process
+    // wrote itself (`put_new` verified it after a settle).
+    let mut steady = match (local, settle) {
+        (Some(l), Some(settle)) if l.anchor_age(&location) >= Some(settle) => hint.clone(),
+        _ => None,
+    };
     if let Some(local) = local {
         for (file, pending) in local.pending(&location, repo_id)? {
             let head = store.append(
                 hint.as_ref(),
                 settle,
+                steady.as_ref(),
                 |h| entry_bytes(repo, h, pending.sealed.clone(), true),
                 |name, bytes| put_new(repo, name, bytes),
             )?;
             remember(local, &location, repo_id, &head);
             std::fs::remove_file(&file).map_err(|e| Error::io(&file, e))?;
-            hint = Some(head);
+            hint = Some(head.clone());
+            steady = Some(head);
         }
     }
     let sealed = hex::encode(repo.seal_for_audit(&details(repo, intent, None)?)?);
     let head = store.append(
         hint.as_ref(),
         settle,
+        steady.as_ref(),
         |h| entry_bytes(repo, h, sealed.clone(), false),
         |name, bytes| put_new(repo, name, bytes),
     )?;
