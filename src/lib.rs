@@ -4,9 +4,10 @@
 //! Data flows down the module list (docs/DESIGN.md has the map):
 //!
 //! ```text
-//! backup:  source::walk -> cache hit? reuse ids : read -> chunker -> keyed BLAKE3 -> dedup
-//!          -> compress -> crypto::seal_blob -> repository::PackWriter -> PackUploader (backend)
-//!          -> index -> trees + reference list -> snapshot head (last) -> local cache
+//! backup:  source::walk (a directory at a time) -> cache hit? reuse ids : read -> chunker
+//!          -> keyed BLAKE3 -> dedup -> compress -> crypto::seal_blob -> repository::PackWriter
+//!          -> PackUploader (backend) -> index; each directory's tree as its files are in
+//!          -> reference list -> snapshot head (last) -> local cache
 //! restore: snapshot -> trees -> restorer::plan (grouped by pack) -> fetch packs in parallel
 //!          -> open + verify each blob -> write files -> apply metadata
 //! ```

@@ -101,6 +101,28 @@ fn unreadable_entries_are_skipped_with_exit_code_3() {
     chmod(&src.join("locked-dir"), 0o755);
 }
 
+/// Back up `src`, stopping the backup after it listed the root and before it read a file, and
+/// `change` the source there.
+fn backup_changed_after_listing(
+    w: &World,
+    src: &std::path::Path,
+    change: impl FnOnce(),
+) -> std::process::Output {
+    let child = w
+        .writer_cmd(&["backup", "--json", "--source", "customers"])
+        .arg(src)
+        .env("CUSTODIAN_TEST_PAUSE_AT", "after-first-listing")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_stopped(child.id());
+    change();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn a_file_that_vanishes_during_the_backup_is_skipped() {
     let w = World::new(&[]);
@@ -108,19 +130,9 @@ fn a_file_that_vanishes_during_the_backup_is_skipped() {
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("stays.csv"), b"stays").unwrap();
     fs::write(src.join("goes.csv"), b"goes").unwrap();
-    let child = w
-        .writer_cmd(&["backup", "--json", "--source", "customers"])
-        .arg(&src)
-        .env("CUSTODIAN_TEST_PAUSE_AT", "after-first-listing")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until_stopped(child.id());
-    fs::remove_file(src.join("goes.csv")).unwrap();
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
-    let out = child.wait_with_output().unwrap();
+    let out = backup_changed_after_listing(&w, &src, || {
+        fs::remove_file(src.join("goes.csv")).unwrap();
+    });
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["skipped"][0]["path"], "goes.csv");
@@ -137,26 +149,16 @@ fn a_file_that_becomes_a_fifo_or_a_symlink_after_listing_is_skipped_not_followed
     for name in ["a-fifo.csv", "b-link.csv", "c-stays.csv"] {
         fs::write(src.join(name), b"listed as a file").unwrap();
     }
-    let child = w
-        .writer_cmd(&["backup", "--json", "--source", "customers"])
-        .arg(&src)
-        .env("CUSTODIAN_TEST_PAUSE_AT", "after-first-listing")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until_stopped(child.id());
-    fs::remove_file(src.join("a-fifo.csv")).unwrap();
-    let fifo = std::ffi::CString::new(src.join("a-fifo.csv").into_os_string().into_encoded_bytes())
-        .unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
-    fs::remove_file(src.join("b-link.csv")).unwrap();
-    std::os::unix::fs::symlink(&outside, src.join("b-link.csv")).unwrap();
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
     // A FIFO opened for reading would block until a writer came: the backup must not.
-    let out = child.wait_with_output().unwrap();
+    let out = backup_changed_after_listing(&w, &src, || {
+        fs::remove_file(src.join("a-fifo.csv")).unwrap();
+        let fifo = src.join("a-fifo.csv").into_os_string().into_encoded_bytes();
+        let fifo = std::ffi::CString::new(fifo).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        fs::remove_file(src.join("b-link.csv")).unwrap();
+        std::os::unix::fs::symlink(&outside, src.join("b-link.csv")).unwrap();
+    });
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let skipped: Vec<&str> = summary["skipped"]
