@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Run a command and print one JSON line: wall seconds, CPU seconds (user+sys), peak RSS (MiB),
-and, when the command prints a JSON summary with "requests" (custodian --json), those counts.
+and, when the command prints a JSON summary (custodian --json), its request counts and the
+bytes a backup added.
 
 Usage: measure.py LABEL -- CMD [ARGS...]   (the command's output is echoed to stderr)
 """
@@ -12,9 +13,11 @@ start = time.monotonic()
 proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=sys.stderr)
 wall = time.monotonic() - start
 sys.stderr.buffer.write(proc.stdout)
-requests = None
+requests = bytes_added = None
 try:
-    requests = json.loads(proc.stdout).get("requests")
+    summary = json.loads(proc.stdout)
+    requests = summary.get("requests")
+    bytes_added = (summary.get("stats") or {}).get("bytes_added")
 except (ValueError, AttributeError):
     pass
 usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -25,5 +28,6 @@ print(json.dumps({
     "rss_mib": round(usage.ru_maxrss / 1024, 1),
     "exit": proc.returncode,
     "requests": requests,
+    "bytes_added": bytes_added,
 }))
 sys.exit(0 if proc.returncode in (0, 3) else proc.returncode)

@@ -74,9 +74,19 @@ step() { # step NAME custodian-cmd restic-cmd
 size_of() { du -sb "$1" | cut -f1; }
 
 step initial "$C_W" "restic backup --quiet $DATA"
+# The compression limit: zstd -3 on both cores over a tar of the same data (issue #15 asks the
+# initial backup to stay within 1.3x of it).
+sync; $M "zstd -3 two-core limit" -- bash -c "tar -C '$DATA' -cf - . | zstd -3 -T2 -q -c > /dev/null" >> "$RESULTS"
 step no-change "$C_W" "restic backup --quiet $DATA"
+repo_sizes() { # repo_sizes WHEN: both repositories' sizes, for the daily growth
+  echo "{\"label\": \"custodian repo $1\", \"bytes\": $(size_of "$C_STORE")}" >> "$RESULTS"
+  [ $HAVE_RESTIC = 1 ] && echo "{\"label\": \"restic repo $1\", \"bytes\": $(size_of "$R_STORE")}" >> "$RESULTS"
+  return 0
+}
+repo_sizes "before the day"
 "$BIN" sample "$DATA" --mutate >&2
 step after-changes "$C_W" "restic backup --quiet $DATA"
+repo_sizes "after the day"
 step restore "$BIN restore latest --json --identity $WORK/keys/ops.key --target $WORK/restore/custodian" "restic restore latest --quiet --target $WORK/restore/restic"
 step check-read-data "$BIN check --read-data --json --identity $WORK/keys/ops.key" "restic check --read-data --quiet"
 echo "{\"label\": \"custodian repo\", \"bytes\": $(size_of "$C_STORE")}" >> "$RESULTS"
@@ -112,6 +122,18 @@ for step in ["initial", "no-change", "after-changes", "restore", "check-read-dat
     else:
         line += " – | – | – | – | – |"
     print(line)
+z = by.get("zstd -3 two-core limit"); c = by.get("custodian initial"); r = by.get("restic initial")
+if z and c:
+    print(f"\ninitial backup: custodian {c['wall']:.2f} s, zstd -3 on both cores over a tar {z['wall']:.2f} s "
+          f"(custodian/limit {c['wall'] / z['wall']:.2f}x, target at most 1.3x)"
+          + (f"; restic/custodian {r['wall'] / c['wall']:.2f}x (target at least 2x)" if r else ""))
+def growth(tool):
+    a, b = by.get(f"{tool} repo before the day"), by.get(f"{tool} repo after the day")
+    return (b["bytes"] - a["bytes"]) / 1e6 if a and b else None
+g = growth("custodian"); gr = growth("restic")
+if g is not None:
+    print(f"daily growth (one simulated day): custodian {g:.1f} MB (target at most 45)"
+          + (f", restic {gr:.1f} MB" if gr is not None else ""))
 c = by["custodian repo"]["bytes"]; r = by.get("restic repo")
 print(f"\nrepository size: custodian {c / 2**20:.1f} MiB" + (f", restic {r['bytes'] / 2**20:.1f} MiB (restic/custodian {r['bytes'] / c:.4f})" if r else ""))
 c = by.get("custodian repo after prune"); r = by.get("restic repo after prune")
