@@ -59,6 +59,19 @@ pub fn op_after(n: u64) {
     }
 }
 
+/// Panic here, once per process, if `CUSTODIAN_TEST_PANIC_AT` names `name`: a test's stand-in
+/// for a bug in one worker thread, to show that it fails the run instead of losing its work
+/// while the other workers carry on.
+pub fn panic_at(name: &str) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static TARGET: OnceLock<Option<String>> = OnceLock::new();
+    static FIRED: AtomicBool = AtomicBool::new(false);
+    let want = TARGET.get_or_init(|| std::env::var("CUSTODIAN_TEST_PANIC_AT").ok());
+    if want.as_deref() == Some(name) && !FIRED.swap(true, Ordering::SeqCst) {
+        panic!("test panic at {name}");
+    }
+}
+
 fn op_log() -> Option<&'static str> {
     static LOG: OnceLock<Option<String>> = OnceLock::new();
     LOG.get_or_init(|| std::env::var("CUSTODIAN_TEST_OP_LOG").ok())

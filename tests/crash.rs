@@ -146,3 +146,31 @@ fn a_first_backup_killed_between_its_domain_records_does_not_block_the_source() 
         text(&out)
     );
 }
+
+#[test]
+fn a_compression_thread_that_panics_fails_the_backup_and_commits_nothing() {
+    let w = World::new(&[]);
+    let src = w.dir.path().join("records");
+    custodian::sample::generate(&src, 2 << 20, 5).unwrap();
+    let out = w
+        .writer_cmd(&["backup", "--json", "--source", "customers"])
+        .arg(&src)
+        .env("CUSTODIAN_TEST_PANIC_AT", "seal")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("compression thread(s) stopped unexpectedly"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        w.snapshots().is_empty(),
+        "a snapshot missing a blob was committed"
+    );
+    // The next backup stores the lost blob and restores whole.
+    w.backup("customers", &src);
+    let target = w.dir.path().join("restored");
+    w.restore("latest", &target, &[]);
+    assert_same_tree(&src, &target);
+}

@@ -230,8 +230,18 @@ impl Pipeline {
     /// Close the queues and wait for the last pack to reach the uploader.
     pub fn finish(mut self) -> Result<Arc<PipelineStats>> {
         drop(self.seal_tx.take());
-        for s in self.sealers.drain(..) {
-            let _ = s.join();
+        // A sealer that panicked lost the blob it held: the snapshot must not be committed.
+        let panicked = self
+            .sealers
+            .drain(..)
+            .map(|s| s.join().is_err())
+            .filter(|p| *p)
+            .count();
+        if panicked > 0 {
+            return Err(Error::Invalid(format!(
+                "internal error: {panicked} compression thread(s) stopped unexpectedly; nothing \
+                 was committed (the packs already stored are reused by the next backup)"
+            )));
         }
         match self.packer.take().map(|p| p.join()) {
             Some(Ok(result)) => result?,
@@ -299,6 +309,7 @@ fn submit(
 
 fn seal_loop(rx: Receiver<SealJob>, tx: Sender<PackJob>, key: &SessionKey, level: i32) {
     for job in rx {
+        crate::failpoint::panic_at("seal");
         let level = job.level.map_or(level, |at_least| at_least.max(level));
         let (tag, payload) = compress::compress(&job.data, level);
         let frame = seal_blob(key, &job.id, job.kind.code(), tag, &payload);
