@@ -22,7 +22,7 @@ pub fn secure_commit(
     needed: &[RefKey],
 ) -> Result<u64> {
     // Packs finished before the listing below; those still uploading are too new to prune.
-    let own = uploader.written();
+    let own = uploader.written()?;
     let marks = repo.prune_marks()?;
     let listed: HashMap<PackId, u64> = repo
         .list_ids::<PackId>("packs/")?

@@ -156,12 +156,16 @@ impl PackUploader {
         self.state.lock().ok()?.failure.take()
     }
 
-    /// Packs made durable so far.
-    pub fn written(&self) -> Vec<PackId> {
-        self.state
+    /// Packs made durable so far. A poisoned lock (an upload thread panicked) is an error:
+    /// an empty list would let the prune check overlook this run's own packs.
+    pub fn written(&self) -> Result<Vec<PackId>> {
+        Ok(self
+            .state
             .lock()
-            .map(|s| s.summary.written.clone())
-            .unwrap_or_default()
+            .map_err(|_| poisoned())?
+            .summary
+            .written
+            .clone())
     }
 
     /// Queue a pack; blocks while the queue is full (the pipeline's back-pressure).
