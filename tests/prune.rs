@@ -670,7 +670,11 @@ fn prune_right_after_forget_gives_space_back_after_one_grace_period() {
     }
     let second = prune(&w, &["--grace", "3s"]);
     assert!(second["deleted_packs"].as_u64().unwrap() > 0, "{second}");
-    assert!(pack_count(&w) < before);
+    let after = pack_count(&w);
+    assert!(
+        after < before,
+        "packs {before} -> {after}: {first} {second}"
+    );
     check_read_data(&w);
     assert_eq!(restore_every_snapshot(&w, &["a"]), 1);
 }

@@ -333,18 +333,30 @@ fn pack_loop(
     uploader: &PackUploader,
     stats: &PipelineStats,
 ) -> Result<()> {
-    let mut writer = PackWriter::new(domain, repo.config.pack_target);
+    // Trees go to packs of their own: they are sealed as directories close, in among the
+    // file data, and they change with every snapshot while data mostly stays. Mixed, every
+    // forgotten snapshot would leave data packs partly unused (prune must then repack them);
+    // apart, old tree packs empty out whole.
+    let mut data = PackWriter::new(domain, repo.config.pack_target);
+    let mut trees = PackWriter::new(domain, repo.config.pack_target);
     for job in rx {
         stats.blobs_added.fetch_add(1, Ordering::Relaxed);
         stats
             .bytes_added
             .fetch_add(job.frame.len() as u64, Ordering::Relaxed);
+        let writer = if job.kind == BlobKind::Tree {
+            &mut trees
+        } else {
+            &mut data
+        };
         if writer.add(job.id, job.kind, &job.frame) {
             uploader.submit(writer.finish(repo)?)?;
         }
     }
-    if !writer.is_empty() {
-        uploader.submit(writer.finish(repo)?)?;
+    for mut writer in [data, trees] {
+        if !writer.is_empty() {
+            uploader.submit(writer.finish(repo)?)?;
+        }
     }
     Ok(())
 }
