@@ -97,9 +97,10 @@ impl FileCache {
         private_dir(state_dir)?;
         private_dir(&dir)?;
         let path = dir.join(format!("{source_key}.cache"));
+        let context = format!("{repo_id}/{source_key}").into_bytes();
         Ok(FileCache {
-            old: open_old(&path, &key, &context(repo_id, source_key)),
-            context: context(repo_id, source_key),
+            old: open_old(&path, &key, &context),
+            context,
             path,
             key,
             ahead: None,
@@ -237,11 +238,6 @@ fn private_tmp(tmp: &Path) -> std::io::Result<fs::File> {
         .create_new(true)
         .mode(0o600)
         .open(tmp)
-}
-
-/// The sealing's associated data: the repository and the source the cache belongs to.
-fn context(repo_id: &str, source_key: &str) -> Vec<u8> {
-    format!("{repo_id}/{source_key}").into_bytes()
 }
 
 /// The last run's record stream, past its header; `None` if missing, foreign or unopenable.

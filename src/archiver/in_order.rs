@@ -55,11 +55,6 @@ impl InOrder {
         self.held
     }
 
-    fn slot(&mut self, dir: u64, child: usize) -> Option<&mut Slot> {
-        let at = usize::try_from(dir.checked_sub(self.base)?).ok()?;
-        self.dirs.get_mut(at)?.slots.get_mut(child)
-    }
-
     /// Take what a file being read will need, and settle its slot: with `entry` as its
     /// record, or left out.
     pub fn settle(
@@ -68,17 +63,16 @@ impl InOrder {
         child: usize,
         entry: impl FnOnce(&Waiting) -> Option<CacheEntry>,
     ) -> Option<Waiting> {
-        let slot = self.slot(dir, child)?;
+        let at = usize::try_from(dir.checked_sub(self.base)?).ok()?;
+        let listed = self.dirs.get_mut(at)?;
+        let slot = listed.slots.get_mut(child)?;
         let Slot::Waiting(waiting) = std::mem::replace(slot, Slot::Skip) else {
             return None;
         };
         if let Some(e) = entry(&waiting) {
             *slot = Slot::Ready(waiting.rel.clone(), e);
         }
-        let at = (dir - self.base) as usize;
-        if let Some(d) = self.dirs.get_mut(at) {
-            d.waiting = d.waiting.saturating_sub(1);
-        }
+        listed.waiting = listed.waiting.saturating_sub(1);
         Some(waiting)
     }
 

@@ -220,11 +220,7 @@ impl Repository {
         // One object at a time: only the compact table stays, never every decoded object.
         let mut index = MasterIndex::empty(marks);
         let damaged = self.visit_index_files(|id, file| index.push_file(id, &file))?;
-        super::Scanned::<()> {
-            good: Vec::new(),
-            damaged,
-        }
-        .lenient("index object");
+        super::snapshots::warn_damaged(&damaged, "index object");
         index.settle();
         Ok(index)
     }

@@ -66,9 +66,7 @@ impl<T> Default for Scanned<T> {
 impl<T> Scanned<T> {
     /// The good ones, warning about each damaged one by name.
     pub fn lenient(self, what: &str) -> Vec<T> {
-        for (name, reason) in &self.damaged {
-            tracing::warn!(object = %name, "skipped a damaged or forged {what}: {reason}");
-        }
+        warn_damaged(&self.damaged, what);
         self.good
     }
 
@@ -84,6 +82,13 @@ impl<T> Scanned<T> {
             names.join(", "),
             self.damaged[0].1
         )))
+    }
+}
+
+/// Warn about each damaged object (name, reason) a lenient reader skipped.
+pub(super) fn warn_damaged(damaged: &[(String, String)], what: &str) {
+    for (name, reason) in damaged {
+        tracing::warn!(object = %name, "skipped a damaged or forged {what}: {reason}");
     }
 }
 
