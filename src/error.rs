@@ -117,6 +117,18 @@ pub enum Error {
          operator granted every source, to do this."
     )]
     NotGranted { operator: String, domain: String },
+    /// A store that was handed over to another owner: nothing more is written into it here.
+    #[error(
+        "source '{domain}' was handed over to {to} on {time} (handover {handover}): custodian \
+         no longer backs it up into this repository. Remove it from the daemon's config, or \
+         back it up into the new owner's repository with their writer credential."
+    )]
+    HandedOver {
+        domain: String,
+        handover: String,
+        to: String,
+        time: String,
+    },
     #[error("{0}")]
     Damaged(String),
     #[error("{0}")]

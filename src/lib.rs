@@ -30,6 +30,7 @@ pub mod erase;
 pub mod error;
 pub mod failpoint;
 pub mod format;
+pub mod handover;
 pub mod human;
 pub mod id;
 pub mod incident;

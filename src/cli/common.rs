@@ -144,6 +144,17 @@ pub struct Audited<'r> {
 }
 
 impl Audited<'_> {
+    /// Where the log stood with this entry: (entries, head hash); `None` when it was kept
+    /// offline or the repository has no log.
+    pub fn head(&self) -> Option<(u64, String)> {
+        match &self.begun {
+            custodian::audit::Begun::Written(h) => {
+                Some((h.seq, h.hash.clone().unwrap_or_default()))
+            }
+            _ => None,
+        }
+    }
+
     /// Close the entry with `result` ("ok", "partial") and what was touched.
     pub fn done(mut self, result: &str, touched: Option<custodian::audit::Touched>) {
         custodian::audit::close(self.repo, &self.begun, result, touched);

@@ -22,6 +22,7 @@ mod copy;
 mod daemon;
 mod demo;
 mod drill;
+mod handover;
 mod incident;
 mod keys;
 mod listing;
@@ -164,6 +165,9 @@ enum Command {
     Check(check::CheckArgs),
     /// Copy snapshots to another repository of the same key set (local <-> S3), verified.
     Copy(copy::CopyArgs),
+    /// Hand one record store to a new owner, with a handover list both sides sign.
+    #[command(subcommand)]
+    Handover(handover::HandoverCommand),
     /// Run as a service: scheduled and change-triggered snapshots of the configured sources.
     Daemon(daemon::DaemonArgs),
     /// Configuration files.
@@ -251,6 +255,7 @@ pub fn run() -> ExitCode {
         Command::Restore(a) => restore::run(a),
         Command::Check(a) => check::run(a),
         Command::Copy(a) => copy::run(a),
+        Command::Handover(c) => handover::handover(c),
         Command::Daemon(a) => daemon::run(a),
         Command::Config(c) => daemon::config(c),
         Command::Status(a) => daemon::status(a),

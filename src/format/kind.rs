@@ -45,6 +45,8 @@ pub enum ObjectKind {
     AuditEntry,
     /// `audit/checkpoints/<count>-<closes>`: a signed statement of the log's length and head.
     AuditCheckpoint,
+    /// `handovers/<id>.list|receipt|mark`: a handover's signed list, receipt, and state.
+    Handover,
 }
 
 impl ObjectKind {
@@ -67,6 +69,7 @@ impl ObjectKind {
             ObjectKind::Exclusion => "erase exclusion",
             ObjectKind::AuditEntry => "audit entry",
             ObjectKind::AuditCheckpoint => "audit checkpoint",
+            ObjectKind::Handover => "handover record",
         }
     }
 
@@ -89,6 +92,7 @@ impl ObjectKind {
             ObjectKind::Exclusion => "exclusions/",
             ObjectKind::AuditEntry => super::audit::LOG_PREFIX,
             ObjectKind::AuditCheckpoint => super::audit::CHECKPOINT_PREFIX,
+            ObjectKind::Handover => "handovers/",
         }
     }
 
@@ -105,6 +109,7 @@ impl ObjectKind {
             ObjectKind::Marker => MARKER_VERSION,
             ObjectKind::Lease => LEASE_VERSION,
             ObjectKind::AuditEntry | ObjectKind::AuditCheckpoint => super::audit::AUDIT_VERSION,
+            ObjectKind::Handover => super::handover::HANDOVER_VERSION,
         }
     }
 
@@ -115,6 +120,8 @@ impl ObjectKind {
         match self {
             ObjectKind::Index | ObjectKind::PackHeader => 256 * MIB,
             ObjectKind::Destruction | ObjectKind::Marker => 64 * MIB,
+            // A list's JSON string inside the sealed document, with room for escaping.
+            ObjectKind::Handover => 2 * super::handover::MAX_LIST,
             ObjectKind::DrillReport => REPORT_MAX_PLAIN,
             ObjectKind::Trust => 4 * MIB,
             ObjectKind::Migration => 256 * MIB,

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod handover;
 pub mod index;
 pub mod keys;
 pub mod kind;

@@ -231,6 +231,9 @@ impl Repository {
     /// The keys a writer needs for domain `name`, creating the domain on first use.
     pub fn domain_for_write(&self, name: &str) -> Result<DomainKeys> {
         self.require_current_trust()?;
+        // Before anything else: a store handed over must not be backed up here again, nor its
+        // destroyed domain re-created by the next backup.
+        self.refuse_handed_over(name)?;
         let base = self.domain_object(name);
         let settle = super::domains::settle_time();
         let deadline = std::time::Instant::now() + settle + std::time::Duration::from_secs(30);
@@ -454,6 +457,16 @@ impl Repository {
     /// Start a run's session: a fresh key, stored sealed to `recipient` before any blob uses it.
     pub fn start_session(&self, recipient: &x25519::Recipient) -> Result<Arc<SessionKey>> {
         let key = SessionKey::generate();
+        self.store_session(&key, recipient)?;
+        Ok(Arc::new(key))
+    }
+
+    /// Store session `key` sealed to `recipient` as `sessions/<id>`; false if it was there.
+    pub(super) fn store_session(
+        &self,
+        key: &SessionKey,
+        recipient: &x25519::Recipient,
+    ) -> Result<bool> {
         let record = SessionRecord {
             version: KEYS_VERSION,
             key: hex::encode(key.bytes()),
@@ -464,9 +477,9 @@ impl Repository {
             "session key",
         )?;
         let name = format!("sessions/{}", key.id);
-        self.backend
-            .put_new(&name, &self.sign(ObjectKind::Session, &name, sealed)?)?;
-        Ok(Arc::new(key))
+        Ok(self
+            .backend
+            .put_new(&name, &self.sign(ObjectKind::Session, &name, sealed)?)?)
     }
 
     /// The key of session `id`: domain sessions need the domain identity, metadata ones (domain

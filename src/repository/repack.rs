@@ -12,22 +12,34 @@ use std::collections::HashMap;
 /// Copies frames into new packs (one writer per key domain) through an uploader, which indexes
 /// them when it finishes.
 pub struct FrameCopier<'a> {
+    /// Where the frames are read (the same repository, except for a handover).
+    from: &'a Repository,
     repo: &'a Repository,
     uploader: &'a PackUploader,
     writers: HashMap<String, PackWriter>,
     /// Frames and bytes copied so far.
     pub blobs: u64,
     pub bytes: u64,
+    /// The sessions the copied frames were sealed under.
+    pub sessions: std::collections::BTreeSet<crate::id::SessionId>,
 }
 
 impl<'a> FrameCopier<'a> {
     pub fn new(repo: &'a Repository, uploader: &'a PackUploader) -> Self {
+        Self::between(repo, repo, uploader)
+    }
+
+    /// Copy frames of `from`'s packs into packs of `repo` (a handover: frames are sealed per
+    /// key domain, so they read the same in any repository holding the domain's sessions).
+    pub fn between(from: &'a Repository, repo: &'a Repository, uploader: &'a PackUploader) -> Self {
         FrameCopier {
+            from,
             repo,
             uploader,
             writers: HashMap::new(),
             blobs: 0,
             bytes: 0,
+            sessions: Default::default(),
         }
     }
 
@@ -38,10 +50,10 @@ impl<'a> FrameCopier<'a> {
         if wanted.is_empty() {
             return Ok(());
         }
-        let bytes = self.repo.backend.get(&pack_name(id))?;
+        let bytes = self.from.backend.get(&pack_name(id))?;
         // The pack must be whole and its own signed header must list each frame copied, so a
         // damaged or spliced pack is reported, never copied into a new pack with a valid name.
-        let header = self.repo.whole_pack_header(id, &bytes).map_err(|e| {
+        let header = self.from.whole_pack_header(id, &bytes).map_err(|e| {
             Error::Damaged(format!(
                 "{e}, so its blobs cannot be copied; run 'custodian check --read-data' and \
                  restore the pack from a copy of the repository"
@@ -78,6 +90,8 @@ impl<'a> FrameCopier<'a> {
                 .entry(domain.to_string())
                 .or_insert_with(|| PackWriter::new(domain, target));
             self.blobs += 1;
+            self.sessions
+                .extend(crate::crypto::blob_seal::frame_session(frame));
             self.bytes += frame.len() as u64;
             if writer.add(entry.id, entry.kind, frame) {
                 self.uploader.submit(writer.finish(self.repo)?)?;

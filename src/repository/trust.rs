@@ -350,6 +350,8 @@ fn operator_only(kind: ObjectKind, name: &str) -> bool {
         // Only an operator erases: a writer's "exclusion" could silently empty a source's
         // backups, or stop them.
         || kind == ObjectKind::Exclusion
+        // A handover's list, receipt and mark: only an owner hands records over.
+        || kind == ObjectKind::Handover
 }
 
 /// The name a signature binds: a pack header lives inside a pack whose name is the hash of its

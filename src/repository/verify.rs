@@ -20,6 +20,7 @@ pub fn kind_of(name: &str) -> Option<ObjectKind> {
         "locks" => ObjectKind::Lease,
         "drills" => ObjectKind::DrillReport,
         "sessions" => ObjectKind::Session,
+        "handovers" => ObjectKind::Handover,
         "audit" if name.starts_with(crate::format::audit::LOG_PREFIX) => ObjectKind::AuditEntry,
         "audit" if name.starts_with(crate::format::audit::CHECKPOINT_PREFIX) => {
             ObjectKind::AuditCheckpoint
@@ -53,6 +54,7 @@ pub fn all_objects_in(
         "locks/",
         "drills/",
         "sessions/",
+        "handovers/",
         "keys/",
         "audit/",
     ] {
