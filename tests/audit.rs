@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{is_root, text, World};
+use common::{chromium, is_root, text, World};
 use custodian::backend::Backend;
 use custodian::format::audit::entry_name;
 use std::fs;
@@ -868,26 +868,6 @@ fn an_access_review_lists_unused_expiring_and_changes_and_is_signed_off() {
     let signed = entries(&w);
     let entry = signed.iter().find(|e| e["op"] == "access review").unwrap();
     assert_eq!(entry["reason"], "Q4 review, ticket 7");
-}
-
-/// Debian's Chromium, as scripts/test installs it.
-fn chromium() -> std::process::Command {
-    let bin = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("Chromium is not installed: scripts/test installs Debian's chromium package");
-    let mut c = std::process::Command::new(bin);
-    c.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-    ]);
-    c
 }
 
 #[test]

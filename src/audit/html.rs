@@ -29,6 +29,7 @@ pub fn render(f: &Facts) -> String {
     access_section(&mut h, f);
     table(&mut h, "reads", "Every read of records", &f.reads);
     table(&mut h, "destruction", "Destruction", &f.destruction);
+    table(&mut h, "handovers", "Handovers", &f.handovers);
     if f.unreadable_entries > 0 {
         let _ = write!(
             h,

@@ -36,6 +36,8 @@ pub struct Facts {
     pub last_review: Option<Review>,
     pub reads: Vec<Event>,
     pub destruction: Vec<Event>,
+    /// Stores handed to or received from another owner: prepare, accept, complete.
+    pub handovers: Vec<Event>,
     pub audit: AuditState,
     /// Entries in the window not sealed to the reader's key (shown by signer only).
     pub unreadable_entries: usize,
@@ -134,6 +136,7 @@ pub fn facts(repository: &str, records: &[Record], verified: &Verified, window: 
             true,
         ),
         destruction: pick(&|r| op_is(r, &destructive_op), true),
+        handovers: pick(&|r| op_is(r, &|op| op.starts_with("handover ")), true),
         audit: AuditState {
             verified: verified.problems.is_empty(),
             entries: verified.entries,
@@ -157,7 +160,12 @@ fn registry_op(op: &str) -> bool {
 fn destructive_op(op: &str) -> bool {
     matches!(
         op,
-        "erase" | "key destroy-domain" | "forget" | "prune" | "exclusions --remove"
+        "erase"
+            | "key destroy-domain"
+            | "forget"
+            | "prune"
+            | "exclusions --remove"
+            | "handover complete"
     )
 }
 

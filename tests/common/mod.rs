@@ -504,3 +504,23 @@ fn create_bucket(endpoint: &str, bucket: &str) {
         "creating bucket {bucket}: {answer}"
     );
 }
+
+/// Debian's Chromium, as scripts/test installs it.
+pub fn chromium() -> std::process::Command {
+    let bin = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("Chromium is not installed: scripts/test installs Debian's chromium package");
+    let mut c = std::process::Command::new(bin);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]);
+    c
+}
