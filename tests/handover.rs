@@ -585,3 +585,95 @@ fn the_handover_list_renders_in_chromium_with_its_counts() {
         list["snapshots"].as_array().unwrap().len() + list["packs"].as_array().unwrap().len();
     assert!(rows >= expected, "{rows} rows for {expected} items");
 }
+
+#[test]
+fn a_retained_store_stays_readable_until_its_day_then_the_daemon_destroys_it() {
+    let (w, n, to, out, _) = prepared_locally();
+    ok_json(accept_cmd(&n, &to, &[], &out, &signing_key_of(&w.operator)));
+    let until = std::time::SystemTime::now() + std::time::Duration::from_secs(4);
+    let until = humantime::format_rfc3339_seconds(until).to_string();
+    let mut c = w.operator_cmd(&["handover", "complete", "--json", "--retain-until", &until]);
+    c.arg(&out);
+    let done = ok_json(c);
+    assert!(done["destroyed"].is_null(), "{done}");
+    // Until then the old owner's operators still read it.
+    let kept = w.dir.path().join("kept");
+    w.restore("latest", &kept, &["--source", "branch-07"]);
+
+    // The daemon, still configured for the store, is refused by name, and destroys it on the
+    // day from its retention run, with the writer credential alone.
+    let branch = w.dir.path().join("branch");
+    let config = w.dir.path().join("custodian.toml");
+    fs::write(
+        &config,
+        format!(
+            "[repository]\nurl = {:?}\nwriter-key-file = {:?}\nstate-dir = {:?}\n\n\
+             [daemon]\nretry-initial = \"1s\"\nforget-schedule = \"* * * * * *\"\n\n\
+             [[source]]\nname = \"branch-07\"\npath = {branch:?}\nschedule = \"* * * * * *\"\n",
+            w.repo,
+            w.writer,
+            w.dir.path().join("daemon-state")
+        ),
+    )
+    .unwrap();
+    let log = w.dir.path().join("daemon.log");
+    let mut daemon = Command::new(BIN)
+        .args(["daemon", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let destroyed = loop {
+        let records = ok_json(w.writer_cmd(&["destruction-records", "--json"]));
+        let found = records
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["action"] == "destroy-domain" && r["domain"] == "branch-07")
+            .cloned();
+        if let Some(r) = found {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
+    let log = fs::read_to_string(&log).unwrap();
+    assert!(log.contains("was handed over"), "{log}");
+    let when = humantime::parse_rfc3339_weak(destroyed["time"].as_str().unwrap()).unwrap();
+    assert!(
+        when >= humantime::parse_rfc3339_weak(&until).unwrap(),
+        "{destroyed}"
+    );
+    assert!(destroyed["note"]
+        .as_str()
+        .unwrap()
+        .contains("Retained after handover"));
+    assert_eq!(
+        destroyed["snapshots"].as_array().unwrap().len(),
+        2,
+        "{destroyed}"
+    );
+    // Nobody can read it any more; the other store is untouched.
+    let mut c = w.operator_cmd(&["restore", "latest", "--source", "branch-07", "--target"]);
+    c.arg(w.dir.path().join("gone"));
+    fails_with(c, &[]);
+    w.restore(
+        "latest",
+        &w.dir.path().join("other-back"),
+        &["--source", "other"],
+    );
+    assert_same_tree(
+        &w.dir.path().join("other"),
+        &w.dir.path().join("other-back"),
+    );
+}

@@ -166,6 +166,7 @@ fn destructive_op(op: &str) -> bool {
             | "prune"
             | "exclusions --remove"
             | "handover complete"
+            | "handover retention expired"
     )
 }
 

@@ -113,6 +113,7 @@ pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
         stopping: false,
         forget_next: None,
         forget_running: false,
+        retained_handovers: false,
         prune_next: None,
         prune_running: false,
         watchdog: sd_notify::watchdog_enabled().map(|d| (d / 2, Instant::now())),
@@ -123,6 +124,7 @@ pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
     let counts = daemon.snapshot_counts()?;
     daemon.install_sources(&persisted, &counts);
     daemon.install_drills(&persisted);
+    daemon.retained_handovers = retained_handovers(&daemon.repo);
     daemon.schedule_forget(crate::clock::now());
     daemon.schedule_prune(crate::clock::now());
     status::serve(&state_dir, daemon.doc.clone())?;
@@ -195,6 +197,17 @@ impl Daemon {
     }
 }
 
+/// Whether a handed-over store is kept until a date (one listing, at start and on reload).
+fn retained_handovers(repo: &Repository) -> bool {
+    match repo.handover_marks() {
+        Ok(marks) => marks.iter().any(|m| m.state == "retained"),
+        Err(e) => {
+            tracing::error!(error = %e, "handover records cannot be read; a retained store is not destroyed on its day until they can");
+            false
+        }
+    }
+}
+
 fn open_writer(config: &Config, backend: Arc<dyn Backend>) -> Result<Repository> {
     let repo = Repository::open(
         backend,
@@ -236,6 +249,8 @@ struct Daemon {
     /// Next retention run, and whether one is running.
     forget_next: Option<SystemTime>,
     forget_running: bool,
+    /// A handed-over store is kept until a date: the retention run destroys it then.
+    retained_handovers: bool,
     /// Next prune, and whether one is running.
     prune_next: Option<SystemTime>,
     prune_running: bool,
@@ -386,6 +401,7 @@ impl Daemon {
         self.config.metrics = keep_metrics;
         let doc = self.doc.lock().map(|d| d.clone()).unwrap_or_default();
         self.install_sources(&doc, &HashMap::new());
+        self.retained_handovers = retained_handovers(&self.repo);
         self.schedule_forget(crate::clock::now());
         self.schedule_prune(crate::clock::now());
         if self.operator.is_some() {

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 impl Daemon {
     pub(super) fn schedule_forget(&mut self, now: SystemTime) {
         let any_policy = self.sources.iter().any(|s| !s.cfg.retention.is_empty());
-        self.forget_next = if any_policy {
+        self.forget_next = if any_policy || self.retained_handovers {
             self.config.daemon.forget_schedule.next_after(now)
         } else {
             None
@@ -76,9 +76,10 @@ fn apply_retention(
     policies: &[(String, crate::retention::Policy)],
     local: &Path,
 ) -> Result<HashMap<String, u64>> {
+    let now = crate::clock::now();
+    expire_handovers(repo, now, local)?;
     let holds = repo.holds()?;
     let all = repo.list_snapshots()?;
-    let now = crate::clock::now();
     let mut counts = HashMap::new();
     let groups = crate::retention::groups(&all);
     for (source, policy) in policies {
@@ -100,4 +101,33 @@ fn apply_retention(
         counts.insert(source.clone(), doomed.len() as u64);
     }
     Ok(counts)
+}
+
+/// Destroy the handed-over stores whose retention ended, each with its audit entry.
+fn expire_handovers(repo: &Repository, now: SystemTime, local: &Path) -> Result<()> {
+    let state_dir = local.parent().unwrap_or(local);
+    let expired = repo.expire_handovers(now, local);
+    match &expired {
+        Ok(records) => {
+            for r in records {
+                let intent = crate::audit::Intent::write(
+                    "handover retention expired",
+                    "retention of a handed-over store ended (daemon)",
+                )
+                .source(r.domain.as_deref())
+                .snapshots(r.snapshots.iter().map(|s| s.id.clone()));
+                super::audit::record(repo, state_dir, intent, "ok", None);
+                tracing::info!(domain = ?r.domain, "a handed-over store's retention ended: destroyed");
+            }
+        }
+        Err(e) => {
+            let intent = crate::audit::Intent::write(
+                "handover retention expired",
+                "retention of a handed-over store ended (daemon)",
+            );
+            super::audit::record(repo, state_dir, intent, "failed", None);
+            tracing::error!(error = %e, "a handed-over store's retention ended but it could not be destroyed");
+        }
+    }
+    expired.map(|_| ())
 }

@@ -160,4 +160,79 @@ pub struct HandedOver {
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
+    /// For a retained store: what its destruction deletes, listed by the operator who kept it
+    /// (finding its session keys needs the domain's identity), so the daemon's writer
+    /// credential can carry it out on the day.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<RetainPlan>,
+}
+
+/// What a retained store's destruction deletes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RetainPlan {
+    pub snapshots: Vec<PlannedSnapshot>,
+    pub objects: Vec<PlannedObject>,
+}
+
+/// A snapshot a retained store's destruction forgets.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PlannedSnapshot {
+    pub id: String,
+    pub source: String,
+    pub time: String,
+}
+
+/// An object a retained store's destruction deletes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PlannedObject {
+    pub name: String,
+    pub size: u64,
+}
+
+/// Folders a retention plan may delete from: a forged or damaged plan can never reach the
+/// audit log, the trust list, packs or another folder.
+pub fn plannable(name: &str) -> bool {
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Some(id) = name
+        .strip_prefix("snapshots/")
+        .or_else(|| name.strip_prefix("sessions/"))
+    {
+        return hex(id);
+    }
+    name.strip_prefix("keys/domains/")
+        .and_then(|r| r.split_once('.'))
+        .is_some_and(|(id, suffix)| hex(id) && ["writer", "history", "operator"].contains(&suffix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plannable;
+
+    #[test]
+    fn a_plan_reaches_only_a_domains_snapshots_sessions_and_key_records() {
+        for ok in [
+            "snapshots/ab12",
+            "sessions/00ff",
+            "keys/domains/0123abcd.operator",
+            "keys/domains/0123abcd.writer",
+        ] {
+            assert!(plannable(ok), "{ok}");
+        }
+        for bad in [
+            "audit/log/0000000001",
+            "keys/trust-0000000001",
+            "keys/metadata-1",
+            "keys/domains/0123abcd.operator/../x",
+            "keys/domains/../trust-1.writer",
+            "snapshots/../keys/trust-1",
+            "sessions/",
+            "packs/ab/abcd",
+            "config",
+        ] {
+            assert!(!plannable(bad), "{bad}");
+        }
+    }
 }

@@ -61,15 +61,18 @@ pub fn complete(repo: &Repository, opts: &CompleteOptions) -> Result<Completed> 
     repo.put_handover_document(&manifest.id, "receipt", &receipt.1)?;
     let receipt = receipt.0;
     let holds_released = release_own_holds(repo, &manifest)?;
-    let (state, until, destroyed) = match &opts.disposal {
+    let (state, until, plan, destroyed) = match &opts.disposal {
         Disposal::Destroy => {
             let record = match repo.destroy_domain(&manifest.domain, false, &opts.local_dir)? {
                 DomainDestroyed::Now(r) | DomainDestroyed::Earlier(r) => Some(r),
                 DomainDestroyed::WouldDestroy { .. } => None,
             };
-            ("destroyed", None, record)
+            ("destroyed", None, None, record)
         }
-        Disposal::RetainUntil(t) => ("retained", Some(t.clone()), None),
+        Disposal::RetainUntil(t) => {
+            let plan = repo.retention_plan(&manifest.domain)?;
+            ("retained", Some(t.clone()), Some(plan), None)
+        }
     };
     repo.mark_handed_over(&HandedOver {
         version: HANDOVER_VERSION,
@@ -79,6 +82,7 @@ pub fn complete(repo: &Repository, opts: &CompleteOptions) -> Result<Completed> 
         time: manifest.created.clone(),
         state: state.into(),
         until,
+        plan,
     })?;
     Ok(Completed {
         manifest,

@@ -61,6 +61,7 @@ pub fn prepare(from: &Repository, opts: &PrepareOptions) -> Result<Prepared> {
         time: now(),
         state: "prepared".into(),
         until: None,
+        plan: None,
     })?;
     let holds = from.holds()?;
     for snap in &chosen {

@@ -6,7 +6,9 @@
 use super::Repository;
 use crate::crypto::SessionKey;
 use crate::error::{Error, Result};
-use crate::format::handover::{HandedOver, HANDOVER_VERSION, MAX_LIST};
+use crate::format::handover::{
+    plannable, HandedOver, PlannedObject, PlannedSnapshot, RetainPlan, HANDOVER_VERSION, MAX_LIST,
+};
 use crate::format::ObjectKind;
 use serde::{Deserialize, Serialize};
 
@@ -145,6 +147,104 @@ impl Repository {
             )));
         }
         Ok(keys)
+    }
+
+    /// What destroying handed-over domain `name` will delete, for a retention that ends on a
+    /// date (operators only: finding the domain's session keys needs its identity).
+    pub fn retention_plan(&self, name: &str) -> Result<RetainPlan> {
+        let keys = self.domain_for_read(name)?;
+        let (snapshots, objects) = self.domain_doom(name, &keys)?;
+        Ok(RetainPlan {
+            snapshots: snapshots
+                .iter()
+                .map(|s| PlannedSnapshot {
+                    id: s.id.to_hex(),
+                    source: s.head.source.clone(),
+                    time: s.head.time.clone(),
+                })
+                .collect(),
+            objects: objects
+                .into_iter()
+                .map(|(name, size)| PlannedObject { name, size })
+                .collect(),
+        })
+    }
+
+    /// Destroy every handed-over store whose retention ended by `now`, as its plan says: the
+    /// destruction record first, then the deletes (a rerun after a kill finishes the deletes
+    /// without a second record). Any credential may run it: the daemon does, with its writer.
+    pub fn expire_handovers(
+        &self,
+        now: std::time::SystemTime,
+        local_dir: &std::path::Path,
+    ) -> Result<Vec<super::DestructionRecord>> {
+        let mut done = Vec::new();
+        for mark in self.handover_marks()? {
+            let (Some(until), Some(plan)) = (&mark.until, &mark.plan) else {
+                continue;
+            };
+            let due = humantime::parse_rfc3339_weak(until).map_err(|_| {
+                Error::Damaged(format!(
+                    "handover {} keeps its store until '{until}', which is not a time",
+                    mark.handover
+                ))
+            })?;
+            if mark.state != "retained" || due > now {
+                continue;
+            }
+            if let Some(stray) = plan.objects.iter().find(|o| !plannable(&o.name)) {
+                return Err(Error::Damaged(format!(
+                    "the retention plan of handover {} names '{}', which no destruction of a \
+                     store deletes; nothing was deleted. Run 'custodian check'.",
+                    mark.handover, stray.name
+                )));
+            }
+            let ids: Vec<crate::id::SnapshotId> = plan
+                .snapshots
+                .iter()
+                .filter_map(|s| s.id.parse().ok())
+                .collect();
+            self.refuse_held(&ids, "handover retention expiry")?;
+            let tag = format!("handover {}", mark.handover);
+            let earlier = self
+                .destruction_records()?
+                .into_iter()
+                .find(|r| r.domain.as_deref() == Some(&mark.domain) && r.note.contains(&tag));
+            if earlier.is_some() {
+                for o in &plan.objects {
+                    self.backend.delete(&o.name)?;
+                }
+                continue;
+            }
+            let snapshots = plan
+                .snapshots
+                .iter()
+                .map(|s| super::DestroyedSnapshot {
+                    id: s.id.clone(),
+                    source: s.source.clone(),
+                    time: s.time.clone(),
+                    reason: format!("retention after {tag} ended {until}"),
+                })
+                .collect();
+            let objects = plan
+                .objects
+                .iter()
+                .map(|o| (o.name.clone(), o.size))
+                .collect();
+            let note = format!(
+                "{} Retained after {tag} until {until}.",
+                super::keyring::shred_note(&mark.domain)
+            );
+            done.push(self.destroy(
+                "destroy-domain",
+                snapshots,
+                objects,
+                note,
+                Some(&mark.domain),
+                local_dir,
+            )?);
+        }
+        Ok(done)
     }
 
     /// Store a handed-over session key here, sealed to this repository's copy of its domain.

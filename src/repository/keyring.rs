@@ -376,18 +376,51 @@ impl Repository {
             }
             Err(e) => return Err(e),
         };
+        let (snapshots, doomed) = self.domain_doom(name, &keys)?;
+        let ids: Vec<_> = snapshots.iter().map(|s| s.id).collect();
+        self.refuse_held(&ids, "key destroy-domain")?;
+        if dry_run {
+            return Ok(DomainDestroyed::WouldDestroy {
+                snapshots: ids,
+                objects: doomed.len(),
+            });
+        }
+        self.destroy(
+            "destroy-domain",
+            snapshots
+                .iter()
+                .map(|s| super::DestroyedSnapshot {
+                    id: s.id.to_hex(),
+                    source: s.head.source.clone(),
+                    time: s.head.time.clone(),
+                    reason: format!("key domain '{name}' destroyed"),
+                })
+                .collect(),
+            doomed,
+            shred_note(name),
+            Some(name),
+            local_dir,
+        )
+        .map(DomainDestroyed::Now)
+    }
+
+    /// What crypto-shredding domain `name` deletes, in the order that makes a killed run safe
+    /// to repeat: the snapshots first (none is ever listed without its keys), then the
+    /// sessions, found with the identity still here; then the writer's record, so nothing new
+    /// can be written into the domain; the operators' record last, so a rerun can still open
+    /// the domain and finish.
+    pub(super) fn domain_doom(
+        &self,
+        name: &str,
+        keys: &DomainKeys,
+    ) -> Result<(Vec<super::SnapshotInfo>, Vec<(String, u64)>)> {
         let identities = keys.identities();
-        // The order is what makes a killed run safe to repeat: the snapshots go first (none is
-        // ever listed without its keys), then the sessions, found with the identity still here;
-        // then the writer's record, so nothing new can be written into the domain; the
-        // operators' record last, so a rerun can still open the domain and finish.
         let snapshots: Vec<_> = self
             .list_snapshots_strict()?
             .into_iter()
             .filter(|s| s.head.domain == name)
             .collect();
         let ids: Vec<_> = snapshots.iter().map(|s| s.id).collect();
-        self.refuse_held(&ids, "key destroy-domain")?;
         let mut doomed = self.snapshot_objects(&ids)?;
         for o in self.backend.list("sessions/")? {
             let Some(stored) = self.get_listed(ObjectKind::Session, &o).ok().flatten() else {
@@ -415,35 +448,7 @@ impl Repository {
                 }
             }
         }
-        if dry_run {
-            return Ok(DomainDestroyed::WouldDestroy {
-                snapshots: ids,
-                objects: doomed.len(),
-            });
-        }
-        self.destroy(
-            "destroy-domain",
-            snapshots
-                .iter()
-                .map(|s| super::DestroyedSnapshot {
-                    id: s.id.to_hex(),
-                    source: s.head.source.clone(),
-                    time: s.head.time.clone(),
-                    reason: format!("key domain '{name}' destroyed"),
-                })
-                .collect(),
-            doomed,
-            format!(
-                "Key domain '{name}' crypto-shredded: its identity and session keys were deleted, \
-                 so its blobs cannot be decrypted by anyone; the packs holding them are removed by \
-                 a later prune. Not covered: copies of the repository made before this (mirrors, \
-                 'custodian copy' targets) and copies the storage provider keeps (versioning, \
-                 replicas), which still hold the deleted key records."
-            ),
-            Some(name),
-            local_dir,
-        )
-        .map(DomainDestroyed::Now)
+        Ok((snapshots, doomed))
     }
 
     /// Full keys of domain `name`, including its identity: operators only.
@@ -524,4 +529,15 @@ impl Repository {
 
 fn poisoned() -> Error {
     Error::Invalid("internal error: a worker thread panicked".into())
+}
+
+/// The note of a domain's crypto-shredding record: what it covers and what it cannot.
+pub(super) fn shred_note(name: &str) -> String {
+    format!(
+        "Key domain '{name}' crypto-shredded: its identity and session keys were deleted, so its \
+         blobs cannot be decrypted by anyone; the packs holding them are removed by a later \
+         prune. Not covered: copies of the repository made before this (mirrors, 'custodian \
+         copy' targets, a handover's receiving repository) and copies the storage provider \
+         keeps (versioning, replicas), which still hold the deleted key records."
+    )
 }
