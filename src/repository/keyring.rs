@@ -331,6 +331,9 @@ impl Repository {
     }
 }
 
+/// Objects a destruction deletes, with their sizes.
+pub(super) type Doomed = Vec<(String, u64)>;
+
 /// What `destroy_domain` did.
 pub enum DomainDestroyed {
     /// Destroyed by this run; its destruction record.
@@ -413,7 +416,7 @@ impl Repository {
         &self,
         name: &str,
         keys: &DomainKeys,
-    ) -> Result<(Vec<super::SnapshotInfo>, Vec<(String, u64)>)> {
+    ) -> Result<(Vec<super::SnapshotInfo>, Doomed)> {
         let identities = keys.identities();
         let snapshots: Vec<_> = self
             .list_snapshots_strict()?
