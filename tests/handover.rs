@@ -496,46 +496,59 @@ fn accept_names_a_list_altered_a_pack_dropped_and_a_snapshot_added_in_transit() 
 
 #[test]
 fn a_prepare_killed_half_way_finishes_on_the_next_run_without_duplicates() {
-    let w = World::new(SMALL_PACKS);
-    two_stores(&w);
-    let n = new_owner(&w);
-    let to = w
-        .dir
-        .path()
-        .join("newco-repo")
-        .to_str()
-        .unwrap()
-        .to_string();
-    // Count the writes of an uninterrupted prepare (into another location) first.
+    // Two identical worlds (same generated stores): one counts an uninterrupted prepare's
+    // writes, the other is killed at a third and two thirds of them, then run again.
+    let fresh = || {
+        let w = World::new(SMALL_PACKS);
+        two_stores(&w);
+        let n = new_owner(&w);
+        let to = w
+            .dir
+            .path()
+            .join("newco-repo")
+            .to_str()
+            .unwrap()
+            .to_string();
+        (w, n, to)
+    };
+    let (w, n, to) = fresh();
     let log = w.dir.path().join("ops.log");
     let counted = w.dir.path().join("counted");
-    let mut c = prepare_cmd(&w, &format!("{to}-counted"), &n, &counted);
+    let mut c = prepare_cmd(&w, &to, &n, &counted);
     c.env("CUSTODIAN_TEST_OP_LOG", &log);
     ok_json_or_ok(c);
     let ops = fs::read_to_string(&log).unwrap().lines().count();
     assert!(ops > 20, "{ops}");
-    let out = w.dir.path().join("handover");
-    // Killed in the middle of copying, then run again to the end.
-    let mut c = prepare_cmd(&w, &to, &n, &out);
-    c.env("CUSTODIAN_TEST_PAUSE_AT", format!("op:{}:after", ops / 2))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = c.spawn().unwrap();
-    wait_until_stopped(child.id());
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    let _ = child.wait();
-    assert!(!out.join("handover-list.json").exists());
-    ok_json_or_ok(prepare_cmd(&w, &to, &n, &out));
-    // Accept passes: every stored pack and snapshot is on the list, each once.
-    let receipt = ok_json(accept_cmd(&n, &to, &[], &out, &signing_key_of(&w.operator)));
-    assert_eq!(receipt["snapshots"], 2, "{receipt}");
-    let uninterrupted: Value =
+    let whole: Value =
         serde_json::from_slice(&fs::read(counted.join("handover-list.json")).unwrap()).unwrap();
-    assert_eq!(
-        receipt["packs"], uninterrupted["totals"]["packs"],
-        "{receipt}"
-    );
+    for point in [ops / 3, 2 * ops / 3] {
+        let (w, n, to) = fresh();
+        let out = w.dir.path().join("handover");
+        let mut c = prepare_cmd(&w, &to, &n, &out);
+        c.env("CUSTODIAN_TEST_PAUSE_AT", format!("op:{point}:after"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = c.spawn().unwrap();
+        wait_until_stopped(child.id());
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.wait();
+        assert!(!out.join("handover-list.json").exists());
+        ok_json_or_ok(prepare_cmd(&w, &to, &n, &out));
+        // Accept passes: every stored pack and snapshot is on the list, each once.
+        let receipt = ok_json(accept_cmd(&n, &to, &[], &out, &signing_key_of(&w.operator)));
+        assert_eq!(receipt["snapshots"], 2, "{receipt}");
+        // No frame was stored twice: the packs hold what an uninterrupted run's hold, give
+        // or take pack headers (a frame here is 64 KiB at least).
+        let (got, want) = (
+            receipt["pack-bytes"].as_u64().unwrap(),
+            whole["totals"]["pack-bytes"].as_u64().unwrap(),
+        );
+        assert!(
+            got.abs_diff(want) < 32 << 10,
+            "kill at op {point}: {got} bytes of packs against {want}"
+        );
+    }
 }
 
 fn prepare_cmd(w: &World, to: &str, n: &NewOwner, out: &Path) -> Command {
@@ -592,7 +605,15 @@ fn a_retained_store_stays_readable_until_its_day_then_the_daemon_destroys_it() {
     ok_json(accept_cmd(&n, &to, &[], &out, &signing_key_of(&w.operator)));
     let until = std::time::SystemTime::now() + std::time::Duration::from_secs(4);
     let until = humantime::format_rfc3339_seconds(until).to_string();
-    let mut c = w.operator_cmd(&["handover", "complete", "--json", "--retain-until", &until]);
+    let mut c = w.operator_cmd(&[
+        "handover",
+        "complete",
+        "--json",
+        "--to-key",
+        &n.signing,
+        "--retain-until",
+        &until,
+    ]);
     c.arg(&out);
     let done = ok_json(c);
     assert!(done["destroyed"].is_null(), "{done}");
@@ -675,5 +696,108 @@ fn a_retained_store_stays_readable_until_its_day_then_the_daemon_destroys_it() {
     assert_same_tree(
         &w.dir.path().join("other"),
         &w.dir.path().join("other-back"),
+    );
+}
+
+#[test]
+fn accept_refuses_a_repository_the_old_side_kept_a_way_into_and_a_list_whose_id_is_a_path() {
+    let (w, n, to, out, _) = prepared_locally();
+    let old_key = signing_key_of(&w.operator);
+    // An id that would name a directory elsewhere, re-signed is beside the point: refused first.
+    let edited = w.dir.path().join("edited");
+    copy_tree(&out, &edited);
+    let json = fs::read_to_string(edited.join("handover-list.json")).unwrap();
+    let id = fs::read_to_string(out.join("handover-id")).unwrap();
+    fs::write(
+        edited.join("handover-list.json"),
+        json.replace(id.trim(), "../../../../tmp/planted"),
+    )
+    .unwrap();
+    fails_with(
+        accept_cmd(&n, &to, &[], &edited, &old_key),
+        &["not a handover id"],
+    );
+    assert!(
+        !n.state.join("handover").exists()
+            || fs::read_dir(n.state.join("handover")).unwrap().count() == 0
+    );
+
+    // The old side, still holding the handover operator, adds an operator of its own.
+    let spare = w.dir.path().join("spare.key");
+    let made = Command::new(BIN)
+        .args(["key", "generate", "--output"])
+        .arg(&spare)
+        .output()
+        .unwrap();
+    let spare_recipient = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    let handover_key = w
+        .state
+        .join("handover")
+        .join(id.trim())
+        .join("operator.key");
+    let added = Command::new(BIN)
+        .args([
+            "access",
+            "add-operator",
+            &spare_recipient,
+            "--key",
+            &signing_key_of(&spare),
+            "--name",
+            "spare",
+        ])
+        .env("CUSTODIAN_REPO", &to)
+        .env("CUSTODIAN_IDENTITY", &handover_key)
+        .env("CUSTODIAN_STATE_DIR", &w.state)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", text(&added));
+    let err = fails_with(
+        accept_cmd(&n, &to, &[], &out, &old_key),
+        &["is not the new owner nor the handover operator"],
+    );
+    assert!(err.contains(&spare_recipient), "{err}");
+    assert!(!out.join("receipt.json").exists());
+}
+
+#[test]
+fn complete_refuses_to_destroy_a_snapshot_that_never_reached_the_new_owner() {
+    let w = World::new(SMALL_PACKS);
+    two_stores(&w);
+    let n = new_owner(&w);
+    let to = w
+        .dir
+        .path()
+        .join("newco-repo")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let out = w.dir.path().join("handover");
+    let first = w
+        .snapshots()
+        .iter()
+        .find(|s| s["source"] == "branch-07")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut c = prepare_cmd(&w, &to, &n, &out);
+    c.args(["--snapshot", &first]);
+    ok_json_or_ok(c);
+    ok_json(accept_cmd(&n, &to, &[], &out, &signing_key_of(&w.operator)));
+    let mut c = w.operator_cmd(&["handover", "complete", "--destroy", "--to-key", &n.signing]);
+    c.arg(&out);
+    fails_with(
+        c,
+        &[
+            "does not",
+            "never reached the new owner",
+            "nothing was changed",
+        ],
+    );
+    // Both snapshots are still readable in the old repository.
+    w.restore(
+        "latest",
+        &w.dir.path().join("still"),
+        &["--source", "branch-07"],
     );
 }

@@ -68,10 +68,10 @@ pub struct AcceptArgs {
     /// Restore the latest snapshot whole (full) or a random sample of it.
     #[arg(long, default_value = "full", value_parser = ["full", "sample"])]
     drill: String,
-    /// The old owner's signing key, as they told you over another channel (`custodian key
-    /// show` prints it): the list must be signed by it.
+    /// The old owner's signing key, as they told you over another channel (`prepare` and
+    /// `custodian key show` print it): the list must be signed by it.
     #[arg(long)]
-    from_key: Option<String>,
+    from_key: String,
     /// Write a fresh writer credential for your server here (the one made at creation is
     /// revoked).
     #[arg(long)]
@@ -94,9 +94,10 @@ pub struct CompleteArgs {
     /// Crypto-shred the old copy now.
     #[arg(long)]
     destroy: bool,
-    /// The new owner's signing key, as they told you: the receipt must be signed by it.
+    /// The new owner's signing key, as they told you over another channel (`accept` prints
+    /// it): the receipt must be signed by it.
     #[arg(long)]
-    to_key: Option<String>,
+    to_key: String,
     #[arg(long)]
     json: bool,
 }

@@ -77,7 +77,8 @@ fn apply_retention(
     local: &Path,
 ) -> Result<HashMap<String, u64>> {
     let now = crate::clock::now();
-    expire_handovers(repo, now, local)?;
+    // Each store on its own: one that cannot be destroyed never stops the policies below.
+    expire_handovers(repo, now, local);
     let holds = repo.holds()?;
     let all = repo.list_snapshots()?;
     let mut counts = HashMap::new();
@@ -103,13 +104,22 @@ fn apply_retention(
     Ok(counts)
 }
 
-/// Destroy the handed-over stores whose retention ended, each with its audit entry.
-fn expire_handovers(repo: &Repository, now: SystemTime, local: &Path) -> Result<()> {
+/// Destroy the handed-over stores whose retention ended, each with its audit entry; what
+/// fails is logged and audited, and tried again at the next run.
+fn expire_handovers(repo: &Repository, now: SystemTime, local: &Path) {
     let state_dir = local.parent().unwrap_or(local);
     let expired = repo.expire_handovers(now, local);
     match &expired {
-        Ok(records) => {
-            for r in records {
+        Ok(done) => {
+            for problem in &done.problems {
+                let intent = crate::audit::Intent::write(
+                    "handover retention expired",
+                    "retention of a handed-over store ended (daemon)",
+                );
+                super::audit::record(repo, state_dir, intent, "failed", None);
+                tracing::error!(problem = %problem, "a handed-over store's retention ended but it could not be destroyed");
+            }
+            for r in &done.destroyed {
                 let intent = crate::audit::Intent::write(
                     "handover retention expired",
                     "retention of a handed-over store ended (daemon)",
@@ -129,5 +139,4 @@ fn expire_handovers(repo: &Repository, now: SystemTime, local: &Path) -> Result<
             tracing::error!(error = %e, "a handed-over store's retention ended but it could not be destroyed");
         }
     }
-    expired.map(|_| ())
 }

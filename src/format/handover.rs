@@ -14,6 +14,26 @@ pub const RECEIPT_KIND: &str = "handover receipt";
 /// Largest list or receipt accepted (a store of millions of snapshots' packs stays far below).
 pub const MAX_LIST: usize = 64 << 20;
 
+/// A handover id: 32 lowercase hex digits. Checked before an id from a list names a file or an
+/// object.
+pub fn valid_id(id: &str) -> Result<(), crate::error::FormatError> {
+    if id.len() == 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Ok(())
+    } else {
+        Err(crate::error::FormatError::Malformed {
+            what: "handover list".into(),
+            reason: format!(
+                "'{}' is not a handover id (32 lowercase hex digits)",
+                id.escape_default()
+            ),
+        })
+    }
+}
+
 /// One side of a handover.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -103,12 +123,18 @@ pub struct Manifest {
     pub to: Party,
     /// Fingerprint of the receiving repository's first trust list (what the new owner pins).
     pub trust_fingerprint: String,
+    /// The temporary operator that created the receiving repository (its age recipient);
+    /// `accept` removes it.
+    pub handover_operator: String,
     pub snapshots: Vec<HandedSnapshot>,
     pub packs: Vec<HandedPack>,
     pub sessions: Vec<String>,
     pub totals: Totals,
     /// What the old owner's repository says of retention for this store: its holds.
     pub retention: String,
+    /// Erase exclusions that go along (paths an erase removed, kept out of later backups; the
+    /// paths themselves travel sealed, never in this list).
+    pub exclusions: u64,
     pub destruction: Vec<PastDestruction>,
     /// The old owner's audit log at the moment of handover.
     pub audit: AuditPoint,
@@ -167,21 +193,13 @@ pub struct HandedOver {
     pub plan: Option<RetainPlan>,
 }
 
-/// What a retained store's destruction deletes.
+/// What only the operator can list of a retained store's destruction: the session keys sealed
+/// to its domain (finding them needs the domain's identity). The snapshots and key records are
+/// found again on the day, from the domain's name.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RetainPlan {
-    pub snapshots: Vec<PlannedSnapshot>,
-    pub objects: Vec<PlannedObject>,
-}
-
-/// A snapshot a retained store's destruction forgets.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct PlannedSnapshot {
-    pub id: String,
-    pub source: String,
-    pub time: String,
+    pub sessions: Vec<PlannedObject>,
 }
 
 /// An object a retained store's destruction deletes.
@@ -192,19 +210,11 @@ pub struct PlannedObject {
     pub size: u64,
 }
 
-/// Folders a retention plan may delete from: a forged or damaged plan can never reach the
-/// audit log, the trust list, packs or another folder.
+/// Whether a plan's entry names a session key (`sessions/<hex>`): a forged or damaged plan can
+/// never reach the audit log, the trust list, packs or any other folder.
 pub fn plannable(name: &str) -> bool {
-    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if let Some(id) = name
-        .strip_prefix("snapshots/")
-        .or_else(|| name.strip_prefix("sessions/"))
-    {
-        return hex(id);
-    }
-    name.strip_prefix("keys/domains/")
-        .and_then(|r| r.split_once('.'))
-        .is_some_and(|(id, suffix)| hex(id) && ["writer", "history", "operator"].contains(&suffix))
+    name.strip_prefix("sessions/")
+        .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]
@@ -212,16 +222,13 @@ mod tests {
     use super::plannable;
 
     #[test]
-    fn a_plan_reaches_only_a_domains_snapshots_sessions_and_key_records() {
-        for ok in [
-            "snapshots/ab12",
-            "sessions/00ff",
-            "keys/domains/0123abcd.operator",
-            "keys/domains/0123abcd.writer",
-        ] {
+    fn a_plan_reaches_only_session_keys() {
+        for ok in ["sessions/00ff", "sessions/0123456789abcdef"] {
             assert!(plannable(ok), "{ok}");
         }
         for bad in [
+            "snapshots/ab12",
+            "keys/domains/0123abcd.operator",
             "audit/log/0000000001",
             "keys/trust-0000000001",
             "keys/metadata-1",

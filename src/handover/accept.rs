@@ -3,7 +3,7 @@
 //! receipt, then takes the repository over: the handover operator goes, and with it the old
 //! owner's last way in.
 
-use super::{read_limited, read_signed, sign_document, state_of, write_signed, SignedFiles};
+use super::{read_limited, read_signed, short, sign_document, state_of, write_signed, SignedFiles};
 use crate::backend::Backend;
 use crate::crypto::sign::ObjectSigner;
 use crate::error::{Error, Result};
@@ -28,8 +28,8 @@ pub struct AcceptOptions {
     pub to: Arc<dyn Backend>,
     /// The new owner's identity file.
     pub identity: PathBuf,
-    /// The old owner's signing key, confirmed out of band (strongly advised).
-    pub from_key: Option<String>,
+    /// The old owner's signing key, confirmed out of band: the list must be signed by it.
+    pub from_key: String,
     pub drill: DrillMode,
     pub state_dir: PathBuf,
     /// Where to write a fresh writer credential for the new owner's server.
@@ -56,7 +56,7 @@ pub fn accept(opts: &AcceptOptions) -> Result<Accepted> {
         .into_iter()
         .next()
         .ok_or_else(|| Error::Invalid(format!("{} holds no identity", opts.identity.display())))?;
-    check_parties(&manifest, &signer, opts.from_key.as_deref(), &identity)?;
+    check_parties(&manifest, &signer, &opts.from_key, &identity)?;
     let pins = opts.state_dir.join("trust");
     crate::repository::trust::confirm(opts.to.as_ref(), &pins, &manifest.trust_fingerprint)?;
     let own_key = hex::encode(ObjectSigner::for_operator(&identity).public());
@@ -96,7 +96,7 @@ pub fn accept(opts: &AcceptOptions) -> Result<Accepted> {
 fn check_parties(
     m: &Manifest,
     signer: &[u8; 32],
-    from_key: Option<&str>,
+    from_key: &str,
     identity: &age::x25519::Identity,
 ) -> Result<()> {
     if hex::encode(signer) != m.from.key {
@@ -107,14 +107,12 @@ fn check_parties(
             hex::encode(signer)
         )));
     }
-    if let Some(k) = from_key {
-        if !k.trim().eq_ignore_ascii_case(&m.from.key) {
-            return Err(Error::Invalid(format!(
-                "the handover list was signed by {}, not by the key you confirmed ({k}): it \
-                 does not come from the old owner. Do not accept it.",
-                m.from.key
-            )));
-        }
+    if !from_key.trim().eq_ignore_ascii_case(&m.from.key) {
+        return Err(Error::Invalid(format!(
+            "the handover list was signed by {}, not by the key you confirmed ({from_key}): it \
+             does not come from the old owner. Do not accept it.",
+            m.from.key
+        )));
     }
     if identity.to_public().to_string() != m.to.key {
         return Err(Error::Invalid(format!(
@@ -148,7 +146,16 @@ fn handover_operator(
             .map_err(|_| Error::Invalid("the handover operator is not a key file".into()))?;
         crate::crypto::keys::write_private(&path, &text)?;
     }
-    Ok(path)
+    let ids = crate::crypto::keys::load_identity_file(&path)?;
+    match ids.as_slice() {
+        [one] if one.to_public().to_string() == m.handover_operator => Ok(path),
+        _ => Err(Error::Invalid(format!(
+            "{} does not hold exactly the handover operator the list names ({}): it was \
+             altered. Do not accept it.",
+            super::OPERATOR_FILE,
+            m.handover_operator
+        ))),
+    }
 }
 
 fn check_and_take_over(
@@ -161,7 +168,9 @@ fn check_and_take_over(
     operator: &Path,
 ) -> Result<(Receipt, Option<String>)> {
     let mut checked = Vec::new();
-    let problems = verify(repo, m, &mut checked)?;
+    let mut problems = registry_problems(repo, m, false)?;
+    checked.push("operators: the handover operator and this identity only; no auditor".into());
+    problems.extend(verify(repo, m, &mut checked)?);
     if !problems.is_empty() {
         return Err(Error::Invalid(format!(
             "the repository does not hold what handover list {} says; nothing was accepted and \
@@ -171,6 +180,11 @@ fn check_and_take_over(
             problems.join("\n  - ")
         )));
     }
+    // The page a person signs off is made again from the list just verified.
+    super::write_file(
+        &opts.dir.join(super::PAGE_FILE),
+        super::page::render(m).as_bytes(),
+    )?;
     let drill = drill(repo, m, opts)?;
     if !drill.passed {
         return Err(Error::Invalid(format!(
@@ -278,6 +292,15 @@ fn verify(repo: &Repository, m: &Manifest, checked: &mut Vec<String>) -> Result<
             ));
         }
     }
+    let listed: BTreeSet<&String> = m.sessions.iter().collect();
+    for s in sessions.iter().filter(|s| !listed.contains(s)) {
+        problems.push(format!(
+            "session key {} is in the repository but not on the list",
+            short(s)
+        ));
+    }
+    problems.extend(records_problems(repo, m)?);
+    checked.push("holds and erase exclusions as listed".into());
     checked.push(format!("{} session keys present", m.sessions.len()));
     let sums = (
         m.snapshots.len() as u64,
@@ -354,7 +377,7 @@ fn drill(repo: &Repository, m: &Manifest, opts: &AcceptOptions) -> Result<DrillR
     let long = std::time::Duration::from_secs(100 * 365 * 86_400);
     let rb = crate::runbook::Runbook {
         file: PathBuf::from("handover"),
-        id: format!("handover-{}", &m.id[..8]),
+        id: format!("handover-{}", short(&m.id)),
         title: format!("Handover {} of {}", m.id, m.source),
         sources: vec![m.source.clone()],
         owner: "new owner".into(),
@@ -437,6 +460,10 @@ fn take_over(
         .next()
         .ok_or_else(|| Error::Invalid("the handover operator's key file is empty".into()))?;
     let recipient = handover.to_public().to_string();
+    let made_by = format!(
+        "operator {}",
+        crate::crypto::sign::key_id(&ObjectSigner::for_operator(&handover).public())
+    );
     let in_office = repo
         .auth()
         .is_some_and(|a| a.list.current_operators().any(|o| o.recipient == recipient));
@@ -458,13 +485,21 @@ fn take_over(
             a.list
                 .writers
                 .iter()
-                .filter(|w| w.revoked.is_none())
+                .filter(|w| w.revoked.is_none() && w.added_by.as_deref() == Some(&made_by))
                 .map(|w| w.id.clone())
                 .collect()
         })
         .unwrap_or_default();
     for id in earlier {
         reopen()?.revoke_writer(&id)?;
+    }
+    let after = registry_problems(&reopen()?, m, true)?;
+    if !after.is_empty() {
+        return Err(Error::Invalid(format!(
+            "after the take-over, the repository's registry still lists others: {}. Nothing \
+             was signed; remove them with 'custodian access' and accept again.",
+            after.join("; ")
+        )));
     }
     let Some(out) = &opts.writer_key_out else {
         return Ok(None);
@@ -480,6 +515,67 @@ fn take_over(
     Ok(Some(issued.id))
 }
 
-fn short(id: &str) -> &str {
-    &id[..16.min(id.len())]
+/// Who may read the repository: before the take-over exactly the handover operator the list
+/// names and this owner, afterwards this owner alone; no auditor either way (entries are
+/// sealed to auditors). Anyone else was put there by the old side, and would keep its access.
+fn registry_problems(repo: &Repository, m: &Manifest, taken_over: bool) -> Result<Vec<String>> {
+    let list = &repo
+        .auth()
+        .ok_or_else(|| Error::Invalid("the receiving repository has no trust list".into()))?
+        .list;
+    let allowed: BTreeSet<&str> = if taken_over {
+        [m.to.key.as_str()].into()
+    } else {
+        [m.to.key.as_str(), m.handover_operator.as_str()].into()
+    };
+    let mut problems: Vec<String> = list
+        .current_operators()
+        .filter(|o| !allowed.contains(o.recipient.as_str()))
+        .map(|o| {
+            format!(
+                "operator {} is not the new owner nor the handover operator",
+                o.recipient
+            )
+        })
+        .collect();
+    problems.extend(
+        list.auditors
+            .iter()
+            .map(|a| format!("auditor {} was added before the take-over", a.recipient)),
+    );
+    Ok(problems)
+}
+
+/// The holds and erase exclusions that came along must be the ones listed: they decide what
+/// the new owner may forget and what its backups leave out.
+fn records_problems(repo: &Repository, m: &Manifest) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let holds: BTreeMap<String, String> = repo
+        .holds()?
+        .into_iter()
+        .map(|(id, h)| (id.to_hex(), h.reason))
+        .collect();
+    for s in &m.snapshots {
+        if holds.get(&s.id).into_iter().collect::<Vec<_>>() != s.holds.iter().collect::<Vec<_>>() {
+            problems.push(format!(
+                "snapshot {} is held otherwise than listed",
+                short(&s.id)
+            ));
+        }
+    }
+    let listed: BTreeSet<&str> = m.snapshots.iter().map(|s| s.id.as_str()).collect();
+    for id in holds.keys().filter(|id| !listed.contains(id.as_str())) {
+        problems.push(format!(
+            "a hold on {} is in the repository but not on the list",
+            short(id)
+        ));
+    }
+    let exclusions = repo.exclusions(Some(&m.source))?.len() as u64;
+    if exclusions != m.exclusions {
+        problems.push(format!(
+            "the repository holds {exclusions} erase exclusion(s) for the store, the list says {}",
+            m.exclusions
+        ));
+    }
+    Ok(problems)
 }

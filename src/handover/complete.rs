@@ -19,8 +19,8 @@ pub enum Disposal {
 /// What `complete` is asked to do.
 pub struct CompleteOptions {
     pub dir: PathBuf,
-    /// The new owner's signing key, confirmed out of band (strongly advised).
-    pub to_key: Option<String>,
+    /// The new owner's signing key, confirmed out of band: the receipt must be signed by it.
+    pub to_key: String,
     pub disposal: Disposal,
     pub local_dir: PathBuf,
     /// This operator's identity: the list must be its own.
@@ -58,6 +58,7 @@ pub fn complete(repo: &Repository, opts: &CompleteOptions) -> Result<Completed> 
         )));
     }
     let receipt = check_receipt(opts, &manifest, &list)?;
+    refuse_unlisted(repo, &manifest)?;
     repo.put_handover_document(&manifest.id, "receipt", &receipt.1)?;
     let receipt = receipt.0;
     let holds_released = release_own_holds(repo, &manifest)?;
@@ -118,13 +119,12 @@ fn check_receipt(
     if hex::encode(signer) != receipt.signed_by {
         return refuse("it was not signed by the key it names".into());
     }
-    if let Some(k) = &opts.to_key {
-        if !k.trim().eq_ignore_ascii_case(&receipt.signed_by) {
-            return refuse(format!(
-                "it was signed by {}, not by the new owner's key you confirmed ({k})",
-                receipt.signed_by
-            ));
-        }
+    let k = &opts.to_key;
+    if !k.trim().eq_ignore_ascii_case(&receipt.signed_by) {
+        return refuse(format!(
+            "it was signed by {}, not by the new owner's key you confirmed ({k})",
+            receipt.signed_by
+        ));
     }
     if receipt.handover != m.id
         || receipt.manifest_hash != hex::encode(crate::id::content_hash(list.json.as_bytes()))
@@ -149,4 +149,28 @@ fn release_own_holds(repo: &Repository, m: &Manifest) -> Result<usize> {
         }
     }
     Ok(released)
+}
+
+/// Every snapshot of the store must be on the list: one that is not (a backup that finished
+/// after the list was made, or one past `--snapshot`) never reached the new owner, and
+/// destroying the store would lose it for both sides.
+fn refuse_unlisted(repo: &Repository, m: &Manifest) -> Result<()> {
+    let listed: std::collections::HashSet<&str> =
+        m.snapshots.iter().map(|s| s.old_id.as_str()).collect();
+    let unlisted: Vec<String> = repo
+        .list_snapshots_strict()?
+        .into_iter()
+        .filter(|s| s.head.domain == m.domain && !listed.contains(s.id.to_hex().as_str()))
+        .map(|s| format!("{} ({})", s.id.short(), s.head.time))
+        .collect();
+    if unlisted.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "store '{}' holds snapshot(s) the handover list does not: {}. They never reached the \
+         new owner, and completing would destroy them; nothing was changed. Forget them \
+         ('custodian forget') if they are not needed, or hand them over first.",
+        m.domain,
+        unlisted.join(", ")
+    )))
 }

@@ -33,16 +33,43 @@ pub fn state_of(state_dir: &Path, id: &str) -> PathBuf {
     state_dir.join("handover").join(id)
 }
 
-/// Read a small file of a handover directory, refusing anything larger than `max`.
+/// Read a file of a handover directory (received from elsewhere: hostile input), refusing a
+/// symlink, a device or FIFO, and anything larger than `max`.
 pub fn read_limited(path: &Path, max: u64) -> Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if meta.len() > max {
-        return Err(Error::Invalid(format!(
-            "{} is {} bytes, more than a handover file may be ({max}); it is not one custodian \
-             wrote. Ask the old owner for the handover directory again.",
-            path.display(),
-            meta.len()
+    use std::io::Read;
+    let refuse = |why: String| {
+        Error::Invalid(format!(
+            "{} {why}; it is not a file custodian wrote. Ask the other owner for the handover \
+             directory again.",
+            path.display()
+        ))
+    };
+    let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_file() {
+        return Err(refuse("is not a regular file".into()));
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > max {
+        return Err(refuse(format!(
+            "is larger than a handover file may be ({max} bytes)"
         )));
     }
-    std::fs::read(path).map_err(|e| Error::io(path, e))
+    Ok(bytes)
+}
+
+/// Write a file of a handover directory whole or not at all, replacing whatever name was there
+/// (a symlink planted in the directory is replaced, never followed).
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("partial-{:016x}", rand::random::<u64>()));
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// The first 16 characters of an id from a list or a listing, for messages (never panics).
+pub fn short(id: &str) -> &str {
+    id.char_indices().nth(16).map_or(id, |(i, _)| &id[..i])
 }

@@ -60,8 +60,8 @@ pub fn render(m: &Manifest) -> String {
             h,
             "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td>\
              <td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
-            esc(&s.id[..16.min(s.id.len())]),
-            esc(&s.old_id[..16.min(s.old_id.len())]),
+            esc(super::short(&s.id)),
+            esc(super::short(&s.old_id)),
             esc(&s.time),
             s.files,
             s.dirs,

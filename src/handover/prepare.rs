@@ -17,7 +17,7 @@ use crate::repository::{
     SnapshotInfo,
 };
 use age::x25519;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -49,9 +49,39 @@ pub struct Prepared {
 /// Copy the store into the new owner's repository and write the signed list to `opts.out`.
 pub fn prepare(from: &Repository, opts: &PrepareOptions) -> Result<Prepared> {
     let chosen = choose(from, opts)?;
-    let domain = chosen[0].head.domain.clone();
+    let domain = chosen
+        .first()
+        .map(|s| s.head.domain.clone())
+        .ok_or_else(|| Error::SnapshotNotFound(opts.source.clone()))?;
+    // Everything that can refuse does so before anything is written.
+    from.domain_for_read(&domain)?;
     let id = handover_id(&opts.out)?;
+    let marks = from.handover_marks()?;
+    if let Some(m) = marks
+        .iter()
+        .find(|m| (m.domain == domain) != (m.handover == id))
+    {
+        return Err(Error::Invalid(format!(
+            "handover {} already holds store '{}': {} belongs to that handover, not to a new \
+             one of '{}'. Use a new, empty output directory, or finish that handover.",
+            m.handover,
+            m.domain,
+            opts.out.display(),
+            opts.source
+        )));
+    }
+    if let Some(doc) = from.handover_document(&id, "list")? {
+        return finish_stored(from, opts, &id, doc);
+    }
     let reason = format!("handover {id}: {}", opts.reason);
+    // Holds that go along are the store's own, never a handover's.
+    let holds: HashMap<SnapshotId, crate::repository::Hold> = from
+        .holds()?
+        .into_iter()
+        .filter(|(_, h)| !h.reason.starts_with("handover "))
+        .collect();
+    let operator = handover_operator(opts, &id)?;
+    let to = Arc::new(open_target(from, opts, &operator)?);
     // From here no writer backs the store up into this repository again.
     from.mark_handed_over(&HandedOver {
         version: HANDOVER_VERSION,
@@ -63,12 +93,9 @@ pub fn prepare(from: &Repository, opts: &PrepareOptions) -> Result<Prepared> {
         until: None,
         plan: None,
     })?;
-    let holds = from.holds()?;
     for snap in &chosen {
         from.hold(&snap.id, &reason)?;
     }
-    let operator = handover_operator(opts, &id)?;
-    let to = Arc::new(open_target(from, opts, &operator)?);
     let intent =
         crate::audit::Intent::write("handover prepare", &opts.reason).source(Some(&opts.source));
     let begun = crate::audit::begin(&to, &intent, None, None)?;
@@ -80,7 +107,13 @@ pub fn prepare(from: &Repository, opts: &PrepareOptions) -> Result<Prepared> {
         None,
     );
     let (snapshots, copied) = result?;
-    let manifest = manifest(from, &to, opts, &id, &domain, snapshots, &holds)?;
+    let handover = operator_recipient(&operator)?;
+    let names = Names {
+        id: &id,
+        domain: &domain,
+        operator: &handover,
+    };
+    let manifest = manifest(from, &to, opts, &names, snapshots, &holds)?;
     let json = serde_json::to_string_pretty(&manifest)
         .map_err(|e| Error::Invalid(format!("internal error: the list did not encode: {e}")))?;
     let doc = sign_document(
@@ -91,18 +124,59 @@ pub fn prepare(from: &Repository, opts: &PrepareOptions) -> Result<Prepared> {
     );
     from.put_handover_document(&id, "list", &doc)?;
     to.put_handover_document(&id, "list", &doc)?;
-    let files = SignedFiles {
-        json: super::LIST_FILE,
-        sig: super::LIST_SIG,
-    };
-    write_signed(&opts.out, &files, &doc)?;
-    let page = opts.out.join(super::PAGE_FILE);
-    std::fs::write(&page, super::page::render(&manifest)).map_err(|e| Error::io(&page, e))?;
+    write_out(opts, &doc, &manifest)?;
     Ok(Prepared {
         manifest,
         copied_blobs: copied.0,
         copied_bytes: copied.1,
     })
+}
+
+/// The list, its signature and its page into the output directory.
+fn write_out(
+    opts: &PrepareOptions,
+    doc: &crate::repository::SignedDocument,
+    m: &Manifest,
+) -> Result<()> {
+    let files = SignedFiles {
+        json: super::LIST_FILE,
+        sig: super::LIST_SIG,
+    };
+    write_signed(&opts.out, &files, doc)?;
+    super::write_file(
+        &opts.out.join(super::PAGE_FILE),
+        super::page::render(m).as_bytes(),
+    )
+}
+
+/// A run killed after the list was stored: the new repository gets its copy, the directory its
+/// files, and the list stays the one already signed.
+fn finish_stored(
+    from: &Repository,
+    opts: &PrepareOptions,
+    id: &str,
+    doc: crate::repository::SignedDocument,
+) -> Result<Prepared> {
+    let manifest: Manifest =
+        crate::format::decode_json(doc.json.as_bytes(), "handover list", HANDOVER_VERSION)?;
+    let operator = handover_operator(opts, id)?;
+    let to = open_target(from, opts, &operator)?;
+    to.put_handover_document(id, "list", &doc)?;
+    write_out(opts, &doc, &manifest)?;
+    Ok(Prepared {
+        manifest,
+        copied_blobs: 0,
+        copied_bytes: 0,
+    })
+}
+
+/// The handover operator's age recipient (named in the list, so accept can check the sealed
+/// identity it receives is that one).
+fn operator_recipient(path: &Path) -> Result<String> {
+    let ids = crate::crypto::keys::load_identity_file(path)?;
+    ids.first()
+        .map(|i| i.to_public().to_string())
+        .ok_or_else(|| Error::Invalid("the handover operator's key file is empty".into()))
 }
 
 /// The source's snapshots up to the chosen one, oldest first; refused when the key domain is
@@ -144,7 +218,7 @@ fn handover_id(out: &Path) -> Result<String> {
     }
     if out.join(super::LIST_FILE).exists() {
         return Err(Error::Invalid(format!(
-            "{} already holds a finished handover list; give 'prepare' an empty directory",
+            "{} holds a handover list but no handover id; give 'prepare' an empty directory",
             out.display()
         )));
     }
@@ -360,15 +434,27 @@ fn sessions_in(
     Ok(out)
 }
 
+/// What names a handover in its list.
+struct Names<'a> {
+    id: &'a str,
+    domain: &'a str,
+    /// The handover operator's recipient.
+    operator: &'a str,
+}
+
 fn manifest(
     from: &Repository,
     to: &Repository,
     opts: &PrepareOptions,
-    id: &str,
-    domain: &str,
+    names: &Names,
     snapshots: Handed,
-    holds: &std::collections::HashMap<SnapshotId, crate::repository::Hold>,
+    holds: &HashMap<SnapshotId, crate::repository::Hold>,
 ) -> Result<Manifest> {
+    let Names {
+        id,
+        domain,
+        operator: handover_operator,
+    } = *names;
     let store = to.store_for_mirror();
     let mut listed = Vec::new();
     let mut totals = Totals::default();
@@ -435,11 +521,13 @@ fn manifest(
             key: opts.to_recipient.clone(),
         },
         trust_fingerprint: fingerprint,
+        handover_operator: handover_operator.to_string(),
         snapshots: listed,
         packs,
         sessions,
         totals,
         retention: retention_text(holds, &snapshots),
+        exclusions: from.exclusions(Some(&opts.source))?.len() as u64,
         destruction: past_destruction(from, domain, &opts.source)?,
         audit: opts.audit.clone(),
     })

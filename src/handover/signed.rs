@@ -44,8 +44,7 @@ pub fn verify_document(doc: &SignedDocument, kind: &str, id: &str) -> Result<[u8
 /// Write a signed document into the handover directory.
 pub fn write_signed(dir: &Path, files: &SignedFiles, doc: &SignedDocument) -> Result<()> {
     for (name, text) in [(files.json, &doc.json), (files.sig, &doc.signature)] {
-        let path = dir.join(name);
-        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+        super::write_file(&dir.join(name), text.as_bytes())?;
     }
     Ok(())
 }
@@ -68,6 +67,8 @@ pub fn read_signed<T: serde::de::DeserializeOwned>(
         files.json,
         crate::format::handover::HANDOVER_VERSION,
     )?;
+    // The id names files and objects: checked before anything uses it.
+    crate::format::handover::valid_id(&id_of(&value))?;
     let doc = SignedDocument {
         version: crate::format::handover::HANDOVER_VERSION,
         json,

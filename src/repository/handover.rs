@@ -6,9 +6,7 @@
 use super::Repository;
 use crate::crypto::SessionKey;
 use crate::error::{Error, Result};
-use crate::format::handover::{
-    plannable, HandedOver, PlannedObject, PlannedSnapshot, RetainPlan, HANDOVER_VERSION, MAX_LIST,
-};
+use crate::format::handover::{HandedOver, MAX_LIST};
 use crate::format::ObjectKind;
 use serde::{Deserialize, Serialize};
 
@@ -27,17 +25,7 @@ fn list_name(id: &str, what: &str) -> String {
 }
 
 fn valid_id(id: &str) -> Result<()> {
-    if id.len() == 32
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-    {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!(
-            "'{id}' is not a handover id (32 lowercase hex digits, as the handover list says)"
-        )))
-    }
+    Ok(crate::format::handover::valid_id(id)?)
 }
 
 impl Repository {
@@ -79,29 +67,64 @@ impl Repository {
     pub fn mark_handed_over(&self, mark: &HandedOver) -> Result<()> {
         valid_id(&mark.handover)?;
         self.require_operator("recording a handover")?;
+        let rank = |state: &str| {
+            ["prepared", "retained", "destroyed"]
+                .iter()
+                .position(|s| *s == state)
+        };
+        if let Some(was) = self
+            .handover_marks()?
+            .into_iter()
+            .find(|m| m.handover == mark.handover)
+        {
+            if was.domain != mark.domain || rank(&mark.state) < rank(&was.state) {
+                return Err(Error::Invalid(format!(
+                    "handover {} is already {} for store '{}'; it cannot become {} for '{}'",
+                    was.handover, was.state, was.domain, mark.state, mark.domain
+                )));
+            }
+        }
         let name = list_name(&mark.handover, "mark");
         let sealed = self.seal_meta_at(ObjectKind::Handover, &name, mark)?;
         Ok(self.backend.replace(&name, &sealed)?)
     }
 
-    /// Every handover mark in this repository. One that cannot be read stops the caller: a
-    /// mark is what keeps writers out of a store that changed hands.
+    /// Every handover mark in this repository that verifies. One that does not is skipped with
+    /// a warning: it proves nothing (the storage could as well delete a real one), and failing
+    /// every backup on it would hand anyone who can upload an object a way to stop them all.
     pub fn handover_marks(&self) -> Result<Vec<HandedOver>> {
+        Ok(self
+            .handover_marks_stored()?
+            .into_iter()
+            .map(|(_, _, m)| m)
+            .collect())
+    }
+
+    /// [`Self::handover_marks`] with each mark's object name and stored bytes.
+    pub(super) fn handover_marks_stored(&self) -> Result<Vec<(String, Vec<u8>, HandedOver)>> {
         let mut out = Vec::new();
         for object in self.backend.list("handovers/")? {
             if !object.name.ends_with(".mark") {
                 continue;
             }
-            if let Some(bytes) = self.get_listed(ObjectKind::Handover, &object)? {
-                let mark: HandedOver =
-                    self.open_meta(ObjectKind::Handover, &object.name, &bytes)?;
-                if mark.version > HANDOVER_VERSION {
-                    return Err(Error::Invalid(format!(
-                        "{} is of a newer custodian; upgrade before backing up here",
-                        object.name
-                    )));
+            let read = self
+                .get_listed(ObjectKind::Handover, &object)
+                .and_then(|b| {
+                    b.map(|b| {
+                        self.open_meta::<HandedOver>(ObjectKind::Handover, &object.name, &b)
+                            .map(|m| (b, m))
+                    })
+                    .transpose()
+                });
+            match read {
+                Ok(Some((bytes, mark))) => out.push((object.name, bytes, mark)),
+                Ok(None) => {}
+                Err(Error::Format(e @ crate::error::FormatError::UnknownVersion { .. })) => {
+                    return Err(Error::Format(e))
                 }
-                out.push(mark);
+                Err(e) => {
+                    tracing::warn!(object = %object.name, error = %e, "a handover mark that does not verify is ignored; run 'custodian check'")
+                }
             }
         }
         Ok(out)
@@ -147,104 +170,6 @@ impl Repository {
             )));
         }
         Ok(keys)
-    }
-
-    /// What destroying handed-over domain `name` will delete, for a retention that ends on a
-    /// date (operators only: finding the domain's session keys needs its identity).
-    pub fn retention_plan(&self, name: &str) -> Result<RetainPlan> {
-        let keys = self.domain_for_read(name)?;
-        let (snapshots, objects) = self.domain_doom(name, &keys)?;
-        Ok(RetainPlan {
-            snapshots: snapshots
-                .iter()
-                .map(|s| PlannedSnapshot {
-                    id: s.id.to_hex(),
-                    source: s.head.source.clone(),
-                    time: s.head.time.clone(),
-                })
-                .collect(),
-            objects: objects
-                .into_iter()
-                .map(|(name, size)| PlannedObject { name, size })
-                .collect(),
-        })
-    }
-
-    /// Destroy every handed-over store whose retention ended by `now`, as its plan says: the
-    /// destruction record first, then the deletes (a rerun after a kill finishes the deletes
-    /// without a second record). Any credential may run it: the daemon does, with its writer.
-    pub fn expire_handovers(
-        &self,
-        now: std::time::SystemTime,
-        local_dir: &std::path::Path,
-    ) -> Result<Vec<super::DestructionRecord>> {
-        let mut done = Vec::new();
-        for mark in self.handover_marks()? {
-            let (Some(until), Some(plan)) = (&mark.until, &mark.plan) else {
-                continue;
-            };
-            let due = humantime::parse_rfc3339_weak(until).map_err(|_| {
-                Error::Damaged(format!(
-                    "handover {} keeps its store until '{until}', which is not a time",
-                    mark.handover
-                ))
-            })?;
-            if mark.state != "retained" || due > now {
-                continue;
-            }
-            if let Some(stray) = plan.objects.iter().find(|o| !plannable(&o.name)) {
-                return Err(Error::Damaged(format!(
-                    "the retention plan of handover {} names '{}', which no destruction of a \
-                     store deletes; nothing was deleted. Run 'custodian check'.",
-                    mark.handover, stray.name
-                )));
-            }
-            let ids: Vec<crate::id::SnapshotId> = plan
-                .snapshots
-                .iter()
-                .filter_map(|s| s.id.parse().ok())
-                .collect();
-            self.refuse_held(&ids, "handover retention expiry")?;
-            let tag = format!("handover {}", mark.handover);
-            let earlier = self
-                .destruction_records()?
-                .into_iter()
-                .find(|r| r.domain.as_deref() == Some(&mark.domain) && r.note.contains(&tag));
-            if earlier.is_some() {
-                for o in &plan.objects {
-                    self.backend.delete(&o.name)?;
-                }
-                continue;
-            }
-            let snapshots = plan
-                .snapshots
-                .iter()
-                .map(|s| super::DestroyedSnapshot {
-                    id: s.id.clone(),
-                    source: s.source.clone(),
-                    time: s.time.clone(),
-                    reason: format!("retention after {tag} ended {until}"),
-                })
-                .collect();
-            let objects = plan
-                .objects
-                .iter()
-                .map(|o| (o.name.clone(), o.size))
-                .collect();
-            let note = format!(
-                "{} Retained after {tag} until {until}.",
-                super::keyring::shred_note(&mark.domain)
-            );
-            done.push(self.destroy(
-                "destroy-domain",
-                snapshots,
-                objects,
-                note,
-                Some(&mark.domain),
-                local_dir,
-            )?);
-        }
-        Ok(done)
     }
 
     /// Store a handed-over session key here, sealed to this repository's copy of its domain.

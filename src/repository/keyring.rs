@@ -437,20 +437,7 @@ impl Repository {
             }
         }
         // Every generation's records, the operators' (identities) last.
-        let present: std::collections::HashSet<String> = self
-            .backend
-            .list("keys/domains/")?
-            .into_iter()
-            .map(|o| o.name)
-            .collect();
-        for suffix in [".writer", ".history", ".operator"] {
-            for g in 0..=self.key_generation() {
-                let object = format!("{}{suffix}", self.domain_object_at(name, g));
-                if present.contains(&object) {
-                    doomed.push((object, 0));
-                }
-            }
-        }
+        doomed.extend(self.domain_records(name)?);
         Ok((snapshots, doomed))
     }
 
@@ -497,7 +484,8 @@ impl Repository {
         id: SessionId,
         domain: Option<&DomainKeys>,
     ) -> Result<Arc<SessionKey>> {
-        if let Some(key) = self.sessions.lock().map_err(|_| poisoned())?.get(&id) {
+        let slot = (id, domain.map(|d| d.name.clone()));
+        if let Some(key) = self.sessions.lock().map_err(|_| poisoned())?.get(&slot) {
             return Ok(key.clone());
         }
         let identities = match domain {
@@ -525,7 +513,7 @@ impl Repository {
         self.sessions
             .lock()
             .map_err(|_| poisoned())?
-            .insert(id, key.clone());
+            .insert(slot, key.clone());
         Ok(key)
     }
 }

@@ -11,6 +11,7 @@ mod exclusive;
 mod generations;
 mod grants;
 mod handover;
+mod handover_expiry;
 mod index;
 mod init;
 mod keyring;
@@ -30,7 +31,11 @@ mod verify;
 pub use access::{Issued, Principal, Revoked};
 pub use blobs::{coalesce, decode_tree, validate_tree_blob, BlobReader, PackBlobs};
 pub use exclusions::Exclusion;
+
+/// A cached session key's slot: its id and the domain it opened with (`None`: metadata).
+type SessionSlot = (crate::id::SessionId, Option<String>);
 pub use handover::SignedDocument;
+pub use handover_expiry::Expired;
 pub use index::{Location, MasterIndex};
 pub use init::{init, InitOptions, Initialized};
 pub use keyring::DomainDestroyed;
@@ -77,7 +82,9 @@ pub struct Repository {
     meta_recipient: x25519::Recipient,
     operator_recipients: Vec<x25519::Recipient>,
     operator: Option<Vec<x25519::Identity>>,
-    sessions: Mutex<HashMap<crate::id::SessionId, Arc<SessionKey>>>,
+    /// Opened session keys, by id and the domain they opened with (`None`: metadata), so a
+    /// frame naming another domain's (or the metadata) session never gets that key from here.
+    sessions: Mutex<HashMap<SessionSlot, Arc<SessionKey>>>,
     /// What the store does with create-if-absent, once probed.
     create_if_absent: OnceLock<crate::backend::probe::CreateIfAbsent>,
     /// Which credential opened this, for destruction records and holds ("writer credential

@@ -76,7 +76,25 @@ impl Repository {
         };
         let name = format!("holds/{id}");
         let sealed = self.seal_meta_at(ObjectKind::Hold, &name, &hold)?;
-        Ok(self.backend.put_new(&name, &sealed)?)
+        if self.backend.put_new(&name, &sealed)? {
+            return Ok(true);
+        }
+        // A handover's own hold gives way to any other (a legal hold asked for during the
+        // handover), which `handover complete` then does not release.
+        let was = self.holds()?.remove(id);
+        let handover = |h: &Hold| h.reason.starts_with("handover ");
+        if was.as_ref().is_some_and(handover) && !handover(&hold) {
+            let mut hold = hold;
+            hold.reason = format!(
+                "{} (placed during {})",
+                hold.reason,
+                was.map(|w| w.reason).unwrap_or_default()
+            );
+            let sealed = self.seal_meta_at(ObjectKind::Hold, &name, &hold)?;
+            self.backend.replace(&name, &sealed)?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Release a hold: operators only, so a compromised server cannot lift a legal hold.
