@@ -59,6 +59,7 @@ pub fn complete(repo: &Repository, opts: &CompleteOptions) -> Result<Completed> 
     }
     let receipt = check_receipt(opts, &manifest, &list)?;
     refuse_unlisted(repo, &manifest)?;
+    record_accept(repo, &manifest, &receipt.0)?;
     repo.put_handover_document(&manifest.id, "receipt", &receipt.1)?;
     let receipt = receipt.0;
     let holds_released = release_own_holds(repo, &manifest)?;
@@ -173,4 +174,18 @@ fn refuse_unlisted(repo: &Repository, m: &Manifest) -> Result<()> {
         m.domain,
         unlisted.join(", ")
     )))
+}
+
+/// The new owner's accept, in this repository's log too (it cannot write here itself): who
+/// signed the receipt, when, and what its drill found.
+fn record_accept(repo: &Repository, m: &Manifest, r: &Receipt) -> Result<()> {
+    let reason = format!(
+        "receipt of handover {} signed by {} at {}: {} snapshot(s), {} packs checked; {} drill of \
+         {} files passed",
+        m.id, r.signed_by, r.time, r.snapshots, r.packs, r.drill.mode, r.drill.files
+    );
+    let intent = crate::audit::Intent::write("handover accept", &reason).source(Some(&m.source));
+    let begun = crate::audit::begin(repo, &intent, None, None)?;
+    crate::audit::close(repo, &begun, "ok", None);
+    Ok(())
 }
