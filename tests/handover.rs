@@ -64,26 +64,14 @@ fn two_stores(w: &World) -> (PathBuf, PathBuf) {
 }
 
 fn prepare(w: &World, to: &str, env: &[(&'static str, String)], n: &NewOwner, out: &Path) -> Value {
-    let mut c = w.operator_cmd(&[
-        "handover",
-        "prepare",
+    let mut c = prepare_cmd(w, to, n, out);
+    c.args([
         "--json",
-        "--source",
-        "branch-07",
-        "--to-repo",
-        to,
-        "--to-recipient",
-        &n.recipient,
-        "--reason",
-        "Sale of branch 07 to NewCo, contract 2026-118",
         "--purpose",
         "continuation of the branch's bookkeeping",
-        "--out",
-    ]);
-    c.arg(out).envs(env.iter().map(|(k, v)| (k, v)));
-    let done = c.output().unwrap();
-    assert!(done.status.success(), "{}", text(&done));
-    serde_json::from_slice(&done.stdout).unwrap()
+    ])
+    .envs(env.iter().map(|(k, v)| (k, v)));
+    ok_json(c)
 }
 
 fn accept_cmd(
@@ -227,7 +215,7 @@ fn a_store_changes_hands_into_s3_and_only_that_store_goes() {
         return;
     };
     let w = World::new(SMALL_PACKS);
-    let (branch, other) = two_stores(&w);
+    let (branch, _) = two_stores(&w);
     let n = new_owner(&w);
     let to = format!("s3://{}/records", server.bucket());
     let env = server.env();
@@ -268,7 +256,7 @@ fn a_store_changes_hands_into_s3_and_only_that_store_goes() {
         &["restore", "latest", "--source", "branch-07", "--target"],
     );
     c.arg(&target);
-    ok_json_or_ok(c);
+    ok_text(c);
     assert_same_tree(&branch, &target);
     // Its server backs up into the new repository, deduplicating against what was handed
     // over (the store's dedup key and chunker seed came along).
@@ -357,73 +345,79 @@ fn a_store_changes_hands_into_s3_and_only_that_store_goes() {
     assert_eq!(done["holds-released"], 2, "{done}");
     let records = ok_json(w.operator_cmd(&["destruction-records", "--json"]));
     assert!(records.to_string().contains("branch-07"), "{records}");
-    let mut c = w.operator_cmd(&["restore", "latest", "--source", "branch-07", "--target"]);
-    c.arg(w.dir.path().join("gone"));
-    fails_with(c, &[]);
     // The other store is untouched.
-    w.restore(
-        "latest",
-        &w.dir.path().join("other-back"),
-        &["--source", "other"],
-    );
-    assert_same_tree(&other, &w.dir.path().join("other-back"));
+    store_gone_other_intact(&w);
     // And the daemon's writer, still configured for the store, is refused by name again.
     let mut c = w.writer_cmd(&["backup", "--source", "branch-07"]);
     c.arg(&branch);
     fails_with(c, &["was handed over"]);
 
     // Both logs hold every step, and both reports show them.
-    let report = w.dir.path().join("report");
     let mut c = w.operator_cmd(&["report", "--since", "30d", "--out"]);
-    c.arg(&report);
-    let _ = ok_json_or_ok(c);
-    let facts: Value =
-        serde_json::from_slice(&fs::read(report.join("report.json")).unwrap()).unwrap();
-    let ops: Vec<&str> = facts["handovers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["op"].as_str())
-        .collect();
+    c.arg(w.dir.path().join("report"));
+    let old_ops = report_handovers(c, &w.dir.path().join("report"));
     assert_eq!(
-        ops,
-        ["handover prepare", "handover complete", "handover accept"],
-        "{facts}"
+        old_ops,
+        ["handover prepare", "handover complete", "handover accept"]
     );
-    let report = w.dir.path().join("new-report");
     let mut c = n.cmd(&to, &env, &["report", "--since", "30d", "--out"]);
-    c.arg(&report);
-    let _ = ok_json_or_ok(c);
-    let facts: Value =
-        serde_json::from_slice(&fs::read(report.join("report.json")).unwrap()).unwrap();
-    let ops: Vec<&str> = facts["handovers"]
+    c.arg(w.dir.path().join("new-report"));
+    let new_ops = report_handovers(c, &w.dir.path().join("new-report"));
+    assert_eq!(new_ops, ["handover prepare", "handover accept"]);
+}
+
+/// The old owner reads `branch-07` no more, and `other` still restores exactly.
+fn store_gone_other_intact(w: &World) {
+    let mut c = w.operator_cmd(&["restore", "latest", "--source", "branch-07", "--target"]);
+    c.arg(w.dir.path().join("gone"));
+    fails_with(c, &[]);
+    let back = w.dir.path().join("other-back");
+    w.restore("latest", &back, &["--source", "other"]);
+    assert_same_tree(&w.dir.path().join("other"), &back);
+}
+
+/// Run `report` and return the ops of its Handovers section.
+fn report_handovers(c: Command, dir: &Path) -> Vec<String> {
+    ok_text(c);
+    let facts: Value = serde_json::from_slice(&fs::read(dir.join("report.json")).unwrap()).unwrap();
+    facts["handovers"]
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|e| e["op"].as_str())
-        .collect();
-    assert_eq!(ops, ["handover prepare", "handover accept"], "{facts}");
+        .filter_map(|e| e["op"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// Run a command that prints text, requiring success.
-fn ok_json_or_ok(mut c: Command) -> String {
+fn ok_text(mut c: Command) -> String {
     let out = c.output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-/// A local handover, prepared, for the tampering and interruption tests.
-fn prepared_locally() -> (World, NewOwner, String, PathBuf, Value) {
+/// Two stores in a local repository, a new owner, and where its repository will be.
+fn local_world() -> (World, NewOwner, String) {
     let w = World::new(SMALL_PACKS);
     two_stores(&w);
     let n = new_owner(&w);
-    let to = w
-        .dir
-        .path()
-        .join("newco-repo")
-        .to_str()
-        .unwrap()
-        .to_string();
+    let to = w.dir.path().join("newco-repo");
+    (w, n, to.to_str().unwrap().to_string())
+}
+
+/// A copy of the handover directory `out` whose list `edit` changed (it must change).
+fn edited_list(w: &World, out: &Path, edit: impl Fn(&str) -> String) -> PathBuf {
+    let edited = w.dir.path().join("edited");
+    copy_tree(out, &edited);
+    let json = fs::read_to_string(edited.join("handover-list.json")).unwrap();
+    let changed = edit(&json);
+    assert_ne!(json, changed);
+    fs::write(edited.join("handover-list.json"), changed).unwrap();
+    edited
+}
+
+/// A local handover, prepared, for the tampering and interruption tests.
+fn prepared_locally() -> (World, NewOwner, String, PathBuf, Value) {
+    let (w, n, to) = local_world();
     let out = w.dir.path().join("handover");
     let list = prepare(&w, &to, &[], &n, &out);
     (w, n, to, out, list)
@@ -435,17 +429,14 @@ fn accept_names_a_list_altered_a_pack_dropped_and_a_snapshot_added_in_transit() 
     let old_key = signing_key_of(&w.operator);
 
     // A count edited in the list: the signature no longer holds.
-    let edited = w.dir.path().join("edited");
-    copy_tree(&out, &edited);
-    let json = fs::read_to_string(edited.join("handover-list.json")).unwrap();
     let files = list["snapshots"][0]["files"].as_u64().unwrap();
-    let changed = json.replacen(
-        &format!("\"files\": {files}"),
-        &format!("\"files\": {}", files + 1),
-        1,
-    );
-    assert_ne!(json, changed);
-    fs::write(edited.join("handover-list.json"), changed).unwrap();
+    let edited = edited_list(&w, &out, |json| {
+        json.replacen(
+            &format!("\"files\": {files}"),
+            &format!("\"files\": {}", files + 1),
+            1,
+        )
+    });
     fails_with(
         accept_cmd(&n, &to, &[], &edited, &old_key),
         &["signature that does not verify", "Do not accept it"],
@@ -489,7 +480,7 @@ fn accept_names_a_list_altered_a_pack_dropped_and_a_snapshot_added_in_transit() 
     .arg(&planted)
     .env("CUSTODIAN_REPO", &to)
     .env("CUSTODIAN_STATE_DIR", w.dir.path().join("planter"));
-    ok_json_or_ok(c);
+    ok_text(c);
     fails_with(
         accept_cmd(&n, &to, &[], &out, &old_key),
         &["is in the repository but not on the list"],
@@ -502,31 +493,18 @@ fn accept_names_a_list_altered_a_pack_dropped_and_a_snapshot_added_in_transit() 
 fn a_prepare_killed_half_way_finishes_on_the_next_run_without_duplicates() {
     // Two identical worlds (same generated stores): one counts an uninterrupted prepare's
     // writes, the other is killed at a third and two thirds of them, then run again.
-    let fresh = || {
-        let w = World::new(SMALL_PACKS);
-        two_stores(&w);
-        let n = new_owner(&w);
-        let to = w
-            .dir
-            .path()
-            .join("newco-repo")
-            .to_str()
-            .unwrap()
-            .to_string();
-        (w, n, to)
-    };
-    let (w, n, to) = fresh();
+    let (w, n, to) = local_world();
     let log = w.dir.path().join("ops.log");
     let counted = w.dir.path().join("counted");
     let mut c = prepare_cmd(&w, &to, &n, &counted);
     c.env("CUSTODIAN_TEST_OP_LOG", &log);
-    ok_json_or_ok(c);
+    ok_text(c);
     let ops = fs::read_to_string(&log).unwrap().lines().count();
     assert!(ops > 20, "{ops}");
     let whole: Value =
         serde_json::from_slice(&fs::read(counted.join("handover-list.json")).unwrap()).unwrap();
     for point in [ops / 3, ops / 2, 2 * ops / 3, 5 * ops / 6] {
-        let (w, n, to) = fresh();
+        let (w, n, to) = local_world();
         let out = w.dir.path().join("handover");
         let mut c = prepare_cmd(&w, &to, &n, &out);
         c.env("CUSTODIAN_TEST_PAUSE_AT", format!("op:{point}:after"))
@@ -538,7 +516,7 @@ fn a_prepare_killed_half_way_finishes_on_the_next_run_without_duplicates() {
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         let _ = child.wait();
         assert!(!out.join("handover-list.json").exists());
-        ok_json_or_ok(prepare_cmd(&w, &to, &n, &out));
+        ok_text(prepare_cmd(&w, &to, &n, &out));
         // Accept passes: every stored pack and snapshot is on the list, each once.
         let receipt = ok_json(accept_cmd(&n, &to, &[], &out, &signing_key_of(&w.operator)));
         assert_eq!(receipt["snapshots"], 2, "{receipt}");
@@ -577,7 +555,7 @@ fn prepare_cmd(w: &World, to: &str, n: &NewOwner, out: &Path) -> Command {
         "--to-recipient",
         &n.recipient,
         "--reason",
-        "sale",
+        "Sale of branch 07 to NewCo, contract 2026-118",
         "--out",
     ]);
     c.arg(out);
@@ -700,18 +678,7 @@ fn a_retained_store_stays_readable_until_its_day_then_the_daemon_destroys_it() {
         "{destroyed}"
     );
     // Nobody can read it any more; the other store is untouched.
-    let mut c = w.operator_cmd(&["restore", "latest", "--source", "branch-07", "--target"]);
-    c.arg(w.dir.path().join("gone"));
-    fails_with(c, &[]);
-    w.restore(
-        "latest",
-        &w.dir.path().join("other-back"),
-        &["--source", "other"],
-    );
-    assert_same_tree(
-        &w.dir.path().join("other"),
-        &w.dir.path().join("other-back"),
-    );
+    store_gone_other_intact(&w);
 }
 
 #[test]
@@ -719,15 +686,10 @@ fn accept_refuses_a_repository_the_old_side_kept_a_way_into_and_a_list_whose_id_
     let (w, n, to, out, _) = prepared_locally();
     let old_key = signing_key_of(&w.operator);
     // An id that would name a directory elsewhere, re-signed is beside the point: refused first.
-    let edited = w.dir.path().join("edited");
-    copy_tree(&out, &edited);
-    let json = fs::read_to_string(edited.join("handover-list.json")).unwrap();
     let id = fs::read_to_string(out.join("handover-id")).unwrap();
-    fs::write(
-        edited.join("handover-list.json"),
-        json.replace(id.trim(), "../../../../tmp/planted"),
-    )
-    .unwrap();
+    let edited = edited_list(&w, &out, |json| {
+        json.replace(id.trim(), "../../../../tmp/planted")
+    });
     fails_with(
         accept_cmd(&n, &to, &[], &edited, &old_key),
         &["not a handover id"],
@@ -776,16 +738,7 @@ fn accept_refuses_a_repository_the_old_side_kept_a_way_into_and_a_list_whose_id_
 
 #[test]
 fn complete_refuses_to_destroy_a_snapshot_that_never_reached_the_new_owner() {
-    let w = World::new(SMALL_PACKS);
-    two_stores(&w);
-    let n = new_owner(&w);
-    let to = w
-        .dir
-        .path()
-        .join("newco-repo")
-        .to_str()
-        .unwrap()
-        .to_string();
+    let (w, n, to) = local_world();
     let out = w.dir.path().join("handover");
     let first = w
         .snapshots()
@@ -797,7 +750,7 @@ fn complete_refuses_to_destroy_a_snapshot_that_never_reached_the_new_owner() {
         .to_string();
     let mut c = prepare_cmd(&w, &to, &n, &out);
     c.args(["--snapshot", &first]);
-    ok_json_or_ok(c);
+    ok_text(c);
     ok_json(accept_cmd(&n, &to, &[], &out, &signing_key_of(&w.operator)));
     let mut c = w.operator_cmd(&["handover", "complete", "--destroy", "--to-key", &n.signing]);
     c.arg(&out);

@@ -163,12 +163,7 @@ impl Repository {
     /// Half-made domains, by object name, for `check` (harmless: never used, and the next
     /// backup of the source rolls them back).
     pub fn half_made_domains(&self) -> Result<Vec<String>> {
-        let names: std::collections::BTreeSet<String> = self
-            .backend
-            .list("keys/domains/")?
-            .into_iter()
-            .map(|o| o.name)
-            .collect();
+        let names = self.domain_record_names()?;
         let mut out = Vec::new();
         for name in &names {
             let Some(base) = name.strip_suffix(".operator") else {

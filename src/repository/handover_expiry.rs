@@ -136,14 +136,19 @@ impl Repository {
         .map(Some)
     }
 
-    /// Every generation's key records of domain `name` that exist, the operators' last.
-    pub(super) fn domain_records(&self, name: &str) -> Result<Vec<(String, u64)>> {
-        let present: std::collections::HashSet<String> = self
+    /// The names of every key-domain record in storage.
+    pub(super) fn domain_record_names(&self) -> Result<std::collections::BTreeSet<String>> {
+        Ok(self
             .backend
             .list("keys/domains/")?
             .into_iter()
             .map(|o| o.name)
-            .collect();
+            .collect())
+    }
+
+    /// Every generation's key records of domain `name` that exist, the operators' last.
+    pub(super) fn domain_records(&self, name: &str) -> Result<Vec<(String, u64)>> {
+        let present = self.domain_record_names()?;
         let mut out = Vec::new();
         for suffix in [".writer", ".history", ".operator"] {
             for g in 0..=self.key_generation() {
