@@ -66,7 +66,7 @@ pub fn decompress(tag: u8, payload: Vec<u8>, expected_max: usize) -> io::Result<
 /// written or sealed in its place.
 pub fn json_bytes<T: serde::Serialize + ?Sized>(value: &T) -> crate::Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| {
-        crate::Error::Invalid(format!(
+        crate::Error::Internal(format!(
             "internal error: an object could not be serialised: {e}"
         ))
     })

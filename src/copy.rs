@@ -422,5 +422,5 @@ impl Copier {
 }
 
 fn poisoned() -> Error {
-    Error::Invalid("internal error: a copy thread stopped unexpectedly".into())
+    Error::Internal("internal error: a copy thread stopped unexpectedly".into())
 }

@@ -129,8 +129,25 @@ pub enum Error {
         to: String,
         time: String,
     },
+    /// The record store cannot be read at all: unmounted, moved, or not ours to read.
+    #[error(
+        "source path {} cannot be read: {cause}. Check the path given to 'backup' (or the \
+         daemon's config), and that the store is mounted.",
+        path.display()
+    )]
+    SourceUnreadable {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     #[error("{0}")]
     Damaged(String),
+    /// Another process changed what this one relied on (the trust list, the audit log's head,
+    /// a prune meanwhile): nothing was committed, and running again is the fix.
+    #[error("{0}")]
+    Conflict(String),
+    /// A broken invariant of custodian itself, not of the input: worth a bug report.
+    #[error("{0}")]
+    Internal(String),
     #[error("{0}")]
     Invalid(String),
     /// A directory listing that breaks the format's rules (see `Tree::validate`): damaged, or
@@ -190,6 +207,25 @@ impl Error {
             self,
             Error::Format(_) | Error::Crypto(_) | Error::Damaged(_) | Error::RefusedListing { .. }
         )
+    }
+
+    /// Whether running the same thing later may succeed with nobody's help: the store did not
+    /// answer or failed (after the client's own retries), or another process changed what this
+    /// one relied on. Everything else (a wrong or revoked key, a damaged or forged object, bad
+    /// input, a refused operation, a file it may not read) needs an operator, and the daemon stops
+    /// retrying it until one acts (`status` says so).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Backend(b) => b.kind == crate::backend::ErrorKind::Transient,
+            Error::Conflict(_) | Error::AuditUnavailable { .. } => true,
+            // A source that vanished (an unmounted share), a full disk: they may come back.
+            // A refusal does not.
+            Error::Io { cause, .. } | Error::SourceUnreadable { cause, .. } => !matches!(
+                cause.kind(),
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+            ),
+            _ => false,
+        }
     }
 
     /// Whether an object the caller expected is gone (a prune deleted it since it was listed).
@@ -258,5 +294,60 @@ mod tests {
         assert!(super::read_only_fix(true).contains("ReadWritePaths="));
         assert!(super::read_only_fix(true).contains("local-repository.conf"));
         assert!(super::read_only_fix(false).contains("Remount"));
+    }
+}
+
+#[cfg(test)]
+mod transient_tests {
+    use super::*;
+    use crate::backend::{BackendError, ErrorKind};
+
+    fn backend(kind: ErrorKind) -> Error {
+        Error::Backend(BackendError {
+            kind,
+            operation: "reading",
+            object: "config".into(),
+            location: "s3://b".into(),
+            message: String::new(),
+        })
+    }
+
+    #[test]
+    fn only_what_can_pass_by_itself_is_transient() {
+        let io = |kind| std::io::Error::new(kind, "x");
+        for transient in [
+            backend(ErrorKind::Transient),
+            Error::Conflict("the trust list moved".into()),
+            Error::AuditUnavailable {
+                op: "backup".into(),
+                cause: "store down".into(),
+            },
+            Error::SourceUnreadable {
+                path: "/srv/records".into(),
+                cause: io(std::io::ErrorKind::NotFound),
+            },
+        ] {
+            assert!(transient.is_transient(), "{transient}");
+        }
+        for needs_operator in [
+            backend(ErrorKind::Permanent),
+            backend(ErrorKind::NotFound),
+            Error::Damaged("pack x does not match its hash".into()),
+            Error::Invalid("bad input".into()),
+            Error::Internal("a bug".into()),
+            Error::NeedsIdentity { what: "x".into() },
+            Error::HandedOver {
+                domain: "d".into(),
+                handover: "h".into(),
+                to: "t".into(),
+                time: "now".into(),
+            },
+            Error::SourceUnreadable {
+                path: "/srv/records".into(),
+                cause: io(std::io::ErrorKind::PermissionDenied),
+            },
+        ] {
+            assert!(!needs_operator.is_transient(), "{needs_operator}");
+        }
     }
 }

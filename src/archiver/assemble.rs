@@ -35,7 +35,7 @@ pub struct Assembler<'a> {
 }
 
 fn lost(what: &str) -> Error {
-    Error::Invalid(format!("internal error: the tree assembler lost {what}"))
+    Error::Internal(format!("internal error: the tree assembler lost {what}"))
 }
 
 impl<'a> Assembler<'a> {
@@ -136,7 +136,7 @@ impl<'a> Assembler<'a> {
             version: TREE_VERSION,
             nodes,
         })
-        .map_err(|e| Error::Invalid(format!("internal error: a tree did not encode: {e}")))?;
+        .map_err(|e| Error::Internal(format!("internal error: a tree did not encode: {e}")))?;
         let id = self.domain.blob_id(&json);
         self.pipeline.submit(id, BlobKind::Tree, json)?;
         self.refs.push(RefKey::from(&id));

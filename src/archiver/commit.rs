@@ -80,7 +80,7 @@ impl<'a> CommitSession<'a> {
         crate::prune::guard::secure_commit(self.repo, self.index, &self.uploader, &self.needed)?;
         drop(self.needed);
         let uploader = Arc::try_unwrap(self.uploader)
-            .map_err(|_| Error::Invalid("internal error: uploader still in use".into()))?;
+            .map_err(|_| Error::Internal("internal error: uploader still in use".into()))?;
         uploader.finish()
     }
 }

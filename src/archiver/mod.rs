@@ -195,7 +195,7 @@ pub fn backup(
             entries: skipped.clone(),
         })
         .map_err(|e| {
-            Error::Invalid(format!(
+            Error::Internal(format!(
                 "internal error: the skipped list did not encode: {e}"
             ))
         })?;

@@ -238,7 +238,7 @@ impl Pipeline {
             .filter(|p| *p)
             .count();
         if panicked > 0 {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Internal(format!(
                 "internal error: {panicked} compression thread(s) stopped unexpectedly; nothing \
                  was committed (the packs already stored are reused by the next backup)"
             )));
@@ -246,7 +246,7 @@ impl Pipeline {
         match self.packer.take().map(|p| p.join()) {
             Some(Ok(result)) => result?,
             _ => {
-                return Err(Error::Invalid(
+                return Err(Error::Internal(
                     "internal error: the packer thread stopped unexpectedly".into(),
                 ))
             }
@@ -294,7 +294,7 @@ fn submit(
 ) -> Result<()> {
     let fresh = queued
         .lock()
-        .map_err(|_| Error::Invalid("internal error: poisoned dedup set".into()))?
+        .map_err(|_| Error::Internal("internal error: poisoned dedup set".into()))?
         .insert(RefKey::from(&job.id));
     if !fresh {
         return Ok(());

@@ -219,7 +219,7 @@ impl Store<'_> {
             // may itself have been a race's loser).
             head = self.walk(head, false)?;
         }
-        Err(Error::Invalid(
+        Err(Error::Conflict(
             "the audit log grew under this command 64 times in a row; run it again".into(),
         ))
     }

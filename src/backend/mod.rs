@@ -5,6 +5,7 @@
 pub mod counting;
 pub mod local;
 pub mod object;
+mod object_errors;
 pub mod probe;
 
 pub use counting::{Counting, RequestCounts};

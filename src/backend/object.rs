@@ -1,11 +1,12 @@
 //! Repositories in object stores through `object_store`: any S3-compatible store
 //! (`s3://bucket/prefix`) and an in-memory store for tests. The engine is synchronous, so each
 //! backend owns a small tokio runtime and blocks on it; callers must be plain threads (the
-//! daemon calls in through `spawn_blocking`).
+//! daemon runs every job on a thread of its own).
 //!
 //! Transient failures (5xx, timeouts, resets) are retried with backoff by object_store's
 //! client, bounded in count and time; 4xx answers are not retried.
 
+use super::object_errors::{classify, Failure};
 use super::{Backend, BackendError, ErrorKind, ObjectInfo};
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
@@ -218,7 +219,7 @@ impl ObjectStoreBackend {
             match self.runtime.block_on(request()) {
                 Err(e)
                     if attempt < TRANSPORT_ATTEMPTS
-                        && is_transport_failure(&e)
+                        && classify(&e) == Failure::Transport
                         && started.elapsed() < RETRY_TIMEOUT =>
                 {
                     let pause = Duration::from_millis(200 << attempt);
@@ -235,31 +236,60 @@ impl ObjectStoreBackend {
     }
 
     fn err(&self, operation: &'static str, name: &str, e: object_store::Error) -> BackendError {
-        let text = e.to_string();
-        let (kind, message) = if text.contains("NoSuchBucket") {
-            (ErrorKind::Permanent, "the bucket does not exist. Create it first, or check the bucket name, AWS_REGION and AWS_ENDPOINT_URL.".to_string())
-        } else if text.contains("AccessDenied")
-            || text.contains("SignatureDoesNotMatch")
-            || text.contains("InvalidAccessKeyId")
-        {
-            (ErrorKind::Permanent, format!("access denied: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket policy ({text})"))
-        } else {
-            let server_error = text.contains("non-2xx status code: 5");
-            match &e {
-                object_store::Error::NotFound { .. } => (ErrorKind::NotFound, text),
-                _ if server_error || is_transport_failure(&e) => (
-                    ErrorKind::Transient,
-                    format!(
-                        "{text}. The store kept failing after retries; custodian commits nothing after such a \
-                         failure and earlier snapshots are intact: run the command again when the \
-                         store answers"
-                    ),
-                ),
-                _ => (ErrorKind::Permanent, text),
+        let failure = classify(&e);
+        self.err_as(operation, name, e, failure)
+    }
+
+    /// What a failed listing means. object_store reports every failed listing as Generic,
+    /// whatever the status (its list request keeps the answer private), so a listing that got
+    /// an answer is asked about once more with a HEAD, whose 401, 403 and 404 it does name.
+    fn listing_failure(&self, e: &object_store::Error) -> Failure {
+        match classify(e) {
+            Failure::Server => {
+                let probe = self.path("probe/listing-status");
+                match self.runtime.block_on(self.store.head(&probe)) {
+                    // A listing refused while a HEAD is refused: the credentials or the policy. A
+                    // listing that failed while a HEAD of a missing key answers 404: no bucket
+                    // (a store that failed the listing and then answered would have to fail and
+                    // recover within one request; it is then reported as missing, not retried).
+                    Err(h) => match classify(&h) {
+                        f @ (Failure::NotFound | Failure::Denied) => f,
+                        _ => Failure::Server,
+                    },
+                    Ok(_) => Failure::Server,
+                }
             }
+            f => f,
+        }
+    }
+
+    fn err_as(
+        &self,
+        operation: &'static str,
+        name: &str,
+        e: object_store::Error,
+        failure: Failure,
+    ) -> BackendError {
+        let text = e.to_string();
+        let message = match failure {
+            // A write or a listing finds no object missing but the bucket.
+            Failure::NotFound if operation != "reading" => format!(
+                "the bucket does not exist ({text}). Create it first, or check the bucket \
+                 name, AWS_REGION and AWS_ENDPOINT_URL."
+            ),
+            Failure::Denied => format!(
+                "access denied: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and the bucket \
+                 policy ({text})"
+            ),
+            Failure::Transport | Failure::Server => format!(
+                "{text}. The store kept failing after retries; custodian commits nothing after \
+                 such a failure and earlier snapshots are intact: run the command again when \
+                 the store answers"
+            ),
+            Failure::NotFound | Failure::Refused => text,
         };
         BackendError {
-            kind,
+            kind: failure.kind(),
             operation,
             object: name.to_string(),
             location: self.location.clone(),
@@ -277,23 +307,6 @@ fn opening_error(url: &str, message: String) -> BackendError {
         location: url.to_string(),
         message,
     }
-}
-
-/// A request that never got an answer: the connection failed, dropped or timed out. (Answers
-/// with a 5xx status were already retried by object_store.)
-fn is_transport_failure(e: &object_store::Error) -> bool {
-    let text = e.to_string().to_ascii_lowercase();
-    !text.contains("server returned non-2xx")
-        && [
-            "error sending request",
-            "timed out",
-            "timeout",
-            "connection",
-            "reset",
-            "broken pipe",
-        ]
-        .iter()
-        .any(|w| text.contains(w))
 }
 
 impl Backend for ObjectStoreBackend {
@@ -397,7 +410,10 @@ impl Backend for ObjectStoreBackend {
                 self.store.list(Some(&base)).try_collect()
             })
             .0
-            .map_err(|e| self.err("listing", prefix, e))?;
+            .map_err(|e| {
+                let failure = self.listing_failure(&e);
+                self.err_as("listing", prefix, e, failure)
+            })?;
         let mut out: Vec<ObjectInfo> = listed
             .into_iter()
             .filter_map(|m| {

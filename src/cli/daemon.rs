@@ -199,6 +199,9 @@ fn print_status(doc: &StatusDoc) {
         if let Some(e) = &s.last_error {
             outln!("  last error: {e}");
         }
+        if s.needs_operator {
+            outln!("  NEEDS AN OPERATOR: this failure does not pass by itself; not retried until its next scheduled run, a reload or a restart");
+        }
     }
     for b in &doc.broken_runbooks {
         outln!("runbook BROKEN, not drilled until fixed: {b}");

@@ -92,19 +92,16 @@ impl Daemon {
             let (rb, repo, tx) = (job.runbook.clone(), operator.clone(), self.tx.clone());
             let state_dir = self.config.repository.state_dir.clone();
             tracing::info!(runbook = %rb.id, "drill started");
-            let spawned = std::thread::Builder::new()
-                .name(format!("drill-{}", rb.id))
-                .spawn(move || {
-                    let started = Instant::now();
-                    let result = run_drill(&repo, &rb, &state_dir);
-                    let _ = tx.send(Msg::DrillDone {
-                        runbook: rb.id.clone(),
-                        result: Box::new(result),
-                        took: started.elapsed(),
-                    });
-                });
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start a drill thread");
+            let started = super::spawn_job(format!("drill-{}", rb.id), tx, move || {
+                let started = Instant::now();
+                let result = run_drill(&repo, &rb, &state_dir);
+                Msg::DrillDone {
+                    runbook: rb.id.clone(),
+                    result: Box::new(result),
+                    took: started.elapsed(),
+                }
+            });
+            if !started {
                 job.running = false;
             }
         }

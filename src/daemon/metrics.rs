@@ -21,6 +21,7 @@ const GAUGES: &[(&str, &str)] = &[
     ("custodian_source_forgotten_snapshots", "Snapshots this daemon forgot by the source's retention policy."),
     ("custodian_source_last_forget_timestamp_seconds", "Unix time retention last ran for the source."),
     ("custodian_source_consecutive_failures", "Failed backups of the source in a row (0 after a success)."),
+    ("custodian_source_needs_operator", "1 when the source's last failure cannot pass by itself (wrong key, damaged repository, refused store): not retried until someone acts."),
     ("custodian_source_watcher_state", "The source's file watcher: 1 healthy, 0 off, -1 failed (full scans only)."),
     ("custodian_drill_last_result", "Last drill of the runbook: 1 pass, 0 fail, -2 could not run, -1 not run yet."),
     ("custodian_drill_last_run_timestamp_seconds", "Unix time the runbook was last drilled."),
@@ -115,6 +116,10 @@ pub fn publish(s: &SourceStatus, now: u64) {
     g(
         "custodian_source_consecutive_failures",
         f64::from(s.consecutive_failures),
+    );
+    g(
+        "custodian_source_needs_operator",
+        if s.needs_operator { 1.0 } else { 0.0 },
     );
     let watcher = match s.watcher.as_str() {
         "healthy" => 1.0,

@@ -197,6 +197,23 @@ impl Daemon {
     }
 }
 
+/// Run `work` on a thread of its own named `name`, and send what it returns to the loop.
+/// False (logged) when no thread could be started: the caller marks the job not running.
+fn spawn_job(name: String, tx: Sender<Msg>, work: impl FnOnce() -> Msg + Send + 'static) -> bool {
+    let spawned = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let _ = tx.send(work());
+        });
+    match spawned {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::error!(error = %e, job = %name, "cannot start a job thread");
+            false
+        }
+    }
+}
+
 /// Whether a handed-over store is kept until a date (one listing, at start and on reload).
 fn retained_handovers(repo: &Repository) -> bool {
     match repo.handover_marks() {

@@ -26,17 +26,14 @@ impl Daemon {
         };
         let (repo, tx) = (self.fresh_repo(), self.tx.clone());
         let state_dir = self.config.repository.state_dir.clone();
-        let spawned = std::thread::Builder::new()
-            .name("prune".into())
-            .spawn(move || {
-                let result = crate::prune::prune(&repo, &opts);
-                let intent = crate::audit::Intent::write("prune", "prune schedule (daemon)");
-                let outcome = if result.is_ok() { "ok" } else { "failed" };
-                super::audit::record(&repo, &state_dir, intent, outcome, None);
-                let _ = tx.send(Msg::PruneDone(Box::new(result)));
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the prune thread");
+        let started = super::spawn_job("prune".into(), tx, move || {
+            let result = crate::prune::prune(&repo, &opts);
+            let intent = crate::audit::Intent::write("prune", "prune schedule (daemon)");
+            let outcome = if result.is_ok() { "ok" } else { "failed" };
+            super::audit::record(&repo, &state_dir, intent, outcome, None);
+            Msg::PruneDone(Box::new(result))
+        });
+        if !started {
             self.prune_running = false;
         }
     }

@@ -35,14 +35,10 @@ impl Daemon {
             .collect();
         let (repo, tx) = (self.fresh_repo(), self.tx.clone());
         let local = self.config.repository.state_dir.join("destruction");
-        let spawned = std::thread::Builder::new()
-            .name("forget".into())
-            .spawn(move || {
-                let result = apply_retention(&repo, &policies, &local);
-                let _ = tx.send(Msg::ForgetDone(Box::new(result)));
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the retention thread");
+        let started = super::spawn_job("forget".into(), tx, move || {
+            Msg::ForgetDone(Box::new(apply_retention(&repo, &policies, &local)))
+        });
+        if !started {
             self.forget_running = false;
         }
     }

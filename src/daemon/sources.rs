@@ -150,7 +150,9 @@ impl Daemon {
         let at = Instant::now();
         let scheduled = s.next_run.is_some_and(|t| t <= now);
         let retry = s.retry_at.is_some_and(|t| t <= now);
+        // A failure that needs an operator is not tried again on every change.
         let settled = match (s.dirty_since, s.last_event) {
+            _ if s.status.needs_operator => false,
             (Some(first), Some(last)) => {
                 at.duration_since(last) >= s.cfg.debounce
                     || at.duration_since(first) >= s.cfg.max_delay
@@ -206,19 +208,16 @@ impl Daemon {
             self.config.anomaly,
         );
         tracing::info!(source = %cfg.name, "backup started");
-        let spawned = std::thread::Builder::new()
-            .name(format!("backup-{}", cfg.name))
-            .spawn(move || {
-                let started = Instant::now();
-                let result = run_backup(repo, &cfg, &state_dir, (connections, anomaly), cancel);
-                let _ = tx.send(Msg::Done {
-                    source: cfg.name.clone(),
-                    result: Box::new(result),
-                    took: started.elapsed(),
-                });
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start a backup thread");
+        let started = super::spawn_job(format!("backup-{}", cfg.name), tx, move || {
+            let started = Instant::now();
+            let result = run_backup(repo, &cfg, &state_dir, (connections, anomaly), cancel);
+            Msg::Done {
+                source: cfg.name.clone(),
+                result: Box::new(result),
+                took: started.elapsed(),
+            }
+        });
+        if !started {
             self.sources[i].running = None;
         }
     }
@@ -263,6 +262,7 @@ impl Daemon {
                 s.status.suspicious = outcome.head.changes.as_ref().is_some_and(|c| c.suspicious);
                 s.status.erase_exclusions = outcome.erase_exclusions as u64;
                 s.status.consecutive_failures = 0;
+                s.status.needs_operator = false;
                 if s.cfg.watch && s.watcher.is_some() {
                     s.status.watcher = "healthy".into();
                 }
@@ -292,13 +292,19 @@ impl Daemon {
                 s.status.last_result = "failed".into();
                 s.status.last_error = Some(e.to_string());
                 s.status.consecutive_failures += 1;
-                let d = &self.config.daemon;
-                let backoff = d
-                    .retry_initial
-                    .saturating_mul(1 << (s.status.consecutive_failures - 1).min(16))
-                    .min(d.retry_max);
-                s.retry_at = Some(now + backoff);
-                tracing::error!(source = %name, error = %e, failures = s.status.consecutive_failures, retry_in = %humantime::format_duration(backoff), "backup failed; retrying later");
+                s.status.needs_operator = !e.is_transient();
+                if s.status.needs_operator {
+                    s.retry_at = None;
+                    tracing::error!(source = %name, error = %e, "backup failed and needs an operator: not retried until its next scheduled run, a reload or a restart");
+                } else {
+                    let d = &self.config.daemon;
+                    let backoff = d
+                        .retry_initial
+                        .saturating_mul(1 << (s.status.consecutive_failures - 1).min(16))
+                        .min(d.retry_max);
+                    s.retry_at = Some(now + backoff);
+                    tracing::error!(source = %name, error = %e, failures = s.status.consecutive_failures, retry_in = %humantime::format_duration(backoff), "backup failed; retrying later");
+                }
                 "failed"
             }
         };

@@ -30,6 +30,10 @@ pub struct SourceStatus {
     /// Snapshots of this source in the repository.
     pub snapshots: u64,
     pub consecutive_failures: u32,
+    /// The last failure cannot pass by itself (a wrong or revoked key, a damaged repository, a
+    /// store that refuses, a handed-over store): no retries and no change-triggered runs until
+    /// the next scheduled run or full scan, a reload or a restart.
+    pub needs_operator: bool,
     /// The last snapshot was flagged as looking like ransomware.
     pub suspicious: bool,
     /// Snapshots this daemon has forgotten by the source's retention policy, and when it last
@@ -142,7 +146,7 @@ pub fn load(state_dir: &Path) -> Result<StatusDoc> {
 /// Write atomically (temporary file, fsync, rename), mode 0600.
 pub fn save(state_dir: &Path, doc: &StatusDoc) -> Result<()> {
     let json = serde_json::to_vec_pretty(doc).map_err(|e| {
-        Error::Invalid(format!(
+        Error::Internal(format!(
             "internal error: the status could not be serialised: {e}"
         ))
     })?;

@@ -206,7 +206,7 @@ fn check_and_take_over(
         drill,
     };
     let json = serde_json::to_string_pretty(&receipt)
-        .map_err(|e| Error::Invalid(format!("internal error: the receipt did not encode: {e}")))?;
+        .map_err(|e| Error::Internal(format!("internal error: the receipt did not encode: {e}")))?;
     let signed = sign_document(
         &ObjectSigner::for_operator(identity),
         RECEIPT_KIND,

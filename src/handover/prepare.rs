@@ -115,7 +115,7 @@ pub fn prepare(from: &Repository, opts: &PrepareOptions) -> Result<Prepared> {
     };
     let manifest = manifest(from, &to, opts, &names, snapshots, &holds)?;
     let json = serde_json::to_string_pretty(&manifest)
-        .map_err(|e| Error::Invalid(format!("internal error: the list did not encode: {e}")))?;
+        .map_err(|e| Error::Internal(format!("internal error: the list did not encode: {e}")))?;
     let doc = sign_document(
         &ObjectSigner::for_operator(&opts.identity),
         MANIFEST_KIND,

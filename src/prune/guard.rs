@@ -101,7 +101,7 @@ pub fn secure_commit(
 }
 
 fn refused(pack: &PackId) -> Error {
-    Error::Invalid(format!(
+    Error::Conflict(format!(
         "a prune that ran during this backup deleted pack {} which the backup relies on, so \
          nothing was committed. Run the backup again: it stores that data afresh.",
         pack.short()

@@ -182,7 +182,7 @@ impl<'a> Lease<'a> {
             // Delete only what we judged stale, not a lease another prune just took over.
             repo.delete_if_unchanged(LEASE_NAME, &held)?;
         }
-        Err(Error::Invalid(
+        Err(Error::Conflict(
             "could not take the prune lease: other prunes keep taking it; try again later".into(),
         ))
     }
@@ -190,7 +190,7 @@ impl<'a> Lease<'a> {
     /// Fail unless enough of the lease is left to delete under it.
     pub fn check(&self) -> Result<()> {
         if self.taken.elapsed() + LEASE_MARGIN.min(lease_ttl() / 4) > lease_ttl() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Conflict(format!(
                 "this prune has run for {}, too close to its lease's end to delete safely; \
                  nothing more was deleted. Run prune again: it continues where this one stopped.",
                 humantime::format_duration(Duration::from_secs(self.taken.elapsed().as_secs()))

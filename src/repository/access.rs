@@ -132,7 +132,7 @@ impl Repository {
             later_metadata_identities: self.later_metadata_secrets(),
         };
         let text = serde_json::to_string_pretty(&credential)
-            .map_err(|e| Error::Invalid(format!("internal error: a credential: {e}")))?;
+            .map_err(|e| Error::Internal(format!("internal error: a credential: {e}")))?;
         let text = Zeroizing::new(text + "\n");
         let name = format!("keys/writer-{}", credential.credential_id);
         let sealed = self.seal_for_full_operators(text.as_bytes())?;

@@ -82,7 +82,7 @@ impl<'a> BlobReader<'a> {
         let mut cache = self
             .domains
             .lock()
-            .map_err(|_| Error::Invalid("internal error: poisoned lock".into()))?;
+            .map_err(|_| Error::Internal("internal error: poisoned lock".into()))?;
         if let Some(d) = cache.get(name) {
             return Ok(d.clone());
         }
@@ -237,7 +237,7 @@ impl<'a> BlobReader<'a> {
             let mut cache = self
                 .trees
                 .lock()
-                .map_err(|_| Error::Invalid("internal error: poisoned lock".into()))?;
+                .map_err(|_| Error::Internal("internal error: poisoned lock".into()))?;
             for (id, plain) in fetched {
                 let tree = decode_tree(&id, &plain)?;
                 next.extend(tree.nodes.iter().filter_map(|n| n.subtree));

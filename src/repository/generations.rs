@@ -78,7 +78,7 @@ impl Repository {
         if self.trust_is_current()? {
             return Ok(());
         }
-        Err(Error::Invalid(
+        Err(Error::Conflict(
             "the access registry changed since this process opened the repository (an \
              operator was added or removed, or a writer revoked): nothing was written. Run the \
              command again; the daemon reopens the repository by itself before its next run."

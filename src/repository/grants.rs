@@ -175,9 +175,9 @@ impl Repository {
     /// every key domain it drilled.
     pub(crate) fn seal_drill_report(&self, plain: &[u8]) -> Result<Vec<u8>> {
         let json = crate::compress::unpack_json(plain, crate::format::kind::REPORT_MAX_PLAIN)
-            .map_err(|e| Error::Invalid(format!("internal error: a drill report: {e}")))?;
+            .map_err(|e| Error::Internal(format!("internal error: a drill report: {e}")))?;
         let report: ReportSources = serde_json::from_slice(&json)
-            .map_err(|e| Error::Invalid(format!("internal error: a drill report: {e}")))?;
+            .map_err(|e| Error::Internal(format!("internal error: a drill report: {e}")))?;
         // By key domain; a report that names none (or an older one without domains) goes to
         // operators granted every source.
         let domains: Option<Vec<&str>> =

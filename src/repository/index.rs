@@ -311,7 +311,7 @@ impl Repository {
             },
         )?;
         name["index/".len()..].parse().map_err(|_| {
-            crate::error::Error::Invalid(format!("internal error: bad index name {name}"))
+            crate::error::Error::Internal(format!("internal error: bad index name {name}"))
         })
     }
 

@@ -253,7 +253,7 @@ pub(super) fn first_trust(
 }
 
 fn internal(e: serde_json::Error) -> Error {
-    Error::Invalid(format!(
+    Error::Internal(format!(
         "internal error: serialising a key record failed: {e}"
     ))
 }

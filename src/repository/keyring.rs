@@ -519,7 +519,7 @@ impl Repository {
 }
 
 fn poisoned() -> Error {
-    Error::Invalid("internal error: a worker thread panicked".into())
+    Error::Internal("internal error: a worker thread panicked".into())
 }
 
 /// The note of a domain's crypto-shredding record: what it covers and what it cannot.

@@ -168,7 +168,7 @@ fn credential_id(text: &str) -> String {
 }
 
 fn internal(e: serde_json::Error) -> Error {
-    Error::Invalid(format!(
+    Error::Internal(format!(
         "internal error: serialising for migrate failed: {e}"
     ))
 }

@@ -393,7 +393,7 @@ impl Repository {
     pub fn delete_object(&self, name: &str) -> Result<()> {
         let audit = verify::kind_of(name).is_some_and(ObjectKind::is_audit);
         if audit || !(name.starts_with("packs/") || verify::kind_of(name).is_some()) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Internal(format!(
                 "internal error: '{name}' is not an object custodian deletes"
             )));
         }

@@ -240,5 +240,5 @@ fn upload_loop(
 }
 
 fn poisoned() -> Error {
-    Error::Invalid("internal error: an upload thread stopped unexpectedly".into())
+    Error::Internal("internal error: an upload thread stopped unexpectedly".into())
 }

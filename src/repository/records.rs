@@ -180,7 +180,7 @@ impl Repository {
             &name["destruction/".len()..][..12]
         ));
         let json = serde_json::to_vec_pretty(record).map_err(|e| {
-            Error::Invalid(format!(
+            Error::Internal(format!(
                 "internal error: a destruction record could not be serialised: {e}"
             ))
         })?;

@@ -162,7 +162,7 @@ impl Repository {
         let (name, _) = self.put_meta(ObjectKind::Snapshot, head)?;
         name["snapshots/".len()..]
             .parse()
-            .map_err(|_| Error::Invalid(format!("internal error: bad snapshot name {name}")))
+            .map_err(|_| Error::Internal(format!("internal error: bad snapshot name {name}")))
     }
 
     /// Every readable snapshot, oldest first, and the heads that could not be read (damaged or

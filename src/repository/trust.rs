@@ -202,10 +202,10 @@ impl Auth {
         list.by = format!("operator {}", key_id(&public));
         let name = trust_name(list.seq);
         let body = serde_json::to_vec_pretty(&list)
-            .map_err(|e| Error::Invalid(format!("internal error: {e}")))?;
+            .map_err(|e| Error::Internal(format!("internal error: {e}")))?;
         let stored = self.signer.envelope(ObjectKind::Trust.what(), &name, &body);
         if !backend.put_new(&name, &stored)? {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Conflict(format!(
                 "{name} was written by someone else meanwhile; run the command again"
             )));
         }

@@ -286,7 +286,7 @@ fn write_content(
 }
 
 fn poisoned() -> Error {
-    Error::Invalid("internal error: a restore thread panicked".into())
+    Error::Internal("internal error: a restore thread panicked".into())
 }
 
 /// Fetch and write `blobs`, one pack per worker at a time; returns the number of packs read or

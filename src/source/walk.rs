@@ -100,11 +100,9 @@ impl<'a> Walk<'a> {
         excludes: &'a Excludes,
         one_file_system: bool,
     ) -> Result<(Self, Node)> {
-        let meta = fs::metadata(root).map_err(|e| {
-            Error::Invalid(format!(
-                "source path {} cannot be read: {e}. Check the path given to 'backup'.",
-                root.display()
-            ))
+        let meta = fs::metadata(root).map_err(|cause| Error::SourceUnreadable {
+            path: root.to_path_buf(),
+            cause,
         })?;
         if !meta.is_dir() {
             return Err(Error::Invalid(format!(

@@ -663,6 +663,16 @@ fn a_retained_store_stays_readable_until_its_day_then_the_daemon_destroys_it() {
     let _ = daemon.wait();
     let log = fs::read_to_string(&log).unwrap();
     assert!(log.contains("was handed over"), "{log}");
+    // A refusal that cannot pass by itself is not retried: the source needs an operator.
+    assert!(log.contains("needs an operator"), "{log}");
+    assert!(!log.contains("retrying later"), "{log}");
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["sources"][0]["needs_operator"], true, "{status}");
     let when = humantime::parse_rfc3339_weak(destroyed["time"].as_str().unwrap()).unwrap();
     assert!(
         when >= humantime::parse_rfc3339_weak(&until).unwrap(),
