@@ -200,6 +200,10 @@ impl Pipeline {
         let mut ids = Vec::new();
         let mut high = 0u64;
         let read = chunker.chunk::<_, ChunkError>(file, |chunk, paged| {
+            // A stop reaches into a large file: at the next chunk, not at the file's end.
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(ChunkError::Pipeline(Error::Cancelled));
+            }
             let id = self.domain.blob_id(chunk);
             ids.push(ChunkRef(id, chunk.len() as u32));
             if super::changes::high_entropy(chunk) {

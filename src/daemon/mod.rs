@@ -434,6 +434,8 @@ impl Daemon {
         let now_unix = unix(now);
         for s in &mut self.sources {
             s.status.next_run = s.next_run.map(unix);
+            s.status.running = s.running.is_some();
+            s.status.pending_change = s.dirty_since.is_some();
             metrics::publish(&s.status, now_unix);
         }
         for d in &mut self.drills {

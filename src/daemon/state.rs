@@ -34,6 +34,10 @@ pub struct SourceStatus {
     /// store that refuses, a handed-over store): no retries and no change-triggered runs until
     /// the next scheduled run or full scan, a reload or a restart.
     pub needs_operator: bool,
+    /// A backup of the source is running now.
+    pub running: bool,
+    /// A change was seen and its backup waits for the debounce.
+    pub pending_change: bool,
     /// The last snapshot was flagged as looking like ransomware.
     pub suspicious: bool,
     /// Snapshots this daemon has forgotten by the source's retention policy, and when it last

@@ -264,7 +264,9 @@ fn a_burst_of_changes_in_a_watched_store_makes_one_snapshot() {
         ),
     );
     let d = Daemon::start(&config);
-    std::thread::sleep(Duration::from_millis(300));
+    let status = d.status();
+    assert!(status["sources"][0]["last_attempt"].is_null(), "{status}");
+    assert_eq!(status["sources"][0]["pending_change"], false, "{status}");
     assert_eq!(
         snapshot_count(&w, "customers"),
         0,
@@ -279,7 +281,16 @@ fn a_burst_of_changes_in_a_watched_store_makes_one_snapshot() {
     std::thread::sleep(Duration::from_millis(300));
     std::fs::write(src.join("branch-new/ledger.csv"), "a,b\n1,2\n").unwrap();
     d.wait_for_log("backup committed", Duration::from_secs(20));
-    std::thread::sleep(Duration::from_secs(3));
+    // The backup's own reads are no change: once it is done the source is idle, with nothing
+    // pending (the status says when a change waits for its debounce).
+    let idle = |s: &serde_json::Value| {
+        s["sources"][0]["pending_change"] == false && s["sources"][0]["running"] == false
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !idle(&d.status()) {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(snapshot_count(&w, "customers"), 1, "{}", d.log());
     let target = w.dir.path().join("restored");
     w.restore("latest", &target, &[]);
@@ -310,9 +321,12 @@ fn sigterm_during_a_large_backup_stops_cleanly_and_loses_nothing() {
         free_port(),
         &format!("[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"* * * * * *\"\n"),
     );
-    let d = Daemon::start(&config);
-    d.wait_for_log("backup started", Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(500));
+    // The daemon stops itself once its second pack is uploaded: the backup is then provably
+    // half way, however fast the machine (waiting a fixed time raced it on fast hardware).
+    let d = Daemon::start_with(&config, &[("CUSTODIAN_TEST_PAUSE_AT", "pack:2")]);
+    wait_until_stopped(d.child.id());
+    d.signal(libc::SIGTERM);
+    d.signal(libc::SIGCONT);
     let (code, log) = d.stop(Duration::from_secs(60));
     assert_eq!(code, Some(0), "{log}");
     assert!(
@@ -329,6 +343,56 @@ fn sigterm_during_a_large_backup_stops_cleanly_and_loses_nothing() {
     // The next run completes and reuses what the stopped one uploaded.
     let summary = w.backup("customers", &src);
     assert!(summary["stats"]["files_read"].as_u64().unwrap() >= 6);
+}
+
+#[test]
+fn sigterm_in_the_middle_of_a_huge_file_stops_within_seconds() {
+    // A 20 GiB file (sparse: no disk, but every byte is read, chunked and hashed), which takes
+    // far longer than the stop may: the stop must reach into the file, not wait for its end.
+    let w = World::new(&[]);
+    let src = w.dir.path().join("records");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::File::create(src.join("disk.img"))
+        .unwrap()
+        .set_len(20 << 30)
+        .unwrap();
+    let config = write_config(
+        &w,
+        free_port(),
+        &format!("[[source]]\nname = \"images\"\npath = {src:?}\nschedule = \"* * * * * *\"\n"),
+    );
+    let d = Daemon::start(&config);
+    d.wait_for_log("backup started", Duration::from_secs(10));
+    // Reading has begun once the backup thread has used a second of CPU.
+    let pid = d.child.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cpu_seconds(pid) < 1.0 {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let asked = Instant::now();
+    let (code, log) = d.stop(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("stopped at a safe point"), "{log}");
+    assert!(asked.elapsed() < Duration::from_secs(15));
+    assert_eq!(w.snapshots().len(), 0, "no partial snapshot");
+}
+
+/// CPU seconds a process has used (user + system), from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 #[test]
