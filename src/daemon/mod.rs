@@ -14,6 +14,7 @@ mod memory;
 mod metrics;
 mod prune;
 mod retention;
+mod schedule;
 mod sources;
 pub mod state;
 pub mod status;

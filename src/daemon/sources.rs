@@ -147,25 +147,20 @@ impl Daemon {
     }
 
     pub(super) fn is_due(&self, s: &Source, now: SystemTime) -> bool {
-        let at = Instant::now();
-        let scheduled = s.next_run.is_some_and(|t| t <= now);
-        let retry = s.retry_at.is_some_and(|t| t <= now);
-        // A failure that needs an operator is not tried again on every change.
-        let settled = match (s.dirty_since, s.last_event) {
-            _ if s.status.needs_operator => false,
-            (Some(first), Some(last)) => {
-                at.duration_since(last) >= s.cfg.debounce
-                    || at.duration_since(first) >= s.cfg.max_delay
-            }
-            _ => false,
+        let facts = super::schedule::Facts {
+            next_run: s.next_run,
+            retry_at: s.retry_at,
+            dirty_since: s.dirty_since,
+            last_event: s.last_event,
+            debounce: s.cfg.debounce,
+            max_delay: s.cfg.max_delay,
+            due_now: s.due_now,
+            needs_operator: s.status.needs_operator,
+            watched_only: s.cfg.watch && s.cfg.schedule.is_none(),
+            last_success: s.status.last_success,
+            full_scan_interval: self.config.daemon.full_scan_interval,
         };
-        // The safety net for watched sources without a schedule.
-        let full_scan = s.cfg.watch
-            && s.cfg.schedule.is_none()
-            && s.status.last_success.is_some_and(|t| {
-                unix(now).saturating_sub(t) >= self.config.daemon.full_scan_interval.as_secs()
-            });
-        scheduled || retry || settled || s.due_now || full_scan
+        super::schedule::due(&facts, now, Instant::now())
     }
 
     pub(super) fn dispatch(&mut self, now: SystemTime) {
@@ -298,10 +293,11 @@ impl Daemon {
                     tracing::error!(source = %name, error = %e, "backup failed and needs an operator: not retried until its next scheduled run, a reload or a restart");
                 } else {
                     let d = &self.config.daemon;
-                    let backoff = d
-                        .retry_initial
-                        .saturating_mul(1 << (s.status.consecutive_failures - 1).min(16))
-                        .min(d.retry_max);
+                    let backoff = super::schedule::backoff(
+                        s.status.consecutive_failures,
+                        d.retry_initial,
+                        d.retry_max,
+                    );
                     s.retry_at = Some(now + backoff);
                     tracing::error!(source = %name, error = %e, failures = s.status.consecutive_failures, retry_in = %humantime::format_duration(backoff), "backup failed; retrying later");
                 }
