@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::repository::Repository;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -27,6 +27,9 @@ pub(super) struct Source {
     /// The cancel flag of the run in progress.
     pub(super) running: Option<Arc<AtomicBool>>,
     pub(super) watcher: Option<watch::Watch>,
+    /// Set by the watcher when it reports a change, cleared when the loop takes it: at most
+    /// one change message per source is ever queued, however many events a storm brings.
+    pub(super) change_queued: Arc<AtomicBool>,
     pub(super) status: SourceStatus,
 }
 
@@ -39,6 +42,15 @@ fn next_fire(cfg: &SourceConfig, after: SystemTime, jitter: Duration) -> Option<
         jitter.mul_f64(rand::random::<f64>())
     };
     Some(next + spread)
+}
+
+/// Whether a watcher's event needs a message to the loop: a change only when none is queued
+/// already (the loop clears the flag when it takes one), a loss always.
+fn worth_a_message(queued: &AtomicBool, e: &WatchEvent) -> bool {
+    match e {
+        WatchEvent::Changed => !queued.swap(true, Ordering::SeqCst),
+        WatchEvent::Lost(_) => true,
+    }
 }
 
 /// What the repository says about a source at start-up, so that the RPO age and the last
@@ -98,6 +110,7 @@ impl Daemon {
                         last_event: None,
                         running: None,
                         watcher: None,
+                        change_queued: Arc::default(),
                         status,
                     }
                 }
@@ -132,8 +145,11 @@ impl Daemon {
             return;
         }
         let (tx, name) = (self.tx.clone(), source.cfg.name.clone());
+        let queued = source.change_queued.clone();
         match watch::start(&source.cfg, move |e| {
-            let _ = tx.send(Msg::Watch(name.clone(), e));
+            if worth_a_message(&queued, &e) {
+                let _ = tx.send(Msg::Watch(name.clone(), e));
+            }
         }) {
             Ok(w) => {
                 source.watcher = Some(w);
@@ -224,6 +240,7 @@ impl Daemon {
         let now = Instant::now();
         match event {
             WatchEvent::Changed => {
+                s.change_queued.store(false, Ordering::SeqCst);
                 s.dirty_since.get_or_insert(now);
                 s.last_event = Some(now);
             }
@@ -360,4 +377,26 @@ pub(super) fn run_backup(
     };
     super::audit::record(&repo, state_dir, intent, outcome, touched);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_storm_of_changes_queues_one_message_until_the_loop_takes_it() {
+        let queued = AtomicBool::new(false);
+        let sent = (0..1_000_000)
+            .filter(|_| worth_a_message(&queued, &WatchEvent::Changed))
+            .count();
+        assert_eq!(sent, 1);
+        assert!(worth_a_message(
+            &queued,
+            &WatchEvent::Lost("overflow".into())
+        ));
+        // The loop took the change: the next one is worth a message again.
+        queued.store(false, Ordering::SeqCst);
+        assert!(worth_a_message(&queued, &WatchEvent::Changed));
+        assert!(!worth_a_message(&queued, &WatchEvent::Changed));
+    }
 }
