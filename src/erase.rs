@@ -16,7 +16,7 @@ use crate::format::snapshot::{Rewritten, SnapshotHead};
 use crate::format::tree::{NodeKind, SkippedList, Tree, TREE_VERSION};
 use crate::format::BlobKind;
 use crate::id::{BlobId, SnapshotId};
-use crate::incident::Pattern;
+use crate::pattern::Pattern;
 use crate::repository::{
     BlobReader, DestroyedSnapshot, MasterIndex, PackUploader, PackWriter, Repository, SnapshotInfo,
 };

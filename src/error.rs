@@ -1,8 +1,30 @@
 //! The library's error type. Every message names the object it is about and, where there is one,
 //! the fix, because the person reading it may be an incident responder under stress.
 
-use crate::backend::BackendError;
 use std::path::PathBuf;
+
+// A backend's failure is defined here, in the pure layer, so that `error` imports no adapter;
+// `backend` re-exports it.
+/// How a backend failure should be treated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    /// Worth retrying (timeouts, resets, 5xx).
+    Transient,
+    /// Retrying cannot help (permissions, full disk, 4xx).
+    Permanent,
+}
+
+/// A failed backend operation, naming the object.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} '{object}' in {location}: {message}")]
+pub struct BackendError {
+    pub kind: ErrorKind,
+    pub operation: &'static str,
+    pub object: String,
+    pub location: String,
+    pub message: String,
+}
 
 /// Result with the library's error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -216,7 +238,7 @@ impl Error {
     /// retrying it until one acts (`status` says so).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Backend(b) => b.kind == crate::backend::ErrorKind::Transient,
+            Error::Backend(b) => b.kind == ErrorKind::Transient,
             Error::Conflict(_) | Error::AuditUnavailable { .. } => true,
             // A source that vanished (an unmounted share), a full disk: they may come back.
             // A refusal does not.
@@ -230,7 +252,7 @@ impl Error {
 
     /// Whether an object the caller expected is gone (a prune deleted it since it was listed).
     pub fn is_not_found(&self) -> bool {
-        matches!(self, Error::Backend(b) if b.kind == crate::backend::ErrorKind::NotFound)
+        matches!(self, Error::Backend(b) if b.kind == ErrorKind::NotFound)
     }
 
     /// Attach a path to an I/O error.
@@ -300,7 +322,6 @@ mod tests {
 #[cfg(test)]
 mod transient_tests {
     use super::*;
-    use crate::backend::{BackendError, ErrorKind};
 
     fn backend(kind: ErrorKind) -> Error {
         Error::Backend(BackendError {

@@ -5,8 +5,8 @@
 
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind};
+use crate::pattern::Pattern;
 use crate::repository::{BlobReader, SnapshotInfo};
-use globset::{Glob, GlobMatcher};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::os::unix::ffi::OsStrExt;
@@ -115,32 +115,6 @@ pub struct Found {
     pub size: u64,
     /// Unix seconds.
     pub mtime: i64,
-}
-
-/// A glob: without `/` it matches a name anywhere, with `/` the path from the snapshot root.
-pub struct Pattern {
-    glob: GlobMatcher,
-    whole_path: bool,
-}
-
-impl Pattern {
-    pub fn new(text: &str) -> Result<Pattern> {
-        let glob = Glob::new(text.trim_start_matches('/'))
-            .map_err(|e| Error::Invalid(format!("'{text}' is not a valid pattern: {e}")))?
-            .compile_matcher();
-        Ok(Pattern {
-            glob,
-            whole_path: text.contains('/'),
-        })
-    }
-
-    pub fn matches(&self, path: &Path) -> bool {
-        if self.whole_path {
-            self.glob.is_match(path)
-        } else {
-            path.file_name().is_some_and(|n| self.glob.is_match(n))
-        }
-    }
 }
 
 /// Every entry matching `pattern` in each of `snapshots`, oldest snapshot first.

@@ -1,7 +1,8 @@
 //! custodian keeps customer records safe: deduplicated, compressed, encrypted snapshots that the
 //! backing-up server cannot read back, restored exactly by operators who hold the age identity.
 //!
-//! Data flows down the module list (docs/DESIGN.md has the map):
+//! Modules are listed by layer, each using only the layers above it (docs/DESIGN.md has the
+//! map), and data flows down:
 //!
 //! ```text
 //! backup:  source::walk (a directory at a time) -> cache hit? reuse ids : read -> chunker
@@ -12,35 +13,44 @@
 //!          -> open + verify each blob -> write files -> apply metadata
 //! ```
 
-pub mod archiver;
-pub mod audit;
-pub mod backend;
-pub mod check;
+// Pure: types, formats and primitives; no I/O.
 pub mod chunker;
-pub mod clock;
 pub mod compress;
-pub mod config;
 pub mod constants;
-pub mod copy;
 pub mod crypto;
-pub mod daemon;
-pub mod drill;
-pub mod dump;
-pub mod erase;
 pub mod error;
-pub mod failpoint;
 pub mod format;
-pub mod handover;
 pub mod human;
 pub mod id;
+pub mod pattern;
+pub mod when;
+
+// Adapters: storage, the file system, the clock, test hooks.
+pub mod backend;
+pub mod clock;
+pub mod failpoint;
+pub mod fsutil;
+pub mod sample;
+pub mod source;
+
+// Engine: the repository and what reads and writes it.
+pub mod archiver;
+pub mod audit;
+pub mod check;
+pub mod copy;
+pub mod dump;
+pub mod erase;
+pub mod handover;
 pub mod incident;
 pub mod prune;
 pub mod repository;
 pub mod restorer;
+
+// Service: configuration, the daemon and what it schedules.
+pub mod config;
+pub mod daemon;
+pub mod drill;
 pub mod retention;
 pub mod runbook;
-pub mod sample;
-pub mod source;
-pub mod when;
 
 pub use error::{Error, Result};

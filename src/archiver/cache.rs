@@ -8,12 +8,12 @@
 use super::cache_seal::{OpenReader, SealWriter};
 use crate::error::{IoContext, Result};
 use crate::format::tree::ChunkRef;
+use crate::fsutil::{private_dir, private_tmp, private_tmp_name};
 use crate::id::BlobId;
 use crate::source::{walk_order, FileStat};
 use std::cmp::Ordering;
 use std::fs;
 use std::io::{BufWriter, Read};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// What the cache remembers about one file.
@@ -62,30 +62,6 @@ type Sealed = SealWriter<BufWriter<fs::File>>;
 struct NewCache {
     tmp: PathBuf,
     out: zstd::stream::write::Encoder<'static, Sealed>,
-}
-
-/// Create `dir` and parents with mode 0700, and tighten it if it already exists.
-pub fn private_dir(dir: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .at(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).at(dir)
-}
-
-/// Replace `path` with `bytes` so that a reader sees the old file or the new one, never half:
-/// a private (0600) temporary file unique to this writer, synced, then renamed over it.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = private_tmp_name(path);
-    let written =
-        private_tmp(&tmp).and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(crate::error::Error::io(&tmp, e));
-    }
-    fs::rename(&tmp, path).at(path)
 }
 
 impl FileCache {
@@ -219,25 +195,6 @@ impl Drop for FileCache {
             let _ = fs::remove_file(&new.tmp);
         }
     }
-}
-
-/// A temporary name beside `path`, unique to this process and call.
-fn private_tmp_name(path: &Path) -> PathBuf {
-    path.with_extension(format!(
-        "{}-{}.tmp",
-        std::process::id(),
-        crate::id::SessionId::random().to_hex()
-    ))
-}
-
-/// Create `tmp` new, readable by its owner only (mode 0600).
-fn private_tmp(tmp: &Path) -> std::io::Result<fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(tmp)
 }
 
 /// The last run's record stream, past its header; `None` if missing, foreign or unopenable.

@@ -12,7 +12,6 @@ mod in_order;
 mod pipeline;
 mod scan;
 
-pub use cache::{private_dir, write_atomic};
 pub use pipeline::Progress;
 
 use crate::error::{Error, Result};

@@ -107,7 +107,7 @@ impl Local {
     /// Keep an entry here until the storage can be written.
     pub fn keep(&self, location: &str, pending: &Pending) -> Result<PathBuf> {
         let dir = self.offline_dir(location);
-        crate::archiver::private_dir(&dir)?;
+        crate::fsutil::private_dir(&dir)?;
         let file = dir.join(format!(
             "{}-{}.json",
             crate::clock::now()
@@ -152,7 +152,7 @@ impl Local {
 
 fn write_atomic(file: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = file.parent() {
-        crate::archiver::private_dir(dir)?;
+        crate::fsutil::private_dir(dir)?;
     }
-    crate::archiver::write_atomic(file, bytes)
+    crate::fsutil::write_atomic(file, bytes)
 }

@@ -21,26 +21,7 @@ pub fn open(repo: &str) -> Result<std::sync::Arc<dyn Backend>, BackendError> {
     }
 }
 
-/// How a backend failure should be treated.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ErrorKind {
-    NotFound,
-    /// Worth retrying (timeouts, resets, 5xx).
-    Transient,
-    /// Retrying cannot help (permissions, full disk, 4xx).
-    Permanent,
-}
-
-/// A failed backend operation, naming the object.
-#[derive(Debug, thiserror::Error)]
-#[error("{operation} '{object}' in {location}: {message}")]
-pub struct BackendError {
-    pub kind: ErrorKind,
-    pub operation: &'static str,
-    pub object: String,
-    pub location: String,
-    pub message: String,
-}
+pub use crate::error::{BackendError, ErrorKind};
 
 /// One listed object.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -22,10 +22,11 @@ mod watch;
 
 pub use state::{DrillStatus, SourceStatus, StatusDoc};
 
-use crate::archiver::{private_dir, BackupOutcome};
+use crate::archiver::BackupOutcome;
 use crate::backend::{Backend, LocalBackend, ObjectStoreBackend};
 use crate::config::{Config, ConfigError};
 use crate::error::{Error, Result};
+use crate::fsutil::private_dir;
 use crate::repository::{Credential, Repository};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use drills::{remove_stale_scratch, DrillJob};

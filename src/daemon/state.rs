@@ -154,5 +154,5 @@ pub fn save(state_dir: &Path, doc: &StatusDoc) -> Result<()> {
             "internal error: the status could not be serialised: {e}"
         ))
     })?;
-    crate::archiver::write_atomic(&status_path(state_dir), &json)
+    crate::fsutil::write_atomic(&status_path(state_dir), &json)
 }

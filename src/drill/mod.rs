@@ -11,9 +11,9 @@ pub mod report;
 
 pub use report::DrillReport;
 
-use crate::archiver::private_dir;
 use crate::error::{Error, Result};
 use crate::format::tree::NodeKind;
+use crate::fsutil::private_dir;
 use crate::repository::{BlobReader, Repository, SnapshotInfo};
 use crate::restorer::{plan, restore, RestoreOptions, RestoreProgress, Selection};
 use crate::runbook::{Runbook, Select};

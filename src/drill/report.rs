@@ -124,7 +124,7 @@ impl DrillReport {
     /// Write the report as `<time>-<runbook>.json` and `.txt` into `dir` (made mode 0700: the
     /// evidence can name customer files). Returns the path without extension.
     pub fn save_local(&self, dir: &std::path::Path) -> Result<std::path::PathBuf> {
-        crate::archiver::private_dir(dir)?;
+        crate::fsutil::private_dir(dir)?;
         let stem = dir.join(format!("{}-{}", self.time.replace(':', ""), self.runbook));
         let json = crate::compress::json_bytes(self)?;
         for (ext, bytes) in [("json", json), ("txt", self.render().into_bytes())] {

@@ -132,7 +132,7 @@ fn handover_operator(
     identity: &age::x25519::Identity,
 ) -> Result<PathBuf> {
     let dir = state_of(&opts.state_dir, &m.id);
-    crate::archiver::private_dir(&dir)?;
+    crate::fsutil::private_dir(&dir)?;
     let path = dir.join("operator.key");
     if !path.exists() {
         let sealed = read_limited(&opts.dir.join(super::OPERATOR_FILE), 64 << 10)?;

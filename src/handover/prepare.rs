@@ -208,7 +208,7 @@ fn choose(from: &Repository, opts: &PrepareOptions) -> Result<Vec<SnapshotInfo>>
 
 /// This handover's id: the one a killed run wrote into the output directory, or a new one.
 fn handover_id(out: &Path) -> Result<String> {
-    crate::archiver::private_dir(out)?;
+    crate::fsutil::private_dir(out)?;
     let file = out.join(ID_FILE);
     if let Ok(text) = std::fs::read_to_string(&file) {
         let id = text.trim().to_string();
@@ -232,7 +232,7 @@ fn handover_id(out: &Path) -> Result<String> {
 /// directory); `accept` removes it from the new repository.
 fn handover_operator(opts: &PrepareOptions, id: &str) -> Result<PathBuf> {
     let dir = state_of(&opts.state_dir, id);
-    crate::archiver::private_dir(&dir)?;
+    crate::fsutil::private_dir(&dir)?;
     let path = dir.join("operator.key");
     if !path.exists() {
         let identity = x25519::Identity::generate();

@@ -101,7 +101,7 @@ pub struct BreakLease {
 impl BreakLease {
     /// Keep a record of the broken lease (until the audit log exists, in the state dir).
     fn record(&self, broken: &LeaseRecord, by: &str) -> Result<()> {
-        crate::archiver::private_dir(&self.record_dir)?;
+        crate::fsutil::private_dir(&self.record_dir)?;
         let now = humantime::format_rfc3339_seconds(crate::clock::now()).to_string();
         let file = self
             .record_dir

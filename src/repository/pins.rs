@@ -102,7 +102,7 @@ pub(super) fn pin_text(list: &TrustList, bytes: &[u8]) -> String {
 }
 
 pub(super) fn write_pin(dir: &Path, location: &str, list: &TrustList, bytes: &[u8]) -> Result<()> {
-    crate::archiver::private_dir(dir)?;
+    crate::fsutil::private_dir(dir)?;
     let file = pin_file(dir, location);
     std::fs::write(&file, pin_text(list, bytes)).map_err(|e| Error::io(&file, e))
 }

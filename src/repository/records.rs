@@ -171,7 +171,7 @@ impl Repository {
         local_dir: &Path,
     ) -> Result<String> {
         let (name, _) = self.put_meta(ObjectKind::Destruction, record)?;
-        crate::archiver::private_dir(local_dir)?;
+        crate::fsutil::private_dir(local_dir)?;
         // The hash keeps two records of one second apart.
         let file = local_dir.join(format!(
             "{}-{}-{}.json",

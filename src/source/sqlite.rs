@@ -21,7 +21,7 @@ pub fn capture(db: &Path, staging: &Path) -> Result<PathBuf> {
     if staging.exists() {
         std::fs::remove_dir_all(staging).map_err(|e| Error::io(staging, e))?;
     }
-    crate::archiver::private_dir(staging)?;
+    crate::fsutil::private_dir(staging)?;
     let copy = staging.join(name);
     let failed = |e: rusqlite::Error| {
         Error::Invalid(format!(
