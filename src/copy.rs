@@ -16,7 +16,7 @@ use crate::id::{content_hash, PackId, SnapshotId};
 use crate::repository::{pack_name, BlobReader, Credential, MasterIndex, Repository, SnapshotInfo};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+
 use std::sync::{Arc, Mutex};
 
 /// What to copy: every snapshot, or those selected by source and/or id.
@@ -356,27 +356,8 @@ impl Copier {
             .filter(|o| !present.contains(&o.name))
             .collect();
         self.done.lock().map_err(|_| poisoned())?.skipped += (objects.len() - todo.len()) as u64;
-        let next = AtomicUsize::new(0);
-        let first_error = Mutex::new(None);
         let workers = self.to.connections().max(self.from.connections());
-        std::thread::scope(|scope| {
-            for _ in 0..workers {
-                scope.spawn(|| {
-                    while let Some(o) = todo.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        if let Err(e) = self.copy_one(&o.name) {
-                            if let Ok(mut slot) = first_error.lock() {
-                                slot.get_or_insert(e);
-                            }
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        match first_error.into_inner().map_err(|_| poisoned())? {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        crate::parallel::for_each(&todo, workers, |o| self.copy_one(&o.name))
     }
 
     /// Copy one object, check it against its name where the name is its hash, read it back.

@@ -22,6 +22,7 @@ pub mod error;
 pub mod format;
 pub mod human;
 pub mod id;
+pub mod parallel;
 pub mod pattern;
 pub mod when;
 

@@ -295,32 +295,31 @@ fn read_packs(
     progress: &CheckProgress,
 ) {
     let blobs_by_pack = reader.index.blobs_by_pack();
-    let next = std::sync::atomic::AtomicUsize::new(0);
     let merged = std::sync::Mutex::new(CheckReport::default());
     let workers = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .max(reader.repo.connections());
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                let mut local = CheckReport::default();
-                while let Some(pack) = packs.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let blobs = blobs_by_pack
-                        .get(pack)
-                        .map(Vec::as_slice)
-                        .unwrap_or_default();
-                    verify_pack(reader, pack, blobs, &mut local);
-                    progress.done.fetch_add(1, Ordering::Relaxed);
-                }
-                if let Ok(mut m) = merged.lock() {
-                    m.packs_read += local.packs_read;
-                    m.bytes_read += local.bytes_read;
-                    m.errors.append(&mut local.errors);
-                    m.gone.append(&mut local.gone);
-                }
-            });
-        }
+    // A damaged pack is a finding, not a failure: every pack is read.
+    let read = crate::parallel::for_each(packs, workers, |pack| {
+        let blobs = blobs_by_pack
+            .get(pack)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let mut local = CheckReport::default();
+        verify_pack(reader, pack, blobs, &mut local);
+        progress.done.fetch_add(1, Ordering::Relaxed);
+        let mut m = merged.lock().map_err(|_| {
+            crate::error::Error::Internal("internal error: a check worker panicked".into())
+        })?;
+        m.packs_read += local.packs_read;
+        m.bytes_read += local.bytes_read;
+        m.errors.append(&mut local.errors);
+        m.gone.append(&mut local.gone);
+        Ok(())
     });
+    if let Err(e) = read {
+        report.errors.push(e.to_string());
+    }
     if let Ok(m) = merged.into_inner() {
         report.packs_read += m.packs_read;
         report.bytes_read += m.bytes_read;

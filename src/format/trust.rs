@@ -45,6 +45,11 @@ pub struct TrustList {
     /// writer adds one); new bookkeeping is sealed to the last, else to the config's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metadata_keys: Vec<String>,
+    /// Set once a store of this repository was handed over: from then on every backup reads
+    /// `handovers/` first (docs/DESIGN.md, "Handover"); until then it need not, so backups
+    /// cost no request more.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handovers: bool,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -53,7 +53,9 @@ pub fn prepare(from: &Repository, opts: &PrepareOptions) -> Result<Prepared> {
         .first()
         .map(|s| s.head.domain.clone())
         .ok_or_else(|| Error::SnapshotNotFound(opts.source.clone()))?;
-    // Everything that can refuse does so before anything is written.
+    // Everything that can refuse does so before anything is written. Handing a store over is
+    // a registry change (the trust list notes it), so it takes an operator of every source.
+    from.require_full_operator()?;
     from.domain_for_read(&domain)?;
     let id = handover_id(&opts.out)?;
     let marks = from.handover_marks()?;
@@ -124,6 +126,8 @@ pub fn prepare(from: &Repository, opts: &PrepareOptions) -> Result<Prepared> {
     );
     from.put_handover_document(&id, "list", &doc)?;
     to.put_handover_document(&id, "list", &doc)?;
+    // Last write here: the trust list changes, so this process's view of it is then stale.
+    from.note_handover()?;
     write_out(opts, &doc, &manifest)?;
     Ok(Prepared {
         manifest,
@@ -308,7 +312,7 @@ fn copy_store(
     let mut index = to.load_index()?;
     let recovered = to.unindexed_packs(&index)?;
     index.add_packs(&recovered);
-    let mut sessions = sessions_in(to, &recovered)?;
+    let mut sessions = sessions_in(to, &recovered, domain)?;
     let uploader = Arc::new(PackUploader::start(to.clone(), recovered, to.connections()));
     let mut commit = CommitSession::new(to, &index, uploader);
     let copied = {
@@ -416,13 +420,15 @@ fn wanted_frames(
     Ok(out)
 }
 
-/// Sessions of the frames in packs an interrupted run left behind (now adopted).
+/// Sessions of the domain's frames in packs an interrupted run left behind (now adopted). Its
+/// reference-list packs are sealed under this repository's own metadata sessions: not these.
 fn sessions_in(
     to: &Repository,
     packs: &[crate::format::index::IndexPack],
+    domain: &str,
 ) -> Result<BTreeSet<SessionId>> {
     let mut out = BTreeSet::new();
-    for pack in packs {
+    for pack in packs.iter().filter(|p| p.domain == domain) {
         let bytes = to.get_pack(&pack.id)?;
         for b in &pack.blobs {
             let start = b.offset as usize;

@@ -75,7 +75,7 @@ impl Repository {
     }
 
     /// Registry changes re-seal every domain, so they need an operator granted every source.
-    pub(super) fn require_full_operator(&self) -> Result<()> {
+    pub fn require_full_operator(&self) -> Result<()> {
         match self.own_operator() {
             Some(o) if !o.is_full() => Err(Error::Invalid(format!(
                 "operator '{}' is granted only some sources, and changes to the access registry \

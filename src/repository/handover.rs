@@ -130,8 +130,26 @@ impl Repository {
         Ok(out)
     }
 
-    /// Refuse to write into key domain `name` once it was handed over.
+    /// Say on the trust list that this repository has handed a store over, so that writers
+    /// read the handover marks from now on (full operators only; once is enough).
+    pub fn note_handover(&self) -> Result<()> {
+        let auth = self.registry_auth()?;
+        if auth.list.handovers {
+            return Ok(());
+        }
+        auth.extend(self.backend.as_ref(), &Self::now_text(), |list| {
+            list.handovers = true;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Refuse to write into key domain `name` once it was handed over. A repository whose trust
+    /// list never noted a handover has no marks to read.
     pub fn refuse_handed_over(&self, name: &str) -> Result<()> {
+        if self.auth().is_some_and(|a| !a.list.handovers) {
+            return Ok(());
+        }
         match self
             .handover_marks()?
             .into_iter()

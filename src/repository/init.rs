@@ -242,6 +242,7 @@ pub(super) fn first_trust(
         migrated: t.migrated.clone(),
         key_generation: 0,
         metadata_keys: Vec::new(),
+        handovers: false,
     };
     let name = trust_name(1);
     let body = serde_json::to_vec_pretty(&list).map_err(internal)?;

@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// What and where to restore.
@@ -304,34 +304,14 @@ fn write_blobs(
         .into_iter()
         .map(|(pack, blobs)| PackWork { pack, blobs })
         .collect();
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
     // One worker per core, or more on remote stores where each waits on the network.
     let threads = std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .max(reader.repo.connections());
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(w) = work.get(i) else { break };
-                if failed.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Err(e) = restore_pack(reader, target, plan, w, progress, written) {
-                    failed.store(true, Ordering::SeqCst);
-                    if let Ok(mut slot) = first_error.lock() {
-                        slot.get_or_insert(e);
-                    }
-                }
-            });
-        }
-    });
-    match first_error.into_inner().map_err(|_| poisoned())? {
-        Some(e) => Err(e),
-        None => Ok(work.len() as u64),
-    }
+    crate::parallel::for_each(&work, threads, |w| {
+        restore_pack(reader, target, plan, w, progress, written)
+    })?;
+    Ok(work.len() as u64)
 }
 
 fn restore_pack(

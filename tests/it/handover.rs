@@ -490,9 +490,9 @@ fn accept_names_a_list_altered_a_pack_dropped_and_a_snapshot_added_in_transit() 
 }
 
 #[test]
-fn a_prepare_killed_half_way_finishes_on_the_next_run_without_duplicates() {
+fn a_prepare_killed_at_eight_points_finishes_on_the_next_run_without_duplicates() {
     // Two identical worlds (same generated stores): one counts an uninterrupted prepare's
-    // writes, the other is killed at a third and two thirds of them, then run again.
+    // writes, the others are killed at eight points spread over them, then run again.
     let (w, n, to) = local_world();
     let log = w.dir.path().join("ops.log");
     let counted = w.dir.path().join("counted");
@@ -503,7 +503,7 @@ fn a_prepare_killed_half_way_finishes_on_the_next_run_without_duplicates() {
     assert!(ops > 20, "{ops}");
     let whole: Value =
         serde_json::from_slice(&fs::read(counted.join("handover-list.json")).unwrap()).unwrap();
-    for point in [ops / 3, ops / 2, 2 * ops / 3, 5 * ops / 6] {
+    for point in (1..=8).map(|k| k * ops / 9) {
         let (w, n, to) = local_world();
         let out = w.dir.path().join("handover");
         let mut c = prepare_cmd(&w, &to, &n, &out);
