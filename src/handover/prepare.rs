@@ -167,6 +167,7 @@ fn finish_stored(
     let to = open_target(from, opts, &operator)?;
     to.put_handover_document(id, "list", &doc)?;
     write_out(opts, &doc, &manifest)?;
+    from.note_handover()?;
     Ok(Prepared {
         manifest,
         copied_blobs: 0,
