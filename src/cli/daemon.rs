@@ -172,12 +172,7 @@ fn print_status(doc: &StatusDoc) {
                 Some(_) => "due".into(),
                 None => "on change".into(),
             };
-            let watcher = if s.watcher.is_empty() {
-                "off"
-            } else {
-                &s.watcher
-            };
-            format!("; next run {next}; watcher {watcher}")
+            format!("; next run {next}; watcher {}", s.watcher)
         } else {
             String::new()
         };

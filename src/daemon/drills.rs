@@ -1,7 +1,7 @@
 //! Scheduled restore drills (a `[drills]` section, on a drill host): each runbook with a
 //! schedule runs on its own thread; results go to the status, the metrics, and the report files.
 
-use super::state::{unix, DrillStatus, StatusDoc};
+use super::state::{unix, DrillResult, DrillStatus, StatusDoc};
 use super::{Daemon, Msg};
 use crate::error::Result;
 use crate::repository::Repository;
@@ -54,7 +54,7 @@ impl Daemon {
                 .or_else(|| previous.drills.iter().find(|d| d.runbook == rb.id).cloned())
                 .unwrap_or_else(|| DrillStatus {
                     runbook: rb.id.clone(),
-                    last_result: "never".into(),
+                    last_result: DrillResult::Never,
                     ..Default::default()
                 });
             let running = old.iter().any(|d| d.runbook.id == rb.id && d.running);
@@ -122,7 +122,11 @@ impl Daemon {
         s.duration_seconds = took.as_secs_f64();
         match result {
             Ok(report) => {
-                s.last_result = if report.passed { "pass" } else { "fail" }.into();
+                s.last_result = if report.passed {
+                    DrillResult::Pass
+                } else {
+                    DrillResult::Fail
+                };
                 s.last_error = None;
                 s.rto_margin_seconds = report.rto.target_seconds - report.rto.achieved_seconds;
                 let used = report
@@ -138,7 +142,7 @@ impl Daemon {
                 }
             }
             Err(e) => {
-                s.last_result = "error".into();
+                s.last_result = DrillResult::Error;
                 s.last_error = Some(e.to_string());
                 tracing::error!(runbook = %id, error = %e, "drill could not run");
             }

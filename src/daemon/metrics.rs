@@ -1,7 +1,7 @@
 //! Prometheus metrics on a loopback address, through `metrics` and its Prometheus exporter.
 //! One gauge family per fact, labelled by source; names follow Prometheus conventions.
 
-use super::state::SourceStatus;
+use super::state::{DrillResult, RunResult, SourceStatus, WatcherState};
 use crate::error::{Error, Result};
 use std::net::SocketAddr;
 
@@ -90,10 +90,10 @@ pub fn publish(s: &SourceStatus, now: u64) {
             now.saturating_sub(t) as f64,
         );
     }
-    let result = match s.last_result.as_str() {
-        "ok" => 1.0,
-        "never" | "" => -1.0,
-        _ => 0.0,
+    let result = match s.last_result {
+        RunResult::Ok => 1.0,
+        RunResult::Never => -1.0,
+        RunResult::Failed | RunResult::Cancelled => 0.0,
     };
     g("custodian_source_last_result", result);
     g(
@@ -121,10 +121,10 @@ pub fn publish(s: &SourceStatus, now: u64) {
         "custodian_source_needs_operator",
         if s.needs_operator { 1.0 } else { 0.0 },
     );
-    let watcher = match s.watcher.as_str() {
-        "healthy" => 1.0,
-        "failed" => -1.0,
-        _ => 0.0,
+    let watcher = match s.watcher {
+        WatcherState::Healthy => 1.0,
+        WatcherState::Failed => -1.0,
+        WatcherState::Off => 0.0,
     };
     g("custodian_source_watcher_state", watcher);
 }
@@ -134,11 +134,11 @@ pub fn publish_drill(d: &super::state::DrillStatus) {
     let g = |name: &'static str, value: f64| {
         metrics::gauge!(name, "runbook" => d.runbook.clone()).set(value);
     };
-    let result = match d.last_result.as_str() {
-        "pass" => 1.0,
-        "fail" => 0.0,
-        "error" => -2.0,
-        _ => -1.0,
+    let result = match d.last_result {
+        DrillResult::Pass => 1.0,
+        DrillResult::Fail => 0.0,
+        DrillResult::Error => -2.0,
+        DrillResult::Never => -1.0,
     };
     g("custodian_drill_last_result", result);
     if let Some(t) = d.last_run {
@@ -152,10 +152,10 @@ pub fn publish_drill(d: &super::state::DrillStatus) {
 /// Publish the daemon's prune results (repository-wide, no labels).
 pub fn publish_prune(p: &super::state::PruneStatus) {
     let g = |name: &'static str, value: f64| metrics::gauge!(name).set(value);
-    let result = match p.last_result.as_str() {
-        "ok" => 1.0,
-        "failed" => 0.0,
-        _ => -1.0,
+    let result = match p.last_result {
+        RunResult::Ok => 1.0,
+        RunResult::Failed | RunResult::Cancelled => 0.0,
+        RunResult::Never => -1.0,
     };
     g("custodian_prune_last_result", result);
     if let Some(t) = p.last_run {

@@ -456,7 +456,7 @@ impl Daemon {
         let failing = self
             .sources
             .iter()
-            .filter(|s| s.status.last_result == "failed")
+            .filter(|s| s.status.last_result == state::RunResult::Failed)
             .count();
         let running = self.sources.iter().filter(|s| s.running.is_some()).count();
         let oldest = self

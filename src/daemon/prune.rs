@@ -1,7 +1,7 @@
 //! Prune on the daemon's `prune-schedule`, on a thread: it is safe beside the daemon's own
 //! backups (and other hosts'), which is what its two phases are for.
 
-use super::state::unix;
+use super::state::{unix, RunResult};
 use super::{Daemon, Msg};
 use crate::error::Result;
 use crate::prune::{PruneOptions, PruneReport};
@@ -48,7 +48,7 @@ impl Daemon {
         status.last_run = Some(unix(crate::clock::now()));
         match result {
             Ok(report) => {
-                status.last_result = "ok".into();
+                status.last_result = RunResult::Ok;
                 status.last_error = None;
                 status.last_reclaimed_bytes = report.deleted_bytes;
                 status.reclaimed_bytes_total += report.deleted_bytes;
@@ -65,7 +65,7 @@ impl Daemon {
                 );
             }
             Err(e) => {
-                status.last_result = "failed".into();
+                status.last_result = RunResult::Failed;
                 status.last_error = Some(e.to_string());
                 tracing::error!(error = %e, "prune failed; trying at the next scheduled time");
             }

@@ -1,7 +1,7 @@
 //! The daemon's sources: when each is due (cron, watcher debounce, retries, missed runs), one
 //! backup thread per run, and what a finished run changes in the source's status.
 
-use super::state::{unix, SourceStatus, StatusDoc};
+use super::state::{unix, RunResult, SourceStatus, StatusDoc, WatcherState};
 use super::watch::WatchEvent;
 use super::{metrics, watch, Daemon, Msg};
 use crate::archiver::{backup, BackupOptions, BackupOutcome, Progress};
@@ -98,7 +98,7 @@ impl Daemon {
                         .cloned()
                         .unwrap_or_else(|| SourceStatus {
                             name: cfg.name.clone(),
-                            last_result: "never".into(),
+                            last_result: RunResult::Never,
                             ..Default::default()
                         });
                     Source {
@@ -140,7 +140,7 @@ impl Daemon {
     }
 
     pub(super) fn start_watcher(&self, source: &mut Source) {
-        source.status.watcher = "off".into();
+        source.status.watcher = WatcherState::Off;
         if !source.cfg.watch {
             return;
         }
@@ -153,11 +153,11 @@ impl Daemon {
         }) {
             Ok(w) => {
                 source.watcher = Some(w);
-                source.status.watcher = "healthy".into();
+                source.status.watcher = WatcherState::Healthy;
             }
             Err(e) => {
                 tracing::warn!(source = %source.cfg.name, error = %e, "cannot watch the source; falling back to its schedule and daily full scans");
-                source.status.watcher = "failed".into();
+                source.status.watcher = WatcherState::Failed;
             }
         }
     }
@@ -246,7 +246,7 @@ impl Daemon {
             }
             WatchEvent::Lost(reason) => {
                 tracing::warn!(source = %name, %reason, "file watcher lost events; running a full scan");
-                s.status.watcher = "failed".into();
+                s.status.watcher = WatcherState::Failed;
                 s.due_now = true;
             }
         }
@@ -263,7 +263,7 @@ impl Daemon {
             Ok(outcome) => {
                 let stats = &outcome.head.stats;
                 s.status.last_success = Some(unix(now));
-                s.status.last_result = "ok".into();
+                s.status.last_result = RunResult::Ok;
                 s.status.last_error = None;
                 s.status.last_snapshot = Some(outcome.id.to_hex());
                 s.status.files = stats.files;
@@ -276,7 +276,7 @@ impl Daemon {
                 s.status.consecutive_failures = 0;
                 s.status.needs_operator = false;
                 if s.cfg.watch && s.watcher.is_some() {
-                    s.status.watcher = "healthy".into();
+                    s.status.watcher = WatcherState::Healthy;
                 }
                 tracing::info!(
                     source = %name,
@@ -296,12 +296,12 @@ impl Daemon {
                 "ok"
             }
             Err(Error::Cancelled) => {
-                s.status.last_result = "cancelled".into();
+                s.status.last_result = RunResult::Cancelled;
                 tracing::info!(source = %name, "backup stopped at a safe point for shutdown; nothing partial was committed");
                 "cancelled"
             }
             Err(e) => {
-                s.status.last_result = "failed".into();
+                s.status.last_result = RunResult::Failed;
                 s.status.last_error = Some(e.to_string());
                 s.status.consecutive_failures += 1;
                 s.status.needs_operator = !e.is_transient();

@@ -10,6 +10,58 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// File name of the persisted status, in the state dir.
 const STATUS_FILE: &str = "daemon-status.json";
 
+/// How a backup or a prune last ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunResult {
+    Ok,
+    Failed,
+    /// Stopped at a safe point for a shutdown.
+    Cancelled,
+    /// Not run yet (also what an unknown word in an older status file reads as).
+    #[default]
+    #[serde(other)]
+    Never,
+}
+
+/// How a scheduled drill last ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DrillResult {
+    Pass,
+    Fail,
+    /// The drill could not run.
+    Error,
+    #[default]
+    #[serde(other)]
+    Never,
+}
+
+/// A watched source's file watcher.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WatcherState {
+    Healthy,
+    /// Events were lost or watching failed: full scans only.
+    Failed,
+    /// Not watched (also what an unknown word in an older status file reads as).
+    #[default]
+    #[serde(other)]
+    Off,
+}
+
+macro_rules! shown_as_word {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let word = serde_json::to_value(self).ok();
+                f.write_str(word.as_ref().and_then(|w| w.as_str()).unwrap_or("?"))
+            }
+        }
+    )*};
+}
+shown_as_word!(RunResult, DrillResult, WatcherState);
+
 /// One source's last results.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -18,8 +70,7 @@ pub struct SourceStatus {
     /// Unix seconds.
     pub last_success: Option<u64>,
     pub last_attempt: Option<u64>,
-    /// `ok`, `failed`, `cancelled` or `never`.
-    pub last_result: String,
+    pub last_result: RunResult,
     pub last_error: Option<String>,
     pub last_snapshot: Option<String>,
     pub last_duration_ms: u64,
@@ -45,8 +96,7 @@ pub struct SourceStatus {
     pub forgotten: u64,
     pub last_forget: Option<u64>,
     pub next_run: Option<u64>,
-    /// `off`, `healthy` or `failed` (a failed watcher falls back to full scans).
-    pub watcher: String,
+    pub watcher: WatcherState,
     /// Erase exclusions the last backup applied (paths an operator erased; counted, never
     /// named).
     pub erase_exclusions: u64,
@@ -58,8 +108,7 @@ pub struct SourceStatus {
 pub struct DrillStatus {
     pub runbook: String,
     pub last_run: Option<u64>,
-    /// `pass`, `fail`, `error` (could not run) or `never`.
-    pub last_result: String,
+    pub last_result: DrillResult,
     pub last_error: Option<String>,
     pub duration_seconds: f64,
     /// Target minus achieved: negative when the promise was missed.
@@ -73,8 +122,7 @@ pub struct DrillStatus {
 #[serde(default)]
 pub struct PruneStatus {
     pub last_run: Option<u64>,
-    /// `ok`, `failed` or `never`.
-    pub last_result: String,
+    pub last_result: RunResult,
     pub last_error: Option<String>,
     /// Bytes deleted by the last run, and by every run this status file has seen.
     pub last_reclaimed_bytes: u64,
@@ -155,4 +203,35 @@ pub fn save(state_dir: &Path, doc: &StatusDoc) -> Result<()> {
         ))
     })?;
     crate::fsutil::write_atomic(&status_path(state_dir), &json)
+}
+
+#[cfg(test)]
+mod word_tests {
+    use super::*;
+
+    #[test]
+    fn results_keep_their_words_and_unknown_ones_read_as_not_run() {
+        let words = serde_json::to_string(&(
+            RunResult::Ok,
+            RunResult::Failed,
+            RunResult::Cancelled,
+            RunResult::Never,
+            DrillResult::Pass,
+            DrillResult::Error,
+            WatcherState::Healthy,
+            WatcherState::Off,
+        ))
+        .unwrap();
+        assert_eq!(
+            words,
+            r#"["ok","failed","cancelled","never","pass","error","healthy","off"]"#
+        );
+        let old: SourceStatus =
+            serde_json::from_str(r#"{"last_result": "", "watcher": "sleepy"}"#).unwrap();
+        assert_eq!(
+            (old.last_result, old.watcher),
+            (RunResult::Never, WatcherState::Off)
+        );
+        assert_eq!(RunResult::Cancelled.to_string(), "cancelled");
+    }
 }

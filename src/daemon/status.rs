@@ -1,7 +1,7 @@
 //! `custodian status`: the running daemon answers on a unix socket in its state dir (mode
 //! 0600, so only its user and root can ask); without a daemon, the status file on disk answers.
 
-use super::state::{self, StatusDoc};
+use super::state::{self, DrillResult, RunResult, StatusDoc, WatcherState};
 use crate::error::{Error, IoContext, Result};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -95,12 +95,12 @@ pub fn health(doc: &StatusDoc) -> (Health, Vec<String>) {
         found.push((Health::Failing, "the daemon is not running".into()));
     }
     for s in &doc.sources {
-        match s.last_result.as_str() {
-            "failed" => found.push((
+        match s.last_result {
+            RunResult::Failed => found.push((
                 Health::Failing,
                 format!("source {}: the last backup failed", s.name),
             )),
-            "ok" | "cancelled" => {}
+            RunResult::Ok | RunResult::Cancelled => {}
             // Not run by this daemon yet, but the repository holds its snapshots.
             _ if s.last_success.is_some() => {}
             _ => found.push((
@@ -114,7 +114,7 @@ pub fn health(doc: &StatusDoc) -> (Health, Vec<String>) {
                 format!("source {}: the last snapshot is flagged suspicious", s.name),
             ));
         }
-        if doc.live && s.watcher == "failed" {
+        if doc.live && s.watcher == WatcherState::Failed {
             found.push((
                 Health::Degraded,
                 format!("source {}: the watcher failed (full scans only)", s.name),
@@ -124,7 +124,7 @@ pub fn health(doc: &StatusDoc) -> (Health, Vec<String>) {
     for d in doc
         .drills
         .iter()
-        .filter(|d| matches!(d.last_result.as_str(), "fail" | "error"))
+        .filter(|d| matches!(d.last_result, DrillResult::Fail | DrillResult::Error))
     {
         found.push((
             Health::Degraded,
@@ -134,7 +134,7 @@ pub fn health(doc: &StatusDoc) -> (Health, Vec<String>) {
     for b in &doc.broken_runbooks {
         found.push((Health::Degraded, format!("broken runbook: {b}")));
     }
-    if doc.prune.last_result == "failed" {
+    if doc.prune.last_result == RunResult::Failed {
         found.push((Health::Degraded, "the last prune failed".into()));
     }
     if let Some(review) = &doc.access_review {
