@@ -22,8 +22,10 @@ pub mod error;
 pub mod format;
 pub mod human;
 pub mod id;
+pub mod located;
 pub mod parallel;
 pub mod pattern;
+pub mod schedule;
 pub mod when;
 
 // Adapters: storage, the file system, the clock, test hooks.

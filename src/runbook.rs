@@ -3,7 +3,8 @@
 //! Parsing is strict, like the config: unknown keys, bad durations, cron expressions and
 //! selections are errors that name the file and the line.
 
-use crate::config::{ConfigError, Schedule};
+use crate::located::ConfigError;
+use crate::schedule::Schedule;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};

@@ -3,10 +3,10 @@
 //! addresses, duplicate source names and missing paths are errors that name the file, the line
 //! and the key, before anything runs. Secrets are given by file reference only.
 
-mod schedule;
 mod source;
 
-pub use schedule::Schedule;
+pub use crate::located::ConfigError;
+pub use crate::schedule::Schedule;
 pub use source::{SourceConfig, SourceKind};
 
 use crate::backend::S3Settings;
@@ -17,16 +17,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 use zeroize::Zeroizing;
-
-/// A configuration problem, located for the person who has to fix it.
-#[derive(Clone, Debug, thiserror::Error)]
-#[error("{file}:{line}: {key}: {message}")]
-pub struct ConfigError {
-    pub file: String,
-    pub line: usize,
-    pub key: String,
-    pub message: String,
-}
 
 /// Where the repository is and how to write to it.
 #[derive(Clone, Debug)]
@@ -166,24 +156,6 @@ struct Locator<'a> {
     text: &'a str,
     /// Off to check an example config's form on a machine without its paths and secrets.
     check_files: bool,
-}
-
-impl ConfigError {
-    /// An error at byte `offset` of `text` (the contents of `file`), by line number.
-    pub(crate) fn at(
-        file: &Path,
-        text: &str,
-        offset: usize,
-        key: &str,
-        message: impl Into<String>,
-    ) -> ConfigError {
-        ConfigError {
-            file: file.display().to_string(),
-            line: text[..offset.min(text.len())].matches('\n').count() + 1,
-            key: key.to_string(),
-            message: message.into(),
-        }
-    }
 }
 
 impl Locator<'_> {
