@@ -44,6 +44,25 @@ fn write_config_with(w: &World, port: u16, daemon: &str, sources: &str) -> PathB
     path
 }
 
+/// A world whose `records` store (`size` bytes of sample `seed`) is the daemon's one source,
+/// `customers`, with `extra` lines in its `[[source]]` (a schedule, watch settings).
+fn customers(size: u64, seed: u64, extra: &str) -> (World, PathBuf, PathBuf) {
+    customers_on(free_port(), size, seed, extra)
+}
+
+/// The same with metrics on `port`.
+fn customers_on(port: u16, size: u64, seed: u64, extra: &str) -> (World, PathBuf, PathBuf) {
+    let w = World::new(&[]);
+    let src = w.dir.path().join("records");
+    custodian::sample::generate(&src, size, seed).unwrap();
+    let config = write_config(
+        &w,
+        port,
+        &format!("[[source]]\nname = \"customers\"\npath = {src:?}\n{extra}"),
+    );
+    (w, src, config)
+}
+
 impl Daemon {
     fn start(config: &Path) -> Daemon {
         Daemon::start_with(config, &[])
@@ -185,15 +204,8 @@ fn snapshot_count(w: &World, source: &str) -> usize {
 
 #[test]
 fn per_second_schedule_snapshots_metrics_status_and_clean_stop() {
-    let w = World::new(&[]);
-    let src = w.dir.path().join("records");
-    custodian::sample::generate(&src, 200 << 10, 61).unwrap();
     let port = free_port();
-    let config = write_config(
-        &w,
-        port,
-        &format!("[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"* * * * * *\"\n"),
-    );
+    let (w, src, config) = customers_on(port, 200 << 10, 61, "schedule = \"* * * * * *\"\n");
     let d = Daemon::start(&config);
     let deadline = Instant::now() + Duration::from_secs(30);
     while snapshot_count(&w, "customers") < 3 {
@@ -397,14 +409,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 
 #[test]
 fn sighup_with_a_broken_config_keeps_the_old_one_running() {
-    let w = World::new(&[]);
-    let src = w.dir.path().join("records");
-    custodian::sample::generate(&src, 100 << 10, 64).unwrap();
-    let config = write_config(
-        &w,
-        free_port(),
-        &format!("[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"* * * * * *\"\n"),
-    );
+    let (w, _, config) = customers(100 << 10, 64, "schedule = \"* * * * * *\"\n");
     let d = Daemon::start(&config);
     d.wait_for_log("backup committed", Duration::from_secs(20));
     let good = std::fs::read_to_string(&config).unwrap();
@@ -564,14 +569,7 @@ fn bad_configs_and_keys_fail_at_start_before_anything_runs() {
 #[test]
 fn systemd_hears_ready_status_watchdog_and_stopping() {
     use std::os::unix::net::UnixDatagram;
-    let w = World::new(&[]);
-    let src = w.dir.path().join("records");
-    custodian::sample::generate(&src, 50 << 10, 66).unwrap();
-    let config = write_config(
-        &w,
-        free_port(),
-        &format!("[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"0 3 * * *\"\n"),
-    );
+    let (w, _, config) = customers(50 << 10, 66, "schedule = \"0 3 * * *\"\n");
     let socket_path = w.dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket
@@ -632,14 +630,7 @@ fn systemd_hears_ready_status_watchdog_and_stopping() {
 
 #[test]
 fn a_run_missed_while_down_runs_at_start_and_failures_retry_without_stopping() {
-    let w = World::new(&[]);
-    let src = w.dir.path().join("records");
-    custodian::sample::generate(&src, 50 << 10, 67).unwrap();
-    let config = write_config(
-        &w,
-        free_port(),
-        &format!("[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"0 * * * *\"\n"),
-    );
+    let (w, src, config) = customers(50 << 10, 67, "schedule = \"0 * * * *\"\n");
     // The daemon last tried two hours ago: the hourly run in between was missed.
     std::fs::create_dir_all(&w.state).unwrap();
     let two_hours_ago = std::time::SystemTime::now()
@@ -877,14 +868,7 @@ fn retention_and_prune_run_on_their_schedules_with_destruction_records_and_metri
 
 #[test]
 fn a_second_daemon_on_the_same_state_dir_is_refused_and_the_first_keeps_its_status() {
-    let w = World::new(&[]);
-    let src = w.dir.path().join("records");
-    custodian::sample::generate(&src, 100 << 10, 9).unwrap();
-    let config = write_config(
-        &w,
-        free_port(),
-        &format!("[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"0 3 * * *\"\n"),
-    );
+    let (w, src, config) = customers(100 << 10, 9, "schedule = \"0 3 * * *\"\n");
     // A snapshot taken with the CLI before the daemon ever ran: the daemon knows its age from
     // the first scrape, with no run of its own.
     w.backup("customers", &src);
@@ -966,15 +950,8 @@ fn a_second_daemon_on_the_same_state_dir_is_refused_and_the_first_keeps_its_stat
 
 #[test]
 fn an_overdue_access_review_shows_in_status_and_metrics_until_signed_off() {
-    let w = World::new(&[]);
-    let src = w.dir.path().join("records");
-    custodian::sample::generate(&src, 20 << 10, 5).unwrap();
     let port = free_port();
-    let config = write_config(
-        &w,
-        port,
-        &format!("[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"0 0 3 * * *\"\n"),
-    );
+    let (w, _, config) = customers_on(port, 20 << 10, 5, "schedule = \"0 0 3 * * *\"\n");
     let later = [("CUSTODIAN_TEST_CLOCK_OFFSET", "+100d")];
     let age = |port| {
         let m = scrape_until(port, |m| {
