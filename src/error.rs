@@ -163,8 +163,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Damaged(String),
-    /// Another process changed what this one relied on (the trust list, the audit log's head,
-    /// a prune meanwhile): nothing was committed, and running again is the fix.
+    /// Another process holds or changed what this one relied on (the trust list, the audit
+    /// log's head, a prune meanwhile, a key change in progress, a database's lock): nothing was
+    /// committed, and running again is the fix.
     #[error("{0}")]
     Conflict(String),
     /// A broken invariant of custodian itself, not of the input: worth a bug report.

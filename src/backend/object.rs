@@ -242,16 +242,14 @@ impl ObjectStoreBackend {
 
     /// What a failed listing means. object_store reports every failed listing as Generic,
     /// whatever the status (its list request keeps the answer private), so a listing that got
-    /// an answer is asked about once more with a HEAD, whose 401, 403 and 404 it does name.
+    /// an answer is asked about once more with a HEAD of `config`, which every repository has
+    /// and whose 401, 403 and 404 object_store does name: refused means the credentials, 404
+    /// means no bucket (or no repository), an answer means the listing itself failed.
     fn listing_failure(&self, e: &object_store::Error) -> Failure {
         match classify(e) {
             Failure::Server => {
-                let probe = self.path("probe/listing-status");
+                let probe = self.path("config");
                 match self.runtime.block_on(self.store.head(&probe)) {
-                    // A listing refused while a HEAD is refused: the credentials or the policy. A
-                    // listing that failed while a HEAD of a missing key answers 404: no bucket
-                    // (a store that failed the listing and then answered would have to fail and
-                    // recover within one request; it is then reported as missing, not retried).
                     Err(h) => match classify(&h) {
                         f @ (Failure::NotFound | Failure::Denied) => f,
                         _ => Failure::Server,

@@ -73,13 +73,20 @@ mod tests {
 
     /// An HTTP server on loopback answering every request with `status` and an S3 error body.
     fn answering(status: u16) -> String {
+        answering_by(move |_| status)
+    }
+
+    /// The same, with the status chosen from the request line (`HEAD /bucket/… HTTP/1.1`).
+    fn answering_by(status_of: impl Fn(&str) -> u16 + Send + 'static) -> String {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         std::thread::spawn(move || {
             for mut client in listener.incoming().flatten() {
                 let mut buf = [0u8; 65536];
                 let _ = client.set_read_timeout(Some(Duration::from_millis(200)));
-                let _ = client.read(&mut buf);
+                let n = client.read(&mut buf).unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]);
+                let status = status_of(head.lines().next().unwrap_or(""));
                 let body = "<?xml version=\"1.0\"?><Error><Code>Pinned</Code></Error>";
                 let _ = write!(
                     client,
@@ -136,5 +143,17 @@ mod tests {
         // retried by the daemon with backoff (400 includes an expired token).
         assert_eq!(kinds(Some(400)), [Transient; 3], "400");
         assert_eq!(kinds(None), [Transient; 3], "nobody listening");
+    }
+
+    #[test]
+    fn a_listing_that_fails_in_a_bucket_that_answers_is_transient() {
+        // LIST answers 503 every time; HEAD of `config` answers 200: the bucket is there, the
+        // listing failed. A HEAD answering 404 means there is no bucket.
+        for (head, want) in [(200, ErrorKind::Transient), (404, ErrorKind::NotFound)] {
+            let endpoint =
+                answering_by(move |line| if line.starts_with("HEAD") { head } else { 503 });
+            let err = backend(endpoint).list("snapshots/").unwrap_err();
+            assert_eq!(err.kind, want, "HEAD {head}: {err}");
+        }
     }
 }

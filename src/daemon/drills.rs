@@ -92,7 +92,8 @@ impl Daemon {
             let (rb, repo, tx) = (job.runbook.clone(), operator.clone(), self.tx.clone());
             let state_dir = self.config.repository.state_dir.clone();
             tracing::info!(runbook = %rb.id, "drill started");
-            let started = super::spawn_job(format!("drill-{}", rb.id), tx, move || {
+            let (name, runbook) = (format!("drill-{}", rb.id), rb.id.clone());
+            let work = move || {
                 let started = Instant::now();
                 let result = run_drill(&repo, &rb, &state_dir);
                 Msg::DrillDone {
@@ -100,7 +101,13 @@ impl Daemon {
                     result: Box::new(result),
                     took: started.elapsed(),
                 }
-            });
+            };
+            let panicked = move |e| Msg::DrillDone {
+                runbook,
+                result: Box::new(Err(e)),
+                took: std::time::Duration::ZERO,
+            };
+            let started = super::spawn_job(name, tx, work, panicked);
             if !started {
                 job.running = false;
             }

@@ -116,6 +116,7 @@ pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
         forget_next: None,
         forget_running: false,
         retained_handovers: false,
+        cannot_reopen: None,
         prune_next: None,
         prune_running: false,
         watchdog: sd_notify::watchdog_enabled().map(|d| (d / 2, Instant::now())),
@@ -167,9 +168,12 @@ impl Daemon {
                 Ok(repo) => {
                     tracing::info!("the access registry changed: repository reopened");
                     self.repo = Arc::new(repo);
+                    self.cannot_reopen = None;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "the access registry changed and the repository could not be reopened")
+                    tracing::error!(error = %e, "the access registry changed and the repository could not be reopened");
+                    // A revoked or outdated credential: every run would fail the same way.
+                    self.cannot_reopen = (!e.is_transient()).then(|| e.to_string());
                 }
             }
         }
@@ -199,13 +203,28 @@ impl Daemon {
     }
 }
 
-/// Run `work` on a thread of its own named `name`, and send what it returns to the loop.
-/// False (logged) when no thread could be started: the caller marks the job not running.
-fn spawn_job(name: String, tx: Sender<Msg>, work: impl FnOnce() -> Msg + Send + 'static) -> bool {
+/// Run `work` on a thread of its own named `name`, and send what it returns to the loop; if it
+/// panics, `panicked(error)` is sent instead, so the job never stays "running" for ever (which
+/// would also hang the shutdown). False (logged) when no thread could be started: the caller
+/// marks the job not running.
+fn spawn_job(
+    name: String,
+    tx: Sender<Msg>,
+    work: impl FnOnce() -> Msg + Send + 'static,
+    panicked: impl FnOnce(crate::Error) -> Msg + Send + 'static,
+) -> bool {
+    let job = name.clone();
     let spawned = std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || {
-            let _ = tx.send(work());
+            let msg =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|_| {
+                    panicked(crate::Error::Internal(format!(
+                        "internal error: the {job} job panicked (the log has where); nothing it \
+                         was writing was committed"
+                    )))
+                });
+            let _ = tx.send(msg);
         });
     match spawned {
         Ok(_) => true,
@@ -270,6 +289,9 @@ struct Daemon {
     forget_running: bool,
     /// A handed-over store is kept until a date: the retention run destroys it then.
     retained_handovers: bool,
+    /// Why the repository could not be reopened after the registry changed, when retrying
+    /// cannot help (this credential was revoked): runs fail with it, needing an operator.
+    cannot_reopen: Option<String>,
     /// Next prune, and whether one is running.
     prune_next: Option<SystemTime>,
     prune_running: bool,

@@ -26,13 +26,15 @@ impl Daemon {
         };
         let (repo, tx) = (self.fresh_repo(), self.tx.clone());
         let state_dir = self.config.repository.state_dir.clone();
-        let started = super::spawn_job("prune".into(), tx, move || {
+        let work = move || {
             let result = crate::prune::prune(&repo, &opts);
             let intent = crate::audit::Intent::write("prune", "prune schedule (daemon)");
             let outcome = if result.is_ok() { "ok" } else { "failed" };
             super::audit::record(&repo, &state_dir, intent, outcome, None);
             Msg::PruneDone(Box::new(result))
-        });
+        };
+        let panicked = |e| Msg::PruneDone(Box::new(Err(e)));
+        let started = super::spawn_job("prune".into(), tx, work, panicked);
         if !started {
             self.prune_running = false;
         }

@@ -35,9 +35,9 @@ impl Daemon {
             .collect();
         let (repo, tx) = (self.fresh_repo(), self.tx.clone());
         let local = self.config.repository.state_dir.join("destruction");
-        let started = super::spawn_job("forget".into(), tx, move || {
-            Msg::ForgetDone(Box::new(apply_retention(&repo, &policies, &local)))
-        });
+        let work = move || Msg::ForgetDone(Box::new(apply_retention(&repo, &policies, &local)));
+        let panicked = |e| Msg::ForgetDone(Box::new(Err(e)));
+        let started = super::spawn_job("forget".into(), tx, work, panicked);
         if !started {
             self.forget_running = false;
         }

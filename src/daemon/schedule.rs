@@ -23,8 +23,9 @@ pub(super) struct Facts {
     pub needs_operator: bool,
     /// Watched and without a schedule: a full scan is its safety net.
     pub watched_only: bool,
-    /// Unix seconds of the last success.
+    /// Unix seconds of the last success and of the last attempt.
     pub last_success: Option<u64>,
+    pub last_attempt: Option<u64>,
     pub full_scan_interval: Duration,
 }
 
@@ -32,8 +33,11 @@ pub(super) struct Facts {
 pub(super) fn due(f: &Facts, now: SystemTime, at: Instant) -> bool {
     let scheduled = f.next_run.is_some_and(|t| t <= now);
     let retry = f.retry_at.is_some_and(|t| t <= now);
+    // A failure waits out its backoff before changes or a full scan start another run.
+    let backing_off = f.retry_at.is_some_and(|t| t > now);
     // Changes settle after `debounce` without another, or `max_delay` after the first.
     let settled = !f.needs_operator
+        && !backing_off
         && match (f.dirty_since, f.last_event) {
             (Some(first), Some(last)) => {
                 at.saturating_duration_since(last) >= f.debounce
@@ -41,8 +45,12 @@ pub(super) fn due(f: &Facts, now: SystemTime, at: Instant) -> bool {
             }
             _ => false,
         };
+    // Counted from the last attempt too: a failing source is scanned once an interval, not
+    // again and again because its last success is old.
     let full_scan = f.watched_only
+        && !backing_off
         && f.last_success
+            .max(f.last_attempt)
             .is_some_and(|t| unix(now).saturating_sub(t) >= f.full_scan_interval.as_secs());
     scheduled || retry || settled || f.due_now || full_scan
 }
@@ -121,6 +129,20 @@ mod tests {
             f(&|f| f.watched_only = true),
             false,
         );
+        // A failing source: the full scan counts from its last attempt, and waits its backoff.
+        let mut failing = day_ago(200_000);
+        failing.last_attempt = Some(unix(now) - 60);
+        case(
+            "failed a minute ago, success long ago",
+            failing.clone(),
+            false,
+        );
+        failing.last_attempt = Some(unix(now) - 86_400);
+        failing.retry_at = Some(now + 30 * S);
+        case("full scan due but backing off", failing, false);
+        let mut busy = changes(10, 5);
+        busy.retry_at = Some(now + 30 * S);
+        case("changes settled but backing off", busy, false);
     }
 
     #[test]

@@ -118,6 +118,11 @@ impl Daemon {
             if let Some(seen) = seen.get(&source.cfg.name) {
                 seen.apply(&mut source.status);
             }
+            // A reload or a restart is the operator's act: a source that needed one runs now.
+            if source.status.needs_operator && source.running.is_none() {
+                source.status.needs_operator = false;
+                source.due_now = true;
+            }
             source.next_run = next_fire(&source.cfg, now, self.config.daemon.jitter);
             // A run the schedule wanted while the daemon was down runs once now.
             if let Some(last) = source.status.last_attempt {
@@ -174,6 +179,7 @@ impl Daemon {
             needs_operator: s.status.needs_operator,
             watched_only: s.cfg.watch && s.cfg.schedule.is_none(),
             last_success: s.status.last_success,
+            last_attempt: s.status.last_attempt,
             full_scan_interval: self.config.daemon.full_scan_interval,
         };
         super::schedule::due(&facts, now, Instant::now())
@@ -193,8 +199,13 @@ impl Daemon {
             if s.next_run.is_some_and(|t| t <= now) {
                 s.next_run = next_fire(&s.cfg, now, jitter);
             }
-            // Never two backups of one source; the global limit queues the rest.
-            if s.running.is_some() || running >= self.config.daemon.max_concurrent {
+            // Never two backups of one source (the running one covers the fire); the global
+            // limit queues the rest: a source waiting for a slot runs as soon as one frees.
+            if s.running.is_some() {
+                continue;
+            }
+            if running >= self.config.daemon.max_concurrent {
+                s.due_now = true;
                 continue;
             }
             s.due_now = false;
@@ -209,6 +220,12 @@ impl Daemon {
     pub(super) fn start_run(&mut self, i: usize) {
         let cancel = Arc::new(AtomicBool::new(false));
         let repo = self.fresh_repo();
+        if let Some(why) = self.cannot_reopen.clone() {
+            let name = self.sources[i].cfg.name.clone();
+            self.sources[i].status.last_attempt = Some(unix(crate::clock::now()));
+            self.on_done(&name, Err(Error::Invalid(why)), Duration::ZERO);
+            return;
+        }
         let s = &mut self.sources[i];
         s.running = Some(cancel.clone());
         s.status.last_attempt = Some(unix(crate::clock::now()));
@@ -219,7 +236,8 @@ impl Daemon {
             self.config.anomaly,
         );
         tracing::info!(source = %cfg.name, "backup started");
-        let started = super::spawn_job(format!("backup-{}", cfg.name), tx, move || {
+        let (source, source_name) = (cfg.name.clone(), cfg.name.clone());
+        let work = move || {
             let started = Instant::now();
             let result = run_backup(repo, &cfg, &state_dir, (connections, anomaly), cancel);
             Msg::Done {
@@ -227,7 +245,13 @@ impl Daemon {
                 result: Box::new(result),
                 took: started.elapsed(),
             }
-        });
+        };
+        let panicked = move |e| Msg::Done {
+            source,
+            result: Box::new(Err(e)),
+            took: Duration::ZERO,
+        };
+        let started = super::spawn_job(format!("backup-{source_name}"), tx, work, panicked);
         if !started {
             self.sources[i].running = None;
         }

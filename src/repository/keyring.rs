@@ -270,8 +270,9 @@ impl Repository {
     /// plant keys of its own choosing for every later backup).
     fn create_domain(&self, name: &str) -> Result<bool> {
         let (dedup, seed) = match self.earlier_domain_keys(name)? {
+            // Passes once the operator finishes the change: a conflict, retried.
             Some(_) if !self.can_read() => {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Conflict(format!(
                     "key domain '{name}' is moving to key generation {} after a change of \
                      operators, and only an operator creates its new keys. Nothing was backed \
                      up: the operator who made the change reruns the same 'custodian access' \

@@ -24,11 +24,25 @@ pub fn capture(db: &Path, staging: &Path) -> Result<PathBuf> {
     crate::fsutil::private_dir(staging)?;
     let copy = staging.join(name);
     let failed = |e: rusqlite::Error| {
-        Error::Invalid(format!(
+        let message = format!(
             "SQLite database {} could not be copied: {e}. Check that it is a SQLite database and \
              readable by the daemon.",
             db.display()
-        ))
+        );
+        // Busy, locked or not there (an unmounted share): it may pass by itself.
+        let passing = matches!(
+            e.sqlite_error_code(),
+            Some(
+                rusqlite::ErrorCode::DatabaseBusy
+                    | rusqlite::ErrorCode::DatabaseLocked
+                    | rusqlite::ErrorCode::CannotOpen
+            )
+        );
+        if passing {
+            Error::Conflict(message)
+        } else {
+            Error::Invalid(message)
+        }
     };
     let source = Connection::open_with_flags(
         db,
@@ -44,7 +58,7 @@ pub fn capture(db: &Path, staging: &Path) -> Result<PathBuf> {
             match backup.step(-1).map_err(failed)? {
                 StepResult::Done => break,
                 _ if started.elapsed() > BUSY_WAIT => {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::Conflict(format!(
                         "SQLite database {} stayed locked for {}s; the copy was abandoned for \
                          this run",
                         db.display(),

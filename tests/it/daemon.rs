@@ -1009,3 +1009,76 @@ fn an_overdue_access_review_shows_in_status_and_metrics_until_signed_off() {
         "{status}"
     );
 }
+
+#[test]
+fn a_revoked_writer_needs_an_operator_instead_of_retries_and_a_reload_tries_again() {
+    // Watched, no schedule: after the first failure only a change or the operator starts runs.
+    let (w, src, config) = customers(20 << 10, 11, "watch = true\ndebounce = \"1s\"\n");
+    let d = Daemon::start(&config);
+    std::fs::write(src.join("first.txt"), "1").unwrap();
+    d.wait_for_log("backup committed", Duration::from_secs(20));
+    // The daemon's own credential is revoked (a stolen server): reopening cannot succeed.
+    let listed = w
+        .operator_cmd(&["access", "list", "--json"])
+        .output()
+        .unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    let writer = rows
+        .iter()
+        .find(|r| r["role"] == "writer" && r["revoked"].is_null())
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = w
+        .operator_cmd(&[
+            "access",
+            "revoke-writer",
+            &writer,
+            "--reason",
+            "server stolen",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(src.join("second.txt"), "2").unwrap();
+    let source = |d: &Daemon| d.status()["sources"][0].clone();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while source(&d)["needs_operator"] != true {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = d.log();
+    assert!(log.contains("needs an operator"), "{log}");
+    assert!(
+        !log.contains("retrying later"),
+        "a revoked key is not retried: {log}"
+    );
+    let said = Command::new(BIN)
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(text(&said).contains("NEEDS AN OPERATOR"), "{}", text(&said));
+    // A change is seen but starts no run that cannot succeed...
+    let tried = source(&d)["last_attempt"].clone();
+    std::fs::write(src.join("third.txt"), "3").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while source(&d)["pending_change"] != true {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // ...not within twice its debounce.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(source(&d)["last_attempt"], tried, "{}", d.log());
+    // A reload is the operator's act: the source is tried again at once.
+    d.signal(libc::SIGHUP);
+    d.wait_for_log("configuration reloaded", Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while source(&d)["last_attempt"] == tried {
+        assert!(Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, log) = d.stop(Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{log}");
+}
