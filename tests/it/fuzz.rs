@@ -34,7 +34,57 @@ fn samples() -> Vec<Vec<u8>> {
     ] {
         out.push(std::fs::read(root.join(f)).unwrap());
     }
+    out.push(serde_json::to_vec_pretty(&handover_list()).unwrap());
     out
+}
+
+/// A handover list of one snapshot and one pack, with non-ASCII text (the list travels by mail).
+fn handover_list() -> custodian::format::handover::Manifest {
+    use custodian::format::handover::*;
+    let party = |key: &str| Party {
+        repository: "s3://b/交接".into(),
+        repository_id: "ab".repeat(32),
+        key: key.into(),
+    };
+    Manifest {
+        version: 1,
+        id: "0123456789abcdef0123456789abcdef".into(),
+        created: "2026-12-02T00:00:00Z".into(),
+        reason: "Sale of branch 07 — contract 2026-118".into(),
+        classification: "confidential".into(),
+        purpose: "交接清单".into(),
+        source: "branch-07".into(),
+        domain: "branch-07".into(),
+        from: party(&"cd".repeat(32)),
+        to: party("age1xyz"),
+        trust_fingerprint: "ef".repeat(16),
+        handover_operator: "age1abc".into(),
+        snapshots: vec![HandedSnapshot {
+            id: "01".repeat(32),
+            old_id: "02".repeat(32),
+            time: "2026-12-01T00:00:00Z".into(),
+            host: "branch".into(),
+            files: 3,
+            dirs: 1,
+            bytes: 99,
+            head_hash: "03".repeat(32),
+            parent: None,
+            holds: vec!["legal hold 7".into()],
+        }],
+        packs: vec![HandedPack {
+            id: "04".repeat(32),
+            size: 1 << 20,
+        }],
+        sessions: vec!["05".repeat(16)],
+        totals: Totals::default(),
+        retention: "none".into(),
+        exclusions: 0,
+        destruction: Vec::new(),
+        audit: AuditPoint {
+            entries: 7,
+            head: "06".repeat(32),
+        },
+    }
 }
 
 /// Every parser custodian runs on bytes it did not write itself.
@@ -53,6 +103,22 @@ fn parse_everything(bytes: &[u8]) {
     let _ = decode_packed::<Tree>(bytes, "t", 1, 1 << 20);
     let _ = custodian::compress::decompress_bounded(bytes, 1 << 20);
     let _ = custodian::format::refs::decode(bytes, "r");
+    // A handover's files arrive from another owner: list, receipt, mark, and the page made
+    // from a list (ids of any length or alphabet must not break it).
+    use custodian::format::handover as h;
+    if let Ok(m) = decode_json::<h::Manifest>(bytes, "t", 1) {
+        let _ = h::valid_id(&m.id);
+        let _ = custodian::handover::page::render(&m);
+    }
+    let _ = decode_json::<h::Receipt>(bytes, "t", 1);
+    let _ = decode_json::<h::HandedOver>(bytes, "t", 1).map(|m| {
+        m.plan
+            .map(|p| p.sessions.iter().all(|o| h::plannable(&o.name)))
+    });
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        let _ = h::valid_id(text);
+        let _ = custodian::handover::short(text);
+    }
     let _ = custodian::format::pack::parse_trailer(bytes, "p");
     let _ = custodian::crypto::sign::open_envelope("snapshot", "snapshots/x", bytes);
     let _ = custodian::crypto::blob_seal::frame_session(bytes);
@@ -121,4 +187,7 @@ fn the_valid_samples_parse() {
     assert!(custodian::config::Config::parse_form(Path::new("c.toml"), text).is_ok());
     let text = std::str::from_utf8(&s[5]).unwrap();
     assert!(custodian::runbook::Runbook::parse(Path::new("r.md"), text).is_ok());
+    let list: custodian::format::handover::Manifest = decode_json(&s[6], "h", 1).unwrap();
+    assert_eq!(list, handover_list());
+    assert!(custodian::handover::page::render(&list).contains("交接清单"));
 }
