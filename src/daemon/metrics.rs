@@ -93,7 +93,7 @@ pub fn publish(s: &SourceStatus, now: u64) {
     let result = match s.last_result {
         RunResult::Ok => 1.0,
         RunResult::Never => -1.0,
-        RunResult::Failed | RunResult::Cancelled => 0.0,
+        RunResult::Failed | RunResult::Cancelled | RunResult::Unknown => 0.0,
     };
     g("custodian_source_last_result", result);
     g(
@@ -139,6 +139,7 @@ pub fn publish_drill(d: &super::state::DrillStatus) {
         DrillResult::Fail => 0.0,
         DrillResult::Error => -2.0,
         DrillResult::Never => -1.0,
+        DrillResult::Unknown => 0.0,
     };
     g("custodian_drill_last_result", result);
     if let Some(t) = d.last_run {
@@ -154,7 +155,7 @@ pub fn publish_prune(p: &super::state::PruneStatus) {
     let g = |name: &'static str, value: f64| metrics::gauge!(name).set(value);
     let result = match p.last_result {
         RunResult::Ok => 1.0,
-        RunResult::Failed | RunResult::Cancelled => 0.0,
+        RunResult::Failed | RunResult::Cancelled | RunResult::Unknown => 0.0,
         RunResult::Never => -1.0,
     };
     g("custodian_prune_last_result", result);

@@ -18,10 +18,13 @@ pub enum RunResult {
     Failed,
     /// Stopped at a safe point for a shutdown.
     Cancelled,
-    /// Not run yet (also what an unknown word in an older status file reads as).
+    /// Not run yet.
     #[default]
-    #[serde(other)]
     Never,
+    /// A word this build does not know (a status file or socket of another version): shown,
+    /// and judged degraded, never taken for a success.
+    #[serde(other)]
+    Unknown,
 }
 
 /// How a scheduled drill last ended.
@@ -33,8 +36,10 @@ pub enum DrillResult {
     /// The drill could not run.
     Error,
     #[default]
-    #[serde(other)]
     Never,
+    /// A word this build does not know: judged degraded.
+    #[serde(other)]
+    Unknown,
 }
 
 /// A watched source's file watcher.
@@ -227,10 +232,10 @@ mod word_tests {
             r#"["ok","failed","cancelled","never","pass","error","healthy","off"]"#
         );
         let old: SourceStatus =
-            serde_json::from_str(r#"{"last_result": "", "watcher": "sleepy"}"#).unwrap();
+            serde_json::from_str(r#"{"last_result": "stalled", "watcher": "sleepy"}"#).unwrap();
         assert_eq!(
             (old.last_result, old.watcher),
-            (RunResult::Never, WatcherState::Off)
+            (RunResult::Unknown, WatcherState::Off)
         );
         assert_eq!(RunResult::Cancelled.to_string(), "cancelled");
     }

@@ -101,6 +101,13 @@ pub fn health(doc: &StatusDoc) -> (Health, Vec<String>) {
                 format!("source {}: the last backup failed", s.name),
             )),
             RunResult::Ok | RunResult::Cancelled => {}
+            RunResult::Unknown => found.push((
+                Health::Degraded,
+                format!(
+                    "source {}: its last result is one this custodian does not know",
+                    s.name
+                ),
+            )),
             // Not run by this daemon yet, but the repository holds its snapshots.
             _ if s.last_success.is_some() => {}
             _ => found.push((
@@ -121,11 +128,12 @@ pub fn health(doc: &StatusDoc) -> (Health, Vec<String>) {
             ));
         }
     }
-    for d in doc
-        .drills
-        .iter()
-        .filter(|d| matches!(d.last_result, DrillResult::Fail | DrillResult::Error))
-    {
+    for d in doc.drills.iter().filter(|d| {
+        matches!(
+            d.last_result,
+            DrillResult::Fail | DrillResult::Error | DrillResult::Unknown
+        )
+    }) {
         found.push((
             Health::Degraded,
             format!("drill {}: the last drill did not pass", d.runbook),
