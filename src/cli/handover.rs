@@ -114,10 +114,7 @@ fn identity_of(keys: &KeyArgs) -> Result<age::x25519::Identity> {
     let Some(path) = &keys.identity else {
         bail!("a handover needs the operator identity (--identity)");
     };
-    custodian::crypto::keys::load_identity_file(path)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("{} holds no identity", path.display()))
+    Ok(custodian::crypto::keys::load_first_identity(path)?)
 }
 
 fn run_prepare(a: PrepareArgs) -> Result<u8> {

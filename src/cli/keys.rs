@@ -320,15 +320,7 @@ fn keep_credential(
 
 /// The one identity in an operator's identity file (init signs with it).
 fn operator_identity(path: &std::path::Path) -> Result<age::x25519::Identity> {
-    custodian::crypto::keys::load_identity_file(path)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "{} holds no age identity; make one with 'custodian key generate'.",
-                path.display()
-            )
-        })
+    Ok(custodian::crypto::keys::load_first_identity(path)?)
 }
 
 #[derive(clap::Args)]

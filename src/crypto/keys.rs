@@ -196,6 +196,17 @@ pub fn load_identity_file(path: &Path) -> Result<Vec<x25519::Identity>> {
     Ok(identities)
 }
 
+/// The first identity of an identity file: the one a person acts and signs with.
+pub fn load_first_identity(path: &Path) -> Result<x25519::Identity> {
+    load_identity_file(path)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::KeyFile {
+            path: path.to_path_buf(),
+            reason: "holds no age identity (AGE-SECRET-KEY-1…).".into(),
+        })
+}
+
 /// Text of a new operator identity file, in age-keygen's layout.
 pub fn identity_file_text(identity: &x25519::Identity, now: &str) -> Zeroizing<String> {
     Zeroizing::new(format!(

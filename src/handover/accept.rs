@@ -52,10 +52,7 @@ pub fn accept(opts: &AcceptOptions) -> Result<Accepted> {
     };
     let (doc, manifest, signer) =
         read_signed::<Manifest>(&opts.dir, &files, MANIFEST_KIND, |m| m.id.clone())?;
-    let identity = crate::crypto::keys::load_identity_file(&opts.identity)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::Invalid(format!("{} holds no identity", opts.identity.display())))?;
+    let identity = crate::crypto::keys::load_first_identity(&opts.identity)?;
     check_parties(&manifest, &signer, &opts.from_key, &identity)?;
     let pins = opts.state_dir.join("trust");
     crate::repository::trust::confirm(opts.to.as_ref(), &pins, &manifest.trust_fingerprint)?;
@@ -455,10 +452,7 @@ fn take_over(
     opts: &AcceptOptions,
     operator: &Path,
 ) -> Result<Option<String>> {
-    let handover = crate::crypto::keys::load_identity_file(operator)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::Invalid("the handover operator's key file is empty".into()))?;
+    let handover = crate::crypto::keys::load_first_identity(operator)?;
     let recipient = handover.to_public().to_string();
     let made_by = format!(
         "operator {}",

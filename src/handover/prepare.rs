@@ -178,10 +178,9 @@ fn finish_stored(
 /// The handover operator's age recipient (named in the list, so accept can check the sealed
 /// identity it receives is that one).
 fn operator_recipient(path: &Path) -> Result<String> {
-    let ids = crate::crypto::keys::load_identity_file(path)?;
-    ids.first()
-        .map(|i| i.to_public().to_string())
-        .ok_or_else(|| Error::Invalid("the handover operator's key file is empty".into()))
+    Ok(crate::crypto::keys::load_first_identity(path)?
+        .to_public()
+        .to_string())
 }
 
 /// The source's snapshots up to the chosen one, oldest first; refused when the key domain is
@@ -261,10 +260,7 @@ fn open_target(from: &Repository, opts: &PrepareOptions, operator: &Path) -> Res
     let credential = Credential::Operator(operator.to_path_buf());
     let pins = Some(opts.state_dir.join("trust"));
     if opts.to.get_if_present("config")?.is_none() {
-        let identity = crate::crypto::keys::load_identity_file(operator)?
-            .into_iter()
-            .next()
-            .ok_or_else(|| Error::Invalid("the handover operator's key file is empty".into()))?;
+        let identity = crate::crypto::keys::load_first_identity(operator)?;
         let writer = operator.with_file_name("init-writer.key");
         let _ = std::fs::remove_file(&writer);
         crate::repository::init(

@@ -176,8 +176,18 @@ impl Repository {
     ) -> Result<crate::crypto::DomainKeys> {
         self.require_operator("receiving a key domain")?;
         let base = self.domain_object_at(name, self.key_generation());
-        if let super::domains::DomainState::Absent = self.domain_state(&base, name)? {
-            self.create_domain_with(name, dedup, seed)?;
+        match self.domain_state(&base, name)? {
+            super::domains::DomainState::Usable(_) => {}
+            super::domains::DomainState::Absent => {
+                self.create_domain_with(name, dedup, seed)?;
+            }
+            // A prepare killed between the domain's two records. The receiving repository is
+            // the handover's own (nobody else writes there yet): undo at once and make the pair
+            // again with these keys, rather than wait for a backup to make one with others.
+            half => {
+                self.roll_back_domain(&base, name, &half)?;
+                self.create_domain_with(name, dedup, seed)?;
+            }
         }
         let keys = self.domain_for_write(name)?;
         if *keys.dedup_key != *dedup || keys.chunker_seed != seed {

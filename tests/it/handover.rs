@@ -779,3 +779,50 @@ fn complete_refuses_to_destroy_a_snapshot_that_never_reached_the_new_owner() {
         &["--source", "branch-07"],
     );
 }
+
+#[test]
+fn every_write_of_handover_prepare_and_complete_is_a_safe_kill_point() {
+    use crate::sweep::{report, sweep, Case};
+    let (w, n, to) = local_world();
+    let out = w.dir.path().join("handover");
+    let other = w
+        .snapshots()
+        .iter()
+        .find(|s| s["source"] == "other")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let expected = vec![(other, w.dir.path().join("other"))];
+    let prepare = prepare_cmd(&w, &to, &n, &out);
+    let args: Vec<String> = prepare
+        .get_args()
+        .map(|a| a.to_string_lossy().to_string())
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut table = Vec::new();
+    // prepare: the old repository (checked after each kill), the new one and the handover
+    // directory (reset with it), every write of both repositories.
+    let mut case = Case::new(&w, &args);
+    case.operator = true;
+    case.expected = &expected;
+    case.creates = vec![PathBuf::from(&to), out.clone()];
+    table.push(("handover prepare", sweep(&case)));
+    // complete, once prepared and accepted.
+    ok_text(prepare_cmd(&w, &to, &n, &out));
+    ok_json(accept_cmd(&n, &to, &[], &out, &signing_key_of(&w.operator)));
+    let dir = out.to_str().unwrap().to_string();
+    let complete = [
+        "handover",
+        "complete",
+        "--destroy",
+        "--to-key",
+        &n.signing,
+        &dir,
+    ];
+    let mut case = Case::new(&w, &complete);
+    case.operator = true;
+    case.expected = &expected;
+    table.push(("handover complete --destroy", sweep(&case)));
+    report(&table);
+}

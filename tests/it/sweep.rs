@@ -79,28 +79,28 @@ fn snapshots_of(w: &World) -> Vec<serde_json::Value> {
 }
 
 /// One command to sweep.
-struct Case<'a> {
+pub(crate) struct Case<'a> {
     /// The repository the command changes (checked, listed and restored after each kill).
-    at: &'a World,
-    args: Vec<String>,
+    pub(crate) at: &'a World,
+    pub(crate) args: Vec<String>,
     /// Run with the operator identity rather than the writer credential.
-    operator: bool,
+    pub(crate) operator: bool,
     /// How to build the command; by default `at`'s own.
-    via: Option<&'a World>,
+    pub(crate) via: Option<&'a World>,
     /// Snapshots (id -> source copy) that must restore byte for byte throughout.
-    expected: &'a [(String, std::path::PathBuf)],
+    pub(crate) expected: &'a [(String, std::path::PathBuf)],
     /// How many snapshots more than before may be visible after a kill: a backup commits at most
     /// one; an erase killed between writing the rewritten heads and deleting the old ones shows
     /// both (the next run deletes the old ones); the rest only remove.
-    adds: usize,
+    pub(crate) adds: usize,
     /// Files the command creates outside the repository (a credential), reset with it.
-    creates: Vec<std::path::PathBuf>,
+    pub(crate) creates: Vec<std::path::PathBuf>,
     /// Compare restores by content only.
-    content_only: bool,
+    pub(crate) content_only: bool,
 }
 
 impl<'a> Case<'a> {
-    fn new(at: &'a World, args: &[&str]) -> Case<'a> {
+    pub(crate) fn new(at: &'a World, args: &[&str]) -> Case<'a> {
         Case {
             at,
             args: args.iter().map(|a| a.to_string()).collect(),
@@ -127,7 +127,7 @@ impl<'a> Case<'a> {
 }
 
 /// Kill the command of `case` at every write/delete point; returns the number of points swept.
-fn sweep(case: &Case) -> usize {
+pub(crate) fn sweep(case: &Case) -> usize {
     let w = case.at;
     let mut paths: Vec<&Path> = vec![&w.repo, &w.state];
     paths.extend(case.creates.iter().map(|p| p.as_path()));
@@ -224,7 +224,7 @@ fn stopped_or_exited(child: &mut std::process::Child) -> bool {
 }
 
 /// Print the table and require that every command was swept at two points at least.
-fn report(table: &[(&str, usize)]) {
+pub(crate) fn report(table: &[(&str, usize)]) {
     for (command, points) in table {
         eprintln!("sweep: {command}: {points} kill points");
         assert!(*points >= 2, "{command}");
