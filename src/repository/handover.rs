@@ -57,7 +57,12 @@ impl Repository {
     pub fn handover_document(&self, id: &str, what: &str) -> Result<Option<SignedDocument>> {
         valid_id(id)?;
         let name = list_name(id, what);
-        match self.backend.get_if_present(&name)? {
+        // Listed first, so an object larger than any handover document is never fetched.
+        let listed = self.backend.list("handovers/")?;
+        let Some(object) = listed.into_iter().find(|o| o.name == name) else {
+            return Ok(None);
+        };
+        match self.get_listed(ObjectKind::Handover, &object)? {
             Some(bytes) => Ok(Some(self.open_meta(ObjectKind::Handover, &name, &bytes)?)),
             None => Ok(None),
         }

@@ -441,6 +441,19 @@ fn accept_names_a_list_altered_a_pack_dropped_and_a_snapshot_added_in_transit() 
         accept_cmd(&n, &to, &[], &edited, &old_key),
         &["signature that does not verify", "Do not accept it"],
     );
+    // A mark the storage planted (no signature) stops nothing, and hides no real one: the
+    // other store still backs up, the handed-over one is still refused.
+    fs::write(
+        Path::new(&w.repo).join("handovers/planted.mark"),
+        b"\0garbage",
+    )
+    .unwrap();
+    let mut c = w.writer_cmd(&["backup", "--source", "other"]);
+    c.arg(w.dir.path().join("other"));
+    ok_text(c);
+    let mut c = w.writer_cmd(&["backup", "--source", "branch-07"]);
+    c.arg(w.dir.path().join("branch"));
+    fails_with(c, &["was handed over"]);
     // Signed by someone else than the key confirmed out of band.
     fails_with(
         accept_cmd(&n, &to, &[], &out, &n.signing),
