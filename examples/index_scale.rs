@@ -92,7 +92,7 @@ fn open(repo: &Repository) -> anyhow::Result<()> {
     let peak = rss_kib("VmHWM:");
     let count = index.blob_count().max(1);
     // Lookups: every hundredth stored id, and as many ids that are not stored.
-    let probes: Vec<BlobId> = index.blob_ids().step_by(100).copied().collect();
+    let probes: Vec<BlobId> = index.blob_ids().step_by(100).collect();
     let started = Instant::now();
     let mut hits = 0;
     for id in &probes {

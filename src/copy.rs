@@ -83,7 +83,7 @@ pub fn copy(
         Err(e) => return Err(e.into()),
     };
     if dest_config.as_ref().is_some_and(|c| *c != source_config) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "{} holds another repository (a different key set); copy only mirrors a repository: \
              choose an empty location or the mirror made by an earlier copy.",
             to.location()
@@ -118,7 +118,7 @@ pub fn copy(
     let reader = BlobReader::new(from, &index);
     let by_key: HashMap<RefKey, PackId> = index
         .entries()
-        .map(|(id, loc)| (RefKey::from(id), index.pack(&loc).id))
+        .map(|(id, loc)| (RefKey::from(&id), index.pack(&loc).id))
         .collect();
     let mut needed: BTreeMap<SnapshotId, BTreeSet<PackId>> = BTreeMap::new();
     for snap in &selected {
@@ -279,7 +279,7 @@ fn write_dest_index(
         .filter_map(|p| {
             entries.remove(&p.id).map(|blobs| IndexPack {
                 id: p.id,
-                domain: p.domain.clone(),
+                domain: p.domain.to_string(),
                 size: p.size,
                 blobs,
             })

@@ -39,7 +39,7 @@ pub fn dump(
                 .flush()
                 .map_err(stdout_error)
         }
-        other => Err(Error::Invalid(format!(
+        other => Err(Error::Usage(format!(
             "'{}' is a {}, which has no content to dump; 'custodian ls SNAPSHOT {}' shows it",
             path.display(),
             other.noun(),

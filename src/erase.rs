@@ -72,7 +72,7 @@ pub fn erase(repo: &Arc<Repository>, opts: &EraseOptions) -> Result<EraseReport>
         .filter(|s| s.head.source == opts.source)
         .collect();
     if snaps.is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "source '{}' has no snapshots in this repository, so there is nothing to erase. \
              'custodian snapshots' lists the sources.",
             opts.source

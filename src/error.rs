@@ -161,6 +161,8 @@ pub enum Error {
         path: PathBuf,
         cause: std::io::Error,
     },
+    /// An object that cannot be used as stored (the message names it): damaged, or forged by
+    /// someone who may write to the storage. Listings name such objects and go on.
     #[error("{0}")]
     Damaged(String),
     /// Another process holds or changed what this one relied on (the trust list, the audit
@@ -171,8 +173,19 @@ pub enum Error {
     /// A broken invariant of custodian itself, not of the input: worth a bug report.
     #[error("{0}")]
     Internal(String),
+    /// The command or config asked for something malformed or absent: an argument, a pattern,
+    /// a name, a key file that holds no key. Fixing the request is the fix.
     #[error("{0}")]
-    Invalid(String),
+    Usage(String),
+    /// A well-formed request that the repository's rules refuse (removing the last operator, a
+    /// revoked or expired credential, a handover not made out to the caller): nothing changed.
+    #[error("{0}")]
+    Refused(String),
+    /// Something that must come from a known signer does not: a pinned repository replaced, a
+    /// config its operators did not sign, an altered handover list. custodian does not act on
+    /// it, and a person must find out who changed it.
+    #[error("{0}")]
+    Untrusted(String),
     /// A directory listing that breaks the format's rules (see `Tree::validate`): damaged, or
     /// forged by someone holding a writer credential. Nothing is written for it.
     #[error(
@@ -355,7 +368,9 @@ mod transient_tests {
             backend(ErrorKind::Permanent),
             backend(ErrorKind::NotFound),
             Error::Damaged("pack x does not match its hash".into()),
-            Error::Invalid("bad input".into()),
+            Error::Usage("bad input".into()),
+            Error::Refused("the last operator".into()),
+            Error::Untrusted("a replaced config".into()),
             Error::Internal("a bug".into()),
             Error::NeedsIdentity { what: "x".into() },
             Error::HandedOver {

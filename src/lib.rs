@@ -28,11 +28,12 @@ pub mod pattern;
 pub mod schedule;
 pub mod when;
 
-// Adapters: storage, the file system, the clock, test hooks.
+// Adapters: storage, the file system, memory, the clock, test hooks.
 pub mod backend;
 pub mod clock;
 pub mod failpoint;
 pub mod fsutil;
+pub mod memory;
 pub mod sample;
 pub mod source;
 

@@ -62,7 +62,7 @@ mod tests {
         let err = for_each(&items, 2, |i| {
             started.fetch_add(1, Ordering::SeqCst);
             if *i == 10 {
-                Err(Error::Invalid(format!("item {i}")))
+                Err(Error::Usage(format!("item {i}")))
             } else {
                 Ok(())
             }

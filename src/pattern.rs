@@ -15,7 +15,7 @@ impl Pattern {
     /// Compile `text`; a malformed glob is refused with its reason.
     pub fn new(text: &str) -> Result<Pattern> {
         let glob = Glob::new(text.trim_start_matches('/'))
-            .map_err(|e| Error::Invalid(format!("'{text}' is not a valid pattern: {e}")))?
+            .map_err(|e| Error::Usage(format!("'{text}' is not a valid pattern: {e}")))?
             .compile_matcher();
         Ok(Pattern {
             glob,

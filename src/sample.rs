@@ -141,7 +141,7 @@ impl Gen {
 
 fn sqlite_db(path: &Path, rng: &mut Rng, rows: u64) -> Result<u64> {
     let fail = |e: rusqlite::Error| {
-        Error::Invalid(format!("creating sample database {}: {e}", path.display()))
+        Error::Internal(format!("creating sample database {}: {e}", path.display()))
     };
     let mut conn = rusqlite::Connection::open(path).map_err(fail)?;
     conn.execute_batch("PRAGMA journal_mode=DELETE; CREATE TABLE IF NOT EXISTS clients(id INTEGER PRIMARY KEY, name TEXT, email TEXT, balance INTEGER, notes TEXT);")
@@ -278,12 +278,12 @@ pub fn mutate(dir: &Path, seed: u64) -> Result<u64> {
             fs::remove_file(path).at(path)?;
         } else if name.ends_with(".sqlite") {
             let conn = rusqlite::Connection::open(path)
-                .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+                .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
             conn.execute(
                 "UPDATE clients SET balance = balance + 1 WHERE id % 97 = 0",
                 [],
             )
-            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+            .map_err(|e| Error::Internal(format!("{}: {e}", path.display())))?;
         } else {
             continue;
         }

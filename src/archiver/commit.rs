@@ -22,6 +22,9 @@ pub struct CommitSession<'a> {
     /// Every blob the heads to come need, as reference keys (sorted and deduplicated before
     /// the check).
     needed: Vec<RefKey>,
+    /// Reference blobs stored by this session: heads committed together (a handover's, an
+    /// erase's) often share one, and the index does not know it until the session ends.
+    refs_stored: HashSet<BlobId>,
 }
 
 /// What a reference list cost.
@@ -43,6 +46,7 @@ impl<'a> CommitSession<'a> {
             index,
             uploader,
             needed: Vec::new(),
+            refs_stored: HashSet::new(),
         }
     }
 
@@ -61,7 +65,8 @@ impl<'a> CommitSession<'a> {
         blobs.sort_unstable();
         blobs.dedup();
         let keys = order_refs(self.repo, self.index, parent, &blobs);
-        let (ids, added, bytes) = write_refs(self.repo, self.index, &self.uploader, &keys)?;
+        let stored = &mut self.refs_stored;
+        let (ids, added, bytes) = write_refs(self.repo, self.index, &self.uploader, &keys, stored)?;
         drop(keys);
         if self.needed.is_empty() {
             self.needed = blobs;
@@ -143,12 +148,12 @@ fn write_refs(
     index: &MasterIndex,
     uploader: &PackUploader,
     refs: &[RefKey],
+    seen: &mut HashSet<BlobId>,
 ) -> Result<(Vec<BlobId>, u64, u64)> {
     let (mut added, mut bytes) = (0, 0);
     let mut ids = Vec::new();
     let mut writer = PackWriter::new("", repo.config.pack_target);
     let mut session = None;
-    let mut seen = HashSet::new();
     for plain in crate::format::refs::encode(refs) {
         let id = repo.meta.blob_id(&plain);
         ids.push(id);

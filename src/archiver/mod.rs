@@ -84,7 +84,7 @@ pub fn backup(
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
     source_name_ok(&opts.source)
-        .map_err(|why| Error::Invalid(format!("source name '{}' {why}", opts.source)))?;
+        .map_err(|why| Error::Usage(format!("source name '{}' {why}", opts.source)))?;
     let domain = Arc::new(repo.domain_for_write(opts.domain.as_deref().unwrap_or(&opts.source))?);
     let mut index = repo.load_index()?;
     let recovered = repo.unindexed_packs(&index)?;
@@ -171,7 +171,7 @@ pub fn backup(
         return Err(Error::Cancelled);
     }
     let Some((root, mut refs, mut stats)) = trees.finish() else {
-        return Err(root_cause(Error::Invalid(
+        return Err(root_cause(Error::Internal(
             "the backup stopped before every directory was read (see the error above)".into(),
         )));
     };

@@ -304,7 +304,7 @@ fn submit(
         return Ok(());
     }
     let stopped =
-        || Error::Invalid("the pack writer stopped after an error (see the error above)".into());
+        || Error::Internal("the pack writer stopped after an error (see the error above)".into());
     if failed.load(Ordering::SeqCst) {
         return Err(stopped());
     }

@@ -31,10 +31,7 @@ impl AuditorView {
         let config = Repository::read_config(backend.as_ref())?;
         let identities = crate::crypto::keys::load_identity_file(identity_file)?;
         let identity = identities.into_iter().next().ok_or_else(|| {
-            crate::error::Error::Invalid(format!(
-                "{} holds no age identity",
-                identity_file.display()
-            ))
+            crate::error::Error::Usage(format!("{} holds no age identity", identity_file.display()))
         })?;
         let anchor = Anchor::Auditor {
             pin_dir,

@@ -310,7 +310,7 @@ pub fn bad(object: &str, why: &str) -> Error {
 }
 
 fn truncated(why: String) -> Error {
-    Error::Damaged(format!(
+    Error::Untrusted(format!(
         "the repository's audit log does not match what this machine recorded: {why}. Nothing \
          was read or written. Run 'custodian audit verify', and keep the repository as it is for \
          the investigation."

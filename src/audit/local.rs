@@ -61,7 +61,7 @@ impl Local {
             Err(e) => return Err(Error::io(&file, e)),
         };
         let anchor: Anchor = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Invalid(format!(
+            Error::Damaged(format!(
                 "the audit anchor {} is unreadable ({e}); it records how long this repository's \
                  audit log was. Move it aside only after 'custodian audit verify' was checked \
                  against a copy.",
@@ -136,7 +136,7 @@ impl Local {
         for file in files {
             let bytes = std::fs::read(&file).at(&file)?;
             let pending: Pending = serde_json::from_slice(&bytes).map_err(|e| {
-                Error::Invalid(format!(
+                Error::Damaged(format!(
                     "the offline audit entry {} is unreadable ({e}); it must reach the \
                      repository. Compare it with the machine's backups before moving it aside.",
                     file.display()

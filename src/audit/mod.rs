@@ -105,7 +105,9 @@ pub fn begin(
             repo.mark_audited();
             Ok(Begun::Written(head))
         }
-        Err(e @ Error::Damaged(_)) => Err(e),
+        // What evidence cannot fix (a damaged or forged log, a caller the rules refuse) is said
+        // as it is; only a store that cannot take the entry may fall back to keeping it here.
+        Err(e @ (Error::Damaged(_) | Error::Untrusted(_) | Error::Refused(_))) => Err(e),
         Err(e) => match (offline, local) {
             (Some(reason), Some(local)) => {
                 keep_offline(repo, intent, local, reason)?;
@@ -237,9 +239,7 @@ pub fn checkpoint(repo: &Repository, head: &Head, closes: Option<Closing>) -> Re
 /// The store view of an opened repository's log.
 pub fn store(repo: &Repository) -> Result<chain::Store<'_>> {
     let auth = repo.auth().ok_or_else(|| {
-        Error::Invalid(
-            "a format-1 repository has no audit log; run 'custodian migrate' first".into(),
-        )
+        Error::Usage("a format-1 repository has no audit log; run 'custodian migrate' first".into())
     })?;
     Ok(chain::Store {
         backend: repo.backend_ref(),

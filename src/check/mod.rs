@@ -26,7 +26,7 @@ impl Subset {
     /// Parse `10%` or `2/5`.
     pub fn parse(text: &str) -> Result<Subset> {
         let bad = || {
-            Error::Invalid(format!(
+            Error::Usage(format!(
                 "--read-data-subset '{text}' is not a percentage (10%) or a part (2/5)"
             ))
         };
@@ -229,8 +229,11 @@ fn check_packs(
 
 fn check_snapshots(repo: &Repository, reader: &BlobReader, report: &mut CheckReport) -> Result<()> {
     // Reference lists name blobs by 16-byte keys.
-    let indexed: std::collections::HashSet<refs::RefKey> =
-        reader.index.blob_ids().map(refs::RefKey::from).collect();
+    let indexed: std::collections::HashSet<refs::RefKey> = reader
+        .index
+        .blob_ids()
+        .map(|id| refs::RefKey::from(&id))
+        .collect();
     for (id, object) in repo.list_ids::<SnapshotId>("snapshots/")? {
         report.snapshots += 1;
         let head: SnapshotHead = match repo.get_meta(ObjectKind::Snapshot, &object.name) {

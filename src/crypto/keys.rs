@@ -78,7 +78,7 @@ pub fn parse_identity(text: &str, path: &Path) -> Result<x25519::Identity> {
 /// Parse an `age1…` recipient; `what` names where it came from.
 pub fn parse_recipient(text: &str, what: &str) -> Result<x25519::Recipient> {
     x25519::Recipient::from_str(text.trim())
-        .map_err(|_| Error::Invalid(format!("{what} '{}' is not an age X25519 recipient (age1…); copy it from 'custodian key generate' output.", text.trim())))
+        .map_err(|_| Error::Usage(format!("{what} '{}' is not an age X25519 recipient (age1…); copy it from 'custodian key generate' output.", text.trim())))
 }
 
 /// Refuse a key file that group or others can read, as ssh does.

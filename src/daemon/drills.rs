@@ -76,7 +76,7 @@ impl Daemon {
         if !due {
             return;
         }
-        let Some(operator) = self.fresh_operator() else {
+        let Some(operator) = self.operator.clone() else {
             return;
         };
         for job in &mut self.drills {
@@ -95,7 +95,9 @@ impl Daemon {
             let (name, runbook) = (format!("drill-{}", rb.id), rb.id.clone());
             let work = move || {
                 let started = Instant::now();
-                let result = run_drill(&repo, &rb, &state_dir);
+                let result = repo
+                    .get()
+                    .and_then(|repo| run_drill(&repo, &rb, &state_dir));
                 Msg::DrillDone {
                     runbook: rb.id.clone(),
                     result: Box::new(result),

@@ -48,7 +48,7 @@ pub fn take(state_dir: &Path) -> Result<StateDirLock> {
                 ),
             ),
         };
-        return Err(Error::Invalid(format!(
+        return Err(Error::Conflict(format!(
             "another custodian daemon ({who}) is already running with state dir {}. Stop it \
              first ({stop}), or give this daemon its own state-dir in [repository]; two daemons \
              on one state dir would fight over its status socket and cache.",

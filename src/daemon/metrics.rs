@@ -64,7 +64,7 @@ pub fn install(listen: SocketAddr) -> Result<()> {
         .with_http_listener(listen)
         .install()
         .map_err(|e| {
-            Error::Invalid(format!(
+            Error::Usage(format!(
                 "metrics endpoint {listen} could not start: {e}. Choose a free loopback port in \
                  [metrics] listen."
             ))

@@ -10,9 +10,9 @@
 mod audit;
 mod drills;
 mod lock;
-mod memory;
 mod metrics;
 mod prune;
+mod reopen;
 mod retention;
 mod schedule;
 mod sources;
@@ -30,6 +30,7 @@ use crate::fsutil::private_dir;
 use crate::repository::{Credential, Repository};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use drills::{remove_stale_scratch, DrillJob};
+use reopen::Reopening;
 use sources::Source;
 use state::unix;
 use std::collections::HashMap;
@@ -76,17 +77,24 @@ pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
     private_dir(&state_dir)?;
     let _lock = lock::take(&state_dir)?;
     let backend = open_backend(&config)?;
-    let repo = Arc::new(open_writer(&config, backend.clone())?);
+    let repo = open_writer(&config, backend.clone())?;
     // Restored customer data from a drill that a crash or SIGKILL interrupted.
     remove_stale_scratch(&state_dir.join("scratch"));
     let operator = match &config.drills {
-        Some(d) => Some(Arc::new(Repository::open_pinned(
-            backend,
-            &Credential::Operator(d.identity_file.clone()),
-            Some(state_dir.join("trust")),
-        )?)),
+        Some(d) => Some(Reopening::new(
+            open_operator(&config, &d.identity_file, backend)?,
+            "drills' repository",
+            {
+                let (config, identity) = (config.clone(), d.identity_file.clone());
+                move || open_operator(&config, &identity, open_backend(&config)?)
+            },
+        )),
         None => None,
     };
+    let repo = Reopening::new(repo, "repository", {
+        let config = config.clone();
+        move || open_writer(&config, open_backend(&config)?)
+    });
     let persisted = state::load(&state_dir)?;
     let (tx, rx) = crossbeam_channel::unbounded();
     listen_for_signals(tx.clone())?;
@@ -115,19 +123,16 @@ pub fn run(config_file: &Path) -> std::result::Result<(), DaemonError> {
         stopping: false,
         forget_next: None,
         forget_running: false,
-        retained_handovers: false,
-        cannot_reopen: None,
         prune_next: None,
         prune_running: false,
         watchdog: sd_notify::watchdog_enabled().map(|d| (d / 2, Instant::now())),
         last_status_line: String::new(),
         config,
     };
-    audit::publish_length(&daemon.repo, &state_dir);
+    audit::publish_length(&daemon.repo.last(), &state_dir);
     let counts = daemon.snapshot_counts()?;
     daemon.install_sources(&persisted, &counts);
     daemon.install_drills(&persisted);
-    daemon.retained_handovers = retained_handovers(&daemon.repo);
     daemon.schedule_forget(crate::clock::now());
     daemon.schedule_prune(crate::clock::now());
     status::serve(&state_dir, daemon.doc.clone())?;
@@ -153,54 +158,6 @@ pub fn open_backend(config: &Config) -> Result<Arc<dyn Backend>> {
     } else {
         Arc::new(LocalBackend::new(url))
     })
-}
-
-/// Open the repository with the writer credential, probing create-if-absent.
-impl Daemon {
-    /// The repository with the trust list in force, reopened when an operator changed it since
-    /// (a new key generation, a revoked credential). If reopening fails (this credential was
-    /// revoked, or predates a rotated metadata key) the old one is kept, and everything it
-    /// would write refuses with a clear message: domains, indexes, heads, destruction records,
-    /// prune and audit entries all check that their trust list is still the newest.
-    pub(super) fn fresh_repo(&mut self) -> Arc<Repository> {
-        if let Ok(false) = self.repo.trust_is_current() {
-            match open_backend(&self.config).and_then(|b| open_writer(&self.config, b)) {
-                Ok(repo) => {
-                    tracing::info!("the access registry changed: repository reopened");
-                    self.repo = Arc::new(repo);
-                    self.cannot_reopen = None;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "the access registry changed and the repository could not be reopened");
-                    // A revoked or outdated credential: every run would fail the same way.
-                    self.cannot_reopen = (!e.is_transient()).then(|| e.to_string());
-                }
-            }
-        }
-        self.repo.clone()
-    }
-
-    /// The drills' operator repository, reopened like [`Self::fresh_repo`].
-    pub(super) fn fresh_operator(&mut self) -> Option<Arc<Repository>> {
-        let current = self.operator.clone()?;
-        let (Ok(false), Some(d)) = (current.trust_is_current(), &self.config.drills) else {
-            return Some(current);
-        };
-        let reopened = open_backend(&self.config).and_then(|b| {
-            Repository::open_pinned(
-                b,
-                &Credential::Operator(d.identity_file.clone()),
-                Some(self.config.repository.state_dir.join("trust")),
-            )
-        });
-        match reopened {
-            Ok(repo) => self.operator = Some(Arc::new(repo)),
-            Err(e) => {
-                tracing::error!(error = %e, "the access registry changed and the drills' repository could not be reopened")
-            }
-        }
-        self.operator.clone()
-    }
 }
 
 /// Run `work` on a thread of its own named `name`, and send what it returns to the loop; if it
@@ -235,17 +192,7 @@ fn spawn_job(
     }
 }
 
-/// Whether a handed-over store is kept until a date (one listing, at start and on reload).
-fn retained_handovers(repo: &Repository) -> bool {
-    match repo.handover_marks() {
-        Ok(marks) => marks.iter().any(|m| m.state == "retained"),
-        Err(e) => {
-            tracing::error!(error = %e, "handover records cannot be read; a retained store is not destroyed on its day until they can");
-            false
-        }
-    }
-}
-
+/// Open the repository with the writer credential, probing create-if-absent.
 fn open_writer(config: &Config, backend: Arc<dyn Backend>) -> Result<Repository> {
     let repo = Repository::open(
         backend,
@@ -255,10 +202,23 @@ fn open_writer(config: &Config, backend: Arc<dyn Backend>) -> Result<Repository>
     Ok(repo)
 }
 
+/// Open the repository with the drills' operator identity, pinned to what this machine knows.
+fn open_operator(
+    config: &Config,
+    identity: &Path,
+    backend: Arc<dyn Backend>,
+) -> Result<Repository> {
+    Repository::open_pinned(
+        backend,
+        &Credential::Operator(identity.to_path_buf()),
+        Some(config.repository.state_dir.join("trust")),
+    )
+}
+
 fn listen_for_signals(tx: Sender<Msg>) -> Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .map_err(|e| Error::Invalid(format!("cannot install signal handlers: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot install signal handlers: {e}")))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -268,15 +228,16 @@ fn listen_for_signals(tx: Sender<Msg>) -> Result<()> {
                 }
             }
         })
-        .map_err(|e| Error::Invalid(format!("cannot start the signal thread: {e}")))?;
+        .map_err(|e| Error::Internal(format!("cannot start the signal thread: {e}")))?;
     Ok(())
 }
 
 struct Daemon {
     config: Config,
-    repo: Arc<Repository>,
+    /// The writer's repository, for backups, retention and prune.
+    repo: Arc<Reopening>,
     /// Opened with the drill identity, only when `[drills]` is configured.
-    operator: Option<Arc<Repository>>,
+    operator: Option<Arc<Reopening>>,
     sources: Vec<Source>,
     drills: Vec<DrillJob>,
     /// Runbooks that could not be parsed, for the status and the metrics.
@@ -287,11 +248,6 @@ struct Daemon {
     /// Next retention run, and whether one is running.
     forget_next: Option<SystemTime>,
     forget_running: bool,
-    /// A handed-over store is kept until a date: the retention run destroys it then.
-    retained_handovers: bool,
-    /// Why the repository could not be reopened after the registry changed, when retrying
-    /// cannot help (this credential was revoked): runs fail with it, needing an operator.
-    cannot_reopen: Option<String>,
     /// Next prune, and whether one is running.
     prune_next: Option<SystemTime>,
     prune_running: bool,
@@ -305,7 +261,7 @@ impl Daemon {
     /// in memory).
     fn snapshot_counts(&self) -> Result<HashMap<String, sources::Seen>> {
         let mut seen: HashMap<String, sources::Seen> = HashMap::new();
-        for snap in self.repo.list_snapshots()? {
+        for snap in self.repo.last().list_snapshots()? {
             let entry = seen.entry(snap.head.source.clone()).or_default();
             entry.count += 1;
             let time = unix(snap.time);
@@ -358,7 +314,7 @@ impl Daemon {
                 Err(RecvTimeoutError::Disconnected) => return,
             }
             if job_ended && self.idle() {
-                memory::give_back();
+                crate::memory::give_back();
             }
         }
     }
@@ -442,7 +398,6 @@ impl Daemon {
         self.config.metrics = keep_metrics;
         let doc = self.doc.lock().map(|d| d.clone()).unwrap_or_default();
         self.install_sources(&doc, &HashMap::new());
-        self.retained_handovers = retained_handovers(&self.repo);
         self.schedule_forget(crate::clock::now());
         self.schedule_prune(crate::clock::now());
         if self.operator.is_some() {

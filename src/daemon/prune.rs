@@ -24,13 +24,16 @@ impl Daemon {
             local_dir: self.config.repository.state_dir.join("destruction"),
             break_lease: None,
         };
-        let (repo, tx) = (self.fresh_repo(), self.tx.clone());
+        let (repo, tx) = (self.repo.clone(), self.tx.clone());
         let state_dir = self.config.repository.state_dir.clone();
         let work = move || {
-            let result = crate::prune::prune(&repo, &opts);
-            let intent = crate::audit::Intent::write("prune", "prune schedule (daemon)");
-            let outcome = if result.is_ok() { "ok" } else { "failed" };
-            super::audit::record(&repo, &state_dir, intent, outcome, None);
+            let result = repo.get().and_then(|repo| {
+                let result = crate::prune::prune(&repo, &opts);
+                let intent = crate::audit::Intent::write("prune", "prune schedule (daemon)");
+                let outcome = if result.is_ok() { "ok" } else { "failed" };
+                super::audit::record(&repo, &state_dir, intent, outcome, None);
+                result
+            });
             Msg::PruneDone(Box::new(result))
         };
         let panicked = |e| Msg::PruneDone(Box::new(Err(e)));

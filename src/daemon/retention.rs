@@ -10,13 +10,10 @@ use std::path::Path;
 use std::time::SystemTime;
 
 impl Daemon {
+    /// Retention runs on its schedule even with no policy configured: a handed-over store kept
+    /// until a date is destroyed by it on the day (one listing when there is none).
     pub(super) fn schedule_forget(&mut self, now: SystemTime) {
-        let any_policy = self.sources.iter().any(|s| !s.cfg.retention.is_empty());
-        self.forget_next = if any_policy || self.retained_handovers {
-            self.config.daemon.forget_schedule.next_after(now)
-        } else {
-            None
-        };
+        self.forget_next = self.config.daemon.forget_schedule.next_after(now);
     }
 
     /// Apply every source's retention policy on a thread (forgetting only deletes snapshot
@@ -33,9 +30,14 @@ impl Daemon {
             .filter(|s| !s.cfg.retention.is_empty())
             .map(|s| (s.cfg.name.clone(), s.cfg.retention.clone()))
             .collect();
-        let (repo, tx) = (self.fresh_repo(), self.tx.clone());
+        let (repo, tx) = (self.repo.clone(), self.tx.clone());
         let local = self.config.repository.state_dir.join("destruction");
-        let work = move || Msg::ForgetDone(Box::new(apply_retention(&repo, &policies, &local)));
+        let work = move || {
+            let result = repo
+                .get()
+                .and_then(|repo| apply_retention(&repo, &policies, &local));
+            Msg::ForgetDone(Box::new(result))
+        };
         let panicked = |e| Msg::ForgetDone(Box::new(Err(e)));
         let started = super::spawn_job("forget".into(), tx, work, panicked);
         if !started {
@@ -75,6 +77,9 @@ fn apply_retention(
     let now = crate::clock::now();
     // Each store on its own: one that cannot be destroyed never stops the policies below.
     expire_handovers(repo, now, local);
+    if policies.is_empty() {
+        return Ok(HashMap::new());
+    }
     let holds = repo.holds()?;
     let all = repo.list_snapshots()?;
     let mut counts = HashMap::new();

@@ -219,13 +219,7 @@ impl Daemon {
 
     pub(super) fn start_run(&mut self, i: usize) {
         let cancel = Arc::new(AtomicBool::new(false));
-        let repo = self.fresh_repo();
-        if let Some(why) = self.cannot_reopen.clone() {
-            let name = self.sources[i].cfg.name.clone();
-            self.sources[i].status.last_attempt = Some(unix(crate::clock::now()));
-            self.on_done(&name, Err(Error::Invalid(why)), Duration::ZERO);
-            return;
-        }
+        let repo = self.repo.clone();
         let s = &mut self.sources[i];
         s.running = Some(cancel.clone());
         s.status.last_attempt = Some(unix(crate::clock::now()));
@@ -239,7 +233,9 @@ impl Daemon {
         let (source, source_name) = (cfg.name.clone(), cfg.name.clone());
         let work = move || {
             let started = Instant::now();
-            let result = run_backup(repo, &cfg, &state_dir, (connections, anomaly), cancel);
+            let result = repo.get().and_then(|repo| {
+                run_backup(repo, &cfg, &state_dir, (connections, anomaly), cancel)
+            });
             Msg::Done {
                 source: cfg.name.clone(),
                 result: Box::new(result),

@@ -190,7 +190,7 @@ pub fn load(state_dir: &Path) -> Result<StatusDoc> {
     let path = status_path(state_dir);
     match std::fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-            Error::Invalid(format!(
+            Error::Damaged(format!(
                 "{} is not a status file ({e}); delete it and the daemon writes a new one",
                 path.display()
             ))

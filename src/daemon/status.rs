@@ -54,7 +54,7 @@ pub fn fetch(state_dir: &Path) -> Result<StatusDoc> {
         if conn.take(STATUS_MAX).read_to_end(&mut text).is_ok() {
             let answer: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
             if let Some(why) = answer.get("error").and_then(|e| e.as_str()) {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Internal(format!(
                     "the running daemon could not give its status ({why}); restart it \
                      (systemctl restart custodian) and look at its log"
                 )));

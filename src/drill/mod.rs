@@ -41,7 +41,7 @@ pub fn drill(repo: &Repository, rb: &Runbook, opts: &DrillOptions) -> Result<Dri
         let of_source: Vec<&SnapshotInfo> =
             all.iter().filter(|s| &s.head.source == source).collect();
         let (snap, how) = select(&of_source, &rb.select, opts.now).ok_or_else(|| {
-            Error::Invalid(format!(
+            Error::Usage(format!(
                 "runbook '{}': no snapshot of source '{source}' matches select = \"{}\"; back it up first",
                 rb.id, rb.select
             ))

@@ -97,7 +97,7 @@ fn check_parties(
     identity: &age::x25519::Identity,
 ) -> Result<()> {
     if hex::encode(signer) != m.from.key {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Untrusted(format!(
             "the handover list names signing key {} as the old owner's but was signed by {}: \
              it was altered. Do not accept it.",
             m.from.key,
@@ -105,14 +105,14 @@ fn check_parties(
         )));
     }
     if !from_key.trim().eq_ignore_ascii_case(&m.from.key) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Untrusted(format!(
             "the handover list was signed by {}, not by the key you confirmed ({from_key}): it \
              does not come from the old owner. Do not accept it.",
             m.from.key
         )));
     }
     if identity.to_public().to_string() != m.to.key {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "the handover list is made out to {}, not to this identity ({}); accept it with \
              the identity it names.",
             m.to.key,
@@ -140,13 +140,13 @@ fn handover_operator(
             "It is sealed to the new owner's identity named in the list.",
         )?;
         let text = String::from_utf8(plain.to_vec())
-            .map_err(|_| Error::Invalid("the handover operator is not a key file".into()))?;
+            .map_err(|_| Error::Untrusted("the handover operator is not a key file".into()))?;
         crate::crypto::keys::write_private(&path, &text)?;
     }
     let ids = crate::crypto::keys::load_identity_file(&path)?;
     match ids.as_slice() {
         [one] if one.to_public().to_string() == m.handover_operator => Ok(path),
-        _ => Err(Error::Invalid(format!(
+        _ => Err(Error::Untrusted(format!(
             "{} does not hold exactly the handover operator the list names ({}): it was \
              altered. Do not accept it.",
             super::OPERATOR_FILE,
@@ -169,7 +169,7 @@ fn check_and_take_over(
     checked.push("operators: the handover operator and this identity only; no auditor".into());
     problems.extend(verify(repo, m, &mut checked)?);
     if !problems.is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Untrusted(format!(
             "the repository does not hold what handover list {} says; nothing was accepted and \
              no receipt was written. Ask the old owner to run 'custodian handover prepare' \
              again, then accept again. What differs:\n  - {}",
@@ -184,7 +184,7 @@ fn check_and_take_over(
     )?;
     let drill = drill(repo, m, opts)?;
     if !drill.passed {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "the restore drill of snapshot {} failed; nothing was accepted. 'custodian drill' \
              on the receiving repository shows the details.",
             drill.snapshot
@@ -339,7 +339,7 @@ fn verify_packs(repo: &Repository, m: &Manifest, problems: &mut Vec<String>) -> 
             )),
             Some(_) => {
                 let id = p.id.parse().map_err(|_| {
-                    Error::Invalid(format!(
+                    Error::Untrusted(format!(
                         "the list names pack '{}', which is not a pack id",
                         p.id
                     ))
@@ -422,7 +422,7 @@ fn sample_scope(repo: &Repository, m: &Manifest) -> Result<Vec<String>> {
     let latest = m
         .snapshots
         .last()
-        .ok_or_else(|| Error::Invalid("the handover list names no snapshot".into()))?;
+        .ok_or_else(|| Error::Untrusted("the handover list names no snapshot".into()))?;
     let snap = repo.resolve_snapshot(&latest.id, Some(&m.source))?;
     let Some(root) = snap.head.root.subtree else {
         return Ok(Vec::new());
@@ -489,7 +489,7 @@ fn take_over(
     }
     let after = registry_problems(&reopen()?, m, true)?;
     if !after.is_empty() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "after the take-over, the repository's registry still lists others: {}. Nothing \
              was signed; remove them with 'custodian access' and accept again.",
             after.join("; ")
@@ -515,7 +515,7 @@ fn take_over(
 fn registry_problems(repo: &Repository, m: &Manifest, taken_over: bool) -> Result<Vec<String>> {
     let list = &repo
         .auth()
-        .ok_or_else(|| Error::Invalid("the receiving repository has no trust list".into()))?
+        .ok_or_else(|| Error::Untrusted("the receiving repository has no trust list".into()))?
         .list;
     let allowed: BTreeSet<&str> = if taken_over {
         [m.to.key.as_str()].into()

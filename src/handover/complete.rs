@@ -49,7 +49,7 @@ pub fn complete(repo: &Repository, opts: &CompleteOptions) -> Result<Completed> 
     let own = crate::crypto::sign::ObjectSigner::for_operator(&opts.identity).public();
     let stored = repo.handover_document(&manifest.id, "list")?;
     if signer != own || stored.as_ref().map(|d| &d.json) != Some(&list.json) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Untrusted(format!(
             "the handover list in {} is not the one this repository keeps for handover {} (or \
              was not signed by this identity): complete the handover with the directory \
              'prepare' wrote, as the operator who ran it.",
@@ -111,7 +111,7 @@ fn check_receipt(
         |r| r.handover.clone(),
     )?;
     let refuse = |why: String| {
-        Err(Error::Invalid(format!(
+        Err(Error::Untrusted(format!(
             "the receipt for handover {} is refused: {why}. Nothing was released or destroyed; \
              ask the new owner to run 'custodian handover accept' again.",
             m.id
@@ -167,7 +167,7 @@ fn refuse_unlisted(repo: &Repository, m: &Manifest) -> Result<()> {
     if unlisted.is_empty() {
         return Ok(());
     }
-    Err(Error::Invalid(format!(
+    Err(Error::Refused(format!(
         "store '{}' holds snapshot(s) the handover list does not: {}. They never reached the \
          new owner, and completing would destroy them; nothing was changed. Forget them \
          ('custodian forget') if they are not needed, or hand them over first.",

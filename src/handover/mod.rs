@@ -38,7 +38,7 @@ pub fn state_of(state_dir: &Path, id: &str) -> PathBuf {
 pub fn read_limited(path: &Path, max: u64) -> Result<Vec<u8>> {
     use std::io::Read;
     let refuse = |why: String| {
-        Error::Invalid(format!(
+        Error::Untrusted(format!(
             "{} {why}; it is not a file custodian wrote. Ask the other owner for the handover \
              directory again.",
             path.display()

@@ -63,7 +63,7 @@ pub fn prepare(from: &Repository, opts: &PrepareOptions) -> Result<Prepared> {
         .iter()
         .find(|m| (m.domain == domain) != (m.handover == id))
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "handover {} already holds store '{}': {} belongs to that handover, not to a new \
              one of '{}'. Use a new, empty output directory, or finish that handover.",
             m.handover,
@@ -196,7 +196,7 @@ fn choose(from: &Repository, opts: &PrepareOptions) -> Result<Vec<SnapshotInfo>>
         .iter()
         .find(|s| &s.head.domain == domain && s.head.source != opts.source)
     {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Refused(format!(
             "source '{}' shares key domain '{domain}' with source '{}': handing it over would \
              hand over that store's records too. Only a store with a key domain of its own can \
              change hands.",
@@ -221,7 +221,7 @@ fn handover_id(out: &Path) -> Result<String> {
         }
     }
     if out.join(super::LIST_FILE).exists() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "{} holds a handover list but no handover id; give 'prepare' an empty directory",
             out.display()
         )));
@@ -277,7 +277,7 @@ fn open_target(from: &Repository, opts: &PrepareOptions, operator: &Path) -> Res
         )?;
     }
     Repository::open_pinned(opts.to.clone(), &credential, pins).map_err(|e| {
-        Error::Invalid(format!(
+        Error::Refused(format!(
             "{} holds a repository this handover did not create ({e}). Hand over into an empty \
              location; the new owner can then copy into its own repository.",
             opts.to.location()
@@ -391,7 +391,7 @@ fn wanted_frames(
         let Some(info) = index.pack_info(&pack) else {
             continue;
         };
-        if info.domain != domain {
+        if *info.domain != *domain {
             continue;
         }
         for (id, loc) in blobs {

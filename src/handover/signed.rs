@@ -28,12 +28,12 @@ pub fn sign_document(signer: &ObjectSigner, kind: &str, id: &str, json: String) 
 /// Check `doc` as handover `id`'s document of `kind`; returns the signer's public key.
 pub fn verify_document(doc: &SignedDocument, kind: &str, id: &str) -> Result<[u8; 32]> {
     let header = hex::decode(doc.signature.trim()).map_err(|_| {
-        Error::Invalid(format!("the {kind}'s signature is not hex: it was altered"))
+        Error::Untrusted(format!("the {kind}'s signature is not hex: it was altered"))
     })?;
     let mut stored = header;
     stored.extend_from_slice(doc.json.as_bytes());
     let (public, _) = open_envelope(kind, &format!("handovers/{id}"), &stored).map_err(|e| {
-        Error::Invalid(format!(
+        Error::Untrusted(format!(
             "the {kind} of handover {id} {e}. Do not accept it: ask the other owner to send \
              the handover directory again over a channel you trust."
         ))
@@ -60,8 +60,9 @@ pub fn read_signed<T: serde::de::DeserializeOwned>(
 ) -> Result<(SignedDocument, T, [u8; 32])> {
     let json = super::read_limited(&dir.join(files.json), MAX_LIST as u64)?;
     let signature = super::read_limited(&dir.join(files.sig), 4096)?;
-    let json = String::from_utf8(json)
-        .map_err(|_| Error::Invalid(format!("{} is not UTF-8 text: it was altered", files.json)))?;
+    let json = String::from_utf8(json).map_err(|_| {
+        Error::Untrusted(format!("{} is not UTF-8 text: it was altered", files.json))
+    })?;
     let value: T = crate::format::decode_json(
         json.as_bytes(),
         files.json,

@@ -72,10 +72,10 @@ pub fn secure_commit(
     // Needed blobs are known by their 16-byte keys: walk the start index and ask each of its
     // blobs (a key shared by chance only checks one blob more, the safe direction).
     let any_gone = start.packs.iter().any(|p| gone(&p.id));
-    let lost: Vec<(&BlobId, PackId)> = start
+    let lost: Vec<(BlobId, PackId)> = start
         .entries()
         .filter(|_| any_gone)
-        .filter(|(id, _)| needed.binary_search(&RefKey::from(*id)).is_ok())
+        .filter(|(id, _)| needed.binary_search(&RefKey::from(id)).is_ok())
         .filter(|(id, _)| start.dedupable(id))
         .map(|(id, loc)| (id, start.pack(&loc).id))
         .filter(|(_, pack)| gone(pack))
@@ -84,8 +84,8 @@ pub fn secure_commit(
         let now = repo.load_index()?;
         for (id, was) in lost {
             let moved = now
-                .get(id)
-                .is_some_and(|loc| now.dedupable(id) && !gone(&now.pack(&loc).id));
+                .get(&id)
+                .is_some_and(|loc| now.dedupable(&id) && !gone(&now.pack(&loc).id));
             if !moved {
                 return Err(refused(&was));
             }

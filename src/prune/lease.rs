@@ -164,7 +164,7 @@ impl<'a> Lease<'a> {
             } else if breaking.is_some_and(|b| b.host == other.host) {
                 "an operator broke it (--break-lease)"
             } else {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Conflict(format!(
                     "another prune holds this repository's prune lease ({}, host {}, pid {}, \
                      since {}). Wait for it to finish. If that prune crashed, its lease expires \
                      by itself at {}; if you know it is gone, break it now with 'custodian prune \

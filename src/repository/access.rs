@@ -51,7 +51,7 @@ impl Repository {
         self.require_operator("changing the access registry")?;
         self.require_full_operator()?;
         self.auth().ok_or_else(|| {
-            Error::Invalid(
+            Error::Usage(
                 "a format-1 repository has no access registry; run 'custodian migrate' first"
                     .into(),
             )
@@ -112,7 +112,7 @@ impl Repository {
     ) -> Result<WriterCredential> {
         let live = |w: &&TrustedWriter| w.name == who.name && w.revoked.is_none();
         if auth.list.writers.iter().any(|w| live(&w)) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Refused(format!(
                 "a writer named '{}' is already on the registry; revoke it first or choose \
                  another --name",
                 who.name
@@ -149,7 +149,7 @@ impl Repository {
             return Ok(None);
         }
         let refuse = || {
-            Error::Invalid(format!(
+            Error::Usage(format!(
                 "{} already exists; custodian never overwrites a key. Choose another --out.",
                 out.display()
             ))
@@ -293,7 +293,7 @@ impl Repository {
             return Ok(None);
         }
         if auth.list.operators.iter().any(|o| o.recipient == recipient) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Refused(format!(
                 "{recipient} is an operator of this repository; an auditor needs an identity of \
                  its own (custodian key generate), so that what it can do stays what its role \
                  allows"
@@ -307,7 +307,7 @@ impl Repository {
                 .iter()
                 .any(|a| a.recipient == recipient || a.registry.name == who.name)
             {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Refused(format!(
                     "auditor '{}' ({recipient}) is already on the registry",
                     who.name
                 )));
@@ -334,7 +334,7 @@ impl Repository {
             let before = list.auditors.len();
             list.auditors.retain(|a| a.registry.name != name);
             if list.auditors.len() == before {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Usage(format!(
                     "there is no auditor named '{name}' ('custodian access list' shows them)"
                 )));
             }
@@ -390,11 +390,11 @@ fn find_writer<'a>(list: &'a TrustList, which: &str) -> Result<&'a TrustedWriter
     };
     match found.as_slice() {
         [one] => Ok(one),
-        [] => Err(Error::Invalid(format!(
+        [] => Err(Error::Usage(format!(
             "no writer credential named '{which}' is in force ('custodian access list' shows \
              them; revoked ones are marked)"
         ))),
-        _ => Err(Error::Invalid(format!(
+        _ => Err(Error::Usage(format!(
             "'{which}' names {} writer credentials; give the credential id",
             found.len()
         ))),
@@ -403,7 +403,7 @@ fn find_writer<'a>(list: &'a TrustList, which: &str) -> Result<&'a TrustedWriter
 
 pub(super) fn parse_hex32(text: &str) -> Result<[u8; 32]> {
     super::trust::parse_key(text).ok_or_else(|| {
-        Error::Invalid(format!(
+        Error::Usage(format!(
             "'{text}' is not a signing key (64 hex characters, from 'custodian key show')"
         ))
     })

@@ -1,37 +1,37 @@
-//! The index's blob table: every blob's location as one 44-byte entry (id, pack slot with the
-//! blob kind in its top bits, offset, length) in a vector sorted by id and searched by binary
-//! search. A hash map of the same cost 100 to 130 bytes per blob (entry padding, empty
-//! buckets); ten million blobs now take 440 MB instead of more than a gigabyte.
+//! The index's blob table: every blob's location in 39 bytes, so that ten million blobs take
+//! under 400 MB. The entries sit in one vector sorted by id, split into 65,536 buckets by the
+//! id's first two bytes, which each entry then leaves out (ids are keyed hashes, so buckets are
+//! even). A lookup is a bucket and a binary search among its few hundred entries.
 //!
-//! Offsets and lengths are 32-bit: no pack custodian writes today reaches 4 GiB (the pack target
-//! is at most 512 MiB, plus one blob). A location beyond that (a repository made with a larger
-//! target before the limit existed) goes to a small side table of whole locations instead.
+//! A location is where its frame starts with the packs laid end to end in slot order (46 bits:
+//! 64 TiB of packs), the frame's length (24 bits: 16 MiB, above any chunk) and the blob kind (2
+//! bits), in 9 bytes; the slot is found again from the packs' starts by binary search. An entry
+//! that does not fit (a larger frame or repository, or one no pack size can hold, as a forged
+//! index may claim) keeps its whole location in a small side table instead: nothing is refused
+//! here, and reading checks every location against its pack anyway.
+//!
+//! Before: one 44-byte entry (whole id, 32-bit slot, offset, length), 45.9 bytes a blob by RSS
+//! at ten million; a hash map cost 100 to 130.
 
 use super::index::Location;
 use crate::format::BlobKind;
 use crate::id::BlobId;
 
-/// One blob's location, packed.
-#[derive(Clone, Copy)]
-struct Entry {
-    id: BlobId,
-    /// Pack slot in the low 30 bits, blob kind in the top 2.
-    pack: u32,
-    offset: u32,
-    length: u32,
-}
+/// Id bytes the bucket stands for.
+const PREFIX: usize = 2;
+const BUCKETS: usize = 1 << (8 * PREFIX);
+/// A packed location.
+const LOC: usize = 9;
+/// A settled entry: the id without its prefix, then the location.
+const ENTRY: usize = 32 - PREFIX + LOC;
+/// An entry not yet settled: the whole id, then the location.
+const WHOLE: usize = 32 + LOC;
+const POS_BITS: u32 = 46;
+const LEN_BITS: u32 = 24;
 
-const _: () = assert!(std::mem::size_of::<Entry>() == 44);
+const _: () = assert!(ENTRY == 39 && std::mem::size_of::<[u8; ENTRY]>() == 39);
 
-const SLOT_BITS: u32 = 30;
-/// Pack slots the table can name (a billion packs: 16 PB at the default pack size).
-pub const MAX_SLOTS: u32 = 1 << SLOT_BITS;
-
-fn kind_code(kind: BlobKind) -> u32 {
-    u32::from(kind.code())
-}
-
-fn kind_of(code: u32) -> BlobKind {
+fn kind_of(code: u128) -> BlobKind {
     match code {
         0 => BlobKind::Data,
         1 => BlobKind::Tree,
@@ -39,81 +39,190 @@ fn kind_of(code: u32) -> BlobKind {
     }
 }
 
-impl Entry {
-    fn slot(&self) -> u32 {
-        self.pack & (MAX_SLOTS - 1)
-    }
-
-    fn location(&self) -> Location {
-        Location {
-            pack: self.slot(),
-            offset: u64::from(self.offset),
-            length: self.length,
-            kind: kind_of(self.pack >> SLOT_BITS),
-        }
-    }
+/// (position, length, kind) in 9 bytes.
+fn pack_loc(pos: u64, length: u32, kind: BlobKind) -> [u8; LOC] {
+    let v = u128::from(pos)
+        | u128::from(length) << POS_BITS
+        | u128::from(kind.code()) << (POS_BITS + LEN_BITS);
+    let mut out = [0u8; LOC];
+    out.copy_from_slice(&v.to_le_bytes()[..LOC]);
+    out
 }
 
-/// Blob locations sorted by id; `settle` after adding.
+fn unpack_loc(bytes: &[u8]) -> (u64, u32, BlobKind) {
+    let mut wide = [0u8; 16];
+    wide[..LOC].copy_from_slice(bytes);
+    let v = u128::from_le_bytes(wide);
+    let pos = (v & ((1 << POS_BITS) - 1)) as u64;
+    let length = ((v >> POS_BITS) & ((1 << LEN_BITS) - 1)) as u32;
+    (pos, length, kind_of(v >> (POS_BITS + LEN_BITS)))
+}
+
+/// Blob locations sorted by id; `add_pack` for each pack slot in order, `settle` after adding.
 #[derive(Default)]
 pub struct BlobTable {
-    entries: Vec<Entry>,
+    /// Settled entries, sorted by id.
+    entries: Vec<[u8; ENTRY]>,
+    /// `buckets[p]..buckets[p + 1]`: the entries whose ids begin with the bytes of `p`.
+    buckets: Vec<u32>,
+    /// Pushed since the last settle.
+    pending: Vec<[u8; WHOLE]>,
+    /// Where each pack slot starts, the packs laid end to end, and where the last one ends.
+    starts: Vec<u64>,
+    end: u64,
     /// Locations that do not fit an entry, sorted by id too.
     wide: Vec<(BlobId, Location)>,
 }
 
 impl BlobTable {
+    /// Make room for the next pack slot's `size` bytes.
+    pub fn add_pack(&mut self, size: u64) {
+        self.starts.push(self.end);
+        self.end = self.end.saturating_add(size);
+    }
+
     /// Add a location (unsorted until `settle`).
     pub fn push(&mut self, id: BlobId, loc: Location) {
-        let offset = u32::try_from(loc.offset)
-            .ok()
-            .filter(|o| o.checked_add(loc.length).is_some() && loc.pack < MAX_SLOTS);
-        match offset {
-            Some(offset) => self.entries.push(Entry {
-                id,
-                pack: loc.pack | (kind_code(loc.kind) << SLOT_BITS),
-                offset,
-                length: loc.length,
-            }),
+        match self.position(&loc) {
+            Some(pos) => {
+                let mut whole = [0u8; WHOLE];
+                whole[..32].copy_from_slice(&id.0);
+                whole[32..].copy_from_slice(&pack_loc(pos, loc.length, loc.kind));
+                self.pending.push(whole);
+            }
             None => self.wide.push((id, loc)),
         }
     }
 
+    /// The location as one position, if it fits an entry: inside its pack's size, not empty,
+    /// within the bits.
+    fn position(&self, loc: &Location) -> Option<u64> {
+        let slot = loc.pack as usize;
+        let start = *self.starts.get(slot)?;
+        let size = self.starts.get(slot + 1).unwrap_or(&self.end) - start;
+        let inside = loc.length > 0
+            && loc.length < 1 << LEN_BITS
+            && loc
+                .offset
+                .checked_add(u64::from(loc.length))
+                .is_some_and(|end| end <= size);
+        let pos = start.checked_add(loc.offset)?;
+        (inside && pos.checked_add(u64::from(loc.length))? <= 1 << POS_BITS).then_some(pos)
+    }
+
+    fn location(&self, bytes: &[u8]) -> Location {
+        let (pos, length, kind) = unpack_loc(bytes);
+        // The last pack starting at or before `pos`: a non-empty one, since `position` put
+        // the frame inside its pack.
+        let slot = self.starts.partition_point(|&s| s <= pos).saturating_sub(1);
+        Location {
+            pack: slot as u32,
+            offset: pos - self.starts.get(slot).copied().unwrap_or(0),
+            length,
+            kind,
+        }
+    }
+
     /// Sort, and keep one location per blob: the one whose pack ranks first by `rank` (a
-    /// pack slot's (marked for deletion, order) key).
+    /// pack slot's (marked for deletion, order) key). Entries settled before are taken back
+    /// into the sort, which costs a copy of the table: only packs recovered after a crash are
+    /// added after loading.
     pub fn settle(&mut self, rank: impl Fn(u32) -> (bool, u32)) {
+        let mut all = std::mem::take(&mut self.pending);
+        if !self.entries.is_empty() {
+            all.reserve(self.entries.len());
+            all.extend(self.settled().map(|(id, e)| {
+                let mut whole = [0u8; WHOLE];
+                whole[..32].copy_from_slice(&id.0);
+                whole[32..].copy_from_slice(&e[ENTRY - LOC..]);
+                whole
+            }));
+            self.entries = Vec::new();
+        }
         // By id alone (a plain byte compare), then each run of one id (rare) ordered by rank.
-        self.entries.sort_unstable_by_key(|e| e.id);
+        all.sort_unstable_by(|a, b| a[..32].cmp(&b[..32]));
         let mut start = 0;
-        while start < self.entries.len() {
-            let id = self.entries[start].id;
-            let run = self.entries[start..].partition_point(|e| e.id == id);
+        while start < all.len() {
+            let run = all[start..].partition_point(|e| e[..32] == all[start][..32]);
             if run > 1 {
-                self.entries[start..start + run]
-                    .sort_unstable_by_key(|e| (rank(e.slot()), e.offset));
+                all[start..start + run].sort_unstable_by_key(|e| {
+                    let loc = self.location(&e[32..]);
+                    (rank(loc.pack), loc.offset)
+                });
             }
             start += run;
         }
-        self.entries.dedup_by_key(|e| e.id);
-        self.entries.shrink_to_fit();
+        all.dedup_by(|a, b| a[..32] == b[..32]);
+        self.compact(all);
         self.wide
             .sort_unstable_by_key(|(id, l)| (*id, rank(l.pack), l.offset));
         self.wide.dedup_by_key(|(id, _)| *id);
         // A blob with a compact location too keeps that one: each blob is listed once.
-        let entries = &self.entries;
-        self.wide
-            .retain(|(id, _)| entries.binary_search_by(|e| e.id.cmp(id)).is_err());
+        let wide = std::mem::take(&mut self.wide);
+        self.wide = wide
+            .into_iter()
+            .filter(|(id, _)| self.compact_get(id).is_none())
+            .collect();
+    }
+
+    /// Settle sorted whole entries into `entries` and `buckets`, giving their memory back as
+    /// it goes (from the end, a million at a time), so both never stand in full at once.
+    fn compact(&mut self, mut all: Vec<[u8; WHOLE]>) {
+        const STEP: usize = 1 << 20;
+        let mut buckets = vec![0u32; BUCKETS + 1];
+        let mut entries: Vec<[u8; ENTRY]> = Vec::with_capacity(all.len());
+        while !all.is_empty() {
+            let from = all.len().saturating_sub(STEP);
+            for whole in all[from..].iter().rev() {
+                buckets[usize::from(u16::from_be_bytes([whole[0], whole[1]])) + 1] += 1;
+                let mut e = [0u8; ENTRY];
+                e.copy_from_slice(&whole[PREFIX..]);
+                entries.push(e);
+            }
+            all.truncate(from);
+            all.shrink_to_fit();
+        }
+        entries.reverse();
+        for p in 0..BUCKETS {
+            buckets[p + 1] += buckets[p];
+        }
+        self.entries = entries;
+        self.buckets = buckets;
+    }
+
+    /// Every settled entry with its whole id, in id order.
+    fn settled(&self) -> impl Iterator<Item = (BlobId, &[u8; ENTRY])> {
+        let bounds = self.buckets.windows(2).enumerate();
+        bounds.flat_map(move |(p, w)| {
+            let prefix = (p as u16).to_be_bytes();
+            self.entries[w[0] as usize..w[1] as usize]
+                .iter()
+                .map(move |e| {
+                    let mut id = [0u8; 32];
+                    id[..PREFIX].copy_from_slice(&prefix);
+                    id[PREFIX..].copy_from_slice(&e[..ENTRY - LOC]);
+                    (BlobId(id), e)
+                })
+        })
+    }
+
+    fn compact_get(&self, id: &BlobId) -> Option<Location> {
+        let p = usize::from(u16::from_be_bytes([id.0[0], id.0[1]]));
+        let (lo, hi) = (*self.buckets.get(p)?, *self.buckets.get(p + 1)?);
+        let bucket = self.entries.get(lo as usize..hi as usize)?;
+        let at = bucket
+            .binary_search_by(|e| e[..ENTRY - LOC].cmp(&id.0[PREFIX..]))
+            .ok()?;
+        Some(self.location(&bucket[at][ENTRY - LOC..]))
     }
 
     pub fn get(&self, id: &BlobId) -> Option<Location> {
-        match self.entries.binary_search_by(|e| e.id.cmp(id)) {
-            Ok(at) => Some(self.entries[at].location()),
-            Err(_) => self
-                .wide
+        self.compact_get(id).or_else(|| {
+            self.wide
                 .binary_search_by(|(w, _)| w.cmp(id))
                 .ok()
-                .map(|at| self.wide[at].1),
-        }
+                .map(|at| self.wide[at].1)
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -121,15 +230,18 @@ impl BlobTable {
     }
 
     /// Every blob and its location (the compact ones in id order, then the wide ones).
-    pub fn iter(&self) -> impl Iterator<Item = (&BlobId, Location)> {
-        let compact = self.entries.iter().map(|e| (&e.id, e.location()));
-        compact.chain(self.wide.iter().map(|(id, l)| (id, *l)))
+    pub fn iter(&self) -> impl Iterator<Item = (BlobId, Location)> + '_ {
+        let compact = self
+            .settled()
+            .map(|(id, e)| (id, self.location(&e[ENTRY - LOC..])));
+        compact.chain(self.wide.iter().map(|(id, l)| (*id, *l)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn loc(pack: u32, offset: u64, kind: BlobKind) -> Location {
         Location {
@@ -140,9 +252,17 @@ mod tests {
         }
     }
 
+    fn table(packs: &[u64]) -> BlobTable {
+        let mut t = BlobTable::default();
+        for size in packs {
+            t.add_pack(*size);
+        }
+        t
+    }
+
     #[test]
     fn the_table_finds_each_blob_once_preferring_unmarked_packs() {
-        let mut t = BlobTable::default();
+        let mut t = table(&[100, 100, 100, 100]);
         let (a, b, c) = (BlobId([3; 32]), BlobId([1; 32]), BlobId([2; 32]));
         t.push(a, loc(0, 5, BlobKind::Data));
         t.push(b, loc(1, 7, BlobKind::Tree));
@@ -158,10 +278,10 @@ mod tests {
         let tree = t.get(&b).unwrap();
         assert_eq!((tree.pack, tree.offset, tree.kind), (1, 7, BlobKind::Tree));
         assert!(t.get(&BlobId([9; 32])).is_none());
-        let ids: Vec<_> = t.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<_> = t.iter().map(|(id, _)| id).collect();
         assert_eq!(ids, vec![b, c, a]);
         // Nothing marked: the first location wins.
-        let mut t = BlobTable::default();
+        let mut t = table(&[100, 100, 100]);
         t.push(a, loc(0, 5, BlobKind::Data));
         t.push(a, loc(2, 9, BlobKind::Data));
         t.settle(|slot| (false, slot));
@@ -169,27 +289,114 @@ mod tests {
     }
 
     #[test]
-    fn locations_beyond_32_bits_are_kept_whole() {
-        let mut t = BlobTable::default();
+    fn locations_that_do_not_fit_an_entry_are_kept_whole() {
+        // Pack 1 is empty, pack 2 ends beyond the 46 bits of a position.
+        let mut t = table(&[1 << 33, 0, 1 << 47]);
         let far = loc(0, 5 << 32, BlobKind::Tree);
-        let late = loc(MAX_SLOTS + 3, 7, BlobKind::Data);
-        let edge = loc(1, u64::from(u32::MAX) - 5, BlobKind::Data);
-        t.push(BlobId([1; 32]), far);
-        t.push(BlobId([2; 32]), late);
-        t.push(BlobId([3; 32]), edge);
-        // Blob 4 is both near and far: listed once, near.
-        t.push(BlobId([4; 32]), far);
-        t.push(BlobId([4; 32]), loc(2, 9, BlobKind::Data));
+        let forged = loc(0, (1 << 33) - 5, BlobKind::Data);
+        let beyond = loc(2, 1 << 46, BlobKind::Data);
+        let big = Location {
+            length: 1 << LEN_BITS,
+            ..loc(0, 0, BlobKind::Data)
+        };
+        let cases = [
+            (1, far),
+            (2, loc(7, 7, BlobKind::Data)),
+            (3, forged),
+            (4, loc(1, 0, BlobKind::Data)),
+            (5, beyond),
+            (6, big),
+            (
+                7,
+                Location {
+                    length: 0,
+                    ..loc(0, 3, BlobKind::Refs)
+                },
+            ),
+        ];
+        for (n, l) in cases {
+            t.push(BlobId([n; 32]), l);
+        }
+        // Blob 8 is both near and far: listed once, near.
+        t.push(BlobId([8; 32]), far);
+        t.push(BlobId([8; 32]), loc(2, 9, BlobKind::Data));
         t.settle(|slot| (false, slot));
-        assert_eq!(t.len(), 4);
-        let got = t.get(&BlobId([1; 32])).unwrap();
+        assert_eq!(t.len(), 8);
         assert_eq!(
-            (got.pack, got.offset, got.kind),
-            (0, 5 << 32, BlobKind::Tree)
+            t.wide.len(),
+            7,
+            "every case above but the near one is kept whole"
         );
-        assert_eq!(t.get(&BlobId([2; 32])).unwrap().pack, MAX_SLOTS + 3);
-        assert_eq!(t.get(&BlobId([3; 32])).unwrap().offset, edge.offset);
-        assert_eq!(t.get(&BlobId([4; 32])).unwrap().offset, 9);
-        assert_eq!(t.iter().count(), 4);
+        for (n, l) in cases {
+            let got = t.get(&BlobId([n; 32])).unwrap();
+            assert_eq!(
+                (got.pack, got.offset, got.length, got.kind),
+                (l.pack, l.offset, l.length, l.kind),
+                "case {n}"
+            );
+        }
+        let near = t.get(&BlobId([8; 32])).unwrap();
+        assert_eq!((near.pack, near.offset), (2, 9));
+        assert_eq!(t.iter().count(), 8);
+    }
+
+    #[test]
+    fn every_location_comes_back_exactly_across_buckets_and_a_second_settle() {
+        let sizes: Vec<u64> = (0..300u64).map(|i| (i * 7919) % 5000 + 1).collect();
+        let mut t = table(&sizes);
+        let mut want = HashMap::new();
+        let mut seed = 7u64;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            seed
+        };
+        let mut add = |t: &mut BlobTable, want: &mut HashMap<BlobId, Location>, n: usize| {
+            for i in 0..n {
+                let mut id = [0u8; 32];
+                for chunk in id.chunks_mut(8) {
+                    chunk.copy_from_slice(&next().to_le_bytes());
+                }
+                // The first and last buckets too.
+                match i % 50 {
+                    0 => id[..2].copy_from_slice(&[0, 0]),
+                    1 => id[..2].copy_from_slice(&[0xff, 0xff]),
+                    _ => {}
+                }
+                let pack = (next() % t.starts.len() as u64) as u32;
+                let start = t.starts[pack as usize];
+                let size = t.starts.get(pack as usize + 1).unwrap_or(&t.end) - start;
+                let offset = next() % size;
+                let length = (1 + next() % (size - offset)) as u32;
+                let kind = [BlobKind::Data, BlobKind::Tree, BlobKind::Refs][i % 3];
+                let l = Location {
+                    pack,
+                    offset,
+                    length,
+                    kind,
+                };
+                t.push(BlobId(id), l);
+                want.insert(BlobId(id), l);
+            }
+        };
+        add(&mut t, &mut want, 20_000);
+        t.settle(|slot| (false, slot));
+        for extra in [40u64, 900] {
+            t.add_pack(extra);
+        }
+        add(&mut t, &mut want, 5_000);
+        t.settle(|slot| (false, slot));
+        assert_eq!(t.len(), want.len());
+        assert!(t.wide.is_empty());
+        for (id, l) in &want {
+            let got = t.get(id).unwrap();
+            assert_eq!(
+                (got.pack, got.offset, got.length, got.kind),
+                (l.pack, l.offset, l.length, l.kind)
+            );
+        }
+        let ids: Vec<BlobId> = t.iter().map(|(id, _)| id).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "in id order");
     }
 }

@@ -76,7 +76,7 @@ impl Repository {
     pub fn remove_exclusion(&self, id: &str) -> Result<Option<Exclusion>> {
         self.require_operator("removing an erase exclusion")?;
         if id.trim_start_matches("exclusions/").is_empty() {
-            return Err(Error::Invalid(
+            return Err(Error::Usage(
                 "name the exclusion to remove by its id ('custodian exclusions' lists them)".into(),
             ));
         }
@@ -93,10 +93,10 @@ impl Repository {
                 Ok(Some(e.clone()))
             }
             [] if is_whole_id(id) => Ok(None),
-            [] => Err(Error::Invalid(format!(
+            [] => Err(Error::Usage(format!(
                 "no erase exclusion '{id}'; 'custodian exclusions' lists them"
             ))),
-            _ => Err(Error::Invalid(format!(
+            _ => Err(Error::Usage(format!(
                 "'{id}' matches {} exclusions; give more characters of the id",
                 found.len()
             ))),

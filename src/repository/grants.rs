@@ -56,7 +56,7 @@ impl Repository {
             .map(|o| crate::crypto::keys::parse_recipient(&o.recipient, "operator recipient"))
             .collect::<Result<Vec<_>>>()?;
         if out.is_empty() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Refused(format!(
                 "no operator in office may read {what}: the trust list has no operator granted \
                  every source. An operator adds one with 'custodian access add-operator' \
                  (without --sources)."
@@ -77,7 +77,7 @@ impl Repository {
     /// Registry changes re-seal every domain, so they need an operator granted every source.
     pub fn require_full_operator(&self) -> Result<()> {
         match self.own_operator() {
-            Some(o) if !o.is_full() => Err(Error::Invalid(format!(
+            Some(o) if !o.is_full() => Err(Error::Refused(format!(
                 "operator '{}' is granted only some sources, and changes to the access registry \
                  need an operator granted every source (they re-seal every source's keys). Ask \
                  one to make the change.",
@@ -142,15 +142,14 @@ impl Repository {
     /// The keyed ids of `names`, sorted and without repeats, each a valid source name.
     pub fn grant_ids(&self, names: &[String]) -> Result<Vec<String>> {
         if names.is_empty() {
-            return Err(Error::Invalid(
+            return Err(Error::Usage(
                 "--sources names no source; leave it out to grant every source".into(),
             ));
         }
         let mut ids = Vec::new();
         for name in names {
-            crate::archiver::source_name_ok(name).map_err(|why| {
-                Error::Invalid(format!("source name '{name}' in --sources {why}"))
-            })?;
+            crate::archiver::source_name_ok(name)
+                .map_err(|why| Error::Usage(format!("source name '{name}' in --sources {why}")))?;
             ids.push(self.source_id(name));
         }
         ids.sort();

@@ -35,7 +35,7 @@ impl Repository {
         valid_id(id)?;
         self.require_operator("recording a handover")?;
         if doc.json.len() > MAX_LIST {
-            return Err(Error::Invalid(
+            return Err(Error::Damaged(
                 "the handover list is larger than 64 MiB".into(),
             ));
         }
@@ -44,7 +44,7 @@ impl Repository {
         if !self.backend.put_new(&name, &sealed)? {
             let stored = self.handover_document(id, what)?;
             if stored.as_ref().map(|d| &d.json) != Some(&doc.json) {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Refused(format!(
                     "{name} already holds another handover document: this handover id was \
                      used before. Start the handover again with a new output directory."
                 )));
@@ -83,7 +83,7 @@ impl Repository {
             .find(|m| m.handover == mark.handover)
         {
             if was.domain != mark.domain || rank(&mark.state) < rank(&was.state) {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Refused(format!(
                     "handover {} is already {} for store '{}'; it cannot become {} for '{}'",
                     was.handover, was.state, was.domain, mark.state, mark.domain
                 )));
@@ -196,7 +196,7 @@ impl Repository {
         }
         let keys = self.domain_for_write(name)?;
         if *keys.dedup_key != *dedup || keys.chunker_seed != seed {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Refused(format!(
                 "key domain '{name}' already exists in {} with other keys: a store of the same \
                  name lives there. Hand over into another repository.",
                 self.location()

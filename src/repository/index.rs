@@ -21,7 +21,9 @@ use std::sync::atomic::Ordering::Relaxed;
 #[derive(Clone, Debug)]
 pub struct PackInfo {
     pub id: PackId,
-    pub domain: String,
+    /// Shared by every pack of the domain: one allocation per pack would be scattered among
+    /// the decoded index objects and keep their freed pages from going back to the system.
+    pub domain: std::sync::Arc<str>,
     pub size: u64,
 }
 
@@ -58,6 +60,7 @@ pub struct MasterIndex {
     /// The prune markers seen when this was loaded, and the packs they name.
     pub marks: Marks,
     marked: HashSet<PackId>,
+    domains: Vec<std::sync::Arc<str>>,
 }
 
 impl MasterIndex {
@@ -124,17 +127,29 @@ impl MasterIndex {
         self.settle();
     }
 
+    /// The shared name of a key domain (few per repository).
+    fn domain_name(&mut self, name: &str) -> std::sync::Arc<str> {
+        if let Some(known) = self.domains.iter().find(|d| ***d == *name) {
+            return known.clone();
+        }
+        let new: std::sync::Arc<str> = name.into();
+        self.domains.push(new.clone());
+        new
+    }
+
     fn push_pack(&mut self, pack: &IndexPack) {
         if self.slots.contains_key(&pack.id) || self.packs.len() >= u32::MAX as usize {
             return;
         }
         let slot = self.packs.len() as u32;
+        let domain = self.domain_name(&pack.domain);
         self.packs.push(PackInfo {
             id: pack.id,
-            domain: pack.domain.clone(),
+            domain,
             size: pack.size,
         });
         self.slots.insert(pack.id, slot);
+        self.blobs.add_pack(pack.size);
         for b in &pack.blobs {
             let here = Location {
                 pack: slot,
@@ -185,7 +200,7 @@ impl MasterIndex {
     }
 
     /// Every indexed blob id.
-    pub fn blob_ids(&self) -> impl Iterator<Item = &BlobId> {
+    pub fn blob_ids(&self) -> impl Iterator<Item = BlobId> + '_ {
         self.blobs.iter().map(|(id, _)| id)
     }
 
@@ -197,7 +212,7 @@ impl MasterIndex {
             groups
                 .entry(self.pack(&loc).id)
                 .or_default()
-                .push((*id, loc));
+                .push((id, loc));
         }
         for blobs in groups.values_mut() {
             blobs.sort_by_key(|(_, l)| l.offset);
@@ -206,7 +221,7 @@ impl MasterIndex {
     }
 
     /// Every (blob, location) pair, in blob id order.
-    pub fn entries(&self) -> impl Iterator<Item = (&BlobId, Location)> {
+    pub fn entries(&self) -> impl Iterator<Item = (BlobId, Location)> + '_ {
         self.blobs.iter()
     }
 }
@@ -222,6 +237,8 @@ impl Repository {
         let damaged = self.visit_index_files(|id, file| index.push_file(id, &file))?;
         super::snapshots::warn_damaged(&damaged, "index object");
         index.settle();
+        // The decoded objects were freed on the workers' arenas: what stays is the table.
+        crate::memory::give_back();
         Ok(index)
     }
 

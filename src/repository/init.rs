@@ -60,10 +60,10 @@ pub fn init(
         .iter()
         .map(|r| parse_recipient(r, "--recipient"))
         .collect::<Result<Vec<_>>>()?;
-    opts.chunker.validate().map_err(Error::Invalid)?;
+    opts.chunker.validate().map_err(Error::Usage)?;
     use crate::constants::{PACK_TARGET_MAX, PACK_TARGET_MIN};
     if !(PACK_TARGET_MIN..=PACK_TARGET_MAX).contains(&opts.pack_target) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "--pack-size {} is out of range: choose between {PACK_TARGET_MIN} (64 KiB) and \
              {PACK_TARGET_MAX} (512 MiB) bytes; the default is 16 MiB.",
             opts.pack_target
@@ -144,7 +144,7 @@ pub fn init(
 fn clear_interrupted_init(backend: &dyn Backend) -> Result<()> {
     for prefix in ["snapshots/", "index/", "packs/"] {
         if let Some(o) = backend.list(prefix)?.into_iter().next() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Damaged(format!(
                 "{} holds repository data ({}) but no config: this is a damaged repository, not \
                  an empty location. Restore its config from a copy, or choose another location \
                  for the new repository.",

@@ -371,7 +371,7 @@ impl Repository {
                     .filter(|r| r.action == "destroy-domain" && r.domain.as_deref() == Some(name))
                     .min_by(|a, b| a.time.cmp(&b.time));
                 return earlier.map(DomainDestroyed::Earlier).ok_or_else(|| {
-                    Error::Invalid(format!(
+                    Error::Usage(format!(
                         "there is no key domain '{name}' in this repository; 'custodian \
                          snapshots' lists the sources, whose names are their domains unless \
                          the config sets one"

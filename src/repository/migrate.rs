@@ -38,7 +38,7 @@ pub fn migrate(
 ) -> Result<Migrated> {
     repo.require_operator("migrate")?;
     if repo.config.signed() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Usage(format!(
             "repository {} is already format version {}; there is nothing to migrate.",
             repo.config.repo_id.short(),
             repo.config.version

@@ -203,7 +203,7 @@ impl Repository {
             "repository metadata recipient",
         )?;
         if meta.identity.to_public().to_string() != config.metadata_recipient {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "the metadata identity in your key does not match repository {} at {}: the key belongs to another repository.",
                 config.repo_id.short(),
                 backend.location()

@@ -65,10 +65,10 @@ impl Repository {
                 {
                     Ok(None)
                 }
-                None => Err(Error::Invalid(format!(
+                None => Err(Error::Refused(format!(
                     "{recipient} is already an operator of this repository"
                 ))),
-                Some(r) => Err(Error::Invalid(format!(
+                Some(r) => Err(Error::Refused(format!(
                     "{recipient} was removed at {} by {}; a removed identity does not come back \
                      (its old key may have been copied). Give the person a new identity \
                      ('custodian key generate') and add that.",
@@ -77,13 +77,13 @@ impl Repository {
             };
         }
         if auth.list.auditors.iter().any(|a| a.recipient == recipient) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Refused(format!(
                 "{recipient} is an auditor of this repository; an operator needs an identity of \
                  its own"
             )));
         }
         if name_taken(&auth.list, who.name) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Refused(format!(
                 "an operator named '{}' is already on the registry; choose another --name",
                 who.name
             )));
@@ -121,7 +121,7 @@ impl Repository {
             .find(named)
             .or_else(|| auth.list.operators.iter().find(named))
             .ok_or_else(|| {
-                Error::Invalid(format!(
+                Error::Usage(format!(
                     "no operator is named '{which}' or has that recipient ('custodian access \
                      list' shows them)"
                 ))
@@ -139,14 +139,14 @@ impl Repository {
         }
         let own = self.operator_recipient();
         if own.as_deref() == Some(found.recipient.as_str()) {
-            return Err(Error::Invalid(
+            return Err(Error::Refused(
                 "you cannot remove yourself: another operator removes you, so that the key \
                  signing the change stays on the list"
                     .into(),
             ));
         }
         if auth.list.current_operators().count() < 2 {
-            return Err(Error::Invalid(
+            return Err(Error::Refused(
                 "this is the repository's last operator; add another first".into(),
             ));
         }
@@ -191,7 +191,7 @@ impl Repository {
                 .iter_mut()
                 .find(|o| o.recipient == recipient && o.removed.is_none())
                 .ok_or_else(|| {
-                    Error::Invalid(format!(
+                    Error::Usage(format!(
                         "{recipient} is not one of this repository's operators; a new operator \
                          is added with 'custodian access add-operator'"
                     ))

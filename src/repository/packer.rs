@@ -136,7 +136,7 @@ impl PackUploader {
                     if let Err(e) = result {
                         let mut s = state.lock().map_err(|_| poisoned())?;
                         s.failure.get_or_insert(e);
-                        return Err(Error::Invalid("pack upload failed".into()));
+                        return Err(Error::Internal("pack upload failed".into()));
                     }
                     Ok(())
                 })
@@ -172,12 +172,12 @@ impl PackUploader {
     pub fn submit(&self, pack: FinishedPack) -> Result<()> {
         let tx = self.tx.as_ref().ok_or_else(poisoned)?;
         if self.state.lock().map_err(|_| poisoned())?.failure.is_some() {
-            return Err(Error::Invalid(
+            return Err(Error::Internal(
                 "pack upload stopped after an earlier error".into(),
             ));
         }
         tx.send(pack)
-            .map_err(|_| Error::Invalid("pack upload stopped after an earlier error".into()))
+            .map_err(|_| Error::Internal("pack upload stopped after an earlier error".into()))
     }
 
     /// Wait for every upload, then index whatever is not indexed yet.

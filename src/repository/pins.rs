@@ -20,7 +20,7 @@ pub fn refuse_downgrade(
 ) -> Result<()> {
     let pinned = pin.is_some_and(|(dir, location)| pin_file(dir, location).exists());
     if signed_credential || pinned {
-        return Err(Error::Damaged(format!(
+        return Err(Error::Untrusted(format!(
             "repository {} says it is format version {}, but your {} knows it as format 2 \
              (signed): its config was replaced to switch signatures off. Nothing was read or \
              written; compare the repository with a copy.",
@@ -74,7 +74,7 @@ pub(super) fn check_pin(
     if pinned.trim() == pin_text(list, bytes) {
         return Ok(true);
     }
-    Err(Error::Damaged(format!(
+    Err(Error::Untrusted(format!(
         "the repository at {location} is not the one this machine knows there (pinned in {}): \
          its trust list or identity was replaced. Do not use it until an operator who signed \
          it confirms what happened.",
@@ -112,12 +112,12 @@ pub(super) fn write_pin(dir: &Path, location: &str, list: &TrustList, bytes: &[u
 pub fn confirm(backend: &dyn Backend, pin_dir: &Path, fingerprint_given: &str) -> Result<String> {
     let chain = read_chain(backend)?;
     let Some((name, bytes)) = chain.first() else {
-        return Err(Error::Invalid(
+        return Err(Error::Usage(
             "this repository has no trust list (format 1): there is nothing to pin.".into(),
         ));
     };
     if fingerprint(bytes) != fingerprint_given.trim().to_ascii_lowercase() {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Untrusted(format!(
             "the repository's fingerprint is {}, not {fingerprint_given}: do not trust it until \
              the operator who created it confirms which is right.",
             fingerprint(bytes)

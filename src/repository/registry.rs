@@ -103,7 +103,7 @@ pub(super) fn check_member(list: &TrustList, anchor: &Anchor) -> Result<()> {
         }
     };
     match expires {
-        Some(t) if expired(&t, now) => Err(Error::Invalid(format!(
+        Some(t) if expired(&t, now) => Err(Error::Refused(format!(
             "your {who} access to repository {} expired at {t}. Ask an operator to extend it \
              ('custodian access add-{who} … --expires DATE').",
             list.repo_id.short()
@@ -126,7 +126,7 @@ pub(super) fn check_writer(
 ) -> Result<()> {
     let current = config.digest()?;
     if digest.is_some_and(|d| d != current) {
-        return Err(Error::Invalid(format!(
+        return Err(Error::Untrusted(format!(
             "writer credential {credential_id} was issued for another version of this \
              repository's config (its digest differs): the config was changed. Nothing was \
              written; ask an operator to check the repository."
@@ -137,7 +137,7 @@ pub(super) fn check_writer(
         Some(w) if w.revoked.is_some() => {
             let r = w.revoked.as_ref().map(|r| (r.time.as_str(), r.by.as_str()));
             let (time, by) = r.unwrap_or_default();
-            return Err(Error::Invalid(format!(
+            return Err(Error::Refused(format!(
                 "writer credential {credential_id} ('{}') was revoked at {time} by {by}: \
                  nothing was written. If this server should still back up, an operator issues \
                  it a new credential with 'custodian access issue-writer --name NAME --out FILE'.",
@@ -145,7 +145,7 @@ pub(super) fn check_writer(
             )));
         }
         Some(w) if w.expires.as_deref().is_some_and(|t| expired(t, now)) => {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Refused(format!(
                 "writer credential {credential_id} ('{}') expired at {}: nothing was written. \
                  An operator issues a new one with 'custodian access issue-writer'.",
                 w.name,
@@ -155,7 +155,7 @@ pub(super) fn check_writer(
         Some(_) => return Ok(()),
         None => {}
     }
-    Err(Error::Invalid(format!(
+    Err(Error::Refused(format!(
         "writer credential {credential_id} is not on this repository's list of writers: it \
          belongs to someone else, or the list was changed. Nothing was written; ask an operator \
          for a valid credential."

@@ -253,13 +253,13 @@ impl Repository {
                 let sources: std::collections::BTreeSet<&str> =
                     all.iter().map(|s| s.head.source.as_str()).collect();
                 if filter.source.is_none() && sources.len() > 1 {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::Usage(format!(
                         "'latest' is ambiguous: the repository holds several sources ({}). Add --source NAME.",
                         sources.into_iter().collect::<Vec<_>>().join(", ")
                     )));
                 }
                 if let Some(want) = filter.source.filter(|w| !sources.contains(w)) {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::Usage(format!(
                         "the repository has no snapshots of source '{want}'; its sources are: {}",
                         sources.into_iter().collect::<Vec<_>>().join(", ")
                     )));

@@ -159,13 +159,13 @@ impl Auth {
             .get(&public)
             .is_some_and(|s| s.role == Role::Auditor && !kind.is_audit())
         {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Refused(format!(
                 "an auditor writes only to the audit log, not a {}",
                 kind.what()
             )));
         }
         if !self.trusted.contains_key(&public) {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Refused(format!(
                 "your operator signing key {} is not on this repository's trust list, so nothing \
                  you write could be verified; nothing was written. An operator on the list adds \
                  it with 'custodian key add-operator --recipient YOUR-AGE-RECIPIENT --key {}' \
@@ -187,7 +187,7 @@ impl Auth {
     ) -> Result<TrustList> {
         let public = self.signer.public();
         if !registry_keys(&self.list).contains(&public) {
-            return Err(Error::Invalid(
+            return Err(Error::Refused(
                 "only an operator granted every source, whose signing key is on the trust list, \
                  can change it"
                     .into(),
@@ -479,7 +479,7 @@ fn genesis_signers(
     if operator && !list.operators.iter().any(|o| o.recipient == *recipient) {
         return Err(not_operator(list, recipient));
     }
-    Err(Error::Invalid(format!(
+    Err(Error::Untrusted(format!(
         "this machine has not seen repository {} before, and its trust list was signed by {}, \
          not by you. Compare its fingerprint {} with that operator (out of band), then run \
          'custodian key trust --fingerprint {}' with your identity; custodian trusts nothing it \
@@ -495,7 +495,7 @@ fn check_config(config: &RepoConfig, list: &TrustList) -> Result<()> {
     if *config == list.config {
         return Ok(());
     }
-    Err(Error::Invalid(format!(
+    Err(Error::Untrusted(format!(
         "the repository's config is not the one its operators signed: {}. Nothing was read or \
          written. Put back the signed config (it is in {}), or have an operator make the change \
          with an operator command.",

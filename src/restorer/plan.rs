@@ -48,14 +48,16 @@ impl Selection {
         }
         let mut b = GlobSetBuilder::new();
         for p in include {
-            b.add(Glob::new(p.trim_start_matches('/')).map_err(|e| {
-                Error::Invalid(format!("--include '{p}' is not a valid glob: {e}"))
-            })?);
+            b.add(
+                Glob::new(p.trim_start_matches('/')).map_err(|e| {
+                    Error::Usage(format!("--include '{p}' is not a valid glob: {e}"))
+                })?,
+            );
         }
         Ok(Selection {
             include: Some(
                 b.build()
-                    .map_err(|e| Error::Invalid(format!("--include: {e}")))?,
+                    .map_err(|e| Error::Usage(format!("--include: {e}")))?,
             ),
             exclude,
         })
@@ -94,7 +96,7 @@ pub fn descend(reader: &BlobReader, root: &Node, sub: &Path) -> Result<Node> {
 }
 
 fn not_found(sub: &Path) -> Error {
-    Error::Invalid(format!(
+    Error::Usage(format!(
         "path '{}' is not in the snapshot. List what is there with 'custodian ls SNAPSHOT'.",
         sub.display()
     ))

@@ -42,19 +42,19 @@ impl Excludes {
         for p in patterns {
             let r = read(p);
             if r.glob.is_empty() {
-                return Err(Error::Invalid(format!(
+                return Err(Error::Usage(format!(
                     "exclude pattern '{p}' names nothing (it would exclude the whole source); \
                      remove it, or name the directory to leave out"
                 )));
             }
             let glob = Glob::new(r.glob).map_err(|e| {
-                Error::Invalid(format!("exclude pattern '{p}' is not a valid glob: {e}"))
+                Error::Usage(format!("exclude pattern '{p}' is not a valid glob: {e}"))
             })?;
             sets[usize::from(r.anchored) + 2 * usize::from(r.dir_only)].add(glob);
         }
         let [names, paths, dir_names, dir_paths] = sets.map(|b| {
             b.build()
-                .map_err(|e| Error::Invalid(format!("exclude patterns: {e}")))
+                .map_err(|e| Error::Usage(format!("exclude patterns: {e}")))
         });
         Ok(Excludes {
             names: names?,

@@ -17,7 +17,7 @@ const BUSY_WAIT: Duration = Duration::from_secs(60);
 pub fn capture(db: &Path, staging: &Path) -> Result<PathBuf> {
     let name = db
         .file_name()
-        .ok_or_else(|| Error::Invalid(format!("{} does not name a database file", db.display())))?;
+        .ok_or_else(|| Error::Usage(format!("{} does not name a database file", db.display())))?;
     if staging.exists() {
         std::fs::remove_dir_all(staging).map_err(|e| Error::io(staging, e))?;
     }
@@ -41,7 +41,7 @@ pub fn capture(db: &Path, staging: &Path) -> Result<PathBuf> {
         if passing {
             Error::Conflict(message)
         } else {
-            Error::Invalid(message)
+            Error::Usage(message)
         }
     };
     let source = Connection::open_with_flags(

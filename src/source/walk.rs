@@ -105,7 +105,7 @@ impl<'a> Walk<'a> {
             cause,
         })?;
         if !meta.is_dir() {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Usage(format!(
                 "source path {} is not a directory; custodian backs up record-store directories.",
                 root.display()
             )));

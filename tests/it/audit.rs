@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use common::{chromium, is_root, text, World};
+use common::{chromium, exits, is_root, text, World};
 use custodian::backend::Backend;
 use custodian::format::audit::entry_name;
 use std::fs;
@@ -372,9 +372,8 @@ fn hostile_audit_objects(w: &World, store: &dyn Backend) {
         "{said}"
     );
     // Reading the log stops at the bad entry with a message, never a panic.
-    let out = w.operator_cmd(&["audit", "log"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("000000000003"), "{}", text(&out));
+    let out = exits(&mut w.operator_cmd(&["audit", "log"]), 1);
+    assert!(out.contains("000000000003"), "{}", out);
     // Garbage where an entry should be is refused as unsigned.
     store.replace(&entry_name(3), b"not an envelope").unwrap();
     let (ok, said) = verify(w);
@@ -556,9 +555,8 @@ fn revoked_writer_on(w: &World, storage: &dyn Backend) {
     let last = altered.len() - 2;
     altered[last] ^= 1;
     storage.replace(&inventory, &altered).unwrap();
-    let out = w.writer_cmd(&["snapshots"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("keys/revoked-"), "{}", text(&out));
+    let out = exits(&mut w.writer_cmd(&["snapshots"]), 1);
+    assert!(out.contains("keys/revoked-"), "{}", out);
     storage.replace(&inventory, &original).unwrap();
 
     // What it wrote before the revocation still restores.
@@ -566,13 +564,12 @@ fn revoked_writer_on(w: &World, storage: &dyn Backend) {
 
     // A head it signs after the revocation (forged with its key) is refused on restore.
     let forged = forge_head_with(storage, &second, &id);
-    let out = w
-        .operator_cmd(&["restore", &forged, "--target"])
-        .arg(w.dir.path().join("forged"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("revoked"), "{}", text(&out));
+    let out = exits(
+        w.operator_cmd(&["restore", &forged, "--target"])
+            .arg(w.dir.path().join("forged")),
+        1,
+    );
+    assert!(out.contains("revoked"), "{}", out);
     assert!(!w.dir.path().join("forged").exists());
     let out = w.operator_cmd(&["check"]).output().unwrap();
     assert!(!out.status.success());
@@ -647,10 +644,9 @@ fn auditor_on(w: &World, store: &dyn Backend) {
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
     store.replace(&head, &bytes).unwrap();
-    let out = as_auditor(&["check"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = exits(&mut as_auditor(&["check"]), 1);
     let name = head.trim_start_matches("snapshots/");
-    assert!(text(&out).contains(name), "{}", text(&out));
+    assert!(out.contains(name), "{}", out);
     for args in [
         vec!["ls", "latest", "--source", "books"],
         vec![
@@ -787,9 +783,8 @@ fn an_added_operator_reads_and_a_removed_one_opens_nothing_afterwards() {
     // the new domain keys, not the re-sealed old ones, not the metadata key.
     let mut c = as_bob(&["restore", &after, "--target"]);
     c.arg(w.dir.path().join("bob-after"));
-    let out = c.output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("was removed"), "{}", text(&out));
+    let out = exits(&mut c, 1);
+    assert!(out.contains("was removed"), "{}", out);
     assert!(!w.dir.path().join("bob-after").exists());
     assert_eq!(openable_by(&w, &bob), 0);
 
@@ -1089,9 +1084,7 @@ fn granted_sources_on(w: &World, server: Option<&common::S3Server>) {
         let target = w.dir.path().join(format!("carol-{source}"));
         let mut c = as_carol(&["restore", "latest", "--source", source, "--target"]);
         c.arg(&target);
-        let out = c.output().unwrap();
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-        let said = text(&out);
+        let said = exits(&mut c, 1);
         assert!(
             said.contains(&format!("'Carol' is not granted source '{source}'")),
             "{said}"
@@ -1120,13 +1113,8 @@ fn granted_sources_on(w: &World, server: Option<&common::S3Server>) {
     let (_, other, other_key) = person(w, "dave");
     let mut c = as_carol(&["access", "add-operator", &other, "--key", &other_key]);
     c.args(["--name", "Dave", "--reason", "help"]);
-    let out = c.output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("granted only some sources"),
-        "{}",
-        text(&out)
-    );
+    let out = exits(&mut c, 1);
+    assert!(out.contains("granted only some sources"), "{}", out);
     // access list names her sources (sorted by keyed id, so compared as a set).
     let listed = stdout_ok(w.operator_cmd(&["access", "list", "--json"]));
     let rows: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
@@ -1150,13 +1138,8 @@ fn granted_sources_on(w: &World, server: Option<&common::S3Server>) {
                 o.as_object_mut().unwrap().remove("sources");
             }
         });
-        let out = w.operator_cmd(&["snapshots"]).output().unwrap();
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-        assert!(
-            text(&out).contains("no trusted operator holds"),
-            "{}",
-            text(&out)
-        );
+        let out = exits(&mut w.operator_cmd(&["snapshots"]), 1);
+        assert!(out.contains("no trusted operator holds"), "{}", out);
         fs::remove_file(forged).unwrap();
     }
     // Removed (on moto too): refused by name, and a backup after it is sealed past her (with
@@ -1170,9 +1153,8 @@ fn granted_sources_on(w: &World, server: Option<&common::S3Server>) {
     run_ok(c);
     let mut c = as_carol(&["restore", "latest", "--source", "branch-a", "--target"]);
     c.arg(w.dir.path().join("carol-after"));
-    let out = c.output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("was removed"), "{}", text(&out));
+    let out = exits(&mut c, 1);
+    assert!(out.contains("was removed"), "{}", out);
     let (ok, said) = verify(w);
     assert!(ok, "{said}");
 }
@@ -1380,9 +1362,8 @@ fn revoking_a_writer_rotates_the_metadata_key() {
             Some(bytes) => fs::write(&later, bytes).unwrap(),
             None => fs::remove_file(&later).unwrap(),
         }
-        let out = w.operator_cmd(&["snapshots"]).output().unwrap();
-        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-        assert!(text(&out).contains(&name), "{}", text(&out));
+        let out = exits(&mut w.operator_cmd(&["snapshots"]), 1);
+        assert!(out.contains(&name), "{}", out);
     }
     fs::write(&later, original).unwrap();
     run_ok(w.operator_cmd(&["snapshots"]));

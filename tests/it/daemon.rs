@@ -44,6 +44,13 @@ fn write_config_with(w: &World, port: u16, daemon: &str, sources: &str) -> PathB
     path
 }
 
+/// A config for world `w` whose one source is `name` at `path`, with `extra` lines in its
+/// `[[source]]`.
+fn source_config(w: &World, name: &str, path: &Path, extra: &str) -> PathBuf {
+    let block = format!("[[source]]\nname = \"{name}\"\npath = {path:?}\n{extra}");
+    write_config(w, free_port(), &block)
+}
+
 /// A world whose `records` store (`size` bytes of sample `seed`) is the daemon's one source,
 /// `customers`, with `extra` lines in its `[[source]]` (a schedule, watch settings).
 fn customers(size: u64, seed: u64, extra: &str) -> (World, PathBuf, PathBuf) {
@@ -268,12 +275,11 @@ fn a_burst_of_changes_in_a_watched_store_makes_one_snapshot() {
     let w = World::new(&[]);
     let src = w.dir.path().join("records");
     custodian::sample::generate(&src, 100 << 10, 62).unwrap();
-    let config = write_config(
+    let config = source_config(
         &w,
-        free_port(),
-        &format!(
-            "[[source]]\nname = \"customers\"\npath = {src:?}\nwatch = true\ndebounce = \"2s\"\nmax-delay = \"30s\"\n"
-        ),
+        "customers",
+        &src,
+        "watch = true\ndebounce = \"2s\"\nmax-delay = \"30s\"\n",
     );
     let d = Daemon::start(&config);
     let status = d.status();
@@ -328,11 +334,7 @@ fn sigterm_during_a_large_backup_stops_cleanly_and_loses_nothing() {
     for i in 0..6 {
         std::fs::write(src.join(format!("scan-{i}.bin")), noise(24 << 20, 70 + i)).unwrap();
     }
-    let config = write_config(
-        &w,
-        free_port(),
-        &format!("[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"* * * * * *\"\n"),
-    );
+    let config = source_config(&w, "customers", &src, "schedule = \"* * * * * *\"\n");
     // The daemon stops itself once its second pack is uploaded: the backup is then provably
     // half way, however fast the machine (waiting a fixed time raced it on fast hardware).
     let d = Daemon::start_with(&config, &[("CUSTODIAN_TEST_PAUSE_AT", "pack:2")]);
@@ -368,11 +370,7 @@ fn sigterm_in_the_middle_of_a_huge_file_stops_within_seconds() {
         .unwrap()
         .set_len(20 << 30)
         .unwrap();
-    let config = write_config(
-        &w,
-        free_port(),
-        &format!("[[source]]\nname = \"images\"\npath = {src:?}\nschedule = \"* * * * * *\"\n"),
-    );
+    let config = source_config(&w, "images", &src, "schedule = \"* * * * * *\"\n");
     let d = Daemon::start(&config);
     d.wait_for_log("backup started", Duration::from_secs(10));
     // Reading has begun once the backup thread has used a second of CPU.
@@ -628,6 +626,78 @@ fn systemd_hears_ready_status_watchdog_and_stopping() {
     );
 }
 
+/// The loop never waits on the store. Whether the access registry changed (a listing), and a
+/// reopen, are asked on the job's own thread: while every request hangs, the daemon goes on
+/// pinging systemd's watchdog, which would otherwise kill it as hung.
+#[test]
+fn a_hanging_store_never_stalls_the_watchdog() {
+    use common::proxy::{Fault, FaultProxy};
+    use std::os::unix::net::UnixDatagram;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let Some(moto) = s3_servers().into_iter().find(|s| s.name == "moto") else {
+        return;
+    };
+    let w = World::on_s3(&moto, &[]);
+    let hang = Arc::new(AtomicBool::new(false));
+    let proxy = FaultProxy::start(&moto.endpoint, {
+        let hang = hang.clone();
+        move |_| match hang.load(Ordering::SeqCst) {
+            true => Fault::Slow(Duration::from_secs(8)),
+            false => Fault::Pass,
+        }
+    });
+    let src = w.dir.path().join("records");
+    custodian::sample::generate(&src, 50 << 10, 68).unwrap();
+    let config = w.dir.path().join("custodian.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[repository]\nurl = {:?}\nwriter-key-file = {:?}\nstate-dir = {:?}\n\n\
+             [[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"* * * * * *\"\n",
+            w.s3.as_ref().unwrap().0,
+            w.writer,
+            w.state
+        ),
+    )
+    .unwrap();
+    let socket_path = w.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let mut env = moto.env_via(&proxy.endpoint);
+    env.push(("NOTIFY_SOCKET", socket_path.display().to_string()));
+    env.push(("WATCHDOG_USEC", "400000".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let d = Daemon::start_with(&config, &env);
+    d.wait_for_log("backup committed", Duration::from_secs(30));
+    hang.store(true, Ordering::SeqCst);
+    // Let the requests in flight finish, then watch three seconds of hanging.
+    std::thread::sleep(Duration::from_secs(1));
+    let mut buf = [0u8; 4096];
+    while socket.recv(&mut buf).is_ok() {}
+    let (mut pings, watched) = (0, Instant::now());
+    while watched.elapsed() < Duration::from_secs(3) {
+        if let Ok(n) = socket.recv(&mut buf) {
+            pings += usize::from(String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1"));
+        }
+    }
+    hang.store(false, Ordering::SeqCst);
+    assert!(
+        pings >= 6,
+        "{pings} watchdog pings in 3 s of a hanging store (one per 200 ms is due):\n{}",
+        d.log()
+    );
+    let hung = proxy.log().iter().filter(|l| l.contains("Slow")).count();
+    assert!(hung > 0, "the store was asked nothing while it hung");
+    // Nobody reads the notifications any more: a full socket would block the daemon's sends.
+    drop(socket);
+    std::fs::remove_file(&socket_path).unwrap();
+    let (code, log) = d.stop(Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{log}");
+}
+
 #[test]
 fn a_run_missed_while_down_runs_at_start_and_failures_retry_without_stopping() {
     let (w, src, config) = customers(50 << 10, 67, "schedule = \"0 * * * *\"\n");
@@ -654,11 +724,7 @@ fn a_run_missed_while_down_runs_at_start_and_failures_retry_without_stopping() {
     drop(d);
 
     // Failures: the store disappears; runs fail, are counted and retried; the daemon stays up.
-    let config = write_config(
-        &w,
-        free_port(),
-        &format!("[[source]]\nname = \"customers\"\npath = {src:?}\nschedule = \"* * * * * *\"\n"),
-    );
+    let config = source_config(&w, "customers", &src, "schedule = \"* * * * * *\"\n");
     let port = metrics_port(&config);
     let d = Daemon::start(&config);
     let moved = w.dir.path().join("records-away");
@@ -925,14 +991,13 @@ fn a_second_daemon_on_the_same_state_dir_is_refused_and_the_first_keeps_its_stat
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(&second_config, replaced).unwrap();
-    let out = Command::new(BIN)
-        .args(["daemon", "--config"])
-        .arg(&second_config)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let said = text(&out);
+    let said = exits(
+        Command::new(BIN)
+            .args(["daemon", "--config"])
+            .arg(&second_config)
+            .env_remove("RUST_LOG"),
+        1,
+    );
     assert!(
         said.contains(&format!("pid {}", first.child.id())) && said.contains("already running"),
         "{said}"

@@ -98,9 +98,8 @@ fn a_symlink_then_a_directory_of_the_same_name_is_refused() {
     let id = f.commit("s", root, true);
     refused(&w, &id.to_hex(), &outside, &["entry 'x'", "listed twice"]);
     // check --read-data calls it damage.
-    let out = w.operator_cmd(&["check", "--read-data"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("listed twice"), "{}", text(&out));
+    let out = exits(&mut w.operator_cmd(&["check", "--read-data"]), 1);
+    assert!(out.contains("listed twice"), "{}", out);
 }
 
 #[test]
@@ -236,9 +235,8 @@ fn damaged_heads_are_skipped_by_name_and_copies_are_caught() {
         "{err}"
     );
     assert!(err.contains("altered, renamed or forged"), "{err}");
-    let out = w.writer_cmd(&["check"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains(&"11".repeat(32)[..8]), "{}", text(&out));
+    let out = exits(&mut w.writer_cmd(&["check"]), 1);
+    assert!(out.contains(&"11".repeat(32)[..8]), "{}", out);
 }
 
 #[test]
@@ -262,17 +260,8 @@ fn swapped_domain_records_are_refused() {
     );
     fs::write(&writers[0], &b).unwrap();
     fs::write(&writers[1], &a).unwrap();
-    let out = w
-        .writer_cmd(&["backup", "--source", "a"])
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("altered, renamed or forged"),
-        "{}",
-        text(&out)
-    );
+    let out = exits(w.writer_cmd(&["backup", "--source", "a"]).arg(&src), 1);
+    assert!(out.contains("altered, renamed or forged"), "{}", out);
 }
 
 #[test]
@@ -291,14 +280,13 @@ fn a_drill_of_a_hostile_snapshot_fails_and_writes_nothing_outside_its_scratch() 
     )
     .unwrap();
     let state = w.dir.path().join("state");
-    let out = w
-        .operator_cmd(&["drill", "--json", "--report-dir"])
-        .arg(w.dir.path().join("reports"))
-        .arg(&runbook)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("is refused"), "{}", text(&out));
+    let out = exits(
+        w.operator_cmd(&["drill", "--json", "--report-dir"])
+            .arg(w.dir.path().join("reports"))
+            .arg(&runbook),
+        1,
+    );
+    assert!(out.contains("is refused"), "{}", out);
     assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
     assert!(!w.dir.path().join("pwned").exists() && !state.join("pwned").exists());
     let scratch = state.join("scratch");
@@ -324,8 +312,7 @@ fn listings_that_repeat_a_subtree_without_end_are_refused() {
     let root = f.dir(b"", vec![level]);
     let id = f.commit("s", root, true);
     refused(&w, &id.to_hex(), &outside, &["repeat subtrees"]);
-    let out = w.operator_cmd(&["ls", &id.to_hex()]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    exits(&mut w.operator_cmd(&["ls", &id.to_hex()]), 1);
 }
 
 #[test]
@@ -463,15 +450,9 @@ fn an_erase_exclusion_signed_by_a_writer_is_refused() {
     let (name, _) = repo
         .put_meta(custodian::format::ObjectKind::Exclusion, &exclusion)
         .unwrap();
-    let out = w
-        .writer_cmd(&["backup", "--source", "s"])
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains(&name), "{}", text(&out));
+    let out = exits(w.writer_cmd(&["backup", "--source", "s"]).arg(&src), 1);
+    assert!(out.contains(&name), "{}", out);
     assert_eq!(w.snapshots().len(), 1, "nothing was committed");
-    let out = w.writer_cmd(&["check"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains(&name), "{}", text(&out));
+    let out = exits(&mut w.writer_cmd(&["check"]), 1);
+    assert!(out.contains(&name), "{}", out);
 }

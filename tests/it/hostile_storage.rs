@@ -84,13 +84,8 @@ fn restores_exactly(w: &World, src: &Path, name: &str) {
 }
 
 fn check_names(w: &World, object: &str) {
-    let out = w.writer_cmd(&["check"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains(object),
-        "check must name {object}: {}",
-        text(&out)
-    );
+    let out = exits(&mut w.writer_cmd(&["check"]), 1);
+    assert!(out.contains(object), "check must name {object}: {}", out);
 }
 
 fn forged_objects_are_refused(w: World, server: Option<&S3Server>) {
@@ -109,13 +104,12 @@ fn forged_objects_are_refused(w: World, server: Option<&S3Server>) {
     let fake = s.put_hashed("snapshots/", &s.seal(&json!({"version": 1})));
     let list = w.snapshots();
     assert_eq!(list.len(), 1, "only the real snapshot is listed: {list:?}");
-    let out = w
-        .operator_cmd(&["restore", &fake["snapshots/".len()..], "--target"])
-        .arg(w.dir.path().join("t0"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("is not signed"), "{}", text(&out));
+    let out = exits(
+        w.operator_cmd(&["restore", &fake["snapshots/".len()..], "--target"])
+            .arg(w.dir.path().join("t0")),
+        1,
+    );
+    assert!(out.contains("is not signed"), "{}", out);
     check_names(&w, &copy);
 
     // An index that points every blob of the real pack at another pack, a marker naming the
@@ -193,19 +187,13 @@ fn forged_objects_are_refused(w: World, server: Option<&S3Server>) {
     s.store
         .put_new("config", &serde_json::to_vec_pretty(&edited).unwrap())
         .unwrap();
-    let out = w
-        .writer_cmd(&["backup", "--source", "new"])
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = exits(w.writer_cmd(&["backup", "--source", "new"]).arg(&src), 1);
     assert!(
-        text(&out).contains(&format!("operator recipient {stranger} was added")),
+        out.contains(&format!("operator recipient {stranger} was added")),
         "{}",
-        text(&out)
+        out
     );
-    let out = w.operator_cmd(&["ls", "latest"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    exits(&mut w.operator_cmd(&["ls", "latest"]), 1);
     assert_eq!(
         s.names("keys/domains/").len(),
         2,

@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use common::{text, World};
+use common::{exits, text, World};
 use std::fs;
 
 fn store(w: &World) -> std::path::PathBuf {
@@ -25,23 +25,20 @@ fn a_hold_blocks_destroy_domain_and_its_dry_run_names_the_hold() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 
-    let dry = w
-        .operator_cmd(&["key", "destroy-domain", "books", "--dry-run"])
-        .output()
-        .unwrap();
-    assert_eq!(dry.status.code(), Some(1), "{}", text(&dry));
-    let said = text(&dry);
+    let said = exits(
+        &mut w.operator_cmd(&["key", "destroy-domain", "books", "--dry-run"]),
+        1,
+    );
     assert!(
         said.contains(&id[..8]) && said.contains("court order 7"),
         "{said}"
     );
 
-    let real = w
-        .operator_cmd(&["key", "destroy-domain", "books", "--confirm", "books"])
-        .output()
-        .unwrap();
-    assert_eq!(real.status.code(), Some(1), "{}", text(&real));
-    assert!(text(&real).contains("hold outranks"), "{}", text(&real));
+    let real = exits(
+        &mut w.operator_cmd(&["key", "destroy-domain", "books", "--confirm", "books"]),
+        1,
+    );
+    assert!(real.contains("hold outranks"), "{}", real);
     assert_eq!(w.snapshots().len(), 1, "nothing may be destroyed");
     let records = w
         .writer_cmd(&["destruction-records", "--json"])
@@ -131,12 +128,11 @@ fn times_with_offsets_and_zoneless_local_times_mean_what_the_operator_meant() {
     let expect = format!("{} {} UTC", &stamp[..10], &stamp[11..19]);
     assert!(utc.contains("time (UTC)") && utc.contains(&expect), "{utc}");
 
-    let bad = w
-        .writer_cmd(&["snapshots", "--before", "last tuesday"])
-        .output()
-        .unwrap();
-    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
-    assert!(text(&bad).contains("RFC 3339"), "{}", text(&bad));
+    let bad = exits(
+        &mut w.writer_cmd(&["snapshots", "--before", "last tuesday"]),
+        2,
+    );
+    assert!(bad.contains("RFC 3339"), "{}", bad);
 }
 
 #[test]
@@ -162,25 +158,33 @@ fn a_trailing_slash_excludes_a_directory_of_that_name_at_any_depth() {
     assert!(listing.contains("/clients/acme/ledger.csv"), "{listing}");
 }
 
-#[test]
-fn config_check_warns_about_excludes_that_cannot_match() {
-    let w = World::new(&[]);
-    let src = store(&w);
+/// A daemon config for world `w` whose one source, `books`, is `src` with `extra` lines.
+fn books_config(w: &World, src: &std::path::Path, extra: &str) -> std::path::PathBuf {
     let config = w.dir.path().join("custodian.toml");
     fs::write(
         &config,
         format!(
             "[repository]\nurl = {:?}\nwriter-key-file = {:?}\nstate-dir = {:?}\n\n\
-             [[source]]\nname = \"books\"\npath = {:?}\nschedule = \"0 2 * * *\"\n\
-             exclude = [\"cache/\", \"./tmp\", \"/no-such-dir/*\", {:?}]\n",
-            w.repo,
-            w.writer,
-            w.state,
-            src,
-            format!("{}/clients", src.display())
+             [[source]]\nname = \"books\"\npath = {src:?}\n{extra}",
+            w.repo, w.writer, w.state
         ),
     )
     .unwrap();
+    config
+}
+
+#[test]
+fn config_check_warns_about_excludes_that_cannot_match() {
+    let w = World::new(&[]);
+    let src = store(&w);
+    let config = books_config(
+        &w,
+        &src,
+        &format!(
+            "schedule = \"0 2 * * *\"\nexclude = [\"cache/\", \"./tmp\", \"/no-such-dir/*\", {:?}]\n",
+            format!("{}/clients", src.display())
+        ),
+    );
     let out = w
         .cmd(&["config", "check", "--config"])
         .arg(&config)
@@ -287,16 +291,11 @@ fn one_broken_runbook_does_not_block_the_others() {
         text(&out)
     );
 
-    let out = w
-        .operator_cmd(&["runbook", "show", "ransomware", "--runbooks", rb])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("cannot be used until it is fixed"),
-        "{}",
-        text(&out)
+    let out = exits(
+        &mut w.operator_cmd(&["runbook", "show", "ransomware", "--runbooks", rb]),
+        1,
     );
+    assert!(out.contains("cannot be used until it is fixed"), "{}", out);
 
     let out = w
         .operator_cmd(&["drill", "books-lost", "--runbooks", rb])
@@ -316,13 +315,12 @@ fn one_broken_runbook_does_not_block_the_others() {
     );
 
     // Run from another folder, the message names --runbooks.
-    let out = w
-        .operator_cmd(&["drill", "books-lost"])
-        .current_dir(w.dir.path().join("repo"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("--runbooks"), "{}", text(&out));
+    let out = exits(
+        w.operator_cmd(&["drill", "books-lost"])
+            .current_dir(w.dir.path().join("repo")),
+        2,
+    );
+    assert!(out.contains("--runbooks"), "{}", out);
 }
 
 /// A daemon config for world `w` with one directory source and one SQLite source.
@@ -428,16 +426,13 @@ fn a_mistyped_source_is_refused_and_the_real_ones_listed() {
     let w = World::new(&[]);
     let src = store(&w);
     w.backup("customers", &src);
-    let out = w
-        .strict_cmd(&["backup", "--source", "customer"])
-        .env("CUSTODIAN_WRITER_KEY", &w.writer)
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        text(&out).contains("its sources are: customers") && text(&out).contains("--new-source")
+    let out = exits(
+        w.strict_cmd(&["backup", "--source", "customer"])
+            .env("CUSTODIAN_WRITER_KEY", &w.writer)
+            .arg(&src),
+        1,
     );
+    assert!(out.contains("its sources are: customers") && out.contains("--new-source"));
     assert_eq!(w.snapshots().len(), 1, "no new source was made");
     let out = w
         .strict_cmd(&["backup", "--source", "branch-2", "--new-source"])
@@ -447,12 +442,8 @@ fn a_mistyped_source_is_refused_and_the_real_ones_listed() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 
-    let out = w
-        .writer_cmd(&["snapshots", "--source", "customer"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("branch-2, customers"), "{}", text(&out));
+    let out = exits(&mut w.writer_cmd(&["snapshots", "--source", "customer"]), 1);
+    assert!(out.contains("branch-2, customers"), "{}", out);
 }
 
 #[test]
@@ -665,16 +656,7 @@ fn small_things_an_operator_notices() {
 fn cron_errors_name_the_field_and_runbook_show_uses_the_runbooks_own_target() {
     let w = World::new(&[]);
     let src = store(&w);
-    let config = w.dir.path().join("custodian.toml");
-    fs::write(
-        &config,
-        format!(
-            "[repository]\nurl = {:?}\nwriter-key-file = {:?}\nstate-dir = {:?}\n\n\
-             [[source]]\nname = \"books\"\npath = {:?}\nschedule = \"0 25 * * *\"\n",
-            w.repo, w.writer, w.state, src
-        ),
-    )
-    .unwrap();
+    let config = books_config(&w, &src, "schedule = \"0 25 * * *\"\n");
     let out = w
         .cmd(&["config", "check", "--config"])
         .arg(&config)

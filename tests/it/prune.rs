@@ -90,6 +90,16 @@ fn restore_every_snapshot(w: &World, sources: &[&str]) -> usize {
     snaps.len()
 }
 
+/// `gens` generations of source `a` backed up, then all but the last `keep` forgotten: packs
+/// holding only forgotten blobs are left for a prune.
+fn backed_up_then_forgotten(w: &World, gens: u64, keep: u32) {
+    for gen in 0..gens {
+        let out = backup_gen(w, "a", 0, gen);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    forget_keep(w, keep);
+}
+
 fn forget_keep(w: &World, n: u32) {
     let out = w
         .writer_cmd(&["forget", "--keep-last", &n.to_string()])
@@ -138,11 +148,7 @@ fn backup_gen(w: &World, source: &str, n: u64, gen: u64) -> std::process::Output
 #[test]
 fn prune_marks_then_deletes_after_the_grace_period_and_keeps_every_snapshot_whole() {
     let w = World::new(TINY_PACKS);
-    for gen in 0..4 {
-        let out = backup_gen(&w, "a", 0, gen);
-        assert!(out.status.success(), "{}", text(&out));
-    }
-    forget_keep(&w, 2);
+    backed_up_then_forgotten(&w, 4, 2);
     let before = pack_count(&w);
 
     // Dry run: decisions, no change.
@@ -260,10 +266,7 @@ fn prune_marks_then_deletes_after_the_grace_period_and_keeps_every_snapshot_whol
 #[test]
 fn repacking_copies_live_blobs_without_any_read_key_and_frees_the_rest() {
     let w = World::new(TINY_PACKS);
-    for gen in 0..6 {
-        assert!(backup_gen(&w, "a", 0, gen).status.success());
-    }
-    forget_keep(&w, 1);
+    backed_up_then_forgotten(&w, 6, 1);
     let bytes_before: u64 = walk_files(&w.repo.join("packs"))
         .iter()
         .map(|p| p.metadata().unwrap().len())
@@ -346,16 +349,14 @@ fn a_lease_held_from_another_host_is_broken_only_with_its_host_confirmed() {
         .store_for_mirror()
         .put_new("locks/prune", &sealed)
         .unwrap();
-    let out = w.writer_cmd(&["prune", "--grace", "0s"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = exits(&mut w.writer_cmd(&["prune", "--grace", "0s"]), 1);
     assert!(
-        text(&out).contains("--break-lease --confirm-host branch-07"),
+        out.contains("--break-lease --confirm-host branch-07"),
         "{}",
-        text(&out)
+        out
     );
-    let out = w.writer_cmd(&["prune", "--break-lease"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("--confirm-host"), "{}", text(&out));
+    let out = exits(&mut w.writer_cmd(&["prune", "--break-lease"]), 1);
+    assert!(out.contains("--confirm-host"), "{}", out);
     let break_from = |host: &str| {
         w.writer_cmd(&[
             "prune",
@@ -559,11 +560,7 @@ fn prune_on_s3_servers_reclaims_space_and_keeps_snapshots_whole() {
     for server in s3_servers() {
         eprintln!("server: {}", server.name);
         let w = World::on_s3(&server, TINY_PACKS);
-        for gen in 0..4 {
-            let out = backup_gen(&w, "a", 0, gen);
-            assert!(out.status.success(), "{}: {}", server.name, text(&out));
-        }
-        forget_keep(&w, 1);
+        backed_up_then_forgotten(&w, 4, 1);
         // Listings carry times: young partly used packs are left alone.
         let young = prune(&w, &["--grace", "1h", "--max-unused", "0"]);
         assert!(
@@ -592,10 +589,7 @@ fn prune_on_s3_servers_reclaims_space_and_keeps_snapshots_whole() {
 /// repacks and deletes under it. Returns the world and the command's output.
 fn race_with_a_finishing_prune(args: &[&str], point: &str) -> (World, std::process::Output) {
     let w = World::new(TINY_PACKS);
-    for gen in 0..4 {
-        assert!(backup_gen(&w, "a", 0, gen).status.success());
-    }
-    forget_keep(&w, 1);
+    backed_up_then_forgotten(&w, 4, 1);
     let child = w
         .operator_cmd(args)
         .env("CUSTODIAN_TEST_PAUSE_AT", point)
@@ -651,11 +645,7 @@ fn a_check_racing_a_finishing_prune_tells_pruned_from_missing() {
 #[test]
 fn prune_right_after_forget_gives_space_back_after_one_grace_period() {
     let w = World::new(TINY_PACKS);
-    for gen in 0..3 {
-        let out = backup_gen(&w, "a", 0, gen);
-        assert!(out.status.success(), "{}", text(&out));
-    }
-    forget_keep(&w, 1);
+    backed_up_then_forgotten(&w, 3, 1);
     let before = pack_count(&w);
     let first = prune(&w, &["--grace", "3s"]);
     assert!(

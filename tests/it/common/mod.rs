@@ -190,6 +190,14 @@ pub fn signing_key_of(identity: &Path) -> String {
 }
 
 /// stdout and stderr, for assertion messages.
+/// Run `cmd`, which must exit with `code`; what it said (stdout and stderr), to check the words.
+pub fn exits(cmd: &mut Command, code: i32) -> String {
+    let out = cmd.output().unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(code), "{said}");
+    said
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "exit {:?}\nstdout:\n{}\nstderr:\n{}",

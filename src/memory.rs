@@ -1,6 +1,6 @@
-//! Memory back to the system between runs. A backup frees its buffers, index and caches when it
-//! ends, but glibc keeps freed pages in its arenas (one per thread that allocated), so an idle
-//! daemon would go on holding its peak for months.
+//! Memory back to the system. glibc keeps freed pages in its arenas (one per thread that
+//! allocated): an idle daemon would go on holding its last backup's peak for months, and a
+//! loaded index the index objects its workers decoded on the way.
 
 /// Give freed heap pages back to the kernel (glibc's `malloc_trim`, every arena); nothing on
 /// other C libraries, whose allocators return memory on their own terms.
