@@ -154,10 +154,12 @@ fn write_refs(
     let mut ids = Vec::new();
     let mut writer = PackWriter::new("", repo.config.pack_target);
     let mut session = None;
+    // Counted as stored only once their pack is handed to the uploader.
+    let mut fresh = HashSet::new();
     for plain in crate::format::refs::encode(refs) {
         let id = repo.meta.blob_id(&plain);
         ids.push(id);
-        if index.dedupable(&id) || !seen.insert(id) {
+        if index.dedupable(&id) || seen.contains(&id) || !fresh.insert(id) {
             continue;
         }
         if session.is_none() {
@@ -179,5 +181,6 @@ fn write_refs(
     if !writer.is_empty() {
         uploader.submit(writer.finish(repo)?)?;
     }
+    seen.extend(fresh);
     Ok((ids, added, bytes))
 }

@@ -388,8 +388,12 @@ impl Daemon {
             || r.0.writer_key_file != r.1.writer_key_file
             || r.0.state_dir != r.1.state_dir
             || new.metrics != self.config.metrics
+            || new.drills.as_ref().map(|d| &d.identity_file)
+                != self.config.drills.as_ref().map(|d| &d.identity_file)
         {
-            tracing::warn!("repository, state-dir and metrics settings change only on restart");
+            tracing::warn!(
+                "repository, state-dir, metrics and drill identity settings change only on restart"
+            );
         }
         let keep_repo = self.config.repository.clone();
         let keep_metrics = self.config.metrics;

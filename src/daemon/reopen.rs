@@ -45,25 +45,33 @@ impl Reopening {
     /// credential was revoked, or predates a rotated metadata key) is the job's error, which
     /// the daemon shows as needing an operator. Failing for now (the store did not answer)
     /// keeps the repository it has: everything that writes checks that its trust list is still
-    /// the newest and refuses otherwise. Jobs starting together wait for one reopening.
+    /// the newest and refuses otherwise. Jobs starting together wait for one reopening, not for
+    /// each other's listings.
     pub(super) fn get(&self) -> Result<Arc<Repository>> {
+        // Asked without the lock, so jobs starting together do not queue behind one listing.
+        let seen = self.last();
+        if !matches!(seen.trust_is_current(), Ok(false)) {
+            return Ok(seen);
+        }
         let mut current = self
             .current
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Ok(false) = current.trust_is_current() {
-            match (self.open)() {
-                Ok(repo) => {
-                    tracing::info!(what = self.what, "the access registry changed: reopened");
-                    *current = Arc::new(repo);
-                }
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(error = %e, what = self.what, "the access registry changed and reopening failed; trying again at the next run");
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, what = self.what, "the access registry changed and this credential can no longer open the repository");
-                    return Err(e);
-                }
+        // Another job may have reopened it meanwhile.
+        if !Arc::ptr_eq(&current, &seen) {
+            return Ok(current.clone());
+        }
+        match (self.open)() {
+            Ok(repo) => {
+                tracing::info!(what = self.what, "the access registry changed: reopened");
+                *current = Arc::new(repo);
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, what = self.what, "the access registry changed and reopening failed; trying again at the next run");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, what = self.what, "the access registry changed and this credential can no longer open the repository");
+                return Err(e);
             }
         }
         Ok(current.clone())

@@ -256,7 +256,7 @@ fn gather(repo: &Repository, grace: Duration) -> Result<Facts> {
             packs: m.packs.clone(),
         })
         .collect();
-    let index = MasterIndex::build(marks, &files);
+    let index = MasterIndex::build(marks, &files, repo.pack_span_cap());
     let referenced = referenced(repo, &index, &snapshots)?;
     Ok(Facts {
         files,

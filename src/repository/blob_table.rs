@@ -59,7 +59,6 @@ fn unpack_loc(bytes: &[u8]) -> (u64, u32, BlobKind) {
 }
 
 /// Blob locations sorted by id; `add_pack` for each pack slot in order, `settle` after adding.
-#[derive(Default)]
 pub struct BlobTable {
     /// Settled entries, sorted by id.
     entries: Vec<[u8; ENTRY]>,
@@ -70,15 +69,38 @@ pub struct BlobTable {
     /// Where each pack slot starts, the packs laid end to end, and where the last one ends.
     starts: Vec<u64>,
     end: u64,
+    /// The most room one pack takes in that layout, whatever size its index entry claims: a
+    /// forged size cannot then push every pack after it out of the 46 bits.
+    span_cap: u64,
     /// Locations that do not fit an entry, sorted by id too.
     wide: Vec<(BlobId, Location)>,
 }
 
+impl Default for BlobTable {
+    fn default() -> Self {
+        BlobTable::with_span_cap(u64::MAX)
+    }
+}
+
 impl BlobTable {
-    /// Make room for the next pack slot's `size` bytes.
+    /// A table in which a pack takes at most `span_cap` bytes of the layout (the largest pack
+    /// the repository's settings let a writer make); frames beyond it keep whole locations.
+    pub fn with_span_cap(span_cap: u64) -> Self {
+        BlobTable {
+            entries: Vec::new(),
+            buckets: Vec::new(),
+            pending: Vec::new(),
+            starts: Vec::new(),
+            end: 0,
+            span_cap,
+            wide: Vec::new(),
+        }
+    }
+
+    /// Make room for the next pack slot's `size` bytes (at most the span cap).
     pub fn add_pack(&mut self, size: u64) {
         self.starts.push(self.end);
-        self.end = self.end.saturating_add(size);
+        self.end = self.end.saturating_add(size.min(self.span_cap));
     }
 
     /// Add a location (unsorted until `settle`).
@@ -153,16 +175,35 @@ impl BlobTable {
             start += run;
         }
         all.dedup_by(|a, b| a[..32] == b[..32]);
+        let mut wide = std::mem::take(&mut self.wide);
+        wide.sort_unstable_by_key(|(id, l)| (*id, rank(l.pack), l.offset));
+        wide.dedup_by_key(|(id, _)| *id);
+        // A blob with a compact and a whole location too keeps the better ranked one, so a
+        // marked pack never wins because its frame fitted an entry: each blob is listed once.
+        let mut beaten = Vec::new();
+        wide.retain(
+            |(id, l)| match all.binary_search_by(|e| e[..32].cmp(&id.0)) {
+                Ok(at) => {
+                    let c = self.location(&all[at][32..]);
+                    let wins = (rank(l.pack), l.offset) < (rank(c.pack), c.offset);
+                    if wins {
+                        beaten.push(at);
+                    }
+                    wins
+                }
+                Err(_) => true,
+            },
+        );
+        if !beaten.is_empty() {
+            beaten.sort_unstable();
+            let mut at = 0;
+            all.retain(|_| {
+                at += 1;
+                beaten.binary_search(&(at - 1)).is_err()
+            });
+        }
         self.compact(all);
-        self.wide
-            .sort_unstable_by_key(|(id, l)| (*id, rank(l.pack), l.offset));
-        self.wide.dedup_by_key(|(id, _)| *id);
-        // A blob with a compact location too keeps that one: each blob is listed once.
-        let wide = std::mem::take(&mut self.wide);
-        self.wide = wide
-            .into_iter()
-            .filter(|(id, _)| self.compact_get(id).is_none())
-            .collect();
+        self.wide = wide;
     }
 
     /// Settle sorted whole entries into `entries` and `buckets`, giving their memory back as
@@ -317,15 +358,18 @@ mod tests {
         for (n, l) in cases {
             t.push(BlobId([n; 32]), l);
         }
-        // Blob 8 is both near and far: listed once, near.
+        // Pack 0 is marked for deletion. Blob 8 is whole in it and compact in pack 2; blob 9
+        // compact in it and whole in pack 2: each is listed once, where it is not marked.
         t.push(BlobId([8; 32]), far);
         t.push(BlobId([8; 32]), loc(2, 9, BlobKind::Data));
-        t.settle(|slot| (false, slot));
-        assert_eq!(t.len(), 8);
+        t.push(BlobId([9; 32]), loc(0, 9, BlobKind::Data));
+        t.push(BlobId([9; 32]), beyond);
+        t.settle(|slot| (slot == 0, slot));
+        assert_eq!(t.len(), 9);
         assert_eq!(
             t.wide.len(),
-            7,
-            "every case above but the near one is kept whole"
+            8,
+            "every case above, and blob 9, is kept whole"
         );
         for (n, l) in cases {
             let got = t.get(&BlobId([n; 32])).unwrap();
@@ -337,7 +381,28 @@ mod tests {
         }
         let near = t.get(&BlobId([8; 32])).unwrap();
         assert_eq!((near.pack, near.offset), (2, 9));
-        assert_eq!(t.iter().count(), 8);
+        let whole = t.get(&BlobId([9; 32])).unwrap();
+        assert_eq!((whole.pack, whole.offset), (2, beyond.offset));
+        assert_eq!(t.iter().count(), 9);
+    }
+
+    #[test]
+    fn a_forged_pack_size_takes_no_more_room_than_the_cap() {
+        // The first pack claims 2^46 bytes; capped, the packs after it still fit entries.
+        let mut t = BlobTable::with_span_cap(1 << 20);
+        t.add_pack(1 << 46);
+        t.add_pack(1000);
+        t.push(BlobId([1; 32]), loc(1, 5, BlobKind::Data));
+        t.push(BlobId([2; 32]), loc(0, 2 << 20, BlobKind::Data));
+        t.settle(|slot| (false, slot));
+        assert_eq!(
+            t.wide.len(),
+            1,
+            "only the frame beyond the cap is kept whole"
+        );
+        let got = t.get(&BlobId([1; 32])).unwrap();
+        assert_eq!((got.pack, got.offset), (1, 5));
+        assert_eq!(t.get(&BlobId([2; 32])).unwrap().offset, 2 << 20);
     }
 
     #[test]

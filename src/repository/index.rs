@@ -65,8 +65,8 @@ pub struct MasterIndex {
 
 impl MasterIndex {
     /// The index of `files`, preferring packs no marker in `marks` names.
-    pub fn build(marks: Marks, files: &[(IndexId, IndexFile)]) -> Self {
-        let mut index = Self::empty(marks);
+    pub fn build(marks: Marks, files: &[(IndexId, IndexFile)], span_cap: u64) -> Self {
+        let mut index = Self::empty(marks, span_cap);
         for (id, file) in files {
             index.push_file(*id, file);
         }
@@ -74,11 +74,13 @@ impl MasterIndex {
         index
     }
 
-    /// An index with nothing yet, under `marks`; fill with `push_file`, then `settle`.
-    fn empty(marks: Marks) -> Self {
+    /// An index with nothing yet, under `marks`; fill with `push_file`, then `settle`. A pack
+    /// takes at most `span_cap` bytes in the blob table's layout (`Repository::pack_span_cap`).
+    fn empty(marks: Marks, span_cap: u64) -> Self {
         MasterIndex {
             marked: marks.packs(),
             marks,
+            blobs: BlobTable::with_span_cap(span_cap),
             ..Default::default()
         }
     }
@@ -227,13 +229,22 @@ impl MasterIndex {
 }
 
 impl Repository {
+    /// The largest pack this repository's settings let a writer make: its pack target plus one
+    /// largest frame and the header (a tree blob may be larger; its location is kept whole).
+    pub fn pack_span_cap(&self) -> u64 {
+        self.config
+            .pack_target
+            .saturating_add(u64::from(self.config.chunker.max))
+            .saturating_add(1 << 20)
+    }
+
     /// Load every index object.
     pub fn load_index(&self) -> Result<MasterIndex> {
         let marks = self.prune_marks()?;
         // A damaged or forged index object is skipped: what it names is then unknown (a backup
         // stores it again, a restore that needs it says which blob is missing).
         // One object at a time: only the compact table stays, never every decoded object.
-        let mut index = MasterIndex::empty(marks);
+        let mut index = MasterIndex::empty(marks, self.pack_span_cap());
         let damaged = self.visit_index_files(|id, file| index.push_file(id, &file))?;
         super::snapshots::warn_damaged(&damaged, "index object");
         index.settle();
