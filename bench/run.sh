@@ -8,6 +8,8 @@
 #   BENCH_SIZE=256M bench/run.sh # smaller, for a quick look
 #   BENCH_S3=1 bench/run.sh      # both tools against an S3 server on loopback (s3s-fs, installed
 #                                # into ~/.cache like scripts/test does), with request counts
+#   BENCH_S3=moto bench/run.sh   # the same against moto (in memory; atomic create-if-absent, so
+#                                # custodian is not in safe mode); repository sizes are not shown
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${BENCH_SIZE:-1536M}
@@ -40,7 +42,22 @@ cp -a "$PRISTINE" "$DATA"
 mkdir -p "$WORK/keys"
 C_REPO=$WORK/repo-custodian C_STORE=$WORK/repo-custodian
 R_REPO=$WORK/repo-restic R_STORE=$WORK/repo-restic
-if [ "${BENCH_S3:-0}" = 1 ]; then
+if [ "${BENCH_S3:-0}" = moto ]; then
+  VENV=${CUSTODIAN_TEST_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/custodian/test-venv}
+  if [ ! -x "$VENV/bin/moto_server" ]; then
+    python3 -m venv "$VENV" && "$VENV/bin/pip" install --quiet 'moto[server]==5.2.5'
+  fi
+  PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" > "$WORK/moto.log" 2>&1 &
+  MOTO_PID=$!
+  trap 'kill "$MOTO_PID" 2>/dev/null || true' EXIT
+  until python3 -c "import socket; socket.create_connection(('127.0.0.1', $PORT), 0.2)" 2>/dev/null; do sleep 0.1; done
+  curl -sf -X PUT "http://127.0.0.1:$PORT/bench" > /dev/null
+  export AWS_ENDPOINT_URL=http://127.0.0.1:$PORT AWS_ALLOW_HTTP=true AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret AWS_REGION=us-east-1
+  C_REPO=s3://bench/custodian C_STORE=
+  R_REPO=s3:http://127.0.0.1:$PORT/bench/restic R_STORE=
+  echo "S3 mode: moto on 127.0.0.1:$PORT" >&2
+elif [ "${BENCH_S3:-0}" = 1 ]; then
   S3S=${CUSTODIAN_TEST_S3S:-${XDG_CACHE_HOME:-$HOME/.cache}/custodian/s3s-fs-0.14.1}
   [ -x "$S3S/bin/s3s-fs" ] || cargo install s3s-fs --version 0.14.1 --locked --features binary --root "$S3S" --quiet
   PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -71,7 +88,7 @@ step() { # step NAME custodian-cmd restic-cmd
   # restic's failures are reported in the table, not fatal (its check fails on s3s-fs listings).
   if [ $HAVE_RESTIC = 1 ]; then sync; $M "restic $1" -- $3 >> "$RESULTS" || echo "restic $1 failed" >&2; fi
 }
-size_of() { du -sb "$1" | cut -f1; }
+size_of() { if [ -n "$1" ]; then du -sb "$1" | cut -f1; else echo 0; fi; }
 
 step initial "$C_W" "restic backup --quiet $DATA"
 # The compression limit: zstd -3 on both cores over a tar of the same data (issue #15 asks the
@@ -104,7 +121,7 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 data = int(sys.argv[2])
 by = {r["label"]: r for r in rows}
 import os
-where = "S3 (s3s-fs on loopback)" if os.environ.get("BENCH_S3") == "1" else "local disk"
+where = {"1": "S3 (s3s-fs on loopback)", "moto": "S3 (moto on loopback)"}.get(os.environ.get("BENCH_S3", ""), "local disk")
 print(f"\ndata set: {data / 2**30:.2f} GiB, repositories on {where}\n")
 print("| step | custodian wall s | cpu s | peak RSS MiB | MB/s | requests PUT/GET/LIST | restic wall s | cpu s | peak RSS MiB | speed ratio | RSS ratio |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -131,13 +148,14 @@ def growth(tool):
     a, b = by.get(f"{tool} repo before the day"), by.get(f"{tool} repo after the day")
     return (b["bytes"] - a["bytes"]) / 1e6 if a and b else None
 g = growth("custodian"); gr = growth("restic")
-if g is not None:
+sized = by["custodian repo"]["bytes"] > 0  # moto keeps objects in memory: no sizes
+if g is not None and sized:
     print(f"daily growth (one simulated day): custodian {g:.1f} MB (target at most 45)"
           + (f", restic {gr:.1f} MB" if gr is not None else ""))
 c = by["custodian repo"]["bytes"]; r = by.get("restic repo")
-print(f"\nrepository size: custodian {c / 2**20:.1f} MiB" + (f", restic {r['bytes'] / 2**20:.1f} MiB (restic/custodian {r['bytes'] / c:.4f})" if r else ""))
+if sized: print(f"\nrepository size: custodian {c / 2**20:.1f} MiB" + (f", restic {r['bytes'] / 2**20:.1f} MiB (restic/custodian {r['bytes'] / c:.4f})" if r else ""))
 c = by.get("custodian repo after prune"); r = by.get("restic repo after prune")
-if c:
+if c and sized:
     print(f"after forget --keep-last 1 and prune: custodian {c['bytes'] / 2**20:.1f} MiB" + (f", restic {r['bytes'] / 2**20:.1f} MiB" if r else ""))
 PY
 echo "deleting this run's trees (wait a few minutes before the next run: see the ext4 note above)" >&2
