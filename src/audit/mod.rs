@@ -105,9 +105,12 @@ pub fn begin(
             repo.mark_audited();
             Ok(Begun::Written(head))
         }
-        // What evidence cannot fix (a damaged or forged log, a caller the rules refuse) is said
-        // as it is; only a store that cannot take the entry may fall back to keeping it here.
-        Err(e @ (Error::Damaged(_) | Error::Untrusted(_) | Error::Refused(_))) => Err(e),
+        // What evidence kept here cannot fix (a damaged or forged log, a caller the rules
+        // refuse, a trust list that moved since this process opened the repository: run again)
+        // is said as it is; only a store that cannot take the entry may fall back to this machine.
+        Err(
+            e @ (Error::Damaged(_) | Error::Untrusted(_) | Error::Refused(_) | Error::Conflict(_)),
+        ) => Err(e),
         Err(e) => match (offline, local) {
             (Some(reason), Some(local)) => {
                 keep_offline(repo, intent, local, reason)?;

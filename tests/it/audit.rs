@@ -480,6 +480,31 @@ fn a_read_on_read_only_storage_is_refused_and_audit_offline_catches_up_later() {
     assert!(ok && said.contains("kept offline"), "{said}");
 }
 
+/// `--audit-offline` is for a store that cannot take the entry, not for a trust list that moved
+/// since the process opened the repository: that is said as it is (run again), and nothing is
+/// kept on this machine to be uploaded under a list that no longer holds.
+#[test]
+fn a_trust_list_that_moved_is_no_reason_to_keep_an_entry_offline() {
+    let w = world_with_entries(1);
+    let backend = custodian::backend::open(w.repo.to_str().unwrap()).unwrap();
+    let repo = custodian::repository::Repository::open(
+        backend,
+        &custodian::repository::Credential::Operator(w.operator.clone()),
+    )
+    .unwrap();
+    issue(&w, "second-server");
+    let local = custodian::audit::Local::new(w.dir.path().join("kept"));
+    let intent = custodian::audit::Intent::read("restore", "a test");
+    let begun = custodian::audit::begin(&repo, &intent, Some(&local), Some("store read-only"));
+    assert!(
+        matches!(begun, Err(custodian::Error::Conflict(_))),
+        "{:?}",
+        begun.err()
+    );
+    let kept = fs::read_dir(w.dir.path().join("kept")).map_or(0, |d| d.count());
+    assert_eq!(kept, 0, "nothing kept offline");
+}
+
 /// Issue a second writer credential named `name`; returns its path.
 /// A new identity `name.key` from `key generate`: its path, recipient and signing key.
 fn person(w: &World, name: &str) -> (PathBuf, String, String) {
