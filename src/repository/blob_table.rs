@@ -257,6 +257,7 @@ impl BlobTable {
         Some(self.location(&bucket[at][ENTRY - LOC..]))
     }
 
+    /// Where blob `id` is, if indexed (settled entries only).
     pub fn get(&self, id: &BlobId) -> Option<Location> {
         self.compact_get(id).or_else(|| {
             self.wide
@@ -266,6 +267,7 @@ impl BlobTable {
         })
     }
 
+    /// Blobs settled so far.
     pub fn len(&self) -> usize {
         self.entries.len() + self.wide.len()
     }
