@@ -58,6 +58,40 @@ fn unpack_loc(bytes: &[u8]) -> (u64, u32, BlobKind) {
     (pos, length, kind_of(v >> (POS_BITS + LEN_BITS)))
 }
 
+/// The first half of an id as a number: comparing two of them orders ids like their bytes,
+/// without a call to `memcmp` per comparison.
+fn id_head(e: &[u8; WHOLE]) -> u128 {
+    let mut head = [0u8; 16];
+    head.copy_from_slice(&e[..16]);
+    u128::from_be_bytes(head)
+}
+
+fn by_id(a: &[u8; WHOLE], b: &[u8; WHOLE]) -> std::cmp::Ordering {
+    id_head(a)
+        .cmp(&id_head(b))
+        .then_with(|| a[16..32].cmp(&b[16..32]))
+}
+
+/// Sort whole entries by id on two threads: split by the ids' top bit (ids are keyed hashes,
+/// so the halves are even), then sort each half. Loading ten million blobs spent a third of
+/// its time in one thread's sort.
+fn sort_by_id(all: &mut [[u8; WHOLE]]) {
+    let (mut lo, mut hi) = (0, all.len());
+    while lo < hi {
+        if all[lo][0] < 0x80 {
+            lo += 1;
+        } else {
+            hi -= 1;
+            all.swap(lo, hi);
+        }
+    }
+    let (low, high) = all.split_at_mut(lo);
+    std::thread::scope(|scope| {
+        scope.spawn(|| low.sort_unstable_by(by_id));
+        high.sort_unstable_by(by_id);
+    });
+}
+
 /// Blob locations sorted by id; `add_pack` for each pack slot in order, `settle` after adding.
 pub struct BlobTable {
     /// Settled entries, sorted by id.
@@ -161,8 +195,8 @@ impl BlobTable {
             }));
             self.entries = Vec::new();
         }
-        // By id alone (a plain byte compare), then each run of one id (rare) ordered by rank.
-        all.sort_unstable_by(|a, b| a[..32].cmp(&b[..32]));
+        // By id alone, then each run of one id (rare) ordered by rank.
+        sort_by_id(&mut all);
         let mut start = 0;
         while start < all.len() {
             let run = all[start..].partition_point(|e| e[..32] == all[start][..32]);
