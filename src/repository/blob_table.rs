@@ -76,6 +76,11 @@ fn by_id(a: &[u8; WHOLE], b: &[u8; WHOLE]) -> std::cmp::Ordering {
 /// so the halves are even), then sort each half. Loading ten million blobs spent a third of
 /// its time in one thread's sort.
 fn sort_by_id(all: &mut [[u8; WHOLE]]) {
+    // A thread costs more than sorting a few packs' worth (a backup's recovered leftovers).
+    if all.len() < 1 << 16 {
+        all.sort_unstable_by(by_id);
+        return;
+    }
     let (mut lo, mut hi) = (0, all.len());
     while lo < hi {
         if all[lo][0] < 0x80 {
@@ -481,12 +486,13 @@ mod tests {
                 want.insert(BlobId(id), l);
             }
         };
-        add(&mut t, &mut want, 20_000);
+        add(&mut t, &mut want, 60_000);
         t.settle(|slot| (false, slot));
         for extra in [40u64, 900] {
             t.add_pack(extra);
         }
-        add(&mut t, &mut want, 5_000);
+        // The second settle sorts more than 65,536 entries: on two threads.
+        add(&mut t, &mut want, 10_000);
         t.settle(|slot| (false, slot));
         assert_eq!(t.len(), want.len());
         assert!(t.wide.is_empty());

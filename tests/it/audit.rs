@@ -505,17 +505,15 @@ fn a_trust_list_that_moved_is_no_reason_to_keep_an_entry_offline() {
     assert_eq!(kept, 0, "nothing kept offline");
 }
 
-/// Issue a second writer credential named `name`; returns its path.
 /// A new identity `name.key` from `key generate`: its path, recipient and signing key.
 fn person(w: &World, name: &str) -> (PathBuf, String, String) {
     let path = w.dir.path().join(format!("{name}.key"));
-    let mut c = w.cmd(&["key", "generate", "--output"]);
-    c.arg(&path);
-    let recipient = stdout_ok(c).trim().to_string();
+    let recipient = common::generate_identity(&path);
     let key = common::signing_key_of(&path);
     (path, recipient, key)
 }
 
+/// Issue a second writer credential named `name`; returns its path.
 fn issue(w: &World, name: &str) -> PathBuf {
     let out_file = w.dir.path().join(format!("{name}.key"));
     let mut c = w.operator_cmd(&["access", "issue-writer", "--name", name, "--out"]);

@@ -133,6 +133,13 @@ impl Daemon {
         }
     }
 
+    /// SIGTERM; the daemon must exit 0 within `limit`. Its log.
+    fn stops_cleanly(self, limit: Duration) -> String {
+        let (code, log) = self.stop(limit);
+        assert_eq!(code, Some(0), "{log}");
+        log
+    }
+
     fn status(&self) -> serde_json::Value {
         let out = Command::new(BIN)
             .args(["status", "--json", "--config"])
@@ -233,8 +240,7 @@ fn per_second_schedule_snapshots_metrics_status_and_clean_stop() {
     let status = d.status();
     assert_eq!(status["live"], true, "{status}");
     assert_eq!(status["sources"][0]["last_result"], "ok");
-    let (code, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    let log = d.stops_cleanly(Duration::from_secs(30));
     assert!(
         !log.contains(src.to_str().unwrap()),
         "no file names at info level:\n{log}"
@@ -313,8 +319,7 @@ fn a_burst_of_changes_in_a_watched_store_makes_one_snapshot() {
     let target = w.dir.path().join("restored");
     w.restore("latest", &target, &[]);
     assert_same_tree(&src, &target);
-    let (code, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stops_cleanly(Duration::from_secs(30));
 }
 
 #[test]
@@ -341,8 +346,7 @@ fn sigterm_during_a_large_backup_stops_cleanly_and_loses_nothing() {
     wait_until_stopped(d.child.id());
     d.signal(libc::SIGTERM);
     d.signal(libc::SIGCONT);
-    let (code, log) = d.stop(Duration::from_secs(60));
-    assert_eq!(code, Some(0), "{log}");
+    let log = d.stops_cleanly(Duration::from_secs(60));
     assert!(
         log.contains("stopped at a safe point"),
         "the backup was still running:\n{log}"
@@ -381,8 +385,7 @@ fn sigterm_in_the_middle_of_a_huge_file_stops_within_seconds() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let asked = Instant::now();
-    let (code, log) = d.stop(Duration::from_secs(15));
-    assert_eq!(code, Some(0), "{log}");
+    let log = d.stops_cleanly(Duration::from_secs(15));
     assert!(log.contains("stopped at a safe point"), "{log}");
     assert!(asked.elapsed() < Duration::from_secs(15));
     assert_eq!(w.snapshots().len(), 0, "no partial snapshot");
@@ -437,8 +440,7 @@ fn sighup_with_a_broken_config_keeps_the_old_one_running() {
     .unwrap();
     d.signal(libc::SIGHUP);
     d.wait_for_log("configuration reloaded", Duration::from_secs(10));
-    let (code, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stops_cleanly(Duration::from_secs(30));
 }
 
 #[test]
@@ -694,8 +696,7 @@ fn a_hanging_store_never_stalls_the_watchdog() {
     // Nobody reads the notifications any more: a full socket would block the daemon's sends.
     drop(socket);
     std::fs::remove_file(&socket_path).unwrap();
-    let (code, log) = d.stop(Duration::from_secs(60));
-    assert_eq!(code, Some(0), "{log}");
+    d.stops_cleanly(Duration::from_secs(60));
 }
 
 #[test]
@@ -772,8 +773,7 @@ fn a_run_missed_while_down_runs_at_start_and_failures_retry_without_stopping() {
         ),
         Some(0.0)
     );
-    let (code, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stops_cleanly(Duration::from_secs(30));
 }
 
 #[test]
@@ -834,8 +834,7 @@ fn scheduled_drills_run_and_export_their_margins() {
         "{status}"
     );
     assert!(d.log().contains("broken.md"), "{}", d.log());
-    let (code, log) = d.stop(Duration::from_secs(60));
-    assert_eq!(code, Some(0), "{log}");
+    d.stops_cleanly(Duration::from_secs(60));
     let out = w
         .operator_cmd(&["drill", "reports", "--json"])
         .output()
@@ -896,8 +895,7 @@ fn retention_and_prune_run_on_their_schedules_with_destruction_records_and_metri
         assert!(Instant::now() < deadline, "{}", d.log());
         std::thread::sleep(Duration::from_millis(200));
     }
-    let (code, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stops_cleanly(Duration::from_secs(30));
     assert!(
         w.snapshots().len() <= 4,
         "keep-last 2 plus what came since the last run"
@@ -1005,12 +1003,10 @@ fn a_second_daemon_on_the_same_state_dir_is_refused_and_the_first_keeps_its_stat
     let status = first.status();
     assert_eq!(status["live"], true, "{status}");
     assert_eq!(status["pid"], first.child.id(), "{status}");
-    let (code, log) = first.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    first.stops_cleanly(Duration::from_secs(30));
     // Once it is gone, the state dir is free again.
     let again = Daemon::start(&config);
-    let (code, log) = again.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    again.stops_cleanly(Duration::from_secs(30));
 }
 
 #[test]
@@ -1144,6 +1140,5 @@ fn a_revoked_writer_needs_an_operator_instead_of_retries_and_a_reload_tries_agai
         assert!(Instant::now() < deadline, "{}", d.log());
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (code, log) = d.stop(Duration::from_secs(30));
-    assert_eq!(code, Some(0), "{log}");
+    d.stops_cleanly(Duration::from_secs(30));
 }

@@ -198,15 +198,10 @@ fn a_full_or_read_only_state_dir_fails_clearly_and_loses_nothing() {
 fn a_state_dir_deleted_mid_run_is_survived() {
     let (w, src, id, saved) = world_with_a_snapshot();
     fs::write(src.join("new.csv"), noise(300_000, 3)).unwrap();
-    let mut child = w
-        .writer_cmd(&["backup", "--source", "records"])
-        .arg(&src)
-        .env("CUSTODIAN_TEST_PAUSE_AT", "op:2:before")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until_stopped(child.id());
+    let mut child = paused_at(
+        w.writer_cmd(&["backup", "--source", "records"]).arg(&src),
+        "op:2:before",
+    );
     fs::remove_dir_all(&w.state).unwrap();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };

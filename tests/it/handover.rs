@@ -23,14 +23,8 @@ struct NewOwner {
 
 fn new_owner(w: &World) -> NewOwner {
     let key = w.dir.path().join("newco.key");
-    let out = Command::new(BIN)
-        .args(["key", "generate", "--output"])
-        .arg(&key)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
     NewOwner {
-        recipient: String::from_utf8(out.stdout).unwrap().trim().to_string(),
+        recipient: generate_identity(&key),
         signing: signing_key_of(&key),
         key,
         state: w.dir.path().join("newco-state"),
@@ -724,12 +718,7 @@ fn accept_refuses_a_repository_the_old_side_kept_a_way_into_and_a_list_whose_id_
 
     // The old side, still holding the handover operator, adds an operator of its own.
     let spare = w.dir.path().join("spare.key");
-    let made = Command::new(BIN)
-        .args(["key", "generate", "--output"])
-        .arg(&spare)
-        .output()
-        .unwrap();
-    let spare_recipient = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    let spare_recipient = generate_identity(&spare);
     let handover_key = w
         .state
         .join("handover")

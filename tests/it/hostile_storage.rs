@@ -298,12 +298,7 @@ fn a_pack_spliced_from_a_real_header_and_other_bytes_is_never_reused() {
 /// one snapshot of source `s` taken from the returned record store.
 fn two_operators() -> (tempfile::TempDir, World, PathBuf) {
     let keys = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["key", "generate", "--output"])
-        .arg(keys.path().join("second.key"))
-        .output()
-        .unwrap();
-    let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let recipient = generate_identity(&keys.path().join("second.key"));
     fs::write(keys.path().join("second.pub"), &recipient).unwrap();
     let w = World::new(&["--recipient", &recipient]);
     let src = records(&w);

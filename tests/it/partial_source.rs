@@ -108,15 +108,11 @@ fn backup_changed_after_listing(
     src: &std::path::Path,
     change: impl FnOnce(),
 ) -> std::process::Output {
-    let child = w
-        .writer_cmd(&["backup", "--json", "--source", "customers"])
-        .arg(src)
-        .env("CUSTODIAN_TEST_PAUSE_AT", "after-first-listing")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until_stopped(child.id());
+    let child = paused_at(
+        w.writer_cmd(&["backup", "--json", "--source", "customers"])
+            .arg(src),
+        "after-first-listing",
+    );
     change();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };

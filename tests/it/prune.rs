@@ -406,16 +406,12 @@ fn a_backup_started_before_a_prune_rescues_what_it_reuses_or_refuses_to_commit()
         // Generation 0 again: its index says those blobs exist, so it reuses them.
         let dir = w.dir.path().join("src-a");
         generation(&dir, 0, 0);
-        let child = w
-            .writer_cmd(&["backup", "--json", "--source", "a", "--tag", "gen-0"])
-            .arg(&dir)
-            .env("CUSTODIAN_TEST_PAUSE_AT", "after-first-listing")
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_until_stopped(child.id());
+        let child = paused_at(
+            w.writer_cmd(&["backup", "--json", "--source", "a", "--tag", "gen-0"])
+                .arg(&dir)
+                .env("RUST_LOG", "info"),
+            "after-first-listing",
+        );
         let r = prune(&w, &["--grace", grace, "--max-unused", "0"]);
         assert!(r["marker"].is_string(), "{r}");
         assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGCONT) }, 0);
@@ -590,15 +586,7 @@ fn prune_on_s3_servers_reclaims_space_and_keeps_snapshots_whole() {
 fn race_with_a_finishing_prune(args: &[&str], point: &str) -> (World, std::process::Output) {
     let w = World::new(TINY_PACKS);
     backed_up_then_forgotten(&w, 4, 1);
-    let child = w
-        .operator_cmd(args)
-        .env("CUSTODIAN_TEST_PAUSE_AT", point)
-        .env("RUST_LOG", "info")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until_stopped(child.id());
+    let child = paused_at(w.operator_cmd(args).env("RUST_LOG", "info"), point);
     let done = prune(&w, &["--grace", "0s", "--max-unused", "0"]);
     assert!(done["deleted_packs"].as_u64().unwrap() > 0, "{done}");
     // SAFETY: signalling our own child.

@@ -354,13 +354,7 @@ fn every_write_of_copy_key_changes_and_drill_reports_is_a_safe_kill_point() {
     // A second operator, on the recipients list but not yet on the trust list.
     let keys = tempfile::tempdir().unwrap();
     let other = keys.path().join("other.key");
-    let out = Command::new(BIN)
-        .args(["key", "generate", "--output"])
-        .arg(&other)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let recipient = generate_identity(&other);
     let (w, src, expected) = world_with_a_snapshot(&["--recipient", &recipient]);
     let mut table = Vec::new();
     // copy, into a mirror it creates and into one it adds to.
@@ -428,12 +422,7 @@ fn every_write_of_copy_key_changes_and_drill_reports_is_a_safe_kill_point() {
     case.creates = vec![issued.clone()];
     table.push(("access issue-writer", sweep(&case)));
     let auditor_key = keys.path().join("auditor.key");
-    let out = Command::new(BIN)
-        .args(["key", "generate", "--output"])
-        .arg(&auditor_key)
-        .output()
-        .unwrap();
-    let auditor_recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let auditor_recipient = generate_identity(&auditor_key);
     let auditor_signing = signing_key_of(&auditor_key);
     let auditor = [
         "access",
@@ -450,12 +439,7 @@ fn every_write_of_copy_key_changes_and_drill_reports_is_a_safe_kill_point() {
     table.push(("access add-auditor", sweep(&case)));
     // An operator added, then removed: each a new key generation with every record re-sealed.
     let third_key = keys.path().join("third.key");
-    let out = Command::new(BIN)
-        .args(["key", "generate", "--output"])
-        .arg(&third_key)
-        .output()
-        .unwrap();
-    let third_recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let third_recipient = generate_identity(&third_key);
     let third_signing = signing_key_of(&third_key);
     let add_third = [
         "access",

@@ -173,6 +173,17 @@ pub fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// The signing key `custodian key show` prints for an operator identity file.
+/// A new age identity written to `path` by `key generate`; its recipient (age1…).
+pub fn generate_identity(path: &Path) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(["key", "generate", "--output"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 pub fn signing_key_of(identity: &Path) -> String {
     let out = std::process::Command::new(BIN)
         .args(["key", "show", "--identity"])
@@ -397,6 +408,19 @@ pub fn wait_until_stopped(pid: u32) {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// Start `cmd` with its output piped, and return once it stopped itself at failpoint `point`
+/// (`CUSTODIAN_TEST_PAUSE_AT`): the test then acts while the command is provably there.
+pub fn paused_at(cmd: &mut Command, point: &str) -> std::process::Child {
+    let child = cmd
+        .env("CUSTODIAN_TEST_PAUSE_AT", point)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until_stopped(child.id());
+    child
 }
 
 /// A real S3-compatible server on loopback that scripts/test started: moto (faithful S3
