@@ -40,11 +40,6 @@ impl ChunkerParams {
     }
 }
 
-/// The least zstd level for a page group: 64 KiB compressed alone loses about 6 % against a
-/// mebibyte chunk at level 3; level 9 wins it back and more (bench: 8.09 against 8.33 MB for a
-/// 42 MB ledger), at a cost that stays small because databases are a small part of a store.
-pub const PAGE_GROUP_LEVEL: i32 = 9;
-
 /// Bytes per chunk of a SQLite database at its usual 4 KiB page: 16 pages. Smaller groups
 /// upload less per changed page but add index entries; a page larger than this is one chunk.
 pub const PAGE_GROUP: usize = 64 * 1024;

@@ -2,7 +2,7 @@
 //! AEAD) through a bounded queue; one packer thread fills packs and hands them to the uploader.
 //! Every queue is bounded, so memory stays bounded whatever the file sizes; both cores compress.
 
-use crate::chunker::{Chunker, ChunkerParams, PAGE_GROUP_LEVEL};
+use crate::chunker::{Chunker, ChunkerParams};
 use crate::compress;
 use crate::constants::{PACK_QUEUE, SEAL_QUEUE};
 use crate::crypto::{seal_blob, DomainKeys, SessionKey};
@@ -13,6 +13,7 @@ use crate::format::BlobKind;
 use crate::id::BlobId;
 use crate::repository::{MasterIndex, PackUploader, PackWriter, Repository};
 use crossbeam_channel::{bounded, Receiver, Sender};
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,8 +40,8 @@ struct SealJob {
     id: BlobId,
     kind: BlobKind,
     data: Vec<u8>,
-    /// The zstd level, when not the repository's (a database's page group).
-    level: Option<i32>,
+    /// A database's page group, compressed with [`compress::Setting::page_group`].
+    page_group: bool,
 }
 
 struct PackJob {
@@ -138,19 +139,47 @@ impl Pipeline {
 
     /// Queue a blob unless an identical one is stored or queued (atomic insert-if-absent).
     pub fn submit(&self, id: BlobId, kind: BlobKind, data: Vec<u8>) -> Result<()> {
-        self.submit_at(SealJob {
+        self.submit_at(id, kind, Cow::Owned(data), false)
+    }
+
+    /// Queue a blob; borrowed bytes are copied only once they are known to be new.
+    fn submit_at(
+        &self,
+        id: BlobId,
+        kind: BlobKind,
+        data: Cow<[u8]>,
+        page_group: bool,
+    ) -> Result<()> {
+        if self.index.dedupable(&id) || !self.first_time(&id)? {
+            return Ok(());
+        }
+        let stopped = || {
+            Error::Internal("the pack writer stopped after an error (see the error above)".into())
+        };
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(stopped());
+        }
+        let data = match data {
+            Cow::Owned(data) => data,
+            Cow::Borrowed(bytes) => bytes.to_vec(),
+        };
+        let job = SealJob {
             id,
             kind,
             data,
-            level: None,
-        })
+            page_group,
+        };
+        let tx = self.seal_tx.as_ref().ok_or_else(stopped)?;
+        tx.send(job).map_err(|_| stopped())
     }
 
-    fn submit_at(&self, job: SealJob) -> Result<()> {
-        if self.index.dedupable(&job.id) {
-            return Ok(());
-        }
-        submit(&self.queued, self.seal_tx.as_ref(), &self.failed, job)
+    /// Whether this run meets `id` for the first time (atomic insert-if-absent).
+    fn first_time(&self, id: &BlobId) -> Result<bool> {
+        Ok(self
+            .queued
+            .lock()
+            .map_err(|_| Error::Internal("internal error: poisoned dedup set".into()))?
+            .insert(RefKey::from(id)))
     }
 
     /// Start one reader per core in `scope`: each reads, chunks and queues the files sent on the
@@ -212,13 +241,8 @@ impl Pipeline {
             progress
                 .bytes_done
                 .fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            self.submit_at(SealJob {
-                id,
-                kind: BlobKind::Data,
-                data: chunk.to_vec(),
-                level: paged.then_some(PAGE_GROUP_LEVEL),
-            })
-            .map_err(ChunkError::Pipeline)
+            self.submit_at(id, BlobKind::Data, Cow::Borrowed(chunk), paged)
+                .map_err(ChunkError::Pipeline)
         });
         match read {
             Ok(n) => Ok(FileRead {
@@ -290,32 +314,15 @@ impl From<std::io::Error> for ChunkError {
     }
 }
 
-fn submit(
-    queued: &Mutex<HashSet<RefKey>>,
-    tx: Option<&Sender<SealJob>>,
-    failed: &AtomicBool,
-    job: SealJob,
-) -> Result<()> {
-    let fresh = queued
-        .lock()
-        .map_err(|_| Error::Internal("internal error: poisoned dedup set".into()))?
-        .insert(RefKey::from(&job.id));
-    if !fresh {
-        return Ok(());
-    }
-    let stopped =
-        || Error::Internal("the pack writer stopped after an error (see the error above)".into());
-    if failed.load(Ordering::SeqCst) {
-        return Err(stopped());
-    }
-    tx.ok_or_else(stopped)?.send(job).map_err(|_| stopped())
-}
-
 fn seal_loop(rx: Receiver<SealJob>, tx: Sender<PackJob>, key: &SessionKey, level: i32) {
     for job in rx {
         crate::failpoint::panic_at("seal");
-        let level = job.level.map_or(level, |at_least| at_least.max(level));
-        let (tag, payload) = compress::compress(&job.data, level);
+        let setting = if job.page_group {
+            compress::Setting::page_group(level)
+        } else {
+            compress::Setting::level(level)
+        };
+        let (tag, payload) = compress::compress_as(&job.data, setting);
         let frame = seal_blob(key, &job.id, job.kind.code(), tag, &payload);
         if tx
             .send(PackJob {
@@ -355,6 +362,7 @@ fn pack_loop(
         };
         if writer.add(job.id, job.kind, &job.frame) {
             uploader.submit(writer.finish(repo)?)?;
+            writer.reuse(uploader.spare_buffer());
         }
     }
     for mut writer in [data, trees] {

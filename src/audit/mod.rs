@@ -151,7 +151,7 @@ pub fn append(repo: &Repository, intent: &Intent, local: Option<&Local>) -> Resu
                 settle,
                 steady.as_ref(),
                 |h| entry_bytes(repo, h, pending.sealed.clone(), true),
-                |name, bytes| put_new(repo, name, bytes),
+                |name, bytes| repo.create_exclusive(name, bytes),
             )?;
             remember(local, &location, repo_id, &head);
             std::fs::remove_file(&file).map_err(|e| Error::io(&file, e))?;
@@ -165,22 +165,12 @@ pub fn append(repo: &Repository, intent: &Intent, local: Option<&Local>) -> Resu
         settle,
         steady.as_ref(),
         |h| entry_bytes(repo, h, sealed.clone(), false),
-        |name, bytes| put_new(repo, name, bytes),
+        |name, bytes| repo.create_exclusive(name, bytes),
     )?;
     if let Some(local) = local {
         remember(local, &location, repo_id, &head);
     }
     Ok(head)
-}
-
-/// Create an entry's name only if absent: a local disk's create is atomic; elsewhere the shared
-/// name goes through check-write-settle-verify, since an S3 server may let two creators win.
-fn put_new(repo: &Repository, name: &str, bytes: &[u8]) -> Result<bool> {
-    let backend = repo.backend_ref();
-    if backend.atomic_create() {
-        return Ok(backend.put_new(name, bytes)?);
-    }
-    repo.create_exclusive(name, bytes)
 }
 
 /// Record the head on this machine. The entry is in the repository already, so a state dir
