@@ -75,11 +75,21 @@ impl LocalBackend {
             hex::encode(rand::random::<[u8; 8]>())
         ));
         let result = (|| {
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)?;
-            file.write_all(bytes)?;
+            let file = match bytes.len() >= super::direct::DIRECT_FROM {
+                true => super::direct::create(&tmp, bytes)?,
+                false => None,
+            };
+            let file = match file {
+                Some(file) => file,
+                None => {
+                    let mut file = fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&tmp)?;
+                    file.write_all(bytes)?;
+                    file
+                }
+            };
             file.sync_all()?;
             drop(file);
             let published = publish(&tmp, &path)?;

@@ -3,6 +3,7 @@
 //! ones are ever retried.
 
 pub mod counting;
+mod direct;
 pub mod local;
 pub mod object;
 mod object_errors;
