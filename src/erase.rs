@@ -383,11 +383,11 @@ impl Rewriter<'_> {
                 let (tag, payload) = compress::compress(json, repo.config.zstd_level);
                 let frame = seal_blob(&session, id, BlobKind::Tree.code(), tag, &payload);
                 if writer.add(*id, BlobKind::Tree, &frame) {
-                    commit.uploader().submit(writer.finish(repo)?)?;
+                    commit.uploader().submit_pack(&mut writer, repo)?;
                 }
             }
             if !writer.is_empty() {
-                commit.uploader().submit(writer.finish(repo)?)?;
+                commit.uploader().submit_pack(&mut writer, repo)?;
             }
         }
         for (_, head, _) in rewrites.iter_mut() {

@@ -179,7 +179,7 @@ fn write_refs(
         }
     }
     if !writer.is_empty() {
-        uploader.submit(writer.finish(repo)?)?;
+        uploader.submit_pack(&mut writer, repo)?;
     }
     seen.extend(fresh);
     Ok((ids, added, bytes))

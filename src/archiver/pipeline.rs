@@ -361,13 +361,12 @@ fn pack_loop(
             &mut data
         };
         if writer.add(job.id, job.kind, &job.frame) {
-            uploader.submit(writer.finish(repo)?)?;
-            writer.reuse(uploader.spare_buffer());
+            uploader.submit_pack(writer, repo)?;
         }
     }
     for mut writer in [data, trees] {
         if !writer.is_empty() {
-            uploader.submit(writer.finish(repo)?)?;
+            uploader.submit_pack(&mut writer, repo)?;
         }
     }
     Ok(())

@@ -75,21 +75,7 @@ impl LocalBackend {
             hex::encode(rand::random::<[u8; 8]>())
         ));
         let result = (|| {
-            let file = match bytes.len() >= super::direct::DIRECT_FROM {
-                true => super::direct::create(&tmp, bytes)?,
-                false => None,
-            };
-            let file = match file {
-                Some(file) => file,
-                None => {
-                    let mut file = fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(&tmp)?;
-                    file.write_all(bytes)?;
-                    file
-                }
-            };
+            let file = write_temp(&tmp, bytes)?;
             file.sync_all()?;
             drop(file);
             let published = publish(&tmp, &path)?;
@@ -104,7 +90,9 @@ impl LocalBackend {
     fn write_new(&self, name: &str, bytes: &[u8]) -> io::Result<bool> {
         self.write_via_temp(name, bytes, |tmp, path| match fs::hard_link(tmp, path) {
             Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            // NFS may answer a retried link "exists" when the first try made it: the temporary
+            // file then has two links, and the name is this writer's.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(linked_twice(tmp)),
             Err(e) => Err(e),
         })
     }
@@ -151,6 +139,31 @@ impl LocalBackend {
         }
         Ok(())
     }
+}
+
+/// Write `bytes` to the temporary file `tmp`: a pack past the page cache where the file system
+/// allows it (`direct`), anything else the usual way.
+fn write_temp(tmp: &Path, bytes: &[u8]) -> io::Result<fs::File> {
+    let large = bytes.len() >= super::direct::DIRECT_FROM;
+    if large {
+        if let Some(file) = super::direct::create(tmp, bytes)? {
+            return Ok(file);
+        }
+    }
+    // A refused direct attempt may have left the name (this call's own, random) behind.
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .create_new(!large)
+        .open(tmp)?;
+    file.write_all(bytes)?;
+    Ok(file)
+}
+
+fn linked_twice(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).is_ok_and(|meta| meta.nlink() == 2)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {

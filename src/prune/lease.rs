@@ -140,7 +140,7 @@ impl<'a> Lease<'a> {
             };
             let bytes = repo.seal_meta_at(ObjectKind::Lease, LEASE_NAME, &record)?;
             let taken = Instant::now();
-            if repo.create_exclusive(LEASE_NAME, &bytes)? {
+            if repo.create_exclusive_deletable(LEASE_NAME, &bytes)? {
                 return Ok(Lease { repo, bytes, taken });
             }
             // None: released in between; try again.

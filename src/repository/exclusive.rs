@@ -2,8 +2,9 @@
 //! trusted (safe mode). Only names shared between writers need this (`config`, key domains,
 //! later locks); every other name is random or content-addressed and can never collide.
 //!
-//! A local disk's create-if-absent (link(2)) is atomic and needs nothing more. Every other
-//! store gets check, write, settle, verify: look for the name, write it (create-if-absent),
+//! A local disk's create-if-absent (link(2)) is atomic and needs nothing more for a name that
+//! is never deleted. Every other store, and the prune lease everywhere, gets check, write,
+//! settle, verify: look for the name, write it (create-if-absent),
 //! wait at least twice as long as the check-to-write took plus a settle time, then read it back.
 //! In safe mode (a store the probe caught racing or ignoring the condition) the settle time is
 //! [`SETTLE`]; on a store it found atomic, [`SETTLE_TRUSTED`]. Two writers whose checks
@@ -51,13 +52,27 @@ impl Repository {
         }))
     }
 
-    /// Create `name` unless it exists; false if another writer has it (or got there first).
+    /// Create `name`, a name never deleted once written (`config`, key records, audit entries),
+    /// unless it exists; false if another writer has it (or got there first). On a local disk
+    /// link(2) lets exactly one creator succeed, so there is no wait (the first backup of a
+    /// source spent 250 ms here verifying it).
     pub(crate) fn create_exclusive(&self, name: &str, bytes: &[u8]) -> Result<bool> {
-        let Some(settle) = self.settle_time()? else {
-            // link(2) on a local disk: exactly one creator of a name succeeds, with no wait
-            // (the initial backup of a source spent 250 ms here verifying it).
-            return Ok(self.backend.put_new(name, bytes)?);
-        };
+        match self.settle_time()? {
+            None => Ok(self.backend.put_new(name, bytes)?),
+            Some(settle) => self.create_verified(name, bytes, settle),
+        }
+    }
+
+    /// [`Self::create_exclusive`] for a name that is deleted and created again (the prune
+    /// lease): verified on every store, since a peer's delete can come between another's check
+    /// and its create even where create itself is atomic.
+    pub(crate) fn create_exclusive_deletable(&self, name: &str, bytes: &[u8]) -> Result<bool> {
+        let settle = self.settle_time()?.unwrap_or(SETTLE_TRUSTED);
+        self.create_verified(name, bytes, settle)
+    }
+
+    /// Check, write, settle, verify (see the module's doc).
+    fn create_verified(&self, name: &str, bytes: &[u8], settle: Duration) -> Result<bool> {
         let started = Instant::now();
         if self.backend.get_if_present(name)?.is_some() {
             return Ok(false);

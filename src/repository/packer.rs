@@ -9,7 +9,6 @@ use crate::format::index::IndexPack;
 use crate::format::pack::{trailer, PackHeader, PACK_HEADER_VERSION};
 use crate::format::{BlobKind, PackEntry};
 use crate::id::{BlobId, IndexId, PackId};
-use crate::memory::Spares;
 use crossbeam_channel::{bounded, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -42,7 +41,7 @@ impl PackWriter {
 
     /// Append a sealed frame; returns true once the pack should be finished.
     pub fn add(&mut self, id: BlobId, kind: BlobKind, frame: &[u8]) -> bool {
-        if self.buf.is_empty() {
+        if self.buf.capacity() == 0 {
             // Room for a full pack plus one large frame and the header, so the buffer never
             // doubles (a doubled 16 MiB buffer would be the pipeline's largest allocation).
             self.buf
@@ -60,17 +59,6 @@ impl PackWriter {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
-    }
-
-    /// Fill the next pack into `spare` (a pack the uploader is done with), whose pages are
-    /// already mapped, instead of a fresh buffer.
-    pub fn reuse(&mut self, spare: Option<Vec<u8>>) {
-        if let Some(spare) = spare {
-            if self.buf.is_empty() && spare.capacity() > self.buf.capacity() {
-                self.buf = spare;
-                self.buf.clear();
-            }
-        }
     }
 
     /// Seal the header, add the trailer, and name the pack by its hash.
@@ -128,8 +116,6 @@ pub struct PackUploader {
     tx: Option<Sender<FinishedPack>>,
     threads: Vec<JoinHandle<Result<()>>>,
     state: Arc<Mutex<UploadState>>,
-    /// Packs' buffers once stored, for the packer to fill again.
-    spares: Spares,
 }
 
 impl PackUploader {
@@ -142,13 +128,11 @@ impl PackUploader {
             pending: recovered,
             ..Default::default()
         }));
-        let spares = Spares::new(1);
         let threads = (0..connections.max(1))
             .map(|_| {
                 let (rx, repo, state) = (rx.clone(), repo.clone(), state.clone());
-                let spares = spares.clone();
                 std::thread::spawn(move || -> Result<()> {
-                    let result = upload_loop(&repo, &rx, &state, &spares);
+                    let result = upload_loop(&repo, &rx, &state);
                     if let Err(e) = result {
                         let mut s = state.lock().map_err(|_| poisoned())?;
                         s.failure.get_or_insert(e);
@@ -163,13 +147,21 @@ impl PackUploader {
             tx: Some(tx),
             threads,
             state,
-            spares,
         }
     }
 
-    /// A stored pack's buffer, if one is free: see [`PackWriter::reuse`].
-    pub fn spare_buffer(&self) -> Option<Vec<u8>> {
-        self.spares.any()
+    /// Finish `writer`'s pack and queue it; blocks while the queue is full (the pipeline's
+    /// back-pressure).
+    pub fn submit_pack(&self, writer: &mut PackWriter, repo: &Repository) -> Result<()> {
+        let pack = writer.finish(repo)?;
+        let tx = self.tx.as_ref().ok_or_else(poisoned)?;
+        if self.state.lock().map_err(|_| poisoned())?.failure.is_some() {
+            return Err(Error::Internal(
+                "pack upload stopped after an earlier error".into(),
+            ));
+        }
+        tx.send(pack)
+            .map_err(|_| Error::Internal("pack upload stopped after an earlier error".into()))
     }
 
     /// The error that stopped the uploads, if any, so callers report it instead of the
@@ -188,18 +180,6 @@ impl PackUploader {
             .summary
             .written
             .clone())
-    }
-
-    /// Queue a pack; blocks while the queue is full (the pipeline's back-pressure).
-    pub fn submit(&self, pack: FinishedPack) -> Result<()> {
-        let tx = self.tx.as_ref().ok_or_else(poisoned)?;
-        if self.state.lock().map_err(|_| poisoned())?.failure.is_some() {
-            return Err(Error::Internal(
-                "pack upload stopped after an earlier error".into(),
-            ));
-        }
-        tx.send(pack)
-            .map_err(|_| Error::Internal("pack upload stopped after an earlier error".into()))
     }
 
     /// Wait for every upload, then index whatever is not indexed yet.
@@ -232,18 +212,15 @@ fn upload_loop(
     repo: &Repository,
     rx: &crossbeam_channel::Receiver<FinishedPack>,
     state: &Mutex<UploadState>,
-    spares: &Spares,
 ) -> Result<()> {
-    for mut pack in rx {
+    for pack in rx {
         // Durable first; only then may an index mention the pack.
         repo.backend
             .put_immutable(&pack_name(&pack.id), &pack.bytes)?;
-        let stored = pack.bytes.len() as u64;
-        spares.give(std::mem::take(&mut pack.bytes));
         let full = {
             let mut s = state.lock().map_err(|_| poisoned())?;
             s.summary.packs += 1;
-            s.summary.bytes += stored;
+            s.summary.bytes += pack.bytes.len() as u64;
             s.summary.written.push(pack.id);
             s.pending.push(pack.index);
             crate::failpoint::pause("pack", s.summary.packs);

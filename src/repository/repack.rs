@@ -94,7 +94,7 @@ impl<'a> FrameCopier<'a> {
                 .extend(crate::crypto::blob_seal::frame_session(frame));
             self.bytes += frame.len() as u64;
             if writer.add(entry.id, entry.kind, frame) {
-                self.uploader.submit(writer.finish(self.repo)?)?;
+                self.uploader.submit_pack(writer, self.repo)?;
             }
         }
         Ok(())
@@ -105,7 +105,7 @@ impl<'a> FrameCopier<'a> {
     pub fn flush(mut self) -> Result<()> {
         for writer in self.writers.values_mut() {
             if !writer.is_empty() {
-                self.uploader.submit(writer.finish(self.repo)?)?;
+                self.uploader.submit_pack(writer, self.repo)?;
             }
         }
         Ok(())

@@ -94,7 +94,7 @@ impl Forger {
             let frame = seal_blob(&self.session, id, kind.code(), tag, &payload);
             writer.add(*id, *kind, &frame);
         }
-        uploader.submit(writer.finish(&repo).unwrap()).unwrap();
+        uploader.submit_pack(&mut writer, &repo).unwrap();
         uploader.finish().unwrap();
         let latest = repo
             .list_snapshots()
