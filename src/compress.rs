@@ -75,10 +75,11 @@ fn compress_with_context(data: &[u8], setting: Setting) -> io::Result<Vec<u8>> {
         let at = match contexts.iter().position(|(s, _)| *s == setting) {
             Some(at) => at,
             None => {
+                let context = setting.context()?;
                 if contexts.len() >= MAX_CONTEXTS {
                     contexts.remove(0);
                 }
-                contexts.push((setting, setting.context()?));
+                contexts.push((setting, context));
                 contexts.len() - 1
             }
         };

@@ -139,7 +139,8 @@ pub fn append(repo: &Repository, intent: &Intent, local: Option<&Local>) -> Resu
     };
     // A head this machine recorded at least one settle time ago has held still since, if the
     // log still ends there: a race's loser never lasts that long. So has one this process
-    // wrote itself (`Repository::create_exclusive` verified it after a settle).
+    // wrote itself (on an object store `Repository::create_exclusive` verified it after a
+    // settle; a local disk has no settle and needs none).
     let mut steady = match (local, settle) {
         (Some(l), Some(settle)) if l.anchor_age(&location) >= Some(settle) => hint.clone(),
         _ => None,

@@ -4,9 +4,11 @@
 //! filled pushed the source's out of the cache. Direct writes go from a small aligned buffer to
 //! the disk. Borg drops its segments from the cache after writing them for the same reason.
 //!
-//! File systems without `O_DIRECT` (tmpfs, some FUSE and network mounts) answer EINVAL; the
-//! caller then writes the usual way. Durability is unchanged: the caller still fsyncs the file
-//! (for its size and extents, and the device's cache) before publishing its name.
+//! Only on a local disk: on NFS, SMB or FUSE every direct write would be a synchronous round
+//! trip, so those keep the usual write. A file system that refuses `O_DIRECT` anyway (EINVAL or
+//! EOPNOTSUPP; tmpfs before Linux 6.6) gets the usual write too. Durability is unchanged: the
+//! caller still fsyncs the file (for its size and extents, and the device's cache) before
+//! publishing its name.
 
 use std::fs;
 use std::io;
@@ -22,9 +24,12 @@ const ALIGN: usize = 4096;
 const STEP: usize = 1 << 20;
 
 /// Create `path` (which must not exist) holding `bytes`, written with `O_DIRECT`. `Ok(None)`
-/// when this file system refuses direct I/O: nothing is left at `path`, so the caller can
-/// write it the usual way.
+/// when this file system is remote or refuses direct I/O: nothing is left at `path`, so the
+/// caller can create it the usual way.
 pub fn create(path: &Path, bytes: &[u8]) -> io::Result<Option<fs::File>> {
+    if !on_local_disk(path.parent().unwrap_or(Path::new("."))) {
+        return Ok(None);
+    }
     let file = match fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -34,7 +39,7 @@ pub fn create(path: &Path, bytes: &[u8]) -> io::Result<Option<fs::File>> {
         Ok(file) => file,
         Err(e) if unsupported(&e) => {
             // Linux creates the file before it checks the flag.
-            remove_quietly(path);
+            remove_if_present(path)?;
             return Ok(None);
         }
         Err(e) => return Err(e),
@@ -43,7 +48,7 @@ pub fn create(path: &Path, bytes: &[u8]) -> io::Result<Option<fs::File>> {
         Ok(()) => Ok(Some(file)),
         Err(e) if unsupported(&e) => {
             drop(file);
-            remove_quietly(path);
+            remove_if_present(path)?;
             Ok(None)
         }
         Err(e) => Err(e),
@@ -51,15 +56,40 @@ pub fn create(path: &Path, bytes: &[u8]) -> io::Result<Option<fs::File>> {
 }
 
 fn unsupported(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::EINVAL)
+    matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP))
 }
 
-fn remove_quietly(path: &Path) {
-    if let Err(e) = fs::remove_file(path) {
-        if e.kind() != io::ErrorKind::NotFound {
-            tracing::debug!("could not remove {}: {e}", path.display());
-        }
+/// The caller creates `path` afresh next, so a file that cannot be removed is an error.
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
+}
+
+/// Whether `dir` is on a disk of this machine: not NFS, SMB/CIFS or FUSE (whose daemons may be
+/// remote too). Unknown answers count as remote.
+fn on_local_disk(dir: &Path) -> bool {
+    const NFS: i64 = 0x6969;
+    const SMB: i64 = 0x517b;
+    const CIFS: i64 = 0xff53_4d42;
+    const SMB2: i64 = 0xfe53_4d42;
+    const FUSE: i64 = 0x6573_5546;
+    let Ok(c_dir) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    let mut stat = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: c_dir is a NUL-terminated path and stat points to writable memory of the size
+    // statfs fills; it is read only when the call succeeded. (f_type's width differs between C
+    // libraries and architectures, hence the cast.)
+    #[allow(clippy::unnecessary_cast)]
+    let kind = unsafe {
+        if libc::statfs(c_dir.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return false;
+        }
+        stat.assume_init().f_type as i64
+    };
+    ![NFS, SMB, CIFS, SMB2, FUSE].contains(&kind)
 }
 
 /// Copy `bytes` through an aligned buffer in steps; the last step is padded with zeros to a
@@ -67,7 +97,7 @@ fn remove_quietly(path: &Path) {
 fn write_aligned(file: &fs::File, bytes: &[u8]) -> io::Result<()> {
     let mut bounce = vec![0u8; STEP + ALIGN];
     let start = bounce.as_ptr().align_offset(ALIGN);
-    if start > ALIGN {
+    if start >= ALIGN {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
     let buffer = &mut bounce[start..start + STEP];

@@ -150,12 +150,9 @@ fn write_temp(tmp: &Path, bytes: &[u8]) -> io::Result<fs::File> {
             return Ok(file);
         }
     }
-    // A refused direct attempt may have left the name (this call's own, random) behind.
     let mut file = fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .create_new(!large)
+        .create_new(true)
         .open(tmp)?;
     file.write_all(bytes)?;
     Ok(file)
@@ -235,6 +232,16 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_temp_file_linked_to_its_name_is_told_from_one_that_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tmp, name) = (dir.path().join(".tmp-x"), dir.path().join("x"));
+        fs::write(&tmp, b"mine").unwrap();
+        assert!(!linked_twice(&tmp), "not linked yet: another writer's name");
+        fs::hard_link(&tmp, &name).unwrap();
+        assert!(linked_twice(&tmp), "an earlier try made the link");
+    }
 
     #[test]
     fn create_only_durable_objects() {

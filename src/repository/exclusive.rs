@@ -52,10 +52,12 @@ impl Repository {
         }))
     }
 
-    /// Create `name`, a name never deleted once written (`config`, key records, audit entries),
-    /// unless it exists; false if another writer has it (or got there first). On a local disk
-    /// link(2) lets exactly one creator succeed, so there is no wait (the first backup of a
-    /// source spent 250 ms here verifying it).
+    /// Create `name` unless it exists; false if another writer has it (or got there first). For
+    /// `config` and audit entries, never deleted, and a domain's operator record, deleted only by
+    /// a roll-back of a pair that stayed broken for the domain settle time (30 s) and checked
+    /// against its writer record on every read. On a local disk link(2) lets exactly one creator
+    /// succeed, so there is no wait (the first backup of a source spent 250 ms here verifying
+    /// it; a verify that short never covered a roll-back anyway).
     pub(crate) fn create_exclusive(&self, name: &str, bytes: &[u8]) -> Result<bool> {
         match self.settle_time()? {
             None => Ok(self.backend.put_new(name, bytes)?),
