@@ -101,6 +101,10 @@ impl Backend for Counting {
         self.inner.atomic_create()
     }
 
+    fn sweep_leftovers(&self, older_than: std::time::Duration) -> Result<u64, BackendError> {
+        self.inner.sweep_leftovers(older_than)
+    }
+
     fn connections(&self) -> usize {
         self.inner.connections()
     }

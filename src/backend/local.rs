@@ -141,6 +141,42 @@ impl LocalBackend {
     }
 }
 
+/// Remove `.tmp-` files last written before `cutoff` under `dir`. A write in progress touches its
+/// file until it is published, so only a killed writer's file is that old.
+fn sweep_dir(dir: &Path, cutoff: std::time::SystemTime, removed: &mut u64) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            sweep_dir(&entry.path(), cutoff, removed)?;
+            continue;
+        }
+        let leftover = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(TEMP_PREFIX));
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| at < cutoff);
+        if kind.is_file() && leftover && old {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => *removed += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Write `bytes` to the temporary file `tmp`: a pack past the page cache where the file system
 /// allows it (`direct`), anything else the usual way.
 fn write_temp(tmp: &Path, bytes: &[u8]) -> io::Result<fs::File> {
@@ -179,6 +215,16 @@ impl Backend for LocalBackend {
 
     fn atomic_create(&self) -> bool {
         true
+    }
+
+    fn sweep_leftovers(&self, older_than: std::time::Duration) -> Result<u64, BackendError> {
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let mut removed = 0;
+        sweep_dir(&self.root, cutoff, &mut removed)
+            .map_err(|e| self.err("removing leftovers under", "", e))?;
+        Ok(removed)
     }
 
     fn put_new(&self, name: &str, bytes: &[u8]) -> Result<bool, BackendError> {

@@ -135,6 +135,12 @@ fn print_report(r: &PruneReport, no_grace: bool) {
     } else {
         outln!("nothing deleted this run");
     }
+    if r.leftovers_removed > 0 {
+        outln!(
+            "removed {} temporary file(s) that killed writers left",
+            r.leftovers_removed
+        );
+    }
     print_when(r, no_grace);
 }
 

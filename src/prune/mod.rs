@@ -79,7 +79,13 @@ pub struct PruneReport {
     pub marker: Option<String>,
     /// The destruction record's object name, when something was deleted.
     pub record: Option<String>,
+    /// Temporary files of killed writers removed (a local disk's; see `LEFTOVER_AGE`).
+    pub leftovers_removed: u64,
 }
+
+/// How old a killed writer's temporary file must be before prune removes it: a write in
+/// progress touches its file until it publishes it, within seconds.
+const LEFTOVER_AGE: Duration = Duration::from_secs(3600);
 
 /// Run a prune.
 pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport> {
@@ -104,6 +110,11 @@ pub fn prune(repo: &Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport>
     if opts.rules.grace.is_zero() && marked_now && !opts.dry_run {
         // No grace: finish what this run just marked (only safe when no backup runs).
         run_pass(repo, opts, lease.as_ref(), &mut report)?;
+    }
+    if !opts.dry_run {
+        // Each is a second name for an object it was about to publish: a key record among
+        // them would outlive the record's destruction.
+        report.leftovers_removed = repo.backend_ref().sweep_leftovers(LEFTOVER_AGE)?;
     }
     drop(lease);
     Ok(report)

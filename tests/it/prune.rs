@@ -331,6 +331,35 @@ fn a_second_prune_is_refused_while_the_lease_is_held_and_a_stale_lease_is_taken_
 }
 
 #[test]
+fn prune_removes_what_killed_writers_left_an_hour_ago_and_nothing_younger() {
+    let w = World::new(TINY_PACKS);
+    assert!(backup_gen(&w, "a", 0, 0).status.success());
+    // A writer killed between link and unlink leaves its temporary name: a second name for a
+    // key record, which would outlive the record's destruction.
+    let domains = w.repo.join("keys/domains");
+    let record = fs::read_dir(&domains)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".operator"))
+        .expect("the source's operator record");
+    let old = domains.join(".tmp-0123456789abcdef");
+    fs::hard_link(&record, &old).unwrap();
+    let two_hours_ago =
+        filetime::FileTime::from_unix_time(filetime::FileTime::now().unix_seconds() - 7200, 0);
+    filetime::set_file_mtime(&old, two_hours_ago).unwrap();
+    let young = w.repo.join("packs/.tmp-fedcba9876543210");
+    fs::write(&young, b"a pack being written right now").unwrap();
+    let report = prune(&w, &["--grace", "0s"]);
+    assert_eq!(report["leftovers_removed"], 1, "{report}");
+    assert!(
+        !old.exists() && record.exists(),
+        "the leftover went, the record stayed"
+    );
+    assert!(young.exists(), "a write in progress is left alone");
+    check_read_data(&w);
+}
+
+#[test]
 fn a_lease_held_from_another_host_is_broken_only_with_its_host_confirmed() {
     let w = World::new(TINY_PACKS);
     assert!(backup_gen(&w, "a", 0, 0).status.success());
