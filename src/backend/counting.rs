@@ -102,7 +102,10 @@ impl Backend for Counting {
     }
 
     fn sweep_leftovers(&self, older_than: std::time::Duration) -> Result<u64, BackendError> {
-        self.inner.sweep_leftovers(older_than)
+        let op = crate::failpoint::op_before("delete", ".tmp-* leftovers");
+        let removed = self.inner.sweep_leftovers(older_than)?;
+        crate::failpoint::op_after(op);
+        Ok(removed)
     }
 
     fn connections(&self) -> usize {

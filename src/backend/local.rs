@@ -102,79 +102,80 @@ impl LocalBackend {
         self.write_via_temp(name, bytes, |tmp, path| fs::rename(tmp, path))
     }
 
+    /// Every object under `dir`: files with UTF-8 names, temporary files left out.
     fn walk(&self, dir: &Path, out: &mut Vec<ObjectInfo>) -> io::Result<()> {
-        let entries = match fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        for entry in entries {
-            let entry = match entry {
-                Ok(entry) => entry,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            let file_name = entry.file_name();
-            let Some(text) = file_name.to_str() else {
-                continue;
-            };
-            if text.starts_with(TEMP_PREFIX) {
-                continue;
-            }
-            let meta = match entry.metadata() {
-                Ok(meta) => meta,
-                // Deleted since read_dir listed it (a concurrent prune): not there.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            };
-            if meta.is_dir() {
-                self.walk(&entry.path(), out)?;
-            } else if let Ok(rel) = entry.path().strip_prefix(&self.root) {
+        each_file(dir, 0, &mut |path, name, meta| {
+            if let (false, Ok(rel)) = (name.starts_with(TEMP_PREFIX), path.strip_prefix(&self.root))
+            {
                 out.push(ObjectInfo {
                     name: rel.to_string_lossy().into_owned(),
                     size: meta.len(),
                     modified: meta.modified().ok(),
                 });
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 
-/// Remove `.tmp-` files last written before `cutoff` under `dir`. A write in progress touches its
-/// file until it is published, so only a killed writer's file is that old.
-fn sweep_dir(dir: &Path, cutoff: std::time::SystemTime, removed: &mut u64) -> io::Result<()> {
+/// Directories below the root that listings and sweeps enter: custodian's own layout is three
+/// deep (`packs/ab/<id>`), and a store's planted tree of thousands must not exhaust the stack.
+const MAX_DEPTH: usize = 8;
+
+/// Call `f` with the path, UTF-8 name and metadata of every file under `dir`, `depth` levels below
+/// the root. Symbolic links are never followed (the metadata is the link's own), nor are
+/// temporary names or directories past [`MAX_DEPTH`] entered; what vanishes while listed (a
+/// concurrent prune) is skipped.
+fn each_file(
+    dir: &Path,
+    depth: usize,
+    f: &mut dyn FnMut(&Path, &str, &fs::Metadata) -> io::Result<()>,
+) -> io::Result<()> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
     for entry in entries {
-        let entry = entry?;
-        let Ok(kind) = entry.file_type() else {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let file_name = entry.file_name();
+        let Some(name) = file_name.to_str() else {
             continue;
         };
-        if kind.is_dir() {
-            sweep_dir(&entry.path(), cutoff, removed)?;
-            continue;
-        }
-        let leftover = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(TEMP_PREFIX));
-        let old = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|at| at < cutoff);
-        if kind.is_file() && leftover && old {
-            match fs::remove_file(entry.path()) {
-                Ok(()) => *removed += 1,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if !meta.is_dir() {
+            f(&entry.path(), name, &meta)?;
+        } else if depth < MAX_DEPTH && !name.starts_with(TEMP_PREFIX) {
+            each_file(&entry.path(), depth + 1, f)?;
         }
     }
     Ok(())
+}
+
+/// Remove `.tmp-` files last written before `cutoff` under `dir`. A write in progress touches its
+/// file until it is published, so only a killed writer's file is that old.
+fn sweep_dir(dir: &Path, cutoff: std::time::SystemTime) -> io::Result<u64> {
+    let mut removed = 0;
+    each_file(dir, 0, &mut |path, name, meta| {
+        let old = meta.modified().is_ok_and(|at| at < cutoff);
+        if meta.is_file() && name.starts_with(TEMP_PREFIX) && old {
+            match fs::remove_file(path) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                Err(_) => {}
+            }
+        }
+        Ok(())
+    })?;
+    Ok(removed)
 }
 
 /// Write `bytes` to the temporary file `tmp`: a pack past the page cache where the file system
@@ -221,10 +222,7 @@ impl Backend for LocalBackend {
         let cutoff = std::time::SystemTime::now()
             .checked_sub(older_than)
             .unwrap_or(std::time::UNIX_EPOCH);
-        let mut removed = 0;
-        sweep_dir(&self.root, cutoff, &mut removed)
-            .map_err(|e| self.err("removing leftovers under", "", e))?;
-        Ok(removed)
+        sweep_dir(&self.root, cutoff).map_err(|e| self.err("removing leftovers under", "", e))
     }
 
     fn put_new(&self, name: &str, bytes: &[u8]) -> Result<bool, BackendError> {
@@ -278,6 +276,56 @@ impl Backend for LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sweep_removes_only_old_temporary_files_inside_the_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("repo"), dir.path().join("outside"));
+        let hour_ago =
+            filetime::FileTime::from_unix_time(filetime::FileTime::now().unix_seconds() - 3600, 0);
+        let old = |path: &Path| {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, b"x").unwrap();
+            filetime::set_symlink_file_times(path, hour_ago, hour_ago).unwrap();
+        };
+        old(&root.join("packs/ab/.tmp-killed"));
+        old(&root.join("packs/ab/kept-object"));
+        fs::write(root.join("packs/.tmp-in-progress"), b"x").unwrap();
+        // A hostile store's planted links: to a directory and to a file outside the repository,
+        // and a tree deeper than any custodian writes.
+        old(&outside.join(".tmp-victim"));
+        std::os::unix::fs::symlink(&outside, root.join("packs/evil")).unwrap();
+        std::os::unix::fs::symlink(outside.join(".tmp-victim"), root.join(".tmp-link")).unwrap();
+        filetime::set_symlink_file_times(root.join(".tmp-link"), hour_ago, hour_ago).unwrap();
+        let deep: PathBuf = (0..40).map(|_| "d").collect();
+        old(&root.join(&deep).join(".tmp-deep"));
+
+        let b = LocalBackend::new(&root);
+        let removed = b
+            .sweep_leftovers(std::time::Duration::from_secs(600))
+            .unwrap();
+        assert_eq!(removed, 1);
+        assert!(!root.join("packs/ab/.tmp-killed").exists());
+        assert!(root.join("packs/ab/kept-object").exists());
+        assert!(
+            root.join("packs/.tmp-in-progress").exists(),
+            "younger than the cutoff"
+        );
+        assert!(
+            outside.join(".tmp-victim").exists(),
+            "links are never followed"
+        );
+        assert!(
+            root.join(".tmp-link").symlink_metadata().is_ok(),
+            "only regular files go"
+        );
+        assert!(
+            root.join(&deep).join(".tmp-deep").exists(),
+            "deeper than custodian writes"
+        );
+        let listed: Vec<String> = b.list("").unwrap().into_iter().map(|o| o.name).collect();
+        assert_eq!(listed, ["packs/ab/kept-object", "packs/evil"]);
+    }
 
     #[test]
     fn a_temp_file_linked_to_its_name_is_told_from_one_that_lost() {

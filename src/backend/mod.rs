@@ -81,8 +81,7 @@ pub trait Backend: Send + Sync {
     /// Remove what killed writers left behind that is older than `older_than` (a local disk's
     /// temporary files, each a second name for an object it was about to publish); returns how
     /// many went. An object store keeps nothing of an upload that did not finish.
-    fn sweep_leftovers(&self, older_than: std::time::Duration) -> Result<u64, BackendError> {
-        let _ = older_than;
+    fn sweep_leftovers(&self, _older_than: std::time::Duration) -> Result<u64, BackendError> {
         Ok(0)
     }
 }

@@ -2,10 +2,10 @@
 //! trusted (safe mode). Only names shared between writers need this (`config`, key domains,
 //! later locks); every other name is random or content-addressed and can never collide.
 //!
-//! A local disk's create-if-absent (link(2)) is atomic and needs nothing more for a name that
-//! is never deleted. Every other store, and the prune lease everywhere, gets check, write,
-//! settle, verify: look for the name, write it (create-if-absent),
-//! wait at least twice as long as the check-to-write took plus a settle time, then read it back.
+//! On a local disk create-if-absent (link(2)) is atomic and needs nothing more
+//! ([`Repository::create_exclusive`]). Every other store, and the prune lease everywhere, gets
+//! check, write, settle, verify: look for the name, write it (create-if-absent), wait at least
+//! twice as long as the check-to-write took plus a settle time, then read it back.
 //! In safe mode (a store the probe caught racing or ignoring the condition) the settle time is
 //! [`SETTLE`]; on a store it found atomic, [`SETTLE_TRUSTED`]. Two writers whose checks
 //! both missed wrote within one check-to-write gap of each other, so after the wait both writes

@@ -155,13 +155,11 @@ impl PackUploader {
     pub fn submit_pack(&self, writer: &mut PackWriter, repo: &Repository) -> Result<()> {
         let pack = writer.finish(repo)?;
         let tx = self.tx.as_ref().ok_or_else(poisoned)?;
+        let stopped = || Error::Internal("pack upload stopped after an earlier error".into());
         if self.state.lock().map_err(|_| poisoned())?.failure.is_some() {
-            return Err(Error::Internal(
-                "pack upload stopped after an earlier error".into(),
-            ));
+            return Err(stopped());
         }
-        tx.send(pack)
-            .map_err(|_| Error::Internal("pack upload stopped after an earlier error".into()))
+        tx.send(pack).map_err(|_| stopped())
     }
 
     /// The error that stopped the uploads, if any, so callers report it instead of the
